@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+HOST ?= 127.0.0.1
+PORT ?= 8000
+BIN := $(VENV)/bin
+# The local PostgreSQL the tests use; unreachable -> those tests skip (they fail under CI=true).
+TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+
+.PHONY: run test venv bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+run: venv
+	$(BIN)/vidfactory db upgrade
+	$(BIN)/vidfactory admin demo --port $(PORT)
+	$(BIN)/vidfactory serve --host $(HOST) --port $(PORT)
+
+test: venv
+	VIDFACTORY_TEST_POSTGRES_URL="$${VIDFACTORY_TEST_POSTGRES_URL:-$(TEST_POSTGRES_URL)}" $(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python bench/platform_overhead.py
+	$(BIN)/python bench/admission.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

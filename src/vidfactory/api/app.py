@@ -1,0 +1,64 @@
+"""The FastAPI application: routers, error envelope, and (for `serve`) in-process workers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from vidfactory import __version__
+from vidfactory.api.context import AppContext
+from vidfactory.api.errors import install_error_handlers
+from vidfactory.api.routes import admin, balance, models, quotes, videos
+from vidfactory.bootstrap import upgrade_and_seed
+from vidfactory.jobs.worker import Worker
+from vidfactory.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+worker_join_s = 30.0
+
+
+def start_workers(ctx: AppContext, count: int, stop: threading.Event) -> list[threading.Thread]:
+    threads = []
+    for index in range(count):
+        worker = Worker(ctx.settings, ctx.sessions, ctx.storage)
+        thread = threading.Thread(target=worker.run, args=(stop,), name=f"worker-{index}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads
+
+
+def create_app(settings: Settings | None = None, *, workers: int | None = None) -> FastAPI:
+    """`workers` in-process worker threads (default: settings.workers_in_process; 0 for API-only)."""
+    settings = settings or Settings()
+    worker_count = settings.workers_in_process if workers is None else workers
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = AppContext.from_settings(settings)
+        upgrade_and_seed(ctx.engine)
+        app.state.ctx = ctx
+        stop = threading.Event()
+        threads = start_workers(ctx, worker_count, stop)
+        yield
+        stop.set()
+        for thread in threads:
+            thread.join(worker_join_s)
+        ctx.engine.dispose()
+
+    app = FastAPI(title="vidfactory", version=__version__, lifespan=lifespan,
+                  description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
+    install_error_handlers(app)
+    for router in (videos.router, quotes.router, balance.router, models.router, admin.router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

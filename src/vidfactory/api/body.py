@@ -1,0 +1,86 @@
+"""Read a video request body: JSON, or multipart/form-data as the official openai SDK sends it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from vidfactory.api.errors import ApiError
+from vidfactory.api.schemas import VideoCreate
+
+__all__ = ["read_video_create", "video_create_openapi"]
+
+form_fields_max = 32
+
+video_create_openapi: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": VideoCreate.model_json_schema()},
+            "multipart/form-data": {"schema": VideoCreate.model_json_schema()},
+        },
+    }
+}
+
+
+async def _read_capped(request: Request, bytes_max: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > bytes_max:
+        raise ApiError(413, "request_too_large", f"request body over {bytes_max} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > bytes_max:
+            raise ApiError(413, "request_too_large", f"request body over {bytes_max} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _form_fields(request: Request, bytes_max: int) -> dict[str, Any]:
+    await _read_capped(request, bytes_max)  # caps the size; starlette keeps the body for .form()
+    form = await request.form(max_files=1, max_fields=form_fields_max, max_part_size=bytes_max)
+    fields: dict[str, Any] = {}
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            # Reference images belong to image-to-video models; none configured here accepts one.
+            raise ApiError(400, "unsupported_parameter",
+                           f"{name}: the configured models generate from text only", param=name)
+        if name == "metadata":
+            try:
+                fields[name] = json.loads(value)
+            except ValueError as exc:
+                raise ApiError(400, "invalid_value", "metadata must be a JSON object", param="metadata") from exc
+        elif name == "seed" and value.strip().lstrip("-").isdigit():
+            fields[name] = int(value)
+        else:
+            fields[name] = value
+    return fields
+
+
+async def read_video_create(request: Request, bytes_max: int) -> tuple[VideoCreate, dict[str, Any]]:
+    """Returns the validated request and the raw fields (for the idempotency fingerprint)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        raw = await _read_capped(request, bytes_max)
+        try:
+            fields = json.loads(raw or b"null")
+        except ValueError as exc:
+            raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
+        if not isinstance(fields, dict):
+            raise ApiError(400, "invalid_json", "body must be a JSON object")
+    elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        fields = await _form_fields(request, bytes_max)
+    else:
+        raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
+    if fields.get("input_reference") in (None, ""):
+        fields.pop("input_reference", None)
+    try:
+        return VideoCreate.model_validate(fields), fields
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise ApiError(400, "invalid_value", f"{param}: {first['msg']}", param=param) from exc

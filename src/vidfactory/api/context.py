@@ -1,0 +1,64 @@
+"""What every request handler needs, built once per app (no module globals)."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from vidfactory.api.ratelimit import RateLimiter
+from vidfactory.billing.tokens import TokenCounter
+from vidfactory.db.session import SessionFactory, make_engine, make_session_factory
+from vidfactory.engines.registry import model_path
+from vidfactory.settings import ModelConfig, Settings
+from vidfactory.storage.local import LocalStorage
+
+__all__ = ["AppContext", "TokenCounters", "ensure_admin_token"]
+
+
+class TokenCounters:
+    """Each model's own tokenizer, loaded once from the model directory on first use."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = models_dir
+        self._lock = threading.Lock()
+        self._counters: dict[str, TokenCounter] = {}
+
+    def __call__(self, model: ModelConfig) -> TokenCounter:
+        with self._lock:
+            if model.id not in self._counters:
+                self._counters[model.id] = TokenCounter.from_model_path(model_path(model, self.models_dir))
+            return self._counters[model.id]
+
+
+def ensure_admin_token(settings: Settings) -> str:
+    """The configured admin token, or one generated once into data_dir/admin_token (mode 0600)."""
+    if settings.admin_token:
+        return settings.admin_token
+    path = settings.data_dir / "admin_token"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text("vfadmin_" + secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: Engine
+    sessions: SessionFactory
+    storage: LocalStorage
+    counters: TokenCounters
+    admin_token: str
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AppContext:
+        engine = make_engine(settings.resolved_database_url)
+        return cls(settings=settings, engine=engine, sessions=make_session_factory(engine),
+                   storage=LocalStorage(settings.resolved_storage_dir), counters=TokenCounters(settings.models_dir),
+                   admin_token=ensure_admin_token(settings))

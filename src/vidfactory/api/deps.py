@@ -1,0 +1,65 @@
+"""Shared dependencies as typed aliases."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from vidfactory.api.context import AppContext
+from vidfactory.api.errors import ApiError
+from vidfactory.tenancy import Caller, authenticate
+
+__all__ = ["AdminDep", "CallerDep", "ContextDep", "SessionDep"]
+
+
+def get_context(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+def get_session(ctx: ContextDep) -> Iterator[Session]:
+    with ctx.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "missing_api_key", "send your API key as 'Authorization: Bearer <key>'")
+    return token.strip()
+
+
+def get_caller(request: Request, ctx: ContextDep) -> Caller:
+    token = _bearer(request)
+    with ctx.sessions() as session:
+        caller = authenticate(session, token)
+    if caller is None:
+        raise ApiError(401, "invalid_api_key", "the API key is not valid or was revoked")
+    if ctx.settings.rate_limit_enabled:
+        wait_s = ctx.limiter.check(caller.api_key_id, caller.requests_per_minute)
+        if wait_s:
+            raise ApiError(429, "rate_limit_exceeded",
+                           f"plan {caller.plan} allows {caller.requests_per_minute} requests per minute per key",
+                           headers={"Retry-After": str(int(wait_s))})
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def require_admin(request: Request, ctx: ContextDep) -> None:
+    if not hmac.compare_digest(_bearer(request).encode(), ctx.admin_token.encode()):
+        raise ApiError(401, "invalid_admin_token", "admin routes need the operator's admin token")
+
+
+AdminDep = Annotated[None, Depends(require_admin)]

@@ -1,0 +1,88 @@
+"""One error envelope for every failure: {"error": {"code", "message", "type", "param"}}."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vidfactory.billing.ledger import InsufficientBalance
+from vidfactory.jobs.queue import StaleJob
+from vidfactory.jobs.spec import InvalidRequest
+from vidfactory.jobs.submit import IdempotencyConflict
+
+__all__ = ["ApiError", "install_error_handlers", "not_found"]
+
+types_by_status = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+
+def not_found(what: str, object_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"no {what} with id {object_id!r}", param="id")
+
+
+def envelope(status: int, code: str, message: str, param: str | None, headers: dict[str, str] | None = None):
+    body = {"error": {"code": code, "message": message, "type": types_by_status.get(status, "api_error"),
+                      "param": param}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_param(error: dict) -> str | None:
+    loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    return ".".join(loc) or None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError):
+        return envelope(exc.status, exc.code, exc.message, exc.param, exc.headers)
+
+    @app.exception_handler(InvalidRequest)
+    async def _invalid(_: Request, exc: InvalidRequest):
+        return envelope(400, exc.code, str(exc), exc.param)
+
+    @app.exception_handler(InsufficientBalance)
+    async def _balance(_: Request, exc: InsufficientBalance):
+        return envelope(402, "insufficient_balance", str(exc), None)
+
+    @app.exception_handler(IdempotencyConflict)
+    async def _idempotency(_: Request, exc: IdempotencyConflict):
+        return envelope(409, "idempotency_conflict", str(exc), "Idempotency-Key")
+
+    @app.exception_handler(StaleJob)
+    async def _stale(_: Request, exc: StaleJob):
+        return envelope(409, "invalid_state", str(exc), None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        message = str(first.get("msg", "invalid request"))
+        param = _validation_param(first)
+        return envelope(400, "invalid_value", f"{param}: {message}" if param else message, param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return envelope(exc.status_code, code, str(exc.detail), None)

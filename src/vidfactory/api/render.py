@@ -1,0 +1,72 @@
+"""Database rows to public JSON objects."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from vidfactory.billing import ledger
+from vidfactory.db.models import Job, Transfer
+
+__all__ = ["billing_object", "timestamp", "transfer_object", "video_object"]
+
+
+def timestamp(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp())
+
+
+def billing_object(job: Job, resolution: Transfer | None) -> dict[str, Any]:
+    held = job.total_tokens
+    if resolution is None:
+        return {"price_book_version": job.price_book_version, "held": held, "settled": None, "released": None,
+                "status": "held"}
+    settled = resolution.amount if resolution.kind == "post" else 0
+    return {"price_book_version": job.price_book_version, "held": held, "settled": settled,
+            "released": held - settled, "status": "settled" if resolution.kind == "post" else "voided"}
+
+
+def video_object(session: Session, job: Job) -> dict[str, Any]:
+    error = None
+    if job.status == "failed":
+        error = {"code": job.error_type or "engine_error", "message": job.error_message or ""}
+    return {
+        "id": job.id,
+        "object": "video",
+        "created_at": timestamp(job.created_at),
+        "completed_at": timestamp(job.completed_at),
+        "expires_at": None,
+        "model": job.model,
+        "status": job.status,
+        "progress": job.progress,
+        "prompt": job.prompt,
+        "seconds": str(job.seconds),
+        "size": f"{job.width}x{job.height}",
+        "error": error,
+        "remixed_from_video_id": None,
+        "negative_prompt": job.negative_prompt,
+        "seed": job.seed,
+        "metadata": job.request_metadata,
+        "attempts": job.attempts,
+        "cancel_requested": job.cancel_requested,
+        "usage": {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens,
+                  "total_tokens": job.total_tokens},
+        "billing": billing_object(job, ledger.hold_resolution(session, job.hold_id)),
+        "warnings": list(job.warnings),
+    }
+
+
+def transfer_object(transfer: Transfer) -> dict[str, Any]:
+    return {
+        "id": transfer.id,
+        "object": "ledger.transfer",
+        "kind": transfer.kind,
+        "amount": transfer.amount,
+        "debit_account": transfer.debit_account_id,
+        "credit_account": transfer.credit_account_id,
+        "pending_id": transfer.pending_id,
+        "job_id": transfer.job_id,
+        "memo": transfer.memo,
+        "created_at": timestamp(transfer.created_at),
+    }

@@ -1,0 +1,120 @@
+"""Request and response schemas, one per purpose, with a limit on every field."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+__all__ = [
+    "AmountPublic",
+    "BalancePublic",
+    "CreditCreate",
+    "KeyPublic",
+    "QuotePublic",
+    "TenantCreate",
+    "TenantPublic",
+    "VideoCreate",
+    "has_control_characters",
+]
+
+prompt_chars_max = 4000
+metadata_keys_max = 16
+metadata_key_chars_max = 64
+metadata_value_chars_max = 512
+seed_max = 2**31 - 1
+allowed_controls = {"\n", "\t", "\r"}
+
+
+def has_control_characters(text: str) -> bool:
+    return any(unicodedata.category(ch) in ("Cc", "Cs") and ch not in allowed_controls for ch in text)
+
+
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=metadata_key_chars_max)]
+MetadataValue = Annotated[str, StringConstraints(max_length=metadata_value_chars_max)]
+
+
+class VideoCreate(BaseModel):
+    """The body of POST /v1/videos and POST /v1/quotes (JSON, or multipart as the openai SDK sends)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=prompt_chars_max)
+    model: str | None = Field(default=None, min_length=1, max_length=64)
+    seconds: str | None = Field(default=None, min_length=1, max_length=3, pattern=r"^\d+$")
+    size: str | None = Field(default=None, min_length=3, max_length=11)
+    negative_prompt: str = Field(default="", max_length=prompt_chars_max)
+    seed: int | None = Field(default=None, ge=0, le=seed_max)
+    metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=metadata_keys_max)
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def _seconds_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _no_control_characters(cls, value: str) -> str:
+        if has_control_characters(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class AmountPublic(BaseModel):
+    currency: str
+    value: str
+
+
+class QuotePublic(BaseModel):
+    object: Literal["quote"] = "quote"
+    model: str
+    price_book_version: int
+    method: str
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    amount: AmountPublic
+    warnings: list[str]
+
+
+class BalancePublic(BaseModel):
+    object: Literal["balance"] = "balance"
+    available: int
+    pending: int
+    posted: int
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    plan: str = Field(default="free", min_length=1, max_length=32)
+
+
+class TenantPublic(BaseModel):
+    object: Literal["tenant"] = "tenant"
+    id: str
+    name: str
+    plan: str
+    created_at: int
+
+
+class KeyPublic(BaseModel):
+    object: Literal["api_key"] = "api_key"
+    id: str
+    tenant_id: str
+    prefix: str
+    key: str | None = Field(default=None, description="shown once, at creation")
+
+
+class CreditCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tokens: int = Field(gt=0, le=10**12)
+    memo: str = Field(default="top-up", max_length=200)

@@ -1,0 +1,230 @@
+"""`vidfactory serve | worker | generate | db | admin | ledger`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vidfactory.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+admin_app = typer.Typer(no_args_is_help=True, help="Tenants, keys and credits.")
+tenant_app = typer.Typer(no_args_is_help=True, help="Tenants.")
+key_app = typer.Typer(no_args_is_help=True, help="API keys.")
+ledger_app = typer.Typer(no_args_is_help=True, help="The token ledger.")
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+admin_app.add_typer(tenant_app, name="tenant")
+admin_app.add_typer(key_app, name="key")
+app.add_typer(ledger_app, name="ledger")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+demo_tenant_name = "demo"
+demo_credit_tokens = 1_000_000
+
+
+def _engine():
+    from vidfactory.db.session import make_engine
+
+    return make_engine(Settings().resolved_database_url)
+
+
+def _sessions():
+    from vidfactory.db.session import make_session_factory
+
+    return make_session_factory(_engine())
+
+
+def _emit(as_json: bool, payload: dict, text: str) -> None:
+    typer.echo(json.dumps(payload) if as_json else text)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema and seed plans, operator accounts and price book v1."""
+    from vidfactory.bootstrap import upgrade_and_seed
+
+    upgrade_and_seed(_engine())
+    typer.echo("database is up to date")
+
+
+@tenant_app.command("create")
+def tenant_create(name: str, plan: Annotated[str, typer.Option()] = "free", as_json: JsonFlag = False) -> None:
+    from vidfactory.tenancy import TenancyError, create_tenant
+
+    try:
+        with _sessions().begin() as session:
+            tenant = create_tenant(session, name, plan)
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"id": tenant.id, "name": tenant.name, "plan": tenant.plan_id},
+          f"created tenant {tenant.name} ({tenant.id}) on plan {tenant.plan_id}")
+
+
+@key_app.command("create")
+def key_create(tenant: str, as_json: JsonFlag = False) -> None:
+    """Create an API key for TENANT (id or name). The key is shown once."""
+    from vidfactory.tenancy import TenancyError, create_key, find_tenant
+
+    try:
+        with _sessions().begin() as session:
+            row, plaintext = create_key(session, find_tenant(session, tenant).id)
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"id": row.id, "tenant_id": row.tenant_id, "key": plaintext}, plaintext)
+
+
+@admin_app.command("credit")
+def admin_credit(tenant: str, tokens: int, as_json: JsonFlag = False) -> None:
+    """Top up TENANT (id or name) by TOKENS."""
+    from vidfactory.billing import ledger
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    if not 0 < tokens <= 10**12:
+        _fail("TOKENS must be between 1 and 10^12")
+    try:
+        with _sessions().begin() as session:
+            found = find_tenant(session, tenant)
+            transfer = ledger.credit(session, found.id, tokens)
+            current = ledger.balance(session, found.id)
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"transfer_id": transfer.id, "tenant_id": found.id, "balance": vars(current)},
+          f"credited {tokens} tokens to {found.name}; available {current.available}")
+
+
+@admin_app.command("demo")
+def admin_demo(port: int = 8000) -> None:
+    """Create the demo tenant (once, with a balance) and print a fresh API key for it."""
+    from sqlalchemy import select
+
+    from vidfactory.api.context import ensure_admin_token
+    from vidfactory.billing import ledger
+    from vidfactory.db.models import Tenant
+    from vidfactory.tenancy import create_key, create_tenant, revoke_keys
+
+    settings = Settings()
+    with _sessions().begin() as session:
+        tenant = session.scalar(select(Tenant).where(Tenant.name == demo_tenant_name))
+        if tenant is None:
+            tenant = create_tenant(session, demo_tenant_name, plan="pro")
+            ledger.credit(session, tenant.id, demo_credit_tokens, memo="demo balance")
+        revoke_keys(session, tenant.id, label="demo")
+        _, plaintext = create_key(session, tenant.id, label="demo")
+        available = ledger.balance(session, tenant.id).available
+    ensure_admin_token(settings)
+    base = f"http://127.0.0.1:{port}/v1"
+    typer.echo(f"""
+  vidfactory demo tenant: {available} tokens available
+  API key (shown once):  {plaintext}
+  Base URL:              {base}
+  Admin token:           in {settings.data_dir / 'admin_token'}
+
+  curl -s {base}/videos -H "Authorization: Bearer {plaintext}" \\
+       -H "Content-Type: application/json" -d '{{"prompt": "a red fox running through snow"}}'
+""")
+
+
+@ledger_app.command("verify")
+def ledger_verify(as_json: JsonFlag = False) -> None:
+    """Check every ledger invariant on the live database; exit 1 on any breach."""
+    from vidfactory.billing.verify import verify
+
+    with _sessions()() as session:
+        breaches = verify(session)
+    _emit(as_json, {"ok": not breaches, "breaches": breaches},
+          "\n".join(breaches) if breaches else "ledger verified: no breaches")
+    raise typer.Exit(1 if breaches else 0)
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000,
+          workers: Annotated[int | None, typer.Option(help="In-process worker threads.")] = None) -> None:
+    """Serve the API (and, by default, one in-process worker)."""
+    import uvicorn
+
+    from vidfactory.api.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(Settings(), workers=workers), host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only these models.")] = None,
+           once: Annotated[bool, typer.Option(help="Process at most one job, then exit.")] = False) -> None:
+    """Run a worker: claims jobs, keeps its pipeline loaded, settles each job."""
+    from vidfactory.bootstrap import upgrade_and_seed
+    from vidfactory.db.session import make_engine, make_session_factory
+    from vidfactory.jobs.worker import Worker
+    from vidfactory.storage.local import LocalStorage
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url)
+    upgrade_and_seed(engine)
+    loop = Worker(settings, make_session_factory(engine), LocalStorage(settings.resolved_storage_dir), models=model)
+    if once:
+        loop.maintain(force=True)
+        loop.run_once()
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    loop.run(stop)
+
+
+@app.command()
+def generate(
+    prompt: str,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("clip.mp4"),
+    model: str = "wan-tiny",
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT")] = None,
+    seconds: int | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+) -> None:
+    """One-shot generation with no server and no ledger: prompt in, MP4 out."""
+    from tqdm import tqdm
+
+    from vidfactory.engines.base import EngineError, GenerationRequest
+    from vidfactory.engines.registry import load_engine
+    from vidfactory.jobs.spec import InvalidRequest, shape_for
+    from vidfactory.media.encode import encode_mp4
+
+    settings = Settings()
+    config = settings.model(model)
+    if config is None:
+        _fail(f"unknown model {model!r}; configured: {', '.join(m.id for m in settings.models)}")
+    try:
+        shape = shape_for(config, size, seconds)
+    except InvalidRequest as exc:
+        _fail(f"{exc.param}: {exc}")
+    request = GenerationRequest(prompt=prompt, negative_prompt="", width=shape.width, height=shape.height,
+                                num_frames=shape.num_frames, fps=shape.fps,
+                                num_inference_steps=steps or config.steps, guidance_scale=config.guidance_scale,
+                                seed=seed)
+    try:
+        engine = load_engine(config, settings.models_dir)
+        with tqdm(total=request.num_inference_steps, unit="step", file=sys.stderr) as bar:
+            video = engine.generate(request, lambda done, total: bar.update(done - bar.n), lambda: False)
+    except EngineError as exc:
+        _fail(f"{exc.error_type}: {exc}")
+    out.write_bytes(encode_mp4(video.frames, video.fps))
+    typer.echo(f"wrote {out} ({shape.width}x{shape.height}, {len(video.frames)} frames at {video.fps} fps)")
+
+
+if __name__ == "__main__":
+    app()

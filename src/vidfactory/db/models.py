@@ -1,0 +1,217 @@
+"""SQLAlchemy 2 models. The schema itself is created by the Alembic migrations in db/migrations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from vidfactory.db.types import UTCDateTime, utcnow
+
+__all__ = [
+    "Account",
+    "ApiKey",
+    "Asset",
+    "Base",
+    "IdempotencyRecord",
+    "Job",
+    "Plan",
+    "PriceBook",
+    "Tenant",
+    "Transfer",
+]
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Plan(Base):
+    __tablename__ = "plans"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    priority: Mapped[int] = mapped_column(Integer)
+    requests_per_minute: Mapped[int] = mapped_column(Integer)
+    concurrent_jobs: Mapped[int] = mapped_column(Integer)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    label: Mapped[str] = mapped_column(String(100), default="")
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Account(Base):
+    """A ledger account. Balance columns are a cache of the transfers, kept for tenant accounts only:
+    admission locks and checks the tenant's row, and `ledger verify` recomputes them from transfers.
+    Operator accounts (issuance, revenue) are derived from transfers so that every tenant's admission
+    does not serialise on one hot row."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # tenant | issuance | revenue
+    debits_pending: Mapped[int] = mapped_column(BigInteger, default=0)
+    debits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
+    credits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (
+        CheckConstraint("debits_pending >= 0 AND debits_posted >= 0 AND credits_posted >= 0", "balances_nonneg"),
+        CheckConstraint(
+            "kind <> 'tenant' OR credits_posted - debits_posted - debits_pending >= 0", "tenant_no_overdraft"
+        ),
+    )
+
+
+class Transfer(Base):
+    """Append-only. kind: credit (posted top-up), hold (pending), post / void (resolve a hold once)."""
+
+    __tablename__ = "transfers"
+
+    # seq orders the ledger (and pages it); id is the public name.
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    debit_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    credit_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    # post/void name the hold they resolve; the unique index makes a second resolution fail loudly.
+    pending_id: Mapped[str | None] = mapped_column(ForeignKey("transfers.id"), unique=True)
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"))
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    memo: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("amount >= 0", "amount_nonneg"),
+        CheckConstraint("debit_account_id <> credit_account_id", "distinct_accounts"),
+        CheckConstraint("kind IN ('credit', 'hold', 'post', 'void')", "kind_known"),
+        Index("ix_transfers_tenant_seq", "tenant_id", "seq"),
+        Index("ix_transfers_job", "job_id"),
+    )
+
+
+class PriceBook(Base):
+    """Published price books never change: `ledger verify` rehashes each body against body_sha256."""
+
+    __tablename__ = "price_books"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    published_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(64))
+    prompt: Mapped[str] = mapped_column(Text)  # what is generated and billed (after truncation)
+    user_prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str] = mapped_column(Text, default="")
+    seed: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[int] = mapped_column(Integer)
+    num_frames: Mapped[int] = mapped_column(Integer)
+    fps: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int] = mapped_column(Integer)
+    guidance_scale: Mapped[float] = mapped_column(Float)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    concurrent_jobs_max: Mapped[int] = mapped_column(Integer, default=1)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts_max: Mapped[int] = mapped_column(Integer, default=3)
+    run_after: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(80), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error_type: Mapped[str | None] = mapped_column(String(40), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    price_book_version: Mapped[int] = mapped_column(ForeignKey("price_books.version"))
+    pricing_method: Mapped[str] = mapped_column(String(8))
+    input_tokens: Mapped[int] = mapped_column(Integer)
+    output_tokens: Mapped[int] = mapped_column(Integer)
+    total_tokens: Mapped[int] = mapped_column(Integer)
+    hold_id: Mapped[str] = mapped_column(String(40))
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    request_metadata: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    completed_at: Mapped[datetime | None] = mapped_column(default=None)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'in_progress', 'completed', 'failed', 'cancelled')", "status_known"
+        ),
+        CheckConstraint("progress BETWEEN 0 AND 100", "progress_range"),
+        Index("ix_jobs_claim", "status", "priority", "created_at"),
+        Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
+    )
+
+
+class Asset(Base):
+    __tablename__ = "assets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    variant: Mapped[str] = mapped_column(String(16))  # video | thumbnail
+    storage_key: Mapped[str] = mapped_column(String(300))
+    content_type: Mapped[str] = mapped_column(String(40))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("job_id", "variant"),)
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_keys"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,59 @@
+"""Recovery passes any process may run: expired leases go back to the queue (or fail), expired holds
+are voided with their jobs. Each job is handled in its own transaction, guarded like every change."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from vidfactory.billing import ledger
+from vidfactory.db.models import Job
+from vidfactory.db.session import SessionFactory
+from vidfactory.jobs import queue
+
+__all__ = ["reap_expired_leases", "sweep_expired_holds"]
+
+log = logging.getLogger(__name__)
+
+
+def reap_expired_leases(sessions: SessionFactory, now: datetime) -> int:
+    """A worker that stopped heartbeating lost its job: requeue it (attempt + 1 at the next claim) or,
+    when its attempts are spent, fail it and void its hold."""
+    with sessions() as session:
+        expired = [(job.id, job.lease_owner, job.attempts, job.attempts_max)
+                   for job in queue.expired_leases(session, now)]
+    handled = 0
+    for job_id, owner, attempts, attempts_max in expired:
+        try:
+            with sessions.begin() as session:
+                if attempts < attempts_max:
+                    queue.requeue(session, job_id, owner=owner, run_after=now, error_type="worker_lost",
+                                  message=f"lease of {owner} expired on attempt {attempts}")
+                else:
+                    queue.fail(session, job_id, expected=("in_progress",), owner=owner, error_type="worker_lost",
+                               message=f"lease expired on the last of {attempts_max} attempts")
+            handled += 1
+            log.warning("job %s: lease of %s expired (attempt %d of %d)", job_id, owner, attempts, attempts_max)
+        except queue.StaleJob:
+            continue  # the worker came back and finished, or another reaper got there first
+    return handled
+
+
+def sweep_expired_holds(sessions: SessionFactory, now: datetime) -> int:
+    """No hold outlives its job: a hold past its expiry fails its unfinished job and is voided."""
+    with sessions() as session:
+        expired = [(hold.id, hold.job_id) for hold in ledger.unresolved_expired_holds(session, now)]
+    swept = 0
+    for hold_id, job_id in expired:
+        try:
+            with sessions.begin() as session:
+                job = session.get(Job, job_id) if job_id else None
+                if job is not None and job.status in ("queued", "in_progress"):
+                    queue.fail(session, job.id, expected=(job.status,), owner=None, error_type="hold_expired",
+                               message="the job's hold expired before it finished")
+                else:
+                    ledger.void(session, hold_id, memo="hold expired")
+            swept += 1
+        except (queue.StaleJob, ledger.HoldAlreadyResolved):
+            continue
+    return swept

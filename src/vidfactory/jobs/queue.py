@@ -1,0 +1,167 @@
+"""Every SQL statement that changes a job lives here, each guarded by the state it expects.
+
+A state change is one compare-and-set UPDATE (`WHERE id = ? AND status = ?`, plus the lease owner for
+worker-side changes); when it matches no row the caller is stale and `StaleJob` is raised. Changes
+that end a job resolve its hold in the same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from vidfactory.billing import ledger
+from vidfactory.db.models import Asset, Job
+from vidfactory.db.types import utcnow
+
+__all__ = [
+    "AssetRecord",
+    "CancelOutcome",
+    "StaleJob",
+    "claim",
+    "complete",
+    "expired_leases",
+    "fail",
+    "finish_cancelled",
+    "heartbeat",
+    "report_progress",
+    "request_cancel",
+    "requeue",
+    "should_stop",
+]
+
+terminal_states = ("completed", "failed", "cancelled")
+error_message_chars_max = 2000
+
+
+class StaleJob(Exception):
+    """The job is not in the state (or lease) the caller expected: someone else moved it."""
+
+
+@dataclass(frozen=True)
+class AssetRecord:
+    variant: str
+    storage_key: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+
+
+def _transition(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str | None,
+                values: dict[str, Any]) -> None:
+    conditions = [Job.id == job_id, Job.status.in_(expected)]
+    if owner is not None:
+        conditions.append(Job.lease_owner == owner)
+    result = session.execute(update(Job).where(*conditions).values(**values).execution_options(
+        synchronize_session=False))
+    if result.rowcount != 1:
+        raise StaleJob(f"job {job_id} is not {'/'.join(expected)}"
+                       + (f" under lease {owner}" if owner else ""))
+
+
+def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float, now: datetime) -> Job | None:
+    """Take the next job: highest plan priority, then oldest; skips tenants at their concurrency limit.
+    One statement; `SKIP LOCKED` lets PostgreSQL workers claim in parallel (SQLite serialises writers)."""
+    running = aliased(Job)
+    running_for_tenant = (select(func.count()).select_from(running)
+                          .where(running.tenant_id == Job.tenant_id, running.status == "in_progress")
+                          .scalar_subquery())
+    candidate = (select(Job.id)
+                 .where(Job.status == "queued", Job.run_after <= now, Job.model.in_(models),
+                        running_for_tenant < Job.concurrent_jobs_max)
+                 .order_by(Job.priority.desc(), Job.created_at, Job.id)
+                 .limit(1)
+                 .with_for_update(skip_locked=True)
+                 .scalar_subquery())
+    statement = (update(Job)
+                 .where(Job.id == candidate, Job.status == "queued")
+                 .values(status="in_progress", lease_owner=worker_id,
+                         lease_expires_at=now + timedelta(seconds=lease_s), attempts=Job.attempts + 1,
+                         started_at=func.coalesce(Job.started_at, now), progress=0)
+                 .returning(Job.id)
+                 .execution_options(synchronize_session=False))
+    job_id = session.scalars(statement).one_or_none()
+    return None if job_id is None else session.get(Job, job_id, populate_existing=True)
+
+
+def heartbeat(session: Session, job_id: str, worker_id: str, *, lease_s: float, now: datetime) -> None:
+    _transition(session, job_id, expected=("in_progress",), owner=worker_id,
+                values={"lease_expires_at": now + timedelta(seconds=lease_s)})
+
+
+def report_progress(session: Session, job_id: str, worker_id: str, progress: int) -> None:
+    assert 0 <= progress <= 100
+    _transition(session, job_id, expected=("in_progress",), owner=worker_id, values={"progress": progress})
+
+
+def should_stop(session: Session, job_id: str, worker_id: str) -> bool:
+    """True when the job was cancelled or this worker no longer holds its lease."""
+    row = session.execute(select(Job.status, Job.lease_owner, Job.cancel_requested)
+                          .where(Job.id == job_id)).one()
+    return row.status != "in_progress" or row.lease_owner != worker_id or row.cancel_requested
+
+
+def complete(session: Session, job: Job, worker_id: str, assets: list[AssetRecord], charge: int) -> None:
+    """Job completed, assets recorded and the hold posted: one transaction (the caller's)."""
+    _transition(session, job.id, expected=("in_progress",), owner=worker_id, values={
+        "status": "completed", "progress": 100, "completed_at": utcnow(), "lease_owner": None,
+        "lease_expires_at": None})
+    for index, asset in enumerate(assets):
+        session.add(Asset(id=f"{job.id}_{index}", job_id=job.id, tenant_id=job.tenant_id, variant=asset.variant,
+                          storage_key=asset.storage_key, content_type=asset.content_type,
+                          size_bytes=asset.size_bytes, sha256=asset.sha256))
+    ledger.post(session, job.hold_id, charge, memo=f"settle {job.id}")
+
+
+def fail(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str | None, error_type: str,
+         message: str) -> None:
+    """Job failed and its hold voided: a failure never costs the tenant."""
+    hold_id = session.scalars(select(Job.hold_id).where(Job.id == job_id)).one()
+    _transition(session, job_id, expected=expected, owner=owner, values={
+        "status": "failed", "error_type": error_type, "error_message": message[:error_message_chars_max],
+        "completed_at": utcnow(), "lease_owner": None, "lease_expires_at": None})
+    ledger.void(session, hold_id, memo=f"refund {job_id}: {error_type}")
+
+
+def requeue(session: Session, job_id: str, *, owner: str | None, run_after: datetime, error_type: str,
+            message: str) -> None:
+    """Back to the queue for another attempt; the hold stays."""
+    _transition(session, job_id, expected=("in_progress",), owner=owner, values={
+        "status": "queued", "run_after": run_after, "lease_owner": None, "lease_expires_at": None,
+        "progress": 0, "error_type": error_type, "error_message": message[:error_message_chars_max]})
+
+
+def finish_cancelled(session: Session, job_id: str, worker_id: str) -> None:
+    hold_id = session.scalars(select(Job.hold_id).where(Job.id == job_id)).one()
+    _transition(session, job_id, expected=("in_progress",), owner=worker_id, values={
+        "status": "cancelled", "completed_at": utcnow(), "lease_owner": None, "lease_expires_at": None})
+    ledger.void(session, hold_id, memo=f"cancel {job_id}")
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    status: str  # the job's status after the request
+    signalled: bool  # a running job was asked to stop at its next step
+
+
+def request_cancel(session: Session, job: Job) -> CancelOutcome:
+    """Queued: cancelled and voided now. Running: flagged; its worker stops at the next step."""
+    if job.status == "queued":
+        _transition(session, job.id, expected=("queued",), owner=None,
+                    values={"status": "cancelled", "completed_at": utcnow(), "cancel_requested": True})
+        ledger.void(session, job.hold_id, memo=f"cancel {job.id}")
+        return CancelOutcome(status="cancelled", signalled=False)
+    if job.status == "in_progress":
+        _transition(session, job.id, expected=("in_progress",), owner=None, values={"cancel_requested": True})
+        return CancelOutcome(status="in_progress", signalled=True)
+    raise StaleJob(f"video {job.id} is already {job.status}")
+
+
+def expired_leases(session: Session, now: datetime, limit: int = 100) -> list[Job]:
+    return list(session.scalars(
+        select(Job).where(Job.status == "in_progress", Job.lease_expires_at < now)
+        .order_by(Job.lease_expires_at).limit(limit)))

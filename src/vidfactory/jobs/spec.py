@@ -1,0 +1,63 @@
+"""Turn a request's size and seconds into a model's generation shape. Pure functions."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from vidfactory.settings import ModelConfig
+
+__all__ = ["InvalidRequest", "Shape", "frames_for", "parse_size", "shape_for"]
+
+size_pattern = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+
+
+class InvalidRequest(ValueError):
+    """A request the platform refuses before anything is held: answered as 400 with `param`."""
+
+    def __init__(self, param: str, message: str, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Shape:
+    width: int
+    height: int
+    seconds: int
+    fps: int
+    num_frames: int
+
+
+def frames_for(seconds: int, fps: int) -> int:
+    """Wan's VAE compresses time 4×, so clips have 4k+1 frames: the nearest such count to seconds×fps."""
+    assert seconds >= 1 and fps >= 1
+    return 4 * max(1, round(seconds * fps / 4)) + 1
+
+
+def parse_size(size: str, model: ModelConfig) -> tuple[int, int]:
+    match = size_pattern.match(size)
+    if match is None:
+        raise InvalidRequest("size", f"size must look like WIDTHxHEIGHT (e.g. {model.default_size}), got {size!r}")
+    width, height = int(match[1]), int(match[2])
+    for side in (width, height):
+        if not model.size_min_px <= side <= model.size_max_px or side % model.size_multiple_px:
+            raise InvalidRequest(
+                "size", f"model {model.id} supports sides that are multiples of {model.size_multiple_px} "
+                        f"from {model.size_min_px} to {model.size_max_px} px; got {size}")
+    return width, height
+
+
+def parse_seconds(seconds: str | int, model: ModelConfig) -> int:
+    text = str(seconds).strip()
+    if not text.isdigit() or not 1 <= int(text) <= model.seconds_max:
+        raise InvalidRequest("seconds", f"model {model.id} supports 1 to {model.seconds_max} seconds; got {seconds!r}")
+    return int(text)
+
+
+def shape_for(model: ModelConfig, size: str | None, seconds: str | int | None) -> Shape:
+    width, height = parse_size(size or model.default_size, model)
+    whole_seconds = parse_seconds(model.default_seconds if seconds is None else seconds, model)
+    return Shape(width=width, height=height, seconds=whole_seconds, fps=model.fps,
+                 num_frames=frames_for(whole_seconds, model.fps))

@@ -1,0 +1,167 @@
+"""Submission: price a request (no database writes), then hold + insert the job in ONE transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from vidfactory.billing import ledger, pricebooks
+from vidfactory.billing.pricebook import PriceBookBody, Quote, quote
+from vidfactory.billing.tokens import TokenCounter
+from vidfactory.db.models import IdempotencyRecord, Job
+from vidfactory.db.session import SessionFactory
+from vidfactory.db.types import utcnow
+from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
+from vidfactory.settings import ModelConfig, Settings
+from vidfactory.tenancy import Caller
+
+__all__ = [
+    "IdempotencyConflict",
+    "Priced",
+    "Submitted",
+    "VideoRequest",
+    "price",
+    "request_fingerprint",
+    "submit",
+]
+
+seed_max = 2**31 - 1
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    prompt: str
+    model: str
+    seconds: str | None = None
+    size: str | None = None
+    negative_prompt: str = ""
+    seed: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Priced:
+    model: ModelConfig
+    shape: Shape
+    prompt: str  # what is generated and billed
+    price_book_version: int
+    quote: Quote
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool
+
+
+def request_fingerprint(path: str, body: dict[str, Any]) -> str:
+    canonical = json.dumps({"path": path, "body": body}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter], request: VideoRequest,
+          version: int, book: PriceBookBody) -> Priced:
+    """1. model, 2. shape, 3. tokens with the model's own tokenizer (truncated at the book's max), 4. quote."""
+    model = settings.model(request.model)
+    if model is None:
+        known = ", ".join(m.id for m in settings.models)
+        raise InvalidRequest("model", f"unknown model {request.model!r}; available: {known}", code="model_not_found")
+    shape = shape_for(model, request.size, request.seconds)
+    truncation = counter_for(model).truncate(request.prompt, book.prompt_tokens_max)
+    warnings = []
+    if truncation.truncated:
+        warnings.append(f"prompt truncated to {book.prompt_tokens_max} tokens "
+                        f"(it had {truncation.original_tokens})")
+    if not truncation.text.strip():
+        raise InvalidRequest("prompt", "prompt is empty")
+    try:
+        priced_quote = quote(book, input_tokens=truncation.tokens, width=shape.width, height=shape.height,
+                             seconds=shape.seconds)
+    except ValueError as exc:
+        raise InvalidRequest("size", str(exc)) from exc
+    return Priced(model=model, shape=shape, prompt=truncation.text, price_book_version=version,
+                  quote=priced_quote, warnings=warnings)
+
+
+def _replay(session: Session, caller: Caller, key: str, fingerprint: str) -> Submitted | None:
+    record = session.get(IdempotencyRecord, (caller.tenant_id, key))
+    if record is None:
+        return None
+    if record.request_sha256 != fingerprint:
+        raise IdempotencyConflict(f"Idempotency-Key {key!r} was already used with a different request")
+    return Submitted(status_code=record.status_code, body=record.response, replayed=True)
+
+
+def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: Priced, hold_id: str,
+             job_id: str) -> Job:
+    shape, q = priced.shape, priced.quote
+    return Job(
+        id=job_id, tenant_id=caller.tenant_id, api_key_id=caller.api_key_id, status="queued",
+        model=priced.model.id, prompt=priced.prompt, user_prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        seed=request.seed if request.seed is not None else secrets.randbelow(seed_max),
+        width=shape.width, height=shape.height, seconds=shape.seconds, num_frames=shape.num_frames,
+        fps=shape.fps, steps=priced.model.steps, guidance_scale=priced.model.guidance_scale,
+        priority=caller.priority, concurrent_jobs_max=caller.concurrent_jobs, attempts_max=settings.attempts_max,
+        price_book_version=priced.price_book_version, pricing_method=q.method, input_tokens=q.input_tokens,
+        output_tokens=q.output_tokens, total_tokens=q.total_tokens, hold_id=hold_id, warnings=priced.warnings,
+        request_metadata=dict(request.metadata), run_after=utcnow())
+
+
+def submit(
+    sessions: SessionFactory,
+    settings: Settings,
+    counter_for: Callable[[ModelConfig], TokenCounter],
+    caller: Caller,
+    request: VideoRequest,
+    render: Callable[[Session, Job], dict[str, Any]],
+    idempotency: tuple[str, str] | None = None,
+) -> Submitted:
+    """`idempotency` is (key, request fingerprint). Raises InvalidRequest, InsufficientBalance,
+    IdempotencyConflict; on any of them nothing is held or queued."""
+    if idempotency is not None:
+        with sessions() as session:
+            replay = _replay(session, caller, *idempotency)
+        if replay is not None:
+            return replay
+    with sessions() as session:
+        version, book = pricebooks.current(session)
+    priced = price(settings, counter_for, request, version, book)
+    job_id = f"video_{uuid.uuid4().hex}"
+    try:
+        with sessions.begin() as session:
+            hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
+                               expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
+            job = _new_job(settings, caller, request, priced, hold.id, job_id)
+            session.add(job)
+            session.flush()
+            body = render(session, job)
+            if idempotency is not None:
+                session.add(IdempotencyRecord(tenant_id=caller.tenant_id, key=idempotency[0],
+                                              request_sha256=idempotency[1], status_code=202, response=body))
+                session.flush()
+    except IntegrityError:
+        # A concurrent request with the same key won the insert; ours rolled back whole.
+        if idempotency is None:
+            raise
+        with sessions() as session:
+            replay = _replay(session, caller, *idempotency)
+        if replay is None:
+            raise
+        return replay
+    return Submitted(status_code=202, body=body, replayed=False)

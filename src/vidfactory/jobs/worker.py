@@ -1,0 +1,188 @@
+"""The worker loop: claim, generate with the loaded pipeline, post-process, store, settle.
+
+One Worker owns its engines (kept loaded across jobs) and runs one job at a time. `vidfactory worker`
+runs one in its own process; `vidfactory serve` runs `workers_in_process` of them in threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from vidfactory.db.models import Job
+from vidfactory.db.session import SessionFactory
+from vidfactory.db.types import utcnow
+from vidfactory.engines.base import Engine, GenerationCancelled, GenerationRequest
+from vidfactory.engines.registry import load_engine
+from vidfactory.jobs import maintenance, queue
+from vidfactory.jobs.errors import JobTimedOut, classify
+from vidfactory.media.encode import encode_mp4, sha256_hex, thumbnail_jpeg
+from vidfactory.settings import ModelConfig, Settings
+from vidfactory.storage.local import LocalStorage
+
+__all__ = ["Worker", "new_worker_id"]
+
+log = logging.getLogger(__name__)
+
+EngineLoader = Callable[[ModelConfig, Path], Engine]
+generation_share_pct = 90  # progress 0–90 is denoising; encode and store take the rest
+maintenance_interval_s = 5.0
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(self, settings: Settings, sessions: SessionFactory, storage: LocalStorage, *,
+                 worker_id: str | None = None, models: list[str] | None = None,
+                 engine_loader: EngineLoader = load_engine) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.storage = storage
+        self.worker_id = worker_id or new_worker_id()
+        self.models = models or [m.id for m in settings.models]
+        self.engine_loader = engine_loader
+        self.engines: dict[str, Engine] = {}
+        self.last_maintenance = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("worker %s serving %s", self.worker_id, ", ".join(self.models))
+        while not stop.is_set():
+            self.maintain()
+            if not self.run_once():
+                stop.wait(self.settings.poll_s)
+
+    def maintain(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self.last_maintenance < maintenance_interval_s:
+            return
+        self.last_maintenance = time.monotonic()
+        now = utcnow()
+        maintenance.reap_expired_leases(self.sessions, now)
+        maintenance.sweep_expired_holds(self.sessions, now)
+
+    def run_once(self) -> bool:
+        with self.sessions.begin() as session:
+            job = queue.claim(session, worker_id=self.worker_id, models=self.models,
+                              lease_s=self.settings.lease_s, now=utcnow())
+        if job is None:
+            return False
+        log.info("job %s claimed by %s (attempt %d)", job.id, self.worker_id, job.attempts)
+        self.execute(job)
+        return True
+
+    def engine_for(self, model_id: str) -> Engine:
+        if model_id not in self.engines:
+            config = self.settings.model(model_id)
+            assert config is not None, f"job for unconfigured model {model_id}"
+            self.engines[model_id] = self.engine_loader(config, self.settings.models_dir)
+        return self.engines[model_id]
+
+    def execute(self, job: Job) -> None:
+        lease_lost = threading.Event()
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job.id, lease_lost, done), daemon=True)
+        beat.start()
+        try:
+            self._generate_and_deliver(job, lease_lost)
+        except GenerationCancelled:
+            self._finish(lambda s: queue.finish_cancelled(s, job.id, self.worker_id), job, "cancelled")
+        except Exception as exc:  # every failure is classified, recorded and refunded below
+            self._handle_failure(job, exc)
+        finally:
+            done.set()
+            beat.join()
+
+    def _generate_and_deliver(self, job: Job, lease_lost: threading.Event) -> None:
+        # 1. generate, reporting progress and stopping at the next step when told to
+        request = GenerationRequest(
+            prompt=job.prompt, negative_prompt=job.negative_prompt, width=job.width, height=job.height,
+            num_frames=job.num_frames, fps=job.fps, num_inference_steps=job.steps,
+            guidance_scale=job.guidance_scale, seed=job.seed)
+        deadline = time.monotonic() + self.settings.job_timeout_s
+        video = self.engine_for(job.model).generate(
+            request, self._progress_reporter(job.id), self._stop_check(job.id, lease_lost, deadline))
+        # 2. encode the clip and its thumbnail
+        mp4 = encode_mp4(video.frames, video.fps)
+        jpeg = thumbnail_jpeg(video.frames)
+        self._set_progress(job.id, 95)
+        # 3. store, then complete and settle in one transaction
+        prefix = f"{job.tenant_id}/{job.id}"
+        assets = [
+            queue.AssetRecord("video", f"{prefix}/video.mp4", "video/mp4", len(mp4), sha256_hex(mp4)),
+            queue.AssetRecord("thumbnail", f"{prefix}/thumbnail.jpg", "image/jpeg", len(jpeg), sha256_hex(jpeg)),
+        ]
+        self.storage.put(assets[0].storage_key, mp4)
+        self.storage.put(assets[1].storage_key, jpeg)
+        with self.sessions.begin() as session:
+            queue.complete(session, job, self.worker_id, assets, charge=job.total_tokens)
+        log.info("job %s completed: %d frames, %d bytes, %d tokens", job.id, len(video.frames), len(mp4),
+                 job.total_tokens)
+
+    def _progress_reporter(self, job_id: str) -> Callable[[int, int], None]:
+        last_write = 0.0
+
+        def report(done: int, total: int) -> None:
+            nonlocal last_write
+            now = time.monotonic()
+            if done < total and now - last_write < self.settings.progress_write_interval_s:
+                return
+            last_write = now
+            self._set_progress(job_id, generation_share_pct * done // max(total, 1))
+
+        return report
+
+    def _set_progress(self, job_id: str, progress: int) -> None:
+        with self.sessions.begin() as session:
+            queue.report_progress(session, job_id, self.worker_id, progress)
+
+    def _stop_check(self, job_id: str, lease_lost: threading.Event, deadline: float) -> Callable[[], bool]:
+        def is_cancelled() -> bool:
+            if time.monotonic() > deadline:
+                raise JobTimedOut(f"generation exceeded {self.settings.job_timeout_s:.0f} s")
+            if lease_lost.is_set():
+                return True
+            with self.sessions() as session:
+                return queue.should_stop(session, job_id, self.worker_id)
+
+        return is_cancelled
+
+    def _heartbeat(self, job_id: str, lease_lost: threading.Event, done: threading.Event) -> None:
+        while not done.wait(self.settings.heartbeat_s):
+            try:
+                with self.sessions.begin() as session:
+                    queue.heartbeat(session, job_id, self.worker_id, lease_s=self.settings.lease_s, now=utcnow())
+            except queue.StaleJob:
+                log.warning("job %s: lease lost by %s; stopping", job_id, self.worker_id)
+                lease_lost.set()
+                return
+
+    def _handle_failure(self, job: Job, exc: Exception) -> None:
+        verdict = classify(exc)
+        message = f"{type(exc).__name__}: {exc}"
+        log.error("job %s attempt %d failed (%s): %s", job.id, job.attempts, verdict.error_type, message,
+                  exc_info=verdict.error_type == "internal_error")
+        if verdict.transient and job.attempts < job.attempts_max:
+            backoff = self.settings.retry_backoff_s * 2 ** (job.attempts - 1)
+            run_after = utcnow() + timedelta(seconds=backoff)
+            self._finish(lambda s: queue.requeue(s, job.id, owner=self.worker_id, run_after=run_after,
+                                                 error_type=verdict.error_type, message=message), job, "requeued")
+        else:
+            self._finish(lambda s: queue.fail(s, job.id, expected=("in_progress",), owner=self.worker_id,
+                                              error_type=verdict.error_type, message=message), job, "failed")
+
+    def _finish(self, change: Callable, job: Job, outcome: str) -> None:
+        try:
+            with self.sessions.begin() as session:
+                change(session)
+            log.info("job %s %s", job.id, outcome)
+        except queue.StaleJob as exc:
+            # The lease was lost (reaped and requeued, or cancelled by sweep): the new owner decides.
+            log.warning("job %s: could not record %s: %s", job.id, outcome, exc)

@@ -1,0 +1,166 @@
+"""Shared fixtures: a fresh migrated database per test on SQLite and on PostgreSQL, settings that
+point at it, the tiny Wan model built once per session, and an API client."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from vidfactory.billing import ledger
+from vidfactory.billing.verify import verify
+from vidfactory.bootstrap import upgrade_and_seed
+from vidfactory.db.session import SessionFactory, make_engine, make_session_factory
+from vidfactory.settings import Settings
+from vidfactory.tenancy import create_key, create_tenant
+
+postgres_env = "VIDFACTORY_TEST_POSTGRES_URL"
+in_ci = os.environ.get("CI", "").lower() == "true"
+
+
+def _postgres_admin_url() -> str | None:
+    url = os.environ.get(postgres_env)
+    if not url:
+        if in_ci:
+            pytest.fail(f"CI=true but {postgres_env} is not set: the PostgreSQL tests must run in CI")
+        return None
+    try:
+        probe = create_engine(url, isolation_level="AUTOCOMMIT")
+        with probe.connect() as connection:
+            connection.execute(text("select 1"))
+        probe.dispose()
+    except Exception as exc:  # any connection failure means "no server here"
+        if in_ci:
+            pytest.fail(f"CI=true and PostgreSQL at {postgres_env} is unreachable: {exc}")
+        return None
+    return url
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade_and_seed(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[tuple[str, str] | None]:
+    """(admin url, template database name), migrated once; per-test databases are cloned from it."""
+    admin_url = _postgres_admin_url()
+    if admin_url is None:
+        yield None
+        return
+    name = f"vf_tpl_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(make_url(admin_url).set(database=name).render_as_string(hide_password=False))
+    upgrade_and_seed(engine)
+    engine.dispose()
+    yield admin_url, name
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _clone_postgres(admin_url: str, template: str) -> tuple[str, object]:
+    name = f"vf_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+
+    def drop() -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path, sqlite_template, postgres_template) -> Iterator[str]:
+    if request.param == "sqlite":
+        path = tmp_path / "vidfactory.db"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    if postgres_template is None:
+        pytest.skip(f"PostgreSQL not reachable: set {postgres_env} (postgresql+psycopg://...) to run these")
+    url, drop = _clone_postgres(*postgres_template)
+    yield url
+    drop()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path, sqlite_template) -> str:
+    path = tmp_path / "vidfactory.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def postgres_url(postgres_template) -> Iterator[str]:
+    if postgres_template is None:
+        pytest.skip(f"PostgreSQL not reachable: set {postgres_env} (postgresql+psycopg://...) to run these")
+    url, drop = _clone_postgres(*postgres_template)
+    yield url
+    drop()
+
+
+def make_settings(tmp_path: Path, database_url: str, models_dir: Path, **overrides) -> Settings:
+    values = dict(data_dir=tmp_path / "var", database_url=database_url, models_path=models_dir,
+                  admin_token="test-admin-token", lease_s=30.0, heartbeat_s=0.5, poll_s=0.05,
+                  retry_backoff_s=0.1, progress_write_interval_s=0.0)
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path, database_url, models_dir) -> Settings:
+    return make_settings(tmp_path, database_url, models_dir)
+
+
+@pytest.fixture
+def sessions(settings) -> Iterator[SessionFactory]:
+    engine = make_engine(settings.resolved_database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@dataclass
+class TenantHandle:
+    id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def new_tenant(sessions: SessionFactory, tokens: int = 0, plan: str = "enterprise", name: str | None = None
+               ) -> TenantHandle:
+    with sessions.begin() as session:
+        tenant = create_tenant(session, name or f"t-{uuid.uuid4().hex[:8]}", plan)
+        if tokens:
+            ledger.credit(session, tenant.id, tokens)
+        _, key = create_key(session, tenant.id)
+    return TenantHandle(id=tenant.id, key=key)
+
+
+def assert_ledger_clean(sessions: SessionFactory) -> None:
+    with sessions() as session:
+        assert verify(session) == []
