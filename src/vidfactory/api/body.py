@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.formparsers import FormParser, MultiPartParser
 
 from vidfactory.api.errors import ApiError
 from vidfactory.api.schemas import VideoCreate
@@ -40,9 +41,22 @@ async def _read_capped(request: Request, bytes_max: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _form_fields(request: Request, bytes_max: int) -> dict[str, Any]:
-    await _read_capped(request, bytes_max)  # caps the size; starlette keeps the body for .form()
-    form = await request.form(max_files=1, max_fields=form_fields_max, max_part_size=bytes_max)
+async def _replay(data: bytes):
+    yield data
+    yield b""
+
+
+async def _form_fields(request: Request, content_type: str, bytes_max: int) -> dict[str, Any]:
+    data = await _read_capped(request, bytes_max)
+    if content_type == "multipart/form-data":
+        parser = MultiPartParser(request.headers, _replay(data), max_files=1, max_fields=form_fields_max,
+                                 max_part_size=bytes_max)
+    else:
+        parser = FormParser(request.headers, _replay(data))
+    try:
+        form = await parser.parse()
+    except Exception as exc:  # starlette raises its own parse errors for malformed bodies
+        raise ApiError(400, "invalid_form", f"could not parse the form body: {exc}") from exc
     fields: dict[str, Any] = {}
     for name, value in form.multi_items():
         if isinstance(value, UploadFile):
@@ -73,7 +87,7 @@ async def read_video_create(request: Request, bytes_max: int) -> tuple[VideoCrea
         if not isinstance(fields, dict):
             raise ApiError(400, "invalid_json", "body must be a JSON object")
     elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        fields = await _form_fields(request, bytes_max)
+        fields = await _form_fields(request, content_type, bytes_max)
     else:
         raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
     if fields.get("input_reference") in (None, ""):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -18,14 +19,18 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
 from vidfactory.engines.base import EngineError
+from vidfactory.engines.wan import TEXT_TOKENS_MAX
 
 __all__ = ["TINY_SEED", "TINY_VOCAB_MAX", "build_tiny_pipeline", "build_tiny_tokenizer", "ensure_tiny_model"]
 
 TINY_SEED = 20251122
 TINY_VOCAB_MAX = 4096
-TEXT_TOKENS_MAX = 512  # what the Wan text encoder reads, as in the real checkpoints
 TEXT_DIM = 32  # the text encoder's width is the transformer's text_dim
 LATENT_CHANNELS = 16  # the real VAE's z_dim; its latents_mean/std defaults have this length
+
+# Module init draws from torch's process-wide RNG: two threads building at once (the API's token counter and
+# a worker loading its engine, inside one `vidfactory serve`) would interleave draws and get other weights.
+_torch_rng_lock = threading.Lock()
 
 # T5 conventions, in id order: pad=0, eos=1, unk=2.
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
@@ -105,8 +110,11 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     # No prefix space: a prefix of a text then tokenizes like the start of that text, which truncation uses.
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
+    # min_frequency 2: a pair seen once is a memorised phrase, not a subword; without it whole Chinese clauses
+    # of the corpus (no spaces to split on) become single tokens and would be billed as one.
     trainer = trainers.BpeTrainer(
         vocab_size=TINY_VOCAB_MAX,
+        min_frequency=2,
         special_tokens=[PAD, EOS, UNK],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -116,16 +124,20 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
         single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, tokenizer.token_to_id(EOS))]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token=PAD, eos_token=EOS, unk_token=UNK, model_max_length=TEXT_TOKENS_MAX
+        tokenizer_object=tokenizer,
+        pad_token=PAD,
+        eos_token=EOS,
+        unk_token=UNK,
+        model_max_length=TEXT_TOKENS_MAX,
     )
 
 
 def build_tiny_pipeline() -> WanPipeline:
     """The five Wan2.1 components at toy sizes; the VAE keeps the real 4x temporal, 8x spatial compression."""
     tokenizer = build_tiny_tokenizer()
-    # Seed a forked RNG so building never disturbs the caller's random state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_SEED)
+    # Modules initialise on the CPU: seed only its generator, inside a fork that restores the caller's state.
+    with _torch_rng_lock, torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(TINY_SEED)
         transformer = WanTransformer3DModel(
             patch_size=(1, 2, 2),
             num_attention_heads=2,
@@ -155,7 +167,9 @@ def build_tiny_pipeline() -> WanPipeline:
                 dropout_rate=0.0,
             )
         )
-    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+    )
     return WanPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer
     )
@@ -176,6 +190,7 @@ def ensure_tiny_model(model_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.building-", dir=model_dir.parent))
     try:
         build_tiny_pipeline().save_pretrained(staging, safe_serialization=True)
+        staging.chmod(0o755)  # mkdtemp makes it private; a worker running as another user must read it
         # 2. Publish: rename replaces an absent or empty directory, fails on a populated one.
         _publish(staging, model_dir)
     finally:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -27,6 +29,7 @@ from vidfactory.tenancy import Caller
 __all__ = [
     "IdempotencyConflict",
     "Priced",
+    "clean_prompt",
     "Submitted",
     "VideoRequest",
     "price",
@@ -35,6 +38,13 @@ __all__ = [
 ]
 
 seed_max = 2**31 - 1
+whitespace_run = re.compile(r"\s+")
+
+
+def clean_prompt(text: str) -> str:
+    """What diffusers' Wan pipeline does to a prompt before tokenizing it (HTML-unescape twice, collapse
+    whitespace, strip), so the prompt billed is the prompt the model reads."""
+    return whitespace_run.sub(" ", html.unescape(html.unescape(text))).strip()
 
 
 class IdempotencyConflict(Exception):
@@ -82,7 +92,7 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
         known = ", ".join(m.id for m in settings.models)
         raise InvalidRequest("model", f"unknown model {request.model!r}; available: {known}", code="model_not_found")
     shape = shape_for(model, request.size, request.seconds)
-    truncation = counter_for(model).truncate(request.prompt, book.prompt_tokens_max)
+    truncation = counter_for(model).truncate(clean_prompt(request.prompt), book.prompt_tokens_max)
     warnings = []
     if truncation.truncated:
         warnings.append(f"prompt truncated to {book.prompt_tokens_max} tokens "

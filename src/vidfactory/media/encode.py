@@ -1,0 +1,179 @@
+"""Frames to deliverable files: H.264 MP4, JPEG thumbnail, content hashes, and a probe to check MP4s.
+
+Pure functions on plain values (uint8 [F, H, W, 3] RGB frames, bytes): no database, no storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from vidfactory.media.errors import MediaError
+
+__all__ = [
+    "FPS_MAX",
+    "SIDE_MAX_PX",
+    "VideoProbe",
+    "encode_mp4",
+    "probe_mp4",
+    "sha256_hex",
+    "thumbnail_jpeg",
+]
+
+FPS_MAX = 120
+SIDE_MAX_PX = 4096
+X264_PRESETS = frozenset(
+    {
+        "ultrafast",
+        "superfast",
+        "veryfast",
+        "faster",
+        "fast",
+        "medium",
+        "slow",
+        "slower",
+        "veryslow",
+        "placebo",
+    }
+)
+CRF_MAX = 51  # x264's scale: 0 lossless .. 51 worst
+BT709 = 1  # AVCOL_PRI_BT709 = AVCOL_TRC_BT709 = AVCOL_SPC_BT709
+RANGE_LIMITED = 1  # AVCOL_RANGE_MPEG: what swscale writes for yuv420p and players expect
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    codec: str  # e.g. "h264"
+    width: int
+    height: int
+    frames: int
+    fps: float
+    pix_fmt: str  # e.g. "yuv420p"
+    faststart: bool  # the moov atom precedes mdat: playback starts before the download ends
+
+
+def encode_mp4(frames: np.ndarray, fps: int, *, crf: int = 23, preset: str = "veryfast") -> bytes:
+    """H.264 (libx264) yuv420p BT.709 MP4 with the index up front (`movflags=+faststart`)."""
+    # 1. Check everything before starting the encoder.
+    _check_frames(frames, even_sides=True)
+    if not 1 <= fps <= FPS_MAX:
+        raise MediaError(f"fps must be between 1 and {FPS_MAX}, got {fps}")
+    if not 0 <= crf <= CRF_MAX:
+        raise MediaError(f"crf must be between 0 and {CRF_MAX}, got {crf}")
+    if preset not in X264_PRESETS:
+        raise MediaError(f"preset must be one of {sorted(X264_PRESETS)}, got {preset!r}")
+    # 2. Encode into a real file: faststart rewrites the file after the last frame by reopening it by name,
+    #    which an in-memory buffer cannot do.
+    with tempfile.TemporaryDirectory(prefix="vidfactory-encode-") as workdir:
+        path = Path(workdir) / "video.mp4"
+        try:
+            _write_mp4(path, frames, fps, crf, preset)
+        except av.FFmpegError as exc:
+            raise MediaError(f"H.264 encoding failed: {exc}") from exc
+        return path.read_bytes()
+
+
+def _write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int, preset: str) -> None:
+    _, height, width, _ = frames.shape
+    with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": preset}
+        # Tag what the conversion below does, so players do not guess the matrix (and shift colours).
+        codec = stream.codec_context
+        codec.color_primaries, codec.color_trc, codec.colorspace = BT709, BT709, BT709
+        codec.color_range = RANGE_LIMITED
+        for rgb in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            container.mux(stream.encode(frame.reformat(format="yuv420p", dst_colorspace="ITU709")))
+        container.mux(stream.encode(None))  # flush the encoder's delayed frames
+
+
+def thumbnail_jpeg(frames: np.ndarray, *, side_max: int = 512, quality: int = 85) -> bytes:
+    """The middle frame as a JPEG, downscaled (never upscaled) to fit a side_max square."""
+    _check_frames(frames, even_sides=False)
+    if side_max < 1:
+        raise MediaError(f"side_max must be >= 1, got {side_max}")
+    if not 1 <= quality <= 95:  # Pillow: above 95 only grows the file
+        raise MediaError(f"quality must be between 1 and 95, got {quality}")
+    image = Image.fromarray(np.ascontiguousarray(frames[len(frames) // 2]))
+    image.thumbnail((side_max, side_max), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def probe_mp4(data: bytes) -> VideoProbe:
+    """What an MP4 really holds (first video stream), read from its bytes; frames are counted by packet."""
+    try:
+        with av.open(io.BytesIO(data), mode="r", format="mp4") as container:
+            if not container.streams.video:
+                raise MediaError("the file has no video stream")
+            stream = container.streams.video[0]
+            frames = sum(1 for packet in container.demux(stream) if packet.size)
+            codec = stream.codec_context
+            rate = stream.average_rate or stream.guessed_rate or Fraction(0)
+            probe = VideoProbe(
+                codec=codec.name,
+                width=codec.width,
+                height=codec.height,
+                frames=frames,
+                fps=float(rate),
+                pix_fmt=codec.pix_fmt or "",
+                faststart=_moov_before_mdat(data),
+            )
+    except av.FFmpegError as exc:
+        raise MediaError(f"not a readable MP4: {exc}") from exc
+    return probe
+
+
+def _moov_before_mdat(data: bytes) -> bool:
+    names = [name for name, _ in _top_level_boxes(data)]
+    if "moov" not in names or "mdat" not in names:
+        raise MediaError(f"not a complete MP4: top-level boxes are {names}")
+    return names.index("moov") < names.index("mdat")
+
+
+def _top_level_boxes(data: bytes) -> Iterator[tuple[str, int]]:
+    """(type, offset) of each top-level ISO BMFF box: 32-bit size + type, size 1 = 64-bit size follows."""
+    offset = 0
+    while offset + 8 <= len(data):
+        size = int.from_bytes(data[offset : offset + 4], "big")
+        name = data[offset + 4 : offset + 8].decode("latin-1")
+        if size == 1:
+            size = int.from_bytes(data[offset + 8 : offset + 16], "big")
+        elif size == 0:  # the box runs to the end of the file
+            size = len(data) - offset
+        if size < 8:
+            raise MediaError(f"corrupt MP4: box {name!r} at offset {offset} has size {size}")
+        yield name, offset
+        offset += size
+
+
+def _check_frames(frames: np.ndarray, *, even_sides: bool) -> None:
+    if not isinstance(frames, np.ndarray):
+        raise MediaError(f"frames must be a numpy array, got {type(frames).__name__}")
+    if frames.dtype != np.uint8:
+        raise MediaError(f"frames must be uint8, got {frames.dtype}")
+    if frames.ndim != 4 or frames.shape[3] != 3:
+        raise MediaError(f"frames must have shape [F, H, W, 3], got {list(frames.shape)}")
+    count, height, width, _ = frames.shape
+    if count < 1:
+        raise MediaError("frames must hold at least one frame")
+    if not (1 <= height <= SIDE_MAX_PX and 1 <= width <= SIDE_MAX_PX):
+        raise MediaError(f"frame size must be between 1 and {SIDE_MAX_PX} px per side, got {width}x{height}")
+    if even_sides and (height % 2 or width % 2):
+        raise MediaError(f"yuv420p needs even width and height, got {width}x{height}")
