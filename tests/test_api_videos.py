@@ -261,7 +261,24 @@ def test_admin_creates_tenant_key_and_credit(client, ctx):
     assert credit.json()["balance"]["available"] == 777
     assert client.get("/v1/balance", headers={"Authorization": f"Bearer {key}"}).json()["available"] == 777
     duplicate = client.post("/v1/admin/tenants", headers=admin, json={"name": "acme"})
-    assert duplicate.status_code == 400
+    assert duplicate.status_code == 409 and error_of(duplicate)["code"] == "tenant_exists"
+
+
+def test_a_retried_top_up_credits_once(client, ctx):
+    admin = {"Authorization": "Bearer test-admin-token", "Idempotency-Key": "invoice-2026-11"}
+    tenant = new_tenant(ctx.sessions)
+    path = f"/v1/admin/tenants/{tenant.id}/credits"
+    first = client.post(path, headers=admin, json={"tokens": 500, "memo": "invoice"})
+    retry = client.post(path, headers=admin, json={"tokens": 500, "memo": "invoice"})
+    assert first.status_code == retry.status_code == 201 and retry.json() == first.json()
+    assert retry.headers["idempotent-replayed"] == "true"
+    other = client.post(path, headers=admin, json={"tokens": 900, "memo": "invoice"})
+    assert other.status_code == 409 and error_of(other)["code"] == "idempotency_conflict"
+    assert balance(client, tenant)["available"] == 500
+    # the operator's keys live apart from the tenant's own: the same key on a video is a new request
+    video = client.post("/v1/videos", headers={**tenant.headers, "Idempotency-Key": "invoice-2026-11"},
+                        json={"prompt": "a cat", **small})
+    assert video.status_code == 202 and "idempotent-replayed" not in video.headers
 
 
 def test_concurrent_submissions_never_overdraw(client, ctx):

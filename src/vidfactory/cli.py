@@ -29,6 +29,7 @@ app.add_typer(ledger_app, name="ledger")
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 demo_tenant_name = "demo"
 demo_credit_tokens = 1_000_000
+steps_max = 200
 
 
 def _engine():
@@ -111,10 +112,9 @@ def admin_demo(port: int = 8000) -> None:
     """Create the demo tenant (once, with a balance) and print a fresh API key for it."""
     from sqlalchemy import select
 
-    from vidfactory.api.context import ensure_admin_token
     from vidfactory.billing import ledger
     from vidfactory.db.models import Tenant
-    from vidfactory.tenancy import create_key, create_tenant, revoke_keys
+    from vidfactory.tenancy import create_key, create_tenant, ensure_admin_token, revoke_keys
 
     settings = Settings()
     with _sessions().begin() as session:
@@ -212,9 +212,13 @@ def generate(
         shape = shape_for(config, size, seconds)
     except InvalidRequest as exc:
         _fail(f"{exc.param}: {exc}")
+    if not out.parent.is_dir():
+        _fail(f"--out: directory {out.parent} does not exist")
+    if steps is not None and not 1 <= steps <= steps_max:
+        _fail(f"--steps must be between 1 and {steps_max}")
     request = GenerationRequest(prompt=prompt, negative_prompt="", width=shape.width, height=shape.height,
                                 num_frames=shape.num_frames, fps=shape.fps,
-                                num_inference_steps=steps or config.steps, guidance_scale=config.guidance_scale,
+                                num_inference_steps=config.steps if steps is None else steps, guidance_scale=config.guidance_scale,
                                 seed=seed)
     try:
         engine = load_engine(config, settings.models_dir)

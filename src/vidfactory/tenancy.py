@@ -13,13 +13,16 @@ from sqlalchemy.orm import Session
 from vidfactory.billing import ledger
 from vidfactory.db.models import ApiKey, Plan, Tenant
 from vidfactory.db.types import utcnow
+from vidfactory.settings import Settings
 
 __all__ = [
     "Caller",
     "TenancyError",
+    "TenantExists",
     "authenticate",
     "create_key",
     "create_tenant",
+    "ensure_admin_token",
     "default_plans",
     "ensure_plans",
     "find_tenant",
@@ -32,6 +35,10 @@ tenant_name_chars_max = 100
 
 
 class TenancyError(Exception):
+    pass
+
+
+class TenantExists(TenancyError):
     pass
 
 
@@ -74,7 +81,7 @@ def create_tenant(session: Session, name: str, plan: str = "free") -> Tenant:
     if session.get(Plan, plan) is None:
         raise TenancyError(f"unknown plan {plan!r}")
     if session.scalar(select(Tenant).where(Tenant.name == name)) is not None:
-        raise TenancyError(f"tenant {name!r} already exists")
+        raise TenantExists(f"tenant {name!r} already exists")
     tenant = Tenant(id=f"ten_{uuid.uuid4().hex[:20]}", name=name, plan_id=plan)
     session.add(tenant)
     session.flush()
@@ -115,3 +122,15 @@ def authenticate(session: Session, key: str) -> Caller | None:
     api_key, plan = row
     return Caller(tenant_id=api_key.tenant_id, api_key_id=api_key.id, plan=plan.id, priority=plan.priority,
                   requests_per_minute=plan.requests_per_minute, concurrent_jobs=plan.concurrent_jobs)
+
+
+def ensure_admin_token(settings: Settings) -> str:
+    """The configured admin token, or one generated once into data_dir/admin_token (mode 0600)."""
+    if settings.admin_token:
+        return settings.admin_token
+    path = settings.data_dir / "admin_token"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text("vfadmin_" + secrets.token_urlsafe(32))
+    return path.read_text().strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import Request
@@ -16,6 +17,8 @@ from vidfactory.api.schemas import VideoCreate
 __all__ = ["read_video_create", "video_create_openapi"]
 
 form_fields_max = 32
+# ASCII digits only: str.isdigit() also passes "²", which int() then refuses.
+form_integer = re.compile(r"-?[0-9]{1,12}")
 
 video_create_openapi: dict[str, Any] = {
     "requestBody": {
@@ -63,16 +66,23 @@ async def _form_fields(request: Request, content_type: str, bytes_max: int) -> d
             # Reference images belong to image-to-video models; none configured here accepts one.
             raise ApiError(400, "unsupported_parameter",
                            f"{name}: the configured models generate from text only", param=name)
-        if name == "metadata":
-            try:
-                fields[name] = json.loads(value)
-            except ValueError as exc:
-                raise ApiError(400, "invalid_value", "metadata must be a JSON object", param="metadata") from exc
-        elif name == "seed" and value.strip().lstrip("-").isdigit():
-            fields[name] = int(value)
-        else:
-            fields[name] = value
+        if name in fields:
+            # Which of two values would win is a guess; the request is ambiguous, so say so.
+            raise ApiError(400, "duplicate_parameter", f"{name} is sent more than once", param=name)
+        fields[name] = _form_value(name, value)
     return fields
+
+
+def _form_value(name: str, value: str) -> Any:
+    """Form fields arrive as text: metadata is JSON, seed an integer; the rest stay text."""
+    if name == "metadata":
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
+            raise ApiError(400, "invalid_value", "metadata must be a JSON object", param="metadata") from exc
+    if name == "seed" and form_integer.fullmatch(value.strip()):
+        return int(value)
+    return value
 
 
 async def read_video_create(request: Request, bytes_max: int) -> tuple[VideoCreate, dict[str, Any]]:
@@ -84,6 +94,8 @@ async def read_video_create(request: Request, bytes_max: int) -> tuple[VideoCrea
             fields = json.loads(raw or b"null")
         except ValueError as exc:
             raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:  # json.loads recurses per nesting level; a 10 MB body can go deeper
+            raise ApiError(400, "invalid_json", "body is nested too deeply") from exc
         if not isinstance(fields, dict):
             raise ApiError(400, "invalid_json", "body must be a JSON object")
     elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +14,9 @@ from vidfactory.db.session import SessionFactory, make_engine, make_session_fact
 from vidfactory.engines.registry import model_path
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage.local import LocalStorage
+from vidfactory.tenancy import ensure_admin_token
 
-__all__ = ["AppContext", "TokenCounters", "ensure_admin_token"]
+__all__ = ["AppContext", "TokenCounters"]
 
 
 class TokenCounters:
@@ -32,18 +32,6 @@ class TokenCounters:
             if model.id not in self._counters:
                 self._counters[model.id] = TokenCounter.from_model_path(model_path(model, self.models_dir))
             return self._counters[model.id]
-
-
-def ensure_admin_token(settings: Settings) -> str:
-    """The configured admin token, or one generated once into data_dir/admin_token (mode 0600)."""
-    if settings.admin_token:
-        return settings.admin_token
-    path = settings.data_dir / "admin_token"
-    if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text("vfadmin_" + secrets.token_urlsafe(32))
-    return path.read_text().strip()
 
 
 @dataclass

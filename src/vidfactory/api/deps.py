@@ -6,14 +6,16 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from vidfactory.api.context import AppContext
 from vidfactory.api.errors import ApiError
 from vidfactory.tenancy import Caller, authenticate
 
-__all__ = ["AdminDep", "CallerDep", "ContextDep", "SessionDep"]
+__all__ = ["AdminDep", "CallerDep", "ContextDep", "IdempotencyKeyHeader", "SessionDep"]
+
+idempotency_key_chars_max = 255
 
 
 def get_context(request: Request) -> AppContext:
@@ -63,3 +65,8 @@ def require_admin(request: Request, ctx: ContextDep) -> None:
 
 
 AdminDep = Annotated[None, Depends(require_admin)]
+
+
+# Visible ASCII and spaces, as an HTTP field value should be; it is stored, and PostgreSQL refuses NUL.
+IdempotencyKeyHeader = Annotated[
+    str | None, Header(alias="Idempotency-Key", max_length=idempotency_key_chars_max, pattern=r"^[\x20-\x7e]+$")]

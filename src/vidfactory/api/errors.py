@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vidfactory.api.schemas import ErrorEnvelope
 from vidfactory.billing.ledger import InsufficientBalance
 from vidfactory.jobs.queue import StaleJob
 from vidfactory.jobs.spec import InvalidRequest
-from vidfactory.jobs.submit import IdempotencyConflict
+from vidfactory.idempotency import IdempotencyConflict
 
-__all__ = ["ApiError", "install_error_handlers", "not_found"]
+__all__ = ["ApiError", "checked_id", "error_responses", "install_error_handlers", "not_found"]
+
+# Declared on every route, so the OpenAPI document says what clients really get: FastAPI would otherwise
+# document its own 422 HTTPValidationError, which this app never sends (validation errors are 400s here).
+error_responses = {"4XX": {"model": ErrorEnvelope, "description": "The error envelope"}}
 
 types_by_status = {
     400: "invalid_request_error",
@@ -39,8 +46,19 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def not_found(what: str, object_id: str) -> ApiError:
-    return ApiError(404, "not_found", f"no {what} with id {object_id!r}", param="id")
+# Every id this platform issues is a prefix and hex digits (video_…, tr_…, ten_…).
+id_pattern = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def not_found(what: str, object_id: str, param: str = "id") -> ApiError:
+    return ApiError(404, "not_found", f"no {what} with id {object_id!r}", param=param)
+
+
+def checked_id(what: str, object_id: str, param: str = "id") -> None:
+    """404 before any query for an id we could never have issued: it names nothing, and some characters
+    in it (NUL) make PostgreSQL refuse the query itself (a 500 otherwise)."""
+    if id_pattern.fullmatch(object_id) is None:
+        raise not_found(what, object_id, param)
 
 
 def envelope(status: int, code: str, message: str, param: str | None, headers: dict[str, str] | None = None):

@@ -11,6 +11,7 @@ __all__ = [
     "AmountPublic",
     "BalancePublic",
     "CreditCreate",
+    "ErrorEnvelope",
     "KeyPublic",
     "QuotePublic",
     "TenantCreate",
@@ -35,6 +36,10 @@ MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=metadata
 MetadataValue = Annotated[str, StringConstraints(max_length=metadata_value_chars_max)]
 
 
+def _seconds_also_integer(schema: dict) -> None:
+    schema["anyOf"].insert(1, {"type": "integer", "minimum": 0, "maximum": 999})
+
+
 class VideoCreate(BaseModel):
     """The body of POST /v1/videos and POST /v1/quotes (JSON, or multipart as the openai SDK sends)."""
 
@@ -42,10 +47,13 @@ class VideoCreate(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=prompt_chars_max)
     model: str | None = Field(default=None, min_length=1, max_length=64)
-    seconds: str | None = Field(default=None, min_length=1, max_length=3, pattern=r"^\d+$")
+    # A string as in OpenAI's API; an integer is accepted too (see _seconds_as_text) and documented so.
+    seconds: str | None = Field(default=None, min_length=1, max_length=3, pattern=r"^\d+$",
+                                json_schema_extra=_seconds_also_integer)
     size: str | None = Field(default=None, min_length=3, max_length=11)
     negative_prompt: str = Field(default="", max_length=prompt_chars_max)
-    seed: int | None = Field(default=None, ge=0, le=seed_max)
+    # Strict: lax validation would take "7", and true as seed 1, which the schema says are not integers.
+    seed: int | None = Field(default=None, ge=0, le=seed_max, strict=True)
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=metadata_keys_max)
 
     @field_validator("seconds", mode="before")
@@ -66,6 +74,19 @@ class VideoCreate(BaseModel):
         if not value.strip():
             raise ValueError("must not be blank")
         return value
+
+
+class ErrorPublic(BaseModel):
+    code: str
+    message: str
+    type: str
+    param: str | None
+
+
+class ErrorEnvelope(BaseModel):
+    """Every 4xx answer: the one error envelope (see api/errors.py)."""
+
+    error: ErrorPublic
 
 
 class AmountPublic(BaseModel):
@@ -95,7 +116,15 @@ class BalancePublic(BaseModel):
 class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
-    plan: str = Field(default="free", min_length=1, max_length=32)
+    plan: str = Field(default="free", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
+
+    @field_validator("name")
+    @classmethod
+    def _no_control_characters(cls, value: str) -> str:
+        # Shown in consoles and statements; and PostgreSQL refuses NUL in text outright.
+        if has_control_characters(value):
+            raise ValueError("must not contain control characters")
+        return value
 
 
 class TenantPublic(BaseModel):
@@ -116,5 +145,13 @@ class KeyPublic(BaseModel):
 
 class CreditCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tokens: int = Field(gt=0, le=10**12)
+    tokens: int = Field(gt=0, le=10**12, strict=True)  # lax would credit "5" tokens, or true as 1
     memo: str = Field(default="top-up", max_length=200)
+
+    @field_validator("memo")
+    @classmethod
+    def _no_control_characters(cls, value: str) -> str:
+        # Printed on statements; and PostgreSQL refuses NUL in text outright.
+        if has_control_characters(value):
+            raise ValueError("must not contain control characters")
+        return value

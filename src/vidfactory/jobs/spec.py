@@ -9,7 +9,8 @@ from vidfactory.settings import ModelConfig
 
 __all__ = ["InvalidRequest", "Shape", "frames_for", "parse_size", "shape_for"]
 
-size_pattern = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+size_pattern = re.compile(r"^([0-9]{1,5})x([0-9]{1,5})$")  # ASCII: \d also matches "٦"
+seconds_pattern = re.compile(r"^[0-9]{1,3}$")
 
 
 class InvalidRequest(ValueError):
@@ -51,7 +52,7 @@ def parse_size(size: str, model: ModelConfig) -> tuple[int, int]:
 
 def parse_seconds(seconds: str | int, model: ModelConfig) -> int:
     text = str(seconds).strip()
-    if not text.isdigit() or not 1 <= int(text) <= model.seconds_max:
+    if not seconds_pattern.match(text) or not 1 <= int(text) <= model.seconds_max:
         raise InvalidRequest("seconds", f"model {model.id} supports 1 to {model.seconds_max} seconds; got {seconds!r}")
     return int(text)
 

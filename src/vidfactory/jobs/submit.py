@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import html
-import json
 import re
 import secrets
 import uuid
@@ -13,29 +11,20 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import ledger, pricebooks
 from vidfactory.billing.pricebook import PriceBookBody, Quote, quote
 from vidfactory.billing.tokens import TokenCounter
-from vidfactory.db.models import IdempotencyRecord, Job
+from vidfactory.db.models import Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
+from vidfactory.idempotency import Outcome, run_once
 from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.tenancy import Caller
 
-__all__ = [
-    "IdempotencyConflict",
-    "Priced",
-    "clean_prompt",
-    "Submitted",
-    "VideoRequest",
-    "price",
-    "request_fingerprint",
-    "submit",
-]
+__all__ = ["Priced", "VideoRequest", "clean_prompt", "price", "submit"]
 
 seed_max = 2**31 - 1
 whitespace_run = re.compile(r"\s+")
@@ -45,10 +34,6 @@ def clean_prompt(text: str) -> str:
     """What diffusers' Wan pipeline does to a prompt before tokenizing it (HTML-unescape twice, collapse
     whitespace, strip), so the prompt billed is the prompt the model reads."""
     return whitespace_run.sub(" ", html.unescape(html.unescape(text))).strip()
-
-
-class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before with a different request body."""
 
 
 @dataclass(frozen=True)
@@ -70,18 +55,6 @@ class Priced:
     price_book_version: int
     quote: Quote
     warnings: list[str]
-
-
-@dataclass(frozen=True)
-class Submitted:
-    status_code: int
-    body: dict[str, Any]
-    replayed: bool
-
-
-def request_fingerprint(path: str, body: dict[str, Any]) -> str:
-    canonical = json.dumps({"path": path, "body": body}, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter], request: VideoRequest,
@@ -108,15 +81,6 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
                   quote=priced_quote, warnings=warnings)
 
 
-def _replay(session: Session, caller: Caller, key: str, fingerprint: str) -> Submitted | None:
-    record = session.get(IdempotencyRecord, (caller.tenant_id, key))
-    if record is None:
-        return None
-    if record.request_sha256 != fingerprint:
-        raise IdempotencyConflict(f"Idempotency-Key {key!r} was already used with a different request")
-    return Submitted(status_code=record.status_code, body=record.response, replayed=True)
-
-
 def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: Priced, hold_id: str,
              job_id: str) -> Job:
     shape, q = priced.shape, priced.quote
@@ -141,37 +105,20 @@ def submit(
     request: VideoRequest,
     render: Callable[[Session, Job], dict[str, Any]],
     idempotency: tuple[str, str] | None = None,
-) -> Submitted:
+) -> Outcome:
     """`idempotency` is (key, request fingerprint). Raises InvalidRequest, InsufficientBalance,
     IdempotencyConflict; on any of them nothing is held or queued."""
-    if idempotency is not None:
-        with sessions() as session:
-            replay = _replay(session, caller, *idempotency)
-        if replay is not None:
-            return replay
     with sessions() as session:
         version, book = pricebooks.current(session)
     priced = price(settings, counter_for, request, version, book)
-    job_id = f"video_{uuid.uuid4().hex}"
-    try:
-        with sessions.begin() as session:
-            hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
-                               expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
-            job = _new_job(settings, caller, request, priced, hold.id, job_id)
-            session.add(job)
-            session.flush()
-            body = render(session, job)
-            if idempotency is not None:
-                session.add(IdempotencyRecord(tenant_id=caller.tenant_id, key=idempotency[0],
-                                              request_sha256=idempotency[1], status_code=202, response=body))
-                session.flush()
-    except IntegrityError:
-        # A concurrent request with the same key won the insert; ours rolled back whole.
-        if idempotency is None:
-            raise
-        with sessions() as session:
-            replay = _replay(session, caller, *idempotency)
-        if replay is None:
-            raise
-        return replay
-    return Submitted(status_code=202, body=body, replayed=False)
+
+    def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
+        job_id = f"video_{uuid.uuid4().hex}"
+        hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
+                           expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
+        job = _new_job(settings, caller, request, priced, hold.id, job_id)
+        session.add(job)
+        session.flush()
+        return 202, render(session, job)
+
+    return run_once(sessions, caller.tenant_id, idempotency, hold_and_enqueue)

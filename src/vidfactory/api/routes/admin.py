@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from vidfactory.api.deps import AdminDep, ContextDep, SessionDep
-from vidfactory.api.errors import ApiError, not_found
+from vidfactory.api.deps import AdminDep, ContextDep, IdempotencyKeyHeader, SessionDep
+from vidfactory.api.errors import ApiError, checked_id, not_found
 from vidfactory.api.render import timestamp, transfer_object
 from vidfactory.api.schemas import CreditCreate, KeyPublic, TenantCreate, TenantPublic
 from vidfactory.billing import ledger
-from vidfactory.db.models import Tenant
-from vidfactory.tenancy import TenancyError, create_key, create_tenant
+from vidfactory.db.models import Plan, Tenant
+from vidfactory.idempotency import fingerprint, run_once
+from vidfactory.tenancy import TenancyError, TenantExists, create_key, create_tenant
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -26,7 +29,12 @@ def tenant_public(tenant: Tenant) -> TenantPublic:
 def admin_create_tenant(body: TenantCreate, ctx: ContextDep, _admin: AdminDep) -> TenantPublic:
     try:
         with ctx.sessions.begin() as session:
+            # Checked here too so that the error names the field at fault; create_tenant checks the name.
+            if session.get(Plan, body.plan) is None:
+                raise ApiError(400, "invalid_value", f"unknown plan {body.plan!r}", param="plan")
             return tenant_public(create_tenant(session, body.name, body.plan))
+    except TenantExists as exc:
+        raise ApiError(409, "tenant_exists", str(exc), param="name") from exc
     except TenancyError as exc:
         raise ApiError(400, "invalid_value", str(exc), param="name") from exc
 
@@ -39,6 +47,7 @@ def admin_list_tenants(session: SessionDep, _admin: AdminDep) -> dict[str, Any]:
 
 @router.post("/tenants/{tenant_id}/keys", status_code=201)
 def admin_create_key(tenant_id: str, ctx: ContextDep, _admin: AdminDep) -> KeyPublic:
+    checked_id("tenant", tenant_id)
     with ctx.sessions.begin() as session:
         if session.get(Tenant, tenant_id) is None:
             raise not_found("tenant", tenant_id)
@@ -47,11 +56,24 @@ def admin_create_key(tenant_id: str, ctx: ContextDep, _admin: AdminDep) -> KeyPu
 
 
 @router.post("/tenants/{tenant_id}/credits", status_code=201)
-def admin_credit(tenant_id: str, body: CreditCreate, ctx: ContextDep, _admin: AdminDep) -> dict[str, Any]:
-    with ctx.sessions.begin() as session:
+def admin_credit(tenant_id: str, body: CreditCreate, ctx: ContextDep, _admin: AdminDep,
+                 idempotency_key: IdempotencyKeyHeader = None) -> JSONResponse:
+    """A top-up. Send an Idempotency-Key so that a retried request never credits twice."""
+    checked_id("tenant", tenant_id)
+    with ctx.sessions() as session:
         if session.get(Tenant, tenant_id) is None:
             raise not_found("tenant", tenant_id)
-        transfer = ledger.credit(session, tenant_id, body.tokens, body.memo)
-        result = transfer_object(transfer)
+
+    def credit(session: Session) -> tuple[int, dict[str, Any]]:
+        result = transfer_object(ledger.credit(session, tenant_id, body.tokens, body.memo))
         result["balance"] = vars(ledger.balance(session, tenant_id))
-        return result
+        return 201, result
+
+    idempotency = None
+    if idempotency_key is not None:
+        # Namespaced: a tenant's own video keys and the operator's top-up keys never collide.
+        idempotency = (f"admin-credit:{idempotency_key}", fingerprint(f"/v1/admin/tenants/{tenant_id}/credits",
+                                                                       body.model_dump()))
+    outcome = run_once(ctx.sessions, tenant_id, idempotency, credit)
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    return JSONResponse(outcome.body, status_code=outcome.status_code, headers=headers)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from vidfactory.api.deps import CallerDep, SessionDep
-from vidfactory.api.errors import not_found
+from vidfactory.api.errors import checked_id, not_found
 from vidfactory.api.render import transfer_object
 from vidfactory.api.schemas import BalancePublic
 from vidfactory.billing import ledger
@@ -33,11 +33,15 @@ def list_transfers(
 ) -> dict[str, Any]:
     after_seq = 0
     if after is not None:
+        checked_id("transfer", after, param="after")
         after_seq = session.scalar(select(Transfer.seq).where(Transfer.id == after,
                                                               Transfer.tenant_id == caller.tenant_id))
         if after_seq is None:
-            raise not_found("transfer", after)
-    rows = ledger.transfers_page(session, caller.tenant_id, after_seq=after_seq, limit=limit + 1)
-    page = rows[:limit]
+            raise not_found("transfer", after, param="after")
+    page = ledger.transfers_page(session, caller.tenant_id, after_seq=after_seq, limit=limit)
+    # A separate one-row probe rather than fetching limit + 1: a full page of page_size_max would ask the
+    # ledger for more rows than it serves in one page.
+    has_more = bool(page) and bool(ledger.transfers_page(session, caller.tenant_id, after_seq=page[-1].seq,
+                                                          limit=1))
     return {"object": "list", "data": [transfer_object(t) for t in page],
-            "last_id": page[-1].id if page else None, "has_more": len(rows) > limit}
+            "last_id": page[-1].id if page else None, "has_more": has_more}

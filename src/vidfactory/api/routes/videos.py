@@ -4,26 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select, tuple_
 from starlette.concurrency import run_in_threadpool
 
 from vidfactory.api.body import read_video_create, video_create_openapi
-from vidfactory.api.deps import CallerDep, ContextDep, SessionDep
-from vidfactory.api.errors import ApiError, not_found
+from vidfactory.api.deps import CallerDep, ContextDep, IdempotencyKeyHeader, SessionDep
+from vidfactory.api.errors import ApiError, checked_id, not_found
 from vidfactory.api.render import video_object
 from vidfactory.api.schemas import VideoCreate
 from vidfactory.db.models import Asset, Job
 from vidfactory.db.types import utcnow
 from vidfactory.jobs import queue
-from vidfactory.jobs.submit import VideoRequest, request_fingerprint, submit
+from vidfactory.idempotency import fingerprint
+from vidfactory.jobs.submit import VideoRequest, submit
 from vidfactory.tenancy import Caller
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 page_size_max = 100
-idempotency_key_chars_max = 255
 
 
 def to_video_request(body: VideoCreate, default_model: str) -> VideoRequest:
@@ -32,25 +32,26 @@ def to_video_request(body: VideoCreate, default_model: str) -> VideoRequest:
                         metadata=dict(body.metadata))
 
 
-def owned_job(session, caller: Caller, video_id: str) -> Job:
+def owned_job(session, caller: Caller, video_id: str, param: str = "id") -> Job:
     """Another tenant's video answers exactly like a missing one."""
+    checked_id("video", video_id, param)
     job = session.scalar(select(Job).where(Job.id == video_id, Job.tenant_id == caller.tenant_id,
                                            Job.deleted_at.is_(None)))
     if job is None:
-        raise not_found("video", video_id)
+        raise not_found("video", video_id, param)
     return job
 
 
 @router.post("", status_code=202, openapi_extra=video_create_openapi)
 async def create_video(
     request: Request, ctx: ContextDep, caller: CallerDep,
-    idempotency_key: Annotated[str | None, Header(max_length=idempotency_key_chars_max)] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     body, fields = await read_video_create(request, ctx.settings.upload_bytes_max)
     video_request = to_video_request(body, ctx.settings.models[0].id)
     idempotency = None
     if idempotency_key is not None:
-        idempotency = (idempotency_key, request_fingerprint("/v1/videos", fields))
+        idempotency = (idempotency_key, fingerprint("/v1/videos", fields))
     submitted = await run_in_threadpool(submit, ctx.sessions, ctx.settings, ctx.counters, caller, video_request,
                                         video_object, idempotency)
     headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
@@ -66,7 +67,7 @@ def list_videos(
 ) -> dict[str, Any]:
     statement = select(Job).where(Job.tenant_id == caller.tenant_id, Job.deleted_at.is_(None))
     if after is not None:
-        cursor = owned_job(session, caller, after)
+        cursor = owned_job(session, caller, after, param="after")
         position = tuple_(Job.created_at, Job.id)
         mark = tuple_(cursor.created_at, cursor.id)
         statement = statement.where(position < mark if order == "desc" else position > mark)

@@ -1,0 +1,118 @@
+"""Worker failure paths on the real tiny engine, with faults injected around it: transient errors retry
+with backoff and keep the hold; permanent ones fail and refund; timeouts fail and refund."""
+
+import time
+
+import pytest
+from sqlalchemy import select
+
+from vidfactory.billing import ledger
+from vidfactory.db.models import Job
+from vidfactory.engines.base import EngineError, OutOfMemory
+from vidfactory.engines.registry import load_engine
+from vidfactory.jobs.submit import VideoRequest, submit
+from vidfactory.jobs.worker import Worker
+from vidfactory.api.context import TokenCounters
+from vidfactory.api.render import video_object
+from vidfactory.storage.local import LocalStorage
+from vidfactory.tenancy import authenticate
+
+from conftest import assert_ledger_clean, make_settings, new_tenant
+
+
+class FaultyEngine:
+    """The real engine, preceded by a scripted list of failures (one per generate call)."""
+
+    def __init__(self, engine, failures):
+        self.engine = engine
+        self.model_id = engine.model_id
+        self.failures = list(failures)
+        self.calls = 0
+
+    def generate(self, request, on_progress, is_cancelled):
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return self.engine.generate(request, on_progress, is_cancelled)
+
+
+@pytest.fixture
+def setup(tmp_path, database_url, models_dir, sessions):
+    def make(failures=(), **overrides):
+        settings = make_settings(tmp_path, database_url, models_dir, **overrides)
+        faulty = FaultyEngine(load_engine(settings.models[0], settings.models_dir), failures)
+        worker = Worker(settings, sessions, LocalStorage(settings.resolved_storage_dir), worker_id="w",
+                        engine_loader=lambda config, models_path: faulty)
+        tenant = new_tenant(sessions, tokens=1000)
+        with sessions() as s:
+            caller = authenticate(s, tenant.key)
+        submitted = submit(sessions, settings, TokenCounters(settings.models_dir), caller,
+                           VideoRequest(prompt="a lantern on a lake", model="wan-tiny", size="64x64", seconds="1"),
+                           video_object)
+        return worker, faulty, tenant, submitted.body["id"]
+
+    return make
+
+
+def job(sessions, job_id) -> Job:
+    with sessions() as s:
+        return s.scalars(select(Job).where(Job.id == job_id)).one()
+
+
+def available(sessions, tenant):
+    with sessions() as s:
+        return ledger.balance(s, tenant.id).available
+
+
+def test_transient_out_of_memory_retries_with_backoff_and_keeps_the_hold(setup, sessions):
+    worker, faulty, tenant, job_id = setup([OutOfMemory("CUDA out of memory")], retry_backoff_s=0.3)
+    assert worker.run_once()
+    retried = job(sessions, job_id)
+    assert (retried.status, retried.error_type, retried.attempts) == ("queued", "out_of_memory", 1)
+    with sessions() as s:
+        assert ledger.balance(s, tenant.id).pending == retried.total_tokens  # the hold stays
+    assert not worker.run_once()  # backoff: not claimable yet
+    time.sleep(0.35)
+    assert worker.run_once()
+    done = job(sessions, job_id)
+    assert (done.status, done.attempts, faulty.calls) == ("completed", 2, 2)
+    assert available(sessions, tenant) == 1000 - done.total_tokens
+    assert_ledger_clean(sessions)
+
+
+def test_out_of_memory_on_every_attempt_fails_and_refunds(setup, sessions):
+    worker, faulty, tenant, job_id = setup([OutOfMemory("oom")] * 3, retry_backoff_s=0.0)
+    for _ in range(3):
+        assert worker.run_once()
+    failed = job(sessions, job_id)
+    assert (failed.status, failed.error_type, failed.attempts) == ("failed", "out_of_memory", 3)
+    assert available(sessions, tenant) == 1000
+    assert_ledger_clean(sessions)
+
+
+def test_engine_crash_fails_at_once_and_refunds(setup, sessions):
+    worker, faulty, tenant, job_id = setup([EngineError("the transformer exploded")])
+    assert worker.run_once()
+    failed = job(sessions, job_id)
+    assert (failed.status, failed.error_type, failed.attempts) == ("failed", "engine_error", 1)
+    assert "the transformer exploded" in failed.error_message
+    assert available(sessions, tenant) == 1000
+    assert_ledger_clean(sessions)
+
+
+def test_timeout_fails_and_refunds(setup, sessions):
+    worker, faulty, tenant, job_id = setup(job_timeout_s=0.0)
+    assert worker.run_once()
+    failed = job(sessions, job_id)
+    assert (failed.status, failed.error_type) == ("failed", "timeout")
+    assert available(sessions, tenant) == 1000
+    assert_ledger_clean(sessions)
+
+
+def test_an_unexpected_error_is_recorded_not_swallowed(setup, sessions):
+    worker, faulty, tenant, job_id = setup([ZeroDivisionError("bug")])
+    assert worker.run_once()
+    failed = job(sessions, job_id)
+    assert (failed.status, failed.error_type) == ("failed", "internal_error")
+    assert "ZeroDivisionError: bug" in failed.error_message
+    assert available(sessions, tenant) == 1000
