@@ -34,7 +34,8 @@ poll_s = 0.01
 
 def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="vf-bench-"))
-    settings = Settings(data_dir=root, admin_token="bench", poll_s=0.01, progress_write_interval_s=0.5)
+    settings = Settings(data_dir=root, admin_token="bench", poll_s=0.01, progress_write_interval_s=0.5,
+                        rate_limit_enabled=False)
     print(f"# platform overhead — {machine()}, commit {git_revision()}, torch threads {torch.get_num_threads()}")
     print("| job | direct pipeline s (median) | through platform s (median) | ratio | overhead s |")
     print("|---|---|---|---|---|")
