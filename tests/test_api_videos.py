@@ -304,3 +304,21 @@ def test_concurrent_submissions_never_overdraw(client, ctx):
     assert sorted(statuses) == [202] * 7 + [402] * 43
     assert balance(client, tenant)["available"] == 0
     assert_ledger_clean(ctx.sessions)
+
+
+def test_a_model_without_weights_is_503_and_holds_nothing(tmp_path, database_url, models_dir):
+    from conftest import make_settings
+    from vidfactory.settings import ModelConfig
+
+    broken = ModelConfig(id="wan-missing", engine="wan", path=str(tmp_path / "no-such-checkpoint"))
+    settings = make_settings(tmp_path, database_url, models_dir,
+                             models=[ModelConfig(id="wan-tiny", engine="wan-tiny"), broken])
+    with TestClient(create_app(settings, workers=0)) as client:
+        ctx = client.app.state.ctx
+        tenant = new_tenant(ctx.sessions, tokens=1000)
+        response = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a cat", "model": "wan-missing"})
+        assert response.status_code == 503
+        error = error_of(response)
+        assert (error["code"], error["param"]) == ("model_unavailable", "model")
+        assert "no-such-checkpoint" in error["message"]
+        assert balance(client, tenant)["available"] == 1000

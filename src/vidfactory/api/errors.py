@@ -11,6 +11,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidfactory.api.schemas import ErrorEnvelope
 from vidfactory.billing.ledger import InsufficientBalance
+from vidfactory.billing.tokens import TokenizerUnavailable
+from vidfactory.engines.base import EngineError
 from vidfactory.jobs.queue import StaleJob
 from vidfactory.jobs.spec import InvalidRequest
 from vidfactory.idempotency import IdempotencyConflict
@@ -19,7 +21,8 @@ __all__ = ["ApiError", "checked_id", "error_responses", "install_error_handlers"
 
 # Declared on every route, so the OpenAPI document says what clients really get: FastAPI would otherwise
 # document its own 422 HTTPValidationError, which this app never sends (validation errors are 400s here).
-error_responses = {"4XX": {"model": ErrorEnvelope, "description": "The error envelope"}}
+error_responses = {"4XX": {"model": ErrorEnvelope, "description": "The error envelope"},
+                   "503": {"model": ErrorEnvelope, "description": "A configured model cannot be loaded"}}
 
 types_by_status = {
     400: "invalid_request_error",
@@ -32,6 +35,7 @@ types_by_status = {
     413: "invalid_request_error",
     415: "invalid_request_error",
     429: "rate_limit_error",
+    503: "api_error",
 }
 
 
@@ -92,6 +96,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StaleJob)
     async def _stale(_: Request, exc: StaleJob):
         return envelope(409, "invalid_state", str(exc), None)
+
+    @app.exception_handler(TokenizerUnavailable)
+    @app.exception_handler(EngineError)
+    async def _model_unavailable(_: Request, exc: Exception):
+        # A misconfigured model (no weights, no tokenizer) is the operator's to fix, not the caller's.
+        return envelope(503, "model_unavailable", str(exc), "model")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
