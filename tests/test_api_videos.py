@@ -242,6 +242,10 @@ def test_list_is_paginated_newest_first(client, ctx):
     assert [v["id"] for v in rest["data"]] == ids[::-1][2:] and not rest["has_more"]
     ascending = client.get("/v1/videos?order=asc&limit=10", headers=tenant.headers).json()
     assert [v["id"] for v in ascending["data"]] == ids
+    client.post(f"/v1/videos/{ids[0]}/cancel", headers=tenant.headers)
+    statuses = {v["id"]: v["billing"]["status"] for v in
+                client.get("/v1/videos?limit=10", headers=tenant.headers).json()["data"]}
+    assert statuses == {ids[0]: "voided", **{i: "held" for i in ids[1:]}}
 
 
 def test_models_lists_the_price_book(client, ctx):

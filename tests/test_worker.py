@@ -116,3 +116,22 @@ def test_an_unexpected_error_is_recorded_not_swallowed(setup, sessions):
     assert (failed.status, failed.error_type) == ("failed", "internal_error")
     assert "ZeroDivisionError: bug" in failed.error_message
     assert available(sessions, tenant) == 1000
+
+
+def test_worker_survives_an_unreachable_database(tmp_path, models_dir):
+    import threading
+
+    from vidfactory.db.session import make_engine, make_session_factory
+
+    settings = make_settings(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/unreachable", models_dir)
+    engine = make_engine(settings.resolved_database_url)
+    worker = Worker(settings, make_session_factory(engine), LocalStorage(tmp_path / "storage"), worker_id="w")
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive()  # it logged the outage and kept trying instead of dying
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    engine.dispose()

@@ -27,7 +27,10 @@ def billing_object(job: Job, resolution: Transfer | None) -> dict[str, Any]:
             "released": held - settled, "status": "settled" if resolution.kind == "post" else "voided"}
 
 
-def video_object(session: Session, job: Job) -> dict[str, Any]:
+def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | None = None) -> dict[str, Any]:
+    """`resolutions` (hold id → post/void), when a caller already fetched them for a page of jobs."""
+    resolution = (resolutions.get(job.hold_id) if resolutions is not None
+                  else ledger.hold_resolution(session, job.hold_id))
     error = None
     if job.status == "failed":
         error = {"code": job.error_type or "engine_error", "message": job.error_message or ""}
@@ -52,7 +55,7 @@ def video_object(session: Session, job: Job) -> dict[str, Any]:
         "cancel_requested": job.cancel_requested,
         "usage": {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens,
                   "total_tokens": job.total_tokens},
-        "billing": billing_object(job, ledger.hold_resolution(session, job.hold_id)),
+        "billing": billing_object(job, resolution),
         "warnings": list(job.warnings),
     }
 

@@ -29,6 +29,7 @@ __all__ = [
     "ensure_tenant_account",
     "hold",
     "hold_resolution",
+    "hold_resolutions",
     "post",
     "tenant_account_id",
     "transfers_page",
@@ -159,6 +160,12 @@ def void(session: Session, hold_id: str, memo: str = "void") -> Transfer:
 
 def hold_resolution(session: Session, hold_id: str) -> Transfer | None:
     return session.scalars(select(Transfer).where(Transfer.pending_id == hold_id)).one_or_none()
+
+
+def hold_resolutions(session: Session, hold_ids: list[str]) -> dict[str, Transfer]:
+    """One query for a page of holds: hold id → its post or void (unresolved holds are absent)."""
+    rows = session.scalars(select(Transfer).where(Transfer.pending_id.in_(hold_ids))) if hold_ids else []
+    return {row.pending_id: row for row in rows}
 
 
 def balance(session: Session, tenant_id: str) -> Balance:

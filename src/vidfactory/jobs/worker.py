@@ -16,6 +16,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from vidfactory.db.models import Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 EngineLoader = Callable[[ModelConfig, Path], Engine]
 generation_share_pct = 90  # progress 0–90 is denoising; encode and store take the rest
 maintenance_interval_s = 5.0
+database_retry_s = 2.0
 
 
 def new_worker_id() -> str:
@@ -56,8 +59,16 @@ class Worker:
     def run(self, stop: threading.Event) -> None:
         log.info("worker %s serving %s", self.worker_id, ", ".join(self.models))
         while not stop.is_set():
-            self.maintain()
-            if not self.run_once():
+            try:
+                self.maintain()
+                worked = self.run_once()
+            except OperationalError as exc:
+                # The database is unreachable: keep the worker alive and try again; its leases will
+                # simply expire and be reaped if the outage outlasts them.
+                log.error("worker %s: database unavailable: %s", self.worker_id, exc)
+                worked = False
+                stop.wait(database_retry_s)
+            if not worked:
                 stop.wait(self.settings.poll_s)
 
     def maintain(self, force: bool = False) -> None:

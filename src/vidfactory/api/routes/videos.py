@@ -14,6 +14,7 @@ from vidfactory.api.deps import CallerDep, ContextDep, IdempotencyKeyHeader, Ses
 from vidfactory.api.errors import ApiError, checked_id, not_found
 from vidfactory.api.render import video_object
 from vidfactory.api.schemas import VideoCreate
+from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Job
 from vidfactory.db.types import utcnow
 from vidfactory.jobs import queue
@@ -74,7 +75,8 @@ def list_videos(
     ordering = (Job.created_at.desc(), Job.id.desc()) if order == "desc" else (Job.created_at, Job.id)
     jobs = list(session.scalars(statement.order_by(*ordering).limit(limit + 1)))
     page = jobs[:limit]
-    return {"object": "list", "data": [video_object(session, job) for job in page],
+    resolutions = ledger.hold_resolutions(session, [job.hold_id for job in page])
+    return {"object": "list", "data": [video_object(session, job, resolutions) for job in page],
             "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
             "has_more": len(jobs) > limit}
 
