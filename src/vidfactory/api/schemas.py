@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 __all__ = [
     "AmountPublic",
@@ -16,6 +16,7 @@ __all__ = [
     "QuotePublic",
     "TenantCreate",
     "TenantPublic",
+    "PlainText",
     "VideoCreate",
     "has_control_characters",
 ]
@@ -32,6 +33,16 @@ def has_control_characters(text: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Cs") and ch not in allowed_controls for ch in text)
 
 
+def _without_control_characters(value: str) -> str:
+    # Shown in consoles and statements, and PostgreSQL refuses NUL in text outright.
+    if has_control_characters(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_without_control_characters)]
+
+
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=metadata_key_chars_max)]
 MetadataValue = Annotated[str, StringConstraints(max_length=metadata_value_chars_max)]
 
@@ -45,13 +56,13 @@ class VideoCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=prompt_chars_max)
+    prompt: PlainText = Field(min_length=1, max_length=prompt_chars_max)
     model: str | None = Field(default=None, min_length=1, max_length=64)
     # A string as in OpenAI's API; an integer is accepted too (see _seconds_as_text) and documented so.
-    seconds: str | None = Field(default=None, min_length=1, max_length=3, pattern=r"^\d+$",
+    seconds: str | None = Field(default=None, min_length=1, max_length=3, pattern=r"^[0-9]+$",
                                 json_schema_extra=_seconds_also_integer)
     size: str | None = Field(default=None, min_length=3, max_length=11)
-    negative_prompt: str = Field(default="", max_length=prompt_chars_max)
+    negative_prompt: PlainText = Field(default="", max_length=prompt_chars_max)
     # Strict: lax validation would take "7", and true as seed 1, which the schema says are not integers.
     seed: int | None = Field(default=None, ge=0, le=seed_max, strict=True)
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=metadata_keys_max)
@@ -60,13 +71,6 @@ class VideoCreate(BaseModel):
     @classmethod
     def _seconds_as_text(cls, value: object) -> object:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @field_validator("prompt", "negative_prompt")
-    @classmethod
-    def _no_control_characters(cls, value: str) -> str:
-        if has_control_characters(value):
-            raise ValueError("must not contain control characters")
-        return value
 
     @field_validator("prompt")
     @classmethod
@@ -115,16 +119,8 @@ class BalancePublic(BaseModel):
 
 class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=100)
+    name: PlainText = Field(min_length=1, max_length=100)
     plan: str = Field(default="free", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
-
-    @field_validator("name")
-    @classmethod
-    def _no_control_characters(cls, value: str) -> str:
-        # Shown in consoles and statements; and PostgreSQL refuses NUL in text outright.
-        if has_control_characters(value):
-            raise ValueError("must not contain control characters")
-        return value
 
 
 class TenantPublic(BaseModel):
@@ -146,12 +142,4 @@ class KeyPublic(BaseModel):
 class CreditCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tokens: int = Field(gt=0, le=10**12, strict=True)  # lax would credit "5" tokens, or true as 1
-    memo: str = Field(default="top-up", max_length=200)
-
-    @field_validator("memo")
-    @classmethod
-    def _no_control_characters(cls, value: str) -> str:
-        # Printed on statements; and PostgreSQL refuses NUL in text outright.
-        if has_control_characters(value):
-            raise ValueError("must not contain control characters")
-        return value
+    memo: PlainText = Field(default="top-up", max_length=200)

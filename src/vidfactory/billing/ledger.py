@@ -125,8 +125,10 @@ def hold(session: Session, *, tenant_id: str, amount: int, job_id: str, expires_
         amount=amount, tenant_id=tenant_id, job_id=job_id, expires_at=expires_at, memo="hold"))
 
 
-def _resolve(session: Session, hold_id: str, kind: str, amount: int, memo: str) -> Transfer:
+def _resolve(session: Session, hold_id: str, kind: str, amount: int | None, memo: str) -> Transfer:
+    """`amount` None resolves the whole hold (a void)."""
     pending = session.scalars(select(Transfer).where(Transfer.id == hold_id, Transfer.kind == "hold")).one()
+    amount = pending.amount if amount is None else amount
     assert 0 <= amount <= pending.amount, f"{kind} of {amount} exceeds the hold of {pending.amount}"
     try:
         # The unique index on pending_id makes this insert the guard: a second resolution fails here,
@@ -154,8 +156,7 @@ def post(session: Session, hold_id: str, amount: int, memo: str = "settle") -> T
 
 def void(session: Session, hold_id: str, memo: str = "void") -> Transfer:
     """Release the whole hold: nothing is charged."""
-    pending = session.scalars(select(Transfer.amount).where(Transfer.id == hold_id)).one()
-    return _resolve(session, hold_id, "void", pending, memo)
+    return _resolve(session, hold_id, "void", None, memo)
 
 
 def hold_resolution(session: Session, hold_id: str) -> Transfer | None:

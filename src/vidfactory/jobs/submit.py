@@ -24,7 +24,7 @@ from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.tenancy import Caller
 
-__all__ = ["Priced", "VideoRequest", "clean_prompt", "price", "submit"]
+__all__ = ["Priced", "VideoRequest", "clean_prompt", "price", "price_now", "submit"]
 
 seed_max = 2**31 - 1
 whitespace_run = re.compile(r"\s+")
@@ -81,6 +81,14 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
                   quote=priced_quote, warnings=warnings)
 
 
+def price_now(sessions: SessionFactory, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
+              request: VideoRequest) -> Priced:
+    """Price a request with the price book in force now (what a quote shows and a submission holds)."""
+    with sessions() as session:
+        version, book = pricebooks.current(session)
+    return price(settings, counter_for, request, version, book)
+
+
 def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: Priced, hold_id: str,
              job_id: str) -> Job:
     shape, q = priced.shape, priced.quote
@@ -108,9 +116,7 @@ def submit(
 ) -> Outcome:
     """`idempotency` is (key, request fingerprint). Raises InvalidRequest, InsufficientBalance,
     IdempotencyConflict; on any of them nothing is held or queued."""
-    with sessions() as session:
-        version, book = pricebooks.current(session)
-    priced = price(settings, counter_for, request, version, book)
+    priced = price_now(sessions, settings, counter_for, request)
 
     def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
         job_id = f"video_{uuid.uuid4().hex}"

@@ -9,8 +9,7 @@ from vidfactory.api.body import read_video_create, video_create_openapi
 from vidfactory.api.deps import CallerDep, ContextDep
 from vidfactory.api.routes.videos import to_video_request
 from vidfactory.api.schemas import AmountPublic, QuotePublic
-from vidfactory.billing import pricebooks
-from vidfactory.jobs.submit import price
+from vidfactory.jobs.submit import price_now
 
 router = APIRouter(prefix="/v1/quotes", tags=["billing"])
 
@@ -19,13 +18,7 @@ router = APIRouter(prefix="/v1/quotes", tags=["billing"])
 async def create_quote(request: Request, ctx: ContextDep, _caller: CallerDep) -> QuotePublic:
     body, _ = await read_video_create(request, ctx.settings.upload_bytes_max)
     video_request = to_video_request(body, ctx.settings.models[0].id)
-
-    def price_now():
-        with ctx.sessions() as session:
-            version, book = pricebooks.current(session)
-        return price(ctx.settings, ctx.counters, video_request, version, book)
-
-    priced = await run_in_threadpool(price_now)
+    priced = await run_in_threadpool(price_now, ctx.sessions, ctx.settings, ctx.counters, video_request)
     q = priced.quote
     return QuotePublic(model=priced.model.id, price_book_version=priced.price_book_version, method=q.method,
                        input_tokens=q.input_tokens, output_tokens=q.output_tokens, total_tokens=q.total_tokens,
