@@ -143,3 +143,8 @@ class CreditCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tokens: int = Field(gt=0, le=10**12, strict=True)  # lax would credit "5" tokens, or true as 1
     memo: PlainText = Field(default="top-up", max_length=200)
+
+
+class ReviewDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: PlainText = Field(default="", max_length=500)

@@ -179,13 +179,21 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Review: a prompt held before it runs, or a finished clip held before it is delivered and settled.
+    review_status: Mapped[str | None] = mapped_column(String(16), default=None)  # pending|approved|rejected
+    review_source: Mapped[str | None] = mapped_column(String(32), default=None)  # prompt|qc|output_safety
+    review_reason: Mapped[str | None] = mapped_column(String(500), default=None)  # admins only
+    reviewed_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (
         CheckConstraint(
             "status IN ('queued', 'in_progress', 'completed', 'failed', 'cancelled')", "status_known"
         ),
+        CheckConstraint("review_status IS NULL OR review_status IN ('pending', 'approved', 'rejected')",
+                        "review_status_known"),
         CheckConstraint("progress BETWEEN 0 AND 100", "progress_range"),
         Index("ix_jobs_claim", "status", "priority", "created_at"),
+        Index("ix_jobs_review", "review_status"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
     )
 
@@ -214,4 +222,18 @@ class IdempotencyRecord(Base):
     request_sha256: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Alert(Base):
+    """Something an operator must look at (a clip waiting for review, a failure spike, an open breaker)."""
+
+    __tablename__ = "alerts"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    message: Mapped[str] = mapped_column(Text)
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), default=None)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

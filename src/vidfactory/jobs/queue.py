@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from vidfactory.billing import ledger
@@ -21,13 +21,18 @@ from vidfactory.db.types import utcnow
 __all__ = [
     "AssetRecord",
     "CancelOutcome",
+    "Review",
     "StaleJob",
+    "approve_review",
     "claim",
     "complete",
     "expired_leases",
     "fail",
     "finish_cancelled",
     "heartbeat",
+    "hold_for_review",
+    "pending_reviews",
+    "reject_review",
     "report_progress",
     "request_cancel",
     "requeue",
@@ -36,10 +41,23 @@ __all__ = [
 
 terminal_states = ("completed", "failed", "cancelled")
 error_message_chars_max = 2000
+review_reason_chars_max = 500
+review_sources = ("prompt", "qc", "output_safety")
 
 
 class StaleJob(Exception):
     """The job is not in the state (or lease) the caller expected: someone else moved it."""
+
+
+@dataclass(frozen=True)
+class Review:
+    """Why a job waits for an admin: `source` is what raised it, `reason` is for admins only."""
+
+    source: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        assert self.source in review_sources, f"unknown review source {self.source!r}"
 
 
 @dataclass(frozen=True)
@@ -52,15 +70,19 @@ class AssetRecord:
 
 
 def _transition(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str | None,
-                values: dict[str, Any]) -> None:
+                values: dict[str, Any], review: str | None = None) -> None:
+    """`review`: the review status the job must have too ("pending" for admin decisions)."""
     conditions = [Job.id == job_id, Job.status.in_(expected)]
     if owner is not None:
         conditions.append(Job.lease_owner == owner)
+    if review is not None:
+        conditions.append(Job.review_status == review)
     result = session.execute(update(Job).where(*conditions).values(**values).execution_options(
         synchronize_session=False))
     if result.rowcount != 1:
-        raise StaleJob(f"job {job_id} is not {'/'.join(expected)}"
-                       + (f" under lease {owner}" if owner else ""))
+            raise StaleJob(f"job {job_id} is not {'/'.join(expected)}"
+                       + (f" under lease {owner}" if owner else "")
+                       + (f" with review {review}" if review else ""))
 
 
 def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float, now: datetime) -> Job | None:
@@ -72,6 +94,7 @@ def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float
                           .scalar_subquery())
     candidate = (select(Job.id)
                  .where(Job.status == "queued", Job.run_after <= now, Job.model.in_(models),
+                        or_(Job.review_status.is_(None), Job.review_status != "pending"),
                         running_for_tenant < Job.concurrent_jobs_max)
                  .order_by(Job.priority.desc(), Job.created_at, Job.id)
                  .limit(1)
@@ -105,16 +128,58 @@ def should_stop(session: Session, job_id: str, worker_id: str) -> bool:
     return row.status != "in_progress" or row.lease_owner != worker_id or row.cancel_requested
 
 
+def _record_assets(session: Session, job: Job, assets: list[AssetRecord]) -> None:
+    for index, asset in enumerate(assets):
+        session.add(Asset(id=f"{job.id}_{index}", job_id=job.id, tenant_id=job.tenant_id, variant=asset.variant,
+                          storage_key=asset.storage_key, content_type=asset.content_type,
+                          size_bytes=asset.size_bytes, sha256=asset.sha256))
+
+
 def complete(session: Session, job: Job, worker_id: str, assets: list[AssetRecord], charge: int) -> None:
     """Job completed, assets recorded and the hold posted: one transaction (the caller's)."""
     _transition(session, job.id, expected=("in_progress",), owner=worker_id, values={
         "status": "completed", "progress": 100, "completed_at": utcnow(), "lease_owner": None,
         "lease_expires_at": None})
-    for index, asset in enumerate(assets):
-        session.add(Asset(id=f"{job.id}_{index}", job_id=job.id, tenant_id=job.tenant_id, variant=asset.variant,
-                          storage_key=asset.storage_key, content_type=asset.content_type,
-                          size_bytes=asset.size_bytes, sha256=asset.sha256))
+    _record_assets(session, job, assets)
     ledger.post(session, job.hold_id, charge, memo=f"settle {job.id}")
+
+
+def hold_for_review(session: Session, job: Job, worker_id: str, assets: list[AssetRecord],
+                    review: Review) -> None:
+    """A finished clip waits for an admin: stored but not delivered, its hold still pending. The lease is
+    released (no worker owns it any more), so the reaper leaves it alone."""
+    _transition(session, job.id, expected=("in_progress",), owner=worker_id, values={
+        "progress": 100, "lease_owner": None, "lease_expires_at": None, "review_status": "pending",
+        "review_source": review.source, "review_reason": review.reason[:review_reason_chars_max]})
+    _record_assets(session, job, assets)
+
+
+def approve_review(session: Session, job_id: str) -> str:
+    """A held prompt may run (queued stays queued, now claimable); a held clip is delivered and settled.
+    Returns the job's status afterwards."""
+    job = session.get(Job, job_id)
+    assert job is not None, f"no job {job_id}"
+    _transition(session, job_id, expected=("queued", "in_progress"), owner=None, review="pending",
+                values={"review_status": "approved", "reviewed_at": utcnow()})
+    if job.status == "queued":
+        return "queued"
+    _transition(session, job_id, expected=("in_progress",), owner=None, values={
+        "status": "completed", "completed_at": utcnow()})
+    ledger.post(session, job.hold_id, job.total_tokens, memo=f"settle {job_id} after review")
+    return "completed"
+
+
+def reject_review(session: Session, job_id: str, note: str) -> None:
+    """Rejected content is never delivered and never charged."""
+    _transition(session, job_id, expected=("queued", "in_progress"), owner=None, review="pending",
+                values={"review_status": "rejected", "reviewed_at": utcnow()})
+    fail(session, job_id, expected=("queued", "in_progress"), owner=None, error_type="content_rejected",
+         message=note or "rejected by review")
+
+
+def pending_reviews(session: Session, limit: int) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.review_status == "pending")
+                                .order_by(Job.created_at, Job.id).limit(limit)))
 
 
 def fail(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str | None, error_type: str,
@@ -152,6 +217,12 @@ def request_cancel(session: Session, job: Job) -> CancelOutcome:
     """Queued: cancelled and voided now. Running: flagged; its worker stops at the next step."""
     if job.status == "queued":
         _transition(session, job.id, expected=("queued",), owner=None,
+                    values={"status": "cancelled", "completed_at": utcnow(), "cancel_requested": True})
+        ledger.void(session, job.hold_id, memo=f"cancel {job.id}")
+        return CancelOutcome(status="cancelled", signalled=False)
+    if job.status == "in_progress" and job.review_status == "pending":
+        # Waiting for review: no worker holds it, so the cancel is final now.
+        _transition(session, job.id, expected=("in_progress",), owner=None, review="pending",
                     values={"status": "cancelled", "completed_at": utcnow(), "cancel_requested": True})
         ledger.void(session, job.hold_id, memo=f"cancel {job.id}")
         return CancelOutcome(status="cancelled", signalled=False)

@@ -20,6 +20,7 @@ from vidfactory.db.models import Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
 from vidfactory.idempotency import Outcome, run_once
+from vidfactory.jobs.queue import Review, review_reason_chars_max
 from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.tenancy import Caller
@@ -90,7 +91,7 @@ def price_now(sessions: SessionFactory, settings: Settings, counter_for: Callabl
 
 
 def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: Priced, hold_id: str,
-             job_id: str) -> Job:
+             job_id: str, review: Review | None) -> Job:
     shape, q = priced.shape, priced.quote
     return Job(
         id=job_id, tenant_id=caller.tenant_id, api_key_id=caller.api_key_id, status="queued",
@@ -102,7 +103,10 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
         priority=caller.priority, concurrent_jobs_max=caller.concurrent_jobs, attempts_max=settings.attempts_max,
         price_book_version=priced.price_book_version, pricing_method=q.method, input_tokens=q.input_tokens,
         output_tokens=q.output_tokens, total_tokens=q.total_tokens, hold_id=hold_id, warnings=priced.warnings,
-        request_metadata=dict(request.metadata), run_after=utcnow())
+        request_metadata=dict(request.metadata), run_after=utcnow(),
+        review_status=None if review is None else "pending",
+        review_source=None if review is None else review.source,
+        review_reason=None if review is None else review.reason[:review_reason_chars_max])
 
 
 def submit(
@@ -113,16 +117,18 @@ def submit(
     request: VideoRequest,
     render: Callable[[Session, Job], dict[str, Any]],
     idempotency: tuple[str, str] | None = None,
+    review: Review | None = None,
 ) -> Outcome:
-    """`idempotency` is (key, request fingerprint). Raises InvalidRequest, InsufficientBalance,
-    IdempotencyConflict; on any of them nothing is held or queued."""
+    """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision.
+    Raises InvalidRequest, InsufficientBalance, IdempotencyConflict; on any of them nothing is held or
+    queued."""
     priced = price_now(sessions, settings, counter_for, request)
 
     def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
         job_id = f"video_{uuid.uuid4().hex}"
         hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
                            expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
-        job = _new_job(settings, caller, request, priced, hold.id, job_id)
+        job = _new_job(settings, caller, request, priced, hold.id, job_id, review)
         session.add(job)
         session.flush()
         return 202, render(session, job)

@@ -1,0 +1,77 @@
+"""/v1/admin/reviews and /v1/admin/alerts: jobs held for an admin's decision, and what the operator
+must look at."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from vidfactory.api.deps import AdminDep, ContextDep, SessionDep
+from vidfactory.api.errors import ApiError, checked_id, not_found
+from vidfactory.api.render import timestamp, video_object
+from vidfactory.api.schemas import ReviewDecision
+from vidfactory.db.models import Alert, Job
+from vidfactory.jobs import queue
+from vidfactory.notify.alerts import recent_alerts
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+page_size_max = 100
+
+
+def review_object(session, job: Job) -> dict[str, Any]:
+    video = video_object(session, job)
+    video["tenant_id"] = job.tenant_id
+    video["review"] = {"status": job.review_status, "source": job.review_source, "reason": job.review_reason,
+                       "reviewed_at": timestamp(job.reviewed_at)}
+    return video
+
+
+def alert_object(alert: Alert) -> dict[str, Any]:
+    return {"id": alert.id, "object": "alert", "kind": alert.kind, "message": alert.message,
+            "tenant_id": alert.tenant_id, "video_id": alert.job_id, "created_at": timestamp(alert.created_at)}
+
+
+@router.get("/reviews")
+def list_reviews(session: SessionDep, _admin: AdminDep,
+                 limit: Annotated[int, Query(ge=1, le=page_size_max)] = 20) -> dict[str, Any]:
+    """Jobs waiting for a decision, oldest first."""
+    return {"object": "list", "data": [review_object(session, job) for job in queue.pending_reviews(session, limit)]}
+
+
+def _pending_job(session, video_id: str) -> Job:
+    checked_id("video", video_id)
+    job = session.get(Job, video_id)
+    if job is None:
+        raise not_found("video", video_id)
+    if job.review_status != "pending":
+        raise ApiError(409, "invalid_state", f"video {video_id} is not waiting for review")
+    return job
+
+
+@router.post("/reviews/{video_id}/approve")
+def approve_review(video_id: str, ctx: ContextDep, _admin: AdminDep) -> dict[str, Any]:
+    """A held prompt becomes claimable; a held clip is delivered and its hold settled."""
+    with ctx.sessions.begin() as session:
+        _pending_job(session, video_id)
+        queue.approve_review(session, video_id)
+    with ctx.sessions() as session:
+        return review_object(session, session.get(Job, video_id))
+
+
+@router.post("/reviews/{video_id}/reject")
+def reject_review(video_id: str, body: ReviewDecision, ctx: ContextDep, _admin: AdminDep) -> dict[str, Any]:
+    """The job fails with `content_rejected` and its hold is voided: rejected content is never charged."""
+    with ctx.sessions.begin() as session:
+        _pending_job(session, video_id)
+        queue.reject_review(session, video_id, body.reason)
+    with ctx.sessions() as session:
+        return review_object(session, session.get(Job, video_id))
+
+
+@router.get("/alerts")
+def list_alerts(session: SessionDep, _admin: AdminDep,
+                limit: Annotated[int, Query(ge=1, le=page_size_max)] = 20) -> dict[str, Any]:
+    """Newest first."""
+    return {"object": "list", "data": [alert_object(a) for a in recent_alerts(session, limit)]}
