@@ -75,7 +75,8 @@ def target_id(method: str, path: str, media_type: str | None, mode: GenerationMo
 def fuzz_target(tmp_path, database_url, models_dir):
     """A fresh app (API only: no workers, so jobs stay queued and keep their holds), a tenant with a
     balance, and one queued video of theirs for the routes that take a video id."""
-    settings = make_settings(tmp_path, database_url, models_dir, rate_limit_enabled=False)
+    settings = make_settings(tmp_path, database_url, models_dir, rate_limit_enabled=False, webhooks_enabled=False,
+                             webhook_allowed_networks=["127.0.0.0/8"])
     engine = make_engine(database_url)
     sessions = make_session_factory(engine)
     tenant = new_tenant(sessions, tokens=credit_tokens, plan="pro")
@@ -86,8 +87,11 @@ def fuzz_target(tmp_path, database_url, models_dir):
         with asgi.get_client(app) as client:
             video = client.post("/v1/videos", headers={"Authorization": f"Bearer {tenant.key}"},
                                 json={"prompt": "a seed video", "size": "64x64", "seconds": "1"})
+            endpoint = client.post("/v1/webhook_endpoints", headers={"Authorization": f"Bearer {tenant.key}"},
+                                   json={"url": "http://127.0.0.1:9/hook"})
         assert video.status_code == 202, video.text
-        real_ids = {"video_id": video.json()["id"], "tenant_id": tenant.id}
+        assert endpoint.status_code == 201, endpoint.text
+        real_ids = {"video_id": video.json()["id"], "tenant_id": tenant.id, "endpoint_id": endpoint.json()["id"]}
         yield schema, sessions, tenant, real_ids
     finally:
         asgi.shutdown_lifespans()
@@ -184,6 +188,14 @@ edge_cases = [
     ("POST", "/v1/quotes", {"json": {"prompt": "x", "seed": True}}, 400, invalid),
     ("POST", "/v1/quotes", {"json": {"prompt": "x", "seed": "7"}}, 400, invalid),
     ("GET", "/v1/ledger?limit=1000", {}, 200, None),
+    ("GET", "/v1/webhook_endpoints/a%00b", {}, 404, "not_found"),
+    ("GET", "/v1/webhook_deliveries?video_id=a%00b", {}, 404, "not_found"),
+    ("POST", "/v1/webhook_endpoints", {"json": {"url": f"http://8.8.8.8/{nul}"}}, 400, "webhook_url_refused"),
+    ("POST", "/v1/webhook_endpoints", {"json": {"url": "http://8.8.8.8/", "description": nul}}, 400, invalid),
+    ("POST", "/v1/webhook_endpoints", {"json": {"url": "http://[::ffff:169.254.169.254]/"}}, 400,
+     "webhook_url_refused"),
+    ("POST", "/v1/videos", {"json": {"prompt": "x", "webhook_url": "http://169.254.169.254/"}}, 400,
+     "webhook_url_refused"),
 ]
 
 

@@ -169,13 +169,15 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     from vidfactory.bootstrap import upgrade_and_seed
     from vidfactory.db.session import make_engine, make_session_factory
     from vidfactory.jobs.worker import Worker
+    from vidfactory.notify.delivery import start_dispatcher
     from vidfactory.storage.local import LocalStorage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
     engine = make_engine(settings.resolved_database_url)
     upgrade_and_seed(engine)
-    loop = Worker(settings, make_session_factory(engine), LocalStorage(settings.resolved_storage_dir), models=model)
+    sessions = make_session_factory(engine)
+    loop = Worker(settings, sessions, LocalStorage(settings.resolved_storage_dir), models=model)
     if once:
         loop.maintain(force=True)
         loop.run_once()
@@ -183,7 +185,10 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    dispatchers = start_dispatcher(settings, sessions, stop)  # the outbox is drained by workers too
     loop.run(stop)
+    for thread in dispatchers:
+        thread.join(settings.webhook_timeout_s + 5)
 
 
 @app.command()

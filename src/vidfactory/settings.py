@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,8 +60,33 @@ class Settings(BaseSettings):
     job_timeout_s: float = 3600.0
     progress_write_interval_s: float = 0.5
 
-    # Rate limits when no plan overrides apply (per API key, requests per minute).
+    # Limits: requests per minute per key and per tenant (the plan's), and active jobs per plan.
     rate_limit_enabled: bool = True
+    # Shared by every API replica when set (e.g. redis://127.0.0.1:6379/0); in memory, per process, if not.
+    redis_url: str = ""
+    redis_prefix: str = Field(default="vidfactory:", max_length=64)
+    redis_timeout_s: float = 0.25
+    # When Redis cannot be reached: "open" lets requests through (logged), "closed" answers 503. Open by
+    # default: request rates protect capacity, not money — balances and the active-jobs limit are
+    # enforced by the database, so a Redis outage need not take the API down with it.
+    rate_limit_redis_failure: Literal["open", "closed"] = "open"
+    # Retry-After when a tenant has its plan's active jobs already (we cannot know when one finishes).
+    active_jobs_retry_after_s: int = 10
+
+    # Webhooks: a durable outbox delivered by a loop in `serve` and in `worker`.
+    webhooks_enabled: bool = True
+    webhook_poll_s: float = 1.0
+    webhook_batch_max: int = 20
+    webhook_timeout_s: float = 10.0
+    webhook_lease_s: float = 60.0  # a claimed delivery is retried by anyone after this
+    webhook_attempts_max: int = 8
+    webhook_backoff_s: float = 5.0  # first retry; doubles per attempt up to webhook_backoff_max_s
+    webhook_backoff_max_s: float = 3600.0
+    webhook_secret_overlap_s: int = 24 * 3600  # after a rotation the old secret also signs this long
+    webhook_failures_alert: int = 5  # consecutive failures of one endpoint that raise an operator alert
+    # Targets resolving to private, loopback, link-local, multicast or reserved addresses are refused;
+    # CIDRs listed here are allowed anyway (e.g. ["127.0.0.0/8"] for local development and tests).
+    webhook_allowed_networks: list[str] = Field(default_factory=list)
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -44,9 +44,12 @@ class TenantExists(TenancyError):
 
 def default_plans() -> list[Plan]:
     return [
-        Plan(id="free", priority=0, requests_per_minute=30, concurrent_jobs=1),
-        Plan(id="pro", priority=5, requests_per_minute=120, concurrent_jobs=4),
-        Plan(id="enterprise", priority=10, requests_per_minute=600, concurrent_jobs=16),
+        Plan(id="free", priority=0, requests_per_minute=30, concurrent_jobs=1, tenant_requests_per_minute=60,
+             active_jobs_max=4),
+        Plan(id="pro", priority=5, requests_per_minute=120, concurrent_jobs=4, tenant_requests_per_minute=300,
+             active_jobs_max=50),
+        Plan(id="enterprise", priority=10, requests_per_minute=600, concurrent_jobs=16,
+             tenant_requests_per_minute=1500, active_jobs_max=200),
     ]
 
 
@@ -65,8 +68,10 @@ class Caller:
     api_key_id: str
     plan: str
     priority: int
-    requests_per_minute: int
+    requests_per_minute: int  # this key's
     concurrent_jobs: int
+    tenant_requests_per_minute: int = 60  # all the tenant's keys together
+    active_jobs_max: int = 8  # queued + running
 
 
 def hash_key(key: str) -> str:
@@ -121,7 +126,9 @@ def authenticate(session: Session, key: str) -> Caller | None:
         return None
     api_key, plan = row
     return Caller(tenant_id=api_key.tenant_id, api_key_id=api_key.id, plan=plan.id, priority=plan.priority,
-                  requests_per_minute=plan.requests_per_minute, concurrent_jobs=plan.concurrent_jobs)
+                  requests_per_minute=plan.requests_per_minute, concurrent_jobs=plan.concurrent_jobs,
+                  tenant_requests_per_minute=plan.tenant_requests_per_minute,
+                  active_jobs_max=plan.active_jobs_max)
 
 
 def ensure_admin_token(settings: Settings) -> str:

@@ -12,9 +12,20 @@ from fastapi import FastAPI
 from vidfactory import __version__
 from vidfactory.api.context import AppContext
 from vidfactory.api.errors import error_responses, install_error_handlers
-from vidfactory.api.routes import admin, balance, models, quotes, reviews, videos
+from vidfactory.api.routes import (
+    admin,
+    balance,
+    models,
+    quotes,
+    reviews,
+    videos,
+    webhook_deliveries,
+    webhook_endpoints,
+    webhook_secret,
+)
 from vidfactory.bootstrap import upgrade_and_seed
 from vidfactory.jobs.worker import Worker
+from vidfactory.notify.delivery import start_dispatcher
 from vidfactory.settings import Settings
 
 __all__ = ["create_app"]
@@ -44,7 +55,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         upgrade_and_seed(ctx.engine)
         app.state.ctx = ctx
         stop = threading.Event()
-        threads = start_workers(ctx, worker_count, stop)
+        threads = start_workers(ctx, worker_count, stop) + start_dispatcher(settings, ctx.sessions, stop)
         yield
         stop.set()
         for thread in threads:
@@ -54,7 +65,9 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     app = FastAPI(title="vidfactory", version=__version__, lifespan=lifespan,
                   description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
     install_error_handlers(app)
-    for router in (videos.router, quotes.router, balance.router, models.router, admin.router, reviews.router):
+    routers = (videos.router, quotes.router, balance.router, models.router, admin.router, reviews.router,
+               webhook_endpoints.router, webhook_deliveries.router, webhook_secret.router)
+    for router in routers:
         app.include_router(router, responses=error_responses)
 
     @app.get("/healthz", tags=["ops"])

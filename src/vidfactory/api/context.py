@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine
 
-from vidfactory.api.ratelimit import RateLimiter
+from vidfactory.api.ratelimit import Limiter, make_limiter
 from vidfactory.billing.tokens import TokenCounter
 from vidfactory.db.session import SessionFactory, make_engine, make_session_factory
 from vidfactory.engines.registry import model_path
@@ -42,11 +42,14 @@ class AppContext:
     storage: LocalStorage
     counters: TokenCounters
     admin_token: str
-    limiter: RateLimiter = field(default_factory=RateLimiter)
+    limiter: Limiter
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppContext:
         engine = make_engine(settings.resolved_database_url)
         return cls(settings=settings, engine=engine, sessions=make_session_factory(engine),
                    storage=LocalStorage(settings.resolved_storage_dir), counters=TokenCounters(settings.models_dir),
-                   admin_token=ensure_admin_token(settings))
+                   admin_token=ensure_admin_token(settings),
+                   limiter=make_limiter(settings.redis_url, prefix=settings.redis_prefix,
+                                        failure_mode=settings.rate_limit_redis_failure,
+                                        timeout_s=settings.redis_timeout_s))

@@ -15,6 +15,7 @@ from vidfactory.billing.tokens import TokenizerUnavailable
 from vidfactory.engines.base import EngineError
 from vidfactory.jobs.queue import StaleJob
 from vidfactory.jobs.spec import InvalidRequest
+from vidfactory.jobs.submit import ActiveJobsLimit
 from vidfactory.idempotency import IdempotencyConflict
 
 __all__ = ["ApiError", "checked_id", "error_responses", "install_error_handlers", "not_found"]
@@ -22,7 +23,9 @@ __all__ = ["ApiError", "checked_id", "error_responses", "install_error_handlers"
 # Declared on every route, so the OpenAPI document says what clients really get: FastAPI would otherwise
 # document its own 422 HTTPValidationError, which this app never sends (validation errors are 400s here).
 error_responses = {"4XX": {"model": ErrorEnvelope, "description": "The error envelope"},
-                   "503": {"model": ErrorEnvelope, "description": "A configured model cannot be loaded"}}
+                   "503": {"model": ErrorEnvelope,
+                           "description": "A configured model cannot be loaded, or the shared rate limiter is "
+                                          "unreachable and set to fail closed"}}
 
 types_by_status = {
     400: "invalid_request_error",
@@ -88,6 +91,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InsufficientBalance)
     async def _balance(_: Request, exc: InsufficientBalance):
         return envelope(402, "insufficient_balance", str(exc), None)
+
+    @app.exception_handler(ActiveJobsLimit)
+    async def _active_jobs(request: Request, exc: ActiveJobsLimit):
+        retry_after = str(request.app.state.ctx.settings.active_jobs_retry_after_s)
+        return envelope(429, "active_jobs_limit", str(exc), None, {"Retry-After": retry_after})
 
     @app.exception_handler(IdempotencyConflict)
     async def _idempotency(_: Request, exc: IdempotencyConflict):

@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import ledger
-from vidfactory.db.models import Job, Transfer
+from vidfactory.db.models import Job, Transfer, WebhookDelivery
 
-__all__ = ["billing_object", "timestamp", "transfer_object", "video_object"]
+__all__ = ["billing_object", "delivery_object", "timestamp", "transfer_object", "video_object"]
 
 
 def timestamp(moment: datetime | None) -> int | None:
@@ -51,6 +51,7 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
         "negative_prompt": job.negative_prompt,
         "seed": job.seed,
         "metadata": job.request_metadata,
+        "webhook_url": job.webhook_url,
         "attempts": job.attempts,
         "cancel_requested": job.cancel_requested,
         "usage": {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens,
@@ -75,4 +76,24 @@ def transfer_object(transfer: Transfer) -> dict[str, Any]:
         "job_id": transfer.job_id,
         "memo": transfer.memo,
         "created_at": timestamp(transfer.created_at),
+    }
+
+
+def delivery_object(delivery: WebhookDelivery, event_type: str) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "object": "webhook_delivery",
+        "event_id": delivery.event_id,
+        "event_type": event_type,
+        "endpoint_id": delivery.endpoint_id,
+        "video_id": delivery.job_id,
+        "url": delivery.url,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "next_attempt_at": timestamp(delivery.next_attempt_at) if delivery.status == "pending" else None,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+        "last_attempt_at": timestamp(delivery.last_attempt_at),
+        "delivered_at": timestamp(delivery.delivered_at),
+        "created_at": timestamp(delivery.created_at),
     }

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from vidfactory.notify.events import event_types
+
 __all__ = [
     "AmountPublic",
     "BalancePublic",
@@ -18,6 +20,8 @@ __all__ = [
     "TenantPublic",
     "PlainText",
     "VideoCreate",
+    "WebhookEndpointCreate",
+    "WebhookEndpointUpdate",
     "has_control_characters",
 ]
 
@@ -26,6 +30,8 @@ metadata_keys_max = 16
 metadata_key_chars_max = 64
 metadata_value_chars_max = 512
 seed_max = 2**31 - 1
+url_chars_max = 2000
+description_chars_max = 200
 allowed_controls = {"\n", "\t", "\r"}
 
 
@@ -66,6 +72,8 @@ class VideoCreate(BaseModel):
     # Strict: lax validation would take "7", and true as seed 1, which the schema says are not integers.
     seed: int | None = Field(default=None, ge=0, le=seed_max, strict=True)
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=metadata_keys_max)
+    # Receives this video's events, signed with the tenant's job webhook secret (GET /v1/webhook_secret).
+    webhook_url: str | None = Field(default=None, min_length=1, max_length=url_chars_max)
 
     @field_validator("seconds", mode="before")
     @classmethod
@@ -148,3 +156,24 @@ class CreditCreate(BaseModel):
 class ReviewDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: PlainText = Field(default="", max_length=500)
+
+
+EventType = Literal[event_types]  # type: ignore[valid-type]
+
+
+class WebhookEndpointCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(min_length=1, max_length=url_chars_max)
+    description: PlainText = Field(default="", max_length=description_chars_max)
+    # Empty: every event type.
+    event_types: list[EventType] = Field(default_factory=list, max_length=len(event_types))
+
+
+class WebhookEndpointUpdate(BaseModel):
+    """Only the fields sent change; `enabled: true` re-enables an endpoint disabled by 410 Gone."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(default=None, min_length=1, max_length=url_chars_max)
+    description: PlainText | None = Field(default=None, max_length=description_chars_max)
+    event_types: list[EventType] | None = Field(default=None, max_length=len(event_types))
+    enabled: bool | None = None

@@ -32,7 +32,11 @@ __all__ = [
     "Plan",
     "PriceBook",
     "Tenant",
+    "TenantWebhookSecret",
     "Transfer",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
 ]
 
 
@@ -49,8 +53,10 @@ class Plan(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     priority: Mapped[int] = mapped_column(Integer)
-    requests_per_minute: Mapped[int] = mapped_column(Integer)
-    concurrent_jobs: Mapped[int] = mapped_column(Integer)
+    requests_per_minute: Mapped[int] = mapped_column(Integer)  # per API key
+    concurrent_jobs: Mapped[int] = mapped_column(Integer)  # running at once (the scheduler's limit)
+    tenant_requests_per_minute: Mapped[int] = mapped_column(Integer, default=60)  # all keys together
+    active_jobs_max: Mapped[int] = mapped_column(Integer, default=8)  # queued + running (admission's limit)
 
 
 class Tenant(Base):
@@ -175,6 +181,7 @@ class Job(Base):
     hold_id: Mapped[str] = mapped_column(String(40))
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
     request_metadata: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    webhook_url: Mapped[str | None] = mapped_column(String(2000), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -195,6 +202,7 @@ class Job(Base):
         Index("ix_jobs_claim", "status", "priority", "created_at"),
         Index("ix_jobs_review", "review_status"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
+        Index("ix_jobs_tenant_status", "tenant_id", "status"),
     )
 
 
@@ -237,3 +245,80 @@ class Alert(Base):
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), default=None)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """A tenant's subscription. The signing secret is kept in clear (HMAC needs it) and shown only at
+    creation and rotation; after a rotation the previous secret also signs until it expires."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    event_types: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: every event
+    secret: Mapped[str] = mapped_column(String(80))
+    previous_secret: Mapped[str | None] = mapped_column(String(80), default=None)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    status: Mapped[str] = mapped_column(String(16), default="enabled")  # enabled | disabled
+    disabled_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (CheckConstraint("status IN ('enabled', 'disabled')", "endpoint_status_known"),)
+
+
+class TenantWebhookSecret(Base):
+    """Signs deliveries to per-job `webhook_url`s, which have no endpoint of their own."""
+
+    __tablename__ = "tenant_webhook_secrets"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(80))
+    previous_secret: Mapped[str | None] = mapped_column(String(80), default=None)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEvent(Base):
+    """One event (its id is the `webhook-id` every delivery of it carries, retries included)."""
+
+    __tablename__ = "webhook_events"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    type: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one row per (event, target), written in the transaction of the change it reports.
+    pending → delivered | failed (dead: attempts spent, 410 Gone, or the endpoint removed)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    endpoint_id: Mapped[str | None] = mapped_column(ForeignKey("webhook_endpoints.id"), default=None)
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    url: Mapped[str] = mapped_column(String(2000))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'delivered', 'failed')", "delivery_status_known"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_tenant_seq", "tenant_id", "seq"),
+    )

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, aliased
 from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Job
 from vidfactory.db.types import utcnow
+from vidfactory.notify.events import billing_event, video_event
 
 __all__ = [
     "AssetRecord",
@@ -85,6 +86,16 @@ def _transition(session: Session, job_id: str, *, expected: tuple[str, ...], own
                        + (f" with review {review}" if review else ""))
 
 
+def _announce(session: Session, job_id: str, video_type: str, billing: tuple[str, Any] | None = None) -> None:
+    """Webhook events for a change just made, in its transaction (the outbox): the video's new state and,
+    when its hold moved, the billing event with the transfer."""
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    video_event(session, job, video_type)
+    if billing is not None:
+        billing_event(session, job, *billing)
+
+
 def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float, now: datetime) -> Job | None:
     """Take the next job: highest plan priority, then oldest; skips tenants at their concurrency limit.
     One statement; `SKIP LOCKED` lets PostgreSQL workers claim in parallel (SQLite serialises writers)."""
@@ -108,7 +119,10 @@ def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float
                  .returning(Job.id)
                  .execution_options(synchronize_session=False))
     job_id = session.scalars(statement).one_or_none()
-    return None if job_id is None else session.get(Job, job_id, populate_existing=True)
+    if job_id is None:
+        return None
+    _announce(session, job_id, "video.in_progress")
+    return session.get(Job, job_id)
 
 
 def heartbeat(session: Session, job_id: str, worker_id: str, *, lease_s: float, now: datetime) -> None:
@@ -141,7 +155,8 @@ def complete(session: Session, job: Job, worker_id: str, assets: list[AssetRecor
         "status": "completed", "progress": 100, "completed_at": utcnow(), "lease_owner": None,
         "lease_expires_at": None})
     _record_assets(session, job, assets)
-    ledger.post(session, job.hold_id, charge, memo=f"settle {job.id}")
+    posted = ledger.post(session, job.hold_id, charge, memo=f"settle {job.id}")
+    _announce(session, job.id, "video.completed", ("billing.settled", posted))
 
 
 def hold_for_review(session: Session, job: Job, worker_id: str, assets: list[AssetRecord],
@@ -165,7 +180,8 @@ def approve_review(session: Session, job_id: str) -> str:
         return "queued"
     _transition(session, job_id, expected=("in_progress",), owner=None, values={
         "status": "completed", "completed_at": utcnow()})
-    ledger.post(session, job.hold_id, job.total_tokens, memo=f"settle {job_id} after review")
+    posted = ledger.post(session, job.hold_id, job.total_tokens, memo=f"settle {job_id} after review")
+    _announce(session, job_id, "video.completed", ("billing.settled", posted))
     return "completed"
 
 
@@ -189,7 +205,8 @@ def fail(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str
     _transition(session, job_id, expected=expected, owner=owner, values={
         "status": "failed", "error_type": error_type, "error_message": message[:error_message_chars_max],
         "completed_at": utcnow(), "lease_owner": None, "lease_expires_at": None})
-    ledger.void(session, hold_id, memo=f"refund {job_id}: {error_type}")
+    voided = ledger.void(session, hold_id, memo=f"refund {job_id}: {error_type}")
+    _announce(session, job_id, "video.failed", ("billing.released", voided))
 
 
 def requeue(session: Session, job_id: str, *, owner: str | None, run_after: datetime, error_type: str,
@@ -204,7 +221,8 @@ def finish_cancelled(session: Session, job_id: str, worker_id: str) -> None:
     hold_id = session.scalars(select(Job.hold_id).where(Job.id == job_id)).one()
     _transition(session, job_id, expected=("in_progress",), owner=worker_id, values={
         "status": "cancelled", "completed_at": utcnow(), "lease_owner": None, "lease_expires_at": None})
-    ledger.void(session, hold_id, memo=f"cancel {job_id}")
+    voided = ledger.void(session, hold_id, memo=f"cancel {job_id}")
+    _announce(session, job_id, "video.cancelled", ("billing.released", voided))
 
 
 @dataclass(frozen=True)
@@ -218,13 +236,15 @@ def request_cancel(session: Session, job: Job) -> CancelOutcome:
     if job.status == "queued":
         _transition(session, job.id, expected=("queued",), owner=None,
                     values={"status": "cancelled", "completed_at": utcnow(), "cancel_requested": True})
-        ledger.void(session, job.hold_id, memo=f"cancel {job.id}")
+        voided = ledger.void(session, job.hold_id, memo=f"cancel {job.id}")
+        _announce(session, job.id, "video.cancelled", ("billing.released", voided))
         return CancelOutcome(status="cancelled", signalled=False)
     if job.status == "in_progress" and job.review_status == "pending":
         # Waiting for review: no worker holds it, so the cancel is final now.
         _transition(session, job.id, expected=("in_progress",), owner=None, review="pending",
                     values={"status": "cancelled", "completed_at": utcnow(), "cancel_requested": True})
-        ledger.void(session, job.hold_id, memo=f"cancel {job.id}")
+        voided = ledger.void(session, job.hold_id, memo=f"cancel {job.id}")
+        _announce(session, job.id, "video.cancelled", ("billing.released", voided))
         return CancelOutcome(status="cancelled", signalled=False)
     if job.status == "in_progress":
         _transition(session, job.id, expected=("in_progress",), owner=None, values={"cancel_requested": True})

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import ledger, pricebooks
@@ -22,10 +23,12 @@ from vidfactory.db.types import utcnow
 from vidfactory.idempotency import Outcome, run_once
 from vidfactory.jobs.queue import Review, review_reason_chars_max
 from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
+from vidfactory.notify.events import billing_event, ensure_job_secret, video_event
+from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.tenancy import Caller
 
-__all__ = ["Priced", "VideoRequest", "clean_prompt", "price", "price_now", "submit"]
+__all__ = ["ActiveJobsLimit", "Priced", "VideoRequest", "clean_prompt", "price", "price_now", "submit"]
 
 seed_max = 2**31 - 1
 whitespace_run = re.compile(r"\s+")
@@ -46,6 +49,15 @@ class VideoRequest:
     negative_prompt: str = ""
     seed: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    webhook_url: str | None = None
+
+
+class ActiveJobsLimit(Exception):
+    """The tenant already has its plan's number of queued and running jobs."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"your plan allows {limit} queued or running videos at once; wait for one to finish")
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -103,10 +115,17 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
         priority=caller.priority, concurrent_jobs_max=caller.concurrent_jobs, attempts_max=settings.attempts_max,
         price_book_version=priced.price_book_version, pricing_method=q.method, input_tokens=q.input_tokens,
         output_tokens=q.output_tokens, total_tokens=q.total_tokens, hold_id=hold_id, warnings=priced.warnings,
-        request_metadata=dict(request.metadata), run_after=utcnow(),
+        request_metadata=dict(request.metadata), webhook_url=request.webhook_url, run_after=utcnow(),
         review_status=None if review is None else "pending",
         review_source=None if review is None else review.source,
         review_reason=None if review is None else review.reason[:review_reason_chars_max])
+
+
+def _check_active_jobs(session: Session, caller: Caller) -> None:
+    active = session.scalar(select(func.count()).select_from(Job).where(
+        Job.tenant_id == caller.tenant_id, Job.status.in_(("queued", "in_progress"))))
+    if active >= caller.active_jobs_max:
+        raise ActiveJobsLimit(caller.active_jobs_max)
 
 
 def submit(
@@ -120,17 +139,29 @@ def submit(
     review: Review | None = None,
 ) -> Outcome:
     """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision.
-    Raises InvalidRequest, InsufficientBalance, IdempotencyConflict; on any of them nothing is held or
-    queued."""
+    Raises InvalidRequest, InsufficientBalance, ActiveJobsLimit, IdempotencyConflict; on any of them
+    nothing is held or queued."""
+    if request.webhook_url is not None:
+        try:
+            resolve_target(request.webhook_url, parse_networks(settings.webhook_allowed_networks))
+        except RefusedTarget as exc:
+            raise InvalidRequest("webhook_url", str(exc), code="webhook_url_refused") from exc
     priced = price_now(sessions, settings, counter_for, request)
 
     def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
         job_id = f"video_{uuid.uuid4().hex}"
         hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
                            expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
+        # Counted after the hold locked the tenant's ledger row (PostgreSQL) or took the write lock
+        # (SQLite): concurrent submissions of one tenant count one after another, so the limit is exact.
+        _check_active_jobs(session, caller)
         job = _new_job(settings, caller, request, priced, hold.id, job_id, review)
         session.add(job)
         session.flush()
+        if job.webhook_url is not None:
+            ensure_job_secret(session, caller.tenant_id)
+        video_event(session, job, "video.queued")
+        billing_event(session, job, "billing.hold_created", hold)
         return 202, render(session, job)
 
     return run_once(sessions, caller.tenant_id, idempotency, hold_and_enqueue)

@@ -30,7 +30,7 @@ page_size_max = 100
 def to_video_request(body: VideoCreate, default_model: str) -> VideoRequest:
     return VideoRequest(prompt=body.prompt, model=body.model or default_model, seconds=body.seconds,
                         size=body.size, negative_prompt=body.negative_prompt, seed=body.seed,
-                        metadata=dict(body.metadata))
+                        metadata=dict(body.metadata), webhook_url=body.webhook_url)
 
 
 def owned_job(session, caller: Caller, video_id: str, param: str = "id") -> Job:

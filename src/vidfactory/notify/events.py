@@ -1,0 +1,119 @@
+"""Events and the outbox: `record_event` writes an event and one delivery row per target in the
+caller's transaction, so a webhook exists exactly when the change it reports committed.
+
+Targets are the tenant's enabled endpoints subscribed to the type, and the job's own `webhook_url`.
+Nothing is written when there is no target.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from vidfactory.db.models import Job, TenantWebhookSecret, Transfer, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from vidfactory.db.types import utcnow
+from vidfactory.notify.signing import new_secret
+
+__all__ = [
+    "billing_event",
+    "ensure_job_secret",
+    "event_types",
+    "record_event",
+    "rotate",
+    "secrets_in_force",
+    "video_event",
+]
+
+event_types = (
+    "video.queued", "video.in_progress", "video.completed", "video.failed", "video.cancelled",
+    "billing.hold_created", "billing.settled", "billing.released", "billing.voucher_granted",
+)
+
+
+def _subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
+    return not endpoint.event_types or event_type in endpoint.event_types
+
+
+def record_event(session: Session, tenant_id: str, type: str, data: dict[str, Any], *,  # noqa: A002
+                 job_id: str | None = None, job_webhook_url: str | None = None) -> WebhookEvent | None:
+    """The event and its outbox rows, in the caller's transaction. Returns None when nobody listens."""
+    assert type in event_types, f"unknown event type {type!r}"
+    endpoints = [e for e in session.scalars(select(WebhookEndpoint).where(
+        WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.status == "enabled",
+        WebhookEndpoint.deleted_at.is_(None))) if _subscribed(e, type)]
+    if not endpoints and job_webhook_url is None:
+        return None
+    now = utcnow()
+    event = WebhookEvent(id=f"msg_{uuid.uuid4().hex}", tenant_id=tenant_id, type=type, created_at=now,
+                         payload={"type": type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data})
+    session.add(event)
+    session.flush()  # before its deliveries: no ORM relationship orders the two inserts
+    targets = [(e.id, e.url) for e in endpoints] + ([(None, job_webhook_url)] if job_webhook_url else [])
+    for endpoint_id, url in targets:
+        session.add(WebhookDelivery(id=f"whd_{uuid.uuid4().hex}", event_id=event.id, tenant_id=tenant_id,
+                                    endpoint_id=endpoint_id, job_id=job_id, url=url, status="pending",
+                                    attempts=0, next_attempt_at=now, created_at=now))
+    session.flush()
+    return event
+
+
+def video_data(job: Job) -> dict[str, Any]:
+    error = None
+    if job.status == "failed":
+        error = {"code": job.error_type or "engine_error", "message": job.error_message or ""}
+    return {"id": job.id, "object": "video", "status": job.status, "model": job.model, "progress": job.progress,
+            "error": error, "metadata": job.request_metadata,
+            "usage": {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens,
+                      "total_tokens": job.total_tokens}}
+
+
+def video_event(session: Session, job: Job, type: str) -> None:  # noqa: A002
+    """`job` must hold the state the event reports (refreshed after a compare-and-set update)."""
+    assert type == f"video.{job.status}", f"{type} for a {job.status} job"
+    record_event(session, job.tenant_id, type, video_data(job), job_id=job.id, job_webhook_url=job.webhook_url)
+
+
+def billing_event(session: Session, job: Job, type: str, transfer: Transfer) -> None:  # noqa: A002
+    """A hold created, posted (settled) or voided (released) for `job`."""
+    held = job.total_tokens
+    charged = transfer.amount if transfer.kind == "post" else 0
+    data = {"object": "billing", "video_id": job.id, "hold_id": job.hold_id, "transfer_id": transfer.id,
+            "held": held, "settled": None if transfer.kind == "hold" else charged,
+            "released": None if transfer.kind == "hold" else held - charged}
+    record_event(session, job.tenant_id, type, data, job_id=job.id, job_webhook_url=job.webhook_url)
+
+
+def secrets_in_force(row: WebhookEndpoint | TenantWebhookSecret, now: datetime) -> list[str]:
+    """The current secret, and the previous one while its overlap lasts."""
+    if row.previous_secret and row.previous_secret_expires_at and row.previous_secret_expires_at > now:
+        return [row.secret, row.previous_secret]
+    return [row.secret]
+
+
+def rotate(row: WebhookEndpoint | TenantWebhookSecret, overlap_s: int) -> str:
+    """A new secret; the old one keeps signing for `overlap_s` so receivers can switch without a gap."""
+    assert overlap_s >= 0
+    row.previous_secret = row.secret
+    row.previous_secret_expires_at = utcnow() + timedelta(seconds=overlap_s)
+    row.secret = new_secret()
+    return row.secret
+
+
+def ensure_job_secret(session: Session, tenant_id: str) -> TenantWebhookSecret:
+    """The tenant's secret for per-job webhook URLs, created on first need (concurrent creators agree)."""
+    row = session.get(TenantWebhookSecret, tenant_id)
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():
+            row = TenantWebhookSecret(tenant_id=tenant_id, secret=new_secret())
+            session.add(row)
+    except IntegrityError:
+        row = session.get(TenantWebhookSecret, tenant_id, populate_existing=True)
+    assert row is not None
+    return row

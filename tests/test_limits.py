@@ -1,0 +1,164 @@
+"""Limits: requests per minute per key and per tenant (in memory, and in Redis shared by replicas),
+429 with Retry-After, fail-open or fail-closed when Redis is down, and the plan's active-jobs limit
+enforced exactly at admission, freed however a job ends."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import uuid
+
+import httpx
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from vidfactory.api.app import create_app
+from vidfactory.api.ratelimit import LimiterUnavailable, MemoryLimiter, RedisLimiter, Window
+from vidfactory.db.session import make_engine, make_session_factory
+from vidfactory.jobs.worker import Worker
+from vidfactory.tenancy import create_key
+
+from conftest import assert_ledger_clean, make_settings, new_tenant
+from test_processes import _healthy, cli, env_for, free_port, server_start_s_max, wait_until
+
+redis_url = "redis://127.0.0.1:6379/0"
+small = {"prompt": "a cat", "size": "64x64", "seconds": "1"}
+
+
+@pytest.fixture
+def redis_prefix():
+    prefix = f"vftest:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+def redis_limiter(prefix: str, url: str = redis_url, failure_mode: str = "open") -> RedisLimiter:
+    return RedisLimiter.from_url(url, prefix=prefix, failure_mode=failure_mode, timeout_s=0.25)
+
+
+def test_memory_window_slides_and_a_refusal_counts_nowhere():
+    limiter = MemoryLimiter()
+    key_a, key_b, tenant = Window("t:key:a", 2), Window("t:key:b", 5), Window("t:tenant", 3)
+    assert limiter.check([key_a, tenant], now=0.0).window is None
+    assert limiter.check([key_a, tenant], now=10.0).window is None
+    refused = limiter.check([key_a, tenant], now=20.0)
+    assert refused.window == key_a and refused.wait_s == pytest.approx(40.0)
+    assert limiter.check([key_b, tenant], now=21.0).window is None  # the refusal did not use the tenant's
+    assert limiter.check([key_b, tenant], now=22.0).window == tenant
+    assert limiter.check([key_a, tenant], now=60.5).window is None  # the first hit slid out
+
+
+def test_redis_windows_per_key_and_per_tenant(redis_prefix):
+    limiter = redis_limiter(redis_prefix)
+    key_a, key_b, tenant = Window("{t}:key:a", 2), Window("{t}:key:b", 5), Window("{t}:tenant", 3)
+    assert [limiter.check([key_a, tenant]).window for _ in range(3)] == [None, None, key_a]
+    assert limiter.check([key_b, tenant]).window is None
+    refused = limiter.check([key_b, tenant])
+    assert refused.window == tenant and 59.0 < refused.wait_s <= 60.0
+    # A second limiter on the same Redis (another replica) sees the same counts.
+    assert redis_limiter(redis_prefix).check([key_b, tenant]).window == tenant
+
+
+def test_redis_down_fails_open_or_closed_as_configured(redis_prefix):
+    unreachable = "redis://127.0.0.1:1/0"
+    window = Window("{t}:key:a", 1)
+    assert redis_limiter(redis_prefix, unreachable, "open").check([window]).window is None
+    with pytest.raises(LimiterUnavailable):
+        redis_limiter(redis_prefix, unreachable, "closed").check([window])
+
+
+def test_api_fail_closed_answers_503(tmp_path, sqlite_url, models_dir):
+    settings = make_settings(tmp_path, sqlite_url, models_dir, redis_url="redis://127.0.0.1:1/0",
+                             rate_limit_redis_failure="closed")
+    with TestClient(create_app(settings, workers=0)) as client:
+        tenant = new_tenant(client.app.state.ctx.sessions, tokens=10)
+        response = client.get("/v1/balance", headers=tenant.headers)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "rate_limiter_unavailable"
+    assert response.headers["retry-after"] == "1"
+
+
+def test_tenant_limit_spans_its_keys(tmp_path, sqlite_url, models_dir, redis_prefix):
+    settings = make_settings(tmp_path, sqlite_url, models_dir, redis_url=redis_url, redis_prefix=redis_prefix)
+    with TestClient(create_app(settings, workers=0)) as client:
+        sessions = client.app.state.ctx.sessions
+        tenant = new_tenant(sessions, tokens=10, plan="free")  # 30 per key, 60 per tenant
+        with sessions.begin() as session:
+            second, third = ({"Authorization": f"Bearer {create_key(session, tenant.id)[1]}"} for _ in range(2))
+        statuses = [client.get("/v1/balance", headers=h).status_code for h in [tenant.headers, second] * 30]
+        assert statuses == [200] * 60
+        extra = client.get("/v1/balance", headers=third)  # a fresh key, but the tenant's minute is spent
+    assert extra.status_code == 429 and "per tenant" in extra.json()["error"]["message"]
+    assert 1 <= int(extra.headers["retry-after"]) <= 60
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings, workers=0)) as test_client:
+        yield test_client
+
+
+def test_active_jobs_limit_is_exact_and_freed_however_a_job_ends(client):
+    ctx = client.app.state.ctx
+    tenant = new_tenant(ctx.sessions, tokens=100_000, plan="free")  # 4 queued or running
+    ids = [client.post("/v1/videos", headers=tenant.headers, json=small).json()["id"] for _ in range(4)]
+    refused = client.post("/v1/videos", headers=tenant.headers, json=small)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "active_jobs_limit"
+    assert refused.headers["retry-after"] == str(ctx.settings.active_jobs_retry_after_s)
+    held = client.get("/v1/balance", headers=tenant.headers).json()["pending"]
+    client.post(f"/v1/videos/{ids[0]}/cancel", headers=tenant.headers)  # ends by cancel
+    assert client.post("/v1/videos", headers=tenant.headers, json=small).status_code == 202
+    assert client.post("/v1/videos", headers=tenant.headers, json=small).status_code == 429
+    Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="w").run_once()  # ends by completing
+    assert client.post("/v1/videos", headers=tenant.headers, json=small).status_code == 202
+    assert client.get("/v1/balance", headers=tenant.headers).json()["pending"] == held
+    assert_ledger_clean(ctx.sessions)
+
+
+def test_concurrent_submissions_never_exceed_the_active_limit(client):
+    ctx = client.app.state.ctx
+    tenant = new_tenant(ctx.sessions, tokens=100_000, plan="free")
+    statuses: list[int] = []
+    barrier = threading.Barrier(10)
+
+    def submit_one() -> None:
+        barrier.wait()
+        statuses.append(client.post("/v1/videos", headers=tenant.headers, json=small).status_code)
+
+    threads = [threading.Thread(target=submit_one) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(statuses) == [202] * 4 + [429] * 6
+    assert_ledger_clean(ctx.sessions)
+
+
+@pytest.mark.slow
+def test_two_api_processes_sharing_redis_enforce_one_limit(tmp_path, database_url, models_dir, redis_prefix):
+    env = env_for(tmp_path, database_url, models_dir, VIDFACTORY_REDIS_URL=redis_url,
+                  VIDFACTORY_REDIS_PREFIX=redis_prefix, VIDFACTORY_WEBHOOKS_ENABLED="false")
+    subprocess.run(cli("db", "upgrade"), env=env, check=True, capture_output=True)
+    engine = make_engine(database_url)
+    tenant = new_tenant(make_session_factory(engine), tokens=10, plan="free")  # 30 requests per minute per key
+    engine.dispose()
+    ports = [free_port(), free_port()]
+    servers = [subprocess.Popen(cli("serve", "--port", str(port), "--workers", "0"), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in ports]
+    try:
+        bases = [f"http://127.0.0.1:{port}" for port in ports]
+        for base in bases:
+            wait_until(lambda: _healthy(base), server_start_s_max, f"the API at {base}")
+        responses = [httpx.get(f"{bases[i % 2]}/v1/balance", headers=tenant.headers) for i in range(80)]
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(30)
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 30 and statuses.count(429) == 50, statuses
+    assert all(1 <= int(r.headers["retry-after"]) <= 60 for r in responses if r.status_code == 429)
+    assert {r.status_code for r in responses[0::2][:15]} == {200}  # both replicas served, one count
+    assert {r.status_code for r in responses[1::2][:15]} == {200}
