@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ModelConfig", "Settings", "default_models"]
@@ -87,6 +87,16 @@ class Settings(BaseSettings):
     # Targets resolving to private, loopback, link-local, multicast or reserved addresses are refused;
     # CIDRs listed here are allowed anyway (e.g. ["127.0.0.0/8"] for local development and tests).
     webhook_allowed_networks: list[str] = Field(default_factory=list)
+    # Operator alerts (GET /v1/admin/alerts) are also POSTed here, signed with this whsec_ secret. The
+    # operator's own URL: no address check applies to it.
+    operator_webhook_url: str = ""
+    operator_webhook_secret: str = ""
+
+    @model_validator(mode="after")
+    def _operator_webhook_signed(self) -> Settings:
+        if self.operator_webhook_url and not self.operator_webhook_secret.startswith("whsec_"):
+            raise ValueError("operator_webhook_url needs operator_webhook_secret, a whsec_ secret")
+        return self
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -289,7 +289,7 @@ class WebhookEvent(Base):
 
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"))  # None: for the operator
     type: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -304,7 +304,7 @@ class WebhookDelivery(Base):
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True)
     event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id"))
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"))  # None: to the operator webhook
     endpoint_id: Mapped[str | None] = mapped_column(ForeignKey("webhook_endpoints.id"), default=None)
     job_id: Mapped[str | None] = mapped_column(String(40), default=None)
     url: Mapped[str] = mapped_column(String(2000))

@@ -30,7 +30,7 @@ from vidfactory.notify.signing import webhook_headers
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
 from vidfactory.settings import Settings
 
-__all__ = ["Attempt", "Dispatcher", "Outcome", "claim_due", "record_outcome", "start_dispatcher"]
+__all__ = ["Attempt", "Dispatcher", "OperatorWebhook", "Outcome", "claim_due", "record_outcome", "start_dispatcher"]
 
 log = logging.getLogger(__name__)
 error_chars_max = 500
@@ -45,10 +45,15 @@ class Attempt:
     attempt: int
     url: str
     endpoint_id: str | None
-    tenant_id: str
+    tenant_id: str | None  # None: the operator webhook
     message_id: str
     body: bytes
-    secrets: list[str]  # empty: the endpoint is gone or disabled, so nothing is sent
+    secrets: list[str]
+    unsendable: str | None = None  # why nothing is sent (endpoint gone or disabled, no operator webhook)
+
+    @property
+    def to_operator(self) -> bool:
+        return self.tenant_id is None
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,14 @@ class Outcome:
         return self.status_code == 410
 
 
-def claim_due(session: Session, *, now: datetime, limit: int, lease_s: float) -> list[Attempt]:
+@dataclass(frozen=True)
+class OperatorWebhook:
+    url: str
+    secret: str
+
+
+def claim_due(session: Session, *, now: datetime, limit: int, lease_s: float,
+              operator: OperatorWebhook | None = None) -> list[Attempt]:
     assert limit >= 1 and lease_s > 0
     ids = list(session.scalars(
         select(WebhookDelivery.id)
@@ -82,21 +94,28 @@ def claim_due(session: Session, *, now: datetime, limit: int, lease_s: float) ->
                            .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
                            .where(WebhookDelivery.id.in_(ids))
                            .execution_options(populate_existing=True)).all()
-    return [_attempt(session, delivery, event, now) for delivery, event in rows]
+    return [_attempt(session, delivery, event, now, operator) for delivery, event in rows]
 
 
-def _attempt(session: Session, delivery: WebhookDelivery, event: WebhookEvent, now: datetime) -> Attempt:
-    if delivery.endpoint_id is not None:
+def _attempt(session: Session, delivery: WebhookDelivery, event: WebhookEvent, now: datetime,
+             operator: OperatorWebhook | None) -> Attempt:
+    url, unsendable = delivery.url, None
+    if delivery.tenant_id is None:
+        url, secrets = (operator.url, [operator.secret]) if operator else ("", [])
+        unsendable = None if operator else "no operator webhook is configured"
+    elif delivery.endpoint_id is not None:
         endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
         usable = endpoint is not None and endpoint.status == "enabled" and endpoint.deleted_at is None
         secrets = secrets_in_force(endpoint, now) if usable else []
+        unsendable = None if usable else "the endpoint was disabled or deleted"
     else:
         row = session.get(TenantWebhookSecret, delivery.tenant_id)
         secrets = secrets_in_force(row, now) if row is not None else []
+        unsendable = None if row is not None else "the tenant has no webhook secret"
     body = json.dumps(event.payload, separators=(",", ":"), ensure_ascii=False).encode()
-    return Attempt(delivery_id=delivery.id, attempt=delivery.attempts, url=delivery.url,
+    return Attempt(delivery_id=delivery.id, attempt=delivery.attempts, url=url,
                    endpoint_id=delivery.endpoint_id, tenant_id=delivery.tenant_id, message_id=event.id,
-                   body=body, secrets=secrets)
+                   body=body, secrets=secrets, unsendable=unsendable)
 
 
 def _backoff_s(settings: Settings, attempt: int) -> float:
@@ -107,7 +126,7 @@ def record_outcome(session: Session, settings: Settings, attempt: Attempt, outco
     """False when the row moved on meanwhile (another dispatcher re-claimed it after our lease)."""
     if outcome.delivered:
         values = {"status": "delivered", "delivered_at": now}
-    elif outcome.gone or not attempt.secrets or attempt.attempt >= settings.webhook_attempts_max:
+    elif outcome.gone or attempt.unsendable or attempt.attempt >= settings.webhook_attempts_max:
         values = {"status": "failed"}
     else:
         values = {"next_attempt_at": now + timedelta(seconds=_backoff_s(settings, attempt.attempt))}
@@ -118,7 +137,7 @@ def record_outcome(session: Session, settings: Settings, attempt: Attempt, outco
         WebhookDelivery.attempts == attempt.attempt).values(**values).execution_options(synchronize_session=False))
     if result.rowcount != 1:
         return False
-    if attempt.endpoint_id is not None and attempt.secrets:
+    if attempt.endpoint_id is not None and not attempt.unsendable:
         _endpoint_health(session, settings, attempt, outcome)
     return True
 
@@ -155,6 +174,8 @@ class Dispatcher:
         self.settings = settings
         self.sessions = sessions
         self.allowed = parse_networks(settings.webhook_allowed_networks)
+        self.operator = (OperatorWebhook(settings.operator_webhook_url, settings.operator_webhook_secret)
+                         if settings.operator_webhook_url else None)
         # Redirects are never followed: a public URL could otherwise bounce the request inside.
         self.client = client or httpx.Client(follow_redirects=False, timeout=settings.webhook_timeout_s,
                                              trust_env=False)
@@ -175,30 +196,31 @@ class Dispatcher:
         fixed_now = now
         with self.sessions.begin() as session:
             attempts = claim_due(session, now=fixed_now or utcnow(), limit=self.settings.webhook_batch_max,
-                                 lease_s=self.settings.webhook_lease_s)
+                                 lease_s=self.settings.webhook_lease_s, operator=self.operator)
         for attempt in attempts:
-            outcome = self.send(attempt) if attempt.secrets else Outcome(None, "endpoint disabled or deleted")
+            outcome = Outcome(None, attempt.unsendable) if attempt.unsendable else self.send(attempt)
             with self.sessions.begin() as session:
                 if not record_outcome(session, self.settings, attempt, outcome, fixed_now or utcnow()):
                     log.warning("webhook delivery %s moved on before its outcome was recorded", attempt.delivery_id)
         return len(attempts)
 
     def send(self, attempt: Attempt) -> Outcome:
-        try:
-            target = resolve_target(attempt.url, self.allowed)
-        except RefusedTarget as exc:
-            return Outcome(None, f"target refused: {exc}")
         timestamp = int(utcnow().timestamp())
         headers = webhook_headers(attempt.secrets, attempt.message_id, timestamp, attempt.body)
         headers["user-agent"] = "vidfactory-webhooks"
-        url = httpx.URL(attempt.url)
-        # Connect to the address that was checked, not to a second lookup's answer; Host and TLS SNI
-        # still name the host.
-        pinned = url.copy_with(host=target.address)
-        headers["host"] = url.netloc.decode("ascii")
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        url, extensions = httpx.URL(attempt.url), {}
+        if not attempt.to_operator:  # the operator's own URL is trusted; tenants' are checked
+            try:
+                target = resolve_target(attempt.url, self.allowed)
+            except RefusedTarget as exc:
+                return Outcome(None, f"target refused: {exc}")
+            # Connect to the address that was checked, not to a second lookup's answer; Host and TLS SNI
+            # still name the host.
+            headers["host"] = url.netloc.decode("ascii")
+            extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+            url = url.copy_with(host=target.address)
         try:
-            with self.client.stream("POST", pinned, content=attempt.body, headers=headers,
+            with self.client.stream("POST", url, content=attempt.body, headers=headers,
                                     extensions=extensions) as response:
                 status = response.status_code
         except httpx.HTTPError as exc:

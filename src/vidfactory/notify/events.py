@@ -23,7 +23,9 @@ __all__ = [
     "billing_event",
     "ensure_job_secret",
     "event_types",
+    "operator_event_types",
     "record_event",
+    "record_operator_event",
     "rotate",
     "secrets_in_force",
     "video_event",
@@ -33,6 +35,8 @@ event_types = (
     "video.queued", "video.in_progress", "video.completed", "video.failed", "video.cancelled",
     "billing.hold_created", "billing.settled", "billing.released", "billing.voucher_granted",
 )
+
+operator_event_types = ("alert.raised",)
 
 
 def _subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
@@ -58,6 +62,21 @@ def record_event(session: Session, tenant_id: str, type: str, data: dict[str, An
         session.add(WebhookDelivery(id=f"whd_{uuid.uuid4().hex}", event_id=event.id, tenant_id=tenant_id,
                                     endpoint_id=endpoint_id, job_id=job_id, url=url, status="pending",
                                     attempts=0, next_attempt_at=now, created_at=now))
+    session.flush()
+    return event
+
+
+def record_operator_event(session: Session, type: str, data: dict[str, Any]) -> WebhookEvent:  # noqa: A002
+    """An event for the operator webhook (tenant None); the dispatcher sends it to the configured URL, or
+    dead-letters it when none is configured."""
+    assert type in operator_event_types, f"unknown operator event type {type!r}"
+    now = utcnow()
+    event = WebhookEvent(id=f"msg_{uuid.uuid4().hex}", tenant_id=None, type=type, created_at=now,
+                         payload={"type": type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data})
+    session.add(event)
+    session.flush()
+    session.add(WebhookDelivery(id=f"whd_{uuid.uuid4().hex}", event_id=event.id, tenant_id=None, url="",
+                                status="pending", attempts=0, next_attempt_at=now, created_at=now))
     session.flush()
     return event
 
