@@ -174,7 +174,8 @@ class Dispatcher:
         self.settings = settings
         self.sessions = sessions
         self.allowed = parse_networks(settings.webhook_allowed_networks)
-        self.operator = (OperatorWebhook(settings.operator_webhook_url, settings.operator_webhook_secret)
+        self.operator = (OperatorWebhook(settings.operator_webhook_url,
+                                         settings.operator_webhook_secret.get_secret_value())
                          if settings.operator_webhook_url else None)
         # Redirects are never followed: a public URL could otherwise bounce the request inside.
         self.client = client or httpx.Client(follow_redirects=False, timeout=settings.webhook_timeout_s,
