@@ -46,7 +46,7 @@ def marked() -> np.ndarray:
 
 def test_marking_is_invisible_in_numbers(marked: np.ndarray) -> None:
     change = np.abs(marked.astype(int) - scene())
-    assert change.max() <= 7 and change.mean() < 2.0
+    assert change.mean() < 2.0 and np.percentile(change, 99) <= 8
     assert extract_watermark(marked).payload == PAYLOAD  # type: ignore[union-attr]
 
 
@@ -86,7 +86,7 @@ def test_payload_is_32_bits_per_job_and_crc_detects_flips() -> None:
 @pytest.mark.parametrize(
     "frames,payload",
     [
-        (np.zeros((2, 16, 16, 3), np.uint8), 1),  # too small to carry the grid
+        (np.zeros((2, 16, 16, 3), np.uint8), 1),  # too small to carry the carriers
         (np.zeros((2, 64, 64, 3), np.float32), 1),
         (np.zeros((2, 64, 64, 3), np.uint8), 2**32),
         (np.zeros((2, 64, 64, 3), np.uint8), -1),

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     label_corner: str = Field(default="top-left", pattern=r"^(top|bottom)-(left|right)$")
 
     # Invisible watermark (media/watermark.py): QIM step in luma levels; changing it orphans old marks.
-    watermark_step: float = Field(default=12.0, ge=1.0, le=64.0)
+    watermark_step: float = Field(default=9.0, ge=1.0, le=64.0)
 
     # Rate limits when no plan overrides apply (per API key, requests per minute).
     rate_limit_enabled: bool = True

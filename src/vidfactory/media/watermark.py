@@ -3,11 +3,12 @@
 Scheme (dither-modulated QIM on smooth per-cell patterns):
 - Each frame is cut into a fixed CELLS x CELLS grid, whatever its size, so the grid lands on the same
   picture regions after a downscale.
-- Each cell carries one of the 48 code bits (a keyed permutation spreads each bit over ~5 cells of
-  every frame). The carrier is the cell's projection onto a smooth pattern, sin(2 pi x) sin(pi y) in
-  cell coordinates: zero at the cell borders (no seams) and zero mean (the cell's brightness is kept).
+- Each cell holds three carriers, the cell's projections onto smooth patterns sin(a pi y) sin(b pi x)
+  in cell coordinates: zero at the cell borders (no seams), zero mean (the cell's brightness is kept).
+  Each carrier carries one of the 48 code bits; a keyed permutation spreads each bit over four carriers
+  in different cells of every frame.
 - The projection is moved to the nearest point of the bit's lattice (step `step`, keyed dither), and
-  the change is added equally to R, G and B, so only luma moves, by at most step / 2 levels.
+  the change is added equally to R, G and B, so only luma moves.
 - Decoding averages a soft vote per cell over all cells and frames of a bit, takes signs, and accepts
   the 32-bit mark only when the CRC-16 matches and the votes are confident; on unmarked video the
   votes are near zero and the CRC rejects what chance leaves.
@@ -43,9 +44,14 @@ __all__ = [
 PAYLOAD_BITS = 32
 CRC_BITS = 16
 CODE_BITS = PAYLOAD_BITS + CRC_BITS
-CELLS = 16  # per side: 256 cells per frame, ~5 per code bit
-WATERMARK_SIDE_MIN_PX = 2 * CELLS  # two pixels per cell is the least a pattern can live in
-STEP_DEFAULT = 12.0  # QIM lattice step in luma levels: changes stay within +/- 6 levels, ~1.2 on average
+CELLS = 8  # per side: 64 cells per frame; coarse cells keep the carriers low-frequency at any size
+# (vertical, horizontal) half-periods of each carrier sin(a pi y) sin(b pi x) in a cell: mutually
+# orthogonal, zero-mean, zero on the cell border. 3 carriers x 64 cells = 192, four per code bit.
+CARRIERS = ((1, 2), (2, 1), (2, 2))
+WATERMARK_SIDE_MIN_PX = 4 * CELLS  # a two-half-period carrier needs at least 4 px per cell
+STEP_DEFAULT = 9.0  # QIM lattice step in luma levels: ~1.6 levels of change on average
+TEXTURE_FULL_STRENGTH = 12.0  # luma std of a cell at and above which it takes the whole change
+MASKING_FLOOR = 0.5  # share of the change a flat cell takes (distortion-compensated QIM)
 CONFIDENCE_MIN = 0.1  # mean |vote| below this is noise; moving unmarked video scores ~0.04
 CHUNK_FRAMES = 8  # frames processed at once: bounds float32 memory to ~8 frames
 LUMA_709 = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
@@ -91,15 +97,17 @@ def embed_watermark(
     # 2. The code word, and per cell: which bit it carries and its lattice dither.
     layout = _Layout.build(frames.shape[1], frames.shape[2], key)
     code = _code_bits(payload)
-    cell_bits = code[layout.cell_bit]  # [CELLS, CELLS] of 0/1
+    cell_bits = code[layout.cell_bit]  # [K, CELLS, CELLS] of 0/1
     # 3. Frame chunks: project, quantise onto the bit's lattice, add the difference as luma.
     out = np.empty_like(frames)
     for start, chunk in _chunks(frames):
         rgb = chunk.astype(np.float32)
-        coeffs = layout.project(rgb @ LUMA_709)  # [n, CELLS, CELLS]
+        luma = rgb @ LUMA_709
+        coeffs = layout.project(luma)  # [n, K, CELLS, CELLS]
         offset = layout.dither + cell_bits / 2.0
         target = step * (np.round(coeffs / step - offset) + offset)
-        delta = layout.expand(target - coeffs)  # [n, H, W] luma change
+        strength = layout.masking(luma)[:, None]  # [n, 1, CELLS, CELLS]
+        delta = layout.expand(strength * (target - coeffs))  # [n, H, W] luma change
         out[start : start + len(chunk)] = np.clip(np.rint(rgb + delta[..., None]), 0, 255).astype(np.uint8)
     return out
 
@@ -110,7 +118,7 @@ def extract_watermark(
     """The mark in RGB frames (any size with the original aspect ratio), or None when there is none."""
     _check_frames(frames)
     layout = _Layout.build(frames.shape[1], frames.shape[2], key)
-    votes = np.zeros((CELLS, CELLS), dtype=np.float64)
+    votes = np.zeros(layout.cell_bit.shape, dtype=np.float64)
     for _, chunk in _chunks(frames):
         votes += _cell_votes(layout, chunk.astype(np.float32) @ LUMA_709, step)
     return _decide(layout, votes, len(frames))
@@ -134,7 +142,7 @@ def extract_watermark_from_video(
                 if layout is None:
                     _check_side(luma.shape[0], luma.shape[1])
                     layout = _Layout.build(luma.shape[0], luma.shape[1], key)
-                    votes = np.zeros((CELLS, CELLS), dtype=np.float64)
+                    votes = np.zeros(layout.cell_bit.shape, dtype=np.float64)
                 votes += _cell_votes(layout, luma[None], step)
                 count += 1
                 if count >= frames_max:
@@ -148,35 +156,51 @@ def extract_watermark_from_video(
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where the cells are in a frame of one size, their patterns, and which code bit each carries."""
+    """Where the cells are in a frame of one size, their carriers, and which code bit each carries."""
 
     rows: np.ndarray  # CELLS + 1 row boundaries
     cols: np.ndarray  # CELLS + 1 column boundaries
-    pattern: np.ndarray  # [H, W] float32: each cell's sin(2 pi x) sin(pi y)
-    energy: np.ndarray  # [CELLS, CELLS]: sum of pattern^2 per cell
-    cell_bit: np.ndarray  # [CELLS, CELLS] int: code bit index per cell
-    dither: np.ndarray  # [CELLS, CELLS] in [0, 1): lattice offset per cell
+    patterns: np.ndarray  # [K, H, W] float32: carrier k of every cell, side by side
+    energy: np.ndarray  # [K, CELLS, CELLS]: sum of pattern^2 per cell
+    cell_bit: np.ndarray  # [K, CELLS, CELLS] int: code bit index per carrier
+    dither: np.ndarray  # [K, CELLS, CELLS] in [0, 1): lattice offset per carrier
 
     @classmethod
     def build(cls, height: int, width: int, key: bytes) -> _Layout:
         rows = np.linspace(0, height, CELLS + 1).round().astype(int)
         cols = np.linspace(0, width, CELLS + 1).round().astype(int)
-        pattern = np.outer(_cell_wave(rows, np.pi), _cell_wave(cols, 2 * np.pi)).astype(np.float32)
-        energy = _cell_sums(pattern[None] ** 2, rows, cols)[0]
+        patterns = np.stack(
+            [np.outer(_cell_wave(rows, fy * np.pi), _cell_wave(cols, fx * np.pi)) for fy, fx in CARRIERS]
+        ).astype(np.float32)
+        energy = np.stack([_cell_sums(p[None] ** 2, rows, cols)[0] for p in patterns])
         rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
-        cell_bit = (rng.permutation(CELLS * CELLS) % CODE_BITS).reshape(CELLS, CELLS)
-        dither = rng.random((CELLS, CELLS))
-        return cls(rows, cols, pattern, np.maximum(energy, 1e-6), cell_bit, dither)
+        shape = (len(CARRIERS), CELLS, CELLS)
+        cell_bit = (rng.permutation(int(np.prod(shape))) % CODE_BITS).reshape(shape)
+        dither = rng.random(shape)
+        return cls(rows, cols, patterns, np.maximum(energy, 1e-6), cell_bit, dither)
 
     def project(self, luma: np.ndarray) -> np.ndarray:
-        """Per cell: the amplitude a of the pattern that fits the luma best (luma ~ a * pattern)."""
-        return _cell_sums(luma * self.pattern, self.rows, self.cols) / self.energy
+        """[n, H, W] luma to [n, K, CELLS, CELLS]: per cell, the amplitude of each carrier in it."""
+        return np.stack(
+            [_cell_sums(luma * p, self.rows, self.cols) for p in self.patterns], axis=1
+        ) / self.energy
+
+    def masking(self, luma: np.ndarray) -> np.ndarray:
+        """[n, CELLS, CELLS] share of the way to the lattice point each cell moves: all of it where
+        texture hides the change, MASKING_FLOOR in flat cells, where a smooth pattern would show.
+        Moving part of the way still leaves the projection nearer its own lattice, so the vote holds."""
+        area = np.outer(np.diff(self.rows), np.diff(self.cols))
+        mean = _cell_sums(luma, self.rows, self.cols) / area
+        variance = np.maximum(_cell_sums(luma**2, self.rows, self.cols) / area - mean**2, 0.0)
+        return np.clip(np.sqrt(variance) / TEXTURE_FULL_STRENGTH, MASKING_FLOOR, 1.0)
 
     def expand(self, amplitudes: np.ndarray) -> np.ndarray:
-        """[n, CELLS, CELLS] amplitudes to the [n, H, W] luma change they stand for."""
+        """[n, K, CELLS, CELLS] amplitudes to the [n, H, W] luma change they stand for."""
         heights, widths = np.diff(self.rows), np.diff(self.cols)
-        grid = np.repeat(np.repeat(amplitudes, heights, axis=1), widths, axis=2)
-        return grid * self.pattern
+        out = np.zeros((amplitudes.shape[0], *self.patterns.shape[1:]), dtype=np.float32)
+        for k, pattern in enumerate(self.patterns):
+            out += np.repeat(np.repeat(amplitudes[:, k], heights, axis=1), widths, axis=2) * pattern
+        return out
 
 
 def _cell_wave(bounds: np.ndarray, omega: float) -> np.ndarray:
