@@ -34,11 +34,16 @@ UNMARKED_CLIPS = 2000
 def scene(frames: int, height: int, width: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     fx, fy, phase = rng.uniform(0.02, 0.12, 3), rng.uniform(0.02, 0.12, 3), rng.uniform(0, 6, 3)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) / max(height, width) * 832  # same look at any size
+    yy, xx = (
+        np.mgrid[0:height, 0:width].astype(np.float32) / max(height, width) * 832
+    )  # same look at any size
     texture = rng.normal(0, 6, (height, width, 3)).astype(np.float32)
     clip = np.empty((frames, height, width, 3), np.uint8)
     for t in range(frames):
-        base = [120 + 80 * np.sin((xx + 3 * t) * fx[c] / 4 + phase[c]) * np.cos((yy - t) * fy[c] / 4) for c in range(3)]
+        base = [
+            120 + 80 * np.sin((xx + 3 * t) * fx[c] / 4 + phase[c]) * np.cos((yy - t) * fy[c] / 4)
+            for c in range(3)
+        ]
         clip[t] = np.clip(np.stack(base, -1) + texture, 0, 255).astype(np.uint8)
     return clip
 
@@ -66,7 +71,11 @@ def bit_errors(luma: np.ndarray) -> tuple[int, float, float]:
 
     total = votes(luma)
     per_frame = [int(((votes(luma[i : i + 1]) < 0).astype(int) != code).sum()) for i in range(len(luma))]
-    return int(((total < 0).astype(int) != code).sum()), float(np.mean(per_frame)), float(np.abs(total).mean())
+    return (
+        int(((total < 0).astype(int) != code).sum()),
+        float(np.mean(per_frame)),
+        float(np.abs(total).mean()),
+    )
 
 
 def rgb_luma(frames: np.ndarray) -> np.ndarray:
@@ -74,8 +83,14 @@ def rgb_luma(frames: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    print(f"# watermark robustness — {machine()}, commit {git_revision()}, {FRAMES} frames, step {wm.STEP_DEFAULT}")
-    print("| frame size | condition | bit errors (of 48, all frames) | mean bit errors per frame | payload read | confidence |")
+    print(
+        f"# watermark robustness — {machine()}, commit {git_revision()}, "
+        f"{FRAMES} frames, step {wm.STEP_DEFAULT}"
+    )
+    print(
+        "| frame size | condition | bit errors (of 48, all frames) | mean bit errors per frame "
+        "| payload read | confidence |"
+    )
     print("|---|---|---|---|---|---|")
     for height, width in SIZES:
         marked = wm.embed_watermark(scene(FRAMES, height, width, seed=1), PAYLOAD)
@@ -89,9 +104,13 @@ def main() -> None:
         }
         for name, luma in conditions.items():
             total, per_frame, confidence = bit_errors(luma)
-            read = wm._decide(wm._Layout.build(luma.shape[1], luma.shape[2], wm.DEFAULT_KEY),
-                              wm._cell_votes(wm._Layout.build(luma.shape[1], luma.shape[2], wm.DEFAULT_KEY),
-                                             luma, wm.STEP_DEFAULT), len(luma))
+            read = wm._decide(
+                wm._Layout.build(luma.shape[1], luma.shape[2], wm.DEFAULT_KEY),
+                wm._cell_votes(
+                    wm._Layout.build(luma.shape[1], luma.shape[2], wm.DEFAULT_KEY), luma, wm.STEP_DEFAULT
+                ),
+                len(luma),
+            )
             ok = "yes" if read is not None and read.payload == PAYLOAD else "no"
             print(f"| {width}x{height} | {name} | {total} | {per_frame:.1f} | {ok} | {confidence:.2f} |")
     false_reads = sum(

@@ -11,6 +11,7 @@ from PIL import Image
 
 from vidfactory.media.errors import MediaError
 from vidfactory.media.label import FONT_PATH, BrandMark, LabelSpec, apply_brand, apply_label, check_label_text
+from vidfactory.settings import Settings
 
 
 def grey_clip(frames: int, height: int = 72, width: int = 128, level: int = 128) -> np.ndarray:
@@ -71,11 +72,25 @@ def test_label_corner_is_configurable(corner: str) -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    [LabelSpec(seconds=1.5), LabelSpec(height_fraction=0.04), LabelSpec(text=""), LabelSpec(text="😀"), LabelSpec(corner="middle")],  # type: ignore[arg-type]
+    [
+        LabelSpec(seconds=1.5),
+        LabelSpec(height_fraction=0.04),
+        LabelSpec(text=""),
+        LabelSpec(text="😀"),
+        LabelSpec(corner="middle"),
+    ],  # type: ignore[arg-type]
 )
 def test_specs_below_the_regulation_or_unrenderable_are_refused(spec: LabelSpec) -> None:
     with pytest.raises(MediaError):
         apply_label(grey_clip(1), fps=8, spec=spec)
+
+
+def test_label_settings_drive_the_spec() -> None:
+    settings = Settings(label_text="人工智能生成", label_seconds=3.0, label_corner="bottom-right")
+    clip = grey_clip(40, 200, 320)
+    _, placement = apply_label(clip, fps=10, spec=LabelSpec.from_settings(settings))
+    assert placement.frames == 30
+    assert placement.box[0] > 160 and placement.box[1] > 100
 
 
 def test_configured_chinese_and_english_labels_render() -> None:
@@ -110,7 +125,12 @@ def test_brand_png_logo_keeps_its_transparency() -> None:
 
 @pytest.mark.parametrize(
     "brand",
-    [BrandMark(), BrandMark(text="x", logo_png=b"x"), BrandMark(logo_png=b"not a png"), BrandMark(text="x", opacity=1.5)],
+    [
+        BrandMark(),
+        BrandMark(text="x", logo_png=b"x"),
+        BrandMark(logo_png=b"not a png"),
+        BrandMark(text="x", opacity=1.5),
+    ],
 )
 def test_bad_brand_marks_are_refused(brand: BrandMark) -> None:
     with pytest.raises(MediaError):

@@ -84,7 +84,9 @@ def test_thresholds_come_from_settings_and_change_verdicts() -> None:
     thresholds = QcThresholds.from_settings(settings)
     assert thresholds.frozen_motion_min == 100.0
     assert run_qc(moving_clip(), thresholds).check("frozen").verdict == "flag"
-    custom = QcThresholds.from_settings(SimpleNamespace(**{f"qc_{k}": 1.0 for k in QcThresholds.__dataclass_fields__}))
+    custom = QcThresholds.from_settings(
+        SimpleNamespace(**{f"qc_{k}": 1.0 for k in QcThresholds.__dataclass_fields__})
+    )
     assert custom.flicker_max == 1.0
 
 
@@ -104,7 +106,9 @@ def test_single_frame_skips_temporal_checks() -> None:
     assert report.verdict == "pass"
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 8, 8), np.uint8), np.zeros((0, 8, 8, 3), np.uint8), np.zeros((2, 8, 8, 3))])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((4, 8, 8), np.uint8), np.zeros((0, 8, 8, 3), np.uint8), np.zeros((2, 8, 8, 3))]
+)
 def test_bad_frames_are_refused(bad: np.ndarray) -> None:
     with pytest.raises(MediaError):
         run_qc(bad)

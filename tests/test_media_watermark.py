@@ -25,7 +25,9 @@ def scene(frames: int = 24, height: int = 192, width: int = 320, seed: int = 0) 
     fx, fy, phase = rng.uniform(8, 30, 3), rng.uniform(8, 30, 3), rng.uniform(0, 6, 3)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     clip = [
-        np.stack([128 + 90 * np.sin((xx + 2 * t) / fx[c] + phase[c]) * np.cos(yy / fy[c]) for c in range(3)], -1)
+        np.stack(
+            [128 + 90 * np.sin((xx + 2 * t) / fx[c] + phase[c]) * np.cos(yy / fy[c]) for c in range(3)], -1
+        )
         for t in range(frames)
     ]
     return np.clip(clip, 0, 255).astype(np.uint8)

@@ -82,7 +82,12 @@ def face_geometry_score(face: FaceBox, eyes: list[EyeBox]) -> float:
     off_axis = abs((lx + rx) / 2 - (face.x + face.w / 2)) / face.w  # centred between them: ~0
     size_gap = abs(left.w - right.w) / max(left.w, right.w)  # same size: ~0
     spacing = abs((rx - lx) / face.w - 0.4)  # eye centres ~40% of the face width apart
-    cues = [min(1.0, tilt / 0.15), min(1.0, off_axis / 0.15), min(1.0, size_gap / 0.5), min(1.0, spacing / 0.2)]
+    cues = [
+        min(1.0, tilt / 0.15),
+        min(1.0, off_axis / 0.15),
+        min(1.0, size_gap / 0.5),
+        min(1.0, spacing / 0.2),
+    ]
     return float(0.5 * max(cues) + 0.5 * sum(cues) / len(cues))
 
 

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
@@ -55,6 +55,16 @@ class LabelSpec:
     color: tuple[int, int, int] = (255, 255, 255)
     backing_opacity: float = 0.45  # dark box behind the text, so it reads on bright frames too
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> LabelSpec:
+        """Read the `label_*` fields of a settings object (duck-typed: media does not import settings)."""
+        return cls(
+            text=settings.label_text,
+            seconds=settings.label_seconds,
+            height_fraction=settings.label_height_fraction,
+            corner=settings.label_corner,
+        )
+
 
 @dataclass(frozen=True)
 class BrandMark:
@@ -87,7 +97,9 @@ def check_label_text(text: str) -> None:
         raise MediaError(f"the label font has no glyph for {''.join(missing)!r}")
 
 
-def apply_label(frames: np.ndarray, fps: float, spec: LabelSpec = LabelSpec()) -> tuple[np.ndarray, LabelPlacement]:
+def apply_label(
+    frames: np.ndarray, fps: float, spec: LabelSpec = LabelSpec()
+) -> tuple[np.ndarray, LabelPlacement]:
     """A copy of `frames` with the label on the first ceil(spec.seconds * fps) frames (all, if fewer)."""
     # 1. Check inputs: the regulation's minimums are floors no configuration may go under.
     _check_frames(frames)
@@ -168,7 +180,9 @@ def _text_tile(
     draw = ImageDraw.Draw(image)
     if backing_opacity > 0:
         draw.rounded_rectangle(
-            (0, 0, image.width - 1, image.height - 1), radius=pad, fill=(0, 0, 0, round(255 * backing_opacity))
+            (0, 0, image.width - 1, image.height - 1),
+            radius=pad,
+            fill=(0, 0, 0, round(255 * backing_opacity)),
         )
     draw.text((pad - left, pad - top), text, font=_font(size), fill=(*color, 255))
     return np.asarray(image), _ink_rows(text, size)

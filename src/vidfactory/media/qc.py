@@ -78,7 +78,9 @@ class QcReport:
         return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
 
 
-def run_qc(frames: np.ndarray, thresholds: QcThresholds = QcThresholds(), *, faces_enabled: bool = True) -> QcReport:
+def run_qc(
+    frames: np.ndarray, thresholds: QcThresholds = QcThresholds(), *, faces_enabled: bool = True
+) -> QcReport:
     """All checks on uint8 [F, H, W, 3] frames, and the overall verdict."""
     # 1. Check inputs.
     _check_frames(frames)
@@ -160,6 +162,7 @@ def _small_luma(frames: np.ndarray) -> np.ndarray:
         luma = frame[: h * factor, : w * factor].astype(np.float32) @ LUMA_709
         small[i] = luma.reshape(h, factor, w, factor).mean(axis=(1, 3))
     return small
+
 
 def _check_frames(frames: np.ndarray) -> None:
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:

@@ -291,5 +291,5 @@ def _check_frames(frames: np.ndarray) -> None:
 def _check_side(height: int, width: int) -> None:
     if min(height, width) < WATERMARK_SIDE_MIN_PX:
         raise MediaError(
-            f"the watermark needs frames of at least {WATERMARK_SIDE_MIN_PX} px per side, got {width}x{height}"
+            f"the watermark needs frames of at least {WATERMARK_SIDE_MIN_PX} px a side, got {width}x{height}"
         )
