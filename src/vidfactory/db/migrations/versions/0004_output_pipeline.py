@@ -1,7 +1,7 @@
 """output pipeline: QC report and watermark id on jobs; MD5 and a hash index on assets
 
-Revision ID: 0003_output_pipeline
-Revises: 0002_reviews_alerts
+Revision ID: 0004_output_pipeline
+Revises: 0003_eng_hosted
 Create Date: 2026-12-02
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0003_output_pipeline'
-down_revision = '0002_reviews_alerts'
+revision = '0004_output_pipeline'
+down_revision = '0003_eng_hosted'
 branch_labels = None
 depends_on = None
 
