@@ -76,6 +76,8 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
         "warnings": list(job.warnings),
         # SHA-256 and MD5 of each stored file (video, thumbnail, spritesheet), as POST /v1/verify checks.
         "hashes": files,
+        # A hosted service that rewrote the prompt (DashScope prompt_extend) says what it really ran.
+        "actual_prompt": (job.engine_metadata or {}).get("actual_prompt"),
         # The reason stays with the admins: it may name the matched terms or the failed check.
         "review": None if job.review_status is None else {"status": job.review_status,
                                                           "source": job.review_source},
