@@ -18,6 +18,7 @@ from vidfactory.api.routes import (
     models,
     quotes,
     reviews,
+    verify,
     videos,
     webhook_deliveries,
     webhook_endpoints,
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
                   description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
     install_error_handlers(app)
     routers = (videos.router, quotes.router, balance.router, models.router, admin.router, reviews.router,
-               webhook_endpoints.router, webhook_deliveries.router, webhook_secret.router)
+               verify.router, webhook_endpoints.router, webhook_deliveries.router, webhook_secret.router)
     for router in routers:
         app.include_router(router, responses=error_responses)
 
