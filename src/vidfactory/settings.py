@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     job_timeout_s: float = 3600.0
     progress_write_interval_s: float = 0.5
 
+    # Prompt screening: a lexicon file (term<TAB>category<TAB>action) replacing the shipped default.
+    lexicon_path: Path | None = None
+
     # Rate limits when no plan overrides apply (per API key, requests per minute).
     rate_limit_enabled: bool = True
 
