@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     # Prompt screening: a lexicon file (term<TAB>category<TAB>action) replacing the shipped default.
     lexicon_path: Path | None = None
 
+    # Output screening: sampled frames of every clip through the open_nsfw classifier; a frame scoring at
+    # or above the threshold holds the clip for review.
+    output_screening_enabled: bool = True
+    output_nsfw_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    output_frames_sampled: int = Field(default=8, ge=1, le=64)
+
     # Rate limits when no plan overrides apply (per API key, requests per minute).
     rate_limit_enabled: bool = True
 

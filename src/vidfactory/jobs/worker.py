@@ -26,6 +26,8 @@ from vidfactory.engines.registry import load_engine
 from vidfactory.jobs import maintenance, queue
 from vidfactory.jobs.errors import JobTimedOut, classify
 from vidfactory.media.encode import encode_mp4, sha256_hex, thumbnail_jpeg
+from vidfactory.notify.alerts import raise_alert
+from vidfactory.safety.frames import FrameClassifier, nsfw_classifier, screen_frames
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage.local import LocalStorage
 
@@ -34,6 +36,7 @@ __all__ = ["Worker", "new_worker_id"]
 log = logging.getLogger(__name__)
 
 EngineLoader = Callable[[ModelConfig, Path], Engine]
+ClassifierLoader = Callable[[], FrameClassifier]
 generation_share_pct = 90  # progress 0–90 is denoising; encode and store take the rest
 maintenance_interval_s = 5.0
 database_retry_s = 2.0
@@ -46,13 +49,15 @@ def new_worker_id() -> str:
 class Worker:
     def __init__(self, settings: Settings, sessions: SessionFactory, storage: LocalStorage, *,
                  worker_id: str | None = None, models: list[str] | None = None,
-                 engine_loader: EngineLoader = load_engine) -> None:
+                 engine_loader: EngineLoader = load_engine,
+                 classifier_loader: ClassifierLoader = nsfw_classifier) -> None:
         self.settings = settings
         self.sessions = sessions
         self.storage = storage
         self.worker_id = worker_id or new_worker_id()
         self.models = models or [m.id for m in settings.models]
         self.engine_loader = engine_loader
+        self.classifier_loader = classifier_loader
         self.engines: dict[str, Engine] = {}
         self.last_maintenance = 0.0
 
@@ -120,11 +125,13 @@ class Worker:
         deadline = time.monotonic() + self.settings.job_timeout_s
         video = self.engine_for(job.model).generate(
             request, self._progress_reporter(job.id), self._stop_check(job.id, lease_lost, deadline))
-        # 2. encode the clip and its thumbnail
+        # 2. screen sampled frames: a flagged clip is stored but waits for an admin
+        review = self._screen_output(video.frames)
+        # 3. encode the clip and its thumbnail
         mp4 = encode_mp4(video.frames, video.fps)
         jpeg = thumbnail_jpeg(video.frames)
         self._set_progress(job.id, 95)
-        # 3. store, then complete and settle in one transaction
+        # 4. store, then complete and settle (or hold for review) in one transaction
         prefix = f"{job.tenant_id}/{job.id}"
         assets = [
             queue.AssetRecord("video", f"{prefix}/video.mp4", "video/mp4", len(mp4), sha256_hex(mp4)),
@@ -133,9 +140,28 @@ class Worker:
         self.storage.put(assets[0].storage_key, mp4)
         self.storage.put(assets[1].storage_key, jpeg)
         with self.sessions.begin() as session:
-            queue.complete(session, job, self.worker_id, assets, charge=job.total_tokens)
+            if review is not None:
+                queue.hold_for_review(session, job, self.worker_id, assets, review)
+                raise_alert(session, "review_required", f"{job.id}: {review.source}: {review.reason}",
+                            tenant_id=job.tenant_id, job_id=job.id)
+            else:
+                queue.complete(session, job, self.worker_id, assets, charge=job.total_tokens)
+        if review is not None:
+            log.warning("job %s held for review: %s", job.id, review.reason)
+            return
         log.info("job %s completed: %d frames, %d bytes, %d tokens", job.id, len(video.frames), len(mp4),
                  job.total_tokens)
+
+    def _screen_output(self, frames) -> queue.Review | None:
+        if not self.settings.output_screening_enabled:
+            return None
+        verdict = screen_frames(frames, self.classifier_loader(), threshold=self.settings.output_nsfw_threshold,
+                                samples=self.settings.output_frames_sampled)
+        if not verdict.flagged:
+            return None
+        return queue.Review("output_safety", f"frame {verdict.frame} scored {verdict.score:.3f} on open_nsfw "
+                                             f"(threshold {self.settings.output_nsfw_threshold:.2f}, "
+                                             f"{verdict.sampled} frames sampled)")
 
     def _progress_reporter(self, job_id: str) -> Callable[[int, int], None]:
         last_write = 0.0
