@@ -62,6 +62,12 @@ def is_word(ch: str) -> bool:
 
 
 @lru_cache(maxsize=65536)
+def _kind(ch: str) -> str:
+    """'h' Han, 'w' word character, 's' separator or symbol (cached: prompts repeat their characters)."""
+    return "h" if is_han(ch) else "w" if ch.isalnum() else "s"
+
+
+@lru_cache(maxsize=65536)
 def _fold(ch: str) -> str:
     """Steps 1–2 for one character: '' for an invisible one, else its NFKC, casefolded, accent-free form."""
     if ch in invisible_letters or unicodedata.category(ch) == "Cf":
@@ -75,12 +81,14 @@ def _fold(ch: str) -> str:
 class Normalised:
     """`text` holds only word and Han characters; `origin[i]` is the index in the original text of the
     character `text[i]` came from; `breaks[i]` is True when a separator (or the start) came before it;
-    `leet[i]` is True when `text[i]` was a digit or symbol read as a letter."""
+    `leet[i]` is True when `text[i]` was a digit or symbol read as a letter; `kinds[i]` is 'h' for a Han
+    character, 'w' for a word character."""
 
     text: str
     origin: tuple[int, ...]
     breaks: tuple[bool, ...]
     leet: tuple[bool, ...]
+    kinds: str
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """The original text's [start, end) behind the normalised [start, end)."""
@@ -105,43 +113,46 @@ def _folded_chars(text: str) -> tuple[list[str], list[int]]:
     return chars, origin
 
 
-def _leet_positions(chars: list[str]) -> set[int]:
+def _leet_positions(chars: list[str], kinds: list[str]) -> set[int]:
     """Step 4: which characters are leet letters: those in a run of word characters and leet symbols that
     holds a Latin letter ("a$$", "k1ll", but not "2024" or "$5"). Linear in the text. A trailing "!" read
     as a letter does not hide a word: a leet neighbour counts as a word boundary when matching."""
     positions: set[int] = set()
-    index = 0
-    while index < len(chars):
-        if not (is_word(chars[index]) or chars[index] in leet_symbols):
-            index += 1
+    run_start, has_letter = 0, False
+    for index in range(len(chars) + 1):
+        in_run = index < len(chars) and (kinds[index] == "w" or chars[index] in leet_symbols)
+        if in_run:
+            has_letter = has_letter or chars[index].isalpha()
             continue
-        end = index
-        while end < len(chars) and (is_word(chars[end]) or chars[end] in leet_symbols):
-            end += 1
-        if any(c.isalpha() for c in chars[index:end]):
-            positions.update(at for at in range(index, end) if chars[at] in leet)
-        index = end
+        if has_letter:
+            positions.update(at for at in range(run_start, index) if chars[at] in leet)
+        run_start, has_letter = index + 1, False
     return positions
 
 
 def normalise(text: str) -> Normalised:
     chars, origin = _folded_chars(text)
+    kinds = [_kind(ch) for ch in chars]
+    leet_at = _leet_positions(chars, kinds)
     out: list[str] = []
     out_origin: list[int] = []
+    out_kinds: list[str] = []
     breaks: list[bool] = []
     leets: list[bool] = []
     pending_break = True
-    leet_at = _leet_positions(chars)
     for index, ch in enumerate(chars):
+        kind = kinds[index]
         is_leet = index in leet_at
         if is_leet:
-            ch = leet[ch]
-        if not (is_word(ch) or is_han(ch)):
+            ch, kind = leet[ch], "w"
+        elif kind == "s":
             pending_break = True  # step 5: a separator or symbol is dropped and leaves a break
             continue
-        out.append(ch.translate(skeleton))
+        out.append(ch.translate(skeleton) if kind == "w" else ch)
         out_origin.append(origin[index])
+        out_kinds.append(kind)
         breaks.append(pending_break)
         leets.append(is_leet)
         pending_break = False
-    return Normalised(text="".join(out), origin=tuple(out_origin), breaks=tuple(breaks), leet=tuple(leets))
+    return Normalised(text="".join(out), origin=tuple(out_origin), breaks=tuple(breaks), leet=tuple(leets),
+                      kinds="".join(out_kinds))

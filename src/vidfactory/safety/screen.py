@@ -81,20 +81,26 @@ def _to_pinyin(n: Normalised) -> Pinyin:
     ends: set[int] = set()
     breaks: set[int] = set()
     from_han: list[bool] = []
+    kinds, count = n.kinds, len(n.text)
     for i, ch in enumerate(n.text):
-        syllable = _syllable(ch) if is_han(ch) else ch
+        han = kinds[i] == "h"
+        syllable = _syllable(ch) if han else ch
         if not syllable:
             continue
-        han = is_han(ch)
         first = len(letters)
-        if han or n.breaks[i] or i == 0 or is_han(n.text[i - 1]):
+        if han or n.breaks[i] or kinds[i - 1] == "h":  # i == 0 always has a break
             starts.add(first)
         if n.breaks[i]:
             breaks.add(first)
-        letters.extend(syllable)
-        index.extend([i] * len(syllable))
-        from_han.extend([han] * len(syllable))
-        if han or i + 1 == len(n.text) or n.breaks[i + 1] or is_han(n.text[i + 1]):
+        if han:
+            letters.extend(syllable)
+            index.extend([i] * len(syllable))
+            from_han.extend([True] * len(syllable))
+        else:
+            letters.append(ch)
+            index.append(i)
+            from_han.append(False)
+        if han or i + 1 == count or n.breaks[i + 1] or kinds[i + 1] == "h":
             ends.add(len(letters) - 1)
     return Pinyin("".join(letters), tuple(index), frozenset(starts), frozenset(ends), frozenset(breaks),
                   tuple(from_han))
@@ -190,16 +196,15 @@ class Screener:
     def _text_matches(self, n: Normalised) -> list[Match]:
         if self._text is None or not n.text:
             return []
-        text, breaks = n.text, n.breaks
+        text, breaks, kinds = n.text, n.breaks, n.kinds
         break_positions = [i for i, brk in enumerate(breaks) if brk]
         found = []
         for last, keys in self._text.iter(text):
             for key in keys:
                 start, end = last - key.length + 1, last + 1
-                if key.latin_start and not (breaks[start] or not is_word(text[start - 1]) or n.leet[start - 1]):
+                if key.latin_start and not (breaks[start] or kinds[start - 1] != "w" or n.leet[start - 1]):
                     continue
-                if key.latin_end and not (end == len(text) or breaks[end] or not is_word(text[end])
-                                          or n.leet[end]):
+                if key.latin_end and not (end == len(text) or breaks[end] or kinds[end] != "w" or n.leet[end]):
                     continue
                 if not _pieces_ok(break_positions, start, end, key.breaks):
                     continue
