@@ -196,6 +196,13 @@ edge_cases = [
      "webhook_url_refused"),
     ("POST", "/v1/videos", {"json": {"prompt": "x", "webhook_url": "http://169.254.169.254/"}}, 400,
      "webhook_url_refused"),
+    ("GET", "/v1/admin/tenants/a%00b/lexicon", {}, 404, "not_found"),
+    ("POST", "/v1/admin/tenants/{tenant}/lexicon", {"json": {"term": nul, "category": "x", "action": "block"}},
+     400, invalid),
+    ("POST", "/v1/admin/tenants/{tenant}/lexicon", {"json": {"term": "...", "category": "x", "action": "block"}},
+     400, invalid),
+    ("DELETE", "/v1/admin/tenants/{tenant}/lexicon?term=a%00b", {}, 400, invalid),
+    ("POST", "/v1/videos", {"json": {"prompt": "c0caine"}}, 400, "content_policy"),
 ]
 
 

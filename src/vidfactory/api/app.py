@@ -15,6 +15,7 @@ from vidfactory.api.errors import error_responses, install_error_handlers
 from vidfactory.api.routes import (
     admin,
     balance,
+    lexicon,
     models,
     quotes,
     reviews,
@@ -67,7 +68,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
                   description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
     install_error_handlers(app)
     routers = (videos.router, quotes.router, balance.router, models.router, admin.router, reviews.router,
-               verify.router, webhook_endpoints.router, webhook_deliveries.router, webhook_secret.router)
+               lexicon.router, verify.router, webhook_endpoints.router, webhook_deliveries.router,
+               webhook_secret.router)
     for router in routers:
         app.include_router(router, responses=error_responses)
 

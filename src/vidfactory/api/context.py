@@ -13,6 +13,7 @@ from vidfactory.billing.tokens import TokenCounter
 from vidfactory.db.session import SessionFactory, make_engine, make_session_factory
 from vidfactory.engines.registry import model_path
 from vidfactory.jobs.output import Provenance, load_provenance
+from vidfactory.jobs.screening import PromptScreens
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage.local import LocalStorage
 from vidfactory.tenancy import ensure_admin_token
@@ -44,6 +45,7 @@ class AppContext:
     counters: TokenCounters
     admin_token: str
     provenance: Provenance  # the C2PA signing identity and what verify trusts
+    screens: PromptScreens
     limiter: Limiter
 
     @classmethod
@@ -52,6 +54,7 @@ class AppContext:
         return cls(settings=settings, engine=engine, sessions=make_session_factory(engine),
                    storage=LocalStorage(settings.resolved_storage_dir), counters=TokenCounters(settings.models_dir),
                    admin_token=ensure_admin_token(settings), provenance=load_provenance(settings),
+                   screens=PromptScreens.from_settings(settings),
                    limiter=make_limiter(settings.redis_url, prefix=settings.redis_prefix,
                                         failure_mode=settings.rate_limit_redis_failure,
                                         timeout_s=settings.redis_timeout_s))

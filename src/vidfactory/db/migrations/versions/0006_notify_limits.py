@@ -1,7 +1,7 @@
 """webhooks (endpoints, events, outbox deliveries, per-job url); per-tenant and active-job limits on plans
 
-Revision ID: 0005_notify_limits
-Revises: 0004_output_pipeline
+Revision ID: 0006_notify_limits
+Revises: 0005_safety_lexicon
 Create Date: 2026-12-02
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0005_notify_limits'
-down_revision = '0004_output_pipeline'
+revision = '0006_notify_limits'
+down_revision = '0005_safety_lexicon'
 branch_labels = None
 depends_on = None
 
