@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     job_timeout_s: float = 3600.0
     progress_write_interval_s: float = 0.5
 
+    # Result cache: a `similar` hit needs this Jaccard similarity of prompt shingles (0–1); candidates
+    # scored per lookup; shared: any tenant's clip may serve another tenant (off: own clips only).
+    cache_similarity_min: float = Field(default=0.65, gt=0.0, le=1.0)
+    cache_candidates_max: int = Field(default=200, ge=1, le=10_000)
+    cache_shared: bool = False
+
     # Rate limits when no plan overrides apply (per API key, requests per minute).
     rate_limit_enabled: bool = True
 

@@ -78,6 +78,7 @@ class Worker:
         now = utcnow()
         maintenance.reap_expired_leases(self.sessions, now)
         maintenance.sweep_expired_holds(self.sessions, now)
+        maintenance.expire_vouchers(self.sessions, now)
 
     def run_once(self) -> bool:
         with self.sessions.begin() as session:

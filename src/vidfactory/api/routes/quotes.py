@@ -15,10 +15,11 @@ router = APIRouter(prefix="/v1/quotes", tags=["billing"])
 
 
 @router.post("", openapi_extra=video_create_openapi)
-async def create_quote(request: Request, ctx: ContextDep, _caller: CallerDep) -> QuotePublic:
+async def create_quote(request: Request, ctx: ContextDep, caller: CallerDep) -> QuotePublic:
     body, _ = await read_video_create(request, ctx.settings.upload_bytes_max)
     video_request = to_video_request(body, ctx.settings.models[0].id)
-    priced = await run_in_threadpool(price_now, ctx.sessions, ctx.settings, ctx.counters, video_request)
+    priced = await run_in_threadpool(price_now, ctx.sessions, ctx.settings, ctx.counters, video_request,
+                                    caller.tenant_id)
     q = priced.quote
     return QuotePublic(model=priced.model.id, price_book_version=priced.price_book_version, method=q.method,
                        input_tokens=q.input_tokens, output_tokens=q.output_tokens, total_tokens=q.total_tokens,
