@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vidfactory.cache.keys import band_keys, jaccard, normalise, shingles
@@ -42,10 +42,13 @@ def index_job(session: Session, job: Job) -> None:
         session.flush()
 
 
-def _servable(statement, tenant_id: str, shared: bool):
-    statement = statement.join(Job, Job.id == CacheEntry.job_id).where(
-        Job.status == "completed", Job.deleted_at.is_(None))
-    return statement if shared else statement.where(CacheEntry.tenant_id == tenant_id)
+def _servable(session: Session, job_ids: list[str]) -> set[str]:
+    """Which of these jobs may serve a clip: completed and not deleted. A second, primary-key query
+    rather than a join, so that neither database plans the lookup as a scan of completed jobs."""
+    if not job_ids:
+        return set()
+    return set(session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status == "completed",
+                                                    Job.deleted_at.is_(None))))
 
 
 def lookup(session: Session, *, tenant_id: str, mode: str, fingerprint: str, shape_key: str, prompt: str,
@@ -54,23 +57,31 @@ def lookup(session: Session, *, tenant_id: str, mode: str, fingerprint: str, sha
     assert 0.0 < similarity_min <= 1.0 and candidates_max >= 1
     if mode == "off":
         return None
-    exact = session.scalar(_servable(select(CacheEntry.job_id), tenant_id, shared)
-                           .where(CacheEntry.fingerprint == fingerprint)
-                           .order_by(CacheEntry.created_at.desc()).limit(1))
-    if exact is not None:
-        return CacheHit(job_id=exact, score=1.0)
+    scope = [] if shared else [CacheEntry.tenant_id == tenant_id]
+    exact = list(session.scalars(select(CacheEntry.job_id).where(CacheEntry.fingerprint == fingerprint, *scope)
+                                 .order_by(CacheEntry.created_at.desc()).limit(candidates_max)))
+    servable = _servable(session, exact)
+    for job_id in exact:
+        if job_id in servable:
+            return CacheHit(job_id=job_id, score=1.0)
     if mode == "exact":
         return None
     grams = shingles(normalise(prompt))
     if not grams:
         return None
-    keys = band_keys(shape_key, grams)
-    candidate_ids = select(CacheBand.job_id).where(CacheBand.band_key.in_(keys)).distinct()
+    # The more bands two signatures share, the likelier their prompts are close: score those first.
+    shared_bands = func.count()
+    candidate_ids = list(session.scalars(
+        select(CacheBand.job_id).where(CacheBand.band_key.in_(band_keys(shape_key, grams)))
+        .group_by(CacheBand.job_id).order_by(shared_bands.desc(), CacheBand.job_id).limit(candidates_max)))
+    if not candidate_ids:
+        return None
     candidates = session.execute(
-        _servable(select(CacheEntry.job_id, CacheEntry.prompt, CacheEntry.created_at), tenant_id, shared)
-        .where(CacheEntry.job_id.in_(candidate_ids), CacheEntry.shape_key == shape_key)
-        .order_by(CacheEntry.created_at.desc()).limit(candidates_max)).all()
-    scored = [(jaccard(grams, shingles(row.prompt)), row.created_at, row.job_id) for row in candidates]
+        select(CacheEntry.job_id, CacheEntry.prompt, CacheEntry.created_at)
+        .where(CacheEntry.job_id.in_(candidate_ids), CacheEntry.shape_key == shape_key, *scope)).all()
+    servable = _servable(session, [row.job_id for row in candidates])
+    scored = [(jaccard(grams, shingles(row.prompt)), row.created_at, row.job_id)
+              for row in candidates if row.job_id in servable]
     best = max(scored, default=None)
     if best is None or best[0] < similarity_min:
         return None
