@@ -77,7 +77,8 @@ def test_review_decisions_are_audited(sessions, settings):
         assert client.post(f"/v1/admin/reviews/{ids[0]}/approve", headers=admin).status_code == 200
         assert client.post(f"/v1/admin/reviews/{ids[1]}/reject", headers=admin, json={}).status_code == 200
     decisions = [(e.kind, e.subject, e.actor) for e in entries(sessions) if e.kind.startswith("review.")]
-    assert decisions == [("review.approved", f"video:{ids[0]}", "admin"), ("review.rejected", f"video:{ids[1]}", "admin")]
+    assert decisions == [("review.approved", f"video:{ids[0]}", "admin"),
+                         ("review.rejected", f"video:{ids[1]}", "admin")]
 
 
 def test_concurrent_appends_chain_linearly(sessions):
@@ -112,7 +113,8 @@ def test_verify_names_the_first_tampered_row(sessions):
                   {"data": json.dumps(changed), "seq": target.seq})
     with sessions() as s:
         breaches = verify(s)
-    assert breaches == [f"audit log broken at entry {target.seq}: contents do not match its hash (the entry was changed)"]
+    assert breaches == [
+        f"audit log broken at entry {target.seq}: contents do not match its hash (the entry was changed)"]
 
 
 def test_verify_finds_a_removed_entry_and_a_forged_link(sessions):

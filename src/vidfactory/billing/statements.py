@@ -222,7 +222,8 @@ def usage(session: Session, tenant_id: str, *, start: str | None, end: str | Non
     jobs, tokens quoted and tokens charged (posted), cache hits."""
     assert group_by in usage_groupings, f"unknown grouping {group_by!r}"
     today = utcnow().date()
-    end_at = _parse_day(end, "to") if end else datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
+    tomorrow = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
+    end_at = _parse_day(end, "to") if end else tomorrow
     start_at = _parse_day(start, "from") if start else end_at - timedelta(days=30)
     if not start_at < end_at:
         raise StatementError("from must be before to")

@@ -179,24 +179,26 @@ def approve_review(session: Session, job_id: str, actor: str = audit.system_acto
     assert job is not None, f"no job {job_id}"
     _transition(session, job_id, expected=("queued", "in_progress"), owner=None, review="pending",
                 values={"review_status": "approved", "reviewed_at": utcnow()})
+    status = "queued"
+    if job.status == "in_progress":
+        _transition(session, job_id, expected=("in_progress",), owner=None, values={
+            "status": "completed", "completed_at": utcnow()})
+        ledger.settle(session, job.hold_leg_ids, job.total_tokens, memo=f"settle {job_id} after review")
+        cache_index.index_job(session, job)
+        status = "completed"
+    # After the ledger: the audit head is always locked after the tenant's accounts (ledger.py's order).
     audit.append(session, "review.approved", f"video:{job_id}", {"tenant_id": job.tenant_id,
                                                                  "source": job.review_source}, actor)
-    if job.status == "queued":
-        return "queued"
-    _transition(session, job_id, expected=("in_progress",), owner=None, values={
-        "status": "completed", "completed_at": utcnow()})
-    ledger.settle(session, job.hold_leg_ids, job.total_tokens, memo=f"settle {job_id} after review")
-    cache_index.index_job(session, job)
-    return "completed"
+    return status
 
 
 def reject_review(session: Session, job_id: str, note: str, actor: str = audit.system_actor) -> None:
     """Rejected content is never delivered and never charged. The decision is audited."""
     _transition(session, job_id, expected=("queued", "in_progress"), owner=None, review="pending",
                 values={"review_status": "rejected", "reviewed_at": utcnow()})
-    audit.append(session, "review.rejected", f"video:{job_id}", {"note": note[:review_reason_chars_max]}, actor)
     fail(session, job_id, expected=("queued", "in_progress"), owner=None, error_type="content_rejected",
          message=note or "rejected by review")
+    audit.append(session, "review.rejected", f"video:{job_id}", {"note": note[:review_reason_chars_max]}, actor)
 
 
 def pending_reviews(session: Session, limit: int) -> list[Job]:

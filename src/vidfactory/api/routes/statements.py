@@ -15,8 +15,9 @@ from vidfactory.db.models import Tenant
 
 router = APIRouter(tags=["billing"])
 
-Month = Annotated[str, Query(min_length=7, max_length=7)]
-Day = Annotated[str | None, Query(min_length=10, max_length=10, pattern=r"^\d{4}-\d{2}-\d{2}$")]
+day_pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+FromDay = Annotated[str | None, Query(alias="from", min_length=10, max_length=10, pattern=day_pattern)]
+ToDay = Annotated[str | None, Query(alias="to", min_length=10, max_length=10, pattern=day_pattern)]
 Grouping = Literal["day", "model", "key", "template", "batch"]
 Format = Literal["json", "csv", "pdf"]
 statement_responses: dict[int | str, dict[str, Any]] = {
@@ -60,8 +61,8 @@ def _tenant_exists(session: Session, tenant_id: str) -> None:
 
 
 @router.get("/v1/usage")
-def get_usage(ctx: ContextDep, caller: CallerDep, start: Annotated[Day, Query(alias="from")] = None,
-              end: Annotated[Day, Query(alias="to")] = None, group_by: Grouping = "day") -> dict[str, Any]:
+def get_usage(ctx: ContextDep, caller: CallerDep, start: FromDay = None, end: ToDay = None,
+              group_by: Grouping = "day") -> dict[str, Any]:
     """Charged jobs and tokens in [from, to) (UTC dates; default the last 30 days), grouped."""
     return _usage(ctx, caller.tenant_id, start, end, group_by)
 
@@ -74,8 +75,8 @@ def get_statement(month: str, ctx: ContextDep, caller: CallerDep, format: Format
 
 
 @router.get("/v1/admin/tenants/{tenant_id}/usage")
-def admin_usage(tenant_id: str, ctx: ContextDep, _admin: AdminDep, start: Annotated[Day, Query(alias="from")] = None,
-                end: Annotated[Day, Query(alias="to")] = None, group_by: Grouping = "day") -> dict[str, Any]:
+def admin_usage(tenant_id: str, ctx: ContextDep, _admin: AdminDep, start: FromDay = None, end: ToDay = None,
+                group_by: Grouping = "day") -> dict[str, Any]:
     with ctx.sessions() as session:
         _tenant_exists(session, tenant_id)
     return _usage(ctx, tenant_id, start, end, group_by)
