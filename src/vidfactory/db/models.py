@@ -31,6 +31,7 @@ __all__ = [
     "Base",
     "CacheBand",
     "CacheEntry",
+    "EngineBreaker",
     "IdempotencyRecord",
     "Job",
     "Plan",
@@ -207,6 +208,8 @@ class Job(Base):
     review_source: Mapped[str | None] = mapped_column(String(32), default=None)  # prompt|qc|output_safety
     review_reason: Mapped[str | None] = mapped_column(String(500), default=None)  # admins only
     reviewed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # How the clip was made, as the engine reports it (hosted: remote task id, actual_prompt, usage).
+    engine_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     __table_args__ = (
         CheckConstraint(
@@ -329,3 +332,25 @@ class Statement(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     body_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EngineBreaker(Base):
+    """A circuit breaker per hosted model, shared by every worker. Each change is a compare-and-set on
+    `version`. closed: jobs run; open: its jobs stay queued; half_open: one probe job (probe_owner) runs."""
+
+    __tablename__ = "engine_breakers"
+
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="closed")
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive
+    opened_at: Mapped[datetime | None] = mapped_column(default=None)
+    probe_owner: Mapped[str | None] = mapped_column(String(80), default=None)
+    probe_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("state IN ('closed', 'open', 'half_open')", "breaker_state_known"),
+        CheckConstraint("failures >= 0", "breaker_failures_nonneg"),
+    )
