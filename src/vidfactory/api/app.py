@@ -21,6 +21,7 @@ from vidfactory.api.routes import (
     quotes,
     reviews,
     statements,
+    verify,
     videos,
     vouchers,
 )
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
                   description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
     install_error_handlers(app)
     for router in (videos.router, quotes.router, balance.router, models.router, admin.router, reviews.router,
-                   price_books.router, vouchers.router, statements.router, audit.router):
+                   price_books.router, vouchers.router, statements.router, audit.router, verify.router):
         app.include_router(router, responses=error_responses)
 
     @app.get("/healthz", tags=["ops"])
