@@ -16,6 +16,7 @@ from vidfactory.api.routes import (
     admin,
     audit,
     balance,
+    lexicon,
     models,
     price_books,
     quotes,
@@ -67,7 +68,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
                   description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
     install_error_handlers(app)
     for router in (videos.router, quotes.router, balance.router, models.router, admin.router, reviews.router,
-                   price_books.router, vouchers.router, statements.router, audit.router, verify.router):
+                   price_books.router, vouchers.router, statements.router, audit.router, lexicon.router,
+                   verify.router):
         app.include_router(router, responses=error_responses)
 
     @app.get("/healthz", tags=["ops"])

@@ -1,8 +1,8 @@
 """billing in depth: voucher accounts and transfer kinds, split holds, tenant price-book pins, hash-chained
 audit log, result cache index, stored statements
 
-Revision ID: 0005_billing_depth
-Revises: 0004_output_pipeline
+Revision ID: 0006_billing_depth
+Revises: 0005_safety_lexicon
 Create Date: 2026-12-02
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0005_billing_depth'
-down_revision = '0004_output_pipeline'
+revision = '0006_billing_depth'
+down_revision = '0005_safety_lexicon'
 branch_labels = None
 depends_on = None
 
