@@ -57,7 +57,7 @@ class Worker:
         self.engine_loader = engine_loader
         self.engines: dict[str, Engine] = {}
         self.last_maintenance = 0.0
-        # A probe outliving a lease is presumed lost with its worker; another worker may probe then.
+        # A probe whose heartbeats stopped for a lease is presumed lost with its worker; another may probe.
         self.breaker_policy = breaker.BreakerPolicy(failures_max=settings.breaker_failures_max,
                                                     cooldown_s=settings.breaker_cooldown_s, probe_s=settings.lease_s)
 
@@ -116,7 +116,7 @@ class Worker:
     def execute(self, job: Job) -> None:
         lease_lost = threading.Event()
         done = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(job.id, lease_lost, done), daemon=True)
+        beat = threading.Thread(target=self._heartbeat, args=(job.id, job.model, lease_lost, done), daemon=True)
         beat.start()
         try:
             self._generate_and_deliver(job, lease_lost)
@@ -186,11 +186,16 @@ class Worker:
 
         return is_cancelled
 
-    def _heartbeat(self, job_id: str, lease_lost: threading.Event, done: threading.Event) -> None:
+    def _heartbeat(self, job_id: str, model_id: str, lease_lost: threading.Event, done: threading.Event) -> None:
+        hosted = self._is_hosted(model_id)
         while not done.wait(self.settings.heartbeat_s):
             try:
                 with self.sessions.begin() as session:
-                    queue.heartbeat(session, job_id, self.worker_id, lease_s=self.settings.lease_s, now=utcnow())
+                    now = utcnow()
+                    queue.heartbeat(session, job_id, self.worker_id, lease_s=self.settings.lease_s, now=now)
+                    if hosted:  # a probe job runs as long as it needs; its breaker stays ours meanwhile
+                        breaker.extend_probe(session, model_id, worker_id=self.worker_id,
+                                             until=now + timedelta(seconds=self.breaker_policy.probe_s))
             except queue.StaleJob:
                 log.warning("job %s: lease lost by %s; stopping", job_id, self.worker_id)
                 lease_lost.set()
