@@ -188,14 +188,14 @@ def test_cancelling_a_running_hosted_job_cancels_the_remote_task(setup, sessions
 
 def test_a_probe_longer_than_a_lease_stays_the_only_probe(setup, sessions, service):
     settings, worker, tenant = setup(dict(poll_interval_s=0.02, task_timeout_s=60.0), breaker_failures_max=1,
-                                     breaker_cooldown_s=0.0, retry_backoff_s=0.0, lease_s=1.0, heartbeat_s=0.1)
+                                     breaker_cooldown_s=0.0, retry_backoff_s=0.0, lease_s=2.0, heartbeat_s=0.1)
     service.fail_next(2, "/video", status=503)
     job_id = submit_job(sessions, settings, tenant)
     assert worker.run_once()  # opens the breaker
-    service.polls_to_finish = 150  # the probe job's remote task runs several leases (>= 3 s)
+    service.polls_to_finish = 250  # the probe job's remote task runs several leases (>= 5 s)
     runner = threading.Thread(target=worker.run_once)
     runner.start()
-    time.sleep(1.6)
+    time.sleep(2.5)
     with sessions.begin() as s:  # past the first probe expiry: the heartbeats kept the probe the worker's
         assert not breaker.admits(s, "wan-hosted", worker_id="other", now=utcnow(), policy=worker.breaker_policy)
     runner.join(20)
