@@ -14,13 +14,17 @@ from vidfactory.api.context import AppContext
 from vidfactory.api.errors import error_responses, install_error_handlers
 from vidfactory.api.routes import (
     admin,
+    audit,
     balance,
     lexicon,
     models,
+    price_books,
     quotes,
     reviews,
+    statements,
     verify,
     videos,
+    vouchers,
     webhook_deliveries,
     webhook_endpoints,
     webhook_secret,
@@ -68,8 +72,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
                   description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
     install_error_handlers(app)
     routers = (videos.router, quotes.router, balance.router, models.router, admin.router, reviews.router,
-               lexicon.router, verify.router, webhook_endpoints.router, webhook_deliveries.router,
-               webhook_secret.router)
+               price_books.router, vouchers.router, statements.router, audit.router, lexicon.router,
+               verify.router, webhook_endpoints.router, webhook_deliveries.router, webhook_secret.router)
     for router in routers:
         app.include_router(router, responses=error_responses)
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vidfactory.db.models import Job, TenantWebhookSecret, Transfer, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from vidfactory.db.models import Job, TenantWebhookSecret, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from vidfactory.db.types import utcnow
 from vidfactory.notify.signing import new_secret
 
@@ -97,13 +97,11 @@ def video_event(session: Session, job: Job, type: str) -> None:  # noqa: A002
     record_event(session, job.tenant_id, type, video_data(job), job_id=job.id, job_webhook_url=job.webhook_url)
 
 
-def billing_event(session: Session, job: Job, type: str, transfer: Transfer) -> None:  # noqa: A002
-    """A hold created, posted (settled) or voided (released) for `job`."""
+def billing_event(session: Session, job: Job, type: str, charged: int | None) -> None:  # noqa: A002
+    """A hold created (`charged` None), settled (`charged` tokens, the rest released) or released (0)."""
     held = job.total_tokens
-    charged = transfer.amount if transfer.kind == "post" else 0
-    data = {"object": "billing", "video_id": job.id, "hold_id": job.hold_id, "transfer_id": transfer.id,
-            "held": held, "settled": None if transfer.kind == "hold" else charged,
-            "released": None if transfer.kind == "hold" else held - charged}
+    data = {"object": "billing", "video_id": job.id, "hold_id": job.hold_id, "held": held,
+            "settled": charged, "released": None if charged is None else held - charged}
     record_event(session, job.tenant_id, type, data, job_id=job.id, job_webhook_url=job.webhook_url)
 
 
