@@ -25,7 +25,7 @@ from conftest import assert_ledger_clean, make_settings, new_tenant
 from test_processes import _healthy, cli, env_for, free_port, server_start_s_max, wait_until
 
 redis_url = "redis://127.0.0.1:6379/0"
-small = {"prompt": "a cat", "size": "64x64", "seconds": "1"}
+small = {"prompt": "a cat", "size": "64x64", "seconds": "1", "cache": "off"}
 
 
 @pytest.fixture
