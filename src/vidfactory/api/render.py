@@ -47,7 +47,7 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
         "seconds": str(job.seconds),
         "size": f"{job.width}x{job.height}",
         "error": error,
-        "remixed_from_video_id": None,
+        "remixed_from_video_id": job.parent_id,
         "negative_prompt": job.negative_prompt,
         "seed": job.seed,
         "metadata": job.request_metadata,
@@ -57,6 +57,13 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
                   "total_tokens": job.total_tokens},
         "billing": billing_object(job, resolution),
         "warnings": list(job.warnings),
+        # Where the prompt came from: what the user wrote (or the template rendered), and how.
+        "user_prompt": job.user_prompt,
+        "template": job.template,
+        "variables": job.variables,
+        "enhancement": job.enhancement,
+        "batch": None if job.batch_id is None else {"id": job.batch_id, "item": job.batch_item,
+                                                    "ab_group": job.ab_group},
         # The reason stays with the admins: it may name the matched terms or the failed check.
         "review": None if job.review_status is None else {"status": job.review_status,
                                                           "source": job.review_source},

@@ -25,7 +25,7 @@ from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.tenancy import Caller
 
-__all__ = ["Priced", "VideoRequest", "clean_prompt", "price", "price_now", "submit"]
+__all__ = ["Priced", "VideoRequest", "clean_prompt", "enqueue", "price", "price_now", "screen_prompt", "submit"]
 
 seed_max = 2**31 - 1
 whitespace_run = re.compile(r"\s+")
@@ -39,6 +39,9 @@ def clean_prompt(text: str) -> str:
 
 @dataclass(frozen=True)
 class VideoRequest:
+    """`prompt` reaches the model (after a template rendered and an enhancement rewrote it);
+    `user_prompt` is what the user wrote or the template rendered, when that differs."""
+
     prompt: str
     model: str
     seconds: str | None = None
@@ -46,6 +49,15 @@ class VideoRequest:
     negative_prompt: str = ""
     seed: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    user_prompt: str | None = None
+    template: str | None = None
+    variables: dict[str, str] | None = None
+    enhancement: str | None = None  # rules | llm
+    warnings: tuple[str, ...] = ()  # from preparing the prompt (an enhancement that fell back)
+    batch_id: str | None = None
+    batch_item: int | None = None
+    ab_group: str | None = None
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,7 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
         raise InvalidRequest("model", f"unknown model {request.model!r}; available: {known}", code="model_not_found")
     shape = shape_for(model, request.size, request.seconds)
     truncation = counter_for(model).truncate(clean_prompt(request.prompt), book.prompt_tokens_max)
-    warnings = []
+    warnings = list(request.warnings)
     if truncation.truncated:
         warnings.append(f"prompt truncated to {book.prompt_tokens_max} tokens "
                         f"(it had {truncation.original_tokens})")
@@ -95,7 +107,8 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
     shape, q = priced.shape, priced.quote
     return Job(
         id=job_id, tenant_id=caller.tenant_id, api_key_id=caller.api_key_id, status="queued",
-        model=priced.model.id, prompt=priced.prompt, user_prompt=request.prompt,
+        model=priced.model.id, prompt=priced.prompt,
+        user_prompt=request.prompt if request.user_prompt is None else request.user_prompt,
         negative_prompt=request.negative_prompt,
         seed=request.seed if request.seed is not None else secrets.randbelow(seed_max),
         width=shape.width, height=shape.height, seconds=shape.seconds, num_frames=shape.num_frames,
@@ -106,7 +119,34 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
         request_metadata=dict(request.metadata), run_after=utcnow(),
         review_status=None if review is None else "pending",
         review_source=None if review is None else review.source,
-        review_reason=None if review is None else review.reason[:review_reason_chars_max])
+        review_reason=None if review is None else review.reason[:review_reason_chars_max],
+        template=request.template, variables=request.variables, enhancement=request.enhancement,
+        batch_id=request.batch_id, batch_item=request.batch_item, ab_group=request.ab_group,
+        parent_id=request.parent_id)
+
+
+def screen_prompt(settings: Settings, caller: Caller, prompt: str) -> Review | None:
+    """THE call point for prompt screening: every path that creates a job (single, batch item,
+    regenerate, remix) calls it with the prompt that reaches the model, after templates and enhancement,
+    before anything is held. A blocked prompt raises; one needing review returns the Review.
+    Screening itself (safety.text) is not on this branch yet: until it is, every prompt passes."""
+    assert prompt.strip(), "screen the prompt that reaches the model, never an empty one"
+    return None
+
+
+def enqueue(session: Session, settings: Settings, caller: Caller, request: VideoRequest, priced: Priced,
+            review: Review | None = None) -> Job:
+    """Hold the quote and insert the queued job, in the caller's transaction: every path that creates
+    a job goes through here, so each job has exactly one hold. The hold is the first write, so an
+    InsufficientBalance leaves the transaction as it found it."""
+    assert priced.quote.total_tokens > 0
+    job_id = f"video_{uuid.uuid4().hex}"
+    hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
+                       expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
+    job = _new_job(settings, caller, request, priced, hold.id, job_id, review)
+    session.add(job)
+    session.flush()
+    return job
 
 
 def submit(
@@ -119,18 +159,13 @@ def submit(
     idempotency: tuple[str, str] | None = None,
     review: Review | None = None,
 ) -> Outcome:
-    """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision.
-    Raises InvalidRequest, InsufficientBalance, IdempotencyConflict; on any of them nothing is held or
-    queued."""
+    """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision
+    (screening may ask for one too). Raises InvalidRequest, InsufficientBalance, IdempotencyConflict; on
+    any of them nothing is held or queued."""
     priced = price_now(sessions, settings, counter_for, request)
+    review = screen_prompt(settings, caller, request.prompt) or review
 
     def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
-        job_id = f"video_{uuid.uuid4().hex}"
-        hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
-                           expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
-        job = _new_job(settings, caller, request, priced, hold.id, job_id, review)
-        session.add(job)
-        session.flush()
-        return 202, render(session, job)
+        return 202, render(session, enqueue(session, settings, caller, request, priced, review))
 
     return run_once(sessions, caller.tenant_id, idempotency, hold_and_enqueue)
