@@ -128,6 +128,18 @@ def test_video_from_a_template(client, ctx):
     assert library.status_code == 202 and "智能手表" in library.json()["prompt"]
 
 
+def test_template_and_enhancement_as_multipart_form_fields(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    client.post("/v1/templates", headers=tenant.headers, json=travel)
+    response = client.post("/v1/videos", headers=tenant.headers, files={
+        "template": (None, "travel"), "variables": (None, '{"city": "Hangzhou", "season": "spring"}'),
+        "enhance_prompt": (None, "true")})
+    assert response.status_code == 202, response.text
+    video = response.json()
+    assert video["user_prompt"] == "A cinematic video of Hangzhou in spring, for families."
+    assert video["enhancement"] == "rules" and video["prompt"].startswith(video["user_prompt"])
+
+
 @pytest.mark.parametrize(("body", "param", "code"), [
     ({"template": "travel", "variables": {"city": "x"}}, "variables", "template_error"),
     ({"template": "travel", "variables": {"city": "x", "season": "y", "sesaon": "z"}}, "variables",
@@ -368,3 +380,13 @@ def test_feedback_and_the_preference_export(client, ctx):
     assert lines[1]["parameters"]["size"] == "64x64"
     page = client.get(f"/v1/admin/preferences.jsonl?after={lines[0]['feedback_id']}", headers=admin).text
     assert [json.loads(line)["video_id"] for line in page.splitlines()] == [child["id"]]
+
+
+def test_a_reference_image_needs_a_model_that_accepts_one(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    client.post("/v1/templates", headers=tenant.headers,
+                json={**travel, "name": "with-image", "reference_image": "https://example.com/shoe.png"})
+    response = client.post("/v1/videos", headers=tenant.headers,
+                           json={"template": "with-image", "variables": {"city": "x", "season": "y"}})
+    assert response.status_code == 400 and error_of(response)["code"] == "unsupported_parameter"
+    assert balance(client, tenant)["pending"] == 0

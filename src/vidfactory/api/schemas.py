@@ -198,22 +198,12 @@ class TemplateForm(BaseModel):
     mood: PlainText = Field(default="", max_length=100)
 
 
-class TemplateCreate(BaseModel):
-    """POST /v1/templates (and PUT /v1/templates/{name}, where the name comes from the path)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: TemplateName
-    description: PlainText = Field(default="", max_length=500)
-    language: Literal["en", "zh"] = "en"
-    body: PlainText = Field(min_length=1, max_length=tpl.body_chars_max)
-    form: TemplateForm = Field(default_factory=TemplateForm)
-    seconds: int | None = Field(default=None, ge=1, le=30, strict=True)
-    size: str | None = Field(default=None, min_length=3, max_length=11, pattern=r"^[0-9]{1,5}x[0-9]{1,5}$")
-    reference_image: str | None = Field(default=None, min_length=8, max_length=2000, pattern=r"^https?://\S+$")
-    defaults: Variables = Field(default_factory=dict)
+ReferenceImage = Annotated[PlainText, Field(min_length=8, max_length=2000, pattern=r"^https?://[!-~]+$")]
 
 
 class TemplateUpdate(BaseModel):
+    """PUT /v1/templates/{name}: the whole template but its name."""
+
     model_config = ConfigDict(extra="forbid")
     description: PlainText = Field(default="", max_length=500)
     language: Literal["en", "zh"] = "en"
@@ -221,8 +211,14 @@ class TemplateUpdate(BaseModel):
     form: TemplateForm = Field(default_factory=TemplateForm)
     seconds: int | None = Field(default=None, ge=1, le=30, strict=True)
     size: str | None = Field(default=None, min_length=3, max_length=11, pattern=r"^[0-9]{1,5}x[0-9]{1,5}$")
-    reference_image: str | None = Field(default=None, min_length=8, max_length=2000, pattern=r"^https?://\S+$")
+    reference_image: ReferenceImage | None = None
     defaults: Variables = Field(default_factory=dict)
+
+
+class TemplateCreate(TemplateUpdate):
+    """POST /v1/templates."""
+
+    name: TemplateName
 
 
 class EnhanceCreate(BaseModel):
