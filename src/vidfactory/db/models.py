@@ -28,6 +28,7 @@ __all__ = [
     "Asset",
     "Base",
     "Batch",
+    "EngineBreaker",
     "Feedback",
     "IdempotencyRecord",
     "Job",
@@ -187,6 +188,8 @@ class Job(Base):
     review_source: Mapped[str | None] = mapped_column(String(32), default=None)  # prompt|qc|output_safety
     review_reason: Mapped[str | None] = mapped_column(String(500), default=None)  # admins only
     reviewed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # How the clip was made, as the engine reports it (hosted: remote task id, actual_prompt, usage).
+    engine_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     # Where the prompt came from: a template and its variables, an enhancement (rules|llm), a batch item
     # and its A/B group, the job this one regenerates. `prompt` is what ran; `user_prompt` what was asked.
     template: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -307,3 +310,25 @@ class Alert(Base):
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), default=None)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EngineBreaker(Base):
+    """A circuit breaker per hosted model, shared by every worker. Each change is a compare-and-set on
+    `version`. closed: jobs run; open: its jobs stay queued; half_open: one probe job (probe_owner) runs."""
+
+    __tablename__ = "engine_breakers"
+
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="closed")
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive
+    opened_at: Mapped[datetime | None] = mapped_column(default=None)
+    probe_owner: Mapped[str | None] = mapped_column(String(80), default=None)
+    probe_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("state IN ('closed', 'open', 'half_open')", "breaker_state_known"),
+        CheckConstraint("failures >= 0", "breaker_failures_nonneg"),
+    )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -41,6 +41,8 @@ class GenerationRequest:
 class GeneratedVideo:
     frames: np.ndarray  # uint8 [F, H, W, 3]
     fps: int
+    # What the job records about how it was made (a hosted engine: remote task id, actual prompt, usage).
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class EngineError(Exception):

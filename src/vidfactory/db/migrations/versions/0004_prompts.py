@@ -1,7 +1,7 @@
 """prompts: templates, batches, feedback; job provenance
 
-Revision ID: 0003_prompts
-Revises: 0002_reviews_alerts
+Revision ID: 0004_prompts
+Revises: 0003_eng_hosted
 Create Date: 2026-12-02
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0003_prompts'
-down_revision = '0002_reviews_alerts'
+revision = '0004_prompts'
+down_revision = '0003_eng_hosted'
 branch_labels = None
 depends_on = None
 
