@@ -42,7 +42,7 @@ def setup(tmp_path, database_url, models_dir, sessions, tiny_model_dir, service)
     def make(**overrides):
         hosted = HostedConfig(base_url=service.base_url, api_key=api_key, remote_model="wan2.2-t2v-plus",
                               poll_interval_s=0.01, task_timeout_s=5.0, request_timeout_s=2.0,
-                              http_attempts_max=2, http_backoff_s=0.0)
+                              http_attempts_max=2, http_backoff_s=0.0, prompt_extend=True)
         model = ModelConfig(id="wan-hosted", engine=service.engine, path=str(tiny_model_dir),
                             default_size="64x64", default_seconds=1, fps=8, hosted=hosted)
         settings = make_settings(tmp_path, database_url, models_dir, models=[model], **overrides)
@@ -80,8 +80,10 @@ def test_hosted_job_completes_settles_and_records_the_remote_task(setup, session
     assert done.engine_metadata["task_id"] in service.tasks
     assert done.engine_metadata["engine"] == service.engine
     if service.engine == "dashscope":
-        assert done.engine_metadata["actual_prompt"] == "a lantern on a lake"
+        assert done.engine_metadata["actual_prompt"] == "a lantern on a lake, cinematic lighting"
         assert done.engine_metadata["usage"]["video_count"] == 1
+        with sessions() as s:
+            assert video_object(s, done)["actual_prompt"] == "a lantern on a lake, cinematic lighting"
     video = worker.storage.read(f"{tenant.id}/{job_id}/video.mp4")
     probe = probe_mp4(video)
     assert (probe.codec, probe.width, probe.height, probe.frames) == ("h264", 64, 64, 5)

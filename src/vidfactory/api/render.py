@@ -64,6 +64,8 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
         "enhancement": job.enhancement,
         "batch": None if job.batch_id is None else {"id": job.batch_id, "item": job.batch_item,
                                                     "ab_group": job.ab_group},
+        # A hosted service that rewrote the prompt (DashScope prompt_extend) says what it really ran.
+        "actual_prompt": (job.engine_metadata or {}).get("actual_prompt"),
         # The reason stays with the admins: it may name the matched terms or the failed check.
         "review": None if job.review_status is None else {"status": job.review_status,
                                                           "source": job.review_source},
