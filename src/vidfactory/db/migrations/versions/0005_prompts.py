@@ -1,7 +1,7 @@
 """prompts: templates, batches, feedback; job provenance
 
-Revision ID: 0004_prompts
-Revises: 0003_eng_hosted
+Revision ID: 0005_prompts
+Revises: 0004_output_pipeline
 Create Date: 2026-12-02
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0004_prompts'
-down_revision = '0003_eng_hosted'
+revision = '0005_prompts'
+down_revision = '0004_output_pipeline'
 branch_labels = None
 depends_on = None
 
