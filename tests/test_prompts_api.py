@@ -390,3 +390,25 @@ def test_a_reference_image_needs_a_model_that_accepts_one(client, ctx):
                            json={"template": "with-image", "variables": {"city": "x", "season": "y"}})
     assert response.status_code == 400 and error_of(response)["code"] == "unsupported_parameter"
     assert balance(client, tenant)["pending"] == 0
+
+
+def test_every_job_creating_path_screens_the_prompt_that_reaches_the_model(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=100_000)
+    client.post("/v1/templates", headers=tenant.headers, json=travel)
+    blocked = client.post("/v1/videos", headers=tenant.headers,
+                          json={"template": "travel", "variables": {"city": "c0caine", "season": "x"}})
+    assert blocked.status_code == 400 and error_of(blocked)["code"] == "content_policy"
+    assert "c0caine" not in blocked.text
+    atomic = client.post("/v1/batches", headers=tenant.headers, json={
+        "template": "travel", "atomic": True, "variables": {"city": ["Hangzhou", "c0caine"], "season": "x"}})
+    assert atomic.status_code == 400 and error_of(atomic)["code"] == "content_policy"
+    assert balance(client, tenant)["pending"] == 0 and count_jobs(ctx, tenant) == 0
+    partial = client.post("/v1/batches", headers=tenant.headers, json={
+        "template": "travel", "variables": {"city": ["Hangzhou", "c0caine"], "season": "x"}}).json()
+    assert partial["counts"]["queued"] == 1 and [r["code"] for r in partial["rejected"]] == ["content_policy"]
+    parent = partial["items"][0]["video_id"]
+    for path, body in [("regenerate", {"prompt": "c0caine"}), ("remix", {"prompt": "c0caine"})]:
+        refused = client.post(f"/v1/videos/{parent}/{path}", headers=tenant.headers, json=body)
+        assert refused.status_code == 400 and error_of(refused)["code"] == "content_policy"
+    assert count_jobs(ctx, tenant) == 1
+    assert_ledger_clean(ctx.sessions)

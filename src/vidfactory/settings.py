@@ -106,6 +106,34 @@ class Settings(BaseSettings):
     breaker_failures_max: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=60.0, ge=0)
 
+    # Prompt screening: a lexicon file (term<TAB>category<TAB>action) replacing the shipped default.
+    lexicon_path: Path | None = None
+
+    # Output screening: sampled frames of every clip through the open_nsfw classifier; a frame scoring at
+    # or above the threshold holds the clip for review.
+    output_screening_enabled: bool = True
+    output_nsfw_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    output_frames_sampled: int = Field(default=8, ge=1, le=64)
+
+    # Quality checks (media/qc.py), in each score's units: luma levels 0..255, fractions, ratios.
+    # Black and flicker breaches fail a clip (regenerated once); spikes, frozen video and faces flag it.
+    qc_black_luma_min: float = Field(default=16.0, ge=0.0, le=255.0)
+    qc_black_fraction_max: float = Field(default=0.25, ge=0.0, le=1.0)
+    qc_flicker_max: float = Field(default=40.0, ge=0.0, le=255.0)
+    qc_flicker_spike_max: float = Field(default=8.0, ge=1.0)
+    qc_flicker_spike_floor: float = Field(default=12.0, ge=0.0, le=255.0)
+    qc_frozen_motion_min: float = Field(default=0.3, ge=0.0, le=255.0)
+    qc_face_distortion_max: float = Field(default=0.6, ge=0.0, le=1.0)
+
+    # Visible AI label (media/label.py); GB 45438-2025 floors: >= 2 s, text >= 5% of the shorter side.
+    label_text: str = Field(default="AI生成", min_length=1, max_length=32)
+    label_seconds: float = Field(default=2.0, ge=2.0, le=60.0)
+    label_height_fraction: float = Field(default=0.05, ge=0.05, le=0.5)
+    label_corner: str = Field(default="top-left", pattern=r"^(top|bottom)-(left|right)$")
+
+    # Invisible watermark (media/watermark.py): QIM step in luma levels; changing it orphans old marks.
+    watermark_step: float = Field(default=9.0, ge=1.0, le=64.0)
+
     # Output pipeline. The worker post-processes a clip (label, watermark, encode, sign, store) in a
     # thread while its engine generates the next one.
     overlap_post_processing: bool = True

@@ -16,6 +16,7 @@ from vidfactory.api.routes import (
     admin,
     balance,
     batches,
+    lexicon,
     models,
     preferences,
     prompts,
@@ -67,7 +68,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
                   description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
     install_error_handlers(app)
     for router in (videos.router, quotes.router, balance.router, models.router, admin.router, reviews.router,
-                   verify.router, templates.router, prompts.router, batches.router, preferences.router):
+                   lexicon.router, verify.router, templates.router, prompts.router, batches.router,
+                   preferences.router):
         app.include_router(router, responses=error_responses)
 
     @app.get("/healthz", tags=["ops"])

@@ -21,7 +21,8 @@ from vidfactory.db.session import SessionFactory
 from vidfactory.idempotency import Outcome, run_once
 from vidfactory.jobs.prompting import PromptRequest, find_template, resolve_prompt
 from vidfactory.jobs.queue import Review
-from vidfactory.jobs.submit import Priced, VideoRequest, enqueue, price, screen_prompt
+from vidfactory.jobs.screening import PromptRejected, PromptScreens, screen_prompt
+from vidfactory.jobs.submit import Priced, VideoRequest, enqueue, price
 from vidfactory.prompts.batch import BatchItem, expand
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.tenancy import Caller
@@ -54,15 +55,17 @@ class PreparedItem:
 
 
 def _prepare(sessions: SessionFactory, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
-             caller: Caller, spec: BatchSpec, batch_id: str, chars_max: int) -> list[PreparedItem]:
+             caller: Caller, spec: BatchSpec, batch_id: str, chars_max: int, screens: PromptScreens
+             ) -> tuple[list[PreparedItem], list[dict[str, Any]]]:
     """Render, enhance, screen and price every item: no writes. A request error in any item (a missing
-    variable, a bad size) is the whole batch's 400."""
+    variable, a bad size) is the whole batch's 400. A prompt the content policy blocks is the whole
+    batch's 400 when atomic; otherwise that item is rejected (by category only) and the rest go on."""
     lists = {name: value if isinstance(value, list) else [value] for name, value in spec.variables.items()}
     items = expand(lists, spec.mode, settings.batch_items_max, spec.ab_groups)
     with sessions() as session:
         template = find_template(session, caller.tenant_id, spec.template)
         version, book = pricebooks.current(session)  # one price book for the whole batch
-    prepared = []
+    prepared, blocked = [], []
     for item in items:
         resolved = resolve_prompt(sessions, settings, caller.tenant_id,
                                   PromptRequest(template=spec.template, variables=item.variables,
@@ -75,29 +78,41 @@ def _prepare(sessions: SessionFactory, settings: Settings, counter_for: Callable
             variables=resolved.variables, enhancement=resolved.enhancement, warnings=resolved.warnings,
             batch_id=batch_id, batch_item=item.index, ab_group=item.ab_group)
         priced = price(settings, counter_for, request, version, book)
-        prepared.append(PreparedItem(item, request, priced, screen_prompt(settings, caller, request.prompt)))
-    return prepared
+        try:
+            with sessions() as session:
+                review = screen_prompt(session, screens, caller.tenant_id, priced.prompt)
+        except PromptRejected as exc:
+            if spec.atomic:
+                raise
+            blocked.append({"item": item.index, "variables": item.variables, "ab_group": item.ab_group,
+                            "code": "content_policy", "message": str(exc), "category": exc.category})
+            continue
+        prepared.append(PreparedItem(item, request, priced, review))
+    return prepared, blocked
 
 
 def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
                  caller: Caller, spec: BatchSpec, chars_max: int,
                  render: Callable[[Session, Batch], dict[str, Any]],
-                 idempotency: tuple[str, str] | None = None) -> Outcome:
-    """Raises PromptError / InvalidRequest (nothing created), InsufficientBalance when `atomic` and the
-    balance cannot hold every item (nothing held), IdempotencyConflict."""
+                 idempotency: tuple[str, str] | None = None, *, screens: PromptScreens) -> Outcome:
+    """Raises PromptError / InvalidRequest (nothing created), PromptRejected or InsufficientBalance when
+    `atomic` and an item is blocked or the balance cannot hold every item (nothing held),
+    IdempotencyConflict."""
     batch_id = f"batch_{uuid.uuid4().hex}"
-    prepared = _prepare(sessions, settings, counter_for, caller, spec, batch_id, chars_max)
-    assert prepared and len({p.priced.price_book_version for p in prepared}) == 1
+    prepared, blocked = _prepare(sessions, settings, counter_for, caller, spec, batch_id, chars_max, screens)
+    if not prepared:  # every item blocked: the request as a whole is refused, as a single video would be
+        raise PromptRejected(blocked[0]["category"])
+    assert len({p.priced.price_book_version for p in prepared}) == 1
     total_tokens = sum(p.priced.quote.total_tokens for p in prepared)
 
     def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
         batch = Batch(id=batch_id, tenant_id=caller.tenant_id, template=spec.template, mode=spec.mode,
-                      atomic=spec.atomic, items_total=len(prepared), total_tokens=total_tokens, rejected=[],
+                      atomic=spec.atomic, items_total=len(prepared) + len(blocked), total_tokens=total_tokens, rejected=[],
                       price_book_version=prepared[0].priced.price_book_version,
                       request_metadata=dict(spec.metadata))
         session.add(batch)
         session.flush()  # the jobs reference it
-        rejected = []
+        rejected = list(blocked)
         for item in prepared:
             try:
                 enqueue(session, settings, caller, item.request, item.priced, item.review)
@@ -108,7 +123,7 @@ def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Call
                 rejected.append({"item": item.item.index, "variables": item.item.variables,
                                  "ab_group": item.item.ab_group, "code": "insufficient_balance",
                                  "message": str(exc)})
-        batch.rejected = rejected
+        batch.rejected = sorted(rejected, key=lambda r: r["item"])
         session.flush()
         return 202, render(session, batch)
 

@@ -21,11 +21,12 @@ from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
 from vidfactory.idempotency import Outcome, run_once
 from vidfactory.jobs.queue import Review, review_reason_chars_max
+from vidfactory.jobs.screening import PromptScreens, screen_prompt
 from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.tenancy import Caller
 
-__all__ = ["Priced", "VideoRequest", "clean_prompt", "enqueue", "price", "price_now", "screen_prompt", "submit"]
+__all__ = ["Priced", "VideoRequest", "clean_prompt", "enqueue", "price", "price_now", "submit"]
 
 seed_max = 2**31 - 1
 whitespace_run = re.compile(r"\s+")
@@ -125,15 +126,6 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
         parent_id=request.parent_id)
 
 
-def screen_prompt(settings: Settings, caller: Caller, prompt: str) -> Review | None:
-    """THE call point for prompt screening: every path that creates a job (single, batch item,
-    regenerate, remix) calls it with the prompt that reaches the model, after templates and enhancement,
-    before anything is held. A blocked prompt raises; one needing review returns the Review.
-    Screening itself (safety.text) is not on this branch yet: until it is, every prompt passes."""
-    assert prompt.strip(), "screen the prompt that reaches the model, never an empty one"
-    return None
-
-
 def enqueue(session: Session, settings: Settings, caller: Caller, request: VideoRequest, priced: Priced,
             review: Review | None = None) -> Job:
     """Hold the quote and insert the queued job, in the caller's transaction: every path that creates
@@ -158,12 +150,16 @@ def submit(
     render: Callable[[Session, Job], dict[str, Any]],
     idempotency: tuple[str, str] | None = None,
     review: Review | None = None,
+    *,
+    screens: PromptScreens,
 ) -> Outcome:
-    """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision
-    (screening may ask for one too). Raises InvalidRequest, InsufficientBalance, IdempotencyConflict; on
-    any of them nothing is held or queued."""
+    """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision.
+    The prompt the model will read is screened first (`screens`): a `review` match holds the job too.
+    Raises PromptRejected, InvalidRequest, InsufficientBalance, IdempotencyConflict; on any of them
+    nothing is held or queued."""
     priced = price_now(sessions, settings, counter_for, request)
-    review = screen_prompt(settings, caller, request.prompt) or review
+    with sessions() as session:
+        review = screen_prompt(session, screens, caller.tenant_id, priced.prompt) or review
 
     def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
         return 202, render(session, enqueue(session, settings, caller, request, priced, review))

@@ -4,6 +4,7 @@ a ZIP of the finished clips with a manifest."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import zipfile
@@ -64,8 +65,9 @@ async def create_batch(body: BatchCreate, ctx: ContextDep, caller: CallerDep,
     idempotency = None
     if idempotency_key is not None:
         idempotency = (idempotency_key, fingerprint("/v1/batches", body.model_dump(mode="json")))
-    outcome = await run_in_threadpool(submit_batch, ctx.sessions, ctx.settings, ctx.counters, caller, spec,
-                                      prompt_chars_max, batch_object, idempotency)
+    outcome = await run_in_threadpool(functools.partial(
+        submit_batch, ctx.sessions, ctx.settings, ctx.counters, caller, spec, prompt_chars_max, batch_object,
+        idempotency, screens=ctx.screens))
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     return JSONResponse(outcome.body, status_code=outcome.status_code, headers=headers)
 

@@ -67,7 +67,7 @@ async def create_video(
     if idempotency_key is not None:
         idempotency = (idempotency_key, fingerprint("/v1/videos", fields))
     submitted = await run_in_threadpool(submit, ctx.sessions, ctx.settings, ctx.counters, caller, video_request,
-                                        video_object, idempotency)
+                                        video_object, idempotency, screens=ctx.screens)
     headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
     return JSONResponse(submitted.body, status_code=submitted.status_code, headers=headers)
 
@@ -168,7 +168,7 @@ async def _regenerate(video_id: str, body: RegenerateCreate, ctx: AppContext, ca
     if idempotency_key is not None:
         idempotency = (idempotency_key, fingerprint(path.format(video_id=video_id), body.model_dump()))
     submitted = await run_in_threadpool(submit, ctx.sessions, ctx.settings, ctx.counters, caller, video_request,
-                                        video_object, idempotency)
+                                        video_object, idempotency, screens=ctx.screens)
     headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
     return JSONResponse(submitted.body, status_code=submitted.status_code, headers=headers)
 

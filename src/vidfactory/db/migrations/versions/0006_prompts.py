@@ -1,7 +1,7 @@
 """prompts: templates, batches, feedback; job provenance
 
-Revision ID: 0005_prompts
-Revises: 0004_output_pipeline
+Revision ID: 0006_prompts
+Revises: 0005_safety_lexicon
 Create Date: 2026-12-02
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0005_prompts'
-down_revision = '0004_output_pipeline'
+revision = '0006_prompts'
+down_revision = '0005_safety_lexicon'
 branch_labels = None
 depends_on = None
 
