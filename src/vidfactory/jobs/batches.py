@@ -64,7 +64,7 @@ def _prepare(sessions: SessionFactory, settings: Settings, counter_for: Callable
     items = expand(lists, spec.mode, settings.batch_items_max, spec.ab_groups)
     with sessions() as session:
         template = find_template(session, caller.tenant_id, spec.template)
-        version, book = pricebooks.current(session)  # one price book for the whole batch
+        version, book = pricebooks.for_tenant(session, caller.tenant_id)  # one book for the whole batch
     prepared, blocked = [], []
     for item in items:
         resolved = resolve_prompt(sessions, settings, caller.tenant_id,
@@ -114,12 +114,13 @@ def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Call
         session.flush()  # the jobs reference it
         rejected = list(blocked)
         for item in prepared:
-            try:
+            if spec.atomic:  # any failure rolls the whole transaction back: no item is held or queued
                 enqueue(session, settings, caller, item.request, item.priced, item.review)
+                continue
+            try:
+                with session.begin_nested():  # a refused item leaves nothing behind (a voucher leg included)
+                    enqueue(session, settings, caller, item.request, item.priced, item.review)
             except InsufficientBalance as exc:
-                if spec.atomic:
-                    raise  # the whole transaction rolls back: no item is held or queued
-                # enqueue's hold is its first write, so nothing of this item was written.
                 rejected.append({"item": item.item.index, "variables": item.item.variables,
                                  "ab_group": item.item.ab_group, "code": "insufficient_balance",
                                  "message": str(exc)})

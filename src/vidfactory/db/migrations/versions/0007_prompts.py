@@ -1,7 +1,7 @@
 """prompts: templates, batches, feedback; job provenance
 
-Revision ID: 0006_prompts
-Revises: 0005_safety_lexicon
+Revision ID: 0007_prompts
+Revises: 0006_billing_depth
 Create Date: 2026-12-02
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0006_prompts'
-down_revision = '0005_safety_lexicon'
+revision = '0007_prompts'
+down_revision = '0006_billing_depth'
 branch_labels = None
 depends_on = None
 
