@@ -225,6 +225,7 @@ class Worker:
         # 5. Deliver and settle, or hold a flagged clip for an admin: one transaction either way.
         reviews = [queue.Review("qc", output.qc_summary(report))] if report.verdict == "flag" else []
         with self.sessions.begin() as session:
+            self._record_engine_run(session, job, video)
             queue.record_qc(session, job.id, self.worker_id, record)
             if reviews:
                 self._hold_for_review(session, job, assets, reviews)
@@ -233,6 +234,13 @@ class Worker:
         log.info("job %s %s: %d frames, %d bytes, %d tokens; %s", job.id,
                  "held for review" if reviews else "completed", len(video.frames), assets[0].size_bytes,
                  job.total_tokens, ", ".join(f"{name} {s:.2f} s" for name, s in rendition.stage_s.items()))
+
+    def _record_engine_run(self, session: Session, job: Job, video: GeneratedVideo) -> None:
+        """What the engine reported about the run; a hosted service that delivered closes its breaker."""
+        if video.metadata:
+            queue.record_engine_metadata(session, job.id, self.worker_id, video.metadata)
+        if self._is_hosted(job.model):
+            breaker.record_success(session, job.model)
 
     def _quality_failed(self, job: Job, record: dict, summary: str) -> None:
         if job.qc_report is None:  # the first failure: one more try with another seed
