@@ -239,7 +239,7 @@ def test_a_flagged_clip_waits_for_review_with_an_alert_and_its_report(client, ct
     assert [r["id"] for r in held] == [video["id"]]
     assert held[0]["qc"]["verdict"] == "flag" and "frozen flag" in held[0]["review"]["reason"]
     alerts = client.get("/v1/admin/alerts", headers=admin).json()["data"]
-    assert [(a["kind"], a["video_id"]) for a in alerts] == [("review_pending", video["id"])]
+    assert [(a["kind"], a["video_id"]) for a in alerts] == [("review_required", video["id"])]
     assert client.post(f"/v1/admin/reviews/{video['id']}/approve", headers=admin).status_code == 200
     done = client.get(f"/v1/videos/{video['id']}", headers=tenant.headers).json()
     assert (done["status"], done["billing"]["status"]) == ("completed", "settled")

@@ -106,18 +106,14 @@ class Settings(BaseSettings):
     breaker_failures_max: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=60.0, ge=0)
 
-    # Output pipeline. The worker post-processes a clip (label, watermark, encode, sign, store) in a
-    # thread while its engine generates the next one.
-    overlap_post_processing: bool = True
-    # GB 45438-2025 `AIGC` metadata: ContentProducer, the provider's name or code.
-    content_producer: str = Field(default="vidfactory", min_length=1, max_length=256)
-    # C2PA signing: the signer certificate followed by its issuers (PEM) and its EC private key. Unset:
-    # a development CA and signer are generated once under data_dir/c2pa-dev.
-    c2pa_cert_chain_path: Path | None = None
-    c2pa_key_path: Path | None = None
-    # The CA certificate(s) verify trusts (PEM); default: the development CA when it is in use.
-    c2pa_trust_anchor_path: Path | None = None
-    verify_upload_bytes_max: int = 200_000_000
+    # Prompt screening: a lexicon file (term<TAB>category<TAB>action) replacing the shipped default.
+    lexicon_path: Path | None = None
+
+    # Output screening: sampled frames of every clip through the open_nsfw classifier; a frame scoring at
+    # or above the threshold holds the clip for review.
+    output_screening_enabled: bool = True
+    output_nsfw_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    output_frames_sampled: int = Field(default=8, ge=1, le=64)
 
     # Quality checks (media/qc.py), in each score's units: luma levels 0..255, fractions, ratios.
     # Black and flicker breaches fail a clip (regenerated once); spikes, frozen video and faces flag it.
@@ -137,6 +133,19 @@ class Settings(BaseSettings):
 
     # Invisible watermark (media/watermark.py): QIM step in luma levels; changing it orphans old marks.
     watermark_step: float = Field(default=9.0, ge=1.0, le=64.0)
+
+    # Output pipeline. The worker post-processes a clip (label, watermark, encode, sign, store) in a
+    # thread while its engine generates the next one.
+    overlap_post_processing: bool = True
+    # GB 45438-2025 `AIGC` metadata: ContentProducer, the provider's name or code.
+    content_producer: str = Field(default="vidfactory", min_length=1, max_length=256)
+    # C2PA signing: the signer certificate followed by its issuers (PEM) and its EC private key. Unset:
+    # a development CA and signer are generated once under data_dir/c2pa-dev.
+    c2pa_cert_chain_path: Path | None = None
+    c2pa_key_path: Path | None = None
+    # The CA certificate(s) verify trusts (PEM); default: the development CA when it is in use.
+    c2pa_trust_anchor_path: Path | None = None
+    verify_upload_bytes_max: int = 200_000_000
 
     # Rate limits when no plan overrides apply (per API key, requests per minute).
     rate_limit_enabled: bool = True

@@ -34,6 +34,7 @@ from vidfactory.jobs.errors import JobTimedOut, classify
 from vidfactory.jobs.output import ClipIdentity
 from vidfactory.media.errors import MediaError
 from vidfactory.notify.alerts import raise_alert
+from vidfactory.safety.frames import FrameClassifier, nsfw_classifier, screen_frames
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage.local import LocalStorage
 
@@ -42,12 +43,13 @@ __all__ = ["Worker", "new_worker_id"]
 log = logging.getLogger(__name__)
 
 EngineLoader = Callable[[ModelConfig, Path], Engine]
+ClassifierLoader = Callable[[], FrameClassifier]
 generation_share_pct = 90  # progress 0–90 is denoising; post-processing takes the rest
 stored_progress_pct = 95
 watermark_id_bytes = 4  # the watermark's 32-bit payload
 watermark_draws_max = 5
 seed_max = 2**31 - 1  # the API's seed range
-review_alert_kind = "review_pending"
+review_alert_kind = "review_required"
 maintenance_interval_s = 5.0
 database_retry_s = 2.0
 
@@ -88,13 +90,15 @@ class Lease:
 class Worker:
     def __init__(self, settings: Settings, sessions: SessionFactory, storage: LocalStorage, *,
                  worker_id: str | None = None, models: list[str] | None = None,
-                 engine_loader: EngineLoader = load_engine) -> None:
+                 engine_loader: EngineLoader = load_engine,
+                 classifier_loader: ClassifierLoader = nsfw_classifier) -> None:
         self.settings = settings
         self.sessions = sessions
         self.storage = storage
         self.worker_id = worker_id or new_worker_id()
         self.models = models or [m.id for m in settings.models]
         self.engine_loader = engine_loader
+        self.classifier_loader = classifier_loader
         self.engines: dict[str, Engine] = {}
         self.last_maintenance = 0.0
         # A probe outliving a lease is presumed lost with its worker; another worker may probe then.
@@ -216,14 +220,17 @@ class Worker:
         if report.verdict == "fail":
             self._quality_failed(job, record, output.qc_summary(report))
             return
-        # 3. Name the clip: the watermark payload that will identify this job.
+        # 3. Screen sampled frames of what the engine made. A clip flagged here or by QC is stored but
+        #    waits for an admin, held once with every reason.
+        qc_review = queue.Review("qc", output.qc_summary(report)) if report.verdict == "flag" else None
+        reviews = [review for review in (self._screen_output(video.frames), qc_review) if review is not None]
+        # 4. Name the clip: the watermark payload that will identify this job.
         clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job))
-        # 4. Render every file (label, watermark, encode, metadata, C2PA, previews, hashes), then store.
+        # 5. Render every file (label, watermark, encode, metadata, C2PA, previews, hashes), then store.
         rendition = output.render(video.frames, video.fps, clip, self._provenance(), steps=self.frame_steps)
         self._set_progress(job.id, stored_progress_pct)
         assets = output.store(rendition, clip, self.storage)
-        # 5. Deliver and settle, or hold a flagged clip for an admin: one transaction either way.
-        reviews = [queue.Review("qc", output.qc_summary(report))] if report.verdict == "flag" else []
+        # 6. Deliver and settle, or hold for review: one transaction either way.
         with self.sessions.begin() as session:
             self._record_engine_run(session, job, video)
             queue.record_qc(session, job.id, self.worker_id, record)
@@ -290,6 +297,19 @@ class Worker:
         if self.provenance is None:
             self.provenance = output.load_provenance(self.settings)
         return self.provenance
+
+    def _screen_output(self, frames) -> queue.Review | None:
+        """The one review a finished clip can carry. A check added later (QC) joins its reason into this
+        Review, so a clip is held once, with every reason."""
+        if not self.settings.output_screening_enabled:
+            return None
+        verdict = screen_frames(frames, self.classifier_loader(), threshold=self.settings.output_nsfw_threshold,
+                                samples=self.settings.output_frames_sampled)
+        if not verdict.flagged:
+            return None
+        return queue.Review("output_safety", f"frame {verdict.frame} scored {verdict.score:.3f} on open_nsfw "
+                                             f"(threshold {self.settings.output_nsfw_threshold:.2f}, "
+                                             f"{verdict.sampled} frames sampled)")
 
     def _progress_reporter(self, job_id: str) -> Callable[[int, int], None]:
         last_write = 0.0
