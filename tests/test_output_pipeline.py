@@ -286,3 +286,19 @@ def test_verify_finds_a_reencoded_clip_by_its_watermark(client, ctx):
     assert (found["video_id"], found["altered"]) == (video["id"], True)
     assert found["watermark"]["found"] is True and found["c2pa"]["state"] == "absent" and found["aigc"] is None
     assert verify(client, stranger.headers, copy).json()["video_id"] is None
+
+
+def test_a_clip_flagged_by_screening_and_qc_is_held_once_with_both_reasons(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    ctx.settings.output_nsfw_threshold = 0.0  # every clip reaches it: the real classifier flags this one too
+    video, _ = run_scripted(ctx, client, tenant, ["frozen"])
+    assert video["review"] == {"status": "pending", "source": "output_safety"}
+    held = client.get("/v1/admin/reviews", headers=admin).json()["data"]
+    assert [r["id"] for r in held] == [video["id"]]
+    reason = held[0]["review"]["reason"]
+    assert "output_safety: frame" in reason and "qc: frozen flag" in reason
+    alerts = client.get("/v1/admin/alerts", headers=admin).json()["data"]
+    assert [(a["kind"], a["video_id"]) for a in alerts] == [("review_required", video["id"])]
+    assert client.post(f"/v1/admin/reviews/{video['id']}/reject", headers=admin, json={}).status_code == 200
+    assert client.get(f"/v1/videos/{video['id']}", headers=tenant.headers).json()["billing"]["status"] == "voided"
+    assert_ledger_clean(ctx.sessions)
