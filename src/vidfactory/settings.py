@@ -106,6 +106,15 @@ class Settings(BaseSettings):
     breaker_failures_max: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=60.0, ge=0)
 
+    # Prompt screening: a lexicon file (term<TAB>category<TAB>action) replacing the shipped default.
+    lexicon_path: Path | None = None
+
+    # Output screening: sampled frames of every clip through the open_nsfw classifier; a frame scoring at
+    # or above the threshold holds the clip for review.
+    output_screening_enabled: bool = True
+    output_nsfw_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    output_frames_sampled: int = Field(default=8, ge=1, le=64)
+
     # Quality checks (media/qc.py), in each score's units: luma levels 0..255, fractions, ratios.
     # Black and flicker breaches fail a clip (regenerated once); spikes, frozen video and faces flag it.
     qc_black_luma_min: float = Field(default=16.0, ge=0.0, le=255.0)
