@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     breaker_failures_max: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=60.0, ge=0)
 
+    # Result cache: a `similar` hit needs this Jaccard similarity of prompt shingles (0–1); candidates
+    # scored per lookup; shared: any tenant's clip may serve another tenant (off: own clips only).
+    cache_similarity_min: float = Field(default=0.65, gt=0.0, le=1.0)
+    cache_candidates_max: int = Field(default=200, ge=1, le=10_000)
+    cache_shared: bool = False
+
     # Prompt screening: a lexicon file (term<TAB>category<TAB>action) replacing the shipped default.
     lexicon_path: Path | None = None
 
@@ -149,6 +155,13 @@ class Settings(BaseSettings):
 
     # Rate limits when no plan overrides apply (per API key, requests per minute).
     rate_limit_enabled: bool = True
+
+    # Prompts: batches, and enhancement by an OpenAI-compatible chat endpoint (rules when no URL is set).
+    batch_items_max: int = Field(default=100, ge=1, le=10_000)
+    enhance_llm_url: str = Field(default="", pattern=r"^(https?://.+)?$")  # base URL, e.g. http://host:8001/v1
+    enhance_llm_model: str = "qwen-plus"
+    enhance_llm_api_key: SecretStr = SecretStr("")
+    enhance_llm_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -12,7 +12,24 @@ from fastapi import FastAPI
 from vidfactory import __version__
 from vidfactory.api.context import AppContext
 from vidfactory.api.errors import error_responses, install_error_handlers
-from vidfactory.api.routes import admin, balance, lexicon, models, quotes, reviews, verify, videos
+from vidfactory.api.routes import (
+    admin,
+    audit,
+    balance,
+    batches,
+    lexicon,
+    models,
+    preferences,
+    price_books,
+    prompts,
+    quotes,
+    reviews,
+    statements,
+    templates,
+    verify,
+    videos,
+    vouchers,
+)
 from vidfactory.bootstrap import upgrade_and_seed
 from vidfactory.jobs.worker import Worker
 from vidfactory.settings import Settings
@@ -55,7 +72,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
                   description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
     install_error_handlers(app)
     for router in (videos.router, quotes.router, balance.router, models.router, admin.router, reviews.router,
-                   lexicon.router, verify.router):
+                   price_books.router, vouchers.router, statements.router, audit.router, lexicon.router,
+                   verify.router, templates.router, prompts.router, batches.router, preferences.router):
         app.include_router(router, responses=error_responses)
 
     @app.get("/healthz", tags=["ops"])

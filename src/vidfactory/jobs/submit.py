@@ -14,19 +14,22 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import ledger, pricebooks
-from vidfactory.billing.pricebook import PriceBookBody, Quote, quote
+from vidfactory.billing.pricebook import PriceBookBody, Quote, cache_hit_charge, quote
 from vidfactory.billing.tokens import TokenCounter
+from vidfactory.cache import index as cache_index
+from vidfactory.cache.keys import CacheSpec, fingerprint, shape_key
 from vidfactory.db.models import Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
 from vidfactory.idempotency import Outcome, run_once
+from vidfactory.jobs import queue
 from vidfactory.jobs.queue import Review, review_reason_chars_max
 from vidfactory.jobs.screening import PromptScreens, screen_prompt
 from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.tenancy import Caller
 
-__all__ = ["Priced", "VideoRequest", "clean_prompt", "price", "price_now", "submit"]
+__all__ = ["Priced", "VideoRequest", "clean_prompt", "enqueue", "price", "price_now", "submit"]
 
 seed_max = 2**31 - 1
 whitespace_run = re.compile(r"\s+")
@@ -40,6 +43,9 @@ def clean_prompt(text: str) -> str:
 
 @dataclass(frozen=True)
 class VideoRequest:
+    """`prompt` reaches the model (after a template rendered and an enhancement rewrote it);
+    `user_prompt` is what the user wrote or the template rendered, when that differs."""
+
     prompt: str
     model: str
     seconds: str | None = None
@@ -47,6 +53,16 @@ class VideoRequest:
     negative_prompt: str = ""
     seed: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    user_prompt: str | None = None
+    template: str | None = None
+    variables: dict[str, str] | None = None
+    enhancement: str | None = None  # rules | llm
+    warnings: tuple[str, ...] = ()  # from preparing the prompt (an enhancement that fell back)
+    batch_id: str | None = None
+    batch_item: int | None = None
+    ab_group: str | None = None
+    parent_id: str | None = None
+    cache: str = "exact"  # exact | similar | off
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,7 @@ class Priced:
     shape: Shape
     prompt: str  # what is generated and billed
     price_book_version: int
+    book: PriceBookBody
     quote: Quote
     warnings: list[str]
 
@@ -68,7 +85,7 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
         raise InvalidRequest("model", f"unknown model {request.model!r}; available: {known}", code="model_not_found")
     shape = shape_for(model, request.size, request.seconds)
     truncation = counter_for(model).truncate(clean_prompt(request.prompt), book.prompt_tokens_max)
-    warnings = []
+    warnings = list(request.warnings)
     if truncation.truncated:
         warnings.append(f"prompt truncated to {book.prompt_tokens_max} tokens "
                         f"(it had {truncation.original_tokens})")
@@ -79,35 +96,64 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
                              seconds=shape.seconds)
     except ValueError as exc:
         raise InvalidRequest("size", str(exc)) from exc
-    return Priced(model=model, shape=shape, prompt=truncation.text, price_book_version=version,
+    return Priced(model=model, shape=shape, prompt=truncation.text, price_book_version=version, book=book,
                   quote=priced_quote, warnings=warnings)
 
 
 def price_now(sessions: SessionFactory, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
-              request: VideoRequest) -> Priced:
-    """Price a request with the price book in force now (what a quote shows and a submission holds)."""
+              request: VideoRequest, tenant_id: str) -> Priced:
+    """Price a request with the price book in force now for the tenant (its contract pin, else the
+    newest): what a quote shows and a submission holds."""
     with sessions() as session:
-        version, book = pricebooks.current(session)
+        version, book = pricebooks.for_tenant(session, tenant_id)
     return price(settings, counter_for, request, version, book)
 
 
-def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: Priced, hold_id: str,
+def cache_spec(priced: Priced, request: VideoRequest) -> CacheSpec:
+    shape = priced.shape
+    return CacheSpec(model=priced.model.id, width=shape.width, height=shape.height, num_frames=shape.num_frames,
+                     fps=shape.fps, steps=priced.model.steps, guidance_scale=priced.model.guidance_scale,
+                     negative_prompt=request.negative_prompt, seed=request.seed)
+
+
+def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: Priced, hold: ledger.Hold,
              job_id: str, review: Review | None) -> Job:
     shape, q = priced.shape, priced.quote
+    spec = cache_spec(priced, request)
     return Job(
         id=job_id, tenant_id=caller.tenant_id, api_key_id=caller.api_key_id, status="queued",
-        model=priced.model.id, prompt=priced.prompt, user_prompt=request.prompt,
+        model=priced.model.id, prompt=priced.prompt,
+        user_prompt=request.prompt if request.user_prompt is None else request.user_prompt,
         negative_prompt=request.negative_prompt,
         seed=request.seed if request.seed is not None else secrets.randbelow(seed_max),
         width=shape.width, height=shape.height, seconds=shape.seconds, num_frames=shape.num_frames,
         fps=shape.fps, steps=priced.model.steps, guidance_scale=priced.model.guidance_scale,
         priority=caller.priority, concurrent_jobs_max=caller.concurrent_jobs, attempts_max=settings.attempts_max,
         price_book_version=priced.price_book_version, pricing_method=q.method, input_tokens=q.input_tokens,
-        output_tokens=q.output_tokens, total_tokens=q.total_tokens, hold_id=hold_id, warnings=priced.warnings,
+        output_tokens=q.output_tokens, total_tokens=q.total_tokens, hold_id=hold.id,
+        voucher_hold_id=hold.voucher_id, warnings=priced.warnings, cache_mode=request.cache,
+        cache_fingerprint=fingerprint(spec, priced.prompt), cache_shape_key=shape_key(spec),
         request_metadata=dict(request.metadata), run_after=utcnow(),
         review_status=None if review is None else "pending",
         review_source=None if review is None else review.source,
-        review_reason=None if review is None else review.reason[:review_reason_chars_max])
+        review_reason=None if review is None else review.reason[:review_reason_chars_max],
+        template=request.template, variables=request.variables, enhancement=request.enhancement,
+        batch_id=request.batch_id, batch_item=request.batch_item, ab_group=request.ab_group,
+        parent_id=request.parent_id)
+
+
+def enqueue(session: Session, settings: Settings, caller: Caller, request: VideoRequest, priced: Priced,
+            review: Review | None = None) -> Job:
+    """Hold the quote and insert the queued job, in the caller's transaction: every path that creates
+    a job goes through here, so each job has exactly one hold."""
+    assert priced.quote.total_tokens > 0
+    job_id = f"video_{uuid.uuid4().hex}"
+    hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
+                       expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
+    job = _new_job(settings, caller, request, priced, hold, job_id, review)
+    session.add(job)
+    session.flush()
+    return job
 
 
 def submit(
@@ -124,19 +170,23 @@ def submit(
 ) -> Outcome:
     """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision.
     The prompt the model will read is screened first (`screens`): a `review` match holds the job too.
-    Raises PromptRejected, InvalidRequest, InsufficientBalance, IdempotencyConflict; on any of them
-    nothing is held or queued."""
-    priced = price_now(sessions, settings, counter_for, request)
+    A result-cache hit (not for a job held for review) completes the job in the same transaction, posted
+    at the price book's cache rate. Raises PromptRejected, InvalidRequest, InsufficientBalance,
+    IdempotencyConflict; on any of them nothing is held or queued."""
+    priced = price_now(sessions, settings, counter_for, request, caller.tenant_id)
     with sessions() as session:
         review = screen_prompt(session, screens, caller.tenant_id, priced.prompt) or review
 
     def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
-        job_id = f"video_{uuid.uuid4().hex}"
-        hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
-                           expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
-        job = _new_job(settings, caller, request, priced, hold.id, job_id, review)
-        session.add(job)
-        session.flush()
+        job = enqueue(session, settings, caller, request, priced, review)
+        hit = None if review is not None else cache_index.lookup(
+            session, tenant_id=caller.tenant_id, mode=request.cache, fingerprint=job.cache_fingerprint,
+            shape_key=job.cache_shape_key, prompt=job.prompt, similarity_min=settings.cache_similarity_min,
+            candidates_max=settings.cache_candidates_max, shared=settings.cache_shared)
+        if hit is not None:
+            charge = cache_hit_charge(priced.book, priced.quote.total_tokens)
+            queue.complete_from_cache(session, job, hit.job_id, hit.score, charge)
+            session.refresh(job)
         return 202, render(session, job)
 
     return run_once(sessions, caller.tenant_id, idempotency, hold_and_enqueue)

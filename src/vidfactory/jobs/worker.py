@@ -48,6 +48,8 @@ generation_share_pct = 90  # progress 0–90 is denoising; post-processing takes
 stored_progress_pct = 95
 watermark_id_bytes = 4  # the watermark's 32-bit payload
 watermark_draws_max = 5
+seed_max = 2**31 - 1  # the API's seed range
+review_alert_kind = "review_required"
 maintenance_interval_s = 5.0
 database_retry_s = 2.0
 
@@ -60,9 +62,10 @@ class Lease:
     """A claimed job's lease, kept alive by a heartbeat thread from claim until its outcome is recorded
     (through post-processing too). `lost` is set when another worker or the reaper took the job."""
 
-    def __init__(self, worker: Worker, job_id: str) -> None:
+    def __init__(self, worker: Worker, job_id: str, model_id: str) -> None:
         self.worker = worker
         self.job_id = job_id
+        self.model_id = model_id
         self.lost = threading.Event()
         self.done = threading.Event()
         self.beat = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
@@ -74,11 +77,15 @@ class Lease:
 
     def _beat(self) -> None:
         settings = self.worker.settings
+        hosted = self.worker.is_hosted(self.model_id)
         while not self.done.wait(settings.heartbeat_s):
             try:
                 with self.worker.sessions.begin() as session:
-                    queue.heartbeat(session, self.job_id, self.worker.worker_id, lease_s=settings.lease_s,
-                                    now=utcnow())
+                    now = utcnow()
+                    queue.heartbeat(session, self.job_id, self.worker.worker_id, lease_s=settings.lease_s, now=now)
+                    if hosted:  # a probe job runs as long as it needs; its breaker stays ours meanwhile
+                        breaker.extend_probe(session, self.model_id, worker_id=self.worker.worker_id,
+                                             until=now + timedelta(seconds=self.worker.breaker_policy.probe_s))
             except queue.StaleJob:
                 log.warning("job %s: lease lost by %s; stopping", self.job_id, self.worker.worker_id)
                 self.lost.set()
@@ -99,11 +106,12 @@ class Worker:
         self.classifier_loader = classifier_loader
         self.engines: dict[str, Engine] = {}
         self.last_maintenance = 0.0
-        # A probe outliving a lease is presumed lost with its worker; another worker may probe then.
+        # A probe whose heartbeats stopped for a lease is presumed lost with its worker; another may probe.
         self.breaker_policy = breaker.BreakerPolicy(failures_max=settings.breaker_failures_max,
                                                     cooldown_s=settings.breaker_cooldown_s, probe_s=settings.lease_s)
         self.provenance: output.Provenance | None = None  # loaded on the first clip
         self.post_thread: threading.Thread | None = None  # the clip being post-processed, if any
+        self.frame_steps = output.frame_steps(settings)
 
     def run(self, stop: threading.Event) -> None:
         log.info("worker %s serving %s", self.worker_id, ", ".join(self.models))
@@ -130,6 +138,7 @@ class Worker:
         now = utcnow()
         maintenance.reap_expired_leases(self.sessions, now)
         maintenance.sweep_expired_holds(self.sessions, now)
+        maintenance.expire_vouchers(self.sessions, now)
 
     def run_once(self, wait: bool = True) -> bool:
         """Claim and run one job. `wait=False` (the serving loop) returns once the engine is free, leaving
@@ -145,14 +154,14 @@ class Worker:
         self.execute(job, wait=wait)
         return True
 
-    def _is_hosted(self, model_id: str) -> bool:
+    def is_hosted(self, model_id: str) -> bool:
         config = self.settings.model(model_id)
         return config is not None and config.is_hosted
 
     def _admitted_models(self, session: Session, now: datetime) -> list[str]:
         """A hosted model whose breaker is open is not claimed at all: its jobs wait in the queue
         untouched (no attempt used, hold pending) until the breaker lets a probe through."""
-        return [model for model in self.models if not self._is_hosted(model)
+        return [model for model in self.models if not self.is_hosted(model)
                 or breaker.admits(session, model, worker_id=self.worker_id, now=now, policy=self.breaker_policy)]
 
     def drain(self) -> None:
@@ -169,7 +178,7 @@ class Worker:
         return self.engines[model_id]
 
     def execute(self, job: Job, wait: bool = True) -> None:
-        lease = Lease(self, job.id)
+        lease = Lease(self, job.id, job.model)
         # 1. Generate: the only step that needs the engine.
         try:
             video = self._generate(job, lease.lost)
@@ -211,32 +220,63 @@ class Worker:
         # 1. Stop here if the job was cancelled, or its lease lost, while it generated.
         if self._stopped_meanwhile(job, lease_lost):
             return
-        # 2. Screen sampled frames of what the engine made: a flagged clip is stored but waits for an admin.
-        review = self._screen_output(video.frames)
-        # 3. Name the clip: the watermark payload that will identify this job.
+        # 2. Quality checks: a failed clip is generated again once, with a new seed, then it fails.
+        report = output.check_quality(video.frames, self.settings)
+        record = {**report.to_dict(), "seed": job.seed, "earlier": job.qc_report}
+        if report.verdict == "fail":
+            self._quality_failed(job, record, output.qc_summary(report))
+            return
+        # 3. Screen sampled frames of what the engine made. A clip flagged here or by QC is stored but
+        #    waits for an admin, held once with every reason.
+        qc_review = queue.Review("qc", output.qc_summary(report)) if report.verdict == "flag" else None
+        reviews = [review for review in (self._screen_output(video.frames), qc_review) if review is not None]
+        # 4. Name the clip: the watermark payload that will identify this job.
         clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job))
-        # 4. Render every file (label, watermark, encode, metadata, C2PA, previews, hashes), then store.
-        rendition = output.render(video.frames, video.fps, clip, self._provenance())
+        # 5. Render every file (label, watermark, encode, metadata, C2PA, previews, hashes), then store.
+        rendition = output.render(video.frames, video.fps, clip, self._provenance(), steps=self.frame_steps)
         self._set_progress(job.id, stored_progress_pct)
         assets = output.store(rendition, clip, self.storage)
-        # 5. Complete and settle (or hold for review) in one transaction.
+        # 6. Deliver and settle, or hold for review: one transaction either way.
         with self.sessions.begin() as session:
-            if video.metadata:
-                queue.record_engine_metadata(session, job.id, self.worker_id, video.metadata)
-            if review is not None:
-                queue.hold_for_review(session, job, self.worker_id, assets, review)
-                raise_alert(session, "review_required", f"{job.id}: {review.source}: {review.reason}",
-                            tenant_id=job.tenant_id, job_id=job.id)
+            self._record_engine_run(session, job, video)
+            queue.record_qc(session, job.id, self.worker_id, record)
+            if reviews:
+                self._hold_for_review(session, job, assets, reviews)
             else:
                 queue.complete(session, job, self.worker_id, assets, charge=job.total_tokens)
-            if self._is_hosted(job.model):
-                breaker.record_success(session, job.model)
-        if review is not None:
-            log.warning("job %s held for review: %s", job.id, review.reason)
+        log.info("job %s %s: %d frames, %d bytes, %d tokens; %s", job.id,
+                 "held for review" if reviews else "completed", len(video.frames), assets[0].size_bytes,
+                 job.total_tokens, ", ".join(f"{name} {s:.2f} s" for name, s in rendition.stage_s.items()))
+
+    def _record_engine_run(self, session: Session, job: Job, video: GeneratedVideo) -> None:
+        """What the engine reported about the run; a hosted service that delivered closes its breaker."""
+        if video.metadata:
+            queue.record_engine_metadata(session, job.id, self.worker_id, video.metadata)
+        if self.is_hosted(job.model):
+            breaker.record_success(session, job.model)
+
+    def _quality_failed(self, job: Job, record: dict, summary: str) -> None:
+        if job.qc_report is None:  # the first failure: one more try with another seed
+            seed = (job.seed + 1 + secrets.randbelow(seed_max)) % (seed_max + 1)
+            self._finish(lambda s: queue.regenerate_for_qc(s, job.id, owner=self.worker_id, seed=seed,
+                                                           report=record, run_after=utcnow()),
+                         job, f"regenerated with seed {seed} after failing QC ({summary})")
             return
-        log.info("job %s completed: %d frames, %d bytes, %d tokens; %s", job.id, len(video.frames),
-                 assets[0].size_bytes, job.total_tokens,
-                 ", ".join(f"{name} {seconds:.2f} s" for name, seconds in rendition.stage_s.items()))
+
+        def fail(session) -> None:
+            queue.record_qc(session, job.id, self.worker_id, record)
+            queue.fail(session, job.id, expected=("in_progress",), owner=self.worker_id, error_type="qc_failed",
+                       message=f"the clip failed its quality checks twice: {summary}")
+
+        self._finish(fail, job, "failed QC twice")
+
+    def _hold_for_review(self, session, job: Job, assets: list[queue.AssetRecord],
+                         reviews: list[queue.Review]) -> None:
+        """One hold, whatever raised it; every reason is kept for the admin."""
+        reason = "; ".join(f"{review.source}: {review.reason}" for review in reviews)
+        queue.hold_for_review(session, job, self.worker_id, assets, queue.Review(reviews[0].source, reason))
+        raise_alert(session, review_alert_kind, f"video {job.id} waits for review: {reason}",
+                    tenant_id=job.tenant_id, job_id=job.id)
 
     def _stopped_meanwhile(self, job: Job, lease_lost: threading.Event) -> bool:
         if lease_lost.is_set():
@@ -329,7 +369,7 @@ class Worker:
     def _update_breaker(self, model_id: str, exc: Exception, message: str) -> bool:
         """Count a hosted service's failure; True when its breaker is open. A request the service refused
         (invalid input) proves it answers; local refusals, cancellations and our own faults say nothing."""
-        if not self._is_hosted(model_id):
+        if not self.is_hosted(model_id):
             return False
         with self.sessions.begin() as session:
             if isinstance(exc, HostedRejected):
