@@ -192,6 +192,13 @@ class Settings(BaseSettings):
             raise ValueError("operator_webhook_url needs operator_webhook_secret, a whsec_ secret")
         return self
 
+    # Prompts: batches, and enhancement by an OpenAI-compatible chat endpoint (rules when no URL is set).
+    batch_items_max: int = Field(default=100, ge=1, le=10_000)
+    enhance_llm_url: str = Field(default="", pattern=r"^(https?://.+)?$")  # base URL, e.g. http://host:8001/v1
+    enhance_llm_model: str = "qwen-plus"
+    enhance_llm_api_key: SecretStr = SecretStr("")
+    enhance_llm_timeout_s: float = Field(default=10.0, gt=0, le=300)
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:

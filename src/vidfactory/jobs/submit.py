@@ -32,7 +32,7 @@ from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_tar
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.tenancy import Caller
 
-__all__ = ["ActiveJobsLimit", "Priced", "VideoRequest", "clean_prompt", "price", "price_now", "submit"]
+__all__ = ["ActiveJobsLimit", "Priced", "VideoRequest", "clean_prompt", "enqueue", "price", "price_now", "submit"]
 
 seed_max = 2**31 - 1
 whitespace_run = re.compile(r"\s+")
@@ -46,6 +46,9 @@ def clean_prompt(text: str) -> str:
 
 @dataclass(frozen=True)
 class VideoRequest:
+    """`prompt` reaches the model (after a template rendered and an enhancement rewrote it);
+    `user_prompt` is what the user wrote or the template rendered, when that differs."""
+
     prompt: str
     model: str
     seconds: str | None = None
@@ -53,6 +56,15 @@ class VideoRequest:
     negative_prompt: str = ""
     seed: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    user_prompt: str | None = None
+    template: str | None = None
+    variables: dict[str, str] | None = None
+    enhancement: str | None = None  # rules | llm
+    warnings: tuple[str, ...] = ()  # from preparing the prompt (an enhancement that fell back)
+    batch_id: str | None = None
+    batch_item: int | None = None
+    ab_group: str | None = None
+    parent_id: str | None = None
     cache: str = "exact"  # exact | similar | off
     webhook_url: str | None = None
 
@@ -85,7 +97,7 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
         raise InvalidRequest("model", f"unknown model {request.model!r}; available: {known}", code="model_not_found")
     shape = shape_for(model, request.size, request.seconds)
     truncation = counter_for(model).truncate(clean_prompt(request.prompt), book.prompt_tokens_max)
-    warnings = []
+    warnings = list(request.warnings)
     if truncation.truncated:
         warnings.append(f"prompt truncated to {book.prompt_tokens_max} tokens "
                         f"(it had {truncation.original_tokens})")
@@ -122,7 +134,8 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
     spec = cache_spec(priced, request)
     return Job(
         id=job_id, tenant_id=caller.tenant_id, api_key_id=caller.api_key_id, status="queued",
-        model=priced.model.id, prompt=priced.prompt, user_prompt=request.prompt,
+        model=priced.model.id, prompt=priced.prompt,
+        user_prompt=request.prompt if request.user_prompt is None else request.user_prompt,
         negative_prompt=request.negative_prompt,
         seed=request.seed if request.seed is not None else secrets.randbelow(seed_max),
         width=shape.width, height=shape.height, seconds=shape.seconds, num_frames=shape.num_frames,
@@ -135,13 +148,34 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
         request_metadata=dict(request.metadata), webhook_url=request.webhook_url, run_after=utcnow(),
         review_status=None if review is None else "pending",
         review_source=None if review is None else review.source,
-        review_reason=None if review is None else review.reason[:review_reason_chars_max])
+        review_reason=None if review is None else review.reason[:review_reason_chars_max],
+        template=request.template, variables=request.variables, enhancement=request.enhancement,
+        batch_id=request.batch_id, batch_item=request.batch_item, ab_group=request.ab_group,
+        parent_id=request.parent_id)
+
+
+def enqueue(session: Session, settings: Settings, caller: Caller, request: VideoRequest, priced: Priced,
+            review: Review | None = None) -> Job:
+    """Hold the quote and insert the queued job, in the caller's transaction: every path that creates
+    a job goes through here, so each job has exactly one hold."""
+    assert priced.quote.total_tokens > 0
+    job_id = f"video_{uuid.uuid4().hex}"
+    hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
+                       expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
+    job = _new_job(settings, caller, request, priced, hold, job_id, review)
+    session.add(job)
+    session.flush()
+    if job.webhook_url is not None:
+        ensure_job_secret(session, caller.tenant_id)
+    video_event(session, job, "video.queued")
+    billing_event(session, job, "billing.hold_created", None)
+    return job
 
 
 def _check_active_jobs(session: Session, caller: Caller) -> None:
     active = session.scalar(select(func.count()).select_from(Job).where(
         Job.tenant_id == caller.tenant_id, Job.status.in_(("queued", "in_progress"))))
-    if active >= caller.active_jobs_max:
+    if active > caller.active_jobs_max:  # the new job is counted
         raise ActiveJobsLimit(caller.active_jobs_max)
 
 
@@ -172,19 +206,10 @@ def submit(
         review = screen_prompt(session, screens, caller.tenant_id, priced.prompt) or review
 
     def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
-        job_id = f"video_{uuid.uuid4().hex}"
-        hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
-                           expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
+        job = enqueue(session, settings, caller, request, priced, review)
         # Counted after the hold locked the tenant's ledger row (PostgreSQL) or took the write lock
         # (SQLite): concurrent submissions of one tenant count one after another, so the limit is exact.
         _check_active_jobs(session, caller)
-        job = _new_job(settings, caller, request, priced, hold, job_id, review)
-        session.add(job)
-        session.flush()
-        if job.webhook_url is not None:
-            ensure_job_secret(session, caller.tenant_id)
-        video_event(session, job, "video.queued")
-        billing_event(session, job, "billing.hold_created", None)
         hit = None if review is not None else cache_index.lookup(
             session, tenant_id=caller.tenant_id, mode=request.cache, fingerprint=job.cache_fingerprint,
             shape_key=job.cache_shape_key, prompt=job.prompt, similarity_min=settings.cache_similarity_min,

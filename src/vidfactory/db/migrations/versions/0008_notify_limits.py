@@ -1,7 +1,7 @@
 """webhooks (endpoints, events, outbox deliveries, per-job url); per-tenant and active-job limits on plans
 
-Revision ID: 0007_notify_limits
-Revises: 0006_billing_depth
+Revision ID: 0008_notify_limits
+Revises: 0007_prompts
 Create Date: 2026-12-02
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0007_notify_limits'
-down_revision = '0006_billing_depth'
+revision = '0008_notify_limits'
+down_revision = '0007_prompts'
 branch_labels = None
 depends_on = None
 
