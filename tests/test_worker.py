@@ -68,7 +68,7 @@ def test_transient_out_of_memory_retries_with_backoff_and_keeps_the_hold(setup, 
     worker, faulty, tenant, job_id = setup([OutOfMemory("CUDA out of memory")], retry_backoff_s=0.3)
     assert worker.run_once()
     retried = job(sessions, job_id)
-    assert (retried.status, retried.error_type, retried.attempts) == ("queued", "out_of_memory", 1)
+    assert (retried.status, retried.error_type, retried.attempts) == ("queued", "oom", 1)
     with sessions() as s:
         assert ledger.balance(s, tenant.id).pending == retried.total_tokens  # the hold stays
     assert not worker.run_once()  # backoff: not claimable yet
@@ -85,7 +85,7 @@ def test_out_of_memory_on_every_attempt_fails_and_refunds(setup, sessions):
     for _ in range(3):
         assert worker.run_once()
     failed = job(sessions, job_id)
-    assert (failed.status, failed.error_type, failed.attempts) == ("failed", "out_of_memory", 3)
+    assert (failed.status, failed.error_type, failed.attempts) == ("failed", "oom", 3)
     assert available(sessions, tenant) == 1000
     assert_ledger_clean(sessions)
 
@@ -94,7 +94,7 @@ def test_engine_crash_fails_at_once_and_refunds(setup, sessions):
     worker, faulty, tenant, job_id = setup([EngineError("the transformer exploded")])
     assert worker.run_once()
     failed = job(sessions, job_id)
-    assert (failed.status, failed.error_type, failed.attempts) == ("failed", "engine_error", 1)
+    assert (failed.status, failed.error_type, failed.attempts) == ("failed", "engine_crash", 1)
     assert "the transformer exploded" in failed.error_message
     assert available(sessions, tenant) == 1000
     assert_ledger_clean(sessions)

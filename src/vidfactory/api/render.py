@@ -33,7 +33,7 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
                   else ledger.hold_resolution(session, job.hold_id))
     error = None
     if job.status == "failed":
-        error = {"code": job.error_type or "engine_error", "message": job.error_message or ""}
+        error = {"code": job.error_type or "engine_crash", "message": job.error_message or ""}
     return {
         "id": job.id,
         "object": "video",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vidfactory.engines.base import EngineError
+from vidfactory.engines.speed import SpeedSettings
 from vidfactory.engines.tiny import ensure_tiny_model
 from vidfactory.engines.wan import WanEngine
 from vidfactory.settings import ModelConfig
@@ -26,6 +27,6 @@ def model_path(config: ModelConfig, models_dir: Path) -> str:
     raise EngineError(f"model {config.id!r}: unknown engine {config.engine!r} (known: 'wan', 'wan-tiny')")
 
 
-def load_engine(config: ModelConfig, models_dir: Path) -> WanEngine:
+def load_engine(config: ModelConfig, models_dir: Path, speed: SpeedSettings = SpeedSettings()) -> WanEngine:
     """Load the model once; the engine keeps it in memory for every later generation."""
-    return WanEngine(config.id, model_path(config, models_dir))
+    return WanEngine(config.id, model_path(config, models_dir), preset=config.wan_preset, speed=speed)
