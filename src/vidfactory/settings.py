@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     worker_stale_s: float = 120.0  # a worker silent this long no longer counts for admission
     memory_mode: str = Field(default="auto", pattern=r"^(auto|none|vae_tiling|model_cpu_offload|group_offload)$")
     model_switch_after_s: float = 300.0  # another model's oldest job waits at most this long for a switch
+    models_resident_max: int = Field(default=1, ge=1)  # models a worker keeps loaded at once
 
     # Speed (engines/speed.py), applied when a model loads; the job records what was applied.
     attention_backend: str = Field(default="auto", pattern=r"^(auto|native|flash|sage)$")
@@ -102,6 +103,7 @@ class Settings(BaseSettings):
     fp8_weights: bool = False  # torchao float8 weights (CUDA, compute capability >= 8.9; extra `gpu`)
     # Step caching changes the output: used only where the job's price book allows it.
     step_cache: str = Field(default="none", pattern=r"^(none|first_block|mag|taylorseer)$")
+    step_cache_mag_ratios: list[float] = Field(default_factory=list, max_length=1000)  # MagCache calibration
 
     # Rate limits when no plan overrides apply (per API key, requests per minute).
     rate_limit_enabled: bool = True

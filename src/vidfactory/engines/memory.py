@@ -19,7 +19,10 @@ Memory modes, from the fastest to the most frugal; each one keeps the savings of
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+
+import torch
 
 from vidfactory.engines.presets import WanPreset, latent_tokens
 
@@ -27,9 +30,11 @@ __all__ = [
     "MEMORY_MODES",
     "MemoryEstimate",
     "estimate",
+    "free_accelerator_cache",
     "frugal_peak_bytes",
     "mode_that_fits",
     "next_memory_mode",
+    "probe_device",
 ]
 
 MEMORY_MODES = ("none", "vae_tiling", "model_cpu_offload", "group_offload")
@@ -106,3 +111,18 @@ def next_memory_mode(mode: str) -> str | None:
     """The next more frugal mode (what an out-of-memory retry uses), None after the last."""
     index = MEMORY_MODES.index(mode)
     return MEMORY_MODES[index + 1] if index + 1 < len(MEMORY_MODES) else None
+
+
+def probe_device() -> tuple[str, int, int]:
+    """(name, total bytes, free bytes) of the device this process generates on: the GPU, else host memory."""
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        return torch.cuda.get_device_name(), total, free
+    page = os.sysconf("SC_PAGE_SIZE")
+    return "cpu", os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
+
+
+def free_accelerator_cache() -> None:
+    """Return an unloaded model's cached blocks to the device, so that the next model can use them."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -27,6 +27,8 @@ def model_path(config: ModelConfig, models_dir: Path) -> str:
     raise EngineError(f"model {config.id!r}: unknown engine {config.engine!r} (known: 'wan', 'wan-tiny')")
 
 
-def load_engine(config: ModelConfig, models_dir: Path, speed: SpeedSettings = SpeedSettings()) -> WanEngine:
+def load_engine(config: ModelConfig, models_dir: Path, speed: SpeedSettings = SpeedSettings(),
+                mag_ratios: tuple[float, ...] = ()) -> WanEngine:
     """Load the model once; the engine keeps it in memory for every later generation."""
-    return WanEngine(config.id, model_path(config, models_dir), preset=config.wan_preset, speed=speed)
+    return WanEngine(config.id, model_path(config, models_dir), preset=config.wan_preset, speed=speed,
+                     mag_ratios=mag_ratios)
