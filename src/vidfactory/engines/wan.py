@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, WanImageToVideoPipeline, WanPipeline
+from diffusers import DiffusionPipeline, WanPipeline
 from PIL import Image
 
 from vidfactory.engines.base import (
@@ -77,7 +77,7 @@ class WanEngine:
             _use_flow_shift(self.pipeline, self.preset.flow_shift)
         self.speed_applied = apply_speed(self.pipeline, self.speed, self.device)
         self.memory_mode = "none"
-        self._image_pipeline: WanImageToVideoPipeline | None = None
+        self._image_pipeline: DiffusionPipeline | None = None
 
     def generate(
         self, request: GenerationRequest, on_progress: ProgressCallback, is_cancelled: CancelCheck
@@ -130,6 +130,9 @@ class WanEngine:
         if request.image is None:
             return self.pipeline
         if self._image_pipeline is None:
+            # Imported here: importing it makes transformers warn about torchvision in every process.
+            from diffusers import WanImageToVideoPipeline
+
             # The TI2V-5B's image path: the same components (no copy), no CLIP image encoder.
             config = self.pipeline.config
             self._image_pipeline = WanImageToVideoPipeline(
