@@ -2,27 +2,59 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vidfactory.engines.presets import PRESETS, TINY, WanPreset
 
-__all__ = ["ModelConfig", "Settings", "default_models"]
+__all__ = ["HOSTED_ENGINES", "HostedConfig", "ModelConfig", "Settings", "default_models"]
+
+HOSTED_ENGINES = ("dashscope", "openai-video")
+
+
+class HostedConfig(BaseModel):
+    """Where a hosted video API lives and how patiently to talk to it. `api_key` is a SecretStr: it
+    prints as `**********` in logs, reprs and errors."""
+
+    # DashScope: https://dashscope-intl.aliyuncs.com/api/v1 (or dashscope.aliyuncs.com for mainland China);
+    # openai-video: the server's /v1 root, e.g. http://gpu-box:8000/v1.
+    base_url: str = Field(min_length=1, max_length=500, pattern=r"^https?://")
+    api_key: SecretStr = SecretStr("")
+    api_key_env: str = Field(default="", max_length=100)  # read the key from this variable instead
+    remote_model: str = Field(min_length=1, max_length=100)  # the model's name on the remote side
+    poll_interval_s: float = Field(default=5.0, gt=0, le=300)
+    task_timeout_s: float = Field(default=1800.0, gt=0)  # a task still unfinished then is abandoned
+    request_timeout_s: float = Field(default=30.0, gt=0, le=600)  # one HTTP request
+    http_attempts_max: int = Field(default=4, ge=1, le=20)  # per request, for 429/5xx/timeouts
+    http_backoff_s: float = Field(default=1.0, ge=0, le=600)  # exponential: 1, 2, 4 ... s
+    http_backoff_max_s: float = Field(default=30.0, ge=0, le=3600)
+    retry_after_max_s: float = Field(default=120.0, ge=0, le=3600)  # cap on a server's Retry-After
+    download_bytes_max: int = Field(default=1_000_000_000, ge=1)
+    prompt_extend: bool = False  # dashscope: let the service rewrite the prompt (kept as actual_prompt)
+    send_extensions: bool = True  # openai-video: also send negative_prompt and seed (OpenAI itself refuses them)
+
+    def resolved_api_key(self) -> str:
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env, "")
+        return self.api_key.get_secret_value()
 
 
 class ModelConfig(BaseModel):
     """One servable model: which engine runs it, where its weights are, its generation defaults."""
 
     id: str = Field(min_length=1, max_length=64)
-    engine: str = Field(pattern=r"^(wan|wan-tiny)$")
+    engine: str = Field(pattern=r"^(wan|wan-tiny|dashscope|openai-video)$")
     # A local directory (diffusers layout) or a hub id already in the local cache. Empty for wan-tiny:
-    # the preset is built under data_dir/models/<id> on first use.
+    # the preset is built under data_dir/models/<id> on first use. Hosted engines read only its
+    # tokenizer/ (billing counts tokens with the model family's own tokenizer).
     path: str = ""
+    hosted: HostedConfig | None = None  # required by the hosted engines, refused by the others
     default_size: str = "128x128"
     default_seconds: int = Field(default=2, ge=1, le=30)
     fps: int = Field(default=8, ge=1, le=60)
@@ -58,6 +90,17 @@ class ModelConfig(BaseModel):
             return TINY
         return PRESETS.get(self.preset)
 
+    @model_validator(mode="after")
+    def _hosted_matches_engine(self) -> ModelConfig:
+        if (self.engine in HOSTED_ENGINES) != (self.hosted is not None):
+            raise ValueError(f"model {self.id!r}: 'hosted' settings are required for the engines "
+                             f"{', '.join(HOSTED_ENGINES)} and only for them (engine is {self.engine!r})")
+        return self
+
+    @property
+    def is_hosted(self) -> bool:
+        return self.engine in HOSTED_ENGINES
+
 
 def default_models() -> list[ModelConfig]:
     return [ModelConfig(id="wan-tiny", engine="wan-tiny")]
@@ -87,6 +130,10 @@ class Settings(BaseSettings):
     retry_backoff_s: float = 2.0
     job_timeout_s: float = 3600.0
     progress_write_interval_s: float = 0.5
+    # Circuit breaker per hosted model: open after this many consecutive failures (its jobs wait in the
+    # queue), let one probe job through after the cooldown.
+    breaker_failures_max: int = Field(default=5, ge=1)
+    breaker_cooldown_s: float = Field(default=60.0, ge=0)
 
     # GPU memory and routing (engines/memory.py, jobs/workers.py).
     # The largest device memory a request may need when no worker has registered (None: no check).
@@ -101,7 +148,7 @@ class Settings(BaseSettings):
     attention_backend: str = Field(default="auto", pattern=r"^(auto|native|flash|sage)$")
     compile_transformer: bool = False  # regional torch.compile of the transformer blocks (CUDA only)
     fp8_weights: bool = False  # torchao float8 weights (CUDA, compute capability >= 8.9; extra `gpu`)
-    # Step caching changes the output: used only where the job's price book allows it.
+    # Step caching changes the output: used only where the tenant's plan allows it (step_cache_allowed).
     step_cache: str = Field(default="none", pattern=r"^(none|first_block|mag|taylorseer)$")
     step_cache_mag_ratios: list[float] = Field(default_factory=list, max_length=1000)  # MagCache calibration
 

@@ -57,6 +57,8 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
                   "total_tokens": job.total_tokens},
         "billing": billing_object(job, resolution),
         "warnings": list(job.warnings),
+        # A hosted service that rewrote the prompt (DashScope prompt_extend) says what it really ran.
+        "actual_prompt": (job.engine_metadata or {}).get("actual_prompt"),
         # The reason stays with the admins: it may name the matched terms or the failed check.
         "review": None if job.review_status is None else {"status": job.review_status,
                                                           "source": job.review_source},

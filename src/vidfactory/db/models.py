@@ -27,6 +27,7 @@ __all__ = [
     "ApiKey",
     "Asset",
     "Base",
+    "EngineBreaker",
     "IdempotencyRecord",
     "Job",
     "Plan",
@@ -194,6 +195,8 @@ class Job(Base):
     # {"step_cache_allowed": bool} at submission; the worker adds what it applied (attention, compile, ...).
     engine_settings: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
     model_load_s: Mapped[float | None] = mapped_column(Float, default=None)  # the model switch this job paid
+    # How the clip was made, as the engine reports it (hosted: remote task id, actual_prompt, usage).
+    engine_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     __table_args__ = (
         CheckConstraint(
@@ -267,3 +270,25 @@ class Alert(Base):
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), default=None)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EngineBreaker(Base):
+    """A circuit breaker per hosted model, shared by every worker. Each change is a compare-and-set on
+    `version`. closed: jobs run; open: its jobs stay queued; half_open: one probe job (probe_owner) runs."""
+
+    __tablename__ = "engine_breakers"
+
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="closed")
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive
+    opened_at: Mapped[datetime | None] = mapped_column(default=None)
+    probe_owner: Mapped[str | None] = mapped_column(String(80), default=None)
+    probe_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("state IN ('closed', 'open', 'half_open')", "breaker_state_known"),
+        CheckConstraint("failures >= 0", "breaker_failures_nonneg"),
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,6 +46,8 @@ class GeneratedVideo:
     frames: np.ndarray  # uint8 [F, H, W, 3]
     fps: int
     engine_settings: dict[str, str] = field(default_factory=dict)  # what ran: recorded on the job
+    # What the job records about how it was made (a hosted engine: remote task id, actual prompt, usage).
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class EngineError(Exception):

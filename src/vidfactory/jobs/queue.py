@@ -33,8 +33,10 @@ __all__ = [
     "heartbeat",
     "hold_for_review",
     "pending_reviews",
+    "record_engine_metadata",
     "record_run",
     "reject_review",
+    "release",
     "report_progress",
     "request_cancel",
     "requeue",
@@ -235,6 +237,20 @@ def requeue(session: Session, job_id: str, *, owner: str | None, run_after: date
     if memory_mode is not None:
         values["memory_mode"] = memory_mode
     _transition(session, job_id, expected=("in_progress",), owner=owner, values=values)
+
+
+def release(session: Session, job_id: str, *, owner: str, error_type: str, message: str) -> None:
+    """Back to the queue as if never claimed (the attempt is given back, the hold stays): the engine's
+    circuit breaker is open, so the failure says nothing about this job."""
+    _transition(session, job_id, expected=("in_progress",), owner=owner, values={
+        "status": "queued", "attempts": Job.attempts - 1, "run_after": utcnow(), "lease_owner": None,
+        "lease_expires_at": None, "progress": 0, "error_type": error_type,
+        "error_message": message[:error_message_chars_max]})
+
+
+def record_engine_metadata(session: Session, job_id: str, owner: str, metadata: dict[str, Any]) -> None:
+    """What the engine reports about the run (hosted: remote task id, actual prompt, usage)."""
+    _transition(session, job_id, expected=("in_progress",), owner=owner, values={"engine_metadata": metadata})
 
 
 def finish_cancelled(session: Session, job_id: str, worker_id: str) -> None:

@@ -13,15 +13,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from vidfactory.db.models import Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
-from vidfactory.engines.base import Engine, GenerationCancelled, GenerationRequest
+from vidfactory.engines.base import Engine, EngineError, GenerationCancelled, GenerationRequest, InvalidInput
+from vidfactory.engines.hosted import HostedError, HostedRejected
 from vidfactory.engines.memory import (
     MEMORY_MODES,
     free_accelerator_cache,
@@ -31,7 +33,7 @@ from vidfactory.engines.memory import (
 )
 from vidfactory.engines.registry import load_engine
 from vidfactory.engines.speed import SpeedSettings
-from vidfactory.jobs import maintenance, queue, workers
+from vidfactory.jobs import breaker, maintenance, queue, workers
 from vidfactory.jobs.errors import JobTimedOut, classify
 from vidfactory.media.encode import encode_mp4, sha256_hex, thumbnail_jpeg
 from vidfactory.settings import ModelConfig, Settings
@@ -78,6 +80,9 @@ class Worker:
         self.device = device_report(settings)
         self.registered = False
         self.last_maintenance = 0.0
+        # A probe outliving a lease is presumed lost with its worker; another worker may probe then.
+        self.breaker_policy = breaker.BreakerPolicy(failures_max=settings.breaker_failures_max,
+                                                    cooldown_s=settings.breaker_cooldown_s, probe_s=settings.lease_s)
 
     def run(self, stop: threading.Event) -> None:
         log.info("worker %s serving %s on %s (%.1f GiB)", self.worker_id, ", ".join(self.models),
@@ -128,17 +133,30 @@ class Worker:
     def run_once(self) -> bool:
         if not self.registered:
             self._report(utcnow())
+        now = utcnow()
         residency = queue.Residency(memory_bytes=self.device.memory_total_bytes,
-                                    held_models=tuple(self.engines),
+                                    held_models=tuple(m for m in self.models
+                                                      if m in self.engines or self._is_hosted(m)),
                                     switch_after_s=self.settings.model_switch_after_s)
         with self.sessions.begin() as session:
-            job = queue.claim(session, worker_id=self.worker_id, models=self.models,
-                              lease_s=self.settings.lease_s, now=utcnow(), residency=residency)
+            models = self._admitted_models(session, now)
+            job = queue.claim(session, worker_id=self.worker_id, models=models, lease_s=self.settings.lease_s,
+                              now=now, residency=residency) if models else None
         if job is None:
             return False
         log.info("job %s claimed by %s (attempt %d)", job.id, self.worker_id, job.attempts)
         self.execute(job)
         return True
+
+    def _is_hosted(self, model_id: str) -> bool:
+        config = self.settings.model(model_id)
+        return config is not None and config.is_hosted
+
+    def _admitted_models(self, session: Session, now: datetime) -> list[str]:
+        """A hosted model whose breaker is open is not claimed at all: its jobs wait in the queue
+        untouched (no attempt used, hold pending) until the breaker lets a probe through."""
+        return [model for model in self.models if not self._is_hosted(model)
+                or breaker.admits(session, model, worker_id=self.worker_id, now=now, policy=self.breaker_policy)]
 
     def _load_engine(self, config: ModelConfig, models_dir: Path) -> Engine:
         return load_engine(config, models_dir, speed_settings(self.settings),
@@ -154,8 +172,10 @@ class Worker:
         the load took (the model switch cost), also recorded in the worker registry."""
         config = self.settings.model(model_id)
         assert config is not None, f"job for unconfigured model {model_id}"
-        while len(self.engines) >= self.settings.models_resident_max:
-            evicted = next(iter(self.engines))
+        # Hosted engines hold no device memory: they neither count nor make room.
+        resident = [m for m in self.engines if not self._is_hosted(m)]
+        while not config.is_hosted and len(resident) >= self.settings.models_resident_max:
+            evicted = resident.pop(0)
             del self.engines[evicted]
             log.info("worker %s unloads %s to load %s", self.worker_id, evicted, model_id)
             free_accelerator_cache()
@@ -225,7 +245,11 @@ class Worker:
         self.storage.put(assets[0].storage_key, mp4)
         self.storage.put(assets[1].storage_key, jpeg)
         with self.sessions.begin() as session:
+            if video.metadata:
+                queue.record_engine_metadata(session, job.id, self.worker_id, video.metadata)
             queue.complete(session, job, self.worker_id, assets, charge=job.total_tokens)
+            if self._is_hosted(job.model):
+                breaker.record_success(session, job.model)
         log.info("job %s completed: %d frames, %d bytes, %d tokens", job.id, len(video.frames), len(mp4),
                  job.total_tokens)
 
@@ -272,16 +296,23 @@ class Worker:
         message = f"{type(exc).__name__}: {exc}"
         log.error("job %s attempt %d failed (%s): %s", job.id, job.attempts, verdict.error_type, message,
                   exc_info=verdict.error_type == "internal_error")
+        metadata = exc.metadata if isinstance(exc, HostedError) else None
+        breaker_open = self._update_breaker(job.model, exc, message)
         if verdict.error_type == "oom":
             self._retry_out_of_memory(job, memory_mode, message)
+        elif verdict.transient and breaker_open:
+            self._finish(lambda s: queue.release(s, job.id, owner=self.worker_id, error_type=verdict.error_type,
+                                                 message=message), job, "released: breaker open", metadata)
         elif verdict.transient and job.attempts < job.attempts_max:
             backoff = self.settings.retry_backoff_s * 2 ** (job.attempts - 1)
             run_after = utcnow() + timedelta(seconds=backoff)
             self._finish(lambda s: queue.requeue(s, job.id, owner=self.worker_id, run_after=run_after,
-                                                 error_type=verdict.error_type, message=message), job, "requeued")
+                                                 error_type=verdict.error_type, message=message), job, "requeued",
+                         metadata)
         else:
             self._finish(lambda s: queue.fail(s, job.id, expected=("in_progress",), owner=self.worker_id,
-                                              error_type=verdict.error_type, message=message), job, "failed")
+                                              error_type=verdict.error_type, message=message), job, "failed",
+                         metadata)
 
     def _retry_out_of_memory(self, job: Job, memory_mode: str, message: str) -> None:
         """Once, at once, with the next more frugal memory mode; a second out-of-memory fails the job."""
@@ -294,9 +325,24 @@ class Worker:
             self._finish(lambda s: queue.fail(s, job.id, expected=("in_progress",), owner=self.worker_id,
                                               error_type="oom", message=message), job, "failed")
 
-    def _finish(self, change: Callable, job: Job, outcome: str) -> None:
+    def _update_breaker(self, model_id: str, exc: Exception, message: str) -> bool:
+        """Count a hosted service's failure; True when its breaker is open. A request the service refused
+        (invalid input) proves it answers; local refusals, cancellations and our own faults say nothing."""
+        if not self._is_hosted(model_id):
+            return False
+        with self.sessions.begin() as session:
+            if isinstance(exc, HostedRejected):
+                breaker.record_success(session, model_id)
+                return False
+            if not isinstance(exc, EngineError) or isinstance(exc, (InvalidInput, GenerationCancelled)):
+                return False
+            return breaker.record_failure(session, model_id, message, now=utcnow(), policy=self.breaker_policy)
+
+    def _finish(self, change: Callable, job: Job, outcome: str, metadata: dict | None = None) -> None:
         try:
             with self.sessions.begin() as session:
+                if metadata:
+                    queue.record_engine_metadata(session, job.id, self.worker_id, metadata)
                 change(session)
             log.info("job %s %s", job.id, outcome)
         except queue.StaleJob as exc:

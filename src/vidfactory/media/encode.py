@@ -22,7 +22,9 @@ from vidfactory.media.errors import MediaError
 __all__ = [
     "FPS_MAX",
     "SIDE_MAX_PX",
+    "DecodedVideo",
     "VideoProbe",
+    "decode_mp4",
     "encode_mp4",
     "probe_mp4",
     "sha256_hex",
@@ -59,6 +61,33 @@ class VideoProbe:
     fps: float
     pix_fmt: str  # e.g. "yuv420p"
     faststart: bool  # the moov atom precedes mdat: playback starts before the download ends
+
+
+@dataclass(frozen=True)
+class DecodedVideo:
+    frames: np.ndarray  # uint8 [F, H, W, 3] RGB
+    fps: float
+
+
+def decode_mp4(data: bytes, *, frames_max: int) -> DecodedVideo:
+    """Every frame of the first video stream as RGB, e.g. a clip a hosted API made, so that it goes
+    through the same output pipeline as one generated here. Refuses more than `frames_max` frames."""
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.video:
+                raise MediaError("the file has no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or Fraction(0)
+            frames = []
+            for frame in container.decode(stream):
+                if len(frames) == frames_max:
+                    raise MediaError(f"the video has more than {frames_max} frames")
+                frames.append(frame.to_ndarray(format="rgb24"))
+    except av.FFmpegError as exc:
+        raise MediaError(f"not a decodable video: {exc}") from exc
+    if not frames:
+        raise MediaError("the video has no frames")
+    return DecodedVideo(frames=np.stack(frames), fps=float(rate))
 
 
 def encode_mp4(frames: np.ndarray, fps: int, *, crf: int = 23, preset: str = "veryfast") -> bytes:

@@ -1,0 +1,183 @@
+"""Hosted engines through the real worker, queue and ledger, on SQLite and PostgreSQL, against a local
+fake DashScope: a job completes and settles with the remote task recorded; a failed task fails and
+refunds; while the service is down the breaker keeps jobs queued (no attempt used, hold pending), alerts
+an admin, then lets a probe through and recovers."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+
+from conftest import assert_ledger_clean, make_settings, new_tenant
+from fake_hosted import FakeDashScope, FakeOpenAIVideo, api_key
+from fixtures_models import tiny_model_dir  # noqa: F401  (fixture)
+from vidfactory.api.context import TokenCounters
+from vidfactory.api.render import video_object
+from vidfactory.billing import ledger
+from vidfactory.db.models import Job
+from vidfactory.db.types import utcnow
+from vidfactory.jobs import breaker, queue
+from vidfactory.jobs.submit import VideoRequest, submit
+from vidfactory.jobs.worker import Worker
+from vidfactory.media.encode import probe_mp4
+from vidfactory.notify.alerts import recent_alerts
+from vidfactory.settings import HostedConfig, ModelConfig
+from vidfactory.storage.local import LocalStorage
+from vidfactory.tenancy import authenticate
+
+
+@pytest.fixture(params=["dashscope", "openai-video"])
+def service(request):
+    fake = FakeDashScope() if request.param == "dashscope" else FakeOpenAIVideo()
+    fake.engine = request.param
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def setup(tmp_path, database_url, models_dir, sessions, tiny_model_dir, service):  # noqa: F811
+    def make(**overrides):
+        hosted = HostedConfig(base_url=service.base_url, api_key=api_key, remote_model="wan2.2-t2v-plus",
+                              poll_interval_s=0.01, task_timeout_s=5.0, request_timeout_s=2.0,
+                              http_attempts_max=2, http_backoff_s=0.0, prompt_extend=True)
+        model = ModelConfig(id="wan-hosted", engine=service.engine, path=str(tiny_model_dir),
+                            default_size="64x64", default_seconds=1, fps=8, hosted=hosted)
+        settings = make_settings(tmp_path, database_url, models_dir, models=[model], **overrides)
+        worker = Worker(settings, sessions, LocalStorage(settings.resolved_storage_dir), worker_id="w")
+        tenant = new_tenant(sessions, tokens=1000)
+        return settings, worker, tenant
+
+    return make
+
+
+def submit_job(sessions, settings, tenant) -> str:
+    with sessions() as s:
+        caller = authenticate(s, tenant.key)
+    submitted = submit(sessions, settings, TokenCounters(settings.models_dir), caller,
+                       VideoRequest(prompt="a lantern on a lake", model="wan-hosted"), video_object)
+    return submitted.body["id"]
+
+
+def job(sessions, job_id) -> Job:
+    with sessions() as s:
+        return s.scalars(select(Job).where(Job.id == job_id)).one()
+
+
+def balance(sessions, tenant):
+    with sessions() as s:
+        return ledger.balance(s, tenant.id)
+
+
+def test_hosted_job_completes_settles_and_records_the_remote_task(setup, sessions, service):
+    settings, worker, tenant = setup()
+    job_id = submit_job(sessions, settings, tenant)
+    assert worker.run_once()
+    done = job(sessions, job_id)
+    assert done.status == "completed", done.error_message
+    assert done.engine_metadata["task_id"] in service.tasks
+    assert done.engine_metadata["engine"] == service.engine
+    if service.engine == "dashscope":
+        assert done.engine_metadata["actual_prompt"] == "a lantern on a lake, cinematic lighting"
+        assert done.engine_metadata["usage"]["video_count"] == 1
+        with sessions() as s:
+            assert video_object(s, done)["actual_prompt"] == "a lantern on a lake, cinematic lighting"
+    video = worker.storage.read(f"{tenant.id}/{job_id}/video.mp4")
+    probe = probe_mp4(video)
+    assert (probe.codec, probe.width, probe.height, probe.frames) == ("h264", 64, 64, 5)
+    assert balance(sessions, tenant).available == 1000 - done.total_tokens
+    assert_ledger_clean(sessions)
+
+
+def test_failed_remote_task_fails_the_job_and_voids_the_hold(setup, sessions, service):
+    settings, worker, tenant = setup()
+    service.outcome = "failed"
+    job_id = submit_job(sessions, settings, tenant)
+    assert worker.run_once()
+    failed = job(sessions, job_id)
+    assert (failed.status, failed.error_type, failed.attempts) == ("failed", "engine_crash", 1)
+    assert failed.engine_metadata["task_id"] in service.tasks
+    assert balance(sessions, tenant).available == 1000
+    assert_ledger_clean(sessions)
+
+
+def test_input_the_service_refuses_fails_as_invalid_input_and_voids(setup, sessions, service):
+    settings, worker, tenant = setup()
+    service.fail_next(1, "/video", status=400, body={"code": "InvalidParameter", "message": "bad size"})
+    job_id = submit_job(sessions, settings, tenant)
+    assert worker.run_once()
+    failed = job(sessions, job_id)
+    assert (failed.status, failed.error_type) == ("failed", "invalid_input")
+    assert balance(sessions, tenant).available == 1000
+    assert_ledger_clean(sessions)
+
+
+def test_breaker_keeps_jobs_queued_while_the_service_is_down_then_recovers(setup, sessions, service):
+    settings, worker, tenant = setup(breaker_failures_max=2, breaker_cooldown_s=0.5, retry_backoff_s=0.0)
+    service.fail_next(4, "/video", status=503)  # two attempts of two HTTP tries each
+    job_id = submit_job(sessions, settings, tenant)
+    # 1. First failure: an ordinary transient retry (attempt used, hold kept).
+    assert worker.run_once()
+    first = job(sessions, job_id)
+    assert (first.status, first.attempts, first.error_type) == ("queued", 1, "engine_unavailable")
+    # 2. Second failure opens the breaker: the job goes back without using an attempt, an admin is told.
+    assert worker.run_once()
+    held = job(sessions, job_id)
+    assert (held.status, held.attempts) == ("queued", 1)
+    assert balance(sessions, tenant).pending == held.total_tokens
+    with sessions() as s:
+        assert breaker.state_of(s, "wan-hosted").state == "open"
+        [alert] = recent_alerts(s, 10, kind="engine_breaker_open")
+        assert "wan-hosted" in alert.message and "503" in alert.message
+    # 3. While open nothing is claimed, however often the worker looks.
+    requests_before = len(service.requests)
+    assert not worker.run_once() and not worker.run_once()
+    assert len(service.requests) == requests_before and job(sessions, job_id).status == "queued"
+    # 4. After the cooldown one probe runs; the service is back, so the job completes and the breaker closes.
+    time.sleep(0.55)
+    assert worker.run_once()
+    done = job(sessions, job_id)
+    assert (done.status, done.attempts) == ("completed", 2)
+    with sessions() as s:
+        row = breaker.state_of(s, "wan-hosted")
+        assert (row.state, row.failures) == ("closed", 0)
+    assert balance(sessions, tenant).available == 1000 - done.total_tokens
+    assert_ledger_clean(sessions)
+
+
+def test_a_failed_probe_reopens_the_breaker_and_only_the_probe_owner_claims(setup, sessions, service):
+    settings, worker, tenant = setup(breaker_failures_max=1, breaker_cooldown_s=0.2, retry_backoff_s=0.0)
+    other = Worker(settings, sessions, worker.storage, worker_id="other")
+    service.fail_next(4, "/video", status=503)
+    job_id = submit_job(sessions, settings, tenant)
+    assert worker.run_once()  # opens at once (failures_max 1)
+    time.sleep(0.25)
+    with sessions.begin() as s:  # "other" takes the half-open probe slot...
+        assert breaker.admits(s, "wan-hosted", worker_id="other", now=utcnow(), policy=other.breaker_policy)
+    assert not worker.run_once()  # ...so this worker waits
+    assert other.run_once()  # the probe fails: open again, job still queued, attempt given back
+    with sessions() as s:
+        assert breaker.state_of(s, "wan-hosted").state == "open"
+        assert len(recent_alerts(s, 10, kind="engine_breaker_open")) == 1  # alerted when it first opened
+    assert (job(sessions, job_id).status, job(sessions, job_id).attempts) == ("queued", 0)
+    assert_ledger_clean(sessions)
+
+
+def test_cancelling_a_running_hosted_job_cancels_the_remote_task(setup, sessions, service):
+    settings, worker, tenant = setup()
+    service.outcome = "never"
+    job_id = submit_job(sessions, settings, tenant)
+    runner = threading.Thread(target=worker.run_once)
+    runner.start()
+    deadline = time.monotonic() + 5
+    while not service.tasks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with sessions.begin() as s:
+        queue.request_cancel(s, job(sessions, job_id))
+    runner.join(10)
+    assert job(sessions, job_id).status == "cancelled"
+    assert len(service.calls("POST", "/cancel")) == 1
+    assert balance(sessions, tenant).available == 1000
+    assert_ledger_clean(sessions)
