@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vidfactory.media.encode import encode_mp4, probe_mp4, sha256_hex, thumbnail_jpeg
+from vidfactory.media.encode import encode_mp4, probe_mp4, sha256_hex
+from vidfactory.media.preview import thumbnail_jpeg
 from vidfactory.media.errors import MediaError
 
 

@@ -1,4 +1,4 @@
-"""`vidfactory serve | worker | generate | db | admin | ledger`."""
+"""`vidfactory serve | worker | generate | verify | db | admin | ledger`."""
 
 from __future__ import annotations
 
@@ -229,6 +229,34 @@ def generate(
         _fail(f"{exc.error_type}: {exc}")
     out.write_bytes(encode_mp4(video.frames, video.fps))
     typer.echo(f"wrote {out} ({shape.width}x{shape.height}, {len(video.frames)} frames at {video.fps} fps)")
+
+
+@app.command()
+def verify(file: Path, as_json: JsonFlag = False) -> None:
+    """Which video FILE is and whether it was altered (as the operator: every tenant's videos).
+    Exits 0 when it is a stored file unchanged, 1 when altered or unknown."""
+    from vidfactory.jobs.output import load_provenance
+    from vidfactory.jobs.verification import Scope, verify_file
+    from vidfactory.media.errors import MediaError
+
+    settings = Settings()
+    if not file.is_file():
+        _fail(f"{file} is not a file")
+    if file.stat().st_size > settings.verify_upload_bytes_max:
+        _fail(f"{file} is over {settings.verify_upload_bytes_max} bytes")
+    try:
+        anchors = load_provenance(settings).anchors_pem
+    except MediaError as exc:
+        _fail(str(exc))
+    with _sessions()() as session:
+        report = verify_file(session, file.read_bytes(), Scope(tenant_id=None), anchors_pem=anchors)
+    lines = [f"video:     {report['video_id'] or 'unknown'}",
+             f"altered:   {'unknown' if report['altered'] is None else 'yes' if report['altered'] else 'no'}",
+             f"sha256:    {report['hashes']['sha256']} ({'stored' if report['hashes']['matches_stored'] else 'not stored'})",
+             f"c2pa:      {report['c2pa']['state']} {' '.join(report['c2pa']['failures'])}".rstrip(),
+             f"aigc:      {'present' if report['aigc'] else 'absent'}"]
+    _emit(as_json, report, "\n".join(lines))
+    raise typer.Exit(0 if report["altered"] is False else 1)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,18 @@ class Settings(BaseSettings):
     # Step caching changes the output: used only where the tenant's plan allows it (step_cache_allowed).
     step_cache: str = Field(default="none", pattern=r"^(none|first_block|mag|taylorseer)$")
     step_cache_mag_ratios: list[float] = Field(default_factory=list, max_length=1000)  # MagCache calibration
+    # Output pipeline. The worker post-processes a clip (label, watermark, encode, sign, store) in a
+    # thread while its engine generates the next one.
+    overlap_post_processing: bool = True
+    # GB 45438-2025 `AIGC` metadata: ContentProducer, the provider's name or code.
+    content_producer: str = Field(default="vidfactory", min_length=1, max_length=256)
+    # C2PA signing: the signer certificate followed by its issuers (PEM) and its EC private key. Unset:
+    # a development CA and signer are generated once under data_dir/c2pa-dev.
+    c2pa_cert_chain_path: Path | None = None
+    c2pa_key_path: Path | None = None
+    # The CA certificate(s) verify trusts (PEM); default: the development CA when it is in use.
+    c2pa_trust_anchor_path: Path | None = None
+    verify_upload_bytes_max: int = 200_000_000
 
     # Rate limits when no plan overrides apply (per API key, requests per minute).
     rate_limit_enabled: bool = True

@@ -14,7 +14,7 @@ from starlette.formparsers import FormParser, MultiPartParser
 from vidfactory.api.errors import ApiError
 from vidfactory.api.schemas import VideoCreate
 
-__all__ = ["read_video_create", "video_create_openapi"]
+__all__ = ["read_upload", "read_video_create", "upload_openapi", "video_create_openapi"]
 
 form_fields_max = 32
 # ASCII digits only: str.isdigit() also passes "²", which int() then refuses.
@@ -29,6 +29,11 @@ video_create_openapi: dict[str, Any] = {
         },
     }
 }
+
+
+def upload_openapi(field: str) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": [field], "properties": {field: {"type": "string", "format": "binary"}}}}}}}
 
 
 async def _read_capped(request: Request, bytes_max: int) -> bytes:
@@ -110,3 +115,25 @@ async def read_video_create(request: Request, bytes_max: int) -> tuple[VideoCrea
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
         raise ApiError(400, "invalid_value", f"{param}: {first['msg']}", param=param) from exc
+
+
+async def read_upload(request: Request, field: str, bytes_max: int) -> bytes:
+    """The one file sent as multipart field `field`, whole (the body is capped at `bytes_max`)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "multipart/form-data":
+        raise ApiError(415, "unsupported_media_type", f"send the file as multipart/form-data field {field!r}")
+    data = await _read_capped(request, bytes_max)
+    parser = MultiPartParser(request.headers, _replay(data), max_files=1, max_fields=form_fields_max,
+                             max_part_size=bytes_max)
+    try:
+        form = await parser.parse()
+    except Exception as exc:  # starlette raises its own parse errors for malformed bodies
+        raise ApiError(400, "invalid_form", f"could not parse the form body: {exc}") from exc
+    upload = form.get(field)
+    if not isinstance(upload, UploadFile):
+        raise ApiError(400, "missing_file", f"send the file as multipart field {field!r}", param=field)
+    content = await upload.read()
+    await form.close()
+    if not content:
+        raise ApiError(400, "empty_file", "the file is empty", param=field)
+    return content

@@ -12,6 +12,7 @@ from vidfactory.api.ratelimit import RateLimiter
 from vidfactory.billing.tokens import TokenCounter
 from vidfactory.db.session import SessionFactory, make_engine, make_session_factory
 from vidfactory.engines.registry import model_path
+from vidfactory.jobs.output import Provenance, load_provenance
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage.local import LocalStorage
 from vidfactory.tenancy import ensure_admin_token
@@ -42,6 +43,7 @@ class AppContext:
     storage: LocalStorage
     counters: TokenCounters
     admin_token: str
+    provenance: Provenance  # the C2PA signing identity and what verify trusts
     limiter: RateLimiter = field(default_factory=RateLimiter)
 
     @classmethod
@@ -49,4 +51,4 @@ class AppContext:
         engine = make_engine(settings.resolved_database_url)
         return cls(settings=settings, engine=engine, sessions=make_session_factory(engine),
                    storage=LocalStorage(settings.resolved_storage_dir), counters=TokenCounters(settings.models_dir),
-                   admin_token=ensure_admin_token(settings))
+                   admin_token=ensure_admin_token(settings), provenance=load_provenance(settings))

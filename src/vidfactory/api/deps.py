@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session
 
 from vidfactory.api.context import AppContext
 from vidfactory.api.errors import ApiError
+from vidfactory.jobs.verification import Scope
 from vidfactory.tenancy import Caller, authenticate
 
-__all__ = ["AdminDep", "CallerDep", "ContextDep", "IdempotencyKeyHeader", "SessionDep"]
+__all__ = ["AdminDep", "CallerDep", "ContextDep", "IdempotencyKeyHeader", "ScopeDep", "SessionDep"]
 
 idempotency_key_chars_max = 255
 
@@ -65,6 +66,16 @@ def require_admin(request: Request, ctx: ContextDep) -> None:
 
 
 AdminDep = Annotated[None, Depends(require_admin)]
+
+
+def get_scope(request: Request, ctx: ContextDep) -> Scope:
+    """Routes open to tenants and admins alike: the admin token sees every tenant, an API key its own."""
+    if hmac.compare_digest(_bearer(request).encode(), ctx.admin_token.encode()):
+        return Scope(tenant_id=None)
+    return Scope(tenant_id=get_caller(request, ctx).tenant_id)
+
+
+ScopeDep = Annotated[Scope, Depends(get_scope)]
 
 
 # Visible ASCII and spaces, as an HTTP field value should be; it is stored, and PostgreSQL refuses NUL.

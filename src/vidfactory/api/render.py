@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import ledger
-from vidfactory.db.models import Job, Transfer
+from vidfactory.db.models import Asset, Job, Transfer
 
-__all__ = ["billing_object", "timestamp", "transfer_object", "video_object"]
+__all__ = ["billing_object", "file_hashes_by_job", "timestamp", "transfer_object", "video_object"]
 
 
 def timestamp(moment: datetime | None) -> int | None:
@@ -27,10 +28,26 @@ def billing_object(job: Job, resolution: Transfer | None) -> dict[str, Any]:
             "released": held - settled, "status": "settled" if resolution.kind == "post" else "voided"}
 
 
-def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | None = None) -> dict[str, Any]:
-    """`resolutions` (hold id → post/void), when a caller already fetched them for a page of jobs."""
+FileHashes = dict[str, dict[str, str | None]]  # variant → {"sha256", "md5"}
+
+
+def file_hashes_by_job(session: Session, job_ids: list[str]) -> dict[str, FileHashes]:
+    """The hashes of every stored file of these jobs, in one query."""
+    found: dict[str, FileHashes] = {job_id: {} for job_id in job_ids}
+    rows = session.execute(select(Asset.job_id, Asset.variant, Asset.sha256, Asset.md5)
+                           .where(Asset.job_id.in_(job_ids)).order_by(Asset.id))
+    for row in rows:
+        found[row.job_id][row.variant] = {"sha256": row.sha256, "md5": row.md5}
+    return found
+
+
+def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | None = None,
+                 hashes: dict[str, FileHashes] | None = None) -> dict[str, Any]:
+    """`resolutions` (hold id → post/void) and `hashes` (job id → files), when a caller already fetched
+    them for a page of jobs."""
     resolution = (resolutions.get(job.hold_id) if resolutions is not None
                   else ledger.hold_resolution(session, job.hold_id))
+    files = (hashes if hashes is not None else file_hashes_by_job(session, [job.id])).get(job.id, {})
     error = None
     if job.status == "failed":
         error = {"code": job.error_type or "engine_crash", "message": job.error_message or ""}
@@ -57,6 +74,8 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
                   "total_tokens": job.total_tokens},
         "billing": billing_object(job, resolution),
         "warnings": list(job.warnings),
+        # SHA-256 and MD5 of each stored file (video, thumbnail, spritesheet), as POST /v1/verify checks.
+        "hashes": files,
         # A hosted service that rewrote the prompt (DashScope prompt_extend) says what it really ran.
         "actual_prompt": (job.engine_metadata or {}).get("actual_prompt"),
         # The reason stays with the admins: it may name the matched terms or the failed check.

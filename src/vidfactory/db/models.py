@@ -195,6 +195,10 @@ class Job(Base):
     # {"step_cache_allowed": bool} at submission; the worker adds what it applied (attention, compile, ...).
     engine_settings: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
     model_load_s: Mapped[float | None] = mapped_column(Float, default=None)  # the model switch this job paid
+    # Output pipeline: the quality report of the delivered clip (admins only), and the invisible
+    # watermark's payload (hex) that names this job inside the pixels.
+    qc_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    watermark_id: Mapped[str | None] = mapped_column(String(32), default=None, unique=True)
     # How the clip was made, as the engine reports it (hosted: remote task id, actual_prompt, usage).
     engine_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
@@ -217,11 +221,12 @@ class Asset(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
-    variant: Mapped[str] = mapped_column(String(16))  # video | thumbnail
+    variant: Mapped[str] = mapped_column(String(16))  # video | thumbnail | spritesheet
     storage_key: Mapped[str] = mapped_column(String(300))
     content_type: Mapped[str] = mapped_column(String(40))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # verify looks files up by hash
+    md5: Mapped[str | None] = mapped_column(String(32), default=None)  # None: stored before hashes had MD5
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("job_id", "variant"),)

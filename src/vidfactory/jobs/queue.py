@@ -25,6 +25,7 @@ __all__ = [
     "Review",
     "StaleJob",
     "approve_review",
+    "assign_watermark",
     "claim",
     "complete",
     "expired_leases",
@@ -33,6 +34,8 @@ __all__ = [
     "heartbeat",
     "hold_for_review",
     "pending_reviews",
+    "record_qc",
+    "regenerate_for_qc",
     "record_engine_metadata",
     "record_run",
     "reject_review",
@@ -71,6 +74,7 @@ class AssetRecord:
     content_type: str
     size_bytes: int
     sha256: str
+    md5: str | None = None
 
 
 def _transition(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str | None,
@@ -168,7 +172,7 @@ def _record_assets(session: Session, job: Job, assets: list[AssetRecord]) -> Non
     for index, asset in enumerate(assets):
         session.add(Asset(id=f"{job.id}_{index}", job_id=job.id, tenant_id=job.tenant_id, variant=asset.variant,
                           storage_key=asset.storage_key, content_type=asset.content_type,
-                          size_bytes=asset.size_bytes, sha256=asset.sha256))
+                          size_bytes=asset.size_bytes, sha256=asset.sha256, md5=asset.md5))
 
 
 def complete(session: Session, job: Job, worker_id: str, assets: list[AssetRecord], charge: int) -> None:
@@ -237,6 +241,26 @@ def requeue(session: Session, job_id: str, *, owner: str | None, run_after: date
     if memory_mode is not None:
         values["memory_mode"] = memory_mode
     _transition(session, job_id, expected=("in_progress",), owner=owner, values=values)
+
+
+def assign_watermark(session: Session, job_id: str, worker_id: str, watermark_id: str) -> None:
+    """The payload the clip's pixels will carry; unique, so a collision fails here (IntegrityError) before
+    any frame is marked, and the caller draws another."""
+    _transition(session, job_id, expected=("in_progress",), owner=worker_id,
+                values={"watermark_id": watermark_id})
+
+
+def record_qc(session: Session, job_id: str, worker_id: str, report: dict[str, Any]) -> None:
+    _transition(session, job_id, expected=("in_progress",), owner=worker_id, values={"qc_report": report})
+
+
+def regenerate_for_qc(session: Session, job_id: str, *, owner: str, seed: int, report: dict[str, Any],
+                      run_after: datetime) -> None:
+    """A clip that failed its quality checks goes back to the queue once, with a new seed; the hold stays.
+    The failed report is kept on the job: it is what marks the one regeneration as spent."""
+    _transition(session, job_id, expected=("in_progress",), owner=owner, values={
+        "status": "queued", "seed": seed, "qc_report": report, "run_after": run_after, "lease_owner": None,
+        "lease_expires_at": None, "progress": 0})
 
 
 def release(session: Session, job_id: str, *, owner: str, error_type: str, message: str) -> None:

@@ -1,13 +1,16 @@
 """The worker loop: claim, generate with the loaded pipeline, post-process, store, settle.
 
-One Worker owns its engines (kept loaded across jobs) and runs one job at a time. `vidfactory worker`
-runs one in its own process; `vidfactory serve` runs `workers_in_process` of them in threads.
+One Worker owns its engines (kept loaded across jobs) and generates one job at a time. With
+`overlap_post_processing` the finished clip is post-processed (jobs/output.py) in a thread while the
+engine starts on the next job; at most one clip is in post-processing at a time. `vidfactory worker`
+runs one Worker in its own process; `vidfactory serve` runs `workers_in_process` of them in threads.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -16,13 +19,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from vidfactory.db.models import Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
-from vidfactory.engines.base import Engine, EngineError, GenerationCancelled, GenerationRequest, InvalidInput
+from vidfactory.engines.base import (Engine, EngineError, GeneratedVideo, GenerationCancelled, GenerationRequest,
+                                     InvalidInput)
 from vidfactory.engines.hosted import HostedError, HostedRejected
 from vidfactory.engines.memory import (
     MEMORY_MODES,
@@ -33,9 +37,10 @@ from vidfactory.engines.memory import (
 )
 from vidfactory.engines.registry import load_engine
 from vidfactory.engines.speed import SpeedSettings
-from vidfactory.jobs import breaker, maintenance, queue, workers
+from vidfactory.jobs import breaker, maintenance, output, queue, workers
 from vidfactory.jobs.errors import JobTimedOut, classify
-from vidfactory.media.encode import encode_mp4, sha256_hex, thumbnail_jpeg
+from vidfactory.jobs.output import ClipIdentity
+from vidfactory.media.errors import MediaError
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage.local import LocalStorage
 
@@ -44,7 +49,10 @@ __all__ = ["Worker", "device_report", "new_worker_id", "speed_settings"]
 log = logging.getLogger(__name__)
 
 EngineLoader = Callable[[ModelConfig, Path], Engine]
-generation_share_pct = 90  # progress 0–90 is denoising; encode and store take the rest
+generation_share_pct = 90  # progress 0–90 is denoising; post-processing takes the rest
+stored_progress_pct = 95
+watermark_id_bytes = 4  # the watermark's 32-bit payload
+watermark_draws_max = 5
 maintenance_interval_s = 5.0
 database_retry_s = 2.0
 
@@ -66,6 +74,35 @@ def device_report(settings: Settings) -> workers.DeviceReport:
     return workers.DeviceReport(gpu_name=name, memory_total_bytes=total, memory_free_bytes=free)
 
 
+class Lease:
+    """A claimed job's lease, kept alive by a heartbeat thread from claim until its outcome is recorded
+    (through post-processing too). `lost` is set when another worker or the reaper took the job."""
+
+    def __init__(self, worker: Worker, job_id: str) -> None:
+        self.worker = worker
+        self.job_id = job_id
+        self.lost = threading.Event()
+        self.done = threading.Event()
+        self.beat = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
+        self.beat.start()
+
+    def release(self) -> None:
+        self.done.set()
+        self.beat.join()
+
+    def _beat(self) -> None:
+        settings = self.worker.settings
+        while not self.done.wait(settings.heartbeat_s):
+            try:
+                with self.worker.sessions.begin() as session:
+                    queue.heartbeat(session, self.job_id, self.worker.worker_id, lease_s=settings.lease_s,
+                                    now=utcnow())
+            except queue.StaleJob:
+                log.warning("job %s: lease lost by %s; stopping", self.job_id, self.worker.worker_id)
+                self.lost.set()
+                return
+
+
 class Worker:
     def __init__(self, settings: Settings, sessions: SessionFactory, storage: LocalStorage, *,
                  worker_id: str | None = None, models: list[str] | None = None,
@@ -83,23 +120,28 @@ class Worker:
         # A probe outliving a lease is presumed lost with its worker; another worker may probe then.
         self.breaker_policy = breaker.BreakerPolicy(failures_max=settings.breaker_failures_max,
                                                     cooldown_s=settings.breaker_cooldown_s, probe_s=settings.lease_s)
+        self.provenance: output.Provenance | None = None  # loaded on the first clip
+        self.post_thread: threading.Thread | None = None  # the clip being post-processed, if any
 
     def run(self, stop: threading.Event) -> None:
         log.info("worker %s serving %s on %s (%.1f GiB)", self.worker_id, ", ".join(self.models),
                  self.device.gpu_name, self.device.memory_total_bytes / 2**30)
-        while not stop.is_set():
-            try:
-                self.maintain()
-                worked = self.run_once()
-            except OperationalError as exc:
-                # The database is unreachable: keep the worker alive and try again; its leases will
-                # simply expire and be reaped if the outage outlasts them.
-                log.error("worker %s: database unavailable: %s", self.worker_id, exc)
-                worked = False
-                stop.wait(database_retry_s)
-            if not worked:
-                stop.wait(self.settings.poll_s)
-        self._deregister()
+        try:
+            while not stop.is_set():
+                try:
+                    self.maintain()
+                    worked = self.run_once(wait=False)
+                except OperationalError as exc:
+                    # The database is unreachable: keep the worker alive and try again; its leases will
+                    # simply expire and be reaped if the outage outlasts them.
+                    log.error("worker %s: database unavailable: %s", self.worker_id, exc)
+                    worked = False
+                    stop.wait(database_retry_s)
+                if not worked:
+                    stop.wait(self.settings.poll_s)
+        finally:
+            self.drain()
+            self._deregister()
 
     def maintain(self, force: bool = False) -> None:
         if not force and time.monotonic() - self.last_maintenance < maintenance_interval_s:
@@ -110,7 +152,7 @@ class Worker:
         maintenance.reap_expired_leases(self.sessions, now)
         maintenance.sweep_expired_holds(self.sessions, now)
 
-    def _report(self, now) -> None:
+    def _report(self, now: datetime) -> None:
         """Register once, then heartbeat: free memory and the models held now."""
         if self.registered:
             with self.sessions.begin() as session:
@@ -130,7 +172,9 @@ class Worker:
         except OperationalError as exc:  # going away anyway: admission stops counting it once it is stale
             log.warning("worker %s: could not deregister: %s", self.worker_id, exc)
 
-    def run_once(self) -> bool:
+    def run_once(self, wait: bool = True) -> bool:
+        """Claim and run one job. `wait=False` (the serving loop) returns once the engine is free, leaving
+        the clip's post-processing to a thread when overlap is on; `wait=True` returns once it is recorded."""
         if not self.registered:
             self._report(utcnow())
         now = utcnow()
@@ -145,7 +189,7 @@ class Worker:
         if job is None:
             return False
         log.info("job %s claimed by %s (attempt %d)", job.id, self.worker_id, job.attempts)
-        self.execute(job)
+        self.execute(job, wait=wait)
         return True
 
     def _is_hosted(self, model_id: str) -> bool:
@@ -157,6 +201,12 @@ class Worker:
         untouched (no attempt used, hold pending) until the breaker lets a probe through."""
         return [model for model in self.models if not self._is_hosted(model)
                 or breaker.admits(session, model, worker_id=self.worker_id, now=now, policy=self.breaker_policy)]
+
+    def drain(self) -> None:
+        """Wait for the clip in post-processing, if any."""
+        if self.post_thread is not None:
+            self.post_thread.join()
+            self.post_thread = None
 
     def _load_engine(self, config: ModelConfig, models_dir: Path) -> Engine:
         return load_engine(config, models_dir, speed_settings(self.settings),
@@ -198,28 +248,35 @@ class Worker:
                               self.device.memory_total_bytes, at_least=forced or MEMORY_MODES[0])
         return fits or forced or MEMORY_MODES[-1]
 
-    def execute(self, job: Job) -> None:
-        lease_lost = threading.Event()
-        done = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(job.id, lease_lost, done), daemon=True)
-        beat.start()
+    def execute(self, job: Job, wait: bool = True) -> None:
+        lease = Lease(self, job.id)
         memory_mode = self.memory_mode_for(job)
+        # 1. Generate: the only step that needs the engine.
         try:
-            self._generate_and_deliver(job, lease_lost, memory_mode)
+            video = self._generate(job, lease.lost, memory_mode)
         except GenerationCancelled:
             self._finish(lambda s: queue.finish_cancelled(s, job.id, self.worker_id), job, "cancelled")
+            lease.release()
+            return
         except Exception as exc:  # every failure is classified, recorded and refunded below
             self._handle_failure(job, exc, memory_mode)
-        finally:
-            done.set()
-            beat.join()
+            lease.release()
+            return
+        # 2. Post-process. One clip at a time: the previous one must be recorded before this one starts.
+        self.drain()
+        if wait or not self.settings.overlap_post_processing:
+            self._post_process(job, lease, video)
+            return
+        self.post_thread = threading.Thread(target=self._post_process, args=(job, lease, video),
+                                            name=f"post-{job.id}", daemon=True)
+        self.post_thread.start()
 
-    def _generate_and_deliver(self, job: Job, lease_lost: threading.Event, memory_mode: str) -> None:
-        # 1. the model, loaded unless this worker holds it already (a switch: its cost is recorded)
+    def _generate(self, job: Job, lease_lost: threading.Event, memory_mode: str) -> GeneratedVideo:
+        # 1. The model, loaded unless this worker holds it already (a switch: its cost is recorded).
         load_s = None if job.model in self.engines else self._load(job.model)
         config = self.settings.model(job.model)
         step_cache_allowed = bool((job.engine_settings or {}).get("step_cache_allowed"))
-        # 2. generate, reporting progress and stopping at the next step when told to
+        # 2. Generate, reporting progress and stopping at the next step when told to.
         request = GenerationRequest(
             prompt=job.prompt, negative_prompt=job.negative_prompt, width=job.width, height=job.height,
             num_frames=job.num_frames, fps=job.fps, num_inference_steps=job.steps,
@@ -229,29 +286,66 @@ class Worker:
         deadline = time.monotonic() + self.settings.job_timeout_s
         video = self.engines[job.model].generate(
             request, self._progress_reporter(job.id), self._stop_check(job.id, lease_lost, deadline))
+        # 3. What it ran with, and the model load it paid.
         applied = {"memory_mode": memory_mode, "step_cache": request.step_cache, **video.engine_settings}
         with self.sessions.begin() as session:
             queue.record_run(session, job.id, self.worker_id, engine_settings=applied, model_load_s=load_s)
-        # 3. encode the clip and its thumbnail
-        mp4 = encode_mp4(video.frames, video.fps)
-        jpeg = thumbnail_jpeg(video.frames)
-        self._set_progress(job.id, 95)
-        # 4. store, then complete and settle in one transaction
-        prefix = f"{job.tenant_id}/{job.id}"
-        assets = [
-            queue.AssetRecord("video", f"{prefix}/video.mp4", "video/mp4", len(mp4), sha256_hex(mp4)),
-            queue.AssetRecord("thumbnail", f"{prefix}/thumbnail.jpg", "image/jpeg", len(jpeg), sha256_hex(jpeg)),
-        ]
-        self.storage.put(assets[0].storage_key, mp4)
-        self.storage.put(assets[1].storage_key, jpeg)
+        return video
+
+    def _post_process(self, job: Job, lease: Lease, video: GeneratedVideo) -> None:
+        try:
+            self._deliver(job, lease.lost, video)
+        except Exception as exc:  # every failure is classified, recorded and refunded below
+            self._handle_failure(job, exc)
+        finally:
+            lease.release()
+
+    def _deliver(self, job: Job, lease_lost: threading.Event, video: GeneratedVideo) -> None:
+        # 1. Stop here if the job was cancelled, or its lease lost, while it generated.
+        if self._stopped_meanwhile(job, lease_lost):
+            return
+        # 2. Name the clip: the watermark payload that will identify this job.
+        clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job))
+        # 3. Render every file (label, watermark, encode, metadata, C2PA, previews, hashes), then store.
+        rendition = output.render(video.frames, video.fps, clip, self._provenance())
+        self._set_progress(job.id, stored_progress_pct)
+        assets = output.store(rendition, clip, self.storage)
+        # 4. Complete and settle in one transaction.
         with self.sessions.begin() as session:
             if video.metadata:
                 queue.record_engine_metadata(session, job.id, self.worker_id, video.metadata)
             queue.complete(session, job, self.worker_id, assets, charge=job.total_tokens)
             if self._is_hosted(job.model):
                 breaker.record_success(session, job.model)
-        log.info("job %s completed: %d frames, %d bytes, %d tokens", job.id, len(video.frames), len(mp4),
-                 job.total_tokens)
+        log.info("job %s completed: %d frames, %d bytes, %d tokens; %s", job.id, len(video.frames),
+                 assets[0].size_bytes, job.total_tokens,
+                 ", ".join(f"{name} {seconds:.2f} s" for name, seconds in rendition.stage_s.items()))
+
+    def _stopped_meanwhile(self, job: Job, lease_lost: threading.Event) -> bool:
+        if lease_lost.is_set():
+            log.warning("job %s: lease lost before delivery; the new owner decides", job.id)
+            return True
+        with self.sessions() as session:
+            stop = queue.should_stop(session, job.id, self.worker_id)
+        if stop:
+            self._finish(lambda s: queue.finish_cancelled(s, job.id, self.worker_id), job, "cancelled")
+        return stop
+
+    def _assign_watermark(self, job: Job) -> str:
+        for _ in range(watermark_draws_max):
+            watermark_id = secrets.token_hex(watermark_id_bytes)
+            try:
+                with self.sessions.begin() as session:
+                    queue.assign_watermark(session, job.id, self.worker_id, watermark_id)
+                return watermark_id
+            except IntegrityError:
+                log.warning("job %s: watermark id %s already taken; drawing another", job.id, watermark_id)
+        raise MediaError(f"no free watermark id after {watermark_draws_max} draws")
+
+    def _provenance(self) -> output.Provenance:
+        if self.provenance is None:
+            self.provenance = output.load_provenance(self.settings)
+        return self.provenance
 
     def _progress_reporter(self, job_id: str) -> Callable[[int, int], None]:
         last_write = 0.0
@@ -281,24 +375,15 @@ class Worker:
 
         return is_cancelled
 
-    def _heartbeat(self, job_id: str, lease_lost: threading.Event, done: threading.Event) -> None:
-        while not done.wait(self.settings.heartbeat_s):
-            try:
-                with self.sessions.begin() as session:
-                    queue.heartbeat(session, job_id, self.worker_id, lease_s=self.settings.lease_s, now=utcnow())
-            except queue.StaleJob:
-                log.warning("job %s: lease lost by %s; stopping", job_id, self.worker_id)
-                lease_lost.set()
-                return
-
-    def _handle_failure(self, job: Job, exc: Exception, memory_mode: str) -> None:
+    def _handle_failure(self, job: Job, exc: Exception, memory_mode: str | None = None) -> None:
+        """`memory_mode`: the mode a failed generation ran in (None after it, in post-processing)."""
         verdict = classify(exc)
         message = f"{type(exc).__name__}: {exc}"
         log.error("job %s attempt %d failed (%s): %s", job.id, job.attempts, verdict.error_type, message,
                   exc_info=verdict.error_type == "internal_error")
         metadata = exc.metadata if isinstance(exc, HostedError) else None
         breaker_open = self._update_breaker(job.model, exc, message)
-        if verdict.error_type == "oom":
+        if verdict.error_type == "oom" and memory_mode is not None:
             self._retry_out_of_memory(job, memory_mode, message)
         elif verdict.transient and breaker_open:
             self._finish(lambda s: queue.release(s, job.id, owner=self.worker_id, error_type=verdict.error_type,

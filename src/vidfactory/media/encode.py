@@ -1,4 +1,4 @@
-"""Frames to deliverable files: H.264 MP4, JPEG thumbnail, content hashes, and a probe to check MP4s.
+"""Frames to an H.264 MP4 (with container metadata tags), and a probe to check MP4s.
 
 Pure functions on plain values (uint8 [F, H, W, 3] RGB frames, bytes): no database, no storage.
 """
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image
 
 from vidfactory.media.errors import MediaError
 
@@ -24,11 +23,11 @@ __all__ = [
     "SIDE_MAX_PX",
     "DecodedVideo",
     "VideoProbe",
+    "check_frames",
     "decode_mp4",
     "encode_mp4",
     "probe_mp4",
     "sha256_hex",
-    "thumbnail_jpeg",
 ]
 
 FPS_MAX = 120
@@ -90,10 +89,13 @@ def decode_mp4(data: bytes, *, frames_max: int) -> DecodedVideo:
     return DecodedVideo(frames=np.stack(frames), fps=float(rate))
 
 
-def encode_mp4(frames: np.ndarray, fps: int, *, crf: int = 23, preset: str = "veryfast") -> bytes:
-    """H.264 (libx264) yuv420p BT.709 MP4 with the index up front (`movflags=+faststart`)."""
+def encode_mp4(frames: np.ndarray, fps: int, *, crf: int = 23, preset: str = "veryfast",
+               metadata: dict[str, str] | None = None) -> bytes:
+    """H.264 (libx264) yuv420p BT.709 MP4 with the index up front (`movflags=+faststart`).
+
+    `metadata`: container tags (e.g. the GB 45438 `AIGC` JSON), written as named keys in the moov box."""
     # 1. Check everything before starting the encoder.
-    _check_frames(frames, even_sides=True)
+    check_frames(frames, even_sides=True)
     if not 1 <= fps <= FPS_MAX:
         raise MediaError(f"fps must be between 1 and {FPS_MAX}, got {fps}")
     if not 0 <= crf <= CRF_MAX:
@@ -105,15 +107,18 @@ def encode_mp4(frames: np.ndarray, fps: int, *, crf: int = 23, preset: str = "ve
     with tempfile.TemporaryDirectory(prefix="vidfactory-encode-") as workdir:
         path = Path(workdir) / "video.mp4"
         try:
-            _write_mp4(path, frames, fps, crf, preset)
+            _write_mp4(path, frames, fps, crf, preset, metadata or {})
         except av.FFmpegError as exc:
             raise MediaError(f"H.264 encoding failed: {exc}") from exc
         return path.read_bytes()
 
 
-def _write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int, preset: str) -> None:
+def _write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int, preset: str, metadata: dict[str, str]) -> None:
     _, height, width, _ = frames.shape
-    with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+    # use_metadata_tags: arbitrary keys (like AIGC) are kept; without it the muxer drops unknown tags.
+    options = {"movflags": "+faststart+use_metadata_tags"}
+    with av.open(str(path), mode="w", format="mp4", options=options) as container:
+        container.metadata.update(metadata)
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": str(crf), "preset": preset}
@@ -125,20 +130,6 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int, preset: str) 
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             container.mux(stream.encode(frame.reformat(format="yuv420p", dst_colorspace="ITU709")))
         container.mux(stream.encode(None))  # flush the encoder's delayed frames
-
-
-def thumbnail_jpeg(frames: np.ndarray, *, side_max: int = 512, quality: int = 85) -> bytes:
-    """The middle frame as a JPEG, downscaled (never upscaled) to fit a side_max square."""
-    _check_frames(frames, even_sides=False)
-    if side_max < 1:
-        raise MediaError(f"side_max must be >= 1, got {side_max}")
-    if not 1 <= quality <= 95:  # Pillow: above 95 only grows the file
-        raise MediaError(f"quality must be between 1 and 95, got {quality}")
-    image = Image.fromarray(np.ascontiguousarray(frames[len(frames) // 2]))
-    image.thumbnail((side_max, side_max), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality, optimize=True)
-    return buffer.getvalue()
 
 
 def sha256_hex(data: bytes) -> str:
@@ -192,7 +183,7 @@ def _top_level_boxes(data: bytes) -> Iterator[tuple[str, int]]:
         offset += size
 
 
-def _check_frames(frames: np.ndarray, *, even_sides: bool) -> None:
+def check_frames(frames: np.ndarray, *, even_sides: bool) -> None:
     if not isinstance(frames, np.ndarray):
         raise MediaError(f"frames must be a numpy array, got {type(frames).__name__}")
     if frames.dtype != np.uint8:

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from vidfactory.api.body import read_video_create, video_create_openapi
 from vidfactory.api.deps import CallerDep, ContextDep, IdempotencyKeyHeader, SessionDep
 from vidfactory.api.errors import ApiError, checked_id, not_found
-from vidfactory.api.render import video_object
+from vidfactory.api.render import file_hashes_by_job, video_object
 from vidfactory.api.schemas import VideoCreate
 from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Job
@@ -76,7 +76,8 @@ def list_videos(
     jobs = list(session.scalars(statement.order_by(*ordering).limit(limit + 1)))
     page = jobs[:limit]
     resolutions = ledger.hold_resolutions(session, [job.hold_id for job in page])
-    return {"object": "list", "data": [video_object(session, job, resolutions) for job in page],
+    hashes = file_hashes_by_job(session, [job.id for job in page])
+    return {"object": "list", "data": [video_object(session, job, resolutions, hashes) for job in page],
             "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
             "has_more": len(jobs) > limit}
 

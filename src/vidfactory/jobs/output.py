@@ -1,0 +1,142 @@
+"""The output chain: what happens to a clip between the engine and the customer.
+
+    frames → visible label → invisible watermark → encode MP4 (with the GB 45438 `AIGC` tag)
+           → C2PA manifest → thumbnail and spritesheet → SHA-256 and MD5 → storage
+
+`render` is pure (frames in, files out, timed per stage, no database); `store` writes the files and
+returns the asset records the worker commits with the job. The quality checks run before it, in the
+worker, because their verdict decides whether the clip is rendered at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vidfactory import __version__
+from vidfactory.jobs.queue import AssetRecord
+from vidfactory.media.devca import ensure_dev_credentials
+from vidfactory.media.encode import encode_mp4
+from vidfactory.media.errors import MediaError
+from vidfactory.media.hashes import FileHashes, file_hashes
+from vidfactory.media.preview import spritesheet_jpeg, thumbnail_jpeg
+from vidfactory.media.provenance import AIGC_KEY, AigcLabel, SigningKey, sign_c2pa
+from vidfactory.settings import Settings
+from vidfactory.storage.local import LocalStorage
+
+__all__ = ["ClipIdentity", "Provenance", "RenderedFile", "Rendition", "load_provenance", "render", "store"]
+
+generator_name = f"vidfactory/{__version__}"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who signs and what the labels say, resolved from settings once per worker."""
+
+    key: SigningKey
+    anchors_pem: bytes | None  # what verify trusts
+    producer: str  # AIGC ContentProducer
+
+
+def load_provenance(settings: Settings) -> Provenance:
+    """The configured certificate chain and key, or the development CA made on first run."""
+    cert_path, key_path, anchor_path = (settings.c2pa_cert_chain_path, settings.c2pa_key_path,
+                                        settings.c2pa_trust_anchor_path)
+    if (cert_path is None) != (key_path is None):
+        raise MediaError("set both VIDFACTORY_C2PA_CERT_CHAIN_PATH and VIDFACTORY_C2PA_KEY_PATH, or neither")
+    if cert_path is None or key_path is None:
+        dev = ensure_dev_credentials(settings.data_dir / "c2pa-dev")
+        cert_path, key_path, anchor_path = dev.cert_chain_path, dev.key_path, anchor_path or dev.anchor_path
+    return Provenance(key=SigningKey(_read(cert_path), _read(key_path)),
+                      anchors_pem=None if anchor_path is None else _read(anchor_path),
+                      producer=settings.content_producer)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise MediaError(f"cannot read signing material {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ClipIdentity:
+    job_id: str  # AIGC ProduceID and the C2PA job assertion
+    tenant_id: str
+    watermark_id: str  # hex payload of the invisible watermark; AIGC ReservedCode1
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    variant: str  # video | thumbnail | spritesheet
+    filename: str
+    content_type: str
+    data: bytes = field(repr=False)
+    hashes: FileHashes
+
+
+@dataclass(frozen=True)
+class Rendition:
+    files: list[RenderedFile]
+    stage_s: dict[str, float]  # wall time of each stage, for the logs and the benchmark
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.stage_s: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.stage_s[name] = self.stage_s.get(name, 0.0) + time.perf_counter() - start
+
+
+FrameStep = Callable[[np.ndarray, ClipIdentity], np.ndarray]
+
+
+def render(frames: np.ndarray, fps: int, clip: ClipIdentity, provenance: Provenance, *,
+           frame_steps: tuple[tuple[str, FrameStep], ...] = ()) -> Rendition:
+    """Every deliverable file of one clip. `frame_steps` (name, step) change the frames before encoding,
+    in order: the visible label, then the invisible watermark."""
+    watch = _Stopwatch()
+    # 1. Frame steps: label, watermark.
+    for name, step in frame_steps:
+        with watch.stage(name):
+            frames = step(frames, clip)
+    # 2. Encode, with the implicit label in the container metadata.
+    aigc = AigcLabel(content_producer=provenance.producer, produce_id=clip.job_id,
+                     reserved_code1=clip.watermark_id)
+    with watch.stage("encode"):
+        mp4 = encode_mp4(frames, fps, metadata={AIGC_KEY: aigc.to_json()})
+    # 3. Sign: the manifest binds itself to every byte written above.
+    with watch.stage("c2pa"):
+        mp4 = sign_c2pa(mp4, provenance.key, produce_id=clip.job_id, producer=provenance.producer,
+                        generator=generator_name)
+    # 4. Previews, from the labelled frames.
+    with watch.stage("previews"):
+        thumbnail, spritesheet = thumbnail_jpeg(frames), spritesheet_jpeg(frames)
+    # 5. Hashes of every file that will be stored.
+    with watch.stage("hashes"):
+        files = [RenderedFile(variant, filename, content_type, data, file_hashes(data))
+                 for variant, filename, content_type, data in (
+                     ("video", "video.mp4", "video/mp4", mp4),
+                     ("thumbnail", "thumbnail.jpg", "image/jpeg", thumbnail),
+                     ("spritesheet", "spritesheet.jpg", "image/jpeg", spritesheet))]
+    return Rendition(files, watch.stage_s)
+
+
+def store(rendition: Rendition, clip: ClipIdentity, storage: LocalStorage) -> list[AssetRecord]:
+    """Write each file under the tenant's and job's prefix; the records are committed with the job."""
+    records = []
+    for file in rendition.files:
+        key = f"{clip.tenant_id}/{clip.job_id}/{file.filename}"
+        storage.put(key, file.data)
+        records.append(AssetRecord(file.variant, key, file.content_type, len(file.data), file.hashes.sha256,
+                                   md5=file.hashes.md5))
+    return records

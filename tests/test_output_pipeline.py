@@ -1,0 +1,199 @@
+"""The output chain as a user meets it: a delivered clip carries the AIGC tag and a C2PA manifest, its
+files' hashes are on the video object, every variant downloads; /v1/verify and `vidfactory verify` name
+the job for its own tenant and the admin only, and report altered files; the worker post-processes one
+clip while generating the next, and a cancel that arrives meanwhile still cancels and refunds."""
+
+import io
+import json
+import threading
+import time
+
+import av
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from vidfactory.api.app import create_app
+from vidfactory.db.models import Job
+from vidfactory.engines.registry import load_engine
+from vidfactory.jobs import queue
+from vidfactory.jobs.worker import Worker
+from vidfactory.media.encode import encode_mp4
+from vidfactory.media.hashes import file_hashes
+from vidfactory.media.provenance import read_aigc, read_c2pa
+
+from conftest import assert_ledger_clean, new_tenant
+
+admin = {"Authorization": "Bearer test-admin-token"}
+small = {"size": "64x64", "seconds": "1"}
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings, workers=0)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def ctx(client):
+    return client.app.state.ctx
+
+
+def make_video(client, ctx, tenant) -> dict:
+    created = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a paper boat", **small})
+    assert created.status_code == 202, created.text
+    assert Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="w").run_once()
+    return client.get(f"/v1/videos/{created.json()['id']}", headers=tenant.headers).json()
+
+
+def download(client, tenant, video_id, variant="video") -> bytes:
+    response = client.get(f"/v1/videos/{video_id}/content?variant={variant}", headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def verify(client, headers, data: bytes):
+    return client.post("/v1/verify", headers=headers, files={"file": ("clip.mp4", data, "video/mp4")})
+
+
+def test_a_delivered_clip_is_labelled_signed_hashed_and_previewed(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    video = make_video(client, ctx, tenant)
+    assert video["status"] == "completed"
+    with ctx.sessions() as session:
+        job = session.get(Job, video["id"])
+    mp4 = download(client, tenant, video["id"])
+    # Hashes of every stored file are on the video object and match what downloads.
+    assert set(video["hashes"]) == {"video", "thumbnail", "spritesheet"}
+    for variant, expected in video["hashes"].items():
+        assert file_hashes(download(client, tenant, video["id"], variant)).as_dict() == expected
+    # The implicit labels: GB 45438 metadata naming the job and its watermark, a trusted C2PA manifest.
+    label = read_aigc(mp4)
+    assert (label.label, label.produce_id, label.content_producer) == ("1", video["id"], "vidfactory")
+    assert label.reserved_code1 == job.watermark_id and len(job.watermark_id) >= 8
+    finding = read_c2pa(mp4, "video/mp4", anchors_pem=ctx.provenance.anchors_pem)
+    assert (finding.state, finding.produce_id) == ("trusted", video["id"])
+    with av.open(io.BytesIO(mp4)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 9
+    sheet = Image.open(io.BytesIO(download(client, tenant, video["id"], "spritesheet")))
+    assert sheet.format == "JPEG" and sheet.size[0] > 64
+    assert_ledger_clean(ctx.sessions)
+
+
+def test_verify_names_the_video_for_its_tenant_and_the_admin_only(client, ctx):
+    owner, stranger = new_tenant(ctx.sessions, tokens=10_000), new_tenant(ctx.sessions)
+    video = make_video(client, ctx, owner)
+    mp4 = download(client, owner, video["id"])
+    mine = verify(client, owner.headers, mp4).json()
+    assert (mine["video_id"], mine["altered"]) == (video["id"], False)
+    assert mine["hashes"] == {**video["hashes"]["video"], "matches_stored": True, "variant": "video"}
+    assert mine["c2pa"] == {"state": "trusted", "failures": []}
+    assert mine["aigc"] == {"label": "1", "content_producer": "vidfactory"}
+    assert verify(client, admin, mp4).json()["video_id"] == video["id"]
+    theirs = verify(client, stranger.headers, mp4).json()
+    assert (theirs["video_id"], theirs["altered"], theirs["hashes"]["matches_stored"]) == (None, None, False)
+    thumbnail = verify(client, owner.headers, download(client, owner, video["id"], "thumbnail")).json()
+    assert (thumbnail["video_id"], thumbnail["hashes"]["variant"], thumbnail["altered"]) == (
+        video["id"], "thumbnail", False)
+
+
+def test_verify_reports_a_changed_file_as_altered(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    video = make_video(client, ctx, tenant)
+    changed = bytearray(download(client, tenant, video["id"]))
+    changed[-100] ^= 0x01
+    found = verify(client, tenant.headers, bytes(changed)).json()
+    assert found["altered"] is True and found["hashes"]["matches_stored"] is False
+    assert found["c2pa"]["state"] == "tampered" and "assertion.bmffHash.mismatch" in found["c2pa"]["failures"]
+
+
+def test_verify_refuses_bad_requests(client, ctx):
+    tenant = new_tenant(ctx.sessions)
+    assert client.post("/v1/verify", files={"file": ("a", b"x")}).status_code == 401
+    assert client.post("/v1/verify", headers=tenant.headers, json={"file": "x"}).status_code == 415
+    missing = client.post("/v1/verify", headers=tenant.headers, files={"other": ("a", b"x")})
+    assert (missing.status_code, missing.json()["error"]["param"]) == (400, "file")
+    assert client.post("/v1/verify", headers=tenant.headers, files={"file": ("a", b"")}).status_code == 400
+    ctx.settings.verify_upload_bytes_max = 1000
+    assert client.post("/v1/verify", headers=tenant.headers, files={"file": ("a", b"x" * 2000)}).status_code == 413
+    unknown = client.post("/v1/verify", headers=tenant.headers, files={"file": ("a", b"just some bytes")}).json()
+    assert (unknown["video_id"], unknown["altered"], unknown["c2pa"]["state"]) == (None, None, "absent")
+
+
+class CancelAfterGenerating:
+    """The real engine; once it returns, the tenant cancels (as if during post-processing)."""
+
+    def __init__(self, engine, sessions):
+        self.engine, self.sessions, self.model_id = engine, sessions, engine.model_id
+
+    def generate(self, request, on_progress, is_cancelled):
+        video = self.engine.generate(request, on_progress, is_cancelled)
+        with self.sessions.begin() as session:
+            job = session.query(Job).filter(Job.status == "in_progress").one()
+            queue.request_cancel(session, job)
+        return video
+
+
+def test_a_cancel_during_post_processing_cancels_and_refunds(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    created = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a kite", **small}).json()
+    engine = CancelAfterGenerating(load_engine(ctx.settings.models[0], ctx.settings.models_dir), ctx.sessions)
+    worker = Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="w", engine_loader=lambda *_: engine)
+    assert worker.run_once()
+    video = client.get(f"/v1/videos/{created['id']}", headers=tenant.headers).json()
+    assert (video["status"], video["billing"]["status"], video["hashes"]) == ("cancelled", "voided", {})
+    assert_ledger_clean(ctx.sessions)
+
+
+class TimedEngine:
+    """The real engine, recording when each generation starts and ends."""
+
+    def __init__(self, engine):
+        self.engine, self.model_id, self.spans = engine, engine.model_id, []
+
+    def generate(self, request, on_progress, is_cancelled):
+        start = time.monotonic()
+        video = self.engine.generate(request, on_progress, is_cancelled)
+        self.spans.append((start, time.monotonic()))
+        return video
+
+
+def test_the_worker_generates_the_next_clip_while_the_last_is_post_processed(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=100_000)
+    ids = [client.post("/v1/videos", headers=tenant.headers, json={"prompt": f"clip {n}", **small}).json()["id"]
+           for n in range(3)]
+    engine = TimedEngine(load_engine(ctx.settings.models[0], ctx.settings.models_dir))
+    worker = Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="w", engine_loader=lambda *_: engine)
+    assert worker.settings.overlap_post_processing
+    stop = threading.Event()
+    loop = threading.Thread(target=worker.run, args=(stop,))
+    loop.start()
+    deadline = time.monotonic() + 120
+    statuses = []
+    while time.monotonic() < deadline:
+        statuses = [client.get(f"/v1/videos/{i}", headers=tenant.headers).json()["status"] for i in ids]
+        if all(status == "completed" for status in statuses):
+            break
+        time.sleep(0.1)
+    stop.set()
+    loop.join(60)
+    assert statuses == ["completed"] * 3 and len(engine.spans) == 3
+    assert worker.post_thread is None  # drained on stop
+    assert_ledger_clean(ctx.sessions)
+
+
+def test_cli_verify_names_the_video_for_the_operator(client, ctx, tmp_path, models_dir, database_url):
+    from test_cli import Cli
+
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    video = make_video(client, ctx, tenant)
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(download(client, tenant, video["id"]))
+    cli = Cli(tmp_path, models_dir, database_url)
+    found = json.loads(cli.ok("verify", str(path), "--json").stdout)
+    assert (found["video_id"], found["altered"], found["c2pa"]["state"]) == (video["id"], False, "trusted")
+    foreign = tmp_path / "foreign.mp4"
+    foreign.write_bytes(encode_mp4(np.zeros((9, 64, 64, 3), np.uint8), 8))
+    result = cli("verify", str(foreign))
+    assert result.returncode == 1 and "video:     unknown" in result.stdout
