@@ -151,6 +151,25 @@ class Settings(BaseSettings):
     # Step caching changes the output: used only where the tenant's plan allows it (step_cache_allowed).
     step_cache: str = Field(default="none", pattern=r"^(none|first_block|mag|taylorseer)$")
     step_cache_mag_ratios: list[float] = Field(default_factory=list, max_length=1000)  # MagCache calibration
+    # Quality checks (media/qc.py), in each score's units: luma levels 0..255, fractions, ratios.
+    # Black and flicker breaches fail a clip (regenerated once); spikes, frozen video and faces flag it.
+    qc_black_luma_min: float = Field(default=16.0, ge=0.0, le=255.0)
+    qc_black_fraction_max: float = Field(default=0.25, ge=0.0, le=1.0)
+    qc_flicker_max: float = Field(default=40.0, ge=0.0, le=255.0)
+    qc_flicker_spike_max: float = Field(default=8.0, ge=1.0)
+    qc_flicker_spike_floor: float = Field(default=12.0, ge=0.0, le=255.0)
+    qc_frozen_motion_min: float = Field(default=0.3, ge=0.0, le=255.0)
+    qc_face_distortion_max: float = Field(default=0.6, ge=0.0, le=1.0)
+
+    # Visible AI label (media/label.py); GB 45438-2025 floors: >= 2 s, text >= 5% of the shorter side.
+    label_text: str = Field(default="AI生成", min_length=1, max_length=32)
+    label_seconds: float = Field(default=2.0, ge=2.0, le=60.0)
+    label_height_fraction: float = Field(default=0.05, ge=0.05, le=0.5)
+    label_corner: str = Field(default="top-left", pattern=r"^(top|bottom)-(left|right)$")
+
+    # Invisible watermark (media/watermark.py): QIM step in luma levels; changing it orphans old marks.
+    watermark_step: float = Field(default=9.0, ge=1.0, le=64.0)
+
     # Output pipeline. The worker post-processes a clip (label, watermark, encode, sign, store) in a
     # thread while its engine generates the next one.
     overlap_post_processing: bool = True
