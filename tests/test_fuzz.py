@@ -184,6 +184,13 @@ edge_cases = [
     ("POST", "/v1/quotes", {"json": {"prompt": "x", "seed": True}}, 400, invalid),
     ("POST", "/v1/quotes", {"json": {"prompt": "x", "seed": "7"}}, 400, invalid),
     ("GET", "/v1/ledger?limit=1000", {}, 200, None),
+    ("GET", "/v1/admin/tenants/a%00b/lexicon", {}, 404, "not_found"),
+    ("POST", "/v1/admin/tenants/{tenant}/lexicon", {"json": {"term": nul, "category": "x", "action": "block"}},
+     400, invalid),
+    ("POST", "/v1/admin/tenants/{tenant}/lexicon", {"json": {"term": "...", "category": "x", "action": "block"}},
+     400, invalid),
+    ("DELETE", "/v1/admin/tenants/{tenant}/lexicon?term=a%00b", {}, 400, invalid),
+    ("POST", "/v1/videos", {"json": {"prompt": "c0caine"}}, 400, "content_policy"),
 ]
 
 

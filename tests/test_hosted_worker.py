@@ -20,6 +20,7 @@ from vidfactory.billing import ledger
 from vidfactory.db.models import Job
 from vidfactory.db.types import utcnow
 from vidfactory.jobs import breaker, queue
+from vidfactory.jobs.screening import PromptScreens
 from vidfactory.jobs.submit import VideoRequest, submit
 from vidfactory.jobs.worker import Worker
 from vidfactory.media.encode import probe_mp4
@@ -57,7 +58,8 @@ def submit_job(sessions, settings, tenant) -> str:
     with sessions() as s:
         caller = authenticate(s, tenant.key)
     submitted = submit(sessions, settings, TokenCounters(settings.models_dir), caller,
-                       VideoRequest(prompt="a lantern on a lake", model="wan-hosted"), video_object)
+                       VideoRequest(prompt="a lantern on a lake", model="wan-hosted"), video_object,
+                       screens=PromptScreens.from_settings(settings))
     return submitted.body["id"]
 
 

@@ -36,7 +36,7 @@ def submit_for_review(ctx, tenant, reason="matched: example") -> str:
         caller = authenticate(session, tenant.key)
     outcome = submit(ctx.sessions, ctx.settings, ctx.counters, caller,
                      VideoRequest(prompt="a quiet harbour at dawn", model="wan-tiny", size="64x64", seconds="1"),
-                     video_object, review=queue.Review("prompt", reason))
+                     video_object, review=queue.Review("prompt", reason), screens=ctx.screens)
     return outcome.body["id"]
 
 
@@ -53,7 +53,8 @@ def balance(client, tenant):
 def hold_clip_for_review(ctx, tenant) -> str:
     """Submit normally, claim, and hold the finished clip for review as the output checks would."""
     created = submit(ctx.sessions, ctx.settings, ctx.counters, _caller(ctx, tenant),
-                     VideoRequest(prompt="a lighthouse", model="wan-tiny", size="64x64", seconds="1"), video_object)
+                     VideoRequest(prompt="a lighthouse", model="wan-tiny", size="64x64", seconds="1"), video_object,
+                     screens=ctx.screens)
     job_id = created.body["id"]
     assert claim(ctx) == job_id
     with ctx.sessions.begin() as session:

@@ -11,6 +11,7 @@ from vidfactory.db.models import Job
 from vidfactory.engines.base import EngineError, OutOfMemory
 from vidfactory.engines.registry import load_engine
 from vidfactory.jobs.submit import VideoRequest, submit
+from vidfactory.jobs.screening import PromptScreens
 from vidfactory.jobs.worker import Worker
 from vidfactory.api.context import TokenCounters
 from vidfactory.api.render import video_object
@@ -50,7 +51,7 @@ def setup(tmp_path, database_url, models_dir, sessions):
             caller = authenticate(s, tenant.key)
         submitted = submit(sessions, settings, TokenCounters(settings.models_dir), caller,
                            VideoRequest(prompt="a lantern on a lake", model="wan-tiny", size="64x64", seconds="1"),
-                           video_object)
+                           video_object, screens=PromptScreens.from_settings(settings))
         return worker, faulty, tenant, submitted.body["id"]
 
     return make

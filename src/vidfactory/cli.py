@@ -20,10 +20,12 @@ admin_app = typer.Typer(no_args_is_help=True, help="Tenants, keys and credits.")
 tenant_app = typer.Typer(no_args_is_help=True, help="Tenants.")
 key_app = typer.Typer(no_args_is_help=True, help="API keys.")
 ledger_app = typer.Typer(no_args_is_help=True, help="The token ledger.")
+lexicon_app = typer.Typer(no_args_is_help=True, help="A tenant's own prompt-screening terms.")
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(tenant_app, name="tenant")
 admin_app.add_typer(key_app, name="key")
+admin_app.add_typer(lexicon_app, name="lexicon")
 app.add_typer(ledger_app, name="ledger")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -105,6 +107,60 @@ def admin_credit(tenant: str, tokens: int, as_json: JsonFlag = False) -> None:
         _fail(str(exc))
     _emit(as_json, {"transfer_id": transfer.id, "tenant_id": found.id, "balance": vars(current)},
           f"credited {tokens} tokens to {found.name}; available {current.available}")
+
+
+@lexicon_app.command("add")
+def lexicon_add(tenant: str, term: str, category: Annotated[str, typer.Option()],
+                action: Annotated[str, typer.Option(help="block | review | allow")] = "block",
+                as_json: JsonFlag = False) -> None:
+    """Add TERM to TENANT's lexicon (or change its category and action)."""
+    from vidfactory.jobs import screening
+    from vidfactory.safety.lexicon import Entry, LexiconError
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    try:
+        entry = Entry(term.strip(), category, action)
+        with _sessions().begin() as session:
+            found = find_tenant(session, tenant)
+            if not screening.add_entry(session, found.id, entry):
+                _fail(f"a tenant lexicon holds at most {screening.tenant_lexicon_entries_max} terms")
+    except (LexiconError, TenancyError) as exc:
+        _fail(str(exc))
+    _emit(as_json, {"tenant_id": found.id, "term": entry.term, "category": entry.category, "action": entry.action},
+          f"{found.name}: {entry.term!r} → {entry.category} ({entry.action})")
+
+
+@lexicon_app.command("remove")
+def lexicon_remove(tenant: str, term: str, as_json: JsonFlag = False) -> None:
+    """Remove TERM from TENANT's lexicon."""
+    from vidfactory.jobs import screening
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    try:
+        with _sessions().begin() as session:
+            found = find_tenant(session, tenant)
+            removed = screening.remove_entry(session, found.id, term.strip())
+    except TenancyError as exc:
+        _fail(str(exc))
+    if not removed:
+        _fail(f"{found.name} has no lexicon term {term.strip()!r}")
+    _emit(as_json, {"tenant_id": found.id, "term": term.strip(), "deleted": True}, f"{found.name}: removed {term.strip()!r}")
+
+
+@lexicon_app.command("list")
+def lexicon_list(tenant: str, as_json: JsonFlag = False) -> None:
+    """TENANT's own terms (the platform lexicon is the file in VIDFACTORY_LEXICON_PATH or the default)."""
+    from vidfactory.jobs import screening
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    try:
+        with _sessions()() as session:
+            found = find_tenant(session, tenant)
+            entries = screening.list_entries(session, found.id)
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"tenant_id": found.id, "data": [vars(e) for e in entries]},
+          "\n".join(f"{e.term}\t{e.category}\t{e.action}" for e in entries) or f"{found.name}: no terms")
 
 
 @admin_app.command("demo")

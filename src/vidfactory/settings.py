@@ -151,6 +151,16 @@ class Settings(BaseSettings):
     # Step caching changes the output: used only where the tenant's plan allows it (step_cache_allowed).
     step_cache: str = Field(default="none", pattern=r"^(none|first_block|mag|taylorseer)$")
     step_cache_mag_ratios: list[float] = Field(default_factory=list, max_length=1000)  # MagCache calibration
+
+    # Prompt screening: a lexicon file (term<TAB>category<TAB>action) replacing the shipped default.
+    lexicon_path: Path | None = None
+
+    # Output screening: sampled frames of every clip through the open_nsfw classifier; a frame scoring at
+    # or above the threshold holds the clip for review.
+    output_screening_enabled: bool = True
+    output_nsfw_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    output_frames_sampled: int = Field(default=8, ge=1, le=64)
+
     # Quality checks (media/qc.py), in each score's units: luma levels 0..255, fractions, ratios.
     # Black and flicker breaches fail a clip (regenerated once); spikes, frozen video and faces flag it.
     qc_black_luma_min: float = Field(default=16.0, ge=0.0, le=255.0)

@@ -13,6 +13,7 @@ from vidfactory.billing.tokens import TokenCounter
 from vidfactory.db.session import SessionFactory, make_engine, make_session_factory
 from vidfactory.engines.registry import model_path
 from vidfactory.jobs.output import Provenance, load_provenance
+from vidfactory.jobs.screening import PromptScreens
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage.local import LocalStorage
 from vidfactory.tenancy import ensure_admin_token
@@ -44,6 +45,7 @@ class AppContext:
     counters: TokenCounters
     admin_token: str
     provenance: Provenance  # the C2PA signing identity and what verify trusts
+    screens: PromptScreens
     limiter: RateLimiter = field(default_factory=RateLimiter)
 
     @classmethod
@@ -51,4 +53,5 @@ class AppContext:
         engine = make_engine(settings.resolved_database_url)
         return cls(settings=settings, engine=engine, sessions=make_session_factory(engine),
                    storage=LocalStorage(settings.resolved_storage_dir), counters=TokenCounters(settings.models_dir),
-                   admin_token=ensure_admin_token(settings), provenance=load_provenance(settings))
+                   admin_token=ensure_admin_token(settings), provenance=load_provenance(settings),
+                   screens=PromptScreens.from_settings(settings))

@@ -14,6 +14,7 @@ from vidfactory.billing.ledger import InsufficientBalance
 from vidfactory.billing.tokens import TokenizerUnavailable
 from vidfactory.engines.base import EngineError
 from vidfactory.jobs.queue import StaleJob
+from vidfactory.jobs.screening import PromptRejected
 from vidfactory.jobs.spec import InvalidRequest
 from vidfactory.idempotency import IdempotencyConflict
 
@@ -92,6 +93,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IdempotencyConflict)
     async def _idempotency(_: Request, exc: IdempotencyConflict):
         return envelope(409, "idempotency_conflict", str(exc), "Idempotency-Key")
+
+    @app.exception_handler(PromptRejected)
+    async def _rejected(_: Request, exc: PromptRejected):
+        # The category only: the matched terms would teach a caller how to get around the lexicon.
+        return envelope(400, "content_policy", str(exc), "prompt")
 
     @app.exception_handler(StaleJob)
     async def _stale(_: Request, exc: StaleJob):

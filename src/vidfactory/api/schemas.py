@@ -13,6 +13,8 @@ __all__ = [
     "CreditCreate",
     "ErrorEnvelope",
     "KeyPublic",
+    "LexiconEntryCreate",
+    "LexiconEntryPublic",
     "QuotePublic",
     "TenantCreate",
     "TenantPublic",
@@ -169,3 +171,20 @@ class WorkerPublic(BaseModel):
 class WorkerList(BaseModel):
     object: Literal["list"] = "list"
     data: list[WorkerPublic]
+
+
+class LexiconEntryCreate(BaseModel):
+    """One term of a tenant's own lexicon: `block` refuses, `review` holds for an admin, `allow` lifts
+    overlapping matches (never a platform `block`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    term: PlainText = Field(min_length=1, max_length=100, pattern=r"^[^\t\r\n]+$")
+    category: str = Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    action: Literal["block", "review", "allow"]
+
+
+class LexiconEntryPublic(BaseModel):
+    term: str
+    category: str
+    action: str

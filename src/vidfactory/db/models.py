@@ -34,6 +34,7 @@ __all__ = [
     "PriceBook",
     "RegisteredWorker",
     "Tenant",
+    "TenantLexiconEntry",
     "Transfer",
 ]
 
@@ -275,6 +276,24 @@ class Alert(Base):
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), default=None)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TenantLexiconEntry(Base):
+    """A tenant's own screening term on top of the platform lexicon: `block`, `review` or `allow`."""
+
+    __tablename__ = "tenant_lexicon"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    term: Mapped[str] = mapped_column(String(100))
+    category: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "term"),
+        CheckConstraint("action IN ('block', 'review', 'allow')", name="lexicon_action_known"),
+    )
 
 
 class EngineBreaker(Base):

@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from vidfactory.engines.base import EngineError
 from vidfactory.media.errors import MediaError
+from vidfactory.safety.frames import OutputScreeningError
 from vidfactory.storage.local import StorageError
 
 __all__ = ["Classified", "JobTimedOut", "classify"]
@@ -37,6 +38,9 @@ def classify(exc: BaseException) -> Classified:
         return Classified(exc.error_type, False)
     if isinstance(exc, StorageError):
         return Classified(exc.error_type, True)
+    if isinstance(exc, OutputScreeningError):
+        # A clip that cannot be screened is never delivered; the classifier failing again is likely.
+        return Classified("output_screening_error", False)
     if isinstance(exc, OperationalError):
         return Classified("database_error", True)
     return Classified("internal_error", False)

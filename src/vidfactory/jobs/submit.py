@@ -24,6 +24,7 @@ from vidfactory.engines.memory import GIB, frugal_peak_bytes
 from vidfactory.idempotency import Outcome, run_once
 from vidfactory.jobs.queue import Review, review_reason_chars_max
 from vidfactory.jobs import workers
+from vidfactory.jobs.screening import PromptScreens, screen_prompt
 from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.tenancy import Caller
@@ -144,11 +145,16 @@ def submit(
     render: Callable[[Session, Job], dict[str, Any]],
     idempotency: tuple[str, str] | None = None,
     review: Review | None = None,
+    *,
+    screens: PromptScreens,
 ) -> Outcome:
     """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision.
-    Raises InvalidRequest, InsufficientBalance, IdempotencyConflict; on any of them nothing is held or
-    queued."""
+    The prompt the model will read is screened first (`screens`): a `review` match holds the job too.
+    Raises PromptRejected, InvalidRequest, InsufficientBalance, IdempotencyConflict; on any of them
+    nothing is held or queued."""
     priced = price_now(sessions, settings, counter_for, request)
+    with sessions() as session:
+        review = screen_prompt(session, screens, caller.tenant_id, priced.prompt) or review
 
     def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
         job_id = f"video_{uuid.uuid4().hex}"

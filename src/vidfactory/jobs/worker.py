@@ -41,6 +41,8 @@ from vidfactory.jobs import breaker, maintenance, output, queue, workers
 from vidfactory.jobs.errors import JobTimedOut, classify
 from vidfactory.jobs.output import ClipIdentity
 from vidfactory.media.errors import MediaError
+from vidfactory.notify.alerts import raise_alert
+from vidfactory.safety.frames import FrameClassifier, nsfw_classifier, screen_frames
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage.local import LocalStorage
 
@@ -49,6 +51,7 @@ __all__ = ["Worker", "device_report", "new_worker_id", "speed_settings"]
 log = logging.getLogger(__name__)
 
 EngineLoader = Callable[[ModelConfig, Path], Engine]
+ClassifierLoader = Callable[[], FrameClassifier]
 generation_share_pct = 90  # progress 0–90 is denoising; post-processing takes the rest
 stored_progress_pct = 95
 watermark_id_bytes = 4  # the watermark's 32-bit payload
@@ -106,13 +109,15 @@ class Lease:
 class Worker:
     def __init__(self, settings: Settings, sessions: SessionFactory, storage: LocalStorage, *,
                  worker_id: str | None = None, models: list[str] | None = None,
-                 engine_loader: EngineLoader | None = None) -> None:
+                 engine_loader: EngineLoader | None = None,
+                 classifier_loader: ClassifierLoader = nsfw_classifier) -> None:
         self.settings = settings
         self.sessions = sessions
         self.storage = storage
         self.worker_id = worker_id or new_worker_id()
         self.models = models or [m.id for m in settings.models]
         self.engine_loader = engine_loader or self._load_engine
+        self.classifier_loader = classifier_loader
         self.engines: dict[str, Engine] = {}  # resident models, oldest first
         self.device = device_report(settings)
         self.registered = False
@@ -304,19 +309,29 @@ class Worker:
         # 1. Stop here if the job was cancelled, or its lease lost, while it generated.
         if self._stopped_meanwhile(job, lease_lost):
             return
-        # 2. Name the clip: the watermark payload that will identify this job.
+        # 2. Screen sampled frames of what the engine made: a flagged clip is stored but waits for an admin.
+        review = self._screen_output(video.frames)
+        # 3. Name the clip: the watermark payload that will identify this job.
         clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job))
-        # 3. Render every file (label, watermark, encode, metadata, C2PA, previews, hashes), then store.
+        # 4. Render every file (label, watermark, encode, metadata, C2PA, previews, hashes), then store.
         rendition = output.render(video.frames, video.fps, clip, self._provenance())
         self._set_progress(job.id, stored_progress_pct)
         assets = output.store(rendition, clip, self.storage)
-        # 4. Complete and settle in one transaction.
+        # 5. Complete and settle (or hold for review) in one transaction.
         with self.sessions.begin() as session:
             if video.metadata:
                 queue.record_engine_metadata(session, job.id, self.worker_id, video.metadata)
-            queue.complete(session, job, self.worker_id, assets, charge=job.total_tokens)
+            if review is not None:
+                queue.hold_for_review(session, job, self.worker_id, assets, review)
+                raise_alert(session, "review_required", f"{job.id}: {review.source}: {review.reason}",
+                            tenant_id=job.tenant_id, job_id=job.id)
+            else:
+                queue.complete(session, job, self.worker_id, assets, charge=job.total_tokens)
             if self._is_hosted(job.model):
                 breaker.record_success(session, job.model)
+        if review is not None:
+            log.warning("job %s held for review: %s", job.id, review.reason)
+            return
         log.info("job %s completed: %d frames, %d bytes, %d tokens; %s", job.id, len(video.frames),
                  assets[0].size_bytes, job.total_tokens,
                  ", ".join(f"{name} {seconds:.2f} s" for name, seconds in rendition.stage_s.items()))
@@ -346,6 +361,19 @@ class Worker:
         if self.provenance is None:
             self.provenance = output.load_provenance(self.settings)
         return self.provenance
+
+    def _screen_output(self, frames) -> queue.Review | None:
+        """The one review a finished clip can carry. A check added later (QC) joins its reason into this
+        Review, so a clip is held once, with every reason."""
+        if not self.settings.output_screening_enabled:
+            return None
+        verdict = screen_frames(frames, self.classifier_loader(), threshold=self.settings.output_nsfw_threshold,
+                                samples=self.settings.output_frames_sampled)
+        if not verdict.flagged:
+            return None
+        return queue.Review("output_safety", f"frame {verdict.frame} scored {verdict.score:.3f} on open_nsfw "
+                                             f"(threshold {self.settings.output_nsfw_threshold:.2f}, "
+                                             f"{verdict.sampled} frames sampled)")
 
     def _progress_reporter(self, job_id: str) -> Callable[[int, int], None]:
         last_write = 0.0

@@ -6,19 +6,34 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from vidfactory.api.body import read_video_create, video_create_openapi
+from vidfactory.api.context import AppContext
 from vidfactory.api.deps import CallerDep, ContextDep
 from vidfactory.api.routes.videos import to_video_request
 from vidfactory.api.schemas import AmountPublic, QuotePublic
-from vidfactory.jobs.submit import price_now
+from vidfactory.jobs.screening import screen_prompt
+from vidfactory.jobs.submit import Priced, VideoRequest, price_now
+from vidfactory.tenancy import Caller
 
 router = APIRouter(prefix="/v1/quotes", tags=["billing"])
 
+held_for_review_warning = "this prompt will wait for an administrator's review before it runs"
+
+
+def screened_price(ctx: AppContext, caller: Caller, video_request: VideoRequest) -> Priced:
+    """A quote screens like a submission: a blocked prompt is refused here too (PromptRejected)."""
+    priced = price_now(ctx.sessions, ctx.settings, ctx.counters, video_request)
+    with ctx.sessions() as session:
+        review = screen_prompt(session, ctx.screens, caller.tenant_id, priced.prompt)
+    if review is not None:
+        priced.warnings.append(held_for_review_warning)
+    return priced
+
 
 @router.post("", openapi_extra=video_create_openapi)
-async def create_quote(request: Request, ctx: ContextDep, _caller: CallerDep) -> QuotePublic:
+async def create_quote(request: Request, ctx: ContextDep, caller: CallerDep) -> QuotePublic:
     body, _ = await read_video_create(request, ctx.settings.upload_bytes_max)
     video_request = to_video_request(body, ctx.settings.models[0].id)
-    priced = await run_in_threadpool(price_now, ctx.sessions, ctx.settings, ctx.counters, video_request)
+    priced = await run_in_threadpool(screened_price, ctx, caller, video_request)
     q = priced.quote
     return QuotePublic(model=priced.model.id, price_book_version=priced.price_book_version, method=q.method,
                        input_tokens=q.input_tokens, output_tokens=q.output_tokens, total_tokens=q.total_tokens,

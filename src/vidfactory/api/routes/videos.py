@@ -54,7 +54,7 @@ async def create_video(
     if idempotency_key is not None:
         idempotency = (idempotency_key, fingerprint("/v1/videos", fields))
     submitted = await run_in_threadpool(submit, ctx.sessions, ctx.settings, ctx.counters, caller, video_request,
-                                        video_object, idempotency)
+                                        video_object, idempotency, screens=ctx.screens)
     headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
     return JSONResponse(submitted.body, status_code=submitted.status_code, headers=headers)
 
