@@ -70,3 +70,16 @@ def test_racing_workers_count_every_failure_once_and_share_one_probe(sessions):
     for thread in racers:
         thread.join()
     assert sorted(wins) == [False, False, False, True]
+
+
+def test_a_live_probe_is_extended_only_by_its_owner(sessions):
+    now = utcnow()
+    for _ in range(3):
+        fail(sessions, now)
+    later = now + timedelta(seconds=60)
+    assert admits(sessions, "a", later)
+    with sessions.begin() as s:
+        breaker.extend_probe(s, "m", worker_id="b", until=later + timedelta(seconds=999))  # not b's probe
+        breaker.extend_probe(s, "m", worker_id="a", until=later + timedelta(seconds=100))
+    assert not admits(sessions, "b", later + timedelta(seconds=99))  # a heartbeats: still a's
+    assert admits(sessions, "b", later + timedelta(seconds=100))

@@ -40,10 +40,11 @@ def service(request):
 
 @pytest.fixture
 def setup(tmp_path, database_url, models_dir, sessions, tiny_model_dir, service):  # noqa: F811
-    def make(**overrides):
-        hosted = HostedConfig(base_url=service.base_url, api_key=api_key, remote_model="wan2.2-t2v-plus",
-                              poll_interval_s=0.01, task_timeout_s=5.0, request_timeout_s=2.0,
-                              http_attempts_max=2, http_backoff_s=0.0, prompt_extend=True)
+    def make(hosted_overrides=None, **overrides):
+        hosted = HostedConfig(**{**dict(base_url=service.base_url, api_key=api_key, remote_model="wan2.2-t2v-plus",
+                                        poll_interval_s=0.01, task_timeout_s=5.0, request_timeout_s=2.0,
+                                        http_attempts_max=2, http_backoff_s=0.0, prompt_extend=True),
+                                 **(hosted_overrides or {})})
         model = ModelConfig(id="wan-hosted", engine=service.engine, path=str(tiny_model_dir),
                             default_size="64x64", default_seconds=1, fps=8, hosted=hosted)
         settings = make_settings(tmp_path, database_url, models_dir, models=[model], **overrides)
@@ -182,4 +183,21 @@ def test_cancelling_a_running_hosted_job_cancels_the_remote_task(setup, sessions
     assert job(sessions, job_id).status == "cancelled"
     assert len(service.calls("POST", "/cancel")) == 1
     assert balance(sessions, tenant).available == 1000
+    assert_ledger_clean(sessions)
+
+
+def test_a_probe_longer_than_a_lease_stays_the_only_probe(setup, sessions, service):
+    settings, worker, tenant = setup(dict(poll_interval_s=0.02, task_timeout_s=60.0), breaker_failures_max=1,
+                                     breaker_cooldown_s=0.0, retry_backoff_s=0.0, lease_s=2.0, heartbeat_s=0.1)
+    service.fail_next(2, "/video", status=503)
+    job_id = submit_job(sessions, settings, tenant)
+    assert worker.run_once()  # opens the breaker
+    service.polls_to_finish = 250  # the probe job's remote task runs several leases (>= 5 s)
+    runner = threading.Thread(target=worker.run_once)
+    runner.start()
+    time.sleep(2.5)
+    with sessions.begin() as s:  # past the first probe expiry: the heartbeats kept the probe the worker's
+        assert not breaker.admits(s, "wan-hosted", worker_id="other", now=utcnow(), policy=worker.breaker_policy)
+    runner.join(20)
+    assert job(sessions, job_id).status == "completed"
     assert_ledger_clean(sessions)

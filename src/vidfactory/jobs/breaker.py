@@ -23,7 +23,7 @@ from vidfactory.db.models import EngineBreaker
 from vidfactory.db.types import utcnow
 from vidfactory.notify.alerts import raise_alert
 
-__all__ = ["BreakerPolicy", "admits", "record_failure", "record_success", "state_of"]
+__all__ = ["BreakerPolicy", "admits", "extend_probe", "record_failure", "record_success", "state_of"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,17 @@ def admits(session: Session, model: str, *, worker_id: str, now: datetime, polic
             log.info("breaker %s half-open: %s probes", model, worker_id)
             return True
     raise RuntimeError(f"breaker {model}: no compare-and-set succeeded in {cas_attempts_max} tries")
+
+
+def extend_probe(session: Session, model: str, *, worker_id: str, until: datetime) -> None:
+    """The probe's worker is alive (it heartbeats its job): keep the probe its own until `until`.
+    A no-op unless the breaker is half-open with this worker as the prober."""
+    session.execute(
+        update(EngineBreaker)
+        .where(EngineBreaker.model == model, EngineBreaker.state == "half_open",
+               EngineBreaker.probe_owner == worker_id)
+        .values(probe_expires_at=until, version=EngineBreaker.version + 1, updated_at=utcnow())
+        .execution_options(synchronize_session=False))
 
 
 def record_success(session: Session, model: str) -> None:

@@ -81,9 +81,10 @@ class Lease:
     """A claimed job's lease, kept alive by a heartbeat thread from claim until its outcome is recorded
     (through post-processing too). `lost` is set when another worker or the reaper took the job."""
 
-    def __init__(self, worker: Worker, job_id: str) -> None:
+    def __init__(self, worker: Worker, job_id: str, model_id: str) -> None:
         self.worker = worker
         self.job_id = job_id
+        self.model_id = model_id
         self.lost = threading.Event()
         self.done = threading.Event()
         self.beat = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
@@ -95,11 +96,15 @@ class Lease:
 
     def _beat(self) -> None:
         settings = self.worker.settings
+        hosted = self.worker.is_hosted(self.model_id)
         while not self.done.wait(settings.heartbeat_s):
             try:
                 with self.worker.sessions.begin() as session:
-                    queue.heartbeat(session, self.job_id, self.worker.worker_id, lease_s=settings.lease_s,
-                                    now=utcnow())
+                    now = utcnow()
+                    queue.heartbeat(session, self.job_id, self.worker.worker_id, lease_s=settings.lease_s, now=now)
+                    if hosted:  # a probe job runs as long as it needs; its breaker stays ours meanwhile
+                        breaker.extend_probe(session, self.model_id, worker_id=self.worker.worker_id,
+                                             until=now + timedelta(seconds=self.worker.breaker_policy.probe_s))
             except queue.StaleJob:
                 log.warning("job %s: lease lost by %s; stopping", self.job_id, self.worker.worker_id)
                 self.lost.set()
@@ -122,7 +127,7 @@ class Worker:
         self.device = device_report(settings)
         self.registered = False
         self.last_maintenance = 0.0
-        # A probe outliving a lease is presumed lost with its worker; another worker may probe then.
+        # A probe whose heartbeats stopped for a lease is presumed lost with its worker; another may probe.
         self.breaker_policy = breaker.BreakerPolicy(failures_max=settings.breaker_failures_max,
                                                     cooldown_s=settings.breaker_cooldown_s, probe_s=settings.lease_s)
         self.provenance: output.Provenance | None = None  # loaded on the first clip
@@ -197,14 +202,14 @@ class Worker:
         self.execute(job, wait=wait)
         return True
 
-    def _is_hosted(self, model_id: str) -> bool:
+    def is_hosted(self, model_id: str) -> bool:
         config = self.settings.model(model_id)
         return config is not None and config.is_hosted
 
     def _admitted_models(self, session: Session, now: datetime) -> list[str]:
         """A hosted model whose breaker is open is not claimed at all: its jobs wait in the queue
         untouched (no attempt used, hold pending) until the breaker lets a probe through."""
-        return [model for model in self.models if not self._is_hosted(model)
+        return [model for model in self.models if not self.is_hosted(model)
                 or breaker.admits(session, model, worker_id=self.worker_id, now=now, policy=self.breaker_policy)]
 
     def drain(self) -> None:
@@ -254,7 +259,7 @@ class Worker:
         return fits or forced or MEMORY_MODES[-1]
 
     def execute(self, job: Job, wait: bool = True) -> None:
-        lease = Lease(self, job.id)
+        lease = Lease(self, job.id, job.model)
         memory_mode = self.memory_mode_for(job)
         # 1. Generate: the only step that needs the engine.
         try:
@@ -327,7 +332,7 @@ class Worker:
                             tenant_id=job.tenant_id, job_id=job.id)
             else:
                 queue.complete(session, job, self.worker_id, assets, charge=job.total_tokens)
-            if self._is_hosted(job.model):
+            if self.is_hosted(job.model):
                 breaker.record_success(session, job.model)
         if review is not None:
             log.warning("job %s held for review: %s", job.id, review.reason)
@@ -441,7 +446,7 @@ class Worker:
     def _update_breaker(self, model_id: str, exc: Exception, message: str) -> bool:
         """Count a hosted service's failure; True when its breaker is open. A request the service refused
         (invalid input) proves it answers; local refusals, cancellations and our own faults say nothing."""
-        if not self._is_hosted(model_id):
+        if not self.is_hosted(model_id):
             return False
         with self.sessions.begin() as session:
             if isinstance(exc, HostedRejected):
