@@ -190,7 +190,7 @@ class Worker:
         now = utcnow()
         residency = queue.Residency(memory_bytes=self.device.memory_total_bytes,
                                     held_models=tuple(m for m in self.models
-                                                      if m in self.engines or self._is_hosted(m)),
+                                                      if m in self.engines or self.is_hosted(m)),
                                     switch_after_s=self.settings.model_switch_after_s)
         with self.sessions.begin() as session:
             models = self._admitted_models(session, now)
@@ -233,7 +233,7 @@ class Worker:
         config = self.settings.model(model_id)
         assert config is not None, f"job for unconfigured model {model_id}"
         # Hosted engines hold no device memory: they neither count nor make room.
-        resident = [m for m in self.engines if not self._is_hosted(m)]
+        resident = [m for m in self.engines if not self.is_hosted(m)]
         while not config.is_hosted and len(resident) >= self.settings.models_resident_max:
             evicted = resident.pop(0)
             del self.engines[evicted]
