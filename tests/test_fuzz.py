@@ -117,18 +117,25 @@ def assert_error_envelope(response) -> None:
 
 
 def assert_charged_only_for_jobs(sessions, tenant_id: str) -> None:
-    """Credits in; one hold per job; a void per cancelled job; nothing else, whatever was rejected."""
+    """Credits and vouchers in; one hold (one or two legs: vouchers first) per job; a void per leg of each
+    cancelled job; nothing else, whatever was rejected."""
     with sessions() as session:
         jobs = list(session.scalars(select(Job).where(Job.tenant_id == tenant_id)))
         transfers = list(session.scalars(select(Transfer).where(Transfer.tenant_id == tenant_id)))
         current = ledger.balance(session, tenant_id)
+        vouchers = ledger.voucher_balance(session, tenant_id)
     statuses = Counter(job.status for job in jobs)
     assert set(statuses) <= {"queued", "cancelled"}, statuses  # no worker ran
     kinds = Counter(t.kind for t in transfers)
-    assert kinds == Counter(credit=kinds["credit"], hold=len(jobs), void=statuses["cancelled"]), kinds
+    legs = sum(len(job.hold_leg_ids) for job in jobs)
+    voided = sum(len(job.hold_leg_ids) for job in jobs if job.status == "cancelled")
+    assert kinds == Counter(credit=kinds["credit"], grant=kinds["grant"], hold=legs, void=voided), kinds
     credited = sum(t.amount for t in transfers if t.kind == "credit")
+    granted = sum(t.amount for t in transfers if t.kind == "grant")
     held = sum(job.total_tokens for job in jobs if job.status == "queued")
-    assert (current.posted, current.pending, current.available) == (credited, held, credited - held)
+    assert (current.posted, vouchers.posted) == (credited, granted)
+    assert current.pending + vouchers.pending == held
+    assert current.available + vouchers.available == credited + granted - held
 
 
 @pytest.mark.parametrize(("method", "path", "media_type", "mode"), targets,

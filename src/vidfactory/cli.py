@@ -31,6 +31,7 @@ app.add_typer(ledger_app, name="ledger")
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 demo_tenant_name = "demo"
 demo_credit_tokens = 1_000_000
+cli_actor = "cli"
 steps_max = 200
 
 
@@ -70,7 +71,7 @@ def tenant_create(name: str, plan: Annotated[str, typer.Option()] = "free", as_j
 
     try:
         with _sessions().begin() as session:
-            tenant = create_tenant(session, name, plan)
+            tenant = create_tenant(session, name, plan, actor=cli_actor)
     except TenancyError as exc:
         _fail(str(exc))
     _emit(as_json, {"id": tenant.id, "name": tenant.name, "plan": tenant.plan_id},
@@ -84,7 +85,7 @@ def key_create(tenant: str, as_json: JsonFlag = False) -> None:
 
     try:
         with _sessions().begin() as session:
-            row, plaintext = create_key(session, find_tenant(session, tenant).id)
+            row, plaintext = create_key(session, find_tenant(session, tenant).id, actor=cli_actor)
     except TenancyError as exc:
         _fail(str(exc))
     _emit(as_json, {"id": row.id, "tenant_id": row.tenant_id, "key": plaintext}, plaintext)
@@ -101,12 +102,51 @@ def admin_credit(tenant: str, tokens: int, as_json: JsonFlag = False) -> None:
     try:
         with _sessions().begin() as session:
             found = find_tenant(session, tenant)
-            transfer = ledger.credit(session, found.id, tokens)
+            transfer = ledger.credit(session, found.id, tokens, actor=cli_actor)
             current = ledger.balance(session, found.id)
     except TenancyError as exc:
         _fail(str(exc))
     _emit(as_json, {"transfer_id": transfer.id, "tenant_id": found.id, "balance": vars(current)},
           f"credited {tokens} tokens to {found.name}; available {current.available}")
+
+
+@admin_app.command("voucher")
+def admin_voucher(tenant: str, tokens: int, reason: Annotated[str, typer.Option(help="Why (kept in the ledger).")],
+                  days: Annotated[int, typer.Option(help="Days until it expires.")] = 30,
+                  as_json: JsonFlag = False) -> None:
+    """Grant TENANT (id or name) a voucher of TOKENS, spent before paid balance, expiring after --days."""
+    from datetime import timedelta
+
+    from vidfactory.billing import ledger
+    from vidfactory.db.types import utcnow
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    if not 0 < tokens <= 10**12:
+        _fail("TOKENS must be between 1 and 10^12")
+    if not 1 <= days <= 3650:
+        _fail("--days must be between 1 and 3650")
+    if not reason.strip() or len(reason) > 200:
+        _fail("--reason must be 1–200 characters")
+    try:
+        with _sessions().begin() as session:
+            found = find_tenant(session, tenant)
+            transfer = ledger.grant_voucher(session, found.id, tokens, utcnow() + timedelta(days=days), reason,
+                                            actor=cli_actor)
+            current = ledger.voucher_balance(session, found.id)
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"transfer_id": transfer.id, "tenant_id": found.id, "vouchers": vars(current)},
+          f"granted a {tokens}-token voucher to {found.name}; vouchers available {current.available}")
+
+
+@ledger_app.command("expire-vouchers")
+def ledger_expire_vouchers(as_json: JsonFlag = False) -> None:
+    """Expire every voucher grant past its expiry now (workers also do this every few seconds)."""
+    from vidfactory.db.types import utcnow
+    from vidfactory.jobs.maintenance import expire_vouchers
+
+    expired = expire_vouchers(_sessions(), utcnow())
+    _emit(as_json, {"expired": expired}, f"expired {expired} voucher grants")
 
 
 @lexicon_app.command("add")
@@ -196,7 +236,8 @@ def admin_demo(port: int = 8000) -> None:
 
 @ledger_app.command("verify")
 def ledger_verify(as_json: JsonFlag = False) -> None:
-    """Check every ledger invariant on the live database; exit 1 on any breach."""
+    """Check every ledger invariant and the audit log's hash chain on the live database; exit 1 on any
+    breach (a broken chain is reported at its first broken link)."""
     from vidfactory.billing.verify import verify
 
     with _sessions()() as session:

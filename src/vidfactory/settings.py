@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     step_cache: str = Field(default="none", pattern=r"^(none|first_block|mag|taylorseer)$")
     step_cache_mag_ratios: list[float] = Field(default_factory=list, max_length=1000)  # MagCache calibration
 
+    # Result cache: a `similar` hit needs this Jaccard similarity of prompt shingles (0–1); candidates
+    # scored per lookup; shared: any tenant's clip may serve another tenant (off: own clips only).
+    cache_similarity_min: float = Field(default=0.65, gt=0.0, le=1.0)
+    cache_candidates_max: int = Field(default=200, ge=1, le=10_000)
+    cache_shared: bool = False
+
     # Prompt screening: a lexicon file (term<TAB>category<TAB>action) replacing the shipped default.
     lexicon_path: Path | None = None
 

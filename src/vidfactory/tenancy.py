@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from vidfactory.billing import ledger
+from vidfactory.billing import audit, ledger
 from vidfactory.db.models import ApiKey, Plan, Tenant
 from vidfactory.db.types import utcnow
 from vidfactory.settings import Settings
@@ -27,6 +27,7 @@ __all__ = [
     "ensure_plans",
     "find_tenant",
     "hash_key",
+    "revoke_key",
     "revoke_keys",
 ]
 
@@ -74,7 +75,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_tenant(session: Session, name: str, plan: str = "free") -> Tenant:
+def create_tenant(session: Session, name: str, plan: str = "free", actor: str = audit.system_actor) -> Tenant:
     name = name.strip()
     if not 1 <= len(name) <= tenant_name_chars_max:
         raise TenancyError(f"tenant name must be 1–{tenant_name_chars_max} characters")
@@ -86,6 +87,7 @@ def create_tenant(session: Session, name: str, plan: str = "free") -> Tenant:
     session.add(tenant)
     session.flush()
     ledger.ensure_tenant_account(session, tenant.id)
+    audit.append(session, "tenant.created", f"tenant:{tenant.id}", {"name": name, "plan": plan}, actor)
     return tenant
 
 
@@ -96,21 +98,40 @@ def find_tenant(session: Session, id_or_name: str) -> Tenant:
     return tenant
 
 
-def create_key(session: Session, tenant_id: str, label: str = "") -> tuple[ApiKey, str]:
+def create_key(session: Session, tenant_id: str, label: str = "", actor: str = audit.system_actor
+               ) -> tuple[ApiKey, str]:
     """Returns the stored row and the plaintext key, which is never stored or shown again."""
     plaintext = key_prefix + secrets.token_urlsafe(32)
     row = ApiKey(id=f"key_{uuid.uuid4().hex[:20]}", tenant_id=tenant_id, label=label[:100],
                  prefix=plaintext[:10], key_sha256=hash_key(plaintext))
     session.add(row)
     session.flush()
+    # The prefix identifies the key to an operator; the key itself (and its digest) stay out of the log.
+    audit.append(session, "api_key.created", f"api_key:{row.id}", {"tenant_id": tenant_id, "prefix": row.prefix,
+                                                                   "label": row.label}, actor)
     return row, plaintext
 
 
-def revoke_keys(session: Session, tenant_id: str, label: str) -> int:
-    result = session.execute(
+def revoke_keys(session: Session, tenant_id: str, label: str, actor: str = audit.system_actor) -> int:
+    revoked = list(session.scalars(
         update(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.label == label, ApiKey.revoked_at.is_(None))
-        .values(revoked_at=utcnow()))
-    return result.rowcount
+        .values(revoked_at=utcnow()).returning(ApiKey.id).execution_options(synchronize_session=False)))
+    for key_id in revoked:
+        audit.append(session, "api_key.revoked", f"api_key:{key_id}", {"tenant_id": tenant_id}, actor)
+    return len(revoked)
+
+
+def revoke_key(session: Session, key_id: str, actor: str = audit.system_actor) -> ApiKey | None:
+    """Revoke one key by id; None when there is no such key. Revoking twice is a no-op (audited once)."""
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        return None
+    result = session.execute(update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                             .values(revoked_at=utcnow()).execution_options(synchronize_session=False))
+    if result.rowcount == 1:
+        audit.append(session, "api_key.revoked", f"api_key:{key_id}", {"tenant_id": row.tenant_id}, actor)
+    session.refresh(row)
+    return row
 
 
 def authenticate(session: Session, key: str) -> Caller | None:

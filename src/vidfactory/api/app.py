@@ -12,7 +12,20 @@ from fastapi import FastAPI
 from vidfactory import __version__
 from vidfactory.api.context import AppContext
 from vidfactory.api.errors import error_responses, install_error_handlers
-from vidfactory.api.routes import admin, balance, lexicon, models, quotes, reviews, verify, videos
+from vidfactory.api.routes import (
+    admin,
+    audit,
+    balance,
+    lexicon,
+    models,
+    price_books,
+    quotes,
+    reviews,
+    statements,
+    verify,
+    videos,
+    vouchers,
+)
 from vidfactory.api.routes import workers as workers_routes
 from vidfactory.bootstrap import upgrade_and_seed
 from vidfactory.jobs.worker import Worker
@@ -56,7 +69,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
                   description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
     install_error_handlers(app)
     for router in (videos.router, quotes.router, balance.router, models.router, admin.router, reviews.router,
-                   lexicon.router, verify.router, workers_routes.router):
+                   price_books.router, vouchers.router, statements.router, audit.router, lexicon.router,
+                   verify.router, workers_routes.router):
         app.include_router(router, responses=error_responses)
 
     @app.get("/healthz", tags=["ops"])

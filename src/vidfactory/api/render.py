@@ -18,14 +18,17 @@ def timestamp(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp())
 
 
-def billing_object(job: Job, resolution: Transfer | None) -> dict[str, Any]:
+def billing_object(job: Job, resolutions: list[Transfer | None]) -> dict[str, Any]:
+    """`resolutions`: the post or void of each leg of the job's hold (None while it is pending). Legs
+    resolve together, in one transaction."""
     held = job.total_tokens
-    if resolution is None:
+    if any(r is None for r in resolutions):
         return {"price_book_version": job.price_book_version, "held": held, "settled": None, "released": None,
                 "status": "held"}
-    settled = resolution.amount if resolution.kind == "post" else 0
+    settled = sum(r.amount for r in resolutions if r.kind == "post")
+    posted = any(r.kind == "post" for r in resolutions)
     return {"price_book_version": job.price_book_version, "held": held, "settled": settled,
-            "released": held - settled, "status": "settled" if resolution.kind == "post" else "voided"}
+            "released": held - settled, "status": "settled" if posted else "voided"}
 
 
 FileHashes = dict[str, dict[str, str | None]]  # variant → {"sha256", "md5"}
@@ -45,8 +48,9 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
                  hashes: dict[str, FileHashes] | None = None) -> dict[str, Any]:
     """`resolutions` (hold id → post/void) and `hashes` (job id → files), when a caller already fetched
     them for a page of jobs."""
-    resolution = (resolutions.get(job.hold_id) if resolutions is not None
-                  else ledger.hold_resolution(session, job.hold_id))
+    if resolutions is None:
+        resolutions = ledger.hold_resolutions(session, job.hold_leg_ids)
+    leg_resolutions = [resolutions.get(leg) for leg in job.hold_leg_ids]
     files = (hashes if hashes is not None else file_hashes_by_job(session, [job.id])).get(job.id, {})
     error = None
     if job.status == "failed":
@@ -72,7 +76,9 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
         "cancel_requested": job.cancel_requested,
         "usage": {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens,
                   "total_tokens": job.total_tokens},
-        "billing": billing_object(job, resolution),
+        "billing": billing_object(job, leg_resolutions),
+        "cache_hit": None if job.cache_hit_job_id is None else {"video_id": job.cache_hit_job_id,
+                                                                 "score": job.cache_hit_score},
         "warnings": list(job.warnings),
         # SHA-256 and MD5 of each stored file (video, thumbnail, spritesheet), as POST /v1/verify checks.
         "hashes": files,

@@ -70,6 +70,9 @@ class VideoCreate(BaseModel):
     # Strict: lax validation would take "7", and true as seed 1, which the schema says are not integers.
     seed: int | None = Field(default=None, ge=0, le=seed_max, strict=True)
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=metadata_keys_max)
+    # Result cache: exact (default) serves a stored clip of an identical request, similar also one of a
+    # prompt close enough, off always generates. A hit is charged at the price book's cache rate.
+    cache: Literal["exact", "similar", "off"] = "exact"
 
     @field_validator("seconds", mode="before")
     @classmethod
@@ -115,10 +118,36 @@ class QuotePublic(BaseModel):
 
 
 class BalancePublic(BaseModel):
+    """Paid tokens. Vouchers (GET /v1/vouchers) are a second balance, spent first."""
+
     object: Literal["balance"] = "balance"
     available: int
     pending: int
     posted: int
+
+
+class VoucherGrantPublic(BaseModel):
+    id: str
+    amount: int
+    memo: str
+    created_at: int
+    expires_at: int | None
+    expired: int | None = Field(description="tokens that expired unspent; null while the grant is live")
+
+
+class VouchersPublic(BaseModel):
+    object: Literal["vouchers"] = "vouchers"
+    available: int
+    pending: int
+    posted: int
+    grants: list[VoucherGrantPublic]
+
+
+class VoucherGrant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tokens: int = Field(gt=0, le=10**12, strict=True)
+    expires_days: int = Field(default=30, ge=1, le=3650, strict=True)
+    reason: PlainText = Field(min_length=1, max_length=200)
 
 
 class TenantCreate(BaseModel):
@@ -141,12 +170,19 @@ class KeyPublic(BaseModel):
     tenant_id: str
     prefix: str
     key: str | None = Field(default=None, description="shown once, at creation")
+    revoked: bool = False
 
 
 class CreditCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tokens: int = Field(gt=0, le=10**12, strict=True)  # lax would credit "5" tokens, or true as 1
     memo: PlainText = Field(default="top-up", max_length=200)
+
+
+class PriceBookPin(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int | None = Field(ge=1, le=2**31 - 1, strict=True,
+                                description="the version the tenant's contract pins; null: the newest")
 
 
 class ReviewDecision(BaseModel):

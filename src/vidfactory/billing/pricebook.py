@@ -9,17 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 __all__ = [
+    "CompensationPolicy",
     "DurationTable",
     "PriceBookBody",
     "Quote",
     "ResolutionTier",
     "body_sha256",
+    "cache_hit_charge",
+    "compensation_tokens",
     "default_price_book",
     "quote",
     "resolution_tier",
@@ -29,10 +32,35 @@ __all__ = [
 DurationTable = dict[str, dict[str, int]]  # tier name -> duration bucket ("5", "10", "30") -> value
 
 
+table_value_max = 1_000_000  # output tokens, or a ratio k: keeps every quote far inside tokens_max
+tiers_max = 8
+buckets_max = 8
+
+
 class ResolutionTier(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
     name: str = Field(min_length=1, max_length=16)
     short_side_max_px: int = Field(ge=16, le=8192)
+
+
+class CompensationPolicy(BaseModel):
+    """A voucher for a job that failed through no fault of the caller: `ratio` of its quote (rounded up,
+    0 = no voucher), valid for `expires_days`, for the error types listed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ratio: Decimal = Field(default=Decimal("0"), ge=0, le=10, max_digits=6, decimal_places=4)
+    expires_days: int = Field(default=30, ge=1, le=3650)
+    error_types: list[Annotated[str, StringConstraints(min_length=1, max_length=40)]] = Field(
+        default_factory=lambda: ["engine_error", "timeout", "out_of_memory", "worker_lost", "internal_error",
+                                 "media_error", "storage_error", "database_error", "hold_expired"],
+        max_length=32)
+
+
+# Fields added after v1 was published: left out of the canonical JSON while they hold their defaults,
+# so every book published before they existed keeps its digest (and its meaning: these defaults are
+# what those books always did).
+extension_fields = ("cache_hit_charge_ratio", "compensation")
 
 
 class PriceBookBody(BaseModel):
@@ -40,19 +68,21 @@ class PriceBookBody(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    currency: str = Field(default="CNY", min_length=3, max_length=3)
-    unit_price: Decimal = Field(default=Decimal("0.001"), gt=0, max_digits=18, decimal_places=9)
-    amount_quantum: Decimal = Field(default=Decimal("0.001"), gt=0)
+    currency: str = Field(default="CNY", min_length=3, max_length=3, pattern=r"^[A-Z]{3}$")
+    unit_price: Decimal = Field(default=Decimal("0.001"), gt=0, le=1_000_000, max_digits=18, decimal_places=9)
+    amount_quantum: Decimal = Field(default=Decimal("0.001"), gt=0, le=1, max_digits=12, decimal_places=9)
     method: Literal["ratio", "table"] = "ratio"
     prompt_tokens_max: int = Field(default=512, ge=1, le=100_000)
     resolution_tiers: list[ResolutionTier] = Field(
+        min_length=1, max_length=tiers_max,
         default_factory=lambda: [
             ResolutionTier(name="480p", short_side_max_px=480),
             ResolutionTier(name="720p", short_side_max_px=720),
             ResolutionTier(name="1080p", short_side_max_px=8192),
         ]
     )
-    duration_buckets_s: list[int] = Field(default_factory=lambda: [5, 10, 30])
+    duration_buckets_s: list[Annotated[int, Field(ge=1, le=3600)]] = Field(
+        default_factory=lambda: [5, 10, 30], min_length=1, max_length=buckets_max)
     # ratio method: output tokens = input tokens × k[tier][bucket]
     ratio_k: DurationTable = Field(
         default_factory=lambda: {
@@ -69,27 +99,38 @@ class PriceBookBody(BaseModel):
             "1080p": {"5": 512, "10": 1024, "30": 2048},
         }
     )
-    audio_output_tokens: int = Field(default=256, ge=0)
+    audio_output_tokens: int = Field(default=256, ge=0, le=10**9)
+    # A cache hit is held at the full quote and posted at this share of it; the rest is released.
+    cache_hit_charge_ratio: Decimal = Field(default=Decimal("0.2"), ge=0, le=1, max_digits=6, decimal_places=4)
+    compensation: CompensationPolicy = Field(default_factory=CompensationPolicy)
 
     @model_validator(mode="after")
     def _tables_cover_every_tier_and_bucket(self) -> PriceBookBody:
-        assert self.duration_buckets_s == sorted(set(self.duration_buckets_s)), "buckets must ascend"
+        if self.duration_buckets_s != sorted(set(self.duration_buckets_s)):
+            raise ValueError("duration_buckets_s must ascend")
         sides = [t.short_side_max_px for t in self.resolution_tiers]
         if sides != sorted(set(sides)):
             raise ValueError("resolution_tiers must ascend by short_side_max_px")
         keys = {str(b) for b in self.duration_buckets_s}
         for table_name in ("ratio_k", "table_output_tokens"):
             table: DurationTable = getattr(self, table_name)
+            if set(table) != {tier.name for tier in self.resolution_tiers}:
+                raise ValueError(f"{table_name} must have exactly one row per resolution tier")
             for tier in self.resolution_tiers:
-                row = table.get(tier.name)
-                if row is None or set(row) != keys:
+                row = table[tier.name]
+                if set(row) != keys:
                     raise ValueError(f"{table_name} must have buckets {sorted(keys)} for tier {tier.name}")
-                if any(v < 0 for v in row.values()):
-                    raise ValueError(f"{table_name} values must be non-negative")
+                if any(not 0 <= v <= table_value_max for v in row.values()):
+                    raise ValueError(f"{table_name} values must be between 0 and {table_value_max}")
         return self
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        body = self.model_dump(mode="json")
+        defaults = PriceBookBody.model_construct().model_dump(mode="json")
+        for name in extension_fields:
+            if body[name] == defaults[name]:
+                del body[name]
+        return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
 def default_price_book() -> PriceBookBody:
@@ -125,6 +166,21 @@ def duration_bucket(book: PriceBookBody, seconds: int) -> int:
         if seconds <= bucket:
             return bucket
     raise ValueError(f"{seconds} s is longer than the price book's longest duration ({book.duration_buckets_s[-1]} s)")
+
+
+def cache_hit_charge(book: PriceBookBody, quoted_tokens: int) -> int:
+    """Tokens posted for a cache hit: the book's share of the quote, rounded half up to whole tokens."""
+    charge = int((Decimal(quoted_tokens) * book.cache_hit_charge_ratio).to_integral_value(ROUND_HALF_UP))
+    assert 0 <= charge <= quoted_tokens
+    return charge
+
+
+def compensation_tokens(book: PriceBookBody, quoted_tokens: int, error_type: str) -> int:
+    """The voucher a failed job earns under the book's policy (0: none)."""
+    policy = book.compensation
+    if error_type not in policy.error_types:
+        return 0
+    return int((Decimal(quoted_tokens) * policy.ratio).to_integral_value(ROUND_CEILING))
 
 
 def money(book: PriceBookBody, tokens: int) -> Decimal:

@@ -1,21 +1,26 @@
-"""Stored price books: publish a new version, read the current one, read a pinned one."""
+"""Stored price books: publish a new version, list them, read the one in force for a tenant (its contract
+pin, else the newest), read a pinned one. A published version is never updated: a change is a new version."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from vidfactory.billing import audit
 from vidfactory.billing.pricebook import PriceBookBody, body_sha256
-from vidfactory.db.models import PriceBook
+from vidfactory.db.models import PriceBook, Tenant
 
-__all__ = ["current", "ensure_default", "get", "publish"]
+__all__ = ["current", "ensure_default", "for_tenant", "get", "list_versions", "pin_tenant", "publish"]
 
 
-def publish(session: Session, body: PriceBookBody) -> int:
-    """Append a new version. Versions are never updated: a change is a new version."""
+def publish(session: Session, body: PriceBookBody, actor: str = audit.system_actor) -> int:
+    """Append a new version (audited). Versions are never updated: a change is a new version."""
     version = (session.scalar(select(func.max(PriceBook.version))) or 0) + 1
-    session.add(PriceBook(version=version, body=body.model_dump(mode="json"), body_sha256=body_sha256(body)))
+    digest = body_sha256(body)
+    session.add(PriceBook(version=version, body=body.model_dump(mode="json"), body_sha256=digest))
     session.flush()
+    audit.append(session, "price_book.published", f"price_book:{version}", {"version": version, "sha256": digest},
+                 actor)
     return version
 
 
@@ -36,3 +41,24 @@ def current(session: Session) -> tuple[int, PriceBookBody]:
     if row is None:
         raise LookupError("no price book is published; run `vidfactory db upgrade`")
     return row.version, PriceBookBody.model_validate(row.body)
+
+
+def for_tenant(session: Session, tenant_id: str) -> tuple[int, PriceBookBody]:
+    """The version a tenant's contract pins, or the newest when it pins none."""
+    pinned = session.scalar(select(Tenant.price_book_version).where(Tenant.id == tenant_id))
+    if pinned is None:
+        return current(session)
+    return pinned, get(session, pinned)
+
+
+def list_versions(session: Session) -> list[PriceBook]:
+    return list(session.scalars(select(PriceBook).order_by(PriceBook.version)))
+
+
+def pin_tenant(session: Session, tenant_id: str, version: int | None, actor: str = audit.system_actor) -> None:
+    """Pin a tenant's contract to `version` (None: follow the newest). Audited."""
+    if version is not None and session.get(PriceBook, version) is None:
+        raise LookupError(f"price book version {version} does not exist")
+    result = session.execute(update(Tenant).where(Tenant.id == tenant_id).values(price_book_version=version))
+    assert result.rowcount == 1, f"no tenant {tenant_id}"
+    audit.append(session, "tenant.price_book_pinned", f"tenant:{tenant_id}", {"version": version}, actor)

@@ -1,4 +1,5 @@
-"""`vidfactory ledger verify`: recompute every ledger invariant of DESIGN.md from the rows themselves."""
+"""`vidfactory ledger verify`: recompute every ledger invariant of DESIGN.md from the rows themselves, and
+walk the audit log's hash chain."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections import defaultdict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vidfactory.billing import audit
 from vidfactory.billing.pricebook import PriceBookBody, body_sha256
 from vidfactory.db.models import Account, Job, PriceBook, Transfer
 
@@ -24,6 +26,9 @@ def verify(session: Session) -> list[str]:
     breaches += _check_holds(transfers)
     breaches += _check_jobs(session, transfers)
     breaches += _check_price_books(session)
+    chain_break = audit.verify_chain(session)
+    if chain_break is not None:
+        breaches.append(str(chain_break))
     return breaches
 
 
@@ -31,7 +36,7 @@ def _derived_balances(transfers: list[Transfer]) -> dict[str, dict[str, int]]:
     resolved = {t.pending_id for t in transfers if t.pending_id}
     sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for t in transfers:
-        if t.kind in ("credit", "post"):
+        if t.kind in ("credit", "post", "grant", "expire"):
             sums[t.debit_account_id]["debits_posted"] += t.amount
             sums[t.credit_account_id]["credits_posted"] += t.amount
         elif t.kind == "hold" and t.id not in resolved:
@@ -48,9 +53,9 @@ def _check_double_entry(session: Session, transfers: list[Transfer]) -> list[str
     if net_posted != 0 or net_pending != 0:
         breaches.append(f"accounts do not sum to zero: posted {net_posted}, pending {net_pending}")
     for t in transfers:
-        if t.amount < 0 or (t.kind in ("credit", "hold") and t.amount == 0):
+        if t.amount < 0 or (t.kind in ("credit", "hold", "grant") and t.amount == 0):
             breaches.append(f"transfer {t.id} has amount {t.amount}")
-    for account in session.scalars(select(Account).where(Account.kind == "tenant")):
+    for account in session.scalars(select(Account).where(Account.kind.in_(("tenant", "voucher")))):
         derived = sums.get(account.id, {})
         for column in ("debits_pending", "debits_posted", "credits_posted"):
             if getattr(account, column) != derived.get(column, 0):
@@ -67,6 +72,11 @@ def _check_holds(transfers: list[Transfer]) -> list[str]:
     by_id = {t.id: t for t in transfers}
     resolutions: dict[str, int] = defaultdict(int)
     for t in transfers:
+        if t.kind == "expire":
+            grant = by_id.get(t.pending_id or "")
+            if grant is None or grant.kind != "grant" or grant.credit_account_id != t.debit_account_id:
+                breaches.append(f"expire {t.id} names {t.pending_id}, which is not a grant of its account")
+            continue
         if t.kind not in ("post", "void"):
             if t.pending_id is not None:
                 breaches.append(f"{t.kind} transfer {t.id} names a hold")
@@ -96,16 +106,17 @@ def _check_jobs(session: Session, transfers: list[Transfer]) -> list[str]:
     jobs = {job.id: job for job in session.scalars(select(Job))}
     for job in jobs.values():
         holds = holds_by_job.get(job.id, [])
-        if [h.id for h in holds] != [job.hold_id]:
-            breaches.append(f"job {job.id} has holds {[h.id for h in holds]}, expected [{job.hold_id}]")
+        if sorted(h.id for h in holds) != sorted(job.hold_leg_ids):
+            breaches.append(f"job {job.id} has holds {[h.id for h in holds]}, expected {job.hold_leg_ids}")
             continue
-        resolution = resolution_of.get(job.hold_id)
-        if job.status in job_states_holding and resolution is not None:
-            breaches.append(f"{job.status} job {job.id} has its hold already {resolution.kind}ed")
-        expected = resolution_by_final_state.get(job.status)
-        if expected is not None and (resolution is None or resolution.kind != expected):
-            found = resolution.kind if resolution else "unresolved"
-            breaches.append(f"{job.status} job {job.id} has its hold {found}, expected {expected}")
+        for leg_id in job.hold_leg_ids:
+            resolution = resolution_of.get(leg_id)
+            if job.status in job_states_holding and resolution is not None:
+                breaches.append(f"{job.status} job {job.id} has its hold {leg_id} already {resolution.kind}ed")
+            expected = resolution_by_final_state.get(job.status)
+            if expected is not None and (resolution is None or resolution.kind != expected):
+                found = resolution.kind if resolution else "unresolved"
+                breaches.append(f"{job.status} job {job.id} has its hold {leg_id} {found}, expected {expected}")
     for job_id in holds_by_job.keys() - jobs.keys():
         breaches.append(f"holds name job {job_id}, which does not exist")
     return breaches

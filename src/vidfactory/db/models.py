@@ -26,13 +26,18 @@ __all__ = [
     "Account",
     "ApiKey",
     "Asset",
+    "AuditEntry",
+    "AuditHead",
     "Base",
+    "CacheBand",
+    "CacheEntry",
     "EngineBreaker",
     "IdempotencyRecord",
     "Job",
     "Plan",
     "PriceBook",
     "RegisteredWorker",
+    "Statement",
     "Tenant",
     "TenantLexiconEntry",
     "Transfer",
@@ -65,6 +70,8 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A contract pin: this tenant is priced with this version, whatever is published later. NULL: current.
+    price_book_version: Mapped[int | None] = mapped_column(ForeignKey("price_books.version"), default=None)
 
 
 class ApiKey(Base):
@@ -80,8 +87,9 @@ class ApiKey(Base):
 
 
 class Account(Base):
-    """A ledger account. Balance columns are a cache of the transfers, kept for tenant accounts only:
-    admission locks and checks the tenant's row, and `ledger verify` recomputes them from transfers.
+    """A ledger account. Balance columns are a cache of the transfers, kept for tenant accounts only
+    (a tenant's paid account, kind "tenant", and its voucher account, kind "voucher", tenant_id NULL):
+    admission locks and checks the tenant's rows, and `ledger verify` recomputes them from transfers.
     Operator accounts (issuance, revenue) are derived from transfers so that every tenant's admission
     does not serialise on one hot row."""
 
@@ -89,7 +97,7 @@ class Account(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))  # tenant | issuance | revenue
+    kind: Mapped[str] = mapped_column(String(16))  # tenant | voucher | issuance | revenue
     debits_pending: Mapped[int] = mapped_column(BigInteger, default=0)
     debits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
     credits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -99,11 +107,16 @@ class Account(Base):
         CheckConstraint(
             "kind <> 'tenant' OR credits_posted - debits_posted - debits_pending >= 0", "tenant_no_overdraft"
         ),
+        CheckConstraint(
+            "kind <> 'voucher' OR credits_posted - debits_posted - debits_pending >= 0", "voucher_no_overdraft"
+        ),
     )
 
 
 class Transfer(Base):
-    """Append-only. kind: credit (posted top-up), hold (pending), post / void (resolve a hold once)."""
+    """Append-only. kind: credit (posted top-up), hold (pending), post / void (resolve a hold once),
+    grant (posted voucher, issuance → the tenant's voucher account, with an expiry), expire (what is left
+    of a grant going back to issuance; names its grant in pending_id, so a grant expires once)."""
 
     __tablename__ = "transfers"
 
@@ -114,7 +127,8 @@ class Transfer(Base):
     debit_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     credit_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     amount: Mapped[int] = mapped_column(BigInteger)
-    # post/void name the hold they resolve; the unique index makes a second resolution fail loudly.
+    # post/void name the hold they resolve, expire its grant; the unique index makes a second resolution
+    # fail loudly.
     pending_id: Mapped[str | None] = mapped_column(ForeignKey("transfers.id"), unique=True)
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"))
     job_id: Mapped[str | None] = mapped_column(String(40))
@@ -125,7 +139,7 @@ class Transfer(Base):
     __table_args__ = (
         CheckConstraint("amount >= 0", "amount_nonneg"),
         CheckConstraint("debit_account_id <> credit_account_id", "distinct_accounts"),
-        CheckConstraint("kind IN ('credit', 'hold', 'post', 'void')", "kind_known"),
+        CheckConstraint("kind IN ('credit', 'hold', 'post', 'void', 'grant', 'expire')", "kind_known"),
         Index("ix_transfers_tenant_seq", "tenant_id", "seq"),
         Index("ix_transfers_job", "job_id"),
     )
@@ -178,6 +192,15 @@ class Job(Base):
     output_tokens: Mapped[int] = mapped_column(Integer)
     total_tokens: Mapped[int] = mapped_column(Integer)
     hold_id: Mapped[str] = mapped_column(String(40))
+    # A hold drawn from vouchers and paid balance has two legs: hold_id is the paid leg, this the voucher
+    # leg. A hold wholly on vouchers (or wholly paid) has one leg, hold_id.
+    voucher_hold_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    cache_mode: Mapped[str] = mapped_column(String(8), default="exact")  # exact | similar | off
+    # What determines the output (cache/keys.py), computed at submission: indexed when the job completes.
+    cache_fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
+    cache_shape_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    cache_hit_job_id: Mapped[str | None] = mapped_column(String(40), default=None)  # the clip served
+    cache_hit_score: Mapped[float | None] = mapped_column(Float, default=None)
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
     request_metadata: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -214,6 +237,10 @@ class Job(Base):
         Index("ix_jobs_review", "review_status"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
     )
+
+    @property
+    def hold_leg_ids(self) -> list[str]:
+        return [self.hold_id] + ([self.voucher_hold_id] if self.voucher_hold_id else [])
 
 
 class Asset(Base):
@@ -275,6 +302,71 @@ class Alert(Base):
     message: Mapped[str] = mapped_column(Text)
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), default=None)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained: hash = sha256(prev_hash + canonical JSON of the entry). seq is assigned
+    under the locked audit head, so it has no gaps and the chain is linear."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(80))
+    subject: Mapped[str] = mapped_column(String(80))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditHead(Base):
+    """One row: the last entry's seq and hash. Appends lock it (FOR UPDATE), so they chain one by one."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class CacheEntry(Base):
+    """A completed job whose clip can be served again. fingerprint: everything that determines the output
+    (exact hits); shape_key: the same without the prompt (similar hits compare prompts within it)."""
+
+    __tablename__ = "cache_entries"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    shape_key: Mapped[str] = mapped_column(String(64))
+    prompt: Mapped[str] = mapped_column(Text)  # normalised
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_cache_entries_fingerprint", "fingerprint"),
+    )
+
+
+class CacheBand(Base):
+    """MinHash LSH: one row per band of an entry's signature; similar prompts share a band key."""
+
+    __tablename__ = "cache_bands"
+
+    band_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("cache_entries.job_id"), primary_key=True)
+
+
+class Statement(Base):
+    """A closed month's statement, stored when first generated after the month ended; never changes."""
+
+    __tablename__ = "statements"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    body_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

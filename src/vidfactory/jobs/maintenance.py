@@ -11,7 +11,7 @@ from vidfactory.db.models import Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.jobs import queue
 
-__all__ = ["reap_expired_leases", "sweep_expired_holds"]
+__all__ = ["expire_vouchers", "reap_expired_leases", "sweep_expired_holds"]
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +57,19 @@ def sweep_expired_holds(sessions: SessionFactory, now: datetime) -> int:
         except (queue.StaleJob, ledger.HoldAlreadyResolved):
             continue
     return swept
+
+
+def expire_vouchers(sessions: SessionFactory, now: datetime) -> int:
+    """Vouchers expire through the ledger: what is left of each grant past its expiry goes back to
+    issuance as an `expire` transfer, one grant per transaction."""
+    with sessions() as session:
+        due = [grant.id for grant in ledger.due_voucher_grants(session, now)]
+    expired = 0
+    for grant_id in due:
+        try:
+            with sessions.begin() as session:
+                ledger.expire_voucher(session, grant_id)
+            expired += 1
+        except ledger.VoucherAlreadyExpired:
+            continue  # another sweeper got there first
+    return expired

@@ -14,8 +14,9 @@ from typing import Any
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from vidfactory.billing import ledger
-from vidfactory.db.models import Asset, Job
+from vidfactory.billing import audit, ledger, vouchers
+from vidfactory.cache import index as cache_index
+from vidfactory.db.models import Asset, Job, Transfer
 from vidfactory.db.types import utcnow
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "assign_watermark",
     "claim",
     "complete",
+    "complete_from_cache",
     "expired_leases",
     "fail",
     "finish_cancelled",
@@ -176,12 +178,28 @@ def _record_assets(session: Session, job: Job, assets: list[AssetRecord]) -> Non
 
 
 def complete(session: Session, job: Job, worker_id: str, assets: list[AssetRecord], charge: int) -> None:
-    """Job completed, assets recorded and the hold posted: one transaction (the caller's)."""
+    """Job completed, assets recorded, the hold posted and the clip indexed for the result cache: one
+    transaction (the caller's)."""
     _transition(session, job.id, expected=("in_progress",), owner=worker_id, values={
         "status": "completed", "progress": 100, "completed_at": utcnow(), "lease_owner": None,
         "lease_expires_at": None})
     _record_assets(session, job, assets)
-    ledger.post(session, job.hold_id, charge, memo=f"settle {job.id}")
+    ledger.settle(session, job.hold_leg_ids, charge, memo=f"settle {job.id}")
+    cache_index.index_job(session, job)
+
+
+def complete_from_cache(session: Session, job: Job, source_id: str, score: float, charge: int) -> None:
+    """A cache hit, in the submitting transaction: the queued job completes at once with the source's
+    clip (its asset rows name the same stored files), and its hold is posted at `charge` (the rest is
+    released), so the ledger shows hold, post and release like any job."""
+    assert 0.0 < score <= 1.0, f"cache score out of range: {score}"
+    _transition(session, job.id, expected=("queued",), owner=None, values={
+        "status": "completed", "progress": 100, "started_at": utcnow(), "completed_at": utcnow(),
+        "cache_hit_job_id": source_id, "cache_hit_score": score})
+    source_assets = session.scalars(select(Asset).where(Asset.job_id == source_id).order_by(Asset.id))
+    _record_assets(session, job, [AssetRecord(a.variant, a.storage_key, a.content_type, a.size_bytes, a.sha256,
+                                              a.md5) for a in source_assets])
+    ledger.settle(session, job.hold_leg_ids, charge, memo=f"settle {job.id}: cache hit on {source_id}")
 
 
 def hold_for_review(session: Session, job: Job, worker_id: str, assets: list[AssetRecord],
@@ -194,27 +212,33 @@ def hold_for_review(session: Session, job: Job, worker_id: str, assets: list[Ass
     _record_assets(session, job, assets)
 
 
-def approve_review(session: Session, job_id: str) -> str:
+def approve_review(session: Session, job_id: str, actor: str = audit.system_actor) -> str:
     """A held prompt may run (queued stays queued, now claimable); a held clip is delivered and settled.
-    Returns the job's status afterwards."""
+    Returns the job's status afterwards. The decision is audited."""
     job = session.get(Job, job_id)
     assert job is not None, f"no job {job_id}"
     _transition(session, job_id, expected=("queued", "in_progress"), owner=None, review="pending",
                 values={"review_status": "approved", "reviewed_at": utcnow()})
-    if job.status == "queued":
-        return "queued"
-    _transition(session, job_id, expected=("in_progress",), owner=None, values={
-        "status": "completed", "completed_at": utcnow()})
-    ledger.post(session, job.hold_id, job.total_tokens, memo=f"settle {job_id} after review")
-    return "completed"
+    status = "queued"
+    if job.status == "in_progress":
+        _transition(session, job_id, expected=("in_progress",), owner=None, values={
+            "status": "completed", "completed_at": utcnow()})
+        ledger.settle(session, job.hold_leg_ids, job.total_tokens, memo=f"settle {job_id} after review")
+        cache_index.index_job(session, job)
+        status = "completed"
+    # After the ledger: the audit head is always locked after the tenant's accounts (ledger.py's order).
+    audit.append(session, "review.approved", f"video:{job_id}", {"tenant_id": job.tenant_id,
+                                                                 "source": job.review_source}, actor)
+    return status
 
 
-def reject_review(session: Session, job_id: str, note: str) -> None:
-    """Rejected content is never delivered and never charged."""
+def reject_review(session: Session, job_id: str, note: str, actor: str = audit.system_actor) -> None:
+    """Rejected content is never delivered and never charged. The decision is audited."""
     _transition(session, job_id, expected=("queued", "in_progress"), owner=None, review="pending",
                 values={"review_status": "rejected", "reviewed_at": utcnow()})
     fail(session, job_id, expected=("queued", "in_progress"), owner=None, error_type="content_rejected",
          message=note or "rejected by review")
+    audit.append(session, "review.rejected", f"video:{job_id}", {"note": note[:review_reason_chars_max]}, actor)
 
 
 def pending_reviews(session: Session, limit: int) -> list[Job]:
@@ -223,13 +247,16 @@ def pending_reviews(session: Session, limit: int) -> list[Job]:
 
 
 def fail(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str | None, error_type: str,
-         message: str) -> None:
-    """Job failed and its hold voided: a failure never costs the tenant."""
-    hold_id = session.scalars(select(Job.hold_id).where(Job.id == job_id)).one()
+         message: str) -> Transfer | None:
+    """Job failed and its hold voided: a failure never costs the tenant. Where the job's price book
+    compensates `error_type`, a voucher is granted too; it is returned (None otherwise)."""
+    job = session.get(Job, job_id)
+    assert job is not None, f"no job {job_id}"
     _transition(session, job_id, expected=expected, owner=owner, values={
         "status": "failed", "error_type": error_type, "error_message": message[:error_message_chars_max],
         "completed_at": utcnow(), "lease_owner": None, "lease_expires_at": None})
-    ledger.void(session, hold_id, memo=f"refund {job_id}: {error_type}")
+    ledger.void_all(session, job.hold_leg_ids, memo=f"refund {job_id}: {error_type}")
+    return vouchers.compensate(session, job, error_type)
 
 
 def requeue(session: Session, job_id: str, *, owner: str | None, run_after: datetime, error_type: str,
@@ -278,10 +305,11 @@ def record_engine_metadata(session: Session, job_id: str, owner: str, metadata: 
 
 
 def finish_cancelled(session: Session, job_id: str, worker_id: str) -> None:
-    hold_id = session.scalars(select(Job.hold_id).where(Job.id == job_id)).one()
+    job = session.get(Job, job_id)
+    assert job is not None, f"no job {job_id}"
     _transition(session, job_id, expected=("in_progress",), owner=worker_id, values={
         "status": "cancelled", "completed_at": utcnow(), "lease_owner": None, "lease_expires_at": None})
-    ledger.void(session, hold_id, memo=f"cancel {job_id}")
+    ledger.void_all(session, job.hold_leg_ids, memo=f"cancel {job_id}")
 
 
 @dataclass(frozen=True)
@@ -295,13 +323,13 @@ def request_cancel(session: Session, job: Job) -> CancelOutcome:
     if job.status == "queued":
         _transition(session, job.id, expected=("queued",), owner=None,
                     values={"status": "cancelled", "completed_at": utcnow(), "cancel_requested": True})
-        ledger.void(session, job.hold_id, memo=f"cancel {job.id}")
+        ledger.void_all(session, job.hold_leg_ids, memo=f"cancel {job.id}")
         return CancelOutcome(status="cancelled", signalled=False)
     if job.status == "in_progress" and job.review_status == "pending":
         # Waiting for review: no worker holds it, so the cancel is final now.
         _transition(session, job.id, expected=("in_progress",), owner=None, review="pending",
                     values={"status": "cancelled", "completed_at": utcnow(), "cancel_requested": True})
-        ledger.void(session, job.hold_id, memo=f"cancel {job.id}")
+        ledger.void_all(session, job.hold_leg_ids, memo=f"cancel {job.id}")
         return CancelOutcome(status="cancelled", signalled=False)
     if job.status == "in_progress":
         _transition(session, job.id, expected=("in_progress",), owner=None, values={"cancel_requested": True})

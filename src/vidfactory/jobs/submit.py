@@ -15,13 +15,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import ledger, pricebooks
-from vidfactory.billing.pricebook import PriceBookBody, Quote, quote
+from vidfactory.billing.pricebook import PriceBookBody, Quote, cache_hit_charge, quote
 from vidfactory.billing.tokens import TokenCounter
+from vidfactory.cache import index as cache_index
+from vidfactory.cache.keys import CacheSpec, fingerprint, shape_key
 from vidfactory.db.models import Job, Plan, Tenant
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
 from vidfactory.engines.memory import GIB, frugal_peak_bytes
 from vidfactory.idempotency import Outcome, run_once
+from vidfactory.jobs import queue
 from vidfactory.jobs.queue import Review, review_reason_chars_max
 from vidfactory.jobs import workers
 from vidfactory.jobs.screening import PromptScreens, screen_prompt
@@ -50,6 +53,7 @@ class VideoRequest:
     negative_prompt: str = ""
     seed: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    cache: str = "exact"  # exact | similar | off
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Priced:
     shape: Shape
     prompt: str  # what is generated and billed
     price_book_version: int
+    book: PriceBookBody
     quote: Quote
     warnings: list[str]
     memory_bytes_min: int  # the least device memory that can run it (0: unknown architecture)
@@ -86,16 +91,17 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
     architecture = model.wan_preset
     memory_min = (0 if architecture is None else
                   frugal_peak_bytes(architecture, shape.width, shape.height, shape.num_frames))
-    return Priced(model=model, shape=shape, prompt=truncation.text, price_book_version=version,
+    return Priced(model=model, shape=shape, prompt=truncation.text, price_book_version=version, book=book,
                   quote=priced_quote, warnings=warnings, memory_bytes_min=memory_min)
 
 
 def price_now(sessions: SessionFactory, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
-              request: VideoRequest) -> Priced:
-    """Price a request with the price book in force now (what a quote shows and a submission holds);
-    refuse it when no worker could ever hold it in memory."""
+              request: VideoRequest, tenant_id: str) -> Priced:
+    """Price a request with the price book in force now for the tenant (its contract pin, else the
+    newest): what a quote shows and a submission holds; refuse it when no worker could ever hold it in
+    memory."""
     with sessions() as session:
-        version, book = pricebooks.current(session)
+        version, book = pricebooks.for_tenant(session, tenant_id)
         fleet_max = workers.fleet_memory_max(session, request.model, utcnow(), settings.worker_stale_s)
     priced = price(settings, counter_for, request, version, book)
     _check_fits_the_fleet(settings, priced, fleet_max)
@@ -116,9 +122,17 @@ def _check_fits_the_fleet(settings: Settings, priced: Priced, fleet_max: int | N
         code="exceeds_gpu_memory")
 
 
-def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: Priced, hold_id: str,
+def cache_spec(priced: Priced, request: VideoRequest) -> CacheSpec:
+    shape = priced.shape
+    return CacheSpec(model=priced.model.id, width=shape.width, height=shape.height, num_frames=shape.num_frames,
+                     fps=shape.fps, steps=priced.model.steps, guidance_scale=priced.model.guidance_scale,
+                     negative_prompt=request.negative_prompt, seed=request.seed)
+
+
+def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: Priced, hold: ledger.Hold,
              job_id: str, review: Review | None, step_cache_allowed: bool) -> Job:
     shape, q = priced.shape, priced.quote
+    spec = cache_spec(priced, request)
     return Job(
         id=job_id, tenant_id=caller.tenant_id, api_key_id=caller.api_key_id, status="queued",
         model=priced.model.id, prompt=priced.prompt, user_prompt=request.prompt,
@@ -128,7 +142,9 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
         fps=shape.fps, steps=priced.model.steps, guidance_scale=priced.model.guidance_scale,
         priority=caller.priority, concurrent_jobs_max=caller.concurrent_jobs, attempts_max=settings.attempts_max,
         price_book_version=priced.price_book_version, pricing_method=q.method, input_tokens=q.input_tokens,
-        output_tokens=q.output_tokens, total_tokens=q.total_tokens, hold_id=hold_id, warnings=priced.warnings,
+        output_tokens=q.output_tokens, total_tokens=q.total_tokens, hold_id=hold.id,
+        voucher_hold_id=hold.voucher_id, warnings=priced.warnings, cache_mode=request.cache,
+        cache_fingerprint=fingerprint(spec, priced.prompt), cache_shape_key=shape_key(spec),
         request_metadata=dict(request.metadata), run_after=utcnow(),
         review_status=None if review is None else "pending",
         review_source=None if review is None else review.source,
@@ -150,9 +166,10 @@ def submit(
 ) -> Outcome:
     """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision.
     The prompt the model will read is screened first (`screens`): a `review` match holds the job too.
-    Raises PromptRejected, InvalidRequest, InsufficientBalance, IdempotencyConflict; on any of them
-    nothing is held or queued."""
-    priced = price_now(sessions, settings, counter_for, request)
+    A result-cache hit (not for a job held for review) completes the job in the same transaction, posted
+    at the price book's cache rate. Raises PromptRejected, InvalidRequest, InsufficientBalance,
+    IdempotencyConflict; on any of them nothing is held or queued."""
+    priced = price_now(sessions, settings, counter_for, request, caller.tenant_id)
     with sessions() as session:
         review = screen_prompt(session, screens, caller.tenant_id, priced.prompt) or review
 
@@ -162,9 +179,17 @@ def submit(
                            expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
         step_cache_allowed = session.scalars(select(Plan.step_cache_allowed).join(
             Tenant, Tenant.plan_id == Plan.id).where(Tenant.id == caller.tenant_id)).one()
-        job = _new_job(settings, caller, request, priced, hold.id, job_id, review, step_cache_allowed)
+        job = _new_job(settings, caller, request, priced, hold, job_id, review, step_cache_allowed)
         session.add(job)
         session.flush()
+        hit = None if review is not None else cache_index.lookup(
+            session, tenant_id=caller.tenant_id, mode=request.cache, fingerprint=job.cache_fingerprint,
+            shape_key=job.cache_shape_key, prompt=job.prompt, similarity_min=settings.cache_similarity_min,
+            candidates_max=settings.cache_candidates_max, shared=settings.cache_shared)
+        if hit is not None:
+            charge = cache_hit_charge(priced.book, priced.quote.total_tokens)
+            queue.complete_from_cache(session, job, hit.job_id, hit.score, charge)
+            session.refresh(job)
         return 202, render(session, job)
 
     return run_once(sessions, caller.tenant_id, idempotency, hold_and_enqueue)

@@ -161,6 +161,7 @@ class Worker:
         self._report(now)
         maintenance.reap_expired_leases(self.sessions, now)
         maintenance.sweep_expired_holds(self.sessions, now)
+        maintenance.expire_vouchers(self.sessions, now)
 
     def _report(self, now: datetime) -> None:
         """Register once, then heartbeat: free memory and the models held now."""

@@ -16,9 +16,10 @@ from vidfactory.api.schemas import CreditCreate, KeyPublic, TenantCreate, Tenant
 from vidfactory.billing import ledger
 from vidfactory.db.models import Plan, Tenant
 from vidfactory.idempotency import fingerprint, run_once
-from vidfactory.tenancy import TenancyError, TenantExists, create_key, create_tenant
+from vidfactory.tenancy import TenancyError, TenantExists, create_key, create_tenant, revoke_key
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
+admin_actor = "admin"
 
 
 def tenant_public(tenant: Tenant) -> TenantPublic:
@@ -32,7 +33,7 @@ def admin_create_tenant(body: TenantCreate, ctx: ContextDep, _admin: AdminDep) -
             # Checked here too so that the error names the field at fault; create_tenant checks the name.
             if session.get(Plan, body.plan) is None:
                 raise ApiError(400, "invalid_value", f"unknown plan {body.plan!r}", param="plan")
-            return tenant_public(create_tenant(session, body.name, body.plan))
+            return tenant_public(create_tenant(session, body.name, body.plan, actor=admin_actor))
     except TenantExists as exc:
         raise ApiError(409, "tenant_exists", str(exc), param="name") from exc
     except TenancyError as exc:
@@ -51,8 +52,19 @@ def admin_create_key(tenant_id: str, ctx: ContextDep, _admin: AdminDep) -> KeyPu
     with ctx.sessions.begin() as session:
         if session.get(Tenant, tenant_id) is None:
             raise not_found("tenant", tenant_id)
-        row, plaintext = create_key(session, tenant_id)
+        row, plaintext = create_key(session, tenant_id, actor=admin_actor)
         return KeyPublic(id=row.id, tenant_id=tenant_id, prefix=row.prefix, key=plaintext)
+
+
+@router.post("/keys/{key_id}/revoke")
+def admin_revoke_key(key_id: str, ctx: ContextDep, _admin: AdminDep) -> KeyPublic:
+    """Revoke an API key at once (revoking a revoked key changes nothing)."""
+    checked_id("api key", key_id)
+    with ctx.sessions.begin() as session:
+        row = revoke_key(session, key_id, actor=admin_actor)
+        if row is None:
+            raise not_found("api key", key_id)
+        return KeyPublic(id=row.id, tenant_id=row.tenant_id, prefix=row.prefix, revoked=True)
 
 
 @router.post("/tenants/{tenant_id}/credits", status_code=201)
@@ -65,7 +77,7 @@ def admin_credit(tenant_id: str, body: CreditCreate, ctx: ContextDep, _admin: Ad
             raise not_found("tenant", tenant_id)
 
     def credit(session: Session) -> tuple[int, dict[str, Any]]:
-        result = transfer_object(ledger.credit(session, tenant_id, body.tokens, body.memo))
+        result = transfer_object(ledger.credit(session, tenant_id, body.tokens, body.memo, actor=admin_actor))
         result["balance"] = vars(ledger.balance(session, tenant_id))
         return 201, result
 

@@ -21,7 +21,7 @@ held_for_review_warning = "this prompt will wait for an administrator's review b
 
 def screened_price(ctx: AppContext, caller: Caller, video_request: VideoRequest) -> Priced:
     """A quote screens like a submission: a blocked prompt is refused here too (PromptRejected)."""
-    priced = price_now(ctx.sessions, ctx.settings, ctx.counters, video_request)
+    priced = price_now(ctx.sessions, ctx.settings, ctx.counters, video_request, caller.tenant_id)
     with ctx.sessions() as session:
         review = screen_prompt(session, ctx.screens, caller.tenant_id, priced.prompt)
     if review is not None:

@@ -56,7 +56,7 @@ def approve_review(video_id: str, ctx: ContextDep, _admin: AdminDep) -> dict[str
     """A held prompt becomes claimable; a held clip is delivered and its hold settled."""
     with ctx.sessions.begin() as session:
         _pending_job(session, video_id)
-        queue.approve_review(session, video_id)
+        queue.approve_review(session, video_id, actor="admin")
     with ctx.sessions() as session:
         return review_object(session, session.get(Job, video_id))
 
@@ -66,7 +66,7 @@ def reject_review(video_id: str, body: ReviewDecision, ctx: ContextDep, _admin: 
     """The job fails with `content_rejected` and its hold is voided: rejected content is never charged."""
     with ctx.sessions.begin() as session:
         _pending_job(session, video_id)
-        queue.reject_review(session, video_id, body.reason)
+        queue.reject_review(session, video_id, body.reason, actor="admin")
     with ctx.sessions() as session:
         return review_object(session, session.get(Job, video_id))
 

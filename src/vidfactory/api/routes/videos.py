@@ -30,7 +30,7 @@ page_size_max = 100
 def to_video_request(body: VideoCreate, default_model: str) -> VideoRequest:
     return VideoRequest(prompt=body.prompt, model=body.model or default_model, seconds=body.seconds,
                         size=body.size, negative_prompt=body.negative_prompt, seed=body.seed,
-                        metadata=dict(body.metadata))
+                        metadata=dict(body.metadata), cache=body.cache)
 
 
 def owned_job(session, caller: Caller, video_id: str, param: str = "id") -> Job:
@@ -75,7 +75,7 @@ def list_videos(
     ordering = (Job.created_at.desc(), Job.id.desc()) if order == "desc" else (Job.created_at, Job.id)
     jobs = list(session.scalars(statement.order_by(*ordering).limit(limit + 1)))
     page = jobs[:limit]
-    resolutions = ledger.hold_resolutions(session, [job.hold_id for job in page])
+    resolutions = ledger.hold_resolutions(session, [leg for job in page for leg in job.hold_leg_ids])
     hashes = file_hashes_by_job(session, [job.id for job in page])
     return {"object": "list", "data": [video_object(session, job, resolutions, hashes) for job in page],
             "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
@@ -107,8 +107,14 @@ def delete_video(video_id: str, ctx: ContextDep, caller: CallerDep) -> dict[str,
             queue.request_cancel(session, job)
         assets = list(session.scalars(select(Asset).where(Asset.job_id == job.id)))
         job.deleted_at = utcnow()
+        session.flush()
+        # A cache hit's assets name its source's files (and the source serves later hits): a file goes
+        # only when no job that is not deleted still names it.
+        kept = set(session.scalars(select(Asset.storage_key).join(Job, Job.id == Asset.job_id).where(
+            Asset.storage_key.in_([a.storage_key for a in assets]), Job.deleted_at.is_(None))))
     for asset in assets:
-        ctx.storage.delete(asset.storage_key)
+        if asset.storage_key not in kept:
+            ctx.storage.delete(asset.storage_key)
     return {"id": video_id, "object": "video.deleted", "deleted": True}
 
 

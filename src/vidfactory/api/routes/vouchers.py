@@ -1,0 +1,66 @@
+"""/v1/vouchers and /v1/admin/tenants/{id}/vouchers: the voucher balance (spent before paid balance,
+expiring) and an operator's grant by hand."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from vidfactory.api.deps import AdminDep, CallerDep, ContextDep, IdempotencyKeyHeader, SessionDep
+from vidfactory.api.errors import checked_id, not_found
+from vidfactory.api.render import timestamp, transfer_object
+from vidfactory.api.schemas import VoucherGrant, VoucherGrantPublic, VouchersPublic
+from vidfactory.billing import ledger
+from vidfactory.db.models import Tenant
+from vidfactory.db.types import utcnow
+from vidfactory.idempotency import fingerprint, run_once
+
+router = APIRouter(tags=["billing"])
+grants_listed_max = 100
+
+
+def vouchers_public(session: Session, tenant_id: str) -> VouchersPublic:
+    current = ledger.voucher_balance(session, tenant_id)
+    grants = [VoucherGrantPublic(id=grant.id, amount=grant.amount, memo=grant.memo,
+                                 created_at=timestamp(grant.created_at), expires_at=timestamp(grant.expires_at),
+                                 expired=None if expiry is None else expiry.amount)
+              for grant, expiry in ledger.voucher_grants(session, tenant_id, grants_listed_max)]
+    return VouchersPublic(available=current.available, pending=current.pending, posted=current.posted,
+                          grants=grants)
+
+
+@router.get("/v1/vouchers")
+def get_vouchers(session: SessionDep, caller: CallerDep) -> VouchersPublic:
+    """The voucher balance and the latest grants (newest first)."""
+    return vouchers_public(session, caller.tenant_id)
+
+
+@router.post("/v1/admin/tenants/{tenant_id}/vouchers", status_code=201)
+def grant_voucher(tenant_id: str, body: VoucherGrant, ctx: ContextDep, _admin: AdminDep,
+                  idempotency_key: IdempotencyKeyHeader = None) -> JSONResponse:
+    """Grant a voucher by hand, with a reason (kept in the ledger memo and the audit log). Send an
+    Idempotency-Key so that a retried request never grants twice."""
+    checked_id("tenant", tenant_id)
+    with ctx.sessions() as session:
+        if session.get(Tenant, tenant_id) is None:
+            raise not_found("tenant", tenant_id)
+
+    def grant(session: Session) -> tuple[int, dict[str, Any]]:
+        expires_at = utcnow() + timedelta(days=body.expires_days)
+        transfer = ledger.grant_voucher(session, tenant_id, body.tokens, expires_at, memo=body.reason, actor="admin")
+        result = transfer_object(transfer)
+        result["expires_at"] = timestamp(transfer.expires_at)
+        result["vouchers"] = vars(ledger.voucher_balance(session, tenant_id))
+        return 201, result
+
+    idempotency = None
+    if idempotency_key is not None:
+        idempotency = (f"admin-voucher:{idempotency_key}",
+                       fingerprint(f"/v1/admin/tenants/{tenant_id}/vouchers", body.model_dump()))
+    outcome = run_once(ctx.sessions, tenant_id, idempotency, grant)
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    return JSONResponse(outcome.body, status_code=outcome.status_code, headers=headers)
