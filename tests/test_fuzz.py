@@ -74,7 +74,7 @@ def target_id(method: str, path: str, media_type: str | None, mode: GenerationMo
 @pytest.fixture
 def fuzz_target(tmp_path, database_url, models_dir):
     """A fresh app (API only: no workers, so jobs stay queued and keep their holds), a tenant with a
-    balance, and one queued video of theirs for the routes that take a video id."""
+    balance, and one queued video, one template and one batch of theirs for the routes that take ids."""
     settings = make_settings(tmp_path, database_url, models_dir, rate_limit_enabled=False)
     engine = make_engine(database_url)
     sessions = make_session_factory(engine)
@@ -83,11 +83,17 @@ def fuzz_target(tmp_path, database_url, models_dir):
     # Loading through the app starts its lifespan; schemathesis keeps it running until shut down.
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     try:
+        auth = {"Authorization": f"Bearer {tenant.key}"}
         with asgi.get_client(app) as client:
-            video = client.post("/v1/videos", headers={"Authorization": f"Bearer {tenant.key}"},
+            video = client.post("/v1/videos", headers=auth,
                                 json={"prompt": "a seed video", "size": "64x64", "seconds": "1"})
-        assert video.status_code == 202, video.text
-        real_ids = {"video_id": video.json()["id"], "tenant_id": tenant.id}
+            template = client.post("/v1/templates", headers=auth,
+                                   json={"name": "fuzz", "body": "a {{ thing }}", "size": "64x64", "seconds": 1})
+            batch = client.post("/v1/batches", headers=auth,
+                                json={"template": "fuzz", "variables": {"thing": ["fox", "owl"]}})
+        assert (video.status_code, template.status_code, batch.status_code) == (202, 201, 202), batch.text
+        real_ids = {"video_id": video.json()["id"], "tenant_id": tenant.id, "name": "fuzz",
+                    "batch_id": batch.json()["id"]}
         yield schema, sessions, tenant, real_ids
     finally:
         asgi.shutdown_lifespans()
@@ -191,6 +197,21 @@ edge_cases = [
     ("POST", "/v1/quotes", {"json": {"prompt": "x", "seed": True}}, 400, invalid),
     ("POST", "/v1/quotes", {"json": {"prompt": "x", "seed": "7"}}, 400, invalid),
     ("GET", "/v1/ledger?limit=1000", {}, 200, None),
+    ("GET", "/v1/templates/a%00b", {}, 404, "not_found"),
+    ("DELETE", "/v1/templates/a%00b", {}, 404, "not_found"),
+    ("GET", "/v1/batches/a%00b", {}, 404, "not_found"),
+    ("GET", "/v1/batches/a%00b/archive", {}, 404, "not_found"),
+    ("POST", "/v1/videos/a%00b/regenerate", {"json": {}}, 404, "not_found"),
+    ("POST", "/v1/videos/a%00b/feedback", {"json": {"rating": "up"}}, 404, "not_found"),
+    ("GET", "/v1/admin/preferences.jsonl?after=a%00b", {}, 404, "not_found"),
+    ("POST", "/v1/templates", {"json": {"name": "t", "body": "{{ " + "(" * 1300 + "x" + ")" * 1300 + " }}"}},
+     400, "template_error"),
+    ("POST", "/v1/templates", {"json": {"name": "t", "body": "{{ x * 99999999 }}"}}, 400, "template_error"),
+    ("POST", "/v1/videos", {"json": {"template": "product_intro", "variables": {"product": nul}}}, 400, invalid),
+    ("POST", "/v1/quotes", {"data": {"template": "product_intro", "variables": deep}}, 400, invalid),
+    ("POST", "/v1/quotes", {"data": {"prompt": "x", "enhance_prompt": "yes"}}, 400, invalid),
+    ("POST", "/v1/batches", {"json": {"template": "product_intro", "variables": {"product": ["a"] * 101}}}, 400,
+     invalid),
     ("GET", "/v1/admin/tenants/a%00b/lexicon", {}, 404, "not_found"),
     ("POST", "/v1/admin/tenants/{tenant}/lexicon", {"json": {"term": nul, "category": "x", "action": "block"}},
      400, invalid),

@@ -202,6 +202,13 @@ class Settings(BaseSettings):
     # Rate limits when no plan overrides apply (per API key, requests per minute).
     rate_limit_enabled: bool = True
 
+    # Prompts: batches, and enhancement by an OpenAI-compatible chat endpoint (rules when no URL is set).
+    batch_items_max: int = Field(default=100, ge=1, le=10_000)
+    enhance_llm_url: str = Field(default="", pattern=r"^(https?://.+)?$")  # base URL, e.g. http://host:8001/v1
+    enhance_llm_model: str = "qwen-plus"
+    enhance_llm_api_key: SecretStr = SecretStr("")
+    enhance_llm_timeout_s: float = Field(default=10.0, gt=0, le=300)
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -16,12 +16,16 @@ from vidfactory.api.routes import (
     admin,
     audit,
     balance,
+    batches,
     lexicon,
     models,
+    preferences,
     price_books,
+    prompts,
     quotes,
     reviews,
     statements,
+    templates,
     verify,
     videos,
     vouchers,
@@ -70,7 +74,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     install_error_handlers(app)
     for router in (videos.router, quotes.router, balance.router, models.router, admin.router, reviews.router,
                    price_books.router, vouchers.router, statements.router, audit.router, lexicon.router,
-                   verify.router, workers_routes.router):
+                   verify.router, templates.router, prompts.router, batches.router, preferences.router,
+                   workers_routes.router):
         app.include_router(router, responses=error_responses)
 
     @app.get("/healthz", tags=["ops"])

@@ -79,14 +79,22 @@ async def _form_fields(request: Request, content_type: str, bytes_max: int) -> d
 
 
 def _form_value(name: str, value: str) -> Any:
-    """Form fields arrive as text: metadata is JSON, seed an integer; the rest stay text."""
+    """Form fields arrive as text: metadata and variables are JSON, seed an integer, enhance_prompt a
+    boolean; the rest stay text."""
     if name == "metadata":
         try:
             return json.loads(value)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
             raise ApiError(400, "invalid_value", "metadata must be a JSON object", param="metadata") from exc
+    if name == "variables":
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            raise ApiError(400, "invalid_value", "variables must be a JSON object", param="variables") from exc
     if name == "seed" and form_integer.fullmatch(value.strip()):
         return int(value)
+    if name == "enhance_prompt" and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
     return value
 
 
@@ -109,6 +117,14 @@ async def read_video_create(request: Request, bytes_max: int) -> tuple[VideoCrea
         raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
     if fields.get("input_reference") in (None, ""):
         fields.pop("input_reference", None)
+    # Checked here, not only in the model, so that the error names the field to fix.
+    if fields.get("prompt") is None and fields.get("template") is None:
+        raise ApiError(400, "invalid_value", "prompt: send a prompt, or a template with its variables",
+                       param="prompt")
+    if fields.get("prompt") is not None and fields.get("template") is not None:
+        raise ApiError(400, "invalid_value", "template: send a prompt or a template, not both", param="template")
+    if fields.get("variables") is not None and fields.get("template") is None:
+        raise ApiError(400, "invalid_value", "variables: variables belong to a template", param="variables")
     try:
         return VideoCreate.model_validate(fields), fields
     except ValidationError as exc:

@@ -16,6 +16,7 @@ from vidfactory.engines.base import EngineError
 from vidfactory.jobs.queue import StaleJob
 from vidfactory.jobs.screening import PromptRejected
 from vidfactory.jobs.spec import InvalidRequest
+from vidfactory.prompts.errors import PromptError
 from vidfactory.idempotency import IdempotencyConflict
 
 __all__ = ["ApiError", "checked_id", "error_responses", "install_error_handlers", "not_found"]
@@ -84,6 +85,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidRequest)
     async def _invalid(_: Request, exc: InvalidRequest):
+        return envelope(400, exc.code, str(exc), exc.param)
+
+    @app.exception_handler(PromptError)
+    async def _prompt(_: Request, exc: PromptError):
         return envelope(400, exc.code, str(exc), exc.param)
 
     @app.exception_handler(InsufficientBalance)

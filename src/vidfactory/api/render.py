@@ -68,7 +68,7 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
         "seconds": str(job.seconds),
         "size": f"{job.width}x{job.height}",
         "error": error,
-        "remixed_from_video_id": None,
+        "remixed_from_video_id": job.parent_id,
         "negative_prompt": job.negative_prompt,
         "seed": job.seed,
         "metadata": job.request_metadata,
@@ -80,6 +80,13 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
         "cache_hit": None if job.cache_hit_job_id is None else {"video_id": job.cache_hit_job_id,
                                                                  "score": job.cache_hit_score},
         "warnings": list(job.warnings),
+        # Where the prompt came from: what the user wrote (or the template rendered), and how.
+        "user_prompt": job.user_prompt,
+        "template": job.template,
+        "variables": job.variables,
+        "enhancement": job.enhancement,
+        "batch": None if job.batch_id is None else {"id": job.batch_id, "item": job.batch_item,
+                                                    "ab_group": job.ab_group},
         # SHA-256 and MD5 of each stored file (video, thumbnail, spritesheet), as POST /v1/verify checks.
         "hashes": files,
         # A hosted service that rewrote the prompt (DashScope prompt_extend) says what it really ran.

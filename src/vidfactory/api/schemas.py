@@ -5,11 +5,20 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from vidfactory.prompts import templates as tpl
 
 __all__ = [
     "AmountPublic",
     "BalancePublic",
+    "BatchCreate",
+    "EnhanceCreate",
+    "FeedbackCreate",
+    "RegenerateCreate",
+    "RemixCreate",
+    "TemplateCreate",
+    "TemplateForm",
     "CreditCreate",
     "ErrorEnvelope",
     "KeyPublic",
@@ -51,16 +60,28 @@ MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=metadata
 MetadataValue = Annotated[str, StringConstraints(max_length=metadata_value_chars_max)]
 
 
+TemplateName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+VariableName = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+VariableValue = Annotated[PlainText, Field(max_length=tpl.variable_chars_max)]
+Variables = Annotated[dict[VariableName, VariableValue], Field(max_length=tpl.variables_max)]
+batch_values_max = 100  # values in one variable's list
+
+
 def _seconds_also_integer(schema: dict) -> None:
     schema["anyOf"].insert(1, {"type": "integer", "minimum": 0, "maximum": 999})
 
 
 class VideoCreate(BaseModel):
-    """The body of POST /v1/videos and POST /v1/quotes (JSON, or multipart as the openai SDK sends)."""
+    """The body of POST /v1/videos and POST /v1/quotes (JSON, or multipart as the openai SDK sends).
+    A `prompt`, or a `template` with its `variables`; `enhance_prompt` rewrites either before it is
+    billed and generated."""
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: PlainText = Field(min_length=1, max_length=prompt_chars_max)
+    prompt: PlainText | None = Field(default=None, min_length=1, max_length=prompt_chars_max)
+    template: TemplateName | None = None
+    variables: Variables | None = None
+    enhance_prompt: bool = Field(default=False, strict=True)
     model: str | None = Field(default=None, min_length=1, max_length=64)
     # A string as in OpenAI's API; an integer is accepted too (see _seconds_as_text) and documented so.
     seconds: str | None = Field(default=None, min_length=1, max_length=3, pattern=r"^[0-9]+$",
@@ -81,10 +102,18 @@ class VideoCreate(BaseModel):
 
     @field_validator("prompt")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("must not be blank")
         return value
+
+    @model_validator(mode="after")
+    def _prompt_or_template(self) -> VideoCreate:
+        if (self.prompt is None) == (self.template is None):
+            raise ValueError("send either prompt or template (with variables)")
+        if self.variables is not None and self.template is None:
+            raise ValueError("variables belong to a template")
+        return self
 
 
 class ErrorPublic(BaseModel):
@@ -105,6 +134,14 @@ class AmountPublic(BaseModel):
     value: str
 
 
+class QuotePrompt(BaseModel):
+    """The prompt a quote bills: the generated one, when a template or an enhancement made it."""
+
+    billed: str
+    user: str
+    enhancement: str | None
+
+
 class QuotePublic(BaseModel):
     object: Literal["quote"] = "quote"
     model: str
@@ -115,6 +152,7 @@ class QuotePublic(BaseModel):
     total_tokens: int
     amount: AmountPublic
     warnings: list[str]
+    prompt: QuotePrompt | None = None
 
 
 class BalancePublic(BaseModel):
@@ -207,6 +245,104 @@ class WorkerPublic(BaseModel):
 class WorkerList(BaseModel):
     object: Literal["list"] = "list"
     data: list[WorkerPublic]
+
+
+class TemplateForm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    industry: PlainText = Field(default="", max_length=100)
+    style: PlainText = Field(default="", max_length=100)
+    keywords: list[Annotated[PlainText, Field(min_length=1, max_length=50)]] = Field(default_factory=list,
+                                                                                      max_length=20)
+    camera: PlainText = Field(default="", max_length=200)
+    mood: PlainText = Field(default="", max_length=100)
+
+
+ReferenceImage = Annotated[PlainText, Field(min_length=8, max_length=2000, pattern=r"^https?://[!-~]+$")]
+
+
+class TemplateUpdate(BaseModel):
+    """PUT /v1/templates/{name}: the whole template but its name."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: PlainText = Field(default="", max_length=500)
+    language: Literal["en", "zh"] = "en"
+    body: PlainText = Field(min_length=1, max_length=tpl.body_chars_max)
+    form: TemplateForm = Field(default_factory=TemplateForm)
+    seconds: int | None = Field(default=None, ge=1, le=30, strict=True)
+    size: str | None = Field(default=None, min_length=3, max_length=11, pattern=r"^[0-9]{1,5}x[0-9]{1,5}$")
+    reference_image: ReferenceImage | None = None
+    defaults: Variables = Field(default_factory=dict)
+
+
+class TemplateCreate(TemplateUpdate):
+    """POST /v1/templates."""
+
+    name: TemplateName
+
+
+class EnhanceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: PlainText = Field(min_length=1, max_length=prompt_chars_max)
+    mode: Literal["rules", "llm"] | None = Field(default=None, description="default: llm when configured")
+
+
+class BatchCreate(BaseModel):
+    """A template and its variables: a string is the same for every item, a list expands (cartesian
+    product, or zipped). `atomic`: every item is held and queued, or none."""
+
+    model_config = ConfigDict(extra="forbid")
+    template: TemplateName
+    variables: dict[VariableName, VariableValue | Annotated[list[VariableValue], Field(
+        min_length=1, max_length=batch_values_max)]] = Field(default_factory=dict, max_length=tpl.variables_max)
+    mode: Literal["cartesian", "zip"] = "cartesian"
+    ab_groups: list[Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
+                    ] | None = Field(default=None, min_length=1, max_length=26)
+    atomic: bool = Field(default=False, strict=True)
+    enhance_prompt: bool = Field(default=False, strict=True)
+    model: str | None = Field(default=None, min_length=1, max_length=64)
+    seconds: str | None = Field(default=None, min_length=1, max_length=3, pattern=r"^[0-9]+$")
+    size: str | None = Field(default=None, min_length=3, max_length=11)
+    negative_prompt: PlainText = Field(default="", max_length=prompt_chars_max)
+    seed: int | None = Field(default=None, ge=0, le=seed_max, strict=True)
+    metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=metadata_keys_max)
+
+
+class FeedbackCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rating: Literal["up", "down"]
+    reason: PlainText = Field(default="", max_length=64, description="a short label, e.g. blurry, off-prompt")
+    comment: PlainText = Field(default="", max_length=2000)
+
+
+class RegenerateCreate(BaseModel):
+    """A new job from a video: a new seed, or an edited prompt (which keeps the parent's seed unless one
+    is given, so the prompt is the only change)."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: PlainText | None = Field(default=None, min_length=1, max_length=prompt_chars_max)
+    seed: int | None = Field(default=None, ge=0, le=seed_max, strict=True)
+    enhance_prompt: bool = Field(default=False, strict=True)
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class RemixCreate(BaseModel):
+    """OpenAI's remix: the same video settings with a new prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: PlainText = Field(min_length=1, max_length=prompt_chars_max)
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
 
 
 class LexiconEntryCreate(BaseModel):

@@ -29,15 +29,18 @@ __all__ = [
     "AuditEntry",
     "AuditHead",
     "Base",
+    "Batch",
     "CacheBand",
     "CacheEntry",
     "EngineBreaker",
+    "Feedback",
     "IdempotencyRecord",
     "Job",
     "Plan",
     "PriceBook",
     "RegisteredWorker",
     "Statement",
+    "Template",
     "Tenant",
     "TenantLexiconEntry",
     "Transfer",
@@ -225,6 +228,15 @@ class Job(Base):
     watermark_id: Mapped[str | None] = mapped_column(String(32), default=None, unique=True)
     # How the clip was made, as the engine reports it (hosted: remote task id, actual_prompt, usage).
     engine_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Where the prompt came from: a template and its variables, an enhancement (rules|llm), a batch item
+    # and its A/B group, the job this one regenerates. `prompt` is what ran; `user_prompt` what was asked.
+    template: Mapped[str | None] = mapped_column(String(64), default=None)
+    variables: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    enhancement: Mapped[str | None] = mapped_column(String(8), default=None)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), default=None)
+    batch_item: Mapped[int | None] = mapped_column(Integer, default=None)
+    ab_group: Mapped[str | None] = mapped_column(String(32), default=None)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
 
     __table_args__ = (
         CheckConstraint(
@@ -236,11 +248,69 @@ class Job(Base):
         Index("ix_jobs_claim", "status", "priority", "created_at"),
         Index("ix_jobs_review", "review_status"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
+        Index("ix_jobs_batch", "batch_id", "batch_item"),
     )
 
     @property
     def hold_leg_ids(self) -> list[str]:
         return [self.hold_id] + ([self.voucher_hold_id] if self.voucher_hold_id else [])
+
+
+class Template(Base):
+    """A tenant's named form; the body is Jinja2 source rendered in the prompts sandbox."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    body: Mapped[str] = mapped_column(Text)
+    form: Mapped[dict[str, Any]] = mapped_column(JSON)  # industry, style, keywords, camera, mood
+    seconds: Mapped[int | None] = mapped_column(Integer, default=None)
+    size: Mapped[str | None] = mapped_column(String(11), default=None)
+    reference_image: Mapped[str | None] = mapped_column(String(2000), default=None)
+    defaults: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+
+class Batch(Base):
+    """Many jobs from one template and variable lists; each job names its batch and item."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    template: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))  # cartesian | zip
+    atomic: Mapped[bool] = mapped_column(Boolean)
+    items_total: Mapped[int] = mapped_column(Integer)
+    total_tokens: Mapped[int] = mapped_column(BigInteger)  # the quote for every item
+    price_book_version: Mapped[int] = mapped_column(ForeignKey("price_books.version"))
+    rejected: Mapped[list[Any]] = mapped_column(JSON, default=list)  # items not created, and why
+    request_metadata: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Feedback(Base):
+    """A user's rating of a clip, append-only: the preference data exported for tuning."""
+
+    __tablename__ = "feedback"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    rating: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (CheckConstraint("rating IN ('up', 'down')", "rating_known"),)
 
 
 class Asset(Base):

@@ -32,7 +32,7 @@ from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.tenancy import Caller
 
-__all__ = ["Priced", "VideoRequest", "clean_prompt", "price", "price_now", "submit"]
+__all__ = ["Priced", "VideoRequest", "clean_prompt", "enqueue", "price", "price_now", "submit"]
 
 seed_max = 2**31 - 1
 whitespace_run = re.compile(r"\s+")
@@ -46,6 +46,9 @@ def clean_prompt(text: str) -> str:
 
 @dataclass(frozen=True)
 class VideoRequest:
+    """`prompt` reaches the model (after a template rendered and an enhancement rewrote it);
+    `user_prompt` is what the user wrote or the template rendered, when that differs."""
+
     prompt: str
     model: str
     seconds: str | None = None
@@ -53,6 +56,15 @@ class VideoRequest:
     negative_prompt: str = ""
     seed: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    user_prompt: str | None = None
+    template: str | None = None
+    variables: dict[str, str] | None = None
+    enhancement: str | None = None  # rules | llm
+    warnings: tuple[str, ...] = ()  # from preparing the prompt (an enhancement that fell back)
+    batch_id: str | None = None
+    batch_item: int | None = None
+    ab_group: str | None = None
+    parent_id: str | None = None
     cache: str = "exact"  # exact | similar | off
 
 
@@ -77,7 +89,7 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
         raise InvalidRequest("model", f"unknown model {request.model!r}; available: {known}", code="model_not_found")
     shape = shape_for(model, request.size, request.seconds)
     truncation = counter_for(model).truncate(clean_prompt(request.prompt), book.prompt_tokens_max)
-    warnings = []
+    warnings = list(request.warnings)
     if truncation.truncated:
         warnings.append(f"prompt truncated to {book.prompt_tokens_max} tokens "
                         f"(it had {truncation.original_tokens})")
@@ -135,7 +147,8 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
     spec = cache_spec(priced, request)
     return Job(
         id=job_id, tenant_id=caller.tenant_id, api_key_id=caller.api_key_id, status="queued",
-        model=priced.model.id, prompt=priced.prompt, user_prompt=request.prompt,
+        model=priced.model.id, prompt=priced.prompt,
+        user_prompt=request.prompt if request.user_prompt is None else request.user_prompt,
         negative_prompt=request.negative_prompt,
         seed=request.seed if request.seed is not None else secrets.randbelow(seed_max),
         width=shape.width, height=shape.height, seconds=shape.seconds, num_frames=shape.num_frames,
@@ -149,7 +162,26 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
         review_status=None if review is None else "pending",
         review_source=None if review is None else review.source,
         review_reason=None if review is None else review.reason[:review_reason_chars_max],
-        memory_bytes_min=priced.memory_bytes_min, engine_settings={"step_cache_allowed": step_cache_allowed})
+        memory_bytes_min=priced.memory_bytes_min, engine_settings={"step_cache_allowed": step_cache_allowed},
+        template=request.template, variables=request.variables, enhancement=request.enhancement,
+        batch_id=request.batch_id, batch_item=request.batch_item, ab_group=request.ab_group,
+        parent_id=request.parent_id)
+
+
+def enqueue(session: Session, settings: Settings, caller: Caller, request: VideoRequest, priced: Priced,
+            review: Review | None = None) -> Job:
+    """Hold the quote and insert the queued job, in the caller's transaction: every path that creates
+    a job goes through here, so each job has exactly one hold."""
+    assert priced.quote.total_tokens > 0
+    job_id = f"video_{uuid.uuid4().hex}"
+    hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
+                       expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
+    step_cache_allowed = session.scalars(select(Plan.step_cache_allowed).join(
+        Tenant, Tenant.plan_id == Plan.id).where(Tenant.id == caller.tenant_id)).one()
+    job = _new_job(settings, caller, request, priced, hold, job_id, review, step_cache_allowed)
+    session.add(job)
+    session.flush()
+    return job
 
 
 def submit(
@@ -174,14 +206,7 @@ def submit(
         review = screen_prompt(session, screens, caller.tenant_id, priced.prompt) or review
 
     def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
-        job_id = f"video_{uuid.uuid4().hex}"
-        hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
-                           expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
-        step_cache_allowed = session.scalars(select(Plan.step_cache_allowed).join(
-            Tenant, Tenant.plan_id == Plan.id).where(Tenant.id == caller.tenant_id)).one()
-        job = _new_job(settings, caller, request, priced, hold, job_id, review, step_cache_allowed)
-        session.add(job)
-        session.flush()
+        job = enqueue(session, settings, caller, request, priced, review)
         hit = None if review is not None else cache_index.lookup(
             session, tenant_id=caller.tenant_id, mode=request.cache, fingerprint=job.cache_fingerprint,
             shape_key=job.cache_shape_key, prompt=job.prompt, similarity_min=settings.cache_similarity_min,

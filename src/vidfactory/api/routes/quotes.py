@@ -9,7 +9,7 @@ from vidfactory.api.body import read_video_create, video_create_openapi
 from vidfactory.api.context import AppContext
 from vidfactory.api.deps import CallerDep, ContextDep
 from vidfactory.api.routes.videos import to_video_request
-from vidfactory.api.schemas import AmountPublic, QuotePublic
+from vidfactory.api.schemas import AmountPublic, QuotePrompt, QuotePublic
 from vidfactory.jobs.screening import screen_prompt
 from vidfactory.jobs.submit import Priced, VideoRequest, price_now
 from vidfactory.tenancy import Caller
@@ -31,10 +31,14 @@ def screened_price(ctx: AppContext, caller: Caller, video_request: VideoRequest)
 
 @router.post("", openapi_extra=video_create_openapi)
 async def create_quote(request: Request, ctx: ContextDep, caller: CallerDep) -> QuotePublic:
+    """Bills (and screens) the prompt that would be generated: after the template renders and the
+    enhancement runs."""
     body, _ = await read_video_create(request, ctx.settings.upload_bytes_max)
-    video_request = to_video_request(body, ctx.settings.models[0].id)
+    video_request = await run_in_threadpool(to_video_request, ctx, caller, body)
     priced = await run_in_threadpool(screened_price, ctx, caller, video_request)
     q = priced.quote
     return QuotePublic(model=priced.model.id, price_book_version=priced.price_book_version, method=q.method,
                        input_tokens=q.input_tokens, output_tokens=q.output_tokens, total_tokens=q.total_tokens,
-                       amount=AmountPublic(currency=q.currency, value=str(q.amount)), warnings=priced.warnings)
+                       amount=AmountPublic(currency=q.currency, value=str(q.amount)), warnings=priced.warnings,
+                       prompt=QuotePrompt(billed=priced.prompt, user=video_request.user_prompt or video_request.prompt,
+                                          enhancement=video_request.enhancement))

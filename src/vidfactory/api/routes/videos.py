@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -10,15 +11,17 @@ from sqlalchemy import select, tuple_
 from starlette.concurrency import run_in_threadpool
 
 from vidfactory.api.body import read_video_create, video_create_openapi
+from vidfactory.api.context import AppContext
 from vidfactory.api.deps import CallerDep, ContextDep, IdempotencyKeyHeader, SessionDep
 from vidfactory.api.errors import ApiError, checked_id, not_found
-from vidfactory.api.render import file_hashes_by_job, video_object
-from vidfactory.api.schemas import VideoCreate
+from vidfactory.api.render import file_hashes_by_job, timestamp, video_object
+from vidfactory.api.schemas import FeedbackCreate, RegenerateCreate, RemixCreate, VideoCreate, prompt_chars_max
 from vidfactory.billing import ledger
-from vidfactory.db.models import Asset, Job
+from vidfactory.db.models import Asset, Feedback, Job
 from vidfactory.db.types import utcnow
 from vidfactory.jobs import queue
 from vidfactory.idempotency import fingerprint
+from vidfactory.jobs.prompting import PromptRequest, resolve_prompt
 from vidfactory.jobs.submit import VideoRequest, submit
 from vidfactory.tenancy import Caller
 
@@ -27,10 +30,20 @@ router = APIRouter(prefix="/v1/videos", tags=["videos"])
 page_size_max = 100
 
 
-def to_video_request(body: VideoCreate, default_model: str) -> VideoRequest:
-    return VideoRequest(prompt=body.prompt, model=body.model or default_model, seconds=body.seconds,
-                        size=body.size, negative_prompt=body.negative_prompt, seed=body.seed,
-                        metadata=dict(body.metadata), cache=body.cache)
+def to_video_request(ctx: AppContext, caller: Caller, body: VideoCreate) -> VideoRequest:
+    """Render the template and enhance the prompt, as asked (reads templates; may call the LLM)."""
+    resolved = resolve_prompt(ctx.sessions, ctx.settings, caller.tenant_id,
+                              PromptRequest(prompt=body.prompt, template=body.template, variables=body.variables,
+                                            enhance=body.enhance_prompt), prompt_chars_max)
+    return VideoRequest(prompt=resolved.prompt, model=body.model or ctx.settings.models[0].id,
+                        seconds=body.seconds if body.seconds is not None else _text(resolved.seconds),
+                        size=body.size or resolved.size, negative_prompt=body.negative_prompt, seed=body.seed,
+                        metadata=dict(body.metadata), cache=body.cache, user_prompt=resolved.user_prompt, template=resolved.template,
+                        variables=resolved.variables, enhancement=resolved.enhancement, warnings=resolved.warnings)
+
+
+def _text(seconds: int | None) -> str | None:
+    return None if seconds is None else str(seconds)
 
 
 def owned_job(session, caller: Caller, video_id: str, param: str = "id") -> Job:
@@ -49,7 +62,7 @@ async def create_video(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     body, fields = await read_video_create(request, ctx.settings.upload_bytes_max)
-    video_request = to_video_request(body, ctx.settings.models[0].id)
+    video_request = await run_in_threadpool(to_video_request, ctx, caller, body)
     idempotency = None
     if idempotency_key is not None:
         idempotency = (idempotency_key, fingerprint("/v1/videos", fields))
@@ -134,3 +147,62 @@ def download_content(
     return Response(data, media_type=asset.content_type,
                     headers={"Content-Disposition": f'inline; filename="{video_id}.{asset.storage_key.rsplit(".", 1)[-1]}"',
                              "X-Content-SHA256": asset.sha256})
+
+
+def regenerated_request(ctx: AppContext, caller: Caller, parent: Job, body: RegenerateCreate) -> VideoRequest:
+    """The parent's settings with a new seed, or with an edited prompt (then the parent's seed, unless
+    one is given, so that the prompt is the only change)."""
+    common = dict(model=parent.model, seconds=str(parent.seconds), size=f"{parent.width}x{parent.height}",
+                  negative_prompt=parent.negative_prompt, metadata=dict(parent.request_metadata),
+                  parent_id=parent.id)
+    if body.prompt is None:
+        return VideoRequest(prompt=parent.prompt, user_prompt=parent.user_prompt, template=parent.template,
+                            variables=parent.variables, enhancement=parent.enhancement, seed=body.seed, **common)
+    resolved = resolve_prompt(ctx.sessions, ctx.settings, caller.tenant_id,
+                              PromptRequest(prompt=body.prompt, enhance=body.enhance_prompt), prompt_chars_max)
+    return VideoRequest(prompt=resolved.prompt, user_prompt=resolved.user_prompt, enhancement=resolved.enhancement,
+                        warnings=resolved.warnings, seed=parent.seed if body.seed is None else body.seed, **common)
+
+
+async def _regenerate(video_id: str, body: RegenerateCreate, ctx: AppContext, caller: Caller,
+                      idempotency_key: str | None, path: str) -> JSONResponse:
+    with ctx.sessions() as session:
+        parent = owned_job(session, caller, video_id)
+        session.expunge(parent)
+    video_request = await run_in_threadpool(regenerated_request, ctx, caller, parent, body)
+    idempotency = None
+    if idempotency_key is not None:
+        idempotency = (idempotency_key, fingerprint(path.format(video_id=video_id), body.model_dump()))
+    submitted = await run_in_threadpool(submit, ctx.sessions, ctx.settings, ctx.counters, caller, video_request,
+                                        video_object, idempotency, screens=ctx.screens)
+    headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
+    return JSONResponse(submitted.body, status_code=submitted.status_code, headers=headers)
+
+
+@router.post("/{video_id}/regenerate", status_code=202)
+async def regenerate_video(video_id: str, body: RegenerateCreate, ctx: ContextDep, caller: CallerDep,
+                           idempotency_key: IdempotencyKeyHeader = None) -> JSONResponse:
+    """A new job linked to its parent (`remixed_from_video_id`), quoted, held and billed on its own."""
+    return await _regenerate(video_id, body, ctx, caller, idempotency_key, "/v1/videos/{video_id}/regenerate")
+
+
+@router.post("/{video_id}/remix", status_code=202)
+async def remix_video(video_id: str, body: RemixCreate, ctx: ContextDep, caller: CallerDep,
+                      idempotency_key: IdempotencyKeyHeader = None) -> JSONResponse:
+    """OpenAI's remix: regenerate with a new prompt."""
+    return await _regenerate(video_id, RegenerateCreate(prompt=body.prompt), ctx, caller, idempotency_key,
+                             "/v1/videos/{video_id}/remix")
+
+
+@router.post("/{video_id}/feedback", status_code=201)
+def create_feedback(video_id: str, body: FeedbackCreate, ctx: ContextDep, caller: CallerDep) -> dict[str, Any]:
+    """A rating of a clip (up/down, a short reason, free text): kept, never changed, exported to admins
+    as preference data."""
+    with ctx.sessions.begin() as session:
+        job = owned_job(session, caller, video_id)
+        feedback = Feedback(id=f"fb_{uuid.uuid4().hex}", tenant_id=caller.tenant_id, job_id=job.id,
+                            rating=body.rating, reason=body.reason, comment=body.comment)
+        session.add(feedback)
+        session.flush()
+        return {"id": feedback.id, "object": "video.feedback", "video_id": job.id, "rating": feedback.rating,
+                "reason": feedback.reason, "comment": feedback.comment, "created_at": timestamp(feedback.created_at)}

@@ -1,8 +1,8 @@
 """GPU workers registry; memory fit, memory mode, engine settings and model load cost on jobs; plans
 that allow step caching
 
-Revision ID: 0007_eng_presets
-Revises: 0006_billing_depth
+Revision ID: 0008_eng_presets
+Revises: 0007_prompts
 Create Date: 2026-12-02
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0007_eng_presets'
-down_revision = '0006_billing_depth'
+revision = '0008_eng_presets'
+down_revision = '0007_prompts'
 branch_labels = None
 depends_on = None
 

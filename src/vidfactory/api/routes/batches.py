@@ -1,0 +1,132 @@
+"""/v1/batches: many videos from one template and variable lists, quoted as a whole; their progress;
+a ZIP of the finished clips with a manifest."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import zipfile
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from vidfactory.api.deps import CallerDep, ContextDep, IdempotencyKeyHeader, SessionDep
+from vidfactory.api.errors import checked_id, not_found
+from vidfactory.api.render import timestamp
+from vidfactory.api.schemas import BatchCreate, prompt_chars_max
+from vidfactory.db.models import Asset, Batch, Job
+from vidfactory.idempotency import fingerprint
+from vidfactory.jobs.batches import BatchSpec, batch_quote, submit_batch
+from vidfactory.tenancy import Caller
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+page_size_max = 100
+job_states = ("queued", "in_progress", "completed", "failed", "cancelled")
+manifest_columns = ("item", "video_id", "file", "variables", "ab_group", "prompt", "seed", "status", "sha256")
+
+
+def batch_object(session: Session, batch: Batch) -> dict[str, Any]:
+    jobs = list(session.scalars(select(Job).where(Job.batch_id == batch.id).order_by(Job.batch_item)))
+    counts = {state: 0 for state in job_states} | {"rejected": len(batch.rejected)}
+    for job in jobs:
+        counts[job.status] += 1
+    items = [{"item": job.batch_item, "video_id": job.id, "status": job.status, "ab_group": job.ab_group,
+              "variables": job.variables} for job in jobs]
+    return {"id": batch.id, "object": "batch", "created_at": timestamp(batch.created_at), "template": batch.template,
+            "mode": batch.mode, "atomic": batch.atomic, "items_total": batch.items_total, "counts": counts,
+            "quote": batch_quote(session, batch), "items": items, "rejected": list(batch.rejected),
+            "metadata": batch.request_metadata}
+
+
+def owned_batch(session: Session, caller: Caller, batch_id: str) -> Batch:
+    checked_id("batch", batch_id)
+    batch = session.scalar(select(Batch).where(Batch.id == batch_id, Batch.tenant_id == caller.tenant_id))
+    if batch is None:
+        raise not_found("batch", batch_id)
+    return batch
+
+
+@router.post("", status_code=202)
+async def create_batch(body: BatchCreate, ctx: ContextDep, caller: CallerDep,
+                       idempotency_key: IdempotencyKeyHeader = None) -> JSONResponse:
+    """Every item is priced before anything is held; the response quotes the whole batch. `atomic`:
+    all items held and queued, or none (402 when the balance cannot hold them all)."""
+    spec = BatchSpec(template=body.template, variables=dict(body.variables), mode=body.mode,
+                     ab_groups=body.ab_groups, atomic=body.atomic, enhance=body.enhance_prompt, model=body.model,
+                     seconds=body.seconds, size=body.size, negative_prompt=body.negative_prompt, seed=body.seed,
+                     metadata=dict(body.metadata))
+    idempotency = None
+    if idempotency_key is not None:
+        idempotency = (idempotency_key, fingerprint("/v1/batches", body.model_dump(mode="json")))
+    outcome = await run_in_threadpool(functools.partial(
+        submit_batch, ctx.sessions, ctx.settings, ctx.counters, caller, spec, prompt_chars_max, batch_object,
+        idempotency, screens=ctx.screens))
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    return JSONResponse(outcome.body, status_code=outcome.status_code, headers=headers)
+
+
+@router.get("")
+def list_batches(session: SessionDep, caller: CallerDep,
+                 limit: Annotated[int, Query(ge=1, le=page_size_max)] = 20) -> dict[str, Any]:
+    """Newest first, without their items (GET one batch for those)."""
+    batches = list(session.scalars(select(Batch).where(Batch.tenant_id == caller.tenant_id)
+                                   .order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit)))
+    counts: dict[str, dict[str, int]] = {batch.id: {} for batch in batches}
+    rows = session.execute(select(Job.batch_id, Job.status, func.count()).where(
+        Job.batch_id.in_(list(counts))).group_by(Job.batch_id, Job.status)) if batches else []
+    for batch_id, status, count in rows:
+        counts[batch_id][status] = count
+    return {"object": "list", "data": [
+        {"id": b.id, "object": "batch", "created_at": timestamp(b.created_at), "template": b.template,
+         "items_total": b.items_total, "counts": {s: counts[b.id].get(s, 0) for s in job_states}
+         | {"rejected": len(b.rejected)}} for b in batches]}
+
+
+@router.get("/{batch_id}")
+def retrieve_batch(batch_id: str, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
+    return batch_object(session, owned_batch(session, caller, batch_id))
+
+
+def _manifest_row(job: Job, file: str, sha256: str) -> dict[str, Any]:
+    status = "deleted" if job.deleted_at is not None else job.status
+    return {"item": job.batch_item, "video_id": job.id, "file": file,
+            "variables": json.dumps(job.variables or {}, ensure_ascii=False, sort_keys=True),
+            "ab_group": job.ab_group or "", "prompt": job.prompt, "seed": job.seed, "status": status,
+            "sha256": sha256}
+
+
+@router.get("/{batch_id}/archive", response_class=Response,
+            responses={200: {"content": {"application/zip": {}}}})
+def batch_archive(batch_id: str, ctx: ContextDep, session: SessionDep, caller: CallerDep) -> Response:
+    """A ZIP: each finished clip as item-NNNN.mp4, and manifest.csv with one row per item (finished or
+    not): item, video_id, file, variables, ab_group, prompt, seed, status, sha256 (of the clip)."""
+    batch = owned_batch(session, caller, batch_id)
+    jobs = list(session.scalars(select(Job).where(Job.batch_id == batch.id).order_by(Job.batch_item)))
+    videos = {asset.job_id: asset for asset in session.scalars(
+        select(Asset).where(Asset.job_id.in_([job.id for job in jobs]), Asset.variant == "video"))} if jobs else {}
+    buffer, manifest = io.BytesIO(), io.StringIO()
+    writer = csv.DictWriter(manifest, fieldnames=manifest_columns, lineterminator="\n")
+    writer.writeheader()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for job in jobs:
+            asset = videos.get(job.id)
+            if job.status == "completed" and job.deleted_at is None and asset is not None:
+                name = f"item-{job.batch_item:04d}.mp4"
+                archive.writestr(zipfile.ZipInfo(name), ctx.storage.read(asset.storage_key))  # MP4: stored as is
+                writer.writerow(_manifest_row(job, name, asset.sha256))
+            else:
+                writer.writerow(_manifest_row(job, "", ""))
+        for rejected in batch.rejected:
+            writer.writerow({"item": rejected["item"], "ab_group": rejected["ab_group"] or "",
+                             "variables": json.dumps(rejected["variables"], ensure_ascii=False, sort_keys=True),
+                             "status": f"rejected: {rejected['code']}"})
+        archive.writestr("manifest.csv", manifest.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+    return Response(buffer.getvalue(), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{batch.id}.zip"'})

@@ -1,0 +1,138 @@
+"""Batches: one template, many variable sets. Every item is rendered, enhanced, screened and priced
+before anything is written; then ONE transaction holds and queues them. `atomic`: any item that cannot
+be held (or is blocked) leaves the whole batch uncreated; otherwise such items are reported as
+rejected and the rest go ahead."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from vidfactory.billing import pricebooks
+from vidfactory.billing.ledger import InsufficientBalance
+from vidfactory.billing.pricebook import money
+from vidfactory.billing.tokens import TokenCounter
+from vidfactory.db.models import Batch
+from vidfactory.db.session import SessionFactory
+from vidfactory.idempotency import Outcome, run_once
+from vidfactory.jobs.prompting import PromptRequest, find_template, resolve_prompt
+from vidfactory.jobs.queue import Review
+from vidfactory.jobs.screening import PromptRejected, PromptScreens, screen_prompt
+from vidfactory.jobs.submit import Priced, VideoRequest, enqueue, price
+from vidfactory.prompts.batch import BatchItem, expand
+from vidfactory.settings import ModelConfig, Settings
+from vidfactory.tenancy import Caller
+
+__all__ = ["BatchSpec", "batch_quote", "submit_batch"]
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    template: str
+    variables: dict[str, str | list[str]]  # a string is shared by every item, a list expands
+    mode: str = "cartesian"
+    ab_groups: list[str] | None = None
+    atomic: bool = False
+    enhance: bool = False
+    model: str | None = None
+    seconds: str | None = None
+    size: str | None = None
+    negative_prompt: str = ""
+    seed: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedItem:
+    item: BatchItem
+    request: VideoRequest
+    priced: Priced
+    review: Review | None
+
+
+def _prepare(sessions: SessionFactory, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
+             caller: Caller, spec: BatchSpec, batch_id: str, chars_max: int, screens: PromptScreens
+             ) -> tuple[list[PreparedItem], list[dict[str, Any]]]:
+    """Render, enhance, screen and price every item: no writes. A request error in any item (a missing
+    variable, a bad size) is the whole batch's 400. A prompt the content policy blocks is the whole
+    batch's 400 when atomic; otherwise that item is rejected (by category only) and the rest go on."""
+    lists = {name: value if isinstance(value, list) else [value] for name, value in spec.variables.items()}
+    items = expand(lists, spec.mode, settings.batch_items_max, spec.ab_groups)
+    with sessions() as session:
+        template = find_template(session, caller.tenant_id, spec.template)
+        version, book = pricebooks.for_tenant(session, caller.tenant_id)  # one book for the whole batch
+    prepared, blocked = [], []
+    for item in items:
+        resolved = resolve_prompt(sessions, settings, caller.tenant_id,
+                                  PromptRequest(template=spec.template, variables=item.variables,
+                                                enhance=spec.enhance), chars_max, template=template)
+        request = VideoRequest(
+            prompt=resolved.prompt, model=spec.model or settings.models[0].id,
+            seconds=spec.seconds or (None if resolved.seconds is None else str(resolved.seconds)),
+            size=spec.size or resolved.size, negative_prompt=spec.negative_prompt, seed=spec.seed,
+            metadata=dict(spec.metadata), user_prompt=resolved.user_prompt, template=resolved.template,
+            variables=resolved.variables, enhancement=resolved.enhancement, warnings=resolved.warnings,
+            batch_id=batch_id, batch_item=item.index, ab_group=item.ab_group)
+        priced = price(settings, counter_for, request, version, book)
+        try:
+            with sessions() as session:
+                review = screen_prompt(session, screens, caller.tenant_id, priced.prompt)
+        except PromptRejected as exc:
+            if spec.atomic:
+                raise
+            blocked.append({"item": item.index, "variables": item.variables, "ab_group": item.ab_group,
+                            "code": "content_policy", "message": str(exc), "category": exc.category})
+            continue
+        prepared.append(PreparedItem(item, request, priced, review))
+    return prepared, blocked
+
+
+def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
+                 caller: Caller, spec: BatchSpec, chars_max: int,
+                 render: Callable[[Session, Batch], dict[str, Any]],
+                 idempotency: tuple[str, str] | None = None, *, screens: PromptScreens) -> Outcome:
+    """Raises PromptError / InvalidRequest (nothing created), PromptRejected or InsufficientBalance when
+    `atomic` and an item is blocked or the balance cannot hold every item (nothing held),
+    IdempotencyConflict."""
+    batch_id = f"batch_{uuid.uuid4().hex}"
+    prepared, blocked = _prepare(sessions, settings, counter_for, caller, spec, batch_id, chars_max, screens)
+    if not prepared:  # every item blocked: the request as a whole is refused, as a single video would be
+        raise PromptRejected(blocked[0]["category"])
+    assert len({p.priced.price_book_version for p in prepared}) == 1
+    total_tokens = sum(p.priced.quote.total_tokens for p in prepared)
+
+    def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
+        batch = Batch(id=batch_id, tenant_id=caller.tenant_id, template=spec.template, mode=spec.mode,
+                      atomic=spec.atomic, items_total=len(prepared) + len(blocked), total_tokens=total_tokens, rejected=[],
+                      price_book_version=prepared[0].priced.price_book_version,
+                      request_metadata=dict(spec.metadata))
+        session.add(batch)
+        session.flush()  # the jobs reference it
+        rejected = list(blocked)
+        for item in prepared:
+            if spec.atomic:  # any failure rolls the whole transaction back: no item is held or queued
+                enqueue(session, settings, caller, item.request, item.priced, item.review)
+                continue
+            try:
+                with session.begin_nested():  # a refused item leaves nothing behind (a voucher leg included)
+                    enqueue(session, settings, caller, item.request, item.priced, item.review)
+            except InsufficientBalance as exc:
+                rejected.append({"item": item.item.index, "variables": item.item.variables,
+                                 "ab_group": item.item.ab_group, "code": "insufficient_balance",
+                                 "message": str(exc)})
+        batch.rejected = sorted(rejected, key=lambda r: r["item"])
+        session.flush()
+        return 202, render(session, batch)
+
+    return run_once(sessions, caller.tenant_id, idempotency, hold_and_enqueue)
+
+
+def batch_quote(session: Session, batch: Batch) -> dict[str, Any]:
+    """The whole batch's price: tokens summed, then money rounded once (never a sum of rounded amounts)."""
+    book = pricebooks.get(session, batch.price_book_version)
+    return {"items": batch.items_total, "total_tokens": batch.total_tokens, "price_book_version":
+            batch.price_book_version, "currency": book.currency, "amount": str(money(book, batch.total_tokens))}
