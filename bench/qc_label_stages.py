@@ -1,11 +1,13 @@
 """Seconds per output stage for 81 frames at 832x480: QC, labels, watermark, encode.
 
 The clip is synthetic (smooth coloured structure drifting plus fine texture). Median of 3 runs each,
-one process, numpy with its default threads. Run: .venv/bin/python bench/qc_label_stages.py
+one process, numpy, OpenCV and x264 with their default threads. CPU seconds (process time, all threads)
+are what the stage costs a core; wall seconds depend on what else the machine runs. Run: .venv/bin/python bench/qc_label_stages.py
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -26,13 +28,15 @@ RUNS = 3
 FPS = 16
 
 
-def timed(fn: Callable[[], object]) -> float:
-    samples = []
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """Median wall seconds and median CPU seconds of this process (all its threads: one-core time)."""
+    wall, cpu = [], []
     for _ in range(RUNS):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> None:
@@ -50,15 +54,17 @@ def main() -> None:
         "watermark read back from the MP4 (verify)": lambda: extract_watermark_from_video(mp4),
     }
     print(f"# output stages — {machine()}, commit {git_revision()}, 81 frames 832x480, median of {RUNS}")
-    print("| stage | seconds |")
-    print("|---|---|")
-    chain = 0.0
+    print(f"load average before: {os.getloadavg()[0]:.1f}")
+    print("| stage | wall s | CPU s (all threads) |")
+    print("|---|---|---|")
+    chain_wall = chain_cpu = 0.0
     for name, fn in stages.items():
-        seconds = timed(fn)
+        wall, cpu = timed(fn)
         if not name.startswith(("brand", "watermark read")):
-            chain += seconds
-        print(f"| {name} | {seconds:.3f} |")
-    print(f"| chain: QC + faces + label + watermark + encode | {chain:.3f} |")
+            chain_wall, chain_cpu = chain_wall + wall, chain_cpu + cpu
+        print(f"| {name} | {wall:.3f} | {cpu:.3f} |")
+    print(f"| chain: QC + faces + label + watermark + encode | {chain_wall:.3f} | {chain_cpu:.3f} |")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

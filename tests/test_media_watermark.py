@@ -102,3 +102,16 @@ def test_bad_inputs_are_refused(frames: np.ndarray, payload: int) -> None:
 def test_unreadable_bytes_are_refused() -> None:
     with pytest.raises(MediaError):
         extract_watermark_from_video(b"not a video")
+
+
+def test_label_then_mark_then_encode_reads_back_and_passes_qc() -> None:
+    """The worker's order: QC on raw frames, label, watermark, encode; verify then reads the MP4."""
+    from vidfactory.media.label import apply_label
+    from vidfactory.media.qc import run_qc
+
+    clip = scene(seed=3)
+    labelled, _ = apply_label(clip, fps=FPS)
+    marked = embed_watermark(labelled, PAYLOAD)
+    assert run_qc(marked, faces_enabled=False).verdict == run_qc(clip, faces_enabled=False).verdict == "pass"
+    reading = extract_watermark_from_video(encode_mp4(marked, FPS, crf=23))
+    assert reading is not None and reading.payload == PAYLOAD

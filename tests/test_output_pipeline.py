@@ -40,8 +40,9 @@ def ctx(client):
     return client.app.state.ctx
 
 
-def make_video(client, ctx, tenant) -> dict:
-    created = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a paper boat", **small})
+def make_video(client, ctx, tenant, size="64x64") -> dict:
+    created = client.post("/v1/videos", headers=tenant.headers,
+                          json={"prompt": "a paper boat", "size": size, "seconds": "1"})
     assert created.status_code == 202, created.text
     assert Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="w").run_once()
     return client.get(f"/v1/videos/{created.json()['id']}", headers=tenant.headers).json()
@@ -197,3 +198,107 @@ def test_cli_verify_names_the_video_for_the_operator(client, ctx, tmp_path, mode
     foreign.write_bytes(encode_mp4(np.zeros((9, 64, 64, 3), np.uint8), 8))
     result = cli("verify", str(foreign))
     assert result.returncode == 1 and "video:     unknown" in result.stdout
+
+
+class ScriptedFrames:
+    """The real engine, whose frames are replaced, call by call, by a script: "black", "frozen" or
+    "real" (the last entry repeats)."""
+
+    def __init__(self, engine, script):
+        self.engine, self.model_id, self.script, self.seeds = engine, engine.model_id, list(script), []
+
+    def generate(self, request, on_progress, is_cancelled):
+        video = self.engine.generate(request, on_progress, is_cancelled)
+        self.seeds.append(request.seed)
+        kind = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        frames = video.frames.copy()
+        if kind == "black":
+            frames[:] = 0
+        elif kind == "frozen":
+            frames[:] = np.clip(frames[0].astype(int) // 2 + 64, 0, 255).astype(np.uint8)
+        return type(video)(frames, video.fps)
+
+
+def run_scripted(ctx, client, tenant, script) -> tuple[dict, ScriptedFrames]:
+    created = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a bell tower", **small}).json()
+    engine = ScriptedFrames(load_engine(ctx.settings.models[0], ctx.settings.models_dir), script)
+    worker = Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="w", engine_loader=lambda *_: engine)
+    while worker.run_once():
+        pass
+    return client.get(f"/v1/videos/{created['id']}", headers=tenant.headers).json(), engine
+
+
+def test_a_flagged_clip_waits_for_review_with_an_alert_and_its_report(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    video, _ = run_scripted(ctx, client, tenant, ["frozen"])
+    assert (video["status"], video["review"], video["billing"]["status"]) == (
+        "in_progress", {"status": "pending", "source": "qc"}, "held")
+    assert "qc" not in video  # the report is for admins
+    assert client.get(f"/v1/videos/{video['id']}/content", headers=tenant.headers).status_code == 409
+    held = client.get("/v1/admin/reviews", headers=admin).json()["data"]
+    assert [r["id"] for r in held] == [video["id"]]
+    assert held[0]["qc"]["verdict"] == "flag" and "frozen flag" in held[0]["review"]["reason"]
+    alerts = client.get("/v1/admin/alerts", headers=admin).json()["data"]
+    assert [(a["kind"], a["video_id"]) for a in alerts] == [("review_required", video["id"])]
+    assert client.post(f"/v1/admin/reviews/{video['id']}/approve", headers=admin).status_code == 200
+    done = client.get(f"/v1/videos/{video['id']}", headers=tenant.headers).json()
+    assert (done["status"], done["billing"]["status"]) == ("completed", "settled")
+    assert read_aigc(download(client, tenant, video["id"])).produce_id == video["id"]
+    assert_ledger_clean(ctx.sessions)
+
+
+def test_a_failed_clip_is_regenerated_once_with_a_new_seed(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    video, engine = run_scripted(ctx, client, tenant, ["black", "real"])
+    assert video["status"] == "completed" and video["billing"]["status"] == "settled"
+    assert len(engine.seeds) == 2 and engine.seeds[0] != engine.seeds[1] and video["seed"] == engine.seeds[1]
+    with ctx.sessions() as session:
+        report = session.get(Job, video["id"]).qc_report
+    assert report["verdict"] == "pass" and report["earlier"]["verdict"] == "fail"
+    assert report["earlier"]["seed"] == engine.seeds[0]
+    assert_ledger_clean(ctx.sessions)
+
+
+def test_a_clip_that_fails_twice_is_refunded_as_qc_failed(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    video, engine = run_scripted(ctx, client, tenant, ["black"])
+    assert len(engine.seeds) == 2
+    assert (video["status"], video["error"]["code"], video["billing"]["status"]) == ("failed", "qc_failed", "voided")
+    assert "black fail" in video["error"]["message"]
+    assert client.get("/v1/balance", headers=tenant.headers).json()["available"] == 10_000
+    assert_ledger_clean(ctx.sessions)
+
+
+def reencode(mp4: bytes, *, crf: int, half: bool = False) -> bytes:
+    """Decode and encode again with x264 (no metadata, no manifest), optionally at half size."""
+    with av.open(io.BytesIO(mp4)) as container:
+        frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    if half:
+        frames = frames[:, ::2, ::2]
+    return encode_mp4(np.ascontiguousarray(frames), 8, crf=crf)
+
+
+def test_verify_finds_a_reencoded_clip_by_its_watermark(client, ctx):
+    owner, stranger = new_tenant(ctx.sessions, tokens=10_000), new_tenant(ctx.sessions)
+    video = make_video(client, ctx, owner, size="128x128")  # 64 px of noise is too little to survive CRF 28
+    copy = reencode(download(client, owner, video["id"]), crf=28)
+    found = verify(client, owner.headers, copy).json()
+    assert (found["video_id"], found["altered"]) == (video["id"], True)
+    assert found["watermark"]["found"] is True and found["c2pa"]["state"] == "absent" and found["aigc"] is None
+    assert verify(client, stranger.headers, copy).json()["video_id"] is None
+
+
+def test_a_clip_flagged_by_screening_and_qc_is_held_once_with_both_reasons(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    ctx.settings.output_nsfw_threshold = 0.0  # every clip reaches it: the real classifier flags this one too
+    video, _ = run_scripted(ctx, client, tenant, ["frozen"])
+    assert video["review"] == {"status": "pending", "source": "output_safety"}
+    held = client.get("/v1/admin/reviews", headers=admin).json()["data"]
+    assert [r["id"] for r in held] == [video["id"]]
+    reason = held[0]["review"]["reason"]
+    assert "output_safety: frame" in reason and "qc: frozen flag" in reason
+    alerts = client.get("/v1/admin/alerts", headers=admin).json()["data"]
+    assert [(a["kind"], a["video_id"]) for a in alerts] == [("review_required", video["id"])]
+    assert client.post(f"/v1/admin/reviews/{video['id']}/reject", headers=admin, json={}).status_code == 200
+    assert client.get(f"/v1/videos/{video['id']}", headers=tenant.headers).json()["billing"]["status"] == "voided"
+    assert_ledger_clean(ctx.sessions)

@@ -346,12 +346,14 @@ def verify(file: Path, as_json: JsonFlag = False) -> None:
     except MediaError as exc:
         _fail(str(exc))
     with _sessions()() as session:
-        report = verify_file(session, file.read_bytes(), Scope(tenant_id=None), anchors_pem=anchors)
+        report = verify_file(session, file.read_bytes(), Scope(tenant_id=None), anchors_pem=anchors,
+                             watermark_step=settings.watermark_step)
     lines = [f"video:     {report['video_id'] or 'unknown'}",
              f"altered:   {'unknown' if report['altered'] is None else 'yes' if report['altered'] else 'no'}",
              f"sha256:    {report['hashes']['sha256']} ({'stored' if report['hashes']['matches_stored'] else 'not stored'})",
              f"c2pa:      {report['c2pa']['state']} {' '.join(report['c2pa']['failures'])}".rstrip(),
-             f"aigc:      {'present' if report['aigc'] else 'absent'}"]
+             f"aigc:      {'present' if report['aigc'] else 'absent'}",
+             f"watermark: {'found' if report['watermark']['found'] else 'not found'}"]
     _emit(as_json, report, "\n".join(lines))
     raise typer.Exit(0 if report["altered"] is False else 1)
 

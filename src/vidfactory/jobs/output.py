@@ -4,8 +4,8 @@
            → C2PA manifest → thumbnail and spritesheet → SHA-256 and MD5 → storage
 
 `render` is pure (frames in, files out, timed per stage, no database); `store` writes the files and
-returns the asset records the worker commits with the job. The quality checks run before it, in the
-worker, because their verdict decides whether the clip is rendered at all.
+returns the asset records the worker commits with the job. The quality checks (`check_quality`) run
+before it, in the worker, because their verdict decides whether the clip is rendered at all.
 """
 
 from __future__ import annotations
@@ -24,12 +24,27 @@ from vidfactory.media.devca import ensure_dev_credentials
 from vidfactory.media.encode import encode_mp4
 from vidfactory.media.errors import MediaError
 from vidfactory.media.hashes import FileHashes, file_hashes
+from vidfactory.media.label import LabelSpec, apply_label
 from vidfactory.media.preview import spritesheet_jpeg, thumbnail_jpeg
 from vidfactory.media.provenance import AIGC_KEY, AigcLabel, SigningKey, sign_c2pa
+from vidfactory.media.qc import QcReport, QcThresholds, run_qc
+from vidfactory.media.watermark import embed_watermark
 from vidfactory.settings import Settings
 from vidfactory.storage.local import LocalStorage
 
-__all__ = ["ClipIdentity", "Provenance", "RenderedFile", "Rendition", "load_provenance", "render", "store"]
+__all__ = [
+    "ClipIdentity",
+    "FrameStep",
+    "Provenance",
+    "RenderedFile",
+    "Rendition",
+    "check_quality",
+    "frame_steps",
+    "load_provenance",
+    "qc_summary",
+    "render",
+    "store",
+]
 
 generator_name = f"vidfactory/{__version__}"
 
@@ -97,18 +112,41 @@ class _Stopwatch:
         self.stage_s[name] = self.stage_s.get(name, 0.0) + time.perf_counter() - start
 
 
-FrameStep = Callable[[np.ndarray, ClipIdentity], np.ndarray]
+def check_quality(frames: np.ndarray, settings: Settings) -> QcReport:
+    return run_qc(frames, QcThresholds.from_settings(settings))
+
+
+def qc_summary(report: QcReport) -> str:
+    """The checks that did not pass, for the review reason and the failure message."""
+    return "; ".join(f"{check.name} {check.verdict}: score {check.score} (threshold {check.threshold})"
+                     for check in report.checks if check.verdict in ("flag", "fail"))
+
+
+FrameStep = Callable[[np.ndarray, int, ClipIdentity], np.ndarray]
+
+
+def frame_steps(settings: Settings) -> tuple[tuple[str, FrameStep], ...]:
+    """(name, step) pairs that change the frames before encoding, in order: the visible label first, so
+    the watermark is embedded in what viewers see and survives with it."""
+    spec = LabelSpec.from_settings(settings)
+
+    def label(frames: np.ndarray, fps: int, _clip: ClipIdentity) -> np.ndarray:
+        return apply_label(frames, fps, spec)[0]
+
+    def watermark(frames: np.ndarray, _fps: int, clip: ClipIdentity) -> np.ndarray:
+        return embed_watermark(frames, int(clip.watermark_id, 16), step=settings.watermark_step)
+
+    return (("label", label), ("watermark", watermark))
 
 
 def render(frames: np.ndarray, fps: int, clip: ClipIdentity, provenance: Provenance, *,
-           frame_steps: tuple[tuple[str, FrameStep], ...] = ()) -> Rendition:
-    """Every deliverable file of one clip. `frame_steps` (name, step) change the frames before encoding,
-    in order: the visible label, then the invisible watermark."""
+           steps: tuple[tuple[str, FrameStep], ...]) -> Rendition:
+    """Every deliverable file of one clip; `steps` (see `frame_steps`) change the frames first."""
     watch = _Stopwatch()
     # 1. Frame steps: label, watermark.
-    for name, step in frame_steps:
+    for name, step in steps:
         with watch.stage(name):
-            frames = step(frames, clip)
+            frames = step(frames, fps, clip)
     # 2. Encode, with the implicit label in the container metadata.
     aigc = AigcLabel(content_producer=provenance.producer, produce_id=clip.job_id,
                      reserved_code1=clip.watermark_id)

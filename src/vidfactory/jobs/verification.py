@@ -20,8 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vidfactory.db.models import Asset, Job
+from vidfactory.media.errors import MediaError
 from vidfactory.media.hashes import file_hashes
 from vidfactory.media.provenance import C2paFinding, read_aigc, read_c2pa
+from vidfactory.media.watermark import WatermarkReading, extract_watermark_from_video
 
 __all__ = ["Scope", "verify_file"]
 
@@ -46,15 +48,20 @@ def sniff_mime(data: bytes) -> str | None:
     return None
 
 
-def verify_file(session: Session, data: bytes, scope: Scope, *, anchors_pem: bytes | None) -> dict[str, Any]:
+def verify_file(session: Session, data: bytes, scope: Scope, *, anchors_pem: bytes | None,
+                watermark_step: float) -> dict[str, Any]:
     # 1. Gather the evidence the file carries.
     hashes = file_hashes(data)
     mime = sniff_mime(data)
     c2pa = read_c2pa(data, mime, anchors_pem=anchors_pem) if mime else C2paFinding("absent")
     aigc = read_aigc(data) if mime == "video/mp4" else None
-    # 2. Name the job: the exact bytes of a stored file, else a manifest that still validates.
+    watermark = _read_watermark(data, watermark_step) if mime == "video/mp4" else None
+    # 2. Name the job: the exact bytes of a stored file, else the watermark, else a manifest that still
+    #    validates.
     stored = _stored_asset(session, hashes.sha256, scope)
     job = session.get(Job, stored.job_id) if stored is not None else None
+    if job is None and watermark is not None:
+        job = scope.visible(session.scalar(select(Job).where(Job.watermark_id == f"{watermark.payload:08x}")))
     if job is None and c2pa.state in ("valid", "trusted") and c2pa.produce_id:
         job = scope.visible(session.get(Job, c2pa.produce_id))
     # 3. Altered: the bytes are not the ones stored for that job, or the manifest no longer matches them.
@@ -71,7 +78,16 @@ def verify_file(session: Session, data: bytes, scope: Scope, *, anchors_pem: byt
                    "variant": None if stored is None else stored.variant},
         "c2pa": {"state": c2pa.state, "failures": list(c2pa.failures)},
         "aigc": None if aigc is None else {"label": aigc.label, "content_producer": aigc.content_producer},
+        "watermark": {"found": watermark is not None,
+                      "confidence": None if watermark is None else round(watermark.confidence, 3)},
     }
+
+
+def _read_watermark(data: bytes, step: float) -> WatermarkReading | None:
+    try:
+        return extract_watermark_from_video(data, step=step)
+    except MediaError:  # no decodable video stream, or frames too small to carry a mark
+        return None
 
 
 def _stored_asset(session: Session, sha256: str, scope: Scope) -> Asset | None:

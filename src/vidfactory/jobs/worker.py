@@ -56,6 +56,8 @@ generation_share_pct = 90  # progress 0–90 is denoising; post-processing takes
 stored_progress_pct = 95
 watermark_id_bytes = 4  # the watermark's 32-bit payload
 watermark_draws_max = 5
+seed_max = 2**31 - 1  # the API's seed range
+review_alert_kind = "review_required"
 maintenance_interval_s = 5.0
 database_retry_s = 2.0
 
@@ -132,6 +134,7 @@ class Worker:
                                                     cooldown_s=settings.breaker_cooldown_s, probe_s=settings.lease_s)
         self.provenance: output.Provenance | None = None  # loaded on the first clip
         self.post_thread: threading.Thread | None = None  # the clip being post-processed, if any
+        self.frame_steps = output.frame_steps(settings)
 
     def run(self, stop: threading.Event) -> None:
         log.info("worker %s serving %s on %s (%.1f GiB)", self.worker_id, ", ".join(self.models),
@@ -315,32 +318,63 @@ class Worker:
         # 1. Stop here if the job was cancelled, or its lease lost, while it generated.
         if self._stopped_meanwhile(job, lease_lost):
             return
-        # 2. Screen sampled frames of what the engine made: a flagged clip is stored but waits for an admin.
-        review = self._screen_output(video.frames)
-        # 3. Name the clip: the watermark payload that will identify this job.
+        # 2. Quality checks: a failed clip is generated again once, with a new seed, then it fails.
+        report = output.check_quality(video.frames, self.settings)
+        record = {**report.to_dict(), "seed": job.seed, "earlier": job.qc_report}
+        if report.verdict == "fail":
+            self._quality_failed(job, record, output.qc_summary(report))
+            return
+        # 3. Screen sampled frames of what the engine made. A clip flagged here or by QC is stored but
+        #    waits for an admin, held once with every reason.
+        qc_review = queue.Review("qc", output.qc_summary(report)) if report.verdict == "flag" else None
+        reviews = [review for review in (self._screen_output(video.frames), qc_review) if review is not None]
+        # 4. Name the clip: the watermark payload that will identify this job.
         clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job))
-        # 4. Render every file (label, watermark, encode, metadata, C2PA, previews, hashes), then store.
-        rendition = output.render(video.frames, video.fps, clip, self._provenance())
+        # 5. Render every file (label, watermark, encode, metadata, C2PA, previews, hashes), then store.
+        rendition = output.render(video.frames, video.fps, clip, self._provenance(), steps=self.frame_steps)
         self._set_progress(job.id, stored_progress_pct)
         assets = output.store(rendition, clip, self.storage)
-        # 5. Complete and settle (or hold for review) in one transaction.
+        # 6. Deliver and settle, or hold for review: one transaction either way.
         with self.sessions.begin() as session:
-            if video.metadata:
-                queue.record_engine_metadata(session, job.id, self.worker_id, video.metadata)
-            if review is not None:
-                queue.hold_for_review(session, job, self.worker_id, assets, review)
-                raise_alert(session, "review_required", f"{job.id}: {review.source}: {review.reason}",
-                            tenant_id=job.tenant_id, job_id=job.id)
+            self._record_engine_run(session, job, video)
+            queue.record_qc(session, job.id, self.worker_id, record)
+            if reviews:
+                self._hold_for_review(session, job, assets, reviews)
             else:
                 queue.complete(session, job, self.worker_id, assets, charge=job.total_tokens)
-            if self.is_hosted(job.model):
-                breaker.record_success(session, job.model)
-        if review is not None:
-            log.warning("job %s held for review: %s", job.id, review.reason)
+        log.info("job %s %s: %d frames, %d bytes, %d tokens; %s", job.id,
+                 "held for review" if reviews else "completed", len(video.frames), assets[0].size_bytes,
+                 job.total_tokens, ", ".join(f"{name} {s:.2f} s" for name, s in rendition.stage_s.items()))
+
+    def _record_engine_run(self, session: Session, job: Job, video: GeneratedVideo) -> None:
+        """What the engine reported about the run; a hosted service that delivered closes its breaker."""
+        if video.metadata:
+            queue.record_engine_metadata(session, job.id, self.worker_id, video.metadata)
+        if self.is_hosted(job.model):
+            breaker.record_success(session, job.model)
+
+    def _quality_failed(self, job: Job, record: dict, summary: str) -> None:
+        if job.qc_report is None:  # the first failure: one more try with another seed
+            seed = (job.seed + 1 + secrets.randbelow(seed_max)) % (seed_max + 1)
+            self._finish(lambda s: queue.regenerate_for_qc(s, job.id, owner=self.worker_id, seed=seed,
+                                                           report=record, run_after=utcnow()),
+                         job, f"regenerated with seed {seed} after failing QC ({summary})")
             return
-        log.info("job %s completed: %d frames, %d bytes, %d tokens; %s", job.id, len(video.frames),
-                 assets[0].size_bytes, job.total_tokens,
-                 ", ".join(f"{name} {seconds:.2f} s" for name, seconds in rendition.stage_s.items()))
+
+        def fail(session) -> None:
+            queue.record_qc(session, job.id, self.worker_id, record)
+            queue.fail(session, job.id, expected=("in_progress",), owner=self.worker_id, error_type="qc_failed",
+                       message=f"the clip failed its quality checks twice: {summary}")
+
+        self._finish(fail, job, "failed QC twice")
+
+    def _hold_for_review(self, session, job: Job, assets: list[queue.AssetRecord],
+                         reviews: list[queue.Review]) -> None:
+        """One hold, whatever raised it; every reason is kept for the admin."""
+        reason = "; ".join(f"{review.source}: {review.reason}" for review in reviews)
+        queue.hold_for_review(session, job, self.worker_id, assets, queue.Review(reviews[0].source, reason))
+        raise_alert(session, review_alert_kind, f"video {job.id} waits for review: {reason}",
+                    tenant_id=job.tenant_id, job_id=job.id)
 
     def _stopped_meanwhile(self, job: Job, lease_lost: threading.Event) -> bool:
         if lease_lost.is_set():

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
+from vidfactory.media.encode import check_frames
 from vidfactory.media.errors import MediaError
 
 __all__ = [
@@ -102,7 +103,7 @@ def apply_label(
 ) -> tuple[np.ndarray, LabelPlacement]:
     """A copy of `frames` with the label on the first ceil(spec.seconds * fps) frames (all, if fewer)."""
     # 1. Check inputs: the regulation's minimums are floors no configuration may go under.
-    _check_frames(frames)
+    check_frames(frames, even_sides=False)
     check_label_text(spec.text)
     if fps <= 0:
         raise MediaError(f"fps must be > 0, got {fps}")
@@ -128,7 +129,7 @@ def apply_label(
 def apply_brand(frames: np.ndarray, brand: BrandMark) -> tuple[np.ndarray, LabelPlacement]:
     """A copy of `frames` with the tenant's brand mark on every frame."""
     # 1. Check inputs.
-    _check_frames(frames)
+    check_frames(frames, even_sides=False)
     if bool(brand.text) == (brand.logo_png is not None):
         raise MediaError("a brand mark needs exactly one of text and logo_png")
     _check_corner(brand.corner)
@@ -229,13 +230,6 @@ def _composite(frames: np.ndarray, tile: np.ndarray, box: tuple[int, int, int, i
     region = frames[:, top:bottom, left:right].astype(np.float32)
     blended = region * (1.0 - alpha) + tile[..., :3].astype(np.float32) * alpha
     frames[:, top:bottom, left:right] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-
-
-def _check_frames(frames: np.ndarray) -> None:
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
-        raise MediaError("frames must be a uint8 numpy array")
-    if frames.ndim != 4 or frames.shape[3] != 3 or frames.shape[0] < 1:
-        raise MediaError(f"frames must have shape [F, H, W, 3] with F >= 1, got {list(frames.shape)}")
 
 
 def _check_corner(corner: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from vidfactory.media import faces
-from vidfactory.media.errors import MediaError
+from vidfactory.media.encode import check_frames
 
 __all__ = ["QcCheck", "QcReport", "QcThresholds", "Verdict", "run_qc"]
 
@@ -83,7 +83,7 @@ def run_qc(
 ) -> QcReport:
     """All checks on uint8 [F, H, W, 3] frames, and the overall verdict."""
     # 1. Check inputs.
-    _check_frames(frames)
+    check_frames(frames, even_sides=False)
     # 2. One small luma copy and its consecutive differences feed the black, flicker and frozen checks.
     luma = _small_luma(frames)
     diffs = np.abs(np.diff(luma, axis=0)).mean(axis=(1, 2)) if len(luma) > 1 else np.zeros(0)
@@ -162,10 +162,3 @@ def _small_luma(frames: np.ndarray) -> np.ndarray:
         luma = frame[: h * factor, : w * factor].astype(np.float32) @ LUMA_709
         small[i] = luma.reshape(h, factor, w, factor).mean(axis=(1, 3))
     return small
-
-
-def _check_frames(frames: np.ndarray) -> None:
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
-        raise MediaError("frames must be a uint8 numpy array")
-    if frames.ndim != 4 or frames.shape[3] != 3 or frames.shape[0] < 1:
-        raise MediaError(f"frames must have shape [F, H, W, 3] with F >= 1, got {list(frames.shape)}")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from vidfactory.media.encode import check_frames
 from vidfactory.media.errors import MediaError
 
 __all__ = [
@@ -281,10 +282,7 @@ def _chunks(frames: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
 
 
 def _check_frames(frames: np.ndarray) -> None:
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
-        raise MediaError("frames must be a uint8 numpy array")
-    if frames.ndim != 4 or frames.shape[3] != 3 or frames.shape[0] < 1:
-        raise MediaError(f"frames must have shape [F, H, W, 3] with F >= 1, got {list(frames.shape)}")
+    check_frames(frames, even_sides=False)
     _check_side(frames.shape[1], frames.shape[2])
 
 

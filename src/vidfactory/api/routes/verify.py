@@ -26,4 +26,5 @@ async def verify(request: Request, ctx: ContextDep, scope: ScopeDep) -> dict[str
 
 def _verify(ctx, data: bytes, scope) -> dict[str, Any]:
     with ctx.sessions() as session:
-        return verify_file(session, data, scope, anchors_pem=ctx.provenance.anchors_pem)
+        return verify_file(session, data, scope, anchors_pem=ctx.provenance.anchors_pem,
+                           watermark_step=ctx.settings.watermark_step)
