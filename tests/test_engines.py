@@ -135,10 +135,10 @@ def test_the_loser_of_a_race_keeps_the_published_model(
     target = tmp_path / "wan-tiny"
     build = tiny.build_tiny_pipeline
 
-    def build_while_another_process_publishes() -> WanPipeline:
+    def build_while_another_process_publishes(preset=tiny.TINY) -> WanPipeline:
         monkeypatch.setattr(tiny, "build_tiny_pipeline", build)
         ensure_tiny_model(target)  # the other process wins while this one is still building
-        return build()
+        return build(preset)
 
     monkeypatch.setattr(tiny, "build_tiny_pipeline", build_while_another_process_publishes)
     assert ensure_tiny_model(target) == target

@@ -304,6 +304,7 @@ def generate(
     from vidfactory.engines.base import EngineError, GenerationRequest
     from vidfactory.engines.registry import load_engine
     from vidfactory.jobs.spec import InvalidRequest, shape_for
+    from vidfactory.jobs.worker import speed_settings
     from vidfactory.media.encode import encode_mp4
 
     settings = Settings()
@@ -321,9 +322,9 @@ def generate(
     request = GenerationRequest(prompt=prompt, negative_prompt="", width=shape.width, height=shape.height,
                                 num_frames=shape.num_frames, fps=shape.fps,
                                 num_inference_steps=config.steps if steps is None else steps, guidance_scale=config.guidance_scale,
-                                seed=seed)
+                                seed=seed, guidance_scale_2=config.guidance_scale_2)
     try:
-        engine = load_engine(config, settings.models_dir)
+        engine = load_engine(config, settings.models_dir, speed_settings(settings))
         with tqdm(total=request.num_inference_steps, unit="step", file=sys.stderr) as bar:
             video = engine.generate(request, lambda done, total: bar.update(done - bar.n), lambda: False)
     except EngineError as exc:

@@ -7,8 +7,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+from typing import Any
+
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vidfactory.engines.presets import PRESETS, TINY, WanPreset
 
 __all__ = ["HOSTED_ENGINES", "HostedConfig", "ModelConfig", "Settings", "default_models"]
 
@@ -61,6 +65,31 @@ class ModelConfig(BaseModel):
     size_max_px: int = 1280
     size_multiple_px: int = 16
     seconds_max: int = 30
+    # A Wan preset (engines/presets.py): its defaults fill every field above left unset, and the memory
+    # planner reads its sizes. Empty for a checkpoint of unknown architecture (no memory gating).
+    preset: str = Field(default="", max_length=32)
+    guidance_scale_2: float | None = Field(default=None, ge=0.0, le=30.0)  # Wan2.2 A14B's low-noise expert
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("preset"):
+            return data
+        known = PRESETS.get(data["preset"])
+        if known is None:
+            raise ValueError(f"unknown preset {data['preset']!r}; known: {', '.join(PRESETS)}")
+        defaults = {"default_size": known.default_size, "default_seconds": known.default_seconds,
+                    "fps": known.fps, "steps": known.steps, "guidance_scale": known.guidance_scale,
+                    "guidance_scale_2": known.guidance_scale_2, "size_multiple_px": known.side_multiple_px,
+                    "size_min_px": known.side_multiple_px * 4}
+        return {**defaults, **data}
+
+    @property
+    def wan_preset(self) -> WanPreset | None:
+        """The architecture the memory planner and the engine's input rules use."""
+        if self.engine == "wan-tiny":
+            return TINY
+        return PRESETS.get(self.preset)
 
     @model_validator(mode="after")
     def _hosted_matches_engine(self) -> ModelConfig:
@@ -106,6 +135,23 @@ class Settings(BaseSettings):
     # queue), let one probe job through after the cooldown.
     breaker_failures_max: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=60.0, ge=0)
+
+    # GPU memory and routing (engines/memory.py, jobs/workers.py).
+    # The largest device memory a request may need when no worker has registered (None: no check).
+    fleet_memory_bytes_max: int | None = Field(default=None, ge=1)
+    worker_memory_bytes: int | None = Field(default=None, ge=1)  # override what a worker detects
+    worker_stale_s: float = 120.0  # a worker silent this long no longer counts for admission
+    memory_mode: str = Field(default="auto", pattern=r"^(auto|none|vae_tiling|model_cpu_offload|group_offload)$")
+    model_switch_after_s: float = 300.0  # another model's oldest job waits at most this long for a switch
+    models_resident_max: int = Field(default=1, ge=1)  # models a worker keeps loaded at once
+
+    # Speed (engines/speed.py), applied when a model loads; the job records what was applied.
+    attention_backend: str = Field(default="auto", pattern=r"^(auto|native|flash|sage)$")
+    compile_transformer: bool = False  # regional torch.compile of the transformer blocks (CUDA only)
+    fp8_weights: bool = False  # torchao float8 weights (CUDA, compute capability >= 8.9; extra `gpu`)
+    # Step caching changes the output: used only where the tenant's plan allows it (step_cache_allowed).
+    step_cache: str = Field(default="none", pattern=r"^(none|first_block|mag|taylorseer)$")
+    step_cache_mag_ratios: list[float] = Field(default_factory=list, max_length=1000)  # MagCache calibration
 
     # Result cache: a `similar` hit needs this Jaccard similarity of prompt shingles (0–1); candidates
     # scored per lookup; shared: any tenant's clip may serve another tenant (off: own clips only).

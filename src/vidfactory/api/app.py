@@ -33,6 +33,7 @@ from vidfactory.api.routes import (
     webhook_endpoints,
     webhook_secret,
 )
+from vidfactory.api.routes import workers as workers_routes
 from vidfactory.bootstrap import upgrade_and_seed
 from vidfactory.jobs.worker import Worker
 from vidfactory.notify.delivery import start_dispatcher
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     routers = (videos.router, quotes.router, balance.router, models.router, admin.router, reviews.router,
                price_books.router, vouchers.router, statements.router, audit.router, lexicon.router,
                verify.router, templates.router, prompts.router, batches.router, preferences.router,
-               webhook_endpoints.router, webhook_deliveries.router, webhook_secret.router)
+               workers_routes.router, webhook_endpoints.router, webhook_deliveries.router, webhook_secret.router)
     for router in routers:
         app.include_router(router, responses=error_responses)
 

@@ -54,7 +54,7 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
     files = (hashes if hashes is not None else file_hashes_by_job(session, [job.id])).get(job.id, {})
     error = None
     if job.status == "failed":
-        error = {"code": job.error_type or "engine_error", "message": job.error_message or ""}
+        error = {"code": job.error_type or "engine_crash", "message": job.error_message or ""}
     return {
         "id": job.id,
         "object": "video",

@@ -33,6 +33,8 @@ __all__ = [
     "VideoCreate",
     "WebhookEndpointCreate",
     "WebhookEndpointUpdate",
+    "WorkerList",
+    "WorkerPublic",
     "has_control_characters",
 ]
 
@@ -232,6 +234,25 @@ class PriceBookPin(BaseModel):
 class ReviewDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: PlainText = Field(default="", max_length=500)
+
+
+class WorkerPublic(BaseModel):
+    object: Literal["worker"] = "worker"
+    id: str = Field(max_length=80)
+    gpu_name: str = Field(max_length=100)
+    memory_total_bytes: int = Field(ge=0)
+    memory_free_bytes: int = Field(ge=0)
+    models_served: list[str]
+    models_held: list[str]
+    model_load_s: dict[str, float] = Field(description="seconds the last load of each model took (switch cost)")
+    live: bool
+    started_at: int
+    heartbeat_at: int
+
+
+class WorkerList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[WorkerPublic]
 
 
 class TemplateForm(BaseModel):

@@ -38,6 +38,7 @@ __all__ = [
     "Job",
     "Plan",
     "PriceBook",
+    "RegisteredWorker",
     "Statement",
     "Template",
     "Tenant",
@@ -67,6 +68,8 @@ class Plan(Base):
     concurrent_jobs: Mapped[int] = mapped_column(Integer)  # running at once (the scheduler's limit)
     tenant_requests_per_minute: Mapped[int] = mapped_column(Integer, default=60)  # all keys together
     active_jobs_max: Mapped[int] = mapped_column(Integer, default=8)  # queued + running (admission's limit)
+    # Step caching (First Block Cache, MagCache, TaylorSeer) is faster but changes the output.
+    step_cache_allowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class Tenant(Base):
@@ -219,6 +222,13 @@ class Job(Base):
     review_source: Mapped[str | None] = mapped_column(String(32), default=None)  # prompt|qc|output_safety
     review_reason: Mapped[str | None] = mapped_column(String(500), default=None)  # admins only
     reviewed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # GPU routing: the least device memory any memory mode needs (0: unknown architecture, no gating);
+    # the mode an out-of-memory retry forces (None: the worker picks the fastest that fits).
+    memory_bytes_min: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    memory_mode: Mapped[str | None] = mapped_column(String(24), default=None)
+    # {"step_cache_allowed": bool} at submission; the worker adds what it applied (attention, compile, ...).
+    engine_settings: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
+    model_load_s: Mapped[float | None] = mapped_column(Float, default=None)  # the model switch this job paid
     # Output pipeline: the quality report of the delivered clip (admins only), and the invisible
     # watermark's payload (hex) that names this job inside the pixels.
     qc_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
@@ -337,6 +347,26 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RegisteredWorker(Base):
+    """A worker process and its device, kept fresh by heartbeats: routing and admission read it."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    gpu_name: Mapped[str] = mapped_column(String(100))
+    memory_total_bytes: Mapped[int] = mapped_column(BigInteger)
+    memory_free_bytes: Mapped[int] = mapped_column(BigInteger)
+    models_served: Mapped[list[str]] = mapped_column(JSON)
+    models_held: Mapped[list[str]] = mapped_column(JSON)  # loaded now
+    model_load_s: Mapped[dict[str, Any]] = mapped_column(JSON)  # model -> seconds its last load took
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("memory_total_bytes >= 0 AND memory_free_bytes >= 0", "memory_nonneg"),
+    )
 
 
 class Alert(Base):

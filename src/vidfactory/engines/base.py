@@ -35,12 +35,17 @@ class GenerationRequest:
     num_inference_steps: int
     guidance_scale: float
     seed: int
+    guidance_scale_2: float | None = None  # two-expert models: the low-noise expert's guidance
+    image: np.ndarray | None = None  # uint8 [H, W, 3]: the first frame (image-to-video presets)
+    memory_mode: str = "none"  # engines/memory.py MEMORY_MODES
+    step_cache: str = "none"  # engines/speed.py STEP_CACHES; changes the output, so the caller decides
 
 
 @dataclass(frozen=True)
 class GeneratedVideo:
     frames: np.ndarray  # uint8 [F, H, W, 3]
     fps: int
+    engine_settings: dict[str, str] = field(default_factory=dict)  # what ran: recorded on the job
     # What the job records about how it was made (a hosted engine: remote task id, actual prompt, usage).
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -48,12 +53,14 @@ class GeneratedVideo:
 class EngineError(Exception):
     """Base of every engine failure; `error_type` is what the job records and billing/alerts read."""
 
-    error_type = "engine_error"
+    error_type = "engine_crash"
     transient = False
 
 
 class OutOfMemory(EngineError):
-    error_type = "out_of_memory"
+    """The device ran out of memory: the worker retries once with the next more frugal memory mode."""
+
+    error_type = "oom"
     transient = True
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from vidfactory.engines.base import Engine, EngineError
 from vidfactory.engines.dashscope import DashScopeEngine
 from vidfactory.engines.openai_video import OpenAIVideoEngine
+from vidfactory.engines.speed import SpeedSettings
 from vidfactory.engines.tiny import ensure_tiny_model
 from vidfactory.engines.wan import WanEngine
 from vidfactory.settings import ModelConfig
@@ -37,7 +38,8 @@ def model_path(config: ModelConfig, models_dir: Path) -> str:
                       f"(known: 'wan', 'wan-tiny', 'dashscope', 'openai-video')")
 
 
-def load_engine(config: ModelConfig, models_dir: Path) -> Engine:
+def load_engine(config: ModelConfig, models_dir: Path, speed: SpeedSettings = SpeedSettings(),
+                mag_ratios: tuple[float, ...] = ()) -> Engine:
     """Load the model once; the engine keeps it in memory for every later generation. Hosted engines
     load nothing: they keep an HTTP connection pool."""
     if config.engine == "dashscope":
@@ -46,4 +48,5 @@ def load_engine(config: ModelConfig, models_dir: Path) -> Engine:
     if config.engine == "openai-video":
         assert config.hosted is not None
         return OpenAIVideoEngine(config.id, config.hosted)
-    return WanEngine(config.id, model_path(config, models_dir))
+    return WanEngine(config.id, model_path(config, models_dir), preset=config.wan_preset, speed=speed,
+                     mag_ratios=mag_ratios)

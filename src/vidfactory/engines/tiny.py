@@ -1,5 +1,8 @@
 """The tiny Wan2.1 preset: the real architecture at toy sizes with random weights, built offline.
 
+The same builder makes every Wan preset's layout at toy sizes (two experts, 48 latent channels, ...) so each
+preset's loading and generation path runs in tests on a CPU.
+
 It lets the whole platform run on a CPU with no download: the pipeline, the loading path and the tokenizer
 are the ones a real Wan checkpoint uses, only the sizes are small (its frames are noise). Billing counts
 tokens with this tokenizer, so every build on every machine must produce the same files: the weights come
@@ -19,14 +22,20 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
 from vidfactory.engines.base import EngineError
+from vidfactory.engines.presets import TINY, VaeShape, WanPreset
 from vidfactory.engines.wan import TEXT_TOKENS_MAX
 
-__all__ = ["TINY_SEED", "TINY_VOCAB_MAX", "build_tiny_pipeline", "build_tiny_tokenizer", "ensure_tiny_model"]
+__all__ = [
+    "TINY_SEED",
+    "TINY_VOCAB_MAX",
+    "build_tiny_pipeline",
+    "build_tiny_tokenizer",
+    "ensure_tiny_model",
+]
 
 TINY_SEED = 20251122
 TINY_VOCAB_MAX = 4096
 TEXT_DIM = 32  # the text encoder's width is the transformer's text_dim
-LATENT_CHANNELS = 16  # the real VAE's z_dim; its latents_mean/std defaults have this length
 
 # Module init draws from torch's process-wide RNG: two threads building at once (the API's token counter and
 # a worker loading its engine, inside one `vidfactory serve`) would interleave draws and get other weights.
@@ -132,30 +141,16 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_pipeline() -> WanPipeline:
-    """The five Wan2.1 components at toy sizes; the VAE keeps the real 4x temporal, 8x spatial compression."""
+def build_tiny_pipeline(p: WanPreset = TINY) -> WanPipeline:
+    """A preset's component layout at toy sizes (the Wan2.1 layout for `wan-tiny`): its latent channels,
+    its VAE's compression (8x, or the 5B's 16x residual VAE), one or two experts, and its pipeline flags."""
     tokenizer = build_tiny_tokenizer()
+    channels = p.vae.z_dim
     # Modules initialise on the CPU: seed only its generator, inside a fork that restores the caller's state.
     with _torch_rng_lock, torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(TINY_SEED)
-        transformer = WanTransformer3DModel(
-            patch_size=(1, 2, 2),
-            num_attention_heads=2,
-            attention_head_dim=16,
-            in_channels=LATENT_CHANNELS,
-            out_channels=LATENT_CHANNELS,
-            text_dim=TEXT_DIM,
-            freq_dim=32,
-            ffn_dim=64,
-            num_layers=2,
-        )
-        vae = AutoencoderKLWan(
-            base_dim=8,
-            z_dim=LATENT_CHANNELS,
-            dim_mult=[1, 1, 1, 1],  # three downsamples: 8x spatial
-            num_res_blocks=1,
-            temperal_downsample=[False, True, True],  # two of them temporal: 4x
-        )
+        transformer = _tiny_transformer(channels)
+        vae = _tiny_vae(p.vae)
         text_encoder = UMT5EncoderModel(
             UMT5Config(
                 vocab_size=len(tokenizer),
@@ -167,16 +162,44 @@ def build_tiny_pipeline() -> WanPipeline:
                 dropout_rate=0.0,
             )
         )
+        transformer_2 = _tiny_transformer(channels) if p.experts == 2 else None
     scheduler = UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=p.flow_shift
     )
     return WanPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer,
+        transformer_2=transformer_2, boundary_ratio=p.boundary_ratio, expand_timesteps=p.expand_timesteps,
     )
 
 
-def ensure_tiny_model(model_dir: Path) -> Path:
-    """Build the tiny model into `model_dir` unless it is already there; return `model_dir`.
+def _tiny_transformer(channels: int) -> WanTransformer3DModel:
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=channels,
+        out_channels=channels,
+        text_dim=TEXT_DIM,
+        freq_dim=32,
+        ffn_dim=64,
+        num_layers=2,
+    )
+
+
+def _tiny_vae(shape: VaeShape) -> AutoencoderKLWan:
+    """Three downsamples (8x), two of them temporal (4x); the Wan2.2 VAE adds 2x2 pixel patches (16x)."""
+    common = dict(base_dim=8, z_dim=shape.z_dim, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                  temperal_downsample=[False, True, True])
+    if not shape.residual:
+        return AutoencoderKLWan(**common)
+    # The real 2.2 VAE's latents_mean/std have 48 entries; identity statistics suit random weights.
+    return AutoencoderKLWan(**common, is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+                            scale_factor_spatial=shape.spatial, latents_mean=[0.0] * shape.z_dim,
+                            latents_std=[1.0] * shape.z_dim)
+
+
+def ensure_tiny_model(model_dir: Path, p: WanPreset = TINY) -> Path:
+    """Build the tiny model (or preset `p` at tiny size) into `model_dir` unless it is there; return it.
 
     Safe when processes race (API and worker): each builds in its own sibling directory and renames it into
     place, so `model_dir` is either absent or complete; the loser discards its copy.
@@ -189,7 +212,7 @@ def ensure_tiny_model(model_dir: Path) -> Path:
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.building-", dir=model_dir.parent))
     try:
-        build_tiny_pipeline().save_pretrained(staging, safe_serialization=True)
+        build_tiny_pipeline(p).save_pretrained(staging, safe_serialization=True)
         staging.chmod(0o755)  # mkdtemp makes it private; a worker running as another user must read it
         # 2. Publish: rename replaces an absent or empty directory, fails on a populated one.
         _publish(staging, model_dir)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from diffusers import WanPipeline
+from diffusers import DiffusionPipeline, WanPipeline
+from PIL import Image
 
 from vidfactory.engines.base import (
     CancelCheck,
@@ -21,6 +23,9 @@ from vidfactory.engines.base import (
     OutOfMemory,
     ProgressCallback,
 )
+from vidfactory.engines.memory import MEMORY_MODES
+from vidfactory.engines.presets import FRAME_STRIDE, WanPreset, check_shape
+from vidfactory.engines.speed import SpeedSettings, apply_speed, step_cache
 
 __all__ = [
     "FRAMES_MAX",
@@ -35,7 +40,6 @@ __all__ = [
 SIDE_MIN_PX = 16
 SIDE_MAX_PX = 2048
 SIDE_MULTIPLE_PX = 16  # VAE 8x spatial compression times the transformer's 2x2 patches
-FRAME_STRIDE = 4  # the VAE's temporal compression: valid clips have 4k + 1 frames
 FRAMES_MAX = 481  # 30 s at Wan's native 16 fps
 STEPS_MAX = 200
 SEED_MAX = 2**64 - 1
@@ -45,59 +49,138 @@ TEXT_TOKENS_MAX = 512
 
 
 class WanEngine:
-    """Runs Wan2.1/2.2 text-to-video checkpoints in diffusers layout (and the tiny preset).
+    """Runs Wan2.1/2.2 checkpoints in diffusers layout: text-to-video, two-expert A14B, and the TI2V-5B's
+    image-to-video when a request carries a reference image.
 
-    `generate` calls are serialised: the pipeline and its scheduler hold per-call state.
+    The model stays loaded across generations. `generate` calls are serialised: the pipeline and its
+    scheduler hold per-call state, and so does the memory mode.
     """
 
-    def __init__(self, model_id: str, path: str, device: str | None = None, *, frames_max: int = FRAMES_MAX):
+    def __init__(self, model_id: str, path: str, device: str | None = None, *, frames_max: int = FRAMES_MAX,
+                 preset: WanPreset | None = None, speed: SpeedSettings = SpeedSettings(),
+                 mag_ratios: tuple[float, ...] = ()):
         self.model_id = model_id
+        self.path = path
         self.frames_max = frames_max
+        self.preset = preset
+        self.speed = speed
+        self.mag_ratios = mag_ratios
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.pipeline = _load_pipeline(path, self.device)
         self._lock = threading.Lock()
+        started = time.perf_counter()
+        self._load()
+        self.load_s = time.perf_counter() - started  # the model switch cost the worker records
+
+    def _load(self) -> None:
+        self.pipeline = _load_pipeline(self.path, self.device)
+        if self.preset is not None:
+            _use_flow_shift(self.pipeline, self.preset.flow_shift)
+        self.speed_applied = apply_speed(self.pipeline, self.speed, self.device)
+        self.memory_mode = "none"
+        self._image_pipeline: DiffusionPipeline | None = None
 
     def generate(
         self, request: GenerationRequest, on_progress: ProgressCallback, is_cancelled: CancelCheck
     ) -> GeneratedVideo:
         # 1. Refuse what the model cannot produce, before touching the accelerator.
+        self._check_for_model(request)
         _check_request(request, self.frames_max)
         with self._lock:
             # 2. A job cancelled while waiting for the lock needs no prompt encoding either.
             if is_cancelled():
                 raise GenerationCancelled("cancelled before the first denoising step")
-            # 3. Denoise and decode; errors from the caller's callbacks pass through untouched.
+            # 3. The memory mode this attempt runs in (an out-of-memory retry asks for a more frugal one).
+            mode_applied = self._use_memory_mode(request.memory_mode)
+            # 4. Denoise and decode; errors from the caller's callbacks pass through untouched.
             try:
-                frames = self._run(request, on_progress, is_cancelled)
+                frames, cache_applied = self._run(request, on_progress, is_cancelled)
             except _CallbackRaised as wrapped:
                 raise wrapped.__cause__ from None  # the caller's own exception, as they raised it
-        # 4. [F, H, W, 3] floats in [0, 1] -> uint8.
-        return GeneratedVideo(frames=_to_uint8(frames, request), fps=request.fps)
+        # 5. [F, H, W, 3] floats in [0, 1] -> uint8, with the settings that produced them.
+        settings = {**self.speed_applied, "memory_mode": mode_applied, "step_cache": cache_applied}
+        return GeneratedVideo(frames=_to_uint8(frames, request), fps=request.fps, engine_settings=settings)
+
+    def _check_for_model(self, request: GenerationRequest) -> None:
+        if self.preset is not None:
+            check_shape(self.preset, request.width, request.height, request.num_frames, self.frames_max)
+        if request.guidance_scale_2 is not None and self.pipeline.config.boundary_ratio is None:
+            raise InvalidInput(f"{self.model_id}: guidance_scale_2 applies only to two-expert models "
+                               f"(Wan2.2 A14B); this model has one transformer")
+        if request.image is None:
+            return
+        if not self.pipeline.config.expand_timesteps:
+            raise InvalidInput(f"{self.model_id}: this model takes no reference image (image-to-video needs "
+                               f"the wan2.2-ti2v-5b preset)")
+        image = request.image
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+            raise InvalidInput(f"the reference image must be uint8 [height, width, 3], got {image.dtype} "
+                               f"{list(image.shape)}")
+
+    def _use_memory_mode(self, mode: str) -> str:
+        if mode not in MEMORY_MODES:
+            raise InvalidInput(f"unknown memory mode {mode!r}; known: {', '.join(MEMORY_MODES)}")
+        offloaded = ("model_cpu_offload", "group_offload")
+        if mode != self.memory_mode and self.memory_mode in offloaded:
+            # Offload hooks do not come off cleanly: start again from the files (counted as a reload).
+            self._load()
+        self.memory_mode = mode
+        return _apply_memory_mode(self.pipeline, mode, self.device)
+
+    def _pipeline_for(self, request: GenerationRequest) -> DiffusionPipeline:
+        if request.image is None:
+            return self.pipeline
+        if self._image_pipeline is None:
+            # Imported here: importing it makes transformers warn about torchvision in every process.
+            from diffusers import WanImageToVideoPipeline
+
+            # The TI2V-5B's image path: the same components (no copy), no CLIP image encoder.
+            config = self.pipeline.config
+            self._image_pipeline = WanImageToVideoPipeline(
+                **self.pipeline.components, boundary_ratio=config.boundary_ratio,
+                expand_timesteps=config.expand_timesteps)
+            self._image_pipeline.set_progress_bar_config(disable=True)
+        return self._image_pipeline
 
     def _run(
         self, request: GenerationRequest, on_progress: ProgressCallback, is_cancelled: CancelCheck
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, str]:
         # A CPU generator gives the same initial noise for a seed on every device.
         generator = torch.Generator("cpu").manual_seed(request.seed)
+        pipeline = self._pipeline_for(request)
+        extra: dict[str, Any] = {"prompt": request.prompt, "negative_prompt": request.negative_prompt}
+        if request.image is not None:
+            extra = {"image": Image.fromarray(request.image), **self._prompt_embeds(request)}
+        if pipeline.config.boundary_ratio is not None:
+            extra["guidance_scale_2"] = request.guidance_scale_2
         try:
-            output = self.pipeline(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt,
-                height=request.height,
-                width=request.width,
-                num_frames=request.num_frames,
-                num_inference_steps=request.num_inference_steps,
-                guidance_scale=request.guidance_scale,
-                generator=generator,
-                output_type="np",
-                callback_on_step_end=_step_callback(on_progress, is_cancelled),
-                max_sequence_length=TEXT_TOKENS_MAX + 1,
-            )
+            with step_cache(pipeline, request.step_cache, request.num_inference_steps,
+                            self.mag_ratios) as cache_applied:
+                output = pipeline(
+                    height=request.height,
+                    width=request.width,
+                    num_frames=request.num_frames,
+                    num_inference_steps=request.num_inference_steps,
+                    guidance_scale=request.guidance_scale,
+                    generator=generator,
+                    output_type="np",
+                    callback_on_step_end=_step_callback(on_progress, is_cancelled),
+                    max_sequence_length=TEXT_TOKENS_MAX + 1,
+                    **extra,
+                )
         except (GenerationCancelled, _CallbackRaised):
             raise
         except Exception as exc:
             raise self._map_failure(exc) from exc
-        return output.frames[0]
+        return output.frames[0], cache_applied
+
+    def _prompt_embeds(self, request: GenerationRequest) -> dict[str, torch.Tensor]:
+        """Encoded by the text-to-video pipeline: diffusers' image pipeline cleans prompts with ftfy (a
+        dependency we leave out), which would make the text the model reads differ from the text billed."""
+        positive, negative = self.pipeline.encode_prompt(
+            prompt=request.prompt, negative_prompt=request.negative_prompt,
+            do_classifier_free_guidance=request.guidance_scale > 1.0, max_sequence_length=TEXT_TOKENS_MAX + 1,
+            device=self.pipeline._execution_device)
+        return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
 
     def _map_failure(self, exc: Exception) -> EngineError:
         if not _is_out_of_memory(exc):
@@ -106,9 +189,33 @@ class WanEngine:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         return OutOfMemory(
-            f"{self.model_id}: out of memory on {self.device}: {exc}; "
-            f"retry with fewer frames, a smaller size, or on a larger accelerator"
+            f"{self.model_id}: out of memory on {self.device} in memory mode {self.memory_mode}: {exc}"
         )
+
+
+def _use_flow_shift(pipeline: DiffusionPipeline, flow_shift: float) -> None:
+    """The preset's flow shift (resolution-dependent in the Wan reference code) over the checkpoint's."""
+    scheduler = pipeline.scheduler
+    if "flow_shift" in scheduler.config and scheduler.config.flow_shift != flow_shift:
+        pipeline.scheduler = type(scheduler).from_config(scheduler.config, flow_shift=flow_shift)
+
+
+def _apply_memory_mode(pipeline: DiffusionPipeline, mode: str, device: torch.device) -> str:
+    """Put the pipeline in `mode` (from "none" or "vae_tiling"); returns what was applied."""
+    if mode == "none":
+        pipeline.vae.disable_tiling()
+        return mode
+    pipeline.vae.enable_tiling()
+    if mode == "vae_tiling":
+        return mode
+    if device.type != "cuda":
+        return f"vae_tiling ({mode} needs an accelerator: the weights are already in host memory)"
+    if mode == "model_cpu_offload":
+        pipeline.enable_model_cpu_offload(device=device)
+    else:
+        pipeline.enable_group_offload(onload_device=device, offload_type="block_level", num_blocks_per_group=1,
+                                      use_stream=True)
+    return mode
 
 
 class _CallbackRaised(Exception):
@@ -116,7 +223,7 @@ class _CallbackRaised(Exception):
 
 
 def _step_callback(on_progress: ProgressCallback, is_cancelled: CancelCheck):
-    def callback(pipe: WanPipeline, step: int, timestep: Any, callback_kwargs: dict) -> dict:
+    def callback(pipe: DiffusionPipeline, step: int, timestep: Any, callback_kwargs: dict) -> dict:
         try:
             on_progress(step + 1, pipe.num_timesteps)
             cancelled = is_cancelled()

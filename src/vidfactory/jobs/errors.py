@@ -1,9 +1,14 @@
-"""Map any failure during a job to the error type it records and whether another attempt may help."""
+"""Map any failure during a job to the error type it records and whether another attempt may help.
+
+Engine failures come in four kinds that billing and alerts read: `oom` (device out of memory: retried once
+with the next memory mode), `timeout`, `engine_crash` (anything else the model raised), `invalid_input`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from sqlalchemy.exc import OperationalError
 
 from vidfactory.engines.base import EngineError
@@ -25,6 +30,8 @@ class Classified:
 
 
 def classify(exc: BaseException) -> Classified:
+    if isinstance(exc, torch.OutOfMemoryError):  # raised outside the engine's own mapping
+        return Classified("oom", True)
     if isinstance(exc, EngineError):
         return Classified(exc.error_type, exc.transient)
     if isinstance(exc, MediaError):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from vidfactory.billing import audit, ledger, vouchers
@@ -23,6 +23,7 @@ from vidfactory.notify.events import billing_event, video_event
 __all__ = [
     "AssetRecord",
     "CancelOutcome",
+    "Residency",
     "Review",
     "StaleJob",
     "approve_review",
@@ -39,6 +40,7 @@ __all__ = [
     "record_qc",
     "regenerate_for_qc",
     "record_engine_metadata",
+    "record_run",
     "reject_review",
     "release",
     "report_progress",
@@ -104,18 +106,41 @@ def _announce(session: Session, job_id: str, video_type: str, billing: tuple[str
         billing_event(session, job, *billing)
 
 
-def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float, now: datetime) -> Job | None:
-    """Take the next job: highest plan priority, then oldest; skips tenants at their concurrency limit.
-    One statement; `SKIP LOCKED` lets PostgreSQL workers claim in parallel (SQLite serialises writers)."""
+@dataclass(frozen=True)
+class Residency:
+    """What a claiming worker can run and holds: only jobs that fit `memory_bytes` are given to it, jobs for
+    `held_models` come first, and another model's job jumps ahead once it has waited `switch_after_s`."""
+
+    memory_bytes: int | None = None  # None: no memory gating (a worker that cannot tell)
+    held_models: tuple[str, ...] = ()
+    switch_after_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        assert self.memory_bytes is None or self.memory_bytes >= 0
+        assert self.switch_after_s >= 0
+
+
+def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float, now: datetime,
+          residency: Residency = Residency()) -> Job | None:
+    """Take the next job this worker fits: the model it holds first (unless another model's job has waited
+    past the switch limit), then highest plan priority, then oldest; skips tenants at their concurrency
+    limit. One statement; `SKIP LOCKED` lets PostgreSQL workers claim in parallel (SQLite serialises writers)."""
     running = aliased(Job)
     running_for_tenant = (select(func.count()).select_from(running)
                           .where(running.tenant_id == Job.tenant_id, running.status == "in_progress")
                           .scalar_subquery())
+    conditions = [Job.status == "queued", Job.run_after <= now, Job.model.in_(models),
+                  or_(Job.review_status.is_(None), Job.review_status != "pending"),
+                  running_for_tenant < Job.concurrent_jobs_max]
+    if residency.memory_bytes is not None:
+        conditions.append(Job.memory_bytes_min <= residency.memory_bytes)
+    order = [Job.priority.desc(), Job.created_at, Job.id]
+    if residency.held_models:
+        waited_long = Job.created_at <= now - timedelta(seconds=residency.switch_after_s)
+        order.insert(0, case((or_(Job.model.in_(residency.held_models), waited_long), 0), else_=1))
     candidate = (select(Job.id)
-                 .where(Job.status == "queued", Job.run_after <= now, Job.model.in_(models),
-                        or_(Job.review_status.is_(None), Job.review_status != "pending"),
-                        running_for_tenant < Job.concurrent_jobs_max)
-                 .order_by(Job.priority.desc(), Job.created_at, Job.id)
+                 .where(*conditions)
+                 .order_by(*order)
                  .limit(1)
                  .with_for_update(skip_locked=True)
                  .scalar_subquery())
@@ -123,7 +148,7 @@ def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float
                  .where(Job.id == candidate, Job.status == "queued")
                  .values(status="in_progress", lease_owner=worker_id,
                          lease_expires_at=now + timedelta(seconds=lease_s), attempts=Job.attempts + 1,
-                         started_at=func.coalesce(Job.started_at, now), progress=0)
+                         started_at=func.coalesce(Job.started_at, now), progress=0, model_load_s=None)
                  .returning(Job.id)
                  .execution_options(synchronize_session=False))
     job_id = session.scalars(statement).one_or_none()
@@ -131,6 +156,15 @@ def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float
         return None
     _announce(session, job_id, "video.in_progress")
     return session.get(Job, job_id)
+
+
+def record_run(session: Session, job_id: str, worker_id: str, *, engine_settings: dict[str, Any],
+               model_load_s: float | None) -> None:
+    """What this attempt ran with (memory mode, attention, compile, FP8, step cache) and the model load it
+    paid; the submission's own entries (step_cache_allowed) are kept."""
+    current = session.scalars(select(Job.engine_settings).where(Job.id == job_id)).one() or {}
+    _transition(session, job_id, expected=("in_progress",), owner=worker_id, values={
+        "engine_settings": {**current, **engine_settings}, "model_load_s": model_load_s})
 
 
 def heartbeat(session: Session, job_id: str, worker_id: str, *, lease_s: float, now: datetime) -> None:
@@ -244,11 +278,14 @@ def fail(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str
 
 
 def requeue(session: Session, job_id: str, *, owner: str | None, run_after: datetime, error_type: str,
-            message: str) -> None:
-    """Back to the queue for another attempt; the hold stays."""
-    _transition(session, job_id, expected=("in_progress",), owner=owner, values={
-        "status": "queued", "run_after": run_after, "lease_owner": None, "lease_expires_at": None,
-        "progress": 0, "error_type": error_type, "error_message": message[:error_message_chars_max]})
+            message: str, memory_mode: str | None = None) -> None:
+    """Back to the queue for another attempt; the hold stays. `memory_mode`: the mode the next attempt must
+    use at least (an out-of-memory retry)."""
+    values = {"status": "queued", "run_after": run_after, "lease_owner": None, "lease_expires_at": None,
+              "progress": 0, "error_type": error_type, "error_message": message[:error_message_chars_max]}
+    if memory_mode is not None:
+        values["memory_mode"] = memory_mode
+    _transition(session, job_id, expected=("in_progress",), owner=owner, values=values)
 
 
 def assign_watermark(session: Session, job_id: str, worker_id: str, watermark_id: str) -> None:

@@ -19,12 +19,14 @@ from vidfactory.billing.pricebook import PriceBookBody, Quote, cache_hit_charge,
 from vidfactory.billing.tokens import TokenCounter
 from vidfactory.cache import index as cache_index
 from vidfactory.cache.keys import CacheSpec, fingerprint, shape_key
-from vidfactory.db.models import Job
+from vidfactory.db.models import Job, Plan, Tenant
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
+from vidfactory.engines.memory import GIB, frugal_peak_bytes
 from vidfactory.idempotency import Outcome, run_once
 from vidfactory.jobs import queue
 from vidfactory.jobs.queue import Review, review_reason_chars_max
+from vidfactory.jobs import workers
 from vidfactory.jobs.screening import PromptScreens, screen_prompt
 from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
 from vidfactory.notify.events import billing_event, ensure_job_secret, video_event
@@ -86,6 +88,7 @@ class Priced:
     book: PriceBookBody
     quote: Quote
     warnings: list[str]
+    memory_bytes_min: int  # the least device memory that can run it (0: unknown architecture)
 
 
 def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter], request: VideoRequest,
@@ -108,17 +111,38 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
                              seconds=shape.seconds)
     except ValueError as exc:
         raise InvalidRequest("size", str(exc)) from exc
+    architecture = model.wan_preset
+    memory_min = (0 if architecture is None else
+                  frugal_peak_bytes(architecture, shape.width, shape.height, shape.num_frames))
     return Priced(model=model, shape=shape, prompt=truncation.text, price_book_version=version, book=book,
-                  quote=priced_quote, warnings=warnings)
+                  quote=priced_quote, warnings=warnings, memory_bytes_min=memory_min)
 
 
 def price_now(sessions: SessionFactory, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
               request: VideoRequest, tenant_id: str) -> Priced:
     """Price a request with the price book in force now for the tenant (its contract pin, else the
-    newest): what a quote shows and a submission holds."""
+    newest): what a quote shows and a submission holds; refuse it when no worker could ever hold it in
+    memory."""
     with sessions() as session:
         version, book = pricebooks.for_tenant(session, tenant_id)
-    return price(settings, counter_for, request, version, book)
+        fleet_max = workers.fleet_memory_max(session, request.model, utcnow(), settings.worker_stale_s)
+    priced = price(settings, counter_for, request, version, book)
+    _check_fits_the_fleet(settings, priced, fleet_max)
+    return priced
+
+
+def _check_fits_the_fleet(settings: Settings, priced: Priced, fleet_max: int | None) -> None:
+    limit, source = fleet_max, "the largest live worker serving it has"
+    if limit is None:
+        limit, source = settings.fleet_memory_bytes_max, "the fleet limit (fleet_memory_bytes_max) is"
+    if limit is None or priced.memory_bytes_min <= limit:
+        return
+    shape = priced.shape
+    raise InvalidRequest(
+        "size", f"model {priced.model.id} at {shape.width}x{shape.height}, {shape.num_frames} frames needs at "
+                f"least {priced.memory_bytes_min / GIB:.1f} GiB of GPU memory in its most frugal memory mode; "
+                f"{source} {limit / GIB:.1f} GiB: ask for a smaller size or fewer seconds",
+        code="exceeds_gpu_memory")
 
 
 def cache_spec(priced: Priced, request: VideoRequest) -> CacheSpec:
@@ -129,7 +153,7 @@ def cache_spec(priced: Priced, request: VideoRequest) -> CacheSpec:
 
 
 def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: Priced, hold: ledger.Hold,
-             job_id: str, review: Review | None) -> Job:
+             job_id: str, review: Review | None, step_cache_allowed: bool) -> Job:
     shape, q = priced.shape, priced.quote
     spec = cache_spec(priced, request)
     return Job(
@@ -149,6 +173,7 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
         review_status=None if review is None else "pending",
         review_source=None if review is None else review.source,
         review_reason=None if review is None else review.reason[:review_reason_chars_max],
+        memory_bytes_min=priced.memory_bytes_min, engine_settings={"step_cache_allowed": step_cache_allowed},
         template=request.template, variables=request.variables, enhancement=request.enhancement,
         batch_id=request.batch_id, batch_item=request.batch_item, ab_group=request.ab_group,
         parent_id=request.parent_id)
@@ -162,7 +187,9 @@ def enqueue(session: Session, settings: Settings, caller: Caller, request: Video
     job_id = f"video_{uuid.uuid4().hex}"
     hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
                        expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
-    job = _new_job(settings, caller, request, priced, hold, job_id, review)
+    step_cache_allowed = session.scalars(select(Plan.step_cache_allowed).join(
+        Tenant, Tenant.plan_id == Plan.id).where(Tenant.id == caller.tenant_id)).one()
+    job = _new_job(settings, caller, request, priced, hold, job_id, review, step_cache_allowed)
     session.add(job)
     session.flush()
     if job.webhook_url is not None:

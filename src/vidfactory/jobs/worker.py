@@ -28,8 +28,16 @@ from vidfactory.db.types import utcnow
 from vidfactory.engines.base import (Engine, EngineError, GeneratedVideo, GenerationCancelled, GenerationRequest,
                                      InvalidInput)
 from vidfactory.engines.hosted import HostedError, HostedRejected
+from vidfactory.engines.memory import (
+    MEMORY_MODES,
+    free_accelerator_cache,
+    mode_that_fits,
+    next_memory_mode,
+    probe_device,
+)
 from vidfactory.engines.registry import load_engine
-from vidfactory.jobs import breaker, maintenance, output, queue
+from vidfactory.engines.speed import SpeedSettings
+from vidfactory.jobs import breaker, maintenance, output, queue, workers
 from vidfactory.jobs.errors import JobTimedOut, classify
 from vidfactory.jobs.output import ClipIdentity
 from vidfactory.media.errors import MediaError
@@ -38,7 +46,7 @@ from vidfactory.safety.frames import FrameClassifier, nsfw_classifier, screen_fr
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage.local import LocalStorage
 
-__all__ = ["Worker", "new_worker_id"]
+__all__ = ["Worker", "device_report", "new_worker_id", "speed_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,19 @@ database_retry_s = 2.0
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def speed_settings(settings: Settings) -> SpeedSettings:
+    return SpeedSettings(attention_backend=settings.attention_backend,
+                         compile_transformer=settings.compile_transformer, fp8_weights=settings.fp8_weights)
+
+
+def device_report(settings: Settings) -> workers.DeviceReport:
+    """This worker's device; `worker_memory_bytes` overrides the detected size (a share of a GPU)."""
+    name, total, free = probe_device()
+    if settings.worker_memory_bytes is not None:
+        total, free = settings.worker_memory_bytes, min(free, settings.worker_memory_bytes)
+    return workers.DeviceReport(gpu_name=name, memory_total_bytes=total, memory_free_bytes=free)
 
 
 class Lease:
@@ -95,16 +116,18 @@ class Lease:
 class Worker:
     def __init__(self, settings: Settings, sessions: SessionFactory, storage: LocalStorage, *,
                  worker_id: str | None = None, models: list[str] | None = None,
-                 engine_loader: EngineLoader = load_engine,
+                 engine_loader: EngineLoader | None = None,
                  classifier_loader: ClassifierLoader = nsfw_classifier) -> None:
         self.settings = settings
         self.sessions = sessions
         self.storage = storage
         self.worker_id = worker_id or new_worker_id()
         self.models = models or [m.id for m in settings.models]
-        self.engine_loader = engine_loader
+        self.engine_loader = engine_loader or self._load_engine
         self.classifier_loader = classifier_loader
-        self.engines: dict[str, Engine] = {}
+        self.engines: dict[str, Engine] = {}  # resident models, oldest first
+        self.device = device_report(settings)
+        self.registered = False
         self.last_maintenance = 0.0
         # A probe whose heartbeats stopped for a lease is presumed lost with its worker; another may probe.
         self.breaker_policy = breaker.BreakerPolicy(failures_max=settings.breaker_failures_max,
@@ -114,7 +137,8 @@ class Worker:
         self.frame_steps = output.frame_steps(settings)
 
     def run(self, stop: threading.Event) -> None:
-        log.info("worker %s serving %s", self.worker_id, ", ".join(self.models))
+        log.info("worker %s serving %s on %s (%.1f GiB)", self.worker_id, ", ".join(self.models),
+                 self.device.gpu_name, self.device.memory_total_bytes / 2**30)
         try:
             while not stop.is_set():
                 try:
@@ -130,24 +154,52 @@ class Worker:
                     stop.wait(self.settings.poll_s)
         finally:
             self.drain()
+            self._deregister()
 
     def maintain(self, force: bool = False) -> None:
         if not force and time.monotonic() - self.last_maintenance < maintenance_interval_s:
             return
         self.last_maintenance = time.monotonic()
         now = utcnow()
+        self._report(now)
         maintenance.reap_expired_leases(self.sessions, now)
         maintenance.sweep_expired_holds(self.sessions, now)
         maintenance.expire_vouchers(self.sessions, now)
 
+    def _report(self, now: datetime) -> None:
+        """Register once, then heartbeat: free memory and the models held now."""
+        if self.registered:
+            with self.sessions.begin() as session:
+                free = probe_device()[2] if self.settings.worker_memory_bytes is None else \
+                    self.device.memory_free_bytes
+                self.registered = workers.heartbeat(session, self.worker_id, memory_free_bytes=free,
+                                                    models_held=list(self.engines), now=now)
+        if not self.registered:
+            with self.sessions.begin() as session:
+                workers.register(session, self.worker_id, self.device, self.models, now)
+            self.registered = True
+
+    def _deregister(self) -> None:
+        try:
+            with self.sessions.begin() as session:
+                workers.deregister(session, self.worker_id)
+        except OperationalError as exc:  # going away anyway: admission stops counting it once it is stale
+            log.warning("worker %s: could not deregister: %s", self.worker_id, exc)
+
     def run_once(self, wait: bool = True) -> bool:
         """Claim and run one job. `wait=False` (the serving loop) returns once the engine is free, leaving
         the clip's post-processing to a thread when overlap is on; `wait=True` returns once it is recorded."""
+        if not self.registered:
+            self._report(utcnow())
         now = utcnow()
+        residency = queue.Residency(memory_bytes=self.device.memory_total_bytes,
+                                    held_models=tuple(m for m in self.models
+                                                      if m in self.engines or self.is_hosted(m)),
+                                    switch_after_s=self.settings.model_switch_after_s)
         with self.sessions.begin() as session:
             models = self._admitted_models(session, now)
             job = queue.claim(session, worker_id=self.worker_id, models=models, lease_s=self.settings.lease_s,
-                              now=now) if models else None
+                              now=now, residency=residency) if models else None
         if job is None:
             return False
         log.info("job %s claimed by %s (attempt %d)", job.id, self.worker_id, job.attempts)
@@ -170,24 +222,58 @@ class Worker:
             self.post_thread.join()
             self.post_thread = None
 
+    def _load_engine(self, config: ModelConfig, models_dir: Path) -> Engine:
+        return load_engine(config, models_dir, speed_settings(self.settings),
+                           tuple(self.settings.step_cache_mag_ratios))
+
     def engine_for(self, model_id: str) -> Engine:
         if model_id not in self.engines:
-            config = self.settings.model(model_id)
-            assert config is not None, f"job for unconfigured model {model_id}"
-            self.engines[model_id] = self.engine_loader(config, self.settings.models_dir)
+            self._load(model_id)
         return self.engines[model_id]
+
+    def _load(self, model_id: str) -> float:
+        """Load a model, first unloading the oldest ones beyond `models_resident_max`; returns the seconds
+        the load took (the model switch cost), also recorded in the worker registry."""
+        config = self.settings.model(model_id)
+        assert config is not None, f"job for unconfigured model {model_id}"
+        # Hosted engines hold no device memory: they neither count nor make room.
+        resident = [m for m in self.engines if not self.is_hosted(m)]
+        while not config.is_hosted and len(resident) >= self.settings.models_resident_max:
+            evicted = resident.pop(0)
+            del self.engines[evicted]
+            log.info("worker %s unloads %s to load %s", self.worker_id, evicted, model_id)
+            free_accelerator_cache()
+        started = time.perf_counter()
+        self.engines[model_id] = self.engine_loader(config, self.settings.models_dir)
+        load_s = time.perf_counter() - started
+        with self.sessions.begin() as session:
+            workers.record_load(session, self.worker_id, model_id, load_s)
+        log.info("worker %s loaded %s in %.2f s", self.worker_id, model_id, load_s)
+        return load_s
+
+    def memory_mode_for(self, job: Job) -> str:
+        """The fastest mode that fits this device, no faster than what a retry or the settings force."""
+        forced = job.memory_mode or (None if self.settings.memory_mode == "auto" else self.settings.memory_mode)
+        config = self.settings.model(job.model)
+        architecture = None if config is None else config.wan_preset
+        if architecture is None:
+            return forced or MEMORY_MODES[0]
+        fits = mode_that_fits(architecture, job.width, job.height, job.num_frames,
+                              self.device.memory_total_bytes, at_least=forced or MEMORY_MODES[0])
+        return fits or forced or MEMORY_MODES[-1]
 
     def execute(self, job: Job, wait: bool = True) -> None:
         lease = Lease(self, job.id, job.model)
+        memory_mode = self.memory_mode_for(job)
         # 1. Generate: the only step that needs the engine.
         try:
-            video = self._generate(job, lease.lost)
+            video = self._generate(job, lease.lost, memory_mode)
         except GenerationCancelled:
             self._finish(lambda s: queue.finish_cancelled(s, job.id, self.worker_id), job, "cancelled")
             lease.release()
             return
         except Exception as exc:  # every failure is classified, recorded and refunded below
-            self._handle_failure(job, exc)
+            self._handle_failure(job, exc, memory_mode)
             lease.release()
             return
         # 2. Post-process. One clip at a time: the previous one must be recorded before this one starts.
@@ -199,14 +285,26 @@ class Worker:
                                             name=f"post-{job.id}", daemon=True)
         self.post_thread.start()
 
-    def _generate(self, job: Job, lease_lost: threading.Event) -> GeneratedVideo:
+    def _generate(self, job: Job, lease_lost: threading.Event, memory_mode: str) -> GeneratedVideo:
+        # 1. The model, loaded unless this worker holds it already (a switch: its cost is recorded).
+        load_s = None if job.model in self.engines else self._load(job.model)
+        config = self.settings.model(job.model)
+        step_cache_allowed = bool((job.engine_settings or {}).get("step_cache_allowed"))
+        # 2. Generate, reporting progress and stopping at the next step when told to.
         request = GenerationRequest(
             prompt=job.prompt, negative_prompt=job.negative_prompt, width=job.width, height=job.height,
             num_frames=job.num_frames, fps=job.fps, num_inference_steps=job.steps,
-            guidance_scale=job.guidance_scale, seed=job.seed)
+            guidance_scale=job.guidance_scale, seed=job.seed,
+            guidance_scale_2=None if config is None else config.guidance_scale_2, memory_mode=memory_mode,
+            step_cache=self.settings.step_cache if step_cache_allowed else "none")
         deadline = time.monotonic() + self.settings.job_timeout_s
-        return self.engine_for(job.model).generate(
+        video = self.engines[job.model].generate(
             request, self._progress_reporter(job.id), self._stop_check(job.id, lease_lost, deadline))
+        # 3. What it ran with, and the model load it paid.
+        applied = {"memory_mode": memory_mode, "step_cache": request.step_cache, **video.engine_settings}
+        with self.sessions.begin() as session:
+            queue.record_run(session, job.id, self.worker_id, engine_settings=applied, model_load_s=load_s)
+        return video
 
     def _post_process(self, job: Job, lease: Lease, video: GeneratedVideo) -> None:
         try:
@@ -345,14 +443,17 @@ class Worker:
 
         return is_cancelled
 
-    def _handle_failure(self, job: Job, exc: Exception) -> None:
+    def _handle_failure(self, job: Job, exc: Exception, memory_mode: str | None = None) -> None:
+        """`memory_mode`: the mode a failed generation ran in (None after it, in post-processing)."""
         verdict = classify(exc)
         message = f"{type(exc).__name__}: {exc}"
         log.error("job %s attempt %d failed (%s): %s", job.id, job.attempts, verdict.error_type, message,
                   exc_info=verdict.error_type == "internal_error")
         metadata = exc.metadata if isinstance(exc, HostedError) else None
         breaker_open = self._update_breaker(job.model, exc, message)
-        if verdict.transient and breaker_open:
+        if verdict.error_type == "oom" and memory_mode is not None:
+            self._retry_out_of_memory(job, memory_mode, message)
+        elif verdict.transient and breaker_open:
             self._finish(lambda s: queue.release(s, job.id, owner=self.worker_id, error_type=verdict.error_type,
                                                  message=message), job, "released: breaker open", metadata)
         elif verdict.transient and job.attempts < job.attempts_max:
@@ -365,6 +466,17 @@ class Worker:
             self._finish(lambda s: queue.fail(s, job.id, expected=("in_progress",), owner=self.worker_id,
                                               error_type=verdict.error_type, message=message), job, "failed",
                          metadata)
+
+    def _retry_out_of_memory(self, job: Job, memory_mode: str, message: str) -> None:
+        """Once, at once, with the next more frugal memory mode; a second out-of-memory fails the job."""
+        retry_mode = next_memory_mode(memory_mode)
+        if job.memory_mode is None and retry_mode is not None:
+            self._finish(lambda s: queue.requeue(s, job.id, owner=self.worker_id, run_after=utcnow(),
+                                                 error_type="oom", message=message, memory_mode=retry_mode),
+                         job, f"requeued with memory mode {retry_mode}")
+        else:
+            self._finish(lambda s: queue.fail(s, job.id, expected=("in_progress",), owner=self.worker_id,
+                                              error_type="oom", message=message), job, "failed")
 
     def _update_breaker(self, model_id: str, exc: Exception, message: str) -> bool:
         """Count a hosted service's failure; True when its breaker is open. A request the service refused

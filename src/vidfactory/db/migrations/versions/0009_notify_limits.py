@@ -1,7 +1,7 @@
 """webhooks (endpoints, events, outbox deliveries, per-job url); per-tenant and active-job limits on plans
 
-Revision ID: 0008_notify_limits
-Revises: 0007_prompts
+Revision ID: 0009_notify_limits
+Revises: 0008_eng_presets
 Create Date: 2026-12-02
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0008_notify_limits'
-down_revision = '0007_prompts'
+revision = '0009_notify_limits'
+down_revision = '0008_eng_presets'
 branch_labels = None
 depends_on = None
 

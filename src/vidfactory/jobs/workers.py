@@ -1,0 +1,84 @@
+"""The worker registry: every worker's device, free memory, loaded models and model load cost.
+
+Workers register when they start and heartbeat while they run; admission asks it for the largest device
+that serves a model (a request none could ever fit is refused), and operators list it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from vidfactory.db.models import RegisteredWorker
+
+__all__ = [
+    "DeviceReport",
+    "deregister",
+    "fleet_memory_max",
+    "heartbeat",
+    "list_workers",
+    "record_load",
+    "register",
+]
+
+gpu_name_chars_max = 100
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    gpu_name: str
+    memory_total_bytes: int
+    memory_free_bytes: int
+
+    def __post_init__(self) -> None:
+        assert self.memory_total_bytes >= 0 and self.memory_free_bytes >= 0
+
+
+def register(session: Session, worker_id: str, device: DeviceReport, models_served: list[str],
+             now: datetime) -> None:
+    """Insert the worker, or start its record afresh if the id comes back (a restarted process)."""
+    session.execute(delete(RegisteredWorker).where(RegisteredWorker.id == worker_id))
+    session.add(RegisteredWorker(
+        id=worker_id, gpu_name=device.gpu_name[:gpu_name_chars_max], memory_total_bytes=device.memory_total_bytes,
+        memory_free_bytes=device.memory_free_bytes, models_served=list(models_served), models_held=[],
+        model_load_s={}, started_at=now, heartbeat_at=now))
+    session.flush()
+
+
+def heartbeat(session: Session, worker_id: str, *, memory_free_bytes: int, models_held: list[str],
+              now: datetime) -> bool:
+    """False when the worker is not registered (an operator removed it): the caller registers again."""
+    assert memory_free_bytes >= 0
+    result = session.execute(update(RegisteredWorker).where(RegisteredWorker.id == worker_id).values(
+        memory_free_bytes=memory_free_bytes, models_held=list(models_held), heartbeat_at=now)
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def record_load(session: Session, worker_id: str, model: str, seconds: float) -> None:
+    """The model switch cost: how long loading `model` took on this worker, last time."""
+    assert seconds >= 0
+    row = session.get(RegisteredWorker, worker_id, with_for_update=True)
+    if row is None:
+        return  # not registered (yet, or any more): the job still records its own load time
+    row.model_load_s = {**row.model_load_s, model: round(seconds, 3)}
+
+
+def deregister(session: Session, worker_id: str) -> None:
+    session.execute(delete(RegisteredWorker).where(RegisteredWorker.id == worker_id))
+
+
+def list_workers(session: Session) -> list[RegisteredWorker]:
+    return list(session.scalars(select(RegisteredWorker).order_by(RegisteredWorker.started_at,
+                                                                   RegisteredWorker.id)))
+
+
+def fleet_memory_max(session: Session, model: str, now: datetime, stale_s: float) -> int | None:
+    """The largest device memory among live workers serving `model`; None when none is live."""
+    live = session.scalars(select(RegisteredWorker).where(
+        RegisteredWorker.heartbeat_at >= now - timedelta(seconds=stale_s)))
+    sizes = [w.memory_total_bytes for w in live if model in w.models_served]
+    return max(sizes) if sizes else None

@@ -1,0 +1,63 @@
+"""Speed and memory settings on the tiny engine: what is asked, what is applied, and what the job records;
+missing kernels fall back cleanly; step caching is on for one generation only."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_models import tiny_model_dir  # noqa: F401 - a fixture
+
+from vidfactory.engines.base import GenerationRequest, InvalidInput
+from vidfactory.engines.presets import TINY
+from vidfactory.engines.speed import SpeedSettings
+from vidfactory.engines.wan import WanEngine
+
+REQUEST = GenerationRequest(prompt="a lantern on a lake", negative_prompt="", width=32, height=32, num_frames=5,
+                            fps=8, num_inference_steps=3, guidance_scale=5.0, seed=11)
+
+
+def never() -> bool:
+    return False
+
+
+def ignore(done: int, total: int) -> None:
+    return None
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> WanEngine:  # noqa: F811 - the imported fixture
+    return WanEngine("wan-tiny", str(tiny_model_dir), device="cpu", preset=TINY,
+                     speed=SpeedSettings(attention_backend="flash", compile_transformer=True, fp8_weights=True))
+
+
+def test_unavailable_speed_ups_fall_back_and_say_why(engine: WanEngine) -> None:
+    video = engine.generate(REQUEST, ignore, never)
+    assert video.engine_settings == {
+        "attention_backend": "native (flash needs CUDA)", "compile": "off (needs CUDA)",
+        "fp8_weights": "off (needs CUDA)", "memory_mode": "none", "step_cache": "none"}
+
+
+def test_step_caching_applies_to_one_generation_only(engine: WanEngine) -> None:
+    cached = engine.generate(replace(REQUEST, step_cache="first_block"), ignore, never)
+    assert cached.engine_settings["step_cache"] == "first_block"
+    assert not engine.pipeline.transformer.is_cache_enabled  # the hooks came off afterwards
+    taylor = engine.generate(replace(REQUEST, step_cache="taylorseer"), ignore, never)
+    assert taylor.engine_settings["step_cache"] == "taylorseer"
+    mag = engine.generate(replace(REQUEST, step_cache="mag"), ignore, never)
+    assert mag.engine_settings["step_cache"].startswith("none (mag needs calibrated mag_ratios")
+
+
+def test_memory_modes_switch_between_generations(engine: WanEngine) -> None:
+    plain = engine.generate(REQUEST, ignore, never)
+    tiled = engine.generate(replace(REQUEST, memory_mode="vae_tiling"), ignore, never)
+    assert tiled.engine_settings["memory_mode"] == "vae_tiling" and engine.pipeline.vae.use_tiling
+    offload = engine.generate(replace(REQUEST, memory_mode="model_cpu_offload"), ignore, never)
+    assert offload.engine_settings["memory_mode"].startswith("vae_tiling (model_cpu_offload needs an accelerator")
+    back = engine.generate(REQUEST, ignore, never)
+    assert back.engine_settings["memory_mode"] == "none" and not engine.pipeline.vae.use_tiling
+    assert np.array_equal(plain.frames, back.frames)
+    with pytest.raises(InvalidInput, match="unknown memory mode"):
+        engine.generate(replace(REQUEST, memory_mode="sequential"), ignore, never)
