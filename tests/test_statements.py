@@ -137,12 +137,34 @@ def test_usage_groups_charges(client):
     empty = client.get(f"/v1/usage?from={today - timedelta(days=9)}&to={today - timedelta(days=8)}",
                        headers=tenant.headers).json()
     assert empty["data"] == [] and empty["total_charged_tokens"] == 0
-    for bad in ("group_by=template", "group_by=batch", "from=2026-02-30", f"from={today}&to={today}",
+    for bad in ("group_by=campaign", "from=2026-02-30", f"from={today}&to={today}",
                 "from=2020-01-01&to=2026-01-01"):
         refused = client.get(f"/v1/usage?{bad}", headers=tenant.headers)
         assert refused.status_code == 400, (bad, refused.text)
     by_admin = client.get(f"/v1/admin/tenants/{tenant.id}/usage?group_by=model", headers=admin).json()
     assert by_admin["data"] == by_model["data"]
+
+
+def test_usage_groups_by_template_and_batch(client):
+    ctx = client.app.state.ctx
+    tenant = new_tenant(ctx.sessions, tokens=500_000)
+    single = client.post("/v1/videos", headers=tenant.headers,
+                         json={"template": "product_intro", "variables": {"product": "a smart watch"}}).json()
+    plain = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "no template", **small}).json()
+    batch = client.post("/v1/batches", headers=tenant.headers, json={
+        "template": "product_intro", "variables": {"product": ["a kettle", "a lamp"]}, "atomic": True}).json()
+    job_ids = [single["id"], plain["id"], *(item["video_id"] for item in batch["items"])]
+    for job_id in job_ids:
+        finish_without_media(ctx.sessions, job_id)
+    charged = {job_id: client.get(f"/v1/videos/{job_id}", headers=tenant.headers).json()["usage"]["total_tokens"]
+               for job_id in job_ids}
+    by_template = client.get("/v1/usage?group_by=template", headers=tenant.headers).json()["data"]
+    assert [(g["group"], g["jobs"], g["charged_tokens"]) for g in by_template] == [
+        ("", 1, charged[plain["id"]]), ("product_intro", 3, sum(charged.values()) - charged[plain["id"]])]
+    by_batch = client.get("/v1/usage?group_by=batch", headers=tenant.headers).json()["data"]
+    batch_tokens = sum(charged[item["video_id"]] for item in batch["items"])
+    assert [(g["group"], g["jobs"], g["charged_tokens"]) for g in by_batch] == [
+        ("", 2, charged[single["id"]] + charged[plain["id"]]), (batch["id"], 2, batch_tokens)]
 
 
 def test_statement_function_refuses_months_that_have_not_started(sessions):

@@ -24,6 +24,7 @@ from vidfactory.notify.events import record_event
 from vidfactory.notify.signing import new_secret, webhook_headers
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
 
+from billing_support import fail_job
 from conftest import assert_ledger_clean, make_settings, new_tenant
 from receivers import start_receiver
 
@@ -175,6 +176,26 @@ def test_cancel_and_failure_release_the_hold_and_say_so(client, ctx, receiver):
     assert events["video.cancelled"]["status"] == "cancelled"
     assert events["billing.released"]["released"] == video["billing"]["held"]
     assert events["billing.released"]["settled"] == 0
+
+
+def test_vouchers_granted_as_compensation_or_by_hand_are_announced(client, ctx, receiver):
+    admin = {"Authorization": "Bearer test-admin-token"}
+    published = client.post("/v1/admin/price_books", headers=admin, json={
+        "compensation": {"ratio": "0.5", "expires_days": 7, "error_types": ["engine_error"]}})
+    assert published.status_code == 201, published.text
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    endpoint = client.post("/v1/webhook_endpoints", headers=tenant.headers,
+                           json={"url": receiver.url(), "event_types": ["billing.voucher_granted"]}).json()
+    video = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a storm", **small,
+                                                                    "cache": "off"}).json()
+    voucher = fail_job(ctx.sessions, video["id"], "engine_error")
+    granted = client.post(f"/v1/admin/tenants/{tenant.id}/vouchers", headers=admin,
+                          json={"tokens": 300, "expires_days": 10, "reason": "outage"}).json()
+    assert dispatch_all(ctx) == 2
+    events = [verified(r, endpoint["secret"])["data"] for r in receiver.at("/hook")]
+    assert sorted((e["id"], e["tokens"], e["video_id"]) for e in events) == sorted([
+        (voucher.id, voucher.amount, video["id"]), (granted["id"], 300, None)])
+    assert_ledger_clean(ctx.sessions)
 
 
 def test_outbox_rows_exist_only_with_the_change(client, ctx, receiver):

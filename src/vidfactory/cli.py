@@ -119,6 +119,7 @@ def admin_voucher(tenant: str, tokens: int, reason: Annotated[str, typer.Option(
 
     from vidfactory.billing import ledger
     from vidfactory.db.types import utcnow
+    from vidfactory.notify.events import voucher_event
     from vidfactory.tenancy import TenancyError, find_tenant
 
     if not 0 < tokens <= 10**12:
@@ -132,6 +133,7 @@ def admin_voucher(tenant: str, tokens: int, reason: Annotated[str, typer.Option(
             found = find_tenant(session, tenant)
             transfer = ledger.grant_voucher(session, found.id, tokens, utcnow() + timedelta(days=days), reason,
                                             actor=cli_actor)
+            voucher_event(session, transfer)
             current = ledger.voucher_balance(session, found.id)
     except TenancyError as exc:
         _fail(str(exc))

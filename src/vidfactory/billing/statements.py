@@ -32,7 +32,7 @@ __all__ = ["StatementError", "month_bounds", "statement", "statement_csv", "stat
 
 month_pattern = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 posted_kinds = ("credit", "post", "grant", "expire")
-usage_groupings = ("day", "model", "key")
+usage_groupings = ("day", "model", "key", "template", "batch")
 usage_days_max = 366
 
 
@@ -218,7 +218,8 @@ def _parse_day(value: str, param: str) -> datetime:
 
 def usage(session: Session, tenant_id: str, *, start: str | None, end: str | None,
           group_by: str) -> dict[str, Any]:
-    """Charges in [start, end) (dates, UTC; default: the last 30 days), grouped by day, model or API key:
+    """Charges in [start, end) (dates, UTC; default: the last 30 days), grouped by day, model, API key,
+    template or batch ("" groups jobs without one):
     jobs, tokens quoted and tokens charged (posted), cache hits."""
     assert group_by in usage_groupings, f"unknown grouping {group_by!r}"
     today = utcnow().date()
@@ -231,7 +232,7 @@ def usage(session: Session, tenant_id: str, *, start: str | None, end: str | Non
         raise StatementError(f"a usage range spans at most {usage_days_max} days")
     rows = session.execute(
         select(Transfer.amount, Transfer.created_at, Job.id, Job.model, Job.api_key_id, Job.input_tokens,
-               Job.output_tokens, Job.cache_hit_job_id)
+               Job.output_tokens, Job.cache_hit_job_id, Job.template, Job.batch_id)
         .join(Job, Job.id == Transfer.job_id)
         .where(Transfer.tenant_id == tenant_id, Transfer.kind == "post", Transfer.created_at >= start_at,
                Transfer.created_at < end_at)).all()
@@ -239,7 +240,8 @@ def usage(session: Session, tenant_id: str, *, start: str | None, end: str | Non
                                                              "charged_tokens": 0, "cache_hits": set()})
     counted: set[str] = set()
     for row in rows:
-        key = {"day": row.created_at.date().isoformat(), "model": row.model, "key": row.api_key_id or ""}[group_by]
+        key = {"day": row.created_at.date().isoformat(), "model": row.model, "key": row.api_key_id or "",
+               "template": row.template or "", "batch": row.batch_id or ""}[group_by]
         group = groups[key]
         group["jobs"].add(row.id)
         group["charged_tokens"] += row.amount

@@ -18,7 +18,7 @@ from vidfactory.billing import audit, ledger, vouchers
 from vidfactory.cache import index as cache_index
 from vidfactory.db.models import Asset, Job, Transfer
 from vidfactory.db.types import utcnow
-from vidfactory.notify.events import billing_event, video_event
+from vidfactory.notify.events import billing_event, video_event, voucher_event
 
 __all__ = [
     "AssetRecord",
@@ -274,7 +274,10 @@ def fail(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str
         "completed_at": utcnow(), "lease_owner": None, "lease_expires_at": None})
     ledger.void_all(session, job.hold_leg_ids, memo=f"refund {job_id}: {error_type}")
     _announce(session, job_id, "video.failed", ("billing.released", 0))
-    return vouchers.compensate(session, job, error_type)
+    voucher = vouchers.compensate(session, job, error_type)
+    if voucher is not None:
+        voucher_event(session, voucher, job)
+    return voucher
 
 
 def requeue(session: Session, job_id: str, *, owner: str | None, run_after: datetime, error_type: str,

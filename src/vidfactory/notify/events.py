@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vidfactory.db.models import Job, TenantWebhookSecret, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from vidfactory.db.models import Job, TenantWebhookSecret, Transfer, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from vidfactory.db.types import utcnow
 from vidfactory.notify.signing import new_secret
 
@@ -29,6 +29,7 @@ __all__ = [
     "rotate",
     "secrets_in_force",
     "video_event",
+    "voucher_event",
 ]
 
 event_types = (
@@ -103,6 +104,15 @@ def billing_event(session: Session, job: Job, type: str, charged: int | None) ->
     data = {"object": "billing", "video_id": job.id, "hold_id": job.hold_id, "held": held,
             "settled": charged, "released": None if charged is None else held - charged}
     record_event(session, job.tenant_id, type, data, job_id=job.id, job_webhook_url=job.webhook_url)
+
+
+def voucher_event(session: Session, grant: Transfer, job: Job | None = None) -> None:
+    """A voucher granted (`job`: the failed job it compensates; None for a grant by hand)."""
+    assert grant.kind == "grant", f"not a voucher grant: {grant.kind}"
+    data = {"object": "voucher", "id": grant.id, "tokens": grant.amount, "expires_at": grant.expires_at.isoformat(),
+            "reason": grant.memo, "video_id": None if job is None else job.id}
+    record_event(session, grant.tenant_id, "billing.voucher_granted", data,
+                 job_id=None if job is None else job.id, job_webhook_url=None if job is None else job.webhook_url)
 
 
 def secrets_in_force(row: WebhookEndpoint | TenantWebhookSecret, now: datetime) -> list[str]:

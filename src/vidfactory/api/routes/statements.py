@@ -22,15 +22,9 @@ Grouping = Literal["day", "model", "key", "template", "batch"]
 Format = Literal["json", "csv", "pdf"]
 statement_responses: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/json": {}, "text/csv": {}, "application/pdf": {}}}}
-# Templates and batches belong to the prompts package; its job columns are not in this schema yet.
-groupings_unavailable = ("template", "batch")
 
 
 def _usage(ctx: ContextDep, tenant_id: str, start: str | None, end: str | None, group_by: str) -> dict[str, Any]:
-    if group_by in groupings_unavailable:
-        raise ApiError(400, "grouping_not_available",
-                       f"group_by={group_by} is not available: jobs do not record a {group_by} here",
-                       param="group_by")
     try:
         with ctx.sessions() as session:
             return usage(session, tenant_id, start=start, end=end, group_by=group_by)

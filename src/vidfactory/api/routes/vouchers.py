@@ -18,6 +18,7 @@ from vidfactory.billing import ledger
 from vidfactory.db.models import Tenant
 from vidfactory.db.types import utcnow
 from vidfactory.idempotency import fingerprint, run_once
+from vidfactory.notify.events import voucher_event
 
 router = APIRouter(tags=["billing"])
 grants_listed_max = 100
@@ -52,6 +53,7 @@ def grant_voucher(tenant_id: str, body: VoucherGrant, ctx: ContextDep, _admin: A
     def grant(session: Session) -> tuple[int, dict[str, Any]]:
         expires_at = utcnow() + timedelta(days=body.expires_days)
         transfer = ledger.grant_voucher(session, tenant_id, body.tokens, expires_at, memo=body.reason, actor="admin")
+        voucher_event(session, transfer)
         result = transfer_object(transfer)
         result["expires_at"] = timestamp(transfer.expires_at)
         result["vouchers"] = vars(ledger.voucher_balance(session, tenant_id))
