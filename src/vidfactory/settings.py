@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     # queue), let one probe job through after the cooldown.
     breaker_failures_max: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=60.0, ge=0)
+    # An operator alert when, within the window, at least `failure_alert_jobs_min` jobs failed through no
+    # fault of their input and they are at least `failure_alert_ratio_min` of the jobs that finished.
+    failure_alert_window_s: float = Field(default=600.0, ge=10)
+    failure_alert_jobs_min: int = Field(default=5, ge=1)
+    failure_alert_ratio_min: float = Field(default=0.2, gt=0, le=1)
 
     # GPU memory and routing (engines/memory.py, jobs/workers.py).
     # The largest device memory a request may need when no worker has registered (None: no check).

@@ -4,14 +4,19 @@ are voided with their jobs. Each job is handled in its own transaction, guarded 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from vidfactory.billing import ledger
 from vidfactory.db.models import Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.jobs import queue
+from vidfactory.notify.alerts import raise_alert, recent_alerts
+from vidfactory.settings import Settings
 
-__all__ = ["expire_vouchers", "reap_expired_leases", "sweep_expired_holds"]
+__all__ = ["alert_on_failure_rate", "expire_vouchers", "failure_rate_alert_kind", "reap_expired_leases",
+           "sweep_expired_holds"]
+
+failure_rate_alert_kind = "job_failure_rate"
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +78,19 @@ def expire_vouchers(sessions: SessionFactory, now: datetime) -> int:
         except ledger.VoucherAlreadyExpired:
             continue  # another sweeper got there first
     return expired
+
+
+def alert_on_failure_rate(sessions: SessionFactory, settings: Settings, now: datetime) -> bool:
+    """Raise one operator alert per window while jobs fail above the configured rate; True when raised.
+    Two workers deciding at once may both raise it: a duplicate alert is harmless, a missed one is not."""
+    since = now - timedelta(seconds=settings.failure_alert_window_s)
+    with sessions.begin() as session:
+        failed, finished = queue.finished_since(session, since)
+        if failed < settings.failure_alert_jobs_min or failed < settings.failure_alert_ratio_min * finished:
+            return False
+        last = recent_alerts(session, 1, kind=failure_rate_alert_kind)
+        if last and last[0].created_at >= since:
+            return False
+        raise_alert(session, failure_rate_alert_kind,
+                    f"{failed} of {finished} jobs failed in the last {settings.failure_alert_window_s:g} s")
+    return True

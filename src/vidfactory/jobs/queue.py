@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from vidfactory.billing import audit, ledger, vouchers
@@ -32,6 +32,7 @@ __all__ = [
     "complete",
     "complete_from_cache",
     "expired_leases",
+    "finished_since",
     "fail",
     "finish_cancelled",
     "heartbeat",
@@ -359,6 +360,19 @@ def request_cancel(session: Session, job: Job) -> CancelOutcome:
         _transition(session, job.id, expected=("in_progress",), owner=None, values={"cancel_requested": True})
         return CancelOutcome(status="in_progress", signalled=True)
     raise StaleJob(f"video {job.id} is already {job.status}")
+
+
+# Failures the caller caused (a refused prompt or input, a rejected clip) say nothing about the platform.
+caller_error_types = ("invalid_input", "content_rejected", "content_policy")
+
+
+def finished_since(session: Session, since: datetime) -> tuple[int, int]:
+    """(jobs failed through no fault of their input, jobs completed or failed) since `since`."""
+    platform_failure = and_(Job.status == "failed", Job.error_type.not_in(caller_error_types))
+    failed, finished = session.execute(
+        select(func.count().filter(platform_failure), func.count())
+        .where(Job.status.in_(("completed", "failed")), Job.completed_at >= since)).one()
+    return int(failed or 0), int(finished or 0)
 
 
 def expired_leases(session: Session, now: datetime, limit: int = 100) -> list[Job]:

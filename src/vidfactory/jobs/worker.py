@@ -165,6 +165,7 @@ class Worker:
         maintenance.reap_expired_leases(self.sessions, now)
         maintenance.sweep_expired_holds(self.sessions, now)
         maintenance.expire_vouchers(self.sessions, now)
+        maintenance.alert_on_failure_rate(self.sessions, self.settings, now)
 
     def _report(self, now: datetime) -> None:
         """Register once, then heartbeat: free memory and the models held now."""
