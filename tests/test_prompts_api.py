@@ -109,6 +109,44 @@ def test_a_template_that_could_never_render_is_refused(client, ctx, body, fragme
     assert client.get("/v1/templates?source=tenant", headers=tenant.headers).json()["data"] == []
 
 
+def test_a_pre_generated_template_serves_its_first_request_from_the_cache(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=100_000)
+    body = {**travel, "defaults": {"city": "Hangzhou", "season": "spring", "audience": "families"},
+            "pre_generate": True}
+    created = client.post("/v1/templates", headers=tenant.headers, json=body)
+    assert created.status_code == 201, created.text
+    pre = created.json()["pre_generated"]
+    assert created.json()["pre_generate"] is True and pre["status"] == "queued"
+    work(ctx, 1)
+    first = client.post("/v1/videos", headers=tenant.headers, json={"template": "travel"}).json()
+    assert first["status"] == "completed" and first["cache_hit"]["video_id"] == pre["id"]
+    assert first["billing"]["settled"] == (first["usage"]["total_tokens"] * 2 + 5) // 10  # the cache rate
+    # Saving it unchanged generates nothing more; changing what the defaults render does.
+    unchanged = client.put("/v1/templates/travel", headers=tenant.headers,
+                           json={k: v for k, v in body.items() if k != "name"}).json()
+    assert "pre_generated" not in unchanged and count_jobs(ctx, tenant) == 2
+    edited = {k: v for k, v in body.items() if k != "name"} | {"defaults": {**body["defaults"], "season": "autumn"}}
+    assert client.put("/v1/templates/travel", headers=tenant.headers, json=edited).json()["pre_generated"]
+    assert count_jobs(ctx, tenant) == 3
+    assert_ledger_clean(ctx.sessions)
+
+
+def test_a_refused_pre_generation_saves_nothing(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=100_000)
+    open_variable = client.post("/v1/templates", headers=tenant.headers, json={**travel, "pre_generate": True})
+    assert open_variable.status_code == 400 and error_of(open_variable)["param"] == "variables"
+    poor = new_tenant(ctx.sessions, tokens=1)
+    body = {**travel, "defaults": {"city": "Hangzhou", "season": "spring", "audience": "families"},
+            "pre_generate": True}
+    unpaid = client.post("/v1/templates", headers=poor.headers, json=body)
+    assert unpaid.status_code == 402, unpaid.text
+    for who in (tenant, poor):
+        assert client.get("/v1/templates/travel", headers=who.headers).status_code == 404
+        assert count_jobs(ctx, who) == 0
+    assert balance(client, poor)["pending"] == 0
+    assert_ledger_clean(ctx.sessions)
+
+
 def test_video_from_a_template(client, ctx):
     tenant = new_tenant(ctx.sessions, tokens=10_000)
     client.post("/v1/templates", headers=tenant.headers, json=travel)

@@ -280,6 +280,9 @@ class TemplateUpdate(BaseModel):
     size: str | None = Field(default=None, min_length=3, max_length=11, pattern=r"^[0-9]{1,5}x[0-9]{1,5}$")
     reference_image: ReferenceImage | None = None
     defaults: Variables = Field(default_factory=dict)
+    # Render the defaults and generate them when saved (billed as a job), so that the first request for
+    # the template as it stands is a result-cache hit.
+    pre_generate: bool = False
 
 
 class TemplateCreate(TemplateUpdate):

@@ -280,6 +280,7 @@ class Template(Base):
     size: Mapped[str | None] = mapped_column(String(11), default=None)
     reference_image: Mapped[str | None] = mapped_column(String(2000), default=None)
     defaults: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    pre_generate: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -11,15 +11,19 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from vidfactory.api.context import AppContext
 from vidfactory.api.deps import CallerDep, ContextDep, SessionDep
 from vidfactory.api.errors import ApiError, not_found
-from vidfactory.api.render import timestamp
-from vidfactory.api.schemas import TemplateCreate, TemplateUpdate
+from vidfactory.api.render import timestamp, video_object
+from vidfactory.api.routes.videos import to_video_request
+from vidfactory.api.schemas import TemplateCreate, TemplateUpdate, VideoCreate, prompt_chars_max
 from vidfactory.db.models import Template as TemplateRow
 from vidfactory.db.types import utcnow
 from vidfactory.jobs.prompting import template_from_row
+from vidfactory.prompts.errors import PromptError
 from vidfactory.prompts.library import library
-from vidfactory.prompts.templates import Template, check_template, name_pattern
+from vidfactory.jobs.submit import submit
+from vidfactory.prompts.templates import Template, check_template, name_pattern, render
 from vidfactory.tenancy import Caller
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
@@ -39,6 +43,7 @@ def template_object(template: Template, source: str, row: TemplateRow | None = N
         "size": template.size,
         "reference_image": template.reference_image,
         "defaults": dict(template.defaults),
+        "pre_generate": row is not None and row.pre_generate,
         "variables": sorted(check_template(template)),
         "created_at": None if row is None else timestamp(row.created_at),
         "updated_at": None if row is None else timestamp(row.updated_at),
@@ -63,6 +68,22 @@ def _row_values(template: Template) -> dict[str, Any]:
             "defaults": dict(template.defaults)}
 
 
+def _defaults_rendered(template: Template) -> tuple[str, int | None, str | None]:
+    """What pre-generation would make; a template whose defaults leave a variable open cannot be
+    pre-generated (a 400 naming it, before anything is saved)."""
+    rendered = render(template, {}, prompt_chars_max)
+    return rendered.prompt, rendered.seconds, rendered.size
+
+
+def _pre_generate(ctx: AppContext, caller: Caller, name: str) -> dict[str, Any]:
+    """The template as saved, with its defaults, through the same path as `POST /v1/videos`: quoted,
+    held, billed and cached like any job. Raises what a submission raises (402, 429, 400 ...)."""
+    video_request = to_video_request(ctx, caller, VideoCreate(template=name))
+    submitted = submit(ctx.sessions, ctx.settings, ctx.counters, caller, video_request, video_object,
+                       screens=ctx.screens)
+    return submitted.body
+
+
 def _owned(session: Session, caller: Caller, name: str) -> TemplateRow:
     """A library template is read-only (409); another tenant's answers exactly like a missing one."""
     if name in library:
@@ -82,15 +103,26 @@ def create_template(body: TemplateCreate, ctx: ContextDep, caller: CallerDep) ->
     if body.name in library:
         raise ApiError(409, "template_exists", f"{body.name!r} is a built-in template name", param="name")
     template = _as_template(body.name, body)
+    if body.pre_generate:
+        _defaults_rendered(template)
     try:
         with ctx.sessions.begin() as session:
             row = TemplateRow(id=f"tpl_{uuid.uuid4().hex}", tenant_id=caller.tenant_id, name=template.name,
-                              **_row_values(template))
+                              pre_generate=body.pre_generate, **_row_values(template))
             session.add(row)
             session.flush()
-            return template_object(template, "tenant", row)
+            created = template_object(template, "tenant", row)
     except IntegrityError as exc:  # the (tenant, name) unique constraint: also two racing creates
         raise ApiError(409, "template_exists", f"template {body.name!r} already exists", param="name") from exc
+    if body.pre_generate:
+        try:
+            created["pre_generated"] = _pre_generate(ctx, caller, template.name)
+        except Exception:
+            # Nothing changes when pre-generation is refused (balance, limits, screening): undo the save.
+            with ctx.sessions.begin() as session:
+                session.delete(_owned(session, caller, template.name))
+            raise
+    return created
 
 
 @router.get("")
@@ -117,14 +149,37 @@ def retrieve_template(name: str, session: SessionDep, caller: CallerDep) -> dict
 
 @router.put("/{name}")
 def replace_template(name: str, body: TemplateUpdate, ctx: ContextDep, caller: CallerDep) -> dict[str, Any]:
+    """Pre-generates again only when what the defaults render to changed (or pre-generation was just
+    turned on); a refused pre-generation leaves the template as it was."""
+    template = _as_template(name, body)
+    rendered = _defaults_rendered(template) if body.pre_generate else None
     with ctx.sessions.begin() as session:
         row = _owned(session, caller, name)
-        template = _as_template(name, body)
-        for key, value in _row_values(template).items():
+        before = {key: getattr(row, key) for key in (*_row_values(template), "pre_generate", "updated_at")}
+        previous = template_from_row(row)
+        stale = rendered is not None and (not row.pre_generate or _renders_otherwise(previous, rendered))
+        for key, value in {**_row_values(template), "pre_generate": body.pre_generate}.items():
             setattr(row, key, value)
         row.updated_at = utcnow()
         session.flush()
-        return template_object(template, "tenant", row)
+        replaced = template_object(template, "tenant", row)
+    if stale:
+        try:
+            replaced["pre_generated"] = _pre_generate(ctx, caller, name)
+        except Exception:
+            with ctx.sessions.begin() as session:
+                row = _owned(session, caller, name)
+                for key, value in before.items():
+                    setattr(row, key, value)
+            raise
+    return replaced
+
+
+def _renders_otherwise(previous: Template, rendered: tuple[str, int | None, str | None]) -> bool:
+    try:
+        return _defaults_rendered(previous) != rendered
+    except PromptError:  # the old template could not be pre-generated at all
+        return True
 
 
 @router.delete("/{name}")
