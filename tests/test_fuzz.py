@@ -230,6 +230,9 @@ edge_cases = [
     ("POST", "/v1/admin/tenants/{tenant}/lexicon", {"json": {"term": "...", "category": "x", "action": "block"}},
      400, invalid),
     ("DELETE", "/v1/admin/tenants/{tenant}/lexicon?term=a%00b", {}, 400, invalid),
+    ("PUT", "/v1/admin/tenants/a%00b/brand", {"json": {"text": "Acme"}}, 404, "not_found"),
+    ("PUT", "/v1/admin/tenants/{tenant}/brand", {"json": {"text": nul}}, 400, invalid),
+    ("PUT", "/v1/admin/tenants/{tenant}/brand", {"json": {"logo_png_base64": "aGVsbG8="}}, 400, invalid),
     ("POST", "/v1/videos", {"json": {"prompt": "c0caine"}}, 400, "content_policy"),
 ]
 

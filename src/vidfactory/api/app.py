@@ -17,6 +17,7 @@ from vidfactory.api.routes import (
     audit,
     balance,
     batches,
+    brand,
     lexicon,
     models,
     preferences,
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
                   description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
     install_error_handlers(app)
     routers = (videos.router, quotes.router, balance.router, models.router, admin.router, reviews.router,
-               price_books.router, vouchers.router, statements.router, audit.router, lexicon.router,
+               price_books.router, vouchers.router, statements.router, audit.router, lexicon.router, brand.router,
                verify.router, templates.router, prompts.router, batches.router, preferences.router,
                workers_routes.router, webhook_endpoints.router, webhook_deliveries.router, webhook_secret.router)
     for router in routers:

@@ -7,11 +7,14 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from vidfactory.branding import brand_logo_bytes_max, brand_text_chars_max
 from vidfactory.prompts import templates as tpl
 
 from vidfactory.notify.events import event_types
 
 __all__ = [
+    "BrandPublic",
+    "BrandSet",
     "AmountPublic",
     "BalancePublic",
     "BatchCreate",
@@ -365,6 +368,29 @@ class LexiconEntryCreate(BaseModel):
     term: PlainText = Field(min_length=1, max_length=100, pattern=r"^[^\t\r\n]+$")
     category: str = Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]{0,31}$")
     action: Literal["block", "review", "allow"]
+
+
+class BrandSet(BaseModel):
+    """A tenant's brand mark on every delivered clip: exactly one of text and a PNG logo (base64)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: PlainText | None = Field(default=None, min_length=1, max_length=brand_text_chars_max,
+                                   pattern=r"^[^\t\r\n]+$")
+    logo_png_base64: str | None = Field(default=None, min_length=4, max_length=4 * -(-brand_logo_bytes_max // 3),
+                                        pattern=r"^[A-Za-z0-9+/]+={0,2}$", description="a PNG, base64")
+    corner: Literal["top-left", "top-right", "bottom-left", "bottom-right"] = "bottom-right"
+    opacity: float = Field(default=0.6, ge=0.05, le=1.0)
+
+
+class BrandPublic(BaseModel):
+    object: Literal["tenant.brand"] = "tenant.brand"
+    tenant_id: str
+    kind: Literal["text", "logo"]
+    text: str | None
+    logo_png_base64: str | None
+    corner: str
+    opacity: float
 
 
 class LexiconEntryPublic(BaseModel):

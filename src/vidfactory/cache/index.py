@@ -3,20 +3,22 @@
 A completed job is indexed (its fingerprint, its shape, its normalised prompt and LSH band keys) in the
 transaction that completes it. A lookup finds the newest completed clip of the same fingerprint
 (`exact`), or else, for `similar`, the best-scoring prompt among the candidates sharing a band key of the
-same shape. Only the caller's own clips are candidates unless the operator shares the cache.
+same shape. Only the caller's own clips are candidates unless the operator shares the cache; a clip carries
+its tenant's brand mark, so a branded tenant's clips are never shared, and a branded tenant is served only
+its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from vidfactory.cache.keys import band_keys, jaccard, normalise, shingles
-from vidfactory.db.models import CacheBand, CacheEntry, Job
+from vidfactory.db.models import CacheBand, CacheEntry, Job, Tenant
 
-__all__ = ["CacheHit", "index_job", "lookup"]
+__all__ = ["CacheHit", "forget_tenant", "index_job", "lookup"]
 
 modes = ("exact", "similar", "off")
 
@@ -42,6 +44,20 @@ def index_job(session: Session, job: Job) -> None:
         session.flush()
 
 
+def forget_tenant(session: Session, tenant_id: str) -> None:
+    """Drop a tenant's clips from the index (its brand changed: they carry the old mark). The clips stay."""
+    entries = select(CacheEntry.job_id).where(CacheEntry.tenant_id == tenant_id)
+    session.execute(delete(CacheBand).where(CacheBand.job_id.in_(entries)))
+    session.execute(delete(CacheEntry).where(CacheEntry.tenant_id == tenant_id))
+
+
+def _scope(session: Session, tenant_id: str, shared: bool) -> list:
+    own = CacheEntry.tenant_id == tenant_id
+    if not shared or session.scalar(select(Tenant.brand).where(Tenant.id == tenant_id)) is not None:
+        return [own]
+    return [or_(own, CacheEntry.tenant_id.in_(select(Tenant.id).where(Tenant.brand.is_(None))))]
+
+
 def _servable(session: Session, job_ids: list[str]) -> set[str]:
     """Which of these jobs may serve a clip: completed and not deleted. A second, primary-key query
     rather than a join, so that neither database plans the lookup as a scan of completed jobs."""
@@ -57,7 +73,7 @@ def lookup(session: Session, *, tenant_id: str, mode: str, fingerprint: str, sha
     assert 0.0 < similarity_min <= 1.0 and candidates_max >= 1
     if mode == "off":
         return None
-    scope = [] if shared else [CacheEntry.tenant_id == tenant_id]
+    scope = _scope(session, tenant_id, shared)
     exact = list(session.scalars(select(CacheEntry.job_id).where(CacheEntry.fingerprint == fingerprint, *scope)
                                  .order_by(CacheEntry.created_at.desc()).limit(candidates_max)))
     servable = _servable(session, exact)

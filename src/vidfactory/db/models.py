@@ -81,6 +81,8 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # A contract pin: this tenant is priced with this version, whatever is published later. NULL: current.
     price_book_version: Mapped[int | None] = mapped_column(ForeignKey("price_books.version"), default=None)
+    # The tenant's brand mark on every delivered clip (see vidfactory.branding). NULL: none.
+    brand: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
 
 
 class ApiKey(Base):

@@ -1,6 +1,6 @@
 """The output chain: what happens to a clip between the engine and the customer.
 
-    frames → visible label → invisible watermark → encode MP4 (with the GB 45438 `AIGC` tag)
+    frames → visible label → tenant brand (if any) → invisible watermark → encode MP4 (with the GB 45438 `AIGC` tag)
            → C2PA manifest → thumbnail and spritesheet → SHA-256 and MD5 → storage
 
 `render` is pure (frames in, files out, timed per stage, no database); `store` writes the files and
@@ -24,7 +24,7 @@ from vidfactory.media.devca import ensure_dev_credentials
 from vidfactory.media.encode import encode_mp4
 from vidfactory.media.errors import MediaError
 from vidfactory.media.hashes import FileHashes, file_hashes
-from vidfactory.media.label import LabelSpec, apply_label
+from vidfactory.media.label import BrandMark, LabelSpec, apply_brand, apply_label
 from vidfactory.media.preview import spritesheet_jpeg, thumbnail_jpeg
 from vidfactory.media.provenance import AIGC_KEY, AigcLabel, SigningKey, sign_c2pa
 from vidfactory.media.qc import QcReport, QcThresholds, run_qc
@@ -84,6 +84,7 @@ class ClipIdentity:
     job_id: str  # AIGC ProduceID and the C2PA job assertion
     tenant_id: str
     watermark_id: str  # hex payload of the invisible watermark; AIGC ReservedCode1
+    brand: BrandMark | None = None  # the tenant's mark on every frame, when it has one
 
 
 @dataclass(frozen=True)
@@ -126,24 +127,27 @@ FrameStep = Callable[[np.ndarray, int, ClipIdentity], np.ndarray]
 
 
 def frame_steps(settings: Settings) -> tuple[tuple[str, FrameStep], ...]:
-    """(name, step) pairs that change the frames before encoding, in order: the visible label first, so
-    the watermark is embedded in what viewers see and survives with it."""
+    """(name, step) pairs that change the frames before encoding, in order: the visible label and the
+    tenant's brand first, so the watermark is embedded in what viewers see and survives with it."""
     spec = LabelSpec.from_settings(settings)
 
     def label(frames: np.ndarray, fps: int, _clip: ClipIdentity) -> np.ndarray:
         return apply_label(frames, fps, spec)[0]
 
+    def brand(frames: np.ndarray, _fps: int, clip: ClipIdentity) -> np.ndarray:
+        return frames if clip.brand is None else apply_brand(frames, clip.brand)[0]
+
     def watermark(frames: np.ndarray, _fps: int, clip: ClipIdentity) -> np.ndarray:
         return embed_watermark(frames, int(clip.watermark_id, 16), step=settings.watermark_step)
 
-    return (("label", label), ("watermark", watermark))
+    return (("label", label), ("brand", brand), ("watermark", watermark))
 
 
 def render(frames: np.ndarray, fps: int, clip: ClipIdentity, provenance: Provenance, *,
            steps: tuple[tuple[str, FrameStep], ...]) -> Rendition:
     """Every deliverable file of one clip; `steps` (see `frame_steps`) change the frames first."""
     watch = _Stopwatch()
-    # 1. Frame steps: label, watermark.
+    # 1. Frame steps: label, brand, watermark.
     for name, step in steps:
         with watch.stage(name):
             frames = step(frames, fps, clip)

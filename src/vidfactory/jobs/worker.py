@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from vidfactory.branding import load_brand
 from vidfactory.db.models import Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
@@ -329,9 +330,11 @@ class Worker:
         #    waits for an admin, held once with every reason.
         qc_review = queue.Review("qc", output.qc_summary(report)) if report.verdict == "flag" else None
         reviews = [review for review in (self._screen_output(video.frames), qc_review) if review is not None]
-        # 4. Name the clip: the watermark payload that will identify this job.
-        clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job))
-        # 5. Render every file (label, watermark, encode, metadata, C2PA, previews, hashes), then store.
+        # 4. Name the clip: the watermark payload that will identify this job, and the tenant's brand.
+        with self.sessions() as session:
+            brand = load_brand(session, job.tenant_id)
+        clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job), brand)
+        # 5. Render every file (label, brand, watermark, encode, metadata, C2PA, previews, hashes), then store.
         rendition = output.render(video.frames, video.fps, clip, self._provenance(), steps=self.frame_steps)
         self._set_progress(job.id, stored_progress_pct)
         assets = output.store(rendition, clip, self.storage)
