@@ -73,7 +73,7 @@ def test_review_decisions_are_audited(sessions, settings):
             caller = authenticate(s, tenant.key)
         ids = [submit(ctx.sessions, ctx.settings, ctx.counters, caller,
                       VideoRequest(prompt=f"held {n}", model="wan-tiny", size="64x64", seconds="1"), video_object,
-                      review=queue.Review("prompt", "matched")).body["id"] for n in range(2)]
+                      review=queue.Review("prompt", "matched"), screens=ctx.screens).body["id"] for n in range(2)]
         assert client.post(f"/v1/admin/reviews/{ids[0]}/approve", headers=admin).status_code == 200
         assert client.post(f"/v1/admin/reviews/{ids[1]}/reject", headers=admin, json={}).status_code == 200
     decisions = [(e.kind, e.subject, e.actor) for e in entries(sessions) if e.kind.startswith("review.")]
