@@ -109,6 +109,14 @@ def test_brand_text_mark_on_every_frame_with_opacity() -> None:
     assert 60 < faint[0, top:bottom, left:right].max() < 100  # 30% of white over black
 
 
+def test_a_long_brand_shrinks_to_fit_a_small_frame() -> None:
+    clip = grey_clip(3, 64, 64, level=0)
+    branded, placement = apply_brand(clip, BrandMark(text="ACME WORLDWIDE 2026", opacity=1.0))
+    left, top, right, bottom = placement.box
+    assert 0 <= left < right <= 64 and 0 <= top < bottom <= 64
+    assert branded[:, top:bottom, left:right].max() > 128 and branded[:, :top].max() == 0
+
+
 def test_brand_png_logo_keeps_its_transparency() -> None:
     logo = Image.new("RGBA", (40, 20), (255, 0, 0, 0))
     logo.paste((255, 0, 0, 255), (0, 0, 20, 20))  # left half opaque red, right half transparent

@@ -146,11 +146,26 @@ def apply_brand(frames: np.ndarray, brand: BrandMark) -> tuple[np.ndarray, Label
     else:
         tile = _logo_tile(brand.logo_png or b"", mark_px, width)
         ink_height = tile.shape[0]
-    # 3. Composite it onto every frame.
-    box = _corner_box(tile.shape, (height, width), brand.corner, round(brand.margin_fraction * short))
+    # 3. Shrink it to fit a small frame: unlike the AI label, a brand has no legal minimum size, and a
+    #    clip must never fail delivery because a tenant's mark is long.
+    margin = round(brand.margin_fraction * short)
+    tile, ink_height = _fit_tile(tile, ink_height, (height - 2 * margin, width - 2 * margin))
+    # 4. Composite it onto every frame.
+    box = _corner_box(tile.shape, (height, width), brand.corner, margin)
     out = frames.copy()
     _composite(out, tile, box, opacity=brand.opacity)
     return out, LabelPlacement(box=box, text_height_px=ink_height, frames=len(frames))
+
+
+def _fit_tile(tile: np.ndarray, ink_height: int, room_hw: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """The RGBA tile scaled down (never up) to fit `room_hw`, with its ink height scaled alike."""
+    tile_h, tile_w = tile.shape[:2]
+    scale = min(1.0, room_hw[0] / tile_h, room_hw[1] / tile_w)
+    if scale >= 1.0:
+        return tile, ink_height
+    size = (max(1, int(tile_w * scale)), max(1, int(tile_h * scale)))
+    scaled = np.asarray(Image.fromarray(tile, mode="RGBA").resize(size, Image.Resampling.LANCZOS))
+    return scaled, max(1, int(ink_height * scale))
 
 
 @lru_cache(maxsize=32)
