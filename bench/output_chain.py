@@ -9,7 +9,7 @@ share that core too. Median of `runs`.
 Part 2 runs a real Worker (SQLite, local storage, the real chain) whose engine is a stand-in that holds
 the "GPU" for `generate_s` and returns prepared 81x832x480 frames, so the figure is the worker's own
 gap: from the end of one generation to the start of the next. Prints Markdown.
-Run: .venv/bin/python bench/output_chain.py [--idle-only]
+Run: .venv/bin/python bench/output_chain.py [--idle-only | --chain-only]
 """
 
 from __future__ import annotations
@@ -156,7 +156,8 @@ def main() -> None:
         os.sched_setaffinity(0, {min(cores)})
         part_one(settings)
         os.sched_setaffinity(0, cores)
-    part_two(root)
+    if "--chain-only" not in sys.argv:
+        part_two(root)
 
 
 if __name__ == "__main__":
