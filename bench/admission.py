@@ -22,10 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import httpx  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
-from common import git_revision, machine  # noqa: E402
+from common import fresh_postgres, git_revision, machine  # noqa: E402
 from vidfactory.billing import ledger  # noqa: E402
 from vidfactory.bootstrap import upgrade_and_seed  # noqa: E402
 from vidfactory.db.session import make_engine, make_session_factory  # noqa: E402
@@ -58,18 +56,6 @@ def main() -> None:
         if drop:
             drop()
 
-
-def fresh_postgres(admin_url: str):
-    name = f"vf_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
 
 
 def tenant_key(sessions, tokens: int) -> tuple[str, str]:

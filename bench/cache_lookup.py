@@ -20,10 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sqlalchemy import create_engine, insert, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import insert, text  # noqa: E402
 
-from common import git_revision, machine  # noqa: E402
+from common import fresh_postgres, git_revision, machine  # noqa: E402
 from vidfactory.bootstrap import upgrade_and_seed  # noqa: E402
 from vidfactory.cache import index as cache_index  # noqa: E402
 from vidfactory.cache.keys import CacheSpec, band_keys, fingerprint, normalise, shape_key, shingles  # noqa: E402
@@ -117,19 +116,6 @@ def _one_word_changed(text_: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def postgres_database(admin_url: str) -> tuple[str, object]:
-    name = f"vf_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
-
 
 def main() -> None:
     sizes = [int(s) for s in (sys.argv[1] if len(sys.argv) > 1 else "1000,10000,100000").split(",")]
@@ -142,7 +128,7 @@ def main() -> None:
         for size in sizes:
             with tempfile.TemporaryDirectory() as tmp:
                 if database == "PostgreSQL":
-                    url, drop = postgres_database(postgres)
+                    url, drop = fresh_postgres(postgres)
                 else:
                     url, drop = f"sqlite:///{tmp}/bench.db", (lambda: None)
                 try:

@@ -1,11 +1,16 @@
-"""Shared bench helpers: machine description and a throwaway data directory."""
+"""Shared bench helpers: machine description, git revision, a throwaway PostgreSQL database."""
 
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
+import uuid
+from collections.abc import Callable
 from datetime import date
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 
 def machine() -> str:
@@ -25,3 +30,18 @@ def git_revision() -> str:
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def fresh_postgres(admin_url: str) -> tuple[str, Callable[[], None]]:
+    """A new empty database on the server at `admin_url`: its URL, and a function that drops it."""
+    name = f"vf_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop

@@ -20,10 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import redis  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
-from common import git_revision, machine  # noqa: E402
+from common import fresh_postgres, git_revision, machine  # noqa: E402
 from vidfactory.api.ratelimit import MemoryLimiter, RedisLimiter, Window  # noqa: E402
 from vidfactory.bootstrap import upgrade_and_seed  # noqa: E402
 from vidfactory.db.session import make_engine, make_session_factory  # noqa: E402
@@ -106,19 +104,6 @@ def outbox_throughput(url: str, root: Path, port: int, dispatchers: int) -> tupl
     engine.dispose()
     return recorded, delivered
 
-
-def fresh_postgres(admin_url: str):
-    name = f"vf_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
 
 
 def main() -> None:

@@ -19,10 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
-from common import git_revision, machine  # noqa: E402
+from common import fresh_postgres, git_revision, machine  # noqa: E402
 from vidfactory.api.app import create_app  # noqa: E402
 from vidfactory.billing import ledger  # noqa: E402
 from vidfactory.db.session import make_engine, make_session_factory  # noqa: E402
@@ -56,18 +54,6 @@ def pure() -> None:
     print(f"| rules enhancement, English | {per_call_us(lambda: enhance_rules('a red fox running in snow')):.0f} |")
     print(f"| rules enhancement, Chinese | {per_call_us(lambda: enhance_rules('一只红狐狸在雪地里奔跑')):.0f} |")
 
-
-def fresh_postgres(admin_url: str):
-    name = f"vf_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
 
 
 def through_the_app(name: str, url: str, root: Path) -> None:
