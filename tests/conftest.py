@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from fastapi.testclient import TestClient
 
+from vidfactory.api.app import create_app
 from vidfactory.billing import ledger
 from vidfactory.billing.verify import verify
 from vidfactory.bootstrap import upgrade_and_seed
@@ -164,3 +166,15 @@ def new_tenant(sessions: SessionFactory, tokens: int = 0, plan: str = "enterpris
 def assert_ledger_clean(sessions: SessionFactory) -> None:
     with sessions() as session:
         assert verify(session) == []
+
+
+@pytest.fixture
+def client(settings):
+    """The app with its default settings and no worker threads (tests drive workers themselves)."""
+    with TestClient(create_app(settings, workers=0)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def ctx(client):
+    return client.app.state.ctx

@@ -18,17 +18,6 @@ from conftest import assert_ledger_clean, new_tenant
 small = {"size": "64x64", "seconds": "1"}
 
 
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings, workers=0)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def ctx(client):
-    return client.app.state.ctx
-
-
 def work(ctx, jobs=1):
     worker = Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="test-worker")
     for _ in range(jobs):

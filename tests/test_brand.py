@@ -7,11 +7,8 @@ import io
 
 import av
 import numpy as np
-import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from vidfactory.api.app import create_app
 from vidfactory.db.models import Job, Tenant
 from vidfactory.jobs.worker import Worker
 from vidfactory.media.label import BrandMark, apply_brand
@@ -20,17 +17,6 @@ from vidfactory.media.watermark import extract_watermark_from_video
 from conftest import new_tenant
 
 admin = {"Authorization": "Bearer test-admin-token"}
-
-
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings, workers=0)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def ctx(client):
-    return client.app.state.ctx
 
 
 def brand_url(tenant_id: str) -> str:

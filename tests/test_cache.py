@@ -13,17 +13,6 @@ from billing_support import admin, finish_without_media, job_row, small, transfe
 from conftest import assert_ledger_clean, make_settings, new_tenant
 
 
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings, workers=0)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def ctx(client):
-    return client.app.state.ctx
-
-
 def create(client, tenant, prompt, **extra):
     response = client.post("/v1/videos", headers=tenant.headers, json={"prompt": prompt, **small, **extra})
     assert response.status_code == 202, response.text

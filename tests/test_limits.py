@@ -97,12 +97,6 @@ def test_tenant_limit_spans_its_keys(tmp_path, sqlite_url, models_dir, redis_pre
     assert 1 <= int(extra.headers["retry-after"]) <= 60
 
 
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings, workers=0)) as test_client:
-        yield test_client
-
-
 def test_active_jobs_limit_is_exact_and_freed_however_a_job_ends(client):
     ctx = client.app.state.ctx
     tenant = new_tenant(ctx.sessions, tokens=100_000, plan="free")  # 4 queued or running

@@ -10,11 +10,8 @@ import time
 
 import av
 import numpy as np
-import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from vidfactory.api.app import create_app
 from vidfactory.db.models import Job
 from vidfactory.engines.registry import load_engine
 from vidfactory.jobs import queue
@@ -27,17 +24,6 @@ from conftest import assert_ledger_clean, new_tenant
 
 admin = {"Authorization": "Bearer test-admin-token"}
 small = {"size": "64x64", "seconds": "1"}
-
-
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings, workers=0)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def ctx(client):
-    return client.app.state.ctx
 
 
 def make_video(client, ctx, tenant, size="64x64") -> dict:

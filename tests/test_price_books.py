@@ -2,22 +2,13 @@
 refusal), list versions, pin a tenant's contract; jobs and pinned tenants keep their version; a published
 version never changes."""
 
-import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from vidfactory.api.app import create_app
 from vidfactory.billing.verify import verify
 from vidfactory.db.models import PriceBook
 
 from billing_support import admin, finish_without_media, small
 from conftest import assert_ledger_clean, new_tenant
-
-
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings, workers=0)) as test_client:
-        yield test_client
 
 
 def versions(client) -> int:

@@ -31,17 +31,6 @@ travel = {"name": "travel", "body": "A {{ style }} video of {{ city }} in {{ sea
           "defaults": {"audience": "families"}}
 
 
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings, workers=0)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def ctx(client):
-    return client.app.state.ctx
-
-
 def error_of(response):
     body = response.json()
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "type", "param"}

@@ -1,10 +1,7 @@
 """The review queue: a held prompt never runs before an admin approves it; a held clip is neither
 delivered nor charged before approval; a rejection refunds; every decision happens once."""
 
-import pytest
-from fastapi.testclient import TestClient
 
-from vidfactory.api.app import create_app
 from vidfactory.api.render import video_object
 from vidfactory.db.models import Job
 from vidfactory.db.types import utcnow
@@ -18,17 +15,6 @@ from conftest import assert_ledger_clean, new_tenant
 
 admin = {"Authorization": "Bearer test-admin-token"}
 small = {"size": "64x64", "seconds": "1"}
-
-
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings, workers=0)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def ctx(client):
-    return client.app.state.ctx
 
 
 def submit_for_review(ctx, tenant, reason="matched: example") -> str:

@@ -2,10 +2,8 @@
 only and changes nothing; a `review` match holds the job; each tenant's lexicon applies to it alone."""
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from vidfactory.api.app import create_app
 from vidfactory.db.models import IdempotencyRecord, Job, Transfer
 
 from conftest import assert_ledger_clean, new_tenant
@@ -13,17 +11,6 @@ from test_cli import Cli, assert_refused
 
 admin = {"Authorization": "Bearer test-admin-token"}
 small = {"size": "64x64", "seconds": "1"}
-
-
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings, workers=0)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def ctx(client):
-    return client.app.state.ctx
 
 
 def counts(ctx) -> tuple[int, int, int]:

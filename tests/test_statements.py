@@ -6,10 +6,8 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from vidfactory.api.app import create_app
 from vidfactory.billing import ledger
 from vidfactory.billing.statements import statement
 from vidfactory.db.models import Statement, Transfer
@@ -17,12 +15,6 @@ from vidfactory.db.types import utcnow
 
 from billing_support import admin, fail_job, finish_without_media, small
 from conftest import new_tenant
-
-
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings, workers=0)) as test_client:
-        yield test_client
 
 
 def this_month() -> str:

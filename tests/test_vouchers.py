@@ -4,9 +4,7 @@ ledger by the sweeper, granted as compensation under the pinned price book's pol
 from datetime import timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 
-from vidfactory.api.app import create_app
 from vidfactory.billing import ledger
 from vidfactory.billing.verify import verify
 from vidfactory.db.types import utcnow
@@ -101,12 +99,6 @@ def test_expiry_leaves_held_vouchers_to_their_job(sessions):
         ledger.settle(s, [held.id], 40)
     _, vouchers = balances(sessions, tenant.id)
     assert (vouchers.available, vouchers.posted) == (0, 0)
-
-
-@pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings, workers=0)) as test_client:
-        yield test_client
 
 
 def test_failed_job_earns_a_voucher_per_the_pinned_price_book(client):

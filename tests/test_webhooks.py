@@ -50,11 +50,6 @@ def client(tmp_path, database_url, models_dir):
         yield test_client
 
 
-@pytest.fixture
-def ctx(client):
-    return client.app.state.ctx
-
-
 def dispatch_all(ctx, now=None) -> int:
     dispatcher, sent = Dispatcher(ctx.settings, ctx.sessions), 0
     while batch := dispatcher.run_once(now):
