@@ -259,6 +259,7 @@ class Job(Base):
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
         Index("ix_jobs_tenant_status", "tenant_id", "status"),
         Index("ix_jobs_batch", "batch_id", "batch_item"),
+        Index("ix_jobs_completed", "completed_at"),  # the failure-rate alert reads a recent window
     )
 
     @property
