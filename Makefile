@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # The local PostgreSQL the tests use; unreachable -> those tests skip (they fail under CI=true).
 TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test venv bench clean
+.PHONY: run test venv bench gpu-wheels clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: venv
 bench: venv
 	$(BIN)/python bench/platform_overhead.py
 	$(BIN)/python bench/admission.py
+
+# Wheels for a GPU host with no network (bench/gpu_device.sh installs them): Python 3.12 by default.
+gpu-wheels: venv
+	PIP="$(BIN)/python -m pip" scripts/gpu_wheels.sh .whl $${GPU_PYTHON_VERSION:-3.12}
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -5,18 +5,22 @@ Wan2.1 VAE; the real UMT5-XXL encoder) from configs with random weights — no d
 480×832, 81 frames, 50 steps, guidance 5.0, same seed, in one process:
 
     vanilla     bf16 transformer and text encoder, fp32 VAE, native attention, no compile (diffusers defaults)
-    vidfactory  the same weights after engines.speed.apply_speed: attention backend (flash → sage →
-                native), regional torch.compile of the transformer blocks, FP8 weights (torchao, sm ≥ 8.9).
-                No step caching (it changes the output).
+    vidfactory  the same weights after engines.speed.apply_speed: attention backend (auto: flash3 → flash →
+                sage → cudnn → native), regional torch.compile of the transformer blocks, FP8 weights
+                (torchao, sm ≥ 8.9). No step caching (it changes the output).
+
+First it times one attention call at the video's sequence length through every kernel available
+(`--attention-only` stops there), so that the `auto` order can be checked against this GPU.
 
 Reports seconds per video, seconds per denoising step, peak GPU memory, the relative difference of the
 two outputs (‖a − b‖ / ‖a‖ over the decoded frames), and achieved TFLOP/s against the ≈ 28 PFLOP one
 video costs (the model's own FLOP count is printed too). Each setting runs a short warm-up first, so the
 timed run excludes compilation (its time is reported separately).
 
-Needs only PyTorch and the project's wheels (`pip install vidfactory-*.whl` and, for FP8,
-`vidfactory[gpu]`). `--tiny` runs the same comparison on the CPU with the tiny model (no speed-ups apply
-there: it checks the script, not the speed).
+Needs only PyTorch and the project's wheels: `make gpu-wheels` puts them in .whl/ and
+`bench/gpu_device.sh` installs them on a bare GPU host (no network) and runs this script. `--tiny` runs
+the same comparison on the CPU with the tiny model (no speed-ups apply there: it checks the script, not
+the speed).
 
     python bench/gpu_wan.py [--steps 50] [--frames 81] [--height 480] [--width 832] [--json out.json]
     python bench/gpu_wan.py --tiny
@@ -37,7 +41,7 @@ from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, Wa
 from transformers import UMT5Config, UMT5EncoderModel
 
 from vidfactory.engines.presets import PRESETS, TINY, latent_tokens
-from vidfactory.engines.speed import SpeedSettings, apply_speed
+from vidfactory.engines.speed import AUTO_ORDER, DIFFUSERS_BACKENDS, SpeedSettings, apply_speed
 from vidfactory.engines.tiny import build_tiny_pipeline, build_tiny_tokenizer
 
 VIDEO_FLOP = 28e15  # the issue's figure for 480×832×81, 50 steps, guidance on
@@ -45,6 +49,7 @@ PROMPT = "A red fox runs through a snowy forest at dawn, cinematic lighting, slo
 NEGATIVE = "blurry, low quality, static frame"
 SEED = 1234
 WARMUP_STEPS = 2
+ATTENTION_REPEATS = 10
 
 
 @dataclass
@@ -132,6 +137,39 @@ def model_flop(args) -> float:
     return per_forward * 2 * args.steps
 
 
+def attention_sweep(args, device: torch.device) -> list[dict]:
+    """One attention call at this video's true shape through each kernel diffusers can dispatch to here:
+    which backend `auto` should prefer on this GPU, measured rather than assumed."""
+    from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+    p = TINY if args.tiny else PRESETS["wan2.1-t2v-1.3b"]
+    t = p.transformer
+    tokens = latent_tokens(p, args.width, args.height, args.frames)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    generator = torch.Generator(device).manual_seed(SEED)
+    q, k, v = (torch.randn(1, tokens, t.num_attention_heads, t.attention_head_dim, device=device, dtype=dtype,
+                           generator=generator) for _ in range(3))
+    reference = None
+    rows = []
+    for name in ("native", *AUTO_ORDER):
+        try:
+            call = lambda: dispatch_attention_fn(q, k, v, backend=DIFFUSERS_BACKENDS[name])  # noqa: E731
+            out = call()  # the first call also loads or compiles the kernel
+            synchronize(device)
+        except (RuntimeError, ImportError, ValueError, TypeError) as exc:
+            rows.append({"backend": name, "ms": None, "note": str(exc).splitlines()[0][:120]})
+            continue
+        started = time.perf_counter()
+        for _ in range(ATTENTION_REPEATS):
+            call()
+        synchronize(device)
+        ms = (time.perf_counter() - started) / ATTENTION_REPEATS * 1e3
+        reference = out if reference is None else reference
+        difference = float((out.float() - reference.float()).norm() / reference.float().norm())
+        rows.append({"backend": name, "ms": round(ms, 3), "note": f"relative difference {difference:.2g}"})
+    return rows
+
+
 def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     return float(np.linalg.norm(a64 - b64) / max(np.linalg.norm(a64), 1e-12))
@@ -152,6 +190,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--attention-only", action="store_true",
+                        help="only time one attention call per kernel at the video's shape (seconds, not minutes)")
     args = parser.parse_args()
     defaults = (64, 64, 9, 4) if args.tiny else (480, 832, 81, 50)
     args.height, args.width, args.frames, args.steps = (
@@ -161,11 +201,18 @@ def main() -> None:
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     if not args.tiny and device.type != "cuda":
         raise SystemExit("no CUDA device: run with --tiny on a CPU")
-    # 1. one set of random weights for both settings
+    # 1. which attention kernel is fastest here, at this video's sequence length
+    sweep = attention_sweep(args, device)
+    print("| attention backend | ms per call | note |\n|---|---|---|")
+    for row in sweep:
+        print(f"| {row['backend']} | {row['ms']} | {row['note']} |")
+    if args.attention_only:
+        return
+    # 2. one set of random weights for both settings
     pipeline = tiny_pipeline() if args.tiny else true_size_pipeline(device)
-    # 2. vanilla: diffusers as loaded
+    # 3. vanilla: diffusers as loaded
     vanilla, vanilla_frames = timed(pipeline, "vanilla diffusers", {"attention_backend": "native"}, args, device)
-    # 3. vidfactory: the engine's speed settings on the same weights (FP8 quantizes them in place)
+    # 4. vidfactory: the engine's speed settings on the same weights (FP8 quantizes them in place)
     applied = apply_speed(pipeline, SpeedSettings(attention_backend="auto", compile_transformer=True,
                                                   fp8_weights=True), device)
     fast, fast_frames = timed(pipeline, "vidfactory", applied, args, device)
@@ -184,6 +231,7 @@ def main() -> None:
         "tflops_vs_28_pflop": {r.setting: None if args.tiny else round(VIDEO_FLOP / r.video_s / 1e12, 1)
                                for r in (vanilla, fast)},
         "model_tflops": {r.setting: round(flop / r.video_s / 1e12, 6) for r in (vanilla, fast)},
+        "attention_sweep": sweep,
         "nonfinite_frames": bool(not np.isfinite(vanilla_frames).all() or not np.isfinite(fast_frames).all()),
     }
     print(f"# gpu_wan — {result['machine']}, {result['date']}, {result['model']}, {result['shape']}")

@@ -61,3 +61,25 @@ def test_memory_modes_switch_between_generations(engine: WanEngine) -> None:
     assert np.array_equal(plain.frames, back.frames)
     with pytest.raises(InvalidInput, match="unknown memory mode"):
         engine.generate(replace(REQUEST, memory_mode="sequential"), ignore, never)
+
+
+def test_every_attention_backend_setting_names_a_diffusers_kernel() -> None:
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    from vidfactory.engines.speed import ATTENTION_BACKENDS, AUTO_ORDER, DIFFUSERS_BACKENDS
+    from vidfactory.settings import Settings
+
+    kernels = {backend.value for backend in AttentionBackendName}
+    assert set(ATTENTION_BACKENDS) == {"auto", *DIFFUSERS_BACKENDS} and set(AUTO_ORDER) < set(DIFFUSERS_BACKENDS)
+    assert set(DIFFUSERS_BACKENDS.values()) <= kernels
+    for backend in ATTENTION_BACKENDS:
+        assert Settings(attention_backend=backend).attention_backend == backend
+    with pytest.raises(ValueError):
+        Settings(attention_backend="xformers")
+
+
+def test_a_kernel_asked_for_on_a_cpu_runs_native_and_says_why(tiny_model_dir: Path) -> None:  # noqa: F811
+    engine = WanEngine("wan-tiny", str(tiny_model_dir), device="cpu", preset=TINY,
+                       speed=SpeedSettings(attention_backend="cudnn"))
+    assert engine.speed_applied["attention_backend"] == "native (cudnn needs CUDA)"
+    assert engine.generate(REQUEST, ignore, never).frames.shape == (5, 32, 32, 3)

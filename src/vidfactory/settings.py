@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     models_resident_max: int = Field(default=1, ge=1)  # models a worker keeps loaded at once
 
     # Speed (engines/speed.py), applied when a model loads; the job records what was applied.
-    attention_backend: str = Field(default="auto", pattern=r"^(auto|native|flash|sage)$")
+    attention_backend: str = Field(default="auto", pattern=r"^(auto|native|flash3|flash|sage|cudnn)$")
     compile_transformer: bool = False  # regional torch.compile of the transformer blocks (CUDA only)
     fp8_weights: bool = False  # torchao float8 weights (CUDA, compute capability >= 8.9; extra `gpu`)
     # Step caching changes the output: used only where the tenant's plan allows it (step_cache_allowed).

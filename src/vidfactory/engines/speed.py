@@ -15,6 +15,8 @@ from diffusers import DiffusionPipeline
 from diffusers.models import ModelMixin
 
 __all__ = [
+    "ATTENTION_BACKENDS",
+    "AUTO_ORDER",
     "STEP_CACHES",
     "SpeedSettings",
     "apply_speed",
@@ -24,7 +26,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ATTENTION_BACKENDS = ("auto", "native", "flash", "sage")
+ATTENTION_BACKENDS = ("auto", "native", "flash3", "flash", "sage", "cudnn")
+# Our names -> diffusers' backend names. flash3 is FlashAttention 3 (Hopper, package flash_attn_interface);
+# cudnn is torch's own cuDNN attention: no extra package, and up to 75% faster than FlashAttention 2 on
+# H100 per the PyTorch 2.5 release notes, yet torch's default SDPA choice ranks it after flash.
+DIFFUSERS_BACKENDS = {"native": "native", "flash3": "_flash_3", "flash": "flash", "sage": "sage",
+                      "cudnn": "_native_cudnn"}
+# auto: the first kernel that loads. cudnn comes last among them as the one that needs no extra package.
+AUTO_ORDER = ("flash3", "flash", "sage", "cudnn")
 STEP_CACHES = ("none", "first_block", "mag", "taylorseer")
 FP8_COMPUTE_CAPABILITY_MIN = (8, 9)  # Ada and Hopper have FP8 tensor cores
 FIRST_BLOCK_THRESHOLD = 0.05  # diffusers' default; larger skips more steps and drifts more
@@ -33,7 +42,7 @@ TAYLORSEER_INTERVAL = 5
 
 @dataclass(frozen=True)
 class SpeedSettings:
-    attention_backend: str = "auto"  # auto: flash, then sage, then native
+    attention_backend: str = "auto"  # auto: AUTO_ORDER's first available kernel, else native
     compile_transformer: bool = False
     fp8_weights: bool = False
 
@@ -62,12 +71,12 @@ def _attention(models: list[ModelMixin], wanted: str, device: torch.device) -> s
     if wanted == "native" or device.type != "cuda":
         # Native scaled-dot-product attention is what every model starts with: nothing to set.
         return "native" if wanted in ("auto", "native") else f"native ({wanted} needs CUDA)"
-    candidates = ("flash", "sage") if wanted == "auto" else (wanted,)
+    candidates = AUTO_ORDER if wanted == "auto" else (wanted,)
     reasons = []
     for backend in candidates:
         try:
             for model in models:
-                model.set_attention_backend(backend)
+                model.set_attention_backend(DIFFUSERS_BACKENDS[backend])
         except (RuntimeError, ImportError, ValueError) as exc:  # the kernel's package is missing
             reasons.append(f"{backend} unavailable: {exc}".splitlines()[0])
             continue
