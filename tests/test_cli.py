@@ -162,6 +162,17 @@ def test_generate_writes_an_h264_mp4(cli, tmp_path):
     assert not (tmp_path / "bad.mp4").exists()
 
 
+def test_calibrate_magcache_prints_ratios_to_configure(cli):
+    printed = cli.ok("calibrate-magcache", "wan-tiny", "--size", "64x64", "--seconds", "1", "--steps", "4",
+                     timeout=generate_timeout_s)
+    calibration = json.loads(printed.stdout)
+    assert calibration["model"] == "wan-tiny" and calibration["steps"] == 4
+    ratios = calibration["step_cache_mag_ratios"]
+    assert len(ratios) == 4 and ratios[0] == 1.0 and all(r > 0 for r in ratios)
+    unknown = cli("calibrate-magcache", "wan-huge")
+    assert unknown.returncode == 2 and "unknown model 'wan-huge'" in unknown.stderr
+
+
 def demo_key(output: str) -> str:
     match = re.search(r"API key \(shown once\):\s+(vf_\S+)", output)
     assert match, output

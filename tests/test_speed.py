@@ -83,3 +83,52 @@ def test_a_kernel_asked_for_on_a_cpu_runs_native_and_says_why(tiny_model_dir: Pa
                        speed=SpeedSettings(attention_backend="cudnn"))
     assert engine.speed_applied["attention_backend"] == "native (cudnn needs CUDA)"
     assert engine.generate(REQUEST, ignore, never).frames.shape == (5, 32, 32, 3)
+
+
+def test_magcache_calibration_matches_diffusers_and_enables_mag(
+        engine: WanEngine, tiny_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    import logging
+
+    from diffusers.hooks import MagCacheConfig
+    from diffusers.utils import logging as diffusers_logging
+
+    from vidfactory.engines.calibrate import mag_ratios
+    from vidfactory.engines.speed import transformers_of
+
+    request = replace(REQUEST, num_inference_steps=6)
+    ratios = mag_ratios(engine, request)
+    assert len(ratios) == 6 and ratios[0] == 1.0 and all(np.isfinite(r) and r > 0 for r in ratios)
+    assert mag_ratios(engine, request) == ratios  # same seed, same checkpoint: same ratios
+
+    # diffusers' own calibration mode on the same run logs the conditional branch's ratios first.
+    diffusers_logging.set_verbosity_info()
+    logger = logging.getLogger("diffusers.hooks.mag_cache")
+    logger.addHandler(caplog.handler)
+    try:
+        for model in transformers_of(engine.pipeline):
+            model.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=6))
+        engine.generate(request, ignore, never)
+    finally:
+        for model in transformers_of(engine.pipeline):
+            model.disable_cache()
+        logger.removeHandler(caplog.handler)
+        diffusers_logging.set_verbosity_warning()
+    logged = [r.getMessage() for r in caplog.records if "MagCache Calibration Results" in r.getMessage()]
+    theirs = [float(x) for x in logged[0].split(": ", 1)[1].strip("[]").split(",")]
+    assert np.allclose(ratios, theirs, rtol=1e-4)
+
+    calibrated = WanEngine("wan-tiny", str(tiny_model_dir), device="cpu", preset=TINY, mag_ratios=ratios)
+    video = calibrated.generate(replace(request, step_cache="mag"), ignore, never)
+    assert video.engine_settings["step_cache"] == "mag"
+
+
+def test_mag_ratios_must_be_positive_finite_numbers() -> None:
+    from pydantic import ValidationError
+
+    from vidfactory.settings import ModelConfig
+
+    config = ModelConfig(id="m", engine="wan-tiny", step_cache_mag_ratios=[1.0, 0.9])
+    assert config.step_cache_mag_ratios == [1.0, 0.9]
+    for bad in ([0.0], [-1.0], [float("nan")], [float("inf")]):
+        with pytest.raises(ValidationError):
+            ModelConfig(id="m", engine="wan-tiny", step_cache_mag_ratios=bad)

@@ -1,4 +1,4 @@
-"""`vidfactory serve | worker | generate | verify | db | admin | ledger`."""
+"""`vidfactory serve | worker | generate | calibrate-magcache | verify | db | admin | ledger`."""
 
 from __future__ import annotations
 
@@ -290,6 +290,31 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
         thread.join(settings.webhook_timeout_s + 5)
 
 
+def _request_for(config, prompt: str, size: str | None, seconds: int | None, seed: int, steps: int | None):
+    """The GenerationRequest a CLI command runs for `config`, or exit with the option to fix."""
+    from vidfactory.engines.base import GenerationRequest
+    from vidfactory.jobs.spec import InvalidRequest, shape_for
+
+    try:
+        shape = shape_for(config, size, seconds)
+    except InvalidRequest as exc:
+        _fail(f"{exc.param}: {exc}")
+    if steps is not None and not 1 <= steps <= steps_max:
+        _fail(f"--steps must be between 1 and {steps_max}")
+    return GenerationRequest(prompt=prompt, negative_prompt="", width=shape.width, height=shape.height,
+                             num_frames=shape.num_frames, fps=shape.fps,
+                             num_inference_steps=config.steps if steps is None else steps,
+                             guidance_scale=config.guidance_scale, seed=seed,
+                             guidance_scale_2=config.guidance_scale_2)
+
+
+def _configured_model(settings: Settings, model: str):
+    config = settings.model(model)
+    if config is None:
+        _fail(f"unknown model {model!r}; configured: {', '.join(m.id for m in settings.models)}")
+    return config
+
+
 @app.command()
 def generate(
     prompt: str,
@@ -303,28 +328,16 @@ def generate(
     """One-shot generation with no server and no ledger: prompt in, MP4 out."""
     from tqdm import tqdm
 
-    from vidfactory.engines.base import EngineError, GenerationRequest
+    from vidfactory.engines.base import EngineError
     from vidfactory.engines.registry import load_engine
-    from vidfactory.jobs.spec import InvalidRequest, shape_for
     from vidfactory.jobs.worker import speed_settings
     from vidfactory.media.encode import encode_mp4
 
     settings = Settings()
-    config = settings.model(model)
-    if config is None:
-        _fail(f"unknown model {model!r}; configured: {', '.join(m.id for m in settings.models)}")
-    try:
-        shape = shape_for(config, size, seconds)
-    except InvalidRequest as exc:
-        _fail(f"{exc.param}: {exc}")
+    config = _configured_model(settings, model)
+    request = _request_for(config, prompt, size, seconds, seed, steps)
     if not out.parent.is_dir():
         _fail(f"--out: directory {out.parent} does not exist")
-    if steps is not None and not 1 <= steps <= steps_max:
-        _fail(f"--steps must be between 1 and {steps_max}")
-    request = GenerationRequest(prompt=prompt, negative_prompt="", width=shape.width, height=shape.height,
-                                num_frames=shape.num_frames, fps=shape.fps,
-                                num_inference_steps=config.steps if steps is None else steps, guidance_scale=config.guidance_scale,
-                                seed=seed, guidance_scale_2=config.guidance_scale_2)
     try:
         engine = load_engine(config, settings.models_dir, speed_settings(settings))
         with tqdm(total=request.num_inference_steps, unit="step", file=sys.stderr) as bar:
@@ -332,7 +345,39 @@ def generate(
     except EngineError as exc:
         _fail(f"{exc.error_type}: {exc}")
     out.write_bytes(encode_mp4(video.frames, video.fps))
-    typer.echo(f"wrote {out} ({shape.width}x{shape.height}, {len(video.frames)} frames at {video.fps} fps)")
+    typer.echo(f"wrote {out} ({request.width}x{request.height}, {len(video.frames)} frames at {video.fps} fps)")
+
+
+@app.command("calibrate-magcache")
+def calibrate_magcache(
+    model: str,
+    prompt: str = "A red fox runs through a snowy forest at dawn, cinematic lighting",
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT")] = None,
+    seconds: int | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+) -> None:
+    """Measure MODEL's MagCache ratios on one generation and print them as JSON: set them as the
+    model's `step_cache_mag_ratios` to let `VIDFACTORY_STEP_CACHE=mag` skip steps for it."""
+    from vidfactory.engines.base import EngineError
+    from vidfactory.engines.calibrate import mag_ratios
+    from vidfactory.engines.registry import load_engine
+    from vidfactory.engines.wan import WanEngine
+    from vidfactory.jobs.worker import speed_settings
+
+    settings = Settings()
+    config = _configured_model(settings, model)
+    if config.is_hosted:
+        _fail(f"model {model!r} runs on a hosted service ({config.engine}): no local transformer to calibrate")
+    request = _request_for(config, prompt, size, seconds, seed, steps)
+    try:
+        engine = load_engine(config, settings.models_dir, speed_settings(settings))
+        assert isinstance(engine, WanEngine)
+        ratios = mag_ratios(engine, request)
+    except EngineError as exc:
+        _fail(f"{exc.error_type}: {exc}")
+    typer.echo(json.dumps({"model": model, "steps": request.num_inference_steps,
+                           "step_cache_mag_ratios": [round(r, 6) for r in ratios]}))
 
 
 @app.command()

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
-
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +15,7 @@ from vidfactory.engines.presets import PRESETS, TINY, WanPreset
 __all__ = ["HOSTED_ENGINES", "HostedConfig", "ModelConfig", "Settings", "default_models"]
 
 HOSTED_ENGINES = ("dashscope", "openai-video")
+mag_ratios_max = 1000  # one per denoising step at calibration; diffusers interpolates to other step counts
 
 
 class HostedConfig(BaseModel):
@@ -69,6 +68,9 @@ class ModelConfig(BaseModel):
     # planner reads its sizes. Empty for a checkpoint of unknown architecture (no memory gating).
     preset: str = Field(default="", max_length=32)
     guidance_scale_2: float | None = Field(default=None, ge=0.0, le=30.0)  # Wan2.2 A14B's low-noise expert
+    # MagCache's per-step ratios for this checkpoint (`vidfactory calibrate-magcache`); none: `mag` is not used.
+    step_cache_mag_ratios: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+        default_factory=list, max_length=mag_ratios_max)
 
     @model_validator(mode="before")
     @classmethod
@@ -156,7 +158,6 @@ class Settings(BaseSettings):
     fp8_weights: bool = False  # torchao float8 weights (CUDA, compute capability >= 8.9; extra `gpu`)
     # Step caching changes the output: used only where the tenant's plan allows it (step_cache_allowed).
     step_cache: str = Field(default="none", pattern=r"^(none|first_block|mag|taylorseer)$")
-    step_cache_mag_ratios: list[float] = Field(default_factory=list, max_length=1000)  # MagCache calibration
 
     # Result cache: a `similar` hit needs this Jaccard similarity of prompt shingles (0–1); candidates
     # scored per lookup; shared: any tenant's clip may serve another tenant (off: own clips only).

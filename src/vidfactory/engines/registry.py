@@ -38,8 +38,7 @@ def model_path(config: ModelConfig, models_dir: Path) -> str:
                       f"(known: 'wan', 'wan-tiny', 'dashscope', 'openai-video')")
 
 
-def load_engine(config: ModelConfig, models_dir: Path, speed: SpeedSettings = SpeedSettings(),
-                mag_ratios: tuple[float, ...] = ()) -> Engine:
+def load_engine(config: ModelConfig, models_dir: Path, speed: SpeedSettings = SpeedSettings()) -> Engine:
     """Load the model once; the engine keeps it in memory for every later generation. Hosted engines
     load nothing: they keep an HTTP connection pool."""
     if config.engine == "dashscope":
@@ -49,4 +48,4 @@ def load_engine(config: ModelConfig, models_dir: Path, speed: SpeedSettings = Sp
         assert config.hosted is not None
         return OpenAIVideoEngine(config.id, config.hosted)
     return WanEngine(config.id, model_path(config, models_dir), preset=config.wan_preset, speed=speed,
-                     mag_ratios=mag_ratios)
+                     mag_ratios=tuple(config.step_cache_mag_ratios))

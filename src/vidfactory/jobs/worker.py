@@ -225,8 +225,7 @@ class Worker:
             self.post_thread = None
 
     def _load_engine(self, config: ModelConfig, models_dir: Path) -> Engine:
-        return load_engine(config, models_dir, speed_settings(self.settings),
-                           tuple(self.settings.step_cache_mag_ratios))
+        return load_engine(config, models_dir, speed_settings(self.settings))
 
     def engine_for(self, model_id: str) -> Engine:
         if model_id not in self.engines:
