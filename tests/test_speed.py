@@ -132,3 +132,13 @@ def test_mag_ratios_must_be_positive_finite_numbers() -> None:
     for bad in ([0.0], [-1.0], [float("nan")], [float("inf")]):
         with pytest.raises(ValidationError):
             ModelConfig(id="m", engine="wan-tiny", step_cache_mag_ratios=bad)
+
+
+def test_a_models_own_mag_ratios_reach_its_engine(tiny_model_dir: Path) -> None:  # noqa: F811
+    from vidfactory.engines.registry import load_engine
+    from vidfactory.settings import ModelConfig
+
+    config = ModelConfig(id=tiny_model_dir.name, engine="wan-tiny", step_cache_mag_ratios=[1.0, 0.97, 0.95])
+    engine = load_engine(config, tiny_model_dir.parent)
+    video = engine.generate(replace(REQUEST, step_cache="mag"), ignore, never)
+    assert engine.mag_ratios == (1.0, 0.97, 0.95) and video.engine_settings["step_cache"] == "mag"
