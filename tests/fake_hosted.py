@@ -3,7 +3,8 @@ Alibaba Cloud Model Studio's Wan video synthesis (DashScope async tasks) and Ope
 
 Scriptable failures: `fail_next` answers the next N requests on a path with a status (and Retry-After),
 `hang_next` stalls them; `outcome` decides how the next task ends (succeeded, failed, cancelled, or never).
-Every request is recorded in `requests` (method, path, headers, JSON body).
+Every request is recorded in `requests` (method, path, headers, JSON body); `tasks_created` counts the
+tasks the service would bill for; `add_task` plants one in a given state (an earlier attempt's).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class _FakeService:
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
         self.tasks: dict[str, Task] = {}
+        self.tasks_created = 0
         self.outcome = "succeeded"
         self.failure_code = "InternalError"
         self.polls_to_finish = 2
@@ -139,10 +141,17 @@ class _FakeService:
     def answer(self, method: str, path: str, headers: Any, body: Any) -> tuple[int, Any]:
         raise NotImplementedError
 
+    def add_task(self, status: str, prompt: str = "an earlier attempt") -> Task:
+        with self.lock:
+            task = self._new_task(prompt)
+        task.status = status
+        return task
+
     def _new_task(self, prompt: str) -> Task:
         task = Task(id=uuid.uuid4().hex, prompt=prompt, outcome=self.outcome, polls_to_finish=self.polls_to_finish,
                     failure_code=self.failure_code)
         self.tasks[task.id] = task
+        self.tasks_created += 1
         return task
 
     @staticmethod
@@ -183,6 +192,7 @@ class FakeDashScope(_FakeService):
     """DashScope: create (async only), poll /api/v1/tasks/{id}, cancel while PENDING, files elsewhere."""
 
     base = "/api/v1"
+    task_path = "/api/v1/tasks/"  # polling and cancelling: the paths after creation
     statuses = {"pending": "PENDING", "running": "RUNNING", "succeeded": "SUCCEEDED", "failed": "FAILED",
                 "cancelled": "CANCELED"}
 
@@ -236,6 +246,8 @@ class FakeDashScope(_FakeService):
 
 class FakeOpenAIVideo(_FakeService):
     """OpenAI /v1/videos: create, retrieve (progress), content, and vidfactory's cancel extension."""
+
+    task_path = "/v1/videos/"
 
     @property
     def base_url(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -248,3 +249,29 @@ def test_the_api_key_can_come_from_another_variable(monkeypatch, dashscope):
     monkeypatch.setenv("TEST_DASHSCOPE_KEY", api_key)
     video, _ = run(DashScopeEngine("wan-hosted", config(dashscope, api_key="", api_key_env="TEST_DASHSCOPE_KEY")))
     assert video.frames.shape[0] == 5
+
+
+# Resuming an earlier attempt's task
+
+
+@pytest.mark.parametrize("kind", ["dashscope", "openai-video"])
+def test_a_running_task_is_resumed_and_a_task_nobody_can_record_is_cancelled(kind):
+    service = FakeDashScope() if kind == "dashscope" else FakeOpenAIVideo()
+    engine_type = DashScopeEngine if kind == "dashscope" else OpenAIVideoEngine
+    try:
+        engine = engine_type("wan-hosted", config(service))
+        earlier = service.add_task("running")
+        video = engine.generate(replace(request, resume_task_id=earlier.id), lambda *_: None, never,
+                                on_remote_task=lambda task_id: pytest.fail("no task may be created"))
+        assert (video.metadata["task_id"], video.metadata["resumed"]) == (earlier.id, True)
+        assert service.tasks_created == 1
+
+        def stale(task_id):
+            raise RuntimeError(f"the lease is gone; {task_id} cannot be recorded")
+
+        with pytest.raises(RuntimeError, match="lease is gone"):
+            engine.generate(request, lambda *_: None, never, on_remote_task=stale)
+        [created] = [task for task in service.tasks.values() if task.id != earlier.id]
+        assert created.status == "cancelled" and service.tasks_created == 2
+    finally:
+        service.close()

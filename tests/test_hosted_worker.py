@@ -1,12 +1,14 @@
 """Hosted engines through the real worker, queue and ledger, on SQLite and PostgreSQL, against a local
 fake DashScope: a job completes and settles with the remote task recorded; a failed task fails and
 refunds; while the service is down the breaker keeps jobs queued (no attempt used, hold pending), alerts
-an admin, then lets a probe through and recovers."""
+an admin, then lets a probe through and recovers; a retried job resumes its remote task instead of paying
+for a second one."""
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -19,7 +21,7 @@ from vidfactory.api.render import video_object
 from vidfactory.billing import ledger
 from vidfactory.db.models import Job
 from vidfactory.db.types import utcnow
-from vidfactory.jobs import breaker, queue
+from vidfactory.jobs import breaker, maintenance, queue
 from vidfactory.jobs.screening import PromptScreens
 from vidfactory.jobs.submit import VideoRequest, submit
 from vidfactory.jobs.worker import Worker
@@ -201,3 +203,87 @@ def test_a_probe_longer_than_a_lease_stays_the_only_probe(setup, sessions, servi
     runner.join(20)
     assert job(sessions, job_id).status == "completed"
     assert_ledger_clean(sessions)
+
+
+# --- a retried job resumes its remote task ------------------------------------------------------------------
+
+
+def wait_for(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_retry_after_polling_failed_resumes_the_task_instead_of_paying_twice(setup, sessions, service):
+    settings, worker, tenant = setup(retry_backoff_s=0.0)
+    service.fail_next(2, service.task_path, status=503)  # both HTTP tries of the first poll
+    job_id = submit_job(sessions, settings, tenant)
+    assert worker.run_once()
+    first = job(sessions, job_id)
+    assert (first.status, first.error_type, service.tasks_created) == ("queued", "engine_unavailable", 1)
+    [task_id] = service.tasks
+    assert first.engine_metadata["task_id"] == task_id
+    assert worker.run_once()
+    done = job(sessions, job_id)
+    assert (done.status, done.attempts) == ("completed", 2), done.error_message
+    assert service.tasks_created == 1 and len(service.calls("POST", "/video")) == 1
+    assert (done.engine_metadata["task_id"], done.engine_metadata["resumed"]) == (task_id, True)
+    assert balance(sessions, tenant).available == 1000 - done.total_tokens
+    assert_ledger_clean(sessions)
+
+
+def test_a_job_whose_worker_was_lost_is_finished_from_the_same_task(setup, sessions, service):
+    settings, worker, tenant = setup(retry_backoff_s=0.0, lease_s=1.0, heartbeat_s=60.0)  # no heartbeat comes
+    service.polls_to_finish = 10**6  # runs until the test lets it finish
+    job_id = submit_job(sessions, settings, tenant)
+    runner = threading.Thread(target=worker.run_once)
+    runner.start()
+    wait_for(lambda: (job(sessions, job_id).engine_metadata or {}).get("task_id") is not None)
+    # The worker stops heartbeating (a crash, a partition): its lease expires and the job is requeued.
+    time.sleep(settings.lease_s)
+    assert maintenance.reap_expired_leases(sessions, utcnow()) == 1
+    runner.join(10)
+    assert not runner.is_alive()
+    [task] = service.tasks.values()
+    assert task.status in ("pending", "running")  # left running for the next owner, not cancelled
+    task.polls_to_finish = task.polls + 1
+    other = Worker(settings, sessions, worker.storage, worker_id="other")
+    assert other.run_once()
+    done = job(sessions, job_id)
+    assert (done.status, done.attempts, done.engine_metadata["task_id"]) == ("completed", 2, task.id)
+    assert service.tasks_created == 1 and not service.calls("POST", "/cancel")
+    assert balance(sessions, tenant).available == 1000 - done.total_tokens
+    assert_ledger_clean(sessions)
+
+
+@pytest.mark.parametrize("recorded", ["failed", "cancelled", "gone"])
+def test_a_recorded_task_that_cannot_deliver_is_replaced_by_a_new_one(setup, sessions, service, recorded):
+    settings, worker, tenant = setup(retry_backoff_s=0.0)
+    job_id = submit_job(sessions, settings, tenant)
+    # An earlier attempt created a task, recorded it, and its worker was lost.
+    earlier = "expired-task-1" if recorded == "gone" else service.add_task(recorded).id
+    with sessions.begin() as s:
+        claimed = queue.claim(s, worker_id="lost", models=["wan-hosted"], lease_s=0.01, now=utcnow())
+        assert claimed.id == job_id
+        queue.record_remote_task(s, job_id, "lost", engine=service.engine, task_id=earlier)
+    time.sleep(0.02)
+    assert maintenance.reap_expired_leases(sessions, utcnow()) == 1
+    created_before = service.tasks_created
+    assert worker.run_once()
+    done = job(sessions, job_id)
+    assert done.status == "completed", done.error_message
+    assert service.tasks_created == created_before + 1
+    assert done.engine_metadata["task_id"] != earlier and done.engine_metadata["resumed"] is False
+    assert_ledger_clean(sessions)
+
+
+def test_a_stale_worker_cannot_record_its_task_over_the_owners(setup, sessions, service):
+    settings, worker, tenant = setup()
+    job_id = submit_job(sessions, settings, tenant)
+    with sessions.begin() as s:
+        queue.claim(s, worker_id="owner", models=["wan-hosted"], lease_s=30.0, now=utcnow())
+        queue.record_remote_task(s, job_id, "owner", engine=service.engine, task_id="task-of-owner")
+    with pytest.raises(queue.StaleJob), sessions.begin() as s:
+        queue.record_remote_task(s, job_id, "stale", engine=service.engine, task_id="task-of-stale")
+    assert job(sessions, job_id).engine_metadata == {"engine": service.engine, "task_id": "task-of-owner"}

@@ -11,17 +11,24 @@ import numpy as np
 __all__ = [
     "Engine",
     "EngineError",
+    "GenerationAbandoned",
     "GenerationCancelled",
     "GenerationRequest",
     "GeneratedVideo",
+    "HostedEngine",
     "OutOfMemory",
     "InvalidInput",
     "ProgressCallback",
     "CancelCheck",
+    "RemoteTaskCallback",
 ]
 
 ProgressCallback = Callable[[int, int], None]  # (steps_done, steps_total)
 CancelCheck = Callable[[], bool]
+# A hosted engine calls it with a remote task's id as soon as the task exists, before waiting for it: the
+# caller records it, so that a later attempt resumes the task (GenerationRequest.resume_task_id) instead of
+# paying for another. An exception from it stops the attempt; the task just created is cancelled.
+RemoteTaskCallback = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,9 @@ class GenerationRequest:
     image: np.ndarray | None = None  # uint8 [H, W, 3]: the first frame (image-to-video presets)
     memory_mode: str = "none"  # engines/memory.py MEMORY_MODES
     step_cache: str = "none"  # engines/speed.py STEP_CACHES; changes the output, so the caller decides
+    # Hosted engines: the remote task an earlier attempt of this job created. It is polled instead of
+    # creating a new one while it is pending, running or succeeded; failed, cancelled or gone, a new one runs.
+    resume_task_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,9 +84,26 @@ class GenerationCancelled(EngineError):
     error_type = "cancelled"
 
 
+class GenerationAbandoned(EngineError):
+    """Raised by the caller's is_cancelled when this attempt is no longer the caller's (another worker took
+    the job over): the engine stops, and a hosted engine leaves its remote task running for the new owner."""
+
+    error_type = "worker_lost"
+    transient = True
+
+
 class Engine(Protocol):
     model_id: str
 
     def generate(
         self, request: GenerationRequest, on_progress: ProgressCallback, is_cancelled: CancelCheck
+    ) -> GeneratedVideo: ...
+
+
+class HostedEngine(Engine, Protocol):
+    """An engine whose work runs as a remote task: it reports the task's id as soon as it exists."""
+
+    def generate(
+        self, request: GenerationRequest, on_progress: ProgressCallback, is_cancelled: CancelCheck,
+        on_remote_task: RemoteTaskCallback | None = None,
     ) -> GeneratedVideo: ...

@@ -4,6 +4,7 @@
    -> {"output": {"task_id", "task_status": "PENDING"}, "request_id"}
 2. GET {base_url}/tasks/{task_id} until task_status is SUCCEEDED, FAILED, CANCELED (or UNKNOWN: expired)
    through PENDING and RUNNING; SUCCEEDED carries output.video_url, orig_prompt, actual_prompt and usage.
+   A retried job polls its earlier attempt's task first and creates one only when that task cannot deliver.
 3. GET video_url (a signed storage URL on another host: no API key is sent there).
 Cancel: POST {base_url}/tasks/{task_id}/cancel, which the service honours while the task is PENDING.
 """
@@ -18,17 +19,21 @@ from vidfactory.engines.base import (
     GenerationCancelled,
     GenerationRequest,
     ProgressCallback,
+    RemoteTaskCallback,
 )
 from vidfactory.engines.hosted import (
     HostedClient,
     HostedError,
     HostedFailed,
+    HostedGone,
     HostedRejected,
     RemoteTask,
     check_request,
     remote_id,
     clip_seconds,
     decode_clip,
+    record_task,
+    resumable_task,
     wait_for_task,
 )
 from vidfactory.settings import HostedConfig
@@ -50,19 +55,26 @@ class DashScopeEngine:
         self.client = HostedClient(config)
 
     def generate(
-        self, request: GenerationRequest, on_progress: ProgressCallback, is_cancelled: CancelCheck
+        self, request: GenerationRequest, on_progress: ProgressCallback, is_cancelled: CancelCheck,
+        on_remote_task: RemoteTaskCallback | None = None,
     ) -> GeneratedVideo:
         # 1. Check the request, and that nobody cancelled it before a remote task costs anything.
         check_request(request)
         on_progress(0, 100)
         if is_cancelled():
             raise GenerationCancelled("cancelled before the remote task was created")
-        # 2. Create the task.
-        created = self.client.request_json("POST", create_path, "dashscope create task", json=self._body(request),
-                                           headers={"X-DashScope-Async": "enable"})
-        task_id = remote_id(_output(created).get("task_id"), "dashscope create task")
+        # 2. Resume an earlier attempt's task, or create one and report it before waiting on it.
+        task_id, request_id = resumable_task(request, self._poll), None
+        if task_id is None:
+            created = self.client.request_json("POST", create_path, "dashscope create task",
+                                               json=self._body(request),
+                                               headers={"X-DashScope-Async": "enable"})
+            task_id = remote_id(_output(created).get("task_id"), "dashscope create task")
+            request_id = created.get("request_id")
+            record_task(task_id, on_remote_task, lambda: self._cancel(task_id))
         metadata: dict[str, Any] = {"engine": "dashscope", "remote_model": self.config.remote_model,
-                                    "task_id": task_id, "request_id": created.get("request_id")}
+                                    "task_id": task_id, "request_id": request_id,
+                                    "resumed": task_id == request.resume_task_id}
         try:
             # 3. Poll until it ends; 4. download and decode the clip.
             task = wait_for_task(lambda: self._poll(task_id), lambda: self._cancel(task_id), self.config,
@@ -91,8 +103,10 @@ class DashScopeEngine:
     def _poll(self, task_id: str) -> RemoteTask:
         body = self.client.request_json("GET", f"/tasks/{task_id}", "dashscope poll task")
         raw = str(_output(body).get("task_status", ""))
+        if raw == "UNKNOWN":  # the service's word for a task past its 24 h retention, or never created
+            raise HostedGone(f"dashscope task {task_id} is UNKNOWN (expired or unknown)")
         if raw not in statuses:
-            raise HostedFailed(f"dashscope task {task_id} is {raw or 'missing'} (expired or unknown)")
+            raise HostedFailed(f"dashscope task {task_id} has an unexpected status {raw or 'missing'!r}")
         return RemoteTask(status=statuses[raw], body=body)
 
     def _cancel(self, task_id: str) -> None:

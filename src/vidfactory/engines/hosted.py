@@ -10,7 +10,12 @@ Errors (all `EngineError`s, so the worker classifies them like any engine's):
 - `HostedRejected` (a 4xx about the request, a task refused for its content or parameters) is the
   caller's: `invalid_input`, final.
 - `HostedFailed` (a FAILED task, bad credentials, a malformed answer) is the engine's: `engine_crash`,
-  final. Both final kinds void the job's hold.
+  final. Both final kinds void the job's hold. `HostedGone` is the HostedFailed of a task the service no
+  longer knows (404, expired).
+
+Resuming: a task's id is reported (on_remote_task) as soon as it is created, so a later attempt of the same
+job (after a transient failure, a lost lease, a crashed worker) polls that task again rather than paying
+for a second one, unless it failed, was cancelled or is gone.
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ from vidfactory.engines.base import (
     CancelCheck,
     EngineError,
     GeneratedVideo,
+    GenerationAbandoned,
     GenerationCancelled,
     GenerationRequest,
     InvalidInput,
     ProgressCallback,
+    RemoteTaskCallback,
 )
 from vidfactory.media.encode import decode_mp4
 from vidfactory.media.errors import MediaError
@@ -45,6 +52,7 @@ __all__ = [
     "HostedClient",
     "HostedError",
     "HostedFailed",
+    "HostedGone",
     "HostedRejected",
     "HostedTimeout",
     "HostedUnavailable",
@@ -53,6 +61,8 @@ __all__ = [
     "remote_id",
     "clip_seconds",
     "decode_clip",
+    "record_task",
+    "resumable_task",
     "wait_for_task",
 ]
 
@@ -97,6 +107,10 @@ class HostedFailed(HostedError):
     transient = False
 
 
+class HostedGone(HostedFailed):
+    """The service does not know the task (404) or it expired."""
+
+
 def _retry_after_s(response: httpx.Response) -> float | None:
     """Retry-After as seconds: either delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
     value = response.headers.get("retry-after", "").strip()
@@ -138,7 +152,7 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
     if status in credential_statuses:
         raise HostedFailed(f"{message} (check the model's hosted api_key)")
     if status == 404:
-        raise HostedFailed(message)
+        raise HostedGone(message)
     raise HostedRejected(message)
 
 
@@ -249,7 +263,8 @@ def wait_for_task(poll: Callable[[], RemoteTask], cancel: Callable[[], None], co
                   on_progress: ProgressCallback, is_cancelled: CancelCheck, metadata: dict[str, Any]
                   ) -> RemoteTask:
     """Poll until the task ends. Cancelled, timed out, or stopped by the caller (an exception from
-    is_cancelled, e.g. the job's own deadline): the remote task is cancelled too, where the service allows."""
+    is_cancelled, e.g. the job's own deadline): the remote task is cancelled too, where the service allows;
+    abandoned (another worker owns the job now) it is left running for that worker to resume."""
     deadline = time.monotonic() + config.task_timeout_s
     while True:
         task = poll()
@@ -259,6 +274,8 @@ def wait_for_task(poll: Callable[[], RemoteTask], cancel: Callable[[], None], co
             return task
         try:
             stop = is_cancelled()
+        except GenerationAbandoned:
+            raise
         except BaseException:
             _cancel_quietly(cancel)
             raise
@@ -270,6 +287,37 @@ def wait_for_task(poll: Callable[[], RemoteTask], cancel: Callable[[], None], co
             raise HostedTimeout(f"the remote task did not finish within {config.task_timeout_s:g} s",
                                 metadata=metadata)
         time.sleep(config.poll_interval_s)
+
+
+def resumable_task(request: GenerationRequest, poll: Callable[[str], RemoteTask]) -> str | None:
+    """The earlier attempt's task while it can still deliver (pending, running, succeeded), else None: a
+    failed, cancelled, expired or unknown one needs a new task. A transient error polling it is raised (the
+    job is retried and asks again) rather than paying for a task that may be unnecessary."""
+    if request.resume_task_id is None:
+        return None
+    task_id = remote_id(request.resume_task_id, "the earlier attempt's task")
+    try:
+        task = poll(task_id)
+    except HostedGone as exc:
+        log.warning("remote task %s of an earlier attempt is gone, creating another: %s", task_id, exc)
+        return None
+    if task.status in ("failed", "cancelled"):
+        log.warning("remote task %s of an earlier attempt %s, creating another", task_id, task.status)
+        return None
+    log.info("resuming remote task %s (%s) of an earlier attempt", task_id, task.status)
+    return task_id
+
+
+def record_task(task_id: str, on_remote_task: RemoteTaskCallback | None, cancel: Callable[[], None]) -> None:
+    """Report a task just created before waiting for it. A caller that cannot record it (its lease is
+    gone) gets its exception back; the task is cancelled, as nobody would ever collect it."""
+    if on_remote_task is None:
+        return
+    try:
+        on_remote_task(task_id)
+    except BaseException:
+        _cancel_quietly(cancel)
+        raise
 
 
 def _cancel_quietly(cancel: Callable[[], None]) -> None:

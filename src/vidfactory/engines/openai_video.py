@@ -4,6 +4,7 @@
 2. GET {base_url}/videos/{id} until status is completed or failed (through queued, in_progress;
    `progress` 0–100 is passed on); failed carries {"error": {"code", "message"}}.
 3. GET {base_url}/videos/{id}/content -> the MP4 (with the API key: it is the same server).
+A retried job retrieves its earlier attempt's video first and creates one only when that one cannot deliver.
 Cancel: POST {base_url}/videos/{id}/cancel (vidfactory's extension); servers without it get
 DELETE {base_url}/videos/{id}, OpenAI's way to discard a video.
 """
@@ -18,6 +19,7 @@ from vidfactory.engines.base import (
     GenerationCancelled,
     GenerationRequest,
     ProgressCallback,
+    RemoteTaskCallback,
 )
 from vidfactory.engines.hosted import (
     HostedClient,
@@ -29,6 +31,8 @@ from vidfactory.engines.hosted import (
     remote_id,
     clip_seconds,
     decode_clip,
+    record_task,
+    resumable_task,
     wait_for_task,
 )
 from vidfactory.settings import HostedConfig
@@ -48,18 +52,23 @@ class OpenAIVideoEngine:
         self.client = HostedClient(config)
 
     def generate(
-        self, request: GenerationRequest, on_progress: ProgressCallback, is_cancelled: CancelCheck
+        self, request: GenerationRequest, on_progress: ProgressCallback, is_cancelled: CancelCheck,
+        on_remote_task: RemoteTaskCallback | None = None,
     ) -> GeneratedVideo:
         # 1. Check the request, and that nobody cancelled it before a remote job costs anything.
         check_request(request)
         on_progress(0, 100)
         if is_cancelled():
             raise GenerationCancelled("cancelled before the remote video was created")
-        # 2. Create the video.
-        created = self.client.request_json("POST", "/videos", "openai-video create", json=self._body(request))
-        video_id = remote_id(created.get("id"), "openai-video create")
+        # 2. Resume an earlier attempt's video, or create one and report it before waiting on it.
+        video_id = resumable_task(request, self._poll)
+        if video_id is None:
+            created = self.client.request_json("POST", "/videos", "openai-video create",
+                                               json=self._body(request))
+            video_id = remote_id(created.get("id"), "openai-video create")
+            record_task(video_id, on_remote_task, lambda: self._cancel(video_id))
         metadata: dict[str, Any] = {"engine": "openai-video", "remote_model": self.config.remote_model,
-                                    "task_id": video_id}
+                                    "task_id": video_id, "resumed": video_id == request.resume_task_id}
         try:
             # 3. Poll until it ends; 4. download and decode the clip.
             task = wait_for_task(lambda: self._poll(video_id), lambda: self._cancel(video_id), self.config,

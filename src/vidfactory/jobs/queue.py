@@ -41,6 +41,7 @@ __all__ = [
     "record_qc",
     "regenerate_for_qc",
     "record_engine_metadata",
+    "record_remote_task",
     "record_run",
     "reject_review",
     "release",
@@ -48,6 +49,7 @@ __all__ = [
     "request_cancel",
     "requeue",
     "should_stop",
+    "stop_reason",
 ]
 
 terminal_states = ("completed", "failed", "cancelled")
@@ -178,11 +180,19 @@ def report_progress(session: Session, job_id: str, worker_id: str, progress: int
     _transition(session, job_id, expected=("in_progress",), owner=worker_id, values={"progress": progress})
 
 
-def should_stop(session: Session, job_id: str, worker_id: str) -> bool:
-    """True when the job was cancelled or this worker no longer holds its lease."""
+def stop_reason(session: Session, job_id: str, worker_id: str) -> str | None:
+    """Why this worker should stop the job, or None: "cancelled" (asked to, or the job ended meanwhile),
+    "taken_over" (it is queued again or another worker's: that worker carries on with it)."""
     row = session.execute(select(Job.status, Job.lease_owner, Job.cancel_requested)
                           .where(Job.id == job_id)).one()
-    return row.status != "in_progress" or row.lease_owner != worker_id or row.cancel_requested
+    if row.status == "in_progress" and row.lease_owner == worker_id:
+        return "cancelled" if row.cancel_requested else None
+    return "taken_over" if row.status in ("queued", "in_progress") else "cancelled"
+
+
+def should_stop(session: Session, job_id: str, worker_id: str) -> bool:
+    """True when the job was cancelled or this worker no longer holds its lease."""
+    return stop_reason(session, job_id, worker_id) is not None
 
 
 def _record_assets(session: Session, job: Job, assets: list[AssetRecord]) -> None:
@@ -306,10 +316,11 @@ def record_qc(session: Session, job_id: str, worker_id: str, report: dict[str, A
 def regenerate_for_qc(session: Session, job_id: str, *, owner: str, seed: int, report: dict[str, Any],
                       run_after: datetime) -> None:
     """A clip that failed its quality checks goes back to the queue once, with a new seed; the hold stays.
-    The failed report is kept on the job: it is what marks the one regeneration as spent."""
+    The failed report is kept on the job: it is what marks the one regeneration as spent. The remote task
+    (hosted engines) is forgotten: it made the failed clip, the new seed needs a new one."""
     _transition(session, job_id, expected=("in_progress",), owner=owner, values={
         "status": "queued", "seed": seed, "qc_report": report, "run_after": run_after, "lease_owner": None,
-        "lease_expires_at": None, "progress": 0})
+        "lease_expires_at": None, "progress": 0, "engine_metadata": None})
 
 
 def release(session: Session, job_id: str, *, owner: str, error_type: str, message: str) -> None:
@@ -319,6 +330,15 @@ def release(session: Session, job_id: str, *, owner: str, error_type: str, messa
         "status": "queued", "attempts": Job.attempts - 1, "run_after": utcnow(), "lease_owner": None,
         "lease_expires_at": None, "progress": 0, "error_type": error_type,
         "error_message": message[:error_message_chars_max]})
+
+
+def record_remote_task(session: Session, job_id: str, owner: str, *, engine: str, task_id: str) -> None:
+    """The remote task this attempt just created, recorded before it is waited on, so that a later attempt
+    resumes it instead of paying for another. Replaces what an earlier attempt's task left: only the lease
+    holder may, so a stale worker's task never displaces the current owner's."""
+    assert engine and task_id, "a remote task needs its engine and id"
+    _transition(session, job_id, expected=("in_progress",), owner=owner,
+                values={"engine_metadata": {"engine": engine, "task_id": task_id}})
 
 
 def record_engine_metadata(session: Session, job_id: str, owner: str, metadata: dict[str, Any]) -> None:

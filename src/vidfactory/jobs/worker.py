@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -26,8 +27,9 @@ from vidfactory.branding import load_brand
 from vidfactory.db.models import Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
-from vidfactory.engines.base import (Engine, EngineError, GeneratedVideo, GenerationCancelled, GenerationRequest,
-                                     InvalidInput)
+from vidfactory.engines.base import (Engine, EngineError, GeneratedVideo, GenerationAbandoned,
+                                     GenerationCancelled, GenerationRequest, HostedEngine, InvalidInput,
+                                     RemoteTaskCallback)
 from vidfactory.engines.hosted import HostedError, HostedRejected
 from vidfactory.engines.memory import (
     MEMORY_MODES,
@@ -268,7 +270,11 @@ class Worker:
         memory_mode = self.memory_mode_for(job)
         # 1. Generate: the only step that needs the engine.
         try:
-            video = self._generate(job, lease.lost, memory_mode)
+            video = self._generate(job, memory_mode)
+        except GenerationAbandoned as exc:  # nothing to record: the job is another worker's now
+            log.warning("job %s: %s; its new owner carries on", job.id, exc)
+            lease.release()
+            return
         except GenerationCancelled:
             self._finish(lambda s: queue.finish_cancelled(s, job.id, self.worker_id), job, "cancelled")
             lease.release()
@@ -286,7 +292,7 @@ class Worker:
                                             name=f"post-{job.id}", daemon=True)
         self.post_thread.start()
 
-    def _generate(self, job: Job, lease_lost: threading.Event, memory_mode: str) -> GeneratedVideo:
+    def _generate(self, job: Job, memory_mode: str) -> GeneratedVideo:
         # 1. The model, loaded unless this worker holds it already (a switch: its cost is recorded).
         load_s = None if job.model in self.engines else self._load(job.model)
         config = self.settings.model(job.model)
@@ -297,15 +303,41 @@ class Worker:
             num_frames=job.num_frames, fps=job.fps, num_inference_steps=job.steps,
             guidance_scale=job.guidance_scale, seed=job.seed,
             guidance_scale_2=None if config is None else config.guidance_scale_2, memory_mode=memory_mode,
-            step_cache=self.settings.step_cache if step_cache_allowed else "none")
+            step_cache=self.settings.step_cache if step_cache_allowed else "none",
+            resume_task_id=self._remote_task_of(job))
         deadline = time.monotonic() + self.settings.job_timeout_s
-        video = self.engines[job.model].generate(
-            request, self._progress_reporter(job.id), self._stop_check(job.id, lease_lost, deadline))
+        progress, stop = self._progress_reporter(job.id), self._stop_check(job.id, deadline)
+        if self.is_hosted(job.model):  # its remote task is recorded at once, for a retry to resume
+            hosted = cast(HostedEngine, self.engines[job.model])
+            video = hosted.generate(request, progress, stop, on_remote_task=self._task_recorder(job))
+        else:
+            video = self.engines[job.model].generate(request, progress, stop)
         # 3. What it ran with, and the model load it paid.
         applied = {"memory_mode": memory_mode, "step_cache": request.step_cache, **video.engine_settings}
         with self.sessions.begin() as session:
             queue.record_run(session, job.id, self.worker_id, engine_settings=applied, model_load_s=load_s)
         return video
+
+    def _remote_task_of(self, job: Job) -> str | None:
+        """The remote task an earlier attempt recorded, if it was made by the engine the model uses now."""
+        config = self.settings.model(job.model)
+        recorded = job.engine_metadata or {}
+        if config is None or not config.is_hosted or recorded.get("engine") != config.engine:
+            return None
+        task_id = recorded.get("task_id")
+        return task_id if isinstance(task_id, str) else None
+
+    def _task_recorder(self, job: Job) -> RemoteTaskCallback:
+        config = self.settings.model(job.model)
+        assert config is not None and config.is_hosted
+
+        def record(task_id: str) -> None:
+            with self.sessions.begin() as session:  # StaleJob when the lease is gone: the engine cancels
+                queue.record_remote_task(session, job.id, self.worker_id, engine=config.engine,
+                                         task_id=task_id)
+            log.info("job %s: remote task %s recorded", job.id, task_id)
+
+        return record
 
     def _post_process(self, job: Job, lease: Lease, video: GeneratedVideo) -> None:
         try:
@@ -435,14 +467,15 @@ class Worker:
         with self.sessions.begin() as session:
             queue.report_progress(session, job_id, self.worker_id, progress)
 
-    def _stop_check(self, job_id: str, lease_lost: threading.Event, deadline: float) -> Callable[[], bool]:
+    def _stop_check(self, job_id: str, deadline: float) -> Callable[[], bool]:
         def is_cancelled() -> bool:
             if time.monotonic() > deadline:
                 raise JobTimedOut(f"generation exceeded {self.settings.job_timeout_s:.0f} s")
-            if lease_lost.is_set():
-                return True
             with self.sessions() as session:
-                return queue.should_stop(session, job_id, self.worker_id)
+                reason = queue.stop_reason(session, job_id, self.worker_id)
+            if reason == "taken_over":
+                raise GenerationAbandoned(f"lease lost by {self.worker_id}")
+            return reason is not None
 
         return is_cancelled
 
