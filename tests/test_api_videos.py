@@ -47,9 +47,16 @@ def test_submit_generate_settle_download(client, ctx):
                        "released": None, "status": "held"}
     assert balance(client, tenant) == {"object": "balance", "available": 10_000 - usage["total_tokens"],
                                        "pending": usage["total_tokens"], "posted": 10_000}
+    assert (video["engine_settings"], video["model_load_s"]) == (None, None)  # nothing ran yet
     work(ctx)
     done = client.get(f"/v1/videos/{video['id']}", headers=tenant.headers).json()
     assert (done["status"], done["progress"]) == ("completed", 100)
+    # How it was made: the memory mode and step cache that ran (no permission the plan grants), and the
+    # load of the model this first job paid.
+    ran = done["engine_settings"]
+    assert (ran["memory_mode"], ran["step_cache"]) == ("none", "none") and "step_cache_allowed" not in ran
+    assert all(isinstance(value, str | bool | int | float) for value in ran.values())
+    assert done["model_load_s"] > 0
     assert done["billing"]["status"] == "settled" and done["billing"]["settled"] == usage["total_tokens"]
     assert balance(client, tenant)["available"] == 10_000 - usage["total_tokens"]
     mp4 = client.get(f"/v1/videos/{video['id']}/content", headers=tenant.headers)

@@ -11,7 +11,11 @@ from sqlalchemy.orm import Session
 from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Job, Transfer, WebhookDelivery
 
-__all__ = ["billing_object", "delivery_object", "file_hashes_by_job", "timestamp", "transfer_object", "video_object"]
+__all__ = ["billing_object", "delivery_object", "engine_settings_object", "file_hashes_by_job", "timestamp",
+           "transfer_object", "video_object"]
+
+# Entries of job.engine_settings that say what the job may do, not how its clip was made: kept internal.
+internal_engine_settings = frozenset({"step_cache_allowed"})
 
 
 def timestamp(moment: datetime | None) -> int | None:
@@ -42,6 +46,14 @@ def file_hashes_by_job(session: Session, job_ids: list[str]) -> dict[str, FileHa
     for row in rows:
         found[row.job_id][row.variant] = {"sha256": row.sha256, "md5": row.md5}
     return found
+
+
+def engine_settings_object(job: Job) -> dict[str, str | bool | int | float] | None:
+    """How the clip was made (memory mode, step cache, attention backend, compile, FP8...): what the last
+    attempt that ran recorded; None until a worker ran the job (a cache hit never runs)."""
+    ran = {key: value for key, value in (job.engine_settings or {}).items()
+           if key not in internal_engine_settings and isinstance(value, str | bool | int | float)}
+    return ran or None
 
 
 def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | None = None,
@@ -92,6 +104,9 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
         "hashes": files,
         # A hosted service that rewrote the prompt (DashScope prompt_extend) says what it really ran.
         "actual_prompt": (job.engine_metadata or {}).get("actual_prompt"),
+        # How the clip was made, and the seconds this job waited for its model to load (null: none).
+        "engine_settings": engine_settings_object(job),
+        "model_load_s": job.model_load_s,
         # The reason stays with the admins: it may name the matched terms or the failed check.
         "review": None if job.review_status is None else {"status": job.review_status,
                                                           "source": job.review_source},
