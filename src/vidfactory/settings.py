@@ -104,6 +104,13 @@ class ModelConfig(BaseModel):
     def is_hosted(self) -> bool:
         return self.engine in HOSTED_ENGINES
 
+    @property
+    def takes_reference_image(self) -> bool:
+        """Image-to-video: a local Wan checkpoint whose preset conditions on a first frame (the TI2V-5B).
+        A checkpoint of unknown architecture (no preset) is not trusted with one."""
+        preset = self.wan_preset
+        return self.engine == "wan" and preset is not None and preset.image_to_video
+
 
 def default_models() -> list[ModelConfig]:
     return [ModelConfig(id="wan-tiny", engine="wan-tiny")]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -13,22 +17,45 @@ from starlette.formparsers import FormParser, MultiPartParser
 
 from vidfactory.api.errors import ApiError
 from vidfactory.api.schemas import VideoCreate
+from vidfactory.media.reference import ReferenceImage, ReferenceRefused, read_reference, reference_bytes_max
 
-__all__ = ["read_upload", "read_video_create", "upload_openapi", "video_create_openapi"]
+__all__ = ["VideoInput", "read_upload", "read_video_create", "upload_openapi", "video_create_openapi"]
 
 form_fields_max = 32
 # ASCII digits only: str.isdigit() also passes "²", which int() then refuses.
 form_integer = re.compile(r"-?[0-9]{1,12}")
+# The reference image in JSON (or as a text form field): a base64 data URL of a PNG, JPEG or WebP.
+reference_field = "input_reference"
+data_url_prefix = re.compile(r"^data:image/(png|jpeg|webp);base64,")
+data_url_chars_max = len("data:image/webp;base64,") + 4 * math.ceil(reference_bytes_max / 3)
 
+
+def _with_reference(schema: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "properties": {**schema["properties"], reference_field: reference}}
+
+
+_reference_description = ("image-to-video: the clip's first frame (PNG, JPEG or WebP; cropped to the "
+                          f"video's aspect ratio), at most {reference_bytes_max} bytes")
 video_create_openapi: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": VideoCreate.model_json_schema()},
-            "multipart/form-data": {"schema": VideoCreate.model_json_schema()},
+            "application/json": {"schema": _with_reference(VideoCreate.model_json_schema(), {
+                "type": "string", "maxLength": data_url_chars_max, "pattern": data_url_prefix.pattern,
+                "description": f"{_reference_description}, as a data URL (data:image/png;base64,...)"})},
+            # As the openai SDK sends it: a file part.
+            "multipart/form-data": {"schema": _with_reference(VideoCreate.model_json_schema(), {
+                "type": "string", "format": "binary", "description": _reference_description})},
         },
     }
 }
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    body: VideoCreate
+    fields: dict[str, Any]  # as sent, the reference image replaced by its SHA-256: the idempotency fingerprint
+    reference: ReferenceImage | None  # checked and decodable
 
 
 def upload_openapi(field: str) -> dict[str, Any]:
@@ -67,14 +94,17 @@ async def _form_fields(request: Request, content_type: str, bytes_max: int) -> d
         raise ApiError(400, "invalid_form", f"could not parse the form body: {exc}") from exc
     fields: dict[str, Any] = {}
     for name, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            # Reference images belong to image-to-video models; none configured here accepts one.
-            raise ApiError(400, "unsupported_parameter",
-                           f"{name}: the configured models generate from text only", param=name)
         if name in fields:
             # Which of two values would win is a guess; the request is ambiguous, so say so.
             raise ApiError(400, "duplicate_parameter", f"{name} is sent more than once", param=name)
+        if isinstance(value, UploadFile):
+            if name != reference_field:
+                raise ApiError(400, "unsupported_parameter", f"{name}: only {reference_field} takes a file",
+                               param=name)
+            fields[name] = await value.read()
+            continue
         fields[name] = _form_value(name, value)
+    await form.close()
     return fields
 
 
@@ -98,8 +128,7 @@ def _form_value(name: str, value: str) -> Any:
     return value
 
 
-async def read_video_create(request: Request, bytes_max: int) -> tuple[VideoCreate, dict[str, Any]]:
-    """Returns the validated request and the raw fields (for the idempotency fingerprint)."""
+async def read_video_create(request: Request, bytes_max: int) -> VideoInput:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         raw = await _read_capped(request, bytes_max)
@@ -115,8 +144,7 @@ async def read_video_create(request: Request, bytes_max: int) -> tuple[VideoCrea
         fields = await _form_fields(request, content_type, bytes_max)
     else:
         raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
-    if fields.get("input_reference") in (None, ""):
-        fields.pop("input_reference", None)
+    sent_reference = fields.pop(reference_field, None)
     # Checked here, not only in the model, so that the error names the field to fix.
     if fields.get("prompt") is None and fields.get("template") is None:
         raise ApiError(400, "invalid_value", "prompt: send a prompt, or a template with its variables",
@@ -126,11 +154,49 @@ async def read_video_create(request: Request, bytes_max: int) -> tuple[VideoCrea
     if fields.get("variables") is not None and fields.get("template") is None:
         raise ApiError(400, "invalid_value", "variables: variables belong to a template", param="variables")
     try:
-        return VideoCreate.model_validate(fields), fields
+        body = VideoCreate.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
         raise ApiError(400, "invalid_value", f"{param}: {first['msg']}", param=param) from exc
+    # An empty text field is no image (as before images were taken); an empty file is refused.
+    reference = None if sent_reference in (None, "") else _reference(sent_reference)
+    if reference is not None:
+        # The same image as a file or as a data URL is the same request.
+        fields[reference_field] = {"sha256": reference.sha256}
+    return VideoInput(body=body, fields=fields, reference=reference)
+
+
+def _reference(sent: Any) -> ReferenceImage:
+    """A multipart file's bytes, or a data URL (JSON, or a text form field)."""
+    if isinstance(sent, str):
+        sent = _data_url_bytes(sent)
+    if not isinstance(sent, bytes):
+        raise ApiError(400, "invalid_value", f"{reference_field}: send a data:image/...;base64 URL in JSON, or "
+                                             f"the image as a multipart file", param=reference_field)
+    try:
+        return read_reference(sent)
+    except ReferenceRefused as exc:
+        raise ApiError(400, "invalid_image", f"{reference_field}: {exc}", param=reference_field) from exc
+
+
+def _data_url_bytes(text: str) -> bytes:
+    if text.startswith(("http://", "https://")):
+        # Fetching a client's URL from the API would reach wherever it points (and wait on it).
+        raise ApiError(400, "invalid_value", f"{reference_field}: image URLs are not fetched; send the image "
+                                             f"itself, as a data URL or a multipart file", param=reference_field)
+    prefix = data_url_prefix.match(text)
+    if prefix is None:
+        raise ApiError(400, "invalid_value", f"{reference_field}: expected a data URL data:image/png|jpeg|webp;"
+                                             f"base64,...", param=reference_field)
+    if len(text) > data_url_chars_max:
+        raise ApiError(400, "invalid_image", f"{reference_field}: the image is over {reference_bytes_max} bytes",
+                       param=reference_field)
+    try:
+        return base64.b64decode(text[prefix.end():], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(400, "invalid_value", f"{reference_field}: the data URL is not valid base64",
+                       param=reference_field) from exc
 
 
 async def read_upload(request: Request, field: str, bytes_max: int) -> bytes:

@@ -81,6 +81,10 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
         "size": f"{job.width}x{job.height}",
         "error": error,
         "remixed_from_video_id": job.parent_id,
+        # Image-to-video: the first frame the clip starts from (the bytes' SHA-256, as uploaded).
+        "input_reference": None if job.reference_sha256 is None else {
+            "sha256": job.reference_sha256, "width": job.reference_width, "height": job.reference_height,
+            "content_type": job.reference_content_type},
         "negative_prompt": job.negative_prompt,
         "seed": job.seed,
         "metadata": job.request_metadata,

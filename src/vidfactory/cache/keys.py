@@ -41,6 +41,7 @@ class CacheSpec:
     guidance_scale: float
     negative_prompt: str
     seed: int | None
+    reference_sha256: str | None = None  # image-to-video: the first frame the clip starts from
 
 
 def _digest(value: object) -> str:
@@ -48,7 +49,13 @@ def _digest(value: object) -> str:
 
 
 def shape_key(spec: CacheSpec) -> str:
-    return _digest({"v": 1, **asdict(spec)})
+    """The reference image is part of the shape, so that even `similar` lookups (which compare prompts
+    within one shape) never serve a clip made from another image, or from none. Left out when there is
+    none, so that text-to-video keys stay what they were before images existed."""
+    fields = asdict(spec)
+    if fields["reference_sha256"] is None:
+        del fields["reference_sha256"]
+    return _digest({"v": 1, **fields})
 
 
 def fingerprint(spec: CacheSpec, prompt: str) -> str:

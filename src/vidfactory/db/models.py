@@ -246,6 +246,13 @@ class Job(Base):
     batch_item: Mapped[int | None] = mapped_column(Integer, default=None)
     ab_group: Mapped[str | None] = mapped_column(String(32), default=None)
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
+    # Image-to-video: the reference image as uploaded (this job's own copy in storage), its SHA-256 (part
+    # of the cache fingerprint), its upright size and its format. All NULL for a text-to-video job.
+    reference_key: Mapped[str | None] = mapped_column(String(300), default=None)
+    reference_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    reference_width: Mapped[int | None] = mapped_column(Integer, default=None)
+    reference_height: Mapped[int | None] = mapped_column(Integer, default=None)
+    reference_content_type: Mapped[str | None] = mapped_column(String(16), default=None)
 
     __table_args__ = (
         CheckConstraint(

@@ -29,12 +29,15 @@ from vidfactory.jobs.queue import Review, review_reason_chars_max
 from vidfactory.jobs import workers
 from vidfactory.jobs.screening import PromptScreens, screen_prompt
 from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
+from vidfactory.media.reference import ReferenceImage
 from vidfactory.notify.events import billing_event, ensure_job_secret, video_event
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
 from vidfactory.settings import ModelConfig, Settings
+from vidfactory.storage.local import LocalStorage
 from vidfactory.tenancy import Caller
 
-__all__ = ["ActiveJobsLimit", "Priced", "VideoRequest", "clean_prompt", "enqueue", "price", "price_now", "submit"]
+__all__ = ["ActiveJobsLimit", "Priced", "VideoRequest", "clean_prompt", "enqueue", "price", "price_now",
+           "reference_key", "submit"]
 
 seed_max = 2**31 - 1
 whitespace_run = re.compile(r"\s+")
@@ -69,6 +72,7 @@ class VideoRequest:
     parent_id: str | None = None
     cache: str = "exact"  # exact | similar | off
     webhook_url: str | None = None
+    reference: ReferenceImage | None = None  # image-to-video: the first frame, checked (media/reference.py)
 
 
 class ActiveJobsLimit(Exception):
@@ -98,6 +102,10 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
     if model is None:
         known = ", ".join(m.id for m in settings.models)
         raise InvalidRequest("model", f"unknown model {request.model!r}; available: {known}", code="model_not_found")
+    if request.reference is not None and not model.takes_reference_image:
+        takers = ", ".join(m.id for m in settings.models if m.takes_reference_image) or "none is configured"
+        raise InvalidRequest("input_reference", f"model {model.id} generates from text only; image-to-video "
+                                                f"models: {takers}", code="unsupported_parameter")
     shape = shape_for(model, request.size, request.seconds)
     truncation = counter_for(model).truncate(clean_prompt(request.prompt), book.prompt_tokens_max)
     warnings = list(request.warnings)
@@ -149,13 +157,20 @@ def cache_spec(priced: Priced, request: VideoRequest) -> CacheSpec:
     shape = priced.shape
     return CacheSpec(model=priced.model.id, width=shape.width, height=shape.height, num_frames=shape.num_frames,
                      fps=shape.fps, steps=priced.model.steps, guidance_scale=priced.model.guidance_scale,
-                     negative_prompt=request.negative_prompt, seed=request.seed)
+                     negative_prompt=request.negative_prompt, seed=request.seed,
+                     reference_sha256=None if request.reference is None else request.reference.sha256)
+
+
+def reference_key(tenant_id: str, job_id: str, reference: ReferenceImage) -> str:
+    """Each job keeps its own copy: deleting one video never takes another's first frame."""
+    return f"{tenant_id}/{job_id}/reference.{reference.extension}"
 
 
 def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: Priced, hold: ledger.Hold,
              job_id: str, review: Review | None, step_cache_allowed: bool) -> Job:
     shape, q = priced.shape, priced.quote
     spec = cache_spec(priced, request)
+    reference = request.reference
     return Job(
         id=job_id, tenant_id=caller.tenant_id, api_key_id=caller.api_key_id, status="queued",
         model=priced.model.id, prompt=priced.prompt,
@@ -176,7 +191,12 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
         memory_bytes_min=priced.memory_bytes_min, engine_settings={"step_cache_allowed": step_cache_allowed},
         template=request.template, variables=request.variables, enhancement=request.enhancement,
         batch_id=request.batch_id, batch_item=request.batch_item, ab_group=request.ab_group,
-        parent_id=request.parent_id)
+        parent_id=request.parent_id,
+        reference_key=None if reference is None else reference_key(caller.tenant_id, job_id, reference),
+        reference_sha256=None if reference is None else reference.sha256,
+        reference_width=None if reference is None else reference.width,
+        reference_height=None if reference is None else reference.height,
+        reference_content_type=None if reference is None else reference.content_type)
 
 
 def enqueue(session: Session, settings: Settings, caller: Caller, request: VideoRequest, priced: Priced,
@@ -217,12 +237,15 @@ def submit(
     review: Review | None = None,
     *,
     screens: PromptScreens,
+    storage: LocalStorage | None = None,
 ) -> Outcome:
     """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision.
     The prompt the model will read is screened first (`screens`): a `review` match holds the job too.
     A result-cache hit (not for a job held for review) completes the job in the same transaction, posted
-    at the price book's cache rate. Raises PromptRejected, InvalidRequest, InsufficientBalance,
-    ActiveJobsLimit, IdempotencyConflict; on any of them nothing is held or queued."""
+    at the price book's cache rate. A reference image is written to `storage` inside that transaction and
+    removed again when it does not commit. Raises PromptRejected, InvalidRequest, InsufficientBalance,
+    ActiveJobsLimit, IdempotencyConflict; on any of them nothing is held, queued or stored."""
+    assert request.reference is None or storage is not None, "a reference image needs the storage"
     if request.webhook_url is not None:
         try:
             resolve_target(request.webhook_url, parse_networks(settings.webhook_allowed_networks))
@@ -231,6 +254,7 @@ def submit(
     priced = price_now(sessions, settings, counter_for, request, caller.tenant_id)
     with sessions() as session:
         review = screen_prompt(session, screens, caller.tenant_id, priced.prompt) or review
+    stored: list[str] = []
 
     def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
         job = enqueue(session, settings, caller, request, priced, review)
@@ -245,6 +269,24 @@ def submit(
             charge = cache_hit_charge(priced.book, priced.quote.total_tokens)
             queue.complete_from_cache(session, job, hit.job_id, hit.score, charge)
             session.refresh(job)
+        if request.reference is not None and storage is not None:
+            # Last, once nothing above refused: the file exists before the job that names it commits.
+            stored.append(job.reference_key)
+            storage.put(job.reference_key, request.reference.data)
         return 202, render(session, job)
 
-    return run_once(sessions, caller.tenant_id, idempotency, hold_and_enqueue)
+    try:
+        outcome = run_once(sessions, caller.tenant_id, idempotency, hold_and_enqueue)
+    except BaseException:
+        _forget(storage, stored)
+        raise
+    if outcome.replayed:  # a concurrent request with the key won: its job, not ours, exists
+        _forget(storage, stored)
+    return outcome
+
+
+def _forget(storage: LocalStorage | None, keys: list[str]) -> None:
+    """Files written for a job that did not commit: each key names that job, so nobody else reads it."""
+    for key in keys:
+        assert storage is not None
+        storage.delete(key)

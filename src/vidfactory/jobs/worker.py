@@ -8,6 +8,7 @@ runs one Worker in its own process; `vidfactory serve` runs `workers_in_process`
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
 
+import numpy as np
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -44,6 +46,7 @@ from vidfactory.jobs import breaker, maintenance, output, queue, workers
 from vidfactory.jobs.errors import JobTimedOut, classify
 from vidfactory.jobs.output import ClipIdentity
 from vidfactory.media.errors import MediaError
+from vidfactory.media.reference import center_crop, decode_rgb
 from vidfactory.notify.alerts import raise_alert
 from vidfactory.safety.frames import FrameClassifier, nsfw_classifier, screen_frames
 from vidfactory.settings import ModelConfig, Settings
@@ -302,7 +305,8 @@ class Worker:
             prompt=job.prompt, negative_prompt=job.negative_prompt, width=job.width, height=job.height,
             num_frames=job.num_frames, fps=job.fps, num_inference_steps=job.steps,
             guidance_scale=job.guidance_scale, seed=job.seed,
-            guidance_scale_2=None if config is None else config.guidance_scale_2, memory_mode=memory_mode,
+            guidance_scale_2=None if config is None else config.guidance_scale_2,
+            image=self._reference_frame(job), memory_mode=memory_mode,
             step_cache=self.settings.step_cache if step_cache_allowed else "none",
             resume_task_id=self._remote_task_of(job))
         deadline = time.monotonic() + self.settings.job_timeout_s
@@ -338,6 +342,15 @@ class Worker:
             log.info("job %s: remote task %s recorded", job.id, task_id)
 
         return record
+
+    def _reference_frame(self, job: Job) -> np.ndarray | None:
+        """The job's reference image as RGB, cropped to the clip's aspect ratio (the engine resizes it)."""
+        if job.reference_key is None:
+            return None
+        data = self.storage.read(job.reference_key)
+        if hashlib.sha256(data).hexdigest() != job.reference_sha256:
+            raise MediaError(f"the stored reference image {job.reference_key} does not match its SHA-256")
+        return center_crop(decode_rgb(data), job.width, job.height)
 
     def _post_process(self, job: Job, lease: Lease, video: GeneratedVideo) -> None:
         try:

@@ -33,8 +33,8 @@ def screened_price(ctx: AppContext, caller: Caller, video_request: VideoRequest)
 async def create_quote(request: Request, ctx: ContextDep, caller: CallerDep) -> QuotePublic:
     """Bills (and screens) the prompt that would be generated: after the template renders and the
     enhancement runs."""
-    body, _ = await read_video_create(request, ctx.settings.upload_bytes_max)
-    video_request = await run_in_threadpool(to_video_request, ctx, caller, body)
+    sent = await read_video_create(request, ctx.settings.upload_bytes_max)
+    video_request = await run_in_threadpool(to_video_request, ctx, caller, sent)
     priced = await run_in_threadpool(screened_price, ctx, caller, video_request)
     q = priced.quote
     return QuotePublic(model=priced.model.id, price_book_version=priced.price_book_version, method=q.method,

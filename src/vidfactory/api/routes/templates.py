@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from vidfactory.api.body import VideoInput
 from vidfactory.api.context import AppContext
 from vidfactory.api.deps import CallerDep, ContextDep, SessionDep
 from vidfactory.api.errors import ApiError, not_found
@@ -78,7 +79,8 @@ def _defaults_rendered(template: Template) -> tuple[str, int | None, str | None]
 def _pre_generate(ctx: AppContext, caller: Caller, name: str) -> dict[str, Any]:
     """The template as saved, with its defaults, through the same path as `POST /v1/videos`: quoted,
     held, billed and cached like any job. Raises what a submission raises (402, 429, 400 ...)."""
-    video_request = to_video_request(ctx, caller, VideoCreate(template=name))
+    sent = VideoInput(body=VideoCreate(template=name), fields={}, reference=None)
+    video_request = to_video_request(ctx, caller, sent)
     submitted = submit(ctx.sessions, ctx.settings, ctx.counters, caller, video_request, video_object,
                        screens=ctx.screens)
     return submitted.body

@@ -10,12 +10,12 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select, tuple_
 from starlette.concurrency import run_in_threadpool
 
-from vidfactory.api.body import read_video_create, video_create_openapi
+from vidfactory.api.body import VideoInput, read_video_create, video_create_openapi
 from vidfactory.api.context import AppContext
 from vidfactory.api.deps import CallerDep, ContextDep, IdempotencyKeyHeader, SessionDep
 from vidfactory.api.errors import ApiError, checked_id, not_found
 from vidfactory.api.render import file_hashes_by_job, timestamp, video_object
-from vidfactory.api.schemas import FeedbackCreate, RegenerateCreate, RemixCreate, VideoCreate, prompt_chars_max
+from vidfactory.api.schemas import FeedbackCreate, RegenerateCreate, RemixCreate, prompt_chars_max
 from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Feedback, Job
 from vidfactory.db.types import utcnow
@@ -23,6 +23,7 @@ from vidfactory.jobs import queue
 from vidfactory.idempotency import fingerprint
 from vidfactory.jobs.prompting import PromptRequest, resolve_prompt
 from vidfactory.jobs.submit import VideoRequest, submit
+from vidfactory.media.reference import ReferenceImage, read_reference
 from vidfactory.tenancy import Caller
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -30,8 +31,9 @@ router = APIRouter(prefix="/v1/videos", tags=["videos"])
 page_size_max = 100
 
 
-def to_video_request(ctx: AppContext, caller: Caller, body: VideoCreate) -> VideoRequest:
+def to_video_request(ctx: AppContext, caller: Caller, sent: VideoInput) -> VideoRequest:
     """Render the template and enhance the prompt, as asked (reads templates; may call the LLM)."""
+    body = sent.body
     resolved = resolve_prompt(ctx.sessions, ctx.settings, caller.tenant_id,
                               PromptRequest(prompt=body.prompt, template=body.template, variables=body.variables,
                                             enhance=body.enhance_prompt), prompt_chars_max)
@@ -40,7 +42,8 @@ def to_video_request(ctx: AppContext, caller: Caller, body: VideoCreate) -> Vide
                         size=body.size or resolved.size, negative_prompt=body.negative_prompt, seed=body.seed,
                         metadata=dict(body.metadata), cache=body.cache, webhook_url=body.webhook_url,
                         user_prompt=resolved.user_prompt, template=resolved.template,
-                        variables=resolved.variables, enhancement=resolved.enhancement, warnings=resolved.warnings)
+                        variables=resolved.variables, enhancement=resolved.enhancement, warnings=resolved.warnings,
+                        reference=sent.reference)
 
 
 def _text(seconds: int | None) -> str | None:
@@ -62,13 +65,13 @@ async def create_video(
     request: Request, ctx: ContextDep, caller: CallerDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
-    body, fields = await read_video_create(request, ctx.settings.upload_bytes_max)
-    video_request = await run_in_threadpool(to_video_request, ctx, caller, body)
+    sent = await read_video_create(request, ctx.settings.upload_bytes_max)
+    video_request = await run_in_threadpool(to_video_request, ctx, caller, sent)
     idempotency = None
     if idempotency_key is not None:
-        idempotency = (idempotency_key, fingerprint("/v1/videos", fields))
+        idempotency = (idempotency_key, fingerprint("/v1/videos", sent.fields))
     submitted = await run_in_threadpool(submit, ctx.sessions, ctx.settings, ctx.counters, caller, video_request,
-                                        video_object, idempotency, screens=ctx.screens)
+                                        video_object, idempotency, screens=ctx.screens, storage=ctx.storage)
     headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
     return JSONResponse(submitted.body, status_code=submitted.status_code, headers=headers)
 
@@ -129,6 +132,8 @@ def delete_video(video_id: str, ctx: ContextDep, caller: CallerDep) -> dict[str,
     for asset in assets:
         if asset.storage_key not in kept:
             ctx.storage.delete(asset.storage_key)
+    if job.reference_key is not None:  # the job's own copy (see jobs/submit.py reference_key)
+        ctx.storage.delete(job.reference_key)
     return {"id": video_id, "object": "video.deleted", "deleted": True}
 
 
@@ -150,12 +155,21 @@ def download_content(
                              "X-Content-SHA256": asset.sha256})
 
 
+def parent_reference(ctx: AppContext, parent: Job) -> ReferenceImage | None:
+    """The parent's reference image, read back from its stored copy (the child stores its own)."""
+    if parent.reference_key is None:
+        return None
+    reference = read_reference(ctx.storage.read(parent.reference_key))
+    assert reference.sha256 == parent.reference_sha256, f"video {parent.id}: its reference image changed"
+    return reference
+
+
 def regenerated_request(ctx: AppContext, caller: Caller, parent: Job, body: RegenerateCreate) -> VideoRequest:
-    """The parent's settings with a new seed, or with an edited prompt (then the parent's seed, unless
-    one is given, so that the prompt is the only change)."""
+    """The parent's settings (its reference image too) with a new seed, or with an edited prompt (then the
+    parent's seed, unless one is given, so that the prompt is the only change)."""
     common = dict(model=parent.model, seconds=str(parent.seconds), size=f"{parent.width}x{parent.height}",
                   negative_prompt=parent.negative_prompt, metadata=dict(parent.request_metadata),
-                  parent_id=parent.id)
+                  parent_id=parent.id, reference=parent_reference(ctx, parent))
     if body.prompt is None:
         return VideoRequest(prompt=parent.prompt, user_prompt=parent.user_prompt, template=parent.template,
                             variables=parent.variables, enhancement=parent.enhancement, seed=body.seed, **common)
@@ -175,7 +189,7 @@ async def _regenerate(video_id: str, body: RegenerateCreate, ctx: AppContext, ca
     if idempotency_key is not None:
         idempotency = (idempotency_key, fingerprint(path.format(video_id=video_id), body.model_dump()))
     submitted = await run_in_threadpool(submit, ctx.sessions, ctx.settings, ctx.counters, caller, video_request,
-                                        video_object, idempotency, screens=ctx.screens)
+                                        video_object, idempotency, screens=ctx.screens, storage=ctx.storage)
     headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
     return JSONResponse(submitted.body, status_code=submitted.status_code, headers=headers)
 
