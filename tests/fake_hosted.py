@@ -3,12 +3,16 @@ Alibaba Cloud Model Studio's Wan video synthesis (DashScope async tasks) and Ope
 
 Scriptable failures: `fail_next` answers the next N requests on a path with a status (and Retry-After),
 `hang_next` stalls them; `outcome` decides how the next task ends (succeeded, failed, cancelled, or never).
-Every request is recorded in `requests` (method, path, headers, JSON body); `tasks_created` counts the
-tasks the service would bill for; `add_task` plants one in a given state (an earlier attempt's).
+Every request is recorded in `requests` (method, path, headers, body: the JSON, or a multipart form's
+fields as a dict, files as bytes); `tasks_created` counts the tasks the service would bill for;
+`add_task` plants one in a given state (an earlier attempt's).
 """
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
+import io
 import json
 import threading
 import time
@@ -18,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from vidfactory.media.encode import encode_mp4
 
@@ -61,6 +66,17 @@ class Task:
     polls: int = 0
     failure_code: str = "InternalError"
     extend: bool = False  # dashscope prompt_extend: the service rewrites the prompt
+
+
+def _form(content_type: str, raw: bytes) -> dict[str, Any]:
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        payload = part.get_payload(decode=True)
+        fields[part.get_param("name", header="content-disposition")] = (
+            payload if part.get_filename() else payload.decode())
+    return fields
 
 
 class _FakeService:
@@ -118,7 +134,11 @@ class _FakeService:
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw else None
+        content_type = handler.headers.get("Content-Type", "")
+        if content_type.startswith("multipart/form-data"):
+            body: Any = _form(content_type, raw)
+        else:
+            body = json.loads(raw) if raw else None
         with self.lock:
             self.requests.append(Recorded(method, handler.path, dict(handler.headers), body))
             fault = next((f for f in self.faults if f.path_part in handler.path), None)
@@ -259,6 +279,11 @@ class FakeOpenAIVideo(_FakeService):
         if method == "POST" and path == "/v1/videos":
             if not (body or {}).get("prompt") or "x" not in str(body.get("size", "")):
                 return 400, {"error": {"code": "invalid_value", "message": "prompt and size required"}}
+            if "input_reference" in body:
+                width, height = Image.open(io.BytesIO(body["input_reference"])).size
+                if f"{width}x{height}" != body["size"]:  # as OpenAI: the image must match the video's size
+                    return 400, {"error": {"code": "invalid_value",
+                                           "message": "input_reference must match the requested size"}}
             task = self._new_task(body["prompt"])
             return 200, self._video(task, body)
         parts = path.removeprefix("/v1/videos/").split("/")

@@ -12,6 +12,8 @@ generation seldom draws are pinned in test_inputs_that_once_failed.
 
 from __future__ import annotations
 
+import base64
+import io
 from collections import Counter
 
 import hypothesis.strategies as st
@@ -20,6 +22,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
+from PIL import Image
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
@@ -171,9 +174,18 @@ def test_fuzz(fuzz_target, method, path, media_type, mode):
     assert_charged_only_for_jobs(sessions, tenant.id)
 
 
+def _png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (width, height)).save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
 # Inputs that once answered 500 and that random generation reaches rarely or never: NUL in ids and stored
 # text (PostgreSQL refuses it), nesting deeper than the JSON parser recurses, non-ASCII digits, repeats.
 nul = "a\x00b"
+png = _png(32, 32)
+png_base64 = base64.b64encode(png).decode()
+bomb_base64 = base64.b64encode(_png(5000, 5000)).decode()  # 25 million pixels in a few kB
 deep = "[" * 100_000
 invalid = "invalid_value"
 credits = "/v1/admin/tenants/{tenant}/credits"
@@ -234,6 +246,22 @@ edge_cases = [
     ("PUT", "/v1/admin/tenants/{tenant}/brand", {"json": {"text": nul}}, 400, invalid),
     ("PUT", "/v1/admin/tenants/{tenant}/brand", {"json": {"logo_png_base64": "aGVsbG8="}}, 400, invalid),
     ("POST", "/v1/videos", {"json": {"prompt": "c0caine"}}, 400, "content_policy"),
+    # Reference images (image-to-video): the fuzzed app's wan-tiny takes none, and bad files say why.
+    ("POST", "/v1/videos", {"data": {"prompt": "x"}, "files": {"input_reference": ("a.png", png, "image/png")}},
+     400, "unsupported_parameter"),
+    ("POST", "/v1/quotes", {"json": {"prompt": "x", "input_reference": f"data:image/png;base64,{png_base64}"}},
+     400, "unsupported_parameter"),
+    ("POST", "/v1/videos", {"data": {"prompt": "x"}, "files": {"input_reference": ("a.png", b"", "image/png")}},
+     400, "invalid_image"),
+    ("POST", "/v1/videos", {"data": {"prompt": "x"}, "files": [("input_reference", ("a.png", png, "image/png")),
+                                                               ("input_reference", ("b.png", png, "image/png"))]},
+     400, "invalid_form"),
+    ("POST", "/v1/videos", {"json": {"prompt": "x", "input_reference": f"data:image/png;base64,{bomb_base64}"}},
+     400, "invalid_image"),
+    ("POST", "/v1/videos", {"json": {"prompt": "x", "input_reference": "data:image/png;base64," + nul}}, 400,
+     invalid),
+    ("POST", "/v1/videos", {"json": {"prompt": "x", "input_reference": {"url": deep}}}, 400, invalid),
+    ("POST", "/v1/quotes", {"data": {"prompt": "x", "input_reference": "file:///etc/passwd"}}, 400, invalid),
 ]
 
 

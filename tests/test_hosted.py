@@ -4,14 +4,17 @@ Wan video synthesis and OpenAI's /v1/videos. Success, retries (429 + Retry-After
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from dataclasses import replace
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from fake_hosted import FakeDashScope, FakeOpenAIVideo, api_key
-from vidfactory.engines.base import GenerationCancelled, GenerationRequest
+from vidfactory.engines.base import GenerationCancelled, GenerationRequest, InvalidInput
 from vidfactory.engines.dashscope import DashScopeEngine
 from vidfactory.engines.hosted import HostedFailed, HostedRejected, HostedTimeout, HostedUnavailable
 from vidfactory.engines.openai_video import OpenAIVideoEngine
@@ -210,6 +213,30 @@ def test_openai_video_protocol_end_to_end(openai_server):
     assert content.headers["Authorization"] == f"Bearer {api_key}"  # same server: the key goes along
     assert video.metadata["task_id"] in openai_server.tasks and video.metadata["engine"] == "openai-video"
     assert (30, 100) in progress  # the server's own progress is passed on
+
+
+def test_openai_video_sends_a_reference_image_as_the_sdk_does(openai_server):
+    image = np.zeros((32, 32, 3), np.uint8)  # cropped to the video's 1:1 by the worker, still smaller
+    image[:16] = (255, 0, 0)  # red over blue
+    image[16:] = (0, 0, 255)
+    engine = OpenAIVideoEngine("remote-wan", config(openai_server))
+    video = engine.generate(replace(request, image=image), lambda done, total: None, never)
+    assert video.frames.shape == (5, 64, 64, 3)
+    create = openai_server.calls("POST", "/v1/videos")[0]
+    assert create.headers["Content-Type"].startswith("multipart/form-data")
+    sent = Image.open(io.BytesIO(create.body.pop("input_reference")))
+    assert (sent.format, sent.size) == ("PNG", (64, 64))  # at the video's size, as OpenAI requires
+    assert sent.getpixel((32, 8)) == (255, 0, 0) and sent.getpixel((32, 56)) == (0, 0, 255)
+    assert create.body == {"model": "wan2.2-t2v-plus", "prompt": "a lantern on a lake", "seconds": "1",
+                           "size": "64x64", "seed": "7", "negative_prompt": "blur"}
+
+
+def test_dashscope_refuses_a_reference_image(dashscope):
+    engine = DashScopeEngine("wan-hosted", config(dashscope))
+    with pytest.raises(InvalidInput, match="takes no reference image"):
+        engine.generate(replace(request, image=np.zeros((64, 64, 3), np.uint8)), lambda done, total: None,
+                        never)
+    assert dashscope.requests == []
 
 
 def test_openai_video_without_extensions_sends_only_openai_fields(openai_server):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,16 @@ from vidfactory.db.session import make_engine
 from vidfactory.engines.presets import PRESETS
 from vidfactory.engines.registry import load_engine
 from vidfactory.engines.tiny import ensure_tiny_model
+from vidfactory.jobs.submit import VideoRequest, submit
 from vidfactory.jobs.worker import Worker
+from vidfactory.media.reference import read_reference
 from vidfactory.settings import ModelConfig
+from vidfactory.tenancy import authenticate
 
 from conftest import assert_ledger_clean, make_settings, new_tenant
+from fake_hosted import FakeDashScope, FakeOpenAIVideo, api_key
+from fixtures_models import tiny_model_dir  # noqa: F401  (fixture)
+from vidfactory.settings import HostedConfig
 
 reference_columns = {"reference_key", "reference_sha256", "reference_width", "reference_height",
                      "reference_content_type"}
@@ -41,8 +48,8 @@ def ti2v_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def client(tmp_path, database_url, models_dir, ti2v_dir):
     # 1 s at 4 fps: 5 frames; 128 px is the 5B's smallest side (multiples of 32).
-    ti2v = ModelConfig(id="ti2v", engine="wan", preset="wan2.2-ti2v-5b", path=str(ti2v_dir), default_size="128x128",
-                       default_seconds=1, fps=4, steps=2)
+    ti2v = ModelConfig(id="ti2v", engine="wan", preset="wan2.2-ti2v-5b", path=str(ti2v_dir),
+                       default_size="128x128", default_seconds=1, fps=4, steps=2)
     settings = make_settings(tmp_path, database_url, models_dir,
                              models=[ti2v, ModelConfig(id="wan-tiny", engine="wan-tiny")])
     with TestClient(create_app(settings, workers=0)) as test_client:
@@ -212,8 +219,8 @@ def test_a_quote_prices_an_image_request_like_text_and_refuses_it_for_text_model
     image = client.post("/v1/quotes", headers=tenant.headers, data={"model": "ti2v", "prompt": "a cat"},
                         files={"input_reference": ("a.png", picture(1), "image/png")})
     assert image.status_code == 200 and image.json()["total_tokens"] == text["total_tokens"]
-    refused = client.post("/v1/quotes", headers=tenant.headers,
-                          json={"prompt": "a cat", "model": "wan-tiny", "input_reference": data_url(picture(1))})
+    refused = client.post("/v1/quotes", headers=tenant.headers, json={
+        "prompt": "a cat", "model": "wan-tiny", "input_reference": data_url(picture(1))})
     assert refused.status_code == 400 and error_of(refused)["param"] == "input_reference"
     assert stored_references(ctx) == []
 
@@ -223,6 +230,44 @@ def test_a_submission_that_fails_leaves_no_file(client, ctx):
     response = upload(client, poor, picture(1))
     assert response.status_code == 402
     assert stored_references(ctx) == []
+
+
+def test_a_transaction_that_does_not_commit_takes_its_file_with_it(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=100_000)
+    with ctx.sessions() as session:
+        caller = authenticate(session, tenant.key)
+
+    def render_fails(session, job):  # after the file is written, before the commit
+        raise RuntimeError("the response could not be rendered")
+
+    request = VideoRequest(prompt="a lantern on a lake", model="ti2v", reference=read_reference(picture(1)))
+    with pytest.raises(RuntimeError, match="could not be rendered"):
+        submit(ctx.sessions, ctx.settings, ctx.counters, caller, request, render_fails, screens=ctx.screens,
+               storage=ctx.storage)
+    assert stored_references(ctx) == []
+    assert balance(client, tenant)["available"] == 100_000
+    assert client.get("/v1/videos", headers=tenant.headers).json()["data"] == []
+
+
+def test_racing_retries_of_one_upload_make_one_video_and_keep_one_file(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=100_000)
+    image, start = picture(7), threading.Barrier(4)
+    answers: list[dict] = []
+
+    def post() -> None:
+        start.wait()
+        response = upload(client, tenant, image, headers={"Idempotency-Key": "retry-storm"})
+        assert response.status_code == 202, response.text
+        answers.append(response.json())
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({answer["id"] for answer in answers}) == 1 and len(answers) == 4
+    assert [p.parent.name for p in stored_references(ctx)] == [answers[0]["id"]]
+    assert balance(client, tenant)["pending"] == answers[0]["usage"]["total_tokens"]
 
 
 def test_the_cache_never_serves_a_clip_of_another_image_or_of_none(client, ctx):
@@ -263,6 +308,40 @@ def test_regenerate_and_remix_start_from_the_parents_image(client, ctx):
     expected = np.asarray(Image.open(io.BytesIO(picture(5))).convert("RGB"))[:, 32:160]
     assert all(np.array_equal(request.image, expected) for request, _ in recorder.runs)
     assert_ledger_clean(ctx.sessions)
+
+
+def test_an_openai_compatible_server_is_sent_the_image_and_dashscope_is_refused_it(
+        tmp_path, database_url, models_dir, tiny_model_dir):  # noqa: F811
+    remote, dashscope = FakeOpenAIVideo(), FakeDashScope()
+
+    def hosted(engine: str, service) -> ModelConfig:
+        config = HostedConfig(base_url=service.base_url, api_key=api_key, remote_model="wan2.2-i2v",
+                              poll_interval_s=0.01, task_timeout_s=5.0, request_timeout_s=2.0)
+        return ModelConfig(id=engine, engine=engine, path=str(tiny_model_dir), default_size="64x64",
+                           default_seconds=1, fps=8, hosted=config)
+
+    settings = make_settings(tmp_path, database_url, models_dir,
+                             models=[hosted("openai-video", remote), hosted("dashscope", dashscope)])
+    try:
+        with TestClient(create_app(settings, workers=0)) as client:
+            ctx = client.app.state.ctx
+            tenant = new_tenant(ctx.sessions, tokens=100_000)
+            refused = upload(client, tenant, picture(6), model="dashscope")
+            assert refused.status_code == 400 and error_of(refused)["code"] == "unsupported_parameter"
+            video = upload(client, tenant, picture(6), model="openai-video").json()
+            Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="hosted-worker").run_once()
+            done = client.get(f"/v1/videos/{video['id']}", headers=tenant.headers).json()
+            assert done["status"] == "completed", done["error"]
+            sent = Image.open(io.BytesIO(remote.calls("POST", "/v1/videos")[0].body["input_reference"]))
+            # The 192×128 upload's centre 128×128, at the video's 64×64.
+            crop = Image.open(io.BytesIO(picture(6))).convert("RGB").crop((32, 0, 160, 128))
+            expected = np.asarray(crop.resize((64, 64), Image.Resampling.LANCZOS), dtype=float)
+            assert sent.size == (64, 64) and np.abs(np.asarray(sent.convert("RGB")) - expected).mean() < 1
+            assert dashscope.requests == []
+            assert_ledger_clean(ctx.sessions)
+    finally:
+        remote.close()
+        dashscope.close()
 
 
 def test_the_migration_adds_and_removes_the_reference_columns(database_url):

@@ -106,8 +106,12 @@ class ModelConfig(BaseModel):
 
     @property
     def takes_reference_image(self) -> bool:
-        """Image-to-video: a local Wan checkpoint whose preset conditions on a first frame (the TI2V-5B).
-        A checkpoint of unknown architecture (no preset) is not trusted with one."""
+        """Image-to-video: a local Wan checkpoint whose preset conditions on a first frame (the TI2V-5B),
+        or an OpenAI-compatible server, which is sent the image as OpenAI's `input_reference` (a server
+        that cannot use one refuses the job, which is then voided). A local checkpoint of unknown
+        architecture (no preset) is not trusted with one; DashScope's image-to-video is other models."""
+        if self.engine == "openai-video":
+            return True
         preset = self.wan_preset
         return self.engine == "wan" and preset is not None and preset.image_to_video
 

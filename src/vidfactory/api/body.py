@@ -40,8 +40,10 @@ video_create_openapi: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
+            # Empty or null: no image, as for the other optional fields.
             "application/json": {"schema": _with_reference(VideoCreate.model_json_schema(), {
-                "type": "string", "maxLength": data_url_chars_max, "pattern": data_url_prefix.pattern,
+                "anyOf": [{"type": "string", "maxLength": data_url_chars_max, "pattern": data_url_prefix.pattern},
+                          {"type": "string", "maxLength": 0}, {"type": "null"}],
                 "description": f"{_reference_description}, as a data URL (data:image/png;base64,...)"})},
             # As the openai SDK sends it: a file part.
             "multipart/form-data": {"schema": _with_reference(VideoCreate.model_json_schema(), {
@@ -54,7 +56,7 @@ video_create_openapi: dict[str, Any] = {
 @dataclass(frozen=True)
 class VideoInput:
     body: VideoCreate
-    fields: dict[str, Any]  # as sent, the reference image replaced by its SHA-256: the idempotency fingerprint
+    fields: dict[str, Any]  # as sent, the image replaced by its SHA-256: the idempotency fingerprint
     reference: ReferenceImage | None  # checked and decodable
 
 
@@ -172,8 +174,8 @@ def _reference(sent: Any) -> ReferenceImage:
     if isinstance(sent, str):
         sent = _data_url_bytes(sent)
     if not isinstance(sent, bytes):
-        raise ApiError(400, "invalid_value", f"{reference_field}: send a data:image/...;base64 URL in JSON, or "
-                                             f"the image as a multipart file", param=reference_field)
+        raise ApiError(400, "invalid_value", f"{reference_field}: send a data:image/...;base64 URL in JSON, "
+                                             "or the image as a multipart file", param=reference_field)
     try:
         return read_reference(sent)
     except ReferenceRefused as exc:
@@ -183,15 +185,16 @@ def _reference(sent: Any) -> ReferenceImage:
 def _data_url_bytes(text: str) -> bytes:
     if text.startswith(("http://", "https://")):
         # Fetching a client's URL from the API would reach wherever it points (and wait on it).
-        raise ApiError(400, "invalid_value", f"{reference_field}: image URLs are not fetched; send the image "
-                                             f"itself, as a data URL or a multipart file", param=reference_field)
+        raise ApiError(400, "invalid_value", f"{reference_field}: image URLs are not fetched; send the "
+                                             "image itself, as a data URL or a multipart file",
+                       param=reference_field)
     prefix = data_url_prefix.match(text)
     if prefix is None:
-        raise ApiError(400, "invalid_value", f"{reference_field}: expected a data URL data:image/png|jpeg|webp;"
-                                             f"base64,...", param=reference_field)
+        raise ApiError(400, "invalid_value", f"{reference_field}: expected a data URL "
+                                             "data:image/png|jpeg|webp;base64,...", param=reference_field)
     if len(text) > data_url_chars_max:
-        raise ApiError(400, "invalid_image", f"{reference_field}: the image is over {reference_bytes_max} bytes",
-                       param=reference_field)
+        raise ApiError(400, "invalid_image", f"{reference_field}: the image is over {reference_bytes_max} "
+                                             "bytes", param=reference_field)
     try:
         return base64.b64decode(text[prefix.end():], validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -18,6 +18,7 @@ from vidfactory.engines.base import (
     GeneratedVideo,
     GenerationCancelled,
     GenerationRequest,
+    InvalidInput,
     ProgressCallback,
     RemoteTaskCallback,
 )
@@ -60,6 +61,10 @@ class DashScopeEngine:
     ) -> GeneratedVideo:
         # 1. Check the request, and that nobody cancelled it before a remote task costs anything.
         check_request(request)
+        if request.image is not None:
+            # DashScope's image-to-video is other models at another URL: never drop the image silently.
+            raise InvalidInput(f"{self.model_id}: this DashScope text-to-video model takes no reference "
+                               "image")
         on_progress(0, 100)
         if is_cancelled():
             raise GenerationCancelled("cancelled before the remote task was created")

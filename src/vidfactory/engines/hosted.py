@@ -173,9 +173,15 @@ class HostedClient:
         self._downloads.close()
 
     def request_json(self, method: str, path: str, what: str, *, json: dict[str, Any] | None = None,
-                     headers: dict[str, str] | None = None) -> dict[str, Any]:
+                     headers: dict[str, str] | None = None, form: dict[str, str] | None = None,
+                     files: dict[str, tuple[str, bytes, str]] | None = None) -> dict[str, Any]:
+        """Sends `json`, or `form` fields and `files` as multipart/form-data (name: (filename, bytes,
+        content type)); answers the JSON object the service returned."""
+        assert json is None or (form is None and files is None), "a JSON body or a form, not both"
+
         def attempt() -> dict[str, Any]:
-            response = self._send(self._http, method, path, what, json=json, headers=headers)
+            response = self._send(self._http, method, path, what, json=json, headers=headers, data=form,
+                                  files=files)
             _raise_for_status(response, what)
             try:
                 body = response.json()

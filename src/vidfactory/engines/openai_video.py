@@ -1,6 +1,8 @@
 """Any OpenAI-compatible video server (vLLM-Omni, SGLang Diffusion, another vidfactory) via `/v1/videos`.
 
-1. POST {base_url}/videos {"model", "prompt", "seconds", "size"} -> a video object {"id", "status": "queued"}
+1. POST {base_url}/videos {"model", "prompt", "seconds", "size"} -> a video object {"id", "status": "queued"};
+   with a reference image, the same fields as multipart/form-data and the image as the file
+   `input_reference` (a PNG at exactly the video's size, as OpenAI requires)
 2. GET {base_url}/videos/{id} until status is completed or failed (through queued, in_progress;
    `progress` 0–100 is passed on); failed carries {"error": {"code", "message"}}.
 3. GET {base_url}/videos/{id}/content -> the MP4 (with the API key: it is the same server).
@@ -11,7 +13,11 @@ DELETE {base_url}/videos/{id}, OpenAI's way to discard a video.
 
 from __future__ import annotations
 
+import io
 from typing import Any
+
+import numpy as np
+from PIL import Image
 
 from vidfactory.engines.base import (
     CancelCheck,
@@ -63,8 +69,7 @@ class OpenAIVideoEngine:
         # 2. Resume an earlier attempt's video, or create one and report it before waiting on it.
         video_id = resumable_task(request, self._poll)
         if video_id is None:
-            created = self.client.request_json("POST", "/videos", "openai-video create",
-                                               json=self._body(request))
+            created = self._create(request)
             video_id = remote_id(created.get("id"), "openai-video create")
             record_task(video_id, on_remote_task, lambda: self._cancel(video_id))
         metadata: dict[str, Any] = {"engine": "openai-video", "remote_model": self.config.remote_model,
@@ -77,6 +82,15 @@ class OpenAIVideoEngine:
         except HostedError as exc:
             exc.metadata = {**metadata, **exc.metadata}
             raise
+
+    def _create(self, request: GenerationRequest) -> dict[str, Any]:
+        if request.image is None:
+            return self.client.request_json("POST", "/videos", "openai-video create",
+                                            json=self._body(request))
+        form = {name: str(value) for name, value in self._body(request).items()}
+        reference = ("reference.png", _png_at(request.image, request.width, request.height), "image/png")
+        return self.client.request_json("POST", "/videos", "openai-video create", form=form,
+                                        files={"input_reference": reference})
 
     def _body(self, request: GenerationRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.config.remote_model, "prompt": request.prompt,
@@ -116,3 +130,11 @@ class OpenAIVideoEngine:
         data = self.client.request_bytes(f"/videos/{video_id}/content", "openai-video download",
                                          authenticated=True)
         return decode_clip(data, "openai-video content", metadata)
+
+
+def _png_at(image: np.ndarray, width: int, height: int) -> bytes:
+    """The first frame as a PNG of exactly the video's size (the worker cropped it to the aspect ratio)."""
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3, (image.dtype, image.shape)
+    out = io.BytesIO()
+    Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS).save(out, format="PNG")
+    return out.getvalue()

@@ -73,7 +73,8 @@ def _open(data: bytes) -> Image.Image:
         raise ReferenceRefused(f"the image is {width}x{height} px; at most {reference_side_max_px} px a side "
                                f"and {reference_pixels_max} pixels")
     if min(width, height) < reference_side_min_px:
-        raise ReferenceRefused(f"the image is {width}x{height} px; at least {reference_side_min_px} px a side")
+        raise ReferenceRefused(f"the image is {width}x{height} px; at least {reference_side_min_px} px "
+                               "a side")
     # One still frame is the first frame of the clip; which frame of an animation was meant is a guess.
     if getattr(image, "n_frames", 1) > 1:
         raise ReferenceRefused("an animated image: send one still frame")
@@ -88,8 +89,8 @@ def read_reference(data: bytes) -> ReferenceImage:
         rgb = _to_rgb(image)
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for truncated and corrupt files
         raise ReferenceRefused(f"the image cannot be decoded: {exc}") from exc
-    return ReferenceImage(data=data, sha256=hashlib.sha256(data).hexdigest(), width=rgb.width, height=rgb.height,
-                          content_type=content_type)
+    return ReferenceImage(data=data, sha256=hashlib.sha256(data).hexdigest(), width=rgb.width,
+                          height=rgb.height, content_type=content_type)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

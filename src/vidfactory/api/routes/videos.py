@@ -42,8 +42,8 @@ def to_video_request(ctx: AppContext, caller: Caller, sent: VideoInput) -> Video
                         size=body.size or resolved.size, negative_prompt=body.negative_prompt, seed=body.seed,
                         metadata=dict(body.metadata), cache=body.cache, webhook_url=body.webhook_url,
                         user_prompt=resolved.user_prompt, template=resolved.template,
-                        variables=resolved.variables, enhancement=resolved.enhancement, warnings=resolved.warnings,
-                        reference=sent.reference)
+                        variables=resolved.variables, enhancement=resolved.enhancement,
+                        warnings=resolved.warnings, reference=sent.reference)
 
 
 def _text(seconds: int | None) -> str | None:
