@@ -98,7 +98,7 @@ def fuzz_target(tmp_path, database_url, models_dir):
             batch = client.post("/v1/batches", headers=auth,
                                 json={"template": "fuzz", "variables": {"thing": ["fox", "owl"]}})
         assert (video.status_code, template.status_code, batch.status_code) == (202, 201, 202), batch.text
-        real_ids = {"video_id": video.json()["id"], "tenant_id": tenant.id, "name": "fuzz",
+        real_ids = {"video_id": video.json()["id"], "tenant_id": tenant.id, "name": "fuzz", "plan_id": "pro",
                     "batch_id": batch.json()["id"], "endpoint_id": endpoint.json()["id"]}
         assert endpoint.status_code == 201, endpoint.text
         yield schema, sessions, tenant, real_ids
@@ -262,6 +262,10 @@ edge_cases = [
      invalid),
     ("POST", "/v1/videos", {"json": {"prompt": "x", "input_reference": {"url": deep}}}, 400, invalid),
     ("POST", "/v1/quotes", {"data": {"prompt": "x", "input_reference": "file:///etc/passwd"}}, 400, invalid),
+    ("GET", "/v1/admin/plans/a%00b", {}, 404, "not_found"),
+    ("PATCH", "/v1/admin/plans/a%00b", {"json": {"priority": 1}}, 404, "not_found"),
+    ("PATCH", "/v1/admin/plans/pro", {"json": {"priority": True}}, 400, invalid),
+    ("POST", "/v1/admin/plans", {"json": {"id": nul}}, 400, invalid),
 ]
 
 

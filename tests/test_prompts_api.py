@@ -395,7 +395,7 @@ def test_feedback_and_the_preference_export(client, ctx):
     bad = client.post(f"/v1/videos/{parent['id']}/feedback", headers=tenant.headers, json={"rating": "meh"})
     assert bad.status_code == 400 and error_of(bad)["param"] == "rating"
 
-    assert client.get("/v1/admin/preferences.jsonl", headers=tenant.headers).status_code == 401
+    assert client.get("/v1/admin/preferences.jsonl", headers=tenant.headers).status_code == 403
     export = client.get("/v1/admin/preferences.jsonl", headers=admin)
     assert export.status_code == 200 and export.headers["content-type"].startswith("application/jsonl")
     lines = [json.loads(line) for line in export.text.splitlines()]

@@ -136,8 +136,8 @@ def test_tenant_cancels_a_clip_waiting_for_review(client, ctx):
 def test_review_routes_need_the_admin_token_and_known_videos(client, ctx):
     tenant = new_tenant(ctx.sessions, tokens=10_000)
     job_id = submit_for_review(ctx, tenant)
-    assert client.get("/v1/admin/reviews", headers=tenant.headers).status_code == 401
-    assert client.post(f"/v1/admin/reviews/{job_id}/approve", headers=tenant.headers).status_code == 401
+    assert client.get("/v1/admin/reviews", headers=tenant.headers).status_code == 403
+    assert client.post(f"/v1/admin/reviews/{job_id}/approve", headers=tenant.headers).status_code == 403
     assert client.post("/v1/admin/reviews/video_nope/approve", headers=admin).status_code == 404
     plain = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a fox", **small}).json()
     not_held = client.post(f"/v1/admin/reviews/{plain['id']}/approve", headers=admin)

@@ -6,8 +6,10 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import audit, ledger
@@ -17,18 +19,24 @@ from vidfactory.settings import Settings
 
 __all__ = [
     "Caller",
+    "InvalidPlan",
+    "PlanExists",
     "TenancyError",
     "TenantExists",
     "authenticate",
     "create_key",
+    "create_plan",
     "create_tenant",
     "ensure_admin_token",
     "default_plans",
     "ensure_plans",
     "find_tenant",
     "hash_key",
+    "plan_fields",
+    "plans_with_tenants",
     "revoke_key",
     "revoke_keys",
+    "update_plan",
 ]
 
 key_prefix = "vf_"
@@ -41,6 +49,23 @@ class TenancyError(Exception):
 
 class TenantExists(TenancyError):
     pass
+
+
+class PlanExists(TenancyError):
+    pass
+
+
+class InvalidPlan(TenancyError):
+    """Limits that contradict each other; `param` names the field to change."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+# What an admin may set on a plan (its id is fixed: tenants refer to it).
+plan_fields = ("priority", "requests_per_minute", "tenant_requests_per_minute", "concurrent_jobs",
+               "active_jobs_max", "step_cache_allowed")
 
 
 def default_plans() -> list[Plan]:
@@ -59,6 +84,64 @@ def ensure_plans(session: Session) -> None:
         if session.get(Plan, plan.id) is None:
             session.add(plan)
     session.flush()
+
+
+def _check_plan(limits: dict[str, Any]) -> None:
+    if limits["active_jobs_max"] < limits["concurrent_jobs"]:
+        raise InvalidPlan(f"active_jobs_max ({limits['active_jobs_max']}) must be at least concurrent_jobs "
+                          f"({limits['concurrent_jobs']}): running jobs count as active", "active_jobs_max")
+
+
+def plans_with_tenants(session: Session, plan_id: str | None = None) -> list[tuple[Plan, int]]:
+    """Every plan (or the one named), by id, with how many tenants it has."""
+    counts = (select(Tenant.plan_id, func.count().label("tenants")).group_by(Tenant.plan_id).subquery())
+    query = (select(Plan, func.coalesce(counts.c.tenants, 0)).outerjoin(counts, counts.c.plan_id == Plan.id)
+             .order_by(Plan.id))
+    if plan_id is not None:
+        query = query.where(Plan.id == plan_id)
+    return [(plan, int(tenants)) for plan, tenants in session.execute(query)]
+
+
+def create_plan(session: Session, plan_id: str, limits: dict[str, Any],
+                actor: str = audit.system_actor) -> Plan:
+    """A new plan with every limit set (audited)."""
+    assert set(limits) == set(plan_fields), f"a plan needs exactly {plan_fields}"
+    if session.get(Plan, plan_id) is not None:
+        raise PlanExists(f"plan {plan_id!r} already exists")
+    _check_plan(limits)
+    plan = Plan(id=plan_id, **limits)
+    session.add(plan)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # another admin created it meanwhile; the caller's transaction rolls back
+        raise PlanExists(f"plan {plan_id!r} already exists") from exc
+    audit.append(session, "plan.created", f"plan:{plan_id}", dict(limits), actor)
+    return plan
+
+
+def update_plan(session: Session, plan_id: str, changes: dict[str, Any], actor: str = audit.system_actor
+                ) -> Plan | None:
+    """Change some of a plan's limits; None when there is no such plan. Audited with each field's old and
+    new value (nothing is recorded when nothing changes). Jobs already submitted keep what they copied from
+    the plan (priority, concurrency, step-cache permission); the rate and active-job limits apply to the
+    next request."""
+    assert set(changes) <= set(plan_fields), f"unknown plan fields: {set(changes) - set(plan_fields)}"
+    # Locked: two admins' changes apply one after the other, each checked against the other's result.
+    plan = session.scalars(select(Plan).where(Plan.id == plan_id).with_for_update()
+                           .execution_options(populate_existing=True)).one_or_none()
+    if plan is None:
+        return None
+    current = {field: getattr(plan, field) for field in plan_fields}
+    _check_plan({**current, **changes})
+    changed = {field: value for field, value in changes.items() if current[field] != value}
+    if not changed:
+        return plan
+    for field, value in changed.items():
+        setattr(plan, field, value)
+    session.flush()
+    audit.append(session, "plan.updated", f"plan:{plan_id}",
+                 {field: {"from": current[field], "to": value} for field, value in changed.items()}, actor)
+    return plan
 
 
 @dataclass(frozen=True)

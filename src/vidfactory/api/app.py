@@ -20,6 +20,7 @@ from vidfactory.api.routes import (
     brand,
     lexicon,
     models,
+    plans,
     preferences,
     price_books,
     prompts,
@@ -77,7 +78,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     app = FastAPI(title="vidfactory", version=__version__, lifespan=lifespan,
                   description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
     install_error_handlers(app)
-    routers = (videos.router, quotes.router, balance.router, models.router, admin.router, reviews.router,
+    routers = (videos.router, quotes.router, balance.router, models.router, admin.router, plans.router,
+               reviews.router,
                price_books.router, vouchers.router, statements.router, audit.router, lexicon.router, brand.router,
                verify.router, templates.router, prompts.router, batches.router, preferences.router,
                workers_routes.router, webhook_endpoints.router, webhook_deliveries.router, webhook_secret.router)

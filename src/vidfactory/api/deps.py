@@ -75,8 +75,15 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 def require_admin(request: Request, ctx: ContextDep) -> None:
-    if not hmac.compare_digest(_bearer(request).encode(), ctx.admin_token.encode()):
-        raise ApiError(401, "invalid_admin_token", "admin routes need the operator's admin token")
+    """401 for anything but the admin token; 403 for a valid tenant API key (known, but not the operator)."""
+    token = _bearer(request)
+    if hmac.compare_digest(token.encode(), ctx.admin_token.encode()):
+        return
+    with ctx.sessions() as session:
+        tenant_key = authenticate(session, token) is not None
+    if tenant_key:
+        raise ApiError(403, "admin_only", "admin routes need the operator's admin token, not an API key")
+    raise ApiError(401, "invalid_admin_token", "admin routes need the operator's admin token")
 
 
 AdminDep = Annotated[None, Depends(require_admin)]

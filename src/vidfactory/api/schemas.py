@@ -29,6 +29,9 @@ __all__ = [
     "KeyPublic",
     "LexiconEntryCreate",
     "LexiconEntryPublic",
+    "PlanCreate",
+    "PlanPublic",
+    "PlanUpdate",
     "QuotePublic",
     "TenantCreate",
     "TenantPublic",
@@ -211,6 +214,56 @@ class TenantPublic(BaseModel):
     name: str
     plan: str
     created_at: int
+
+
+# A plan's limits. Jobs copy priority, concurrency and the step-cache permission at submission, so a change
+# applies to jobs submitted afterwards; rate and active-job limits apply to the next request.
+PlanId = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
+PlanPriority = Annotated[int, Field(ge=0, le=100, strict=True, description="higher is claimed first")]
+PlanKeyRate = Annotated[int, Field(ge=1, le=100_000, strict=True,
+                                   description="requests per minute per API key")]
+PlanTenantRate = Annotated[int, Field(ge=1, le=1_000_000, strict=True,
+                                      description="requests per minute for all of a tenant's keys together")]
+PlanConcurrent = Annotated[int, Field(ge=1, le=1_000, strict=True, description="jobs running at once")]
+PlanActive = Annotated[int, Field(ge=1, le=100_000, strict=True, description="jobs queued and running")]
+PlanStepCache = Annotated[bool, Field(strict=True, description="step caching (First Block Cache, MagCache, "
+                                      "TaylorSeer) may run: faster, but it changes the output")]
+
+
+class PlanCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: PlanId
+    priority: PlanPriority = 0
+    requests_per_minute: PlanKeyRate = 30
+    tenant_requests_per_minute: PlanTenantRate = 60
+    concurrent_jobs: PlanConcurrent = 1
+    active_jobs_max: PlanActive = 8
+    step_cache_allowed: PlanStepCache = False
+
+
+class PlanUpdate(BaseModel):
+    """Only the fields sent change. The defaults (None) are never validated, so they only mark a field left
+    out; a null sent is not an integer (or boolean) and is refused like any other wrong type."""
+
+    model_config = ConfigDict(extra="forbid")
+    priority: PlanPriority = None
+    requests_per_minute: PlanKeyRate = None
+    tenant_requests_per_minute: PlanTenantRate = None
+    concurrent_jobs: PlanConcurrent = None
+    active_jobs_max: PlanActive = None
+    step_cache_allowed: PlanStepCache = None
+
+
+class PlanPublic(BaseModel):
+    object: Literal["plan"] = "plan"
+    id: str
+    priority: int
+    requests_per_minute: int
+    tenant_requests_per_minute: int
+    concurrent_jobs: int
+    active_jobs_max: int
+    step_cache_allowed: bool
+    tenants: int = Field(description="tenants on this plan")
 
 
 class KeyPublic(BaseModel):
