@@ -10,11 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from vidfactory.engines.presets import PRESETS
 from vidfactory.engines.tiny import ensure_tiny_model
 
-__all__ = ["tiny_model_dir"]
+__all__ = ["tiny_model_dir", "tiny_ti2v_dir"]
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_tiny_model(tmp_path_factory.getbasetemp() / "fixture-models" / "wan-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_ti2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Wan2.2 TI2V-5B's layout at toy size: image-to-video (sides multiples of 32, from 128 px)."""
+    # Its own directory: the tiny model's tests check that fixture-models/ holds that model alone.
+    return ensure_tiny_model(tmp_path_factory.getbasetemp() / "fixture-models-ti2v" / "ti2v",
+                             PRESETS["wan2.2-ti2v-5b"])

@@ -2,12 +2,16 @@
 and is charged exactly the price book's cache rate (hold, post 20%, release the rest); `similar` hits and
 misses on a bilingual set; `off` always generates; another tenant's clip is never served."""
 
+import hashlib
+import json
+from dataclasses import asdict, replace
+
 import pytest
 from fastapi.testclient import TestClient
 
 from vidfactory.api.app import create_app
 from vidfactory.cache import index as cache_index
-from vidfactory.cache.keys import normalise, shingles, jaccard
+from vidfactory.cache.keys import CacheSpec, fingerprint, jaccard, normalise, shape_key, shingles
 
 from billing_support import admin, finish_without_media, job_row, small, transfers_of_job, work
 from conftest import assert_ledger_clean, make_settings, new_tenant
@@ -141,3 +145,15 @@ def test_lookup_modes_are_checked():
     with pytest.raises(AssertionError):
         cache_index.lookup(None, tenant_id="t", mode="fuzzy", fingerprint="f", shape_key="s", prompt="p",
                            similarity_min=0.5, candidates_max=10)
+
+
+def test_a_reference_image_is_part_of_the_key_and_text_keys_stay_as_they_were():
+    spec = CacheSpec(model="wan-tiny", width=64, height=64, num_frames=9, fps=8, steps=4, guidance_scale=5.0,
+                     negative_prompt="", seed=None)
+    # The key every clip was indexed under before reference images existed: still the same.
+    before = hashlib.sha256(json.dumps({"v": 1, **{k: v for k, v in asdict(spec).items()
+                                                   if k != "reference_sha256"}}, sort_keys=True).encode())
+    assert shape_key(spec) == before.hexdigest()
+    lake, forest = (replace(spec, reference_sha256=c * 64) for c in "ab")
+    assert len({shape_key(spec), shape_key(lake), shape_key(forest)}) == 3
+    assert len({fingerprint(spec, "a fox"), fingerprint(lake, "a fox"), fingerprint(forest, "a fox")}) == 3

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from sqlalchemy import select, text
 
 from vidfactory.billing import ledger
@@ -22,6 +23,7 @@ from vidfactory.media.encode import probe_mp4
 from vidfactory.tenancy import authenticate
 
 from conftest import new_tenant
+from fixtures_models import tiny_ti2v_dir  # noqa: F401  (fixture)
 
 command_timeout_s = 60
 generate_timeout_s = 180
@@ -160,6 +162,26 @@ def test_generate_writes_an_h264_mp4(cli, tmp_path):
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "error: size: model wan-tiny supports sides that are multiples of 16" in refused.stderr
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_generate_starts_from_an_image_with_an_image_to_video_model(cli, tmp_path,
+                                                                   tiny_ti2v_dir):  # noqa: F811
+    cli.env["VIDFACTORY_MODELS"] = json.dumps([
+        {"id": "wan-tiny", "engine": "wan-tiny"},
+        {"id": "ti2v", "engine": "wan", "preset": "wan2.2-ti2v-5b", "path": str(tiny_ti2v_dir),
+         "default_size": "128x128", "default_seconds": 1, "fps": 4, "steps": 2}])
+    Image.new("RGB", (192, 128), "teal").save(tmp_path / "first.png")
+    (tmp_path / "notes.txt").write_text("not a picture")
+    wrote = cli.ok("generate", "a lantern on a lake", "--model", "ti2v", "--image", "first.png", "--out",
+                   "clip.mp4", timeout=generate_timeout_s)
+    assert "wrote clip.mp4 (128x128, 5 frames at 4 fps)" in wrote.stdout
+    probe = probe_mp4((tmp_path / "clip.mp4").read_bytes())
+    assert (probe.width, probe.height, probe.frames) == (128, 128, 5)
+    text_only = cli("generate", "a lantern", "--image", "first.png", "--out", "no.mp4")
+    assert_refused(text_only, "--image: model wan-tiny generates from text only")
+    not_an_image = cli("generate", "a lantern", "--model", "ti2v", "--image", "notes.txt", "--out", "no.mp4")
+    assert_refused(not_an_image, "not a PNG, JPEG or WebP image")
+    assert not (tmp_path / "no.mp4").exists()
 
 
 def test_calibrate_magcache_prints_ratios_to_configure(cli):

@@ -21,9 +21,7 @@ from sqlalchemy import inspect
 from vidfactory.api.app import create_app
 from vidfactory.db.migrate import alembic_config
 from vidfactory.db.session import make_engine
-from vidfactory.engines.presets import PRESETS
 from vidfactory.engines.registry import load_engine
-from vidfactory.engines.tiny import ensure_tiny_model
 from vidfactory.jobs.submit import VideoRequest, submit
 from vidfactory.jobs.worker import Worker
 from vidfactory.media.reference import read_reference
@@ -32,23 +30,17 @@ from vidfactory.tenancy import authenticate
 
 from conftest import assert_ledger_clean, make_settings, new_tenant
 from fake_hosted import FakeDashScope, FakeOpenAIVideo, api_key
-from fixtures_models import tiny_model_dir  # noqa: F401  (fixture)
+from fixtures_models import tiny_model_dir, tiny_ti2v_dir  # noqa: F401  (fixtures)
 from vidfactory.settings import HostedConfig
 
 reference_columns = {"reference_key", "reference_sha256", "reference_width", "reference_height",
                      "reference_content_type"}
 
 
-@pytest.fixture(scope="session")
-def ti2v_dir(tmp_path_factory) -> Path:
-    return ensure_tiny_model(tmp_path_factory.getbasetemp() / "fixture-models" / "ti2v",
-                             PRESETS["wan2.2-ti2v-5b"])
-
-
 @pytest.fixture
-def client(tmp_path, database_url, models_dir, ti2v_dir):
+def client(tmp_path, database_url, models_dir, tiny_ti2v_dir):  # noqa: F811
     # 1 s at 4 fps: 5 frames; 128 px is the 5B's smallest side (multiples of 32).
-    ti2v = ModelConfig(id="ti2v", engine="wan", preset="wan2.2-ti2v-5b", path=str(ti2v_dir),
+    ti2v = ModelConfig(id="ti2v", engine="wan", preset="wan2.2-ti2v-5b", path=str(tiny_ti2v_dir),
                        default_size="128x128", default_seconds=1, fps=4, steps=2)
     settings = make_settings(tmp_path, database_url, models_dir,
                              models=[ti2v, ModelConfig(id="wan-tiny", engine="wan-tiny")])
@@ -268,6 +260,17 @@ def test_racing_retries_of_one_upload_make_one_video_and_keep_one_file(client, c
     assert len({answer["id"] for answer in answers}) == 1 and len(answers) == 4
     assert [p.parent.name for p in stored_references(ctx)] == [answers[0]["id"]]
     assert balance(client, tenant)["pending"] == answers[0]["usage"]["total_tokens"]
+
+
+def test_a_stored_image_that_changed_fails_the_job_and_refunds(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=100_000)
+    video = upload(client, tenant, picture(8)).json()
+    ctx.storage.put(f"{tenant.id}/{video['id']}/reference.png", picture(9))  # not what was checked and hashed
+    [recorder] = run_worker(ctx, 1)
+    failed = client.get(f"/v1/videos/{video['id']}", headers=tenant.headers).json()
+    assert failed["status"] == "failed" and "does not match its SHA-256" in failed["error"]["message"]
+    assert recorder.runs == [] and balance(client, tenant)["available"] == 100_000
+    assert_ledger_clean(ctx.sessions)
 
 
 def test_the_cache_never_serves_a_clip_of_another_image_or_of_none(client, ctx):

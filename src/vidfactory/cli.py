@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -308,6 +309,20 @@ def _request_for(config, prompt: str, size: str | None, seconds: int | None, see
                              guidance_scale_2=config.guidance_scale_2)
 
 
+def _first_frame(config, path: Path, width: int, height: int):
+    """The image as the worker gives it to the engine: checked, upright RGB, cropped to the clip's shape."""
+    from vidfactory.media.reference import ReferenceRefused, center_crop, decode_rgb, read_reference
+
+    if not config.takes_reference_image:
+        _fail(f"--image: model {config.id} generates from text only (image-to-video: the wan2.2-ti2v-5b "
+              "preset)")
+    try:
+        data = read_reference(path.read_bytes()).data
+    except (OSError, ReferenceRefused) as exc:
+        _fail(f"--image: {path}: {exc}")
+    return center_crop(decode_rgb(data), width, height)
+
+
 def _configured_model(settings: Settings, model: str):
     config = settings.model(model)
     if config is None:
@@ -324,8 +339,10 @@ def generate(
     seconds: int | None = None,
     seed: int = 0,
     steps: int | None = None,
+    image: Annotated[Path | None, typer.Option(help="the first frame (PNG, JPEG or WebP): image-to-video, "
+                                                    "for the wan2.2-ti2v-5b preset")] = None,
 ) -> None:
-    """One-shot generation with no server and no ledger: prompt in, MP4 out."""
+    """One-shot generation with no server and no ledger: prompt in (and a first frame), MP4 out."""
     from tqdm import tqdm
 
     from vidfactory.engines.base import EngineError
@@ -336,6 +353,8 @@ def generate(
     settings = Settings()
     config = _configured_model(settings, model)
     request = _request_for(config, prompt, size, seconds, seed, steps)
+    if image is not None:
+        request = replace(request, image=_first_frame(config, image, request.width, request.height))
     if not out.parent.is_dir():
         _fail(f"--out: directory {out.parent} does not exist")
     try:

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import Request
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartParser
 
@@ -162,7 +163,8 @@ async def read_video_create(request: Request, bytes_max: int) -> VideoInput:
         param = ".".join(str(p) for p in first["loc"]) or None
         raise ApiError(400, "invalid_value", f"{param}: {first['msg']}", param=param) from exc
     # An empty text field is no image (as before images were taken); an empty file is refused.
-    reference = None if sent_reference in (None, "") else _reference(sent_reference)
+    # Decoding a large image takes a while: not on the event loop.
+    reference = None if sent_reference in (None, "") else await run_in_threadpool(_reference, sent_reference)
     if reference is not None:
         # The same image as a file or as a data URL is the same request.
         fields[reference_field] = {"sha256": reference.sha256}
