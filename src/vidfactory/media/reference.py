@@ -59,7 +59,9 @@ def _open(data: bytes) -> Image.Image:
     if not data:
         raise ReferenceRefused("the image is empty")
     if len(data) > reference_bytes_max:
-        raise ReferenceRefused(f"the image is {len(data)} bytes; at most {reference_bytes_max} bytes")
+        # PNG is what outgrows the cap first (a 2048² photo is ~7 MB; as JPEG or WebP it is under 1 MB).
+        raise ReferenceRefused(f"the image is {len(data)} bytes; at most {reference_bytes_max} bytes "
+                               "(a photo saved as JPEG or WebP is several times smaller than as PNG)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
