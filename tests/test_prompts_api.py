@@ -6,6 +6,7 @@ exported as JSONL; every other tenant's object is a 404."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -15,6 +16,7 @@ import zipfile
 import pytest
 from fastapi.testclient import TestClient
 from openai import OpenAI
+from PIL import Image
 from sqlalchemy import func, select
 
 from vidfactory.api.app import create_app
@@ -411,11 +413,16 @@ def test_feedback_and_the_preference_export(client, ctx):
 
 def test_a_reference_image_needs_a_model_that_accepts_one(client, ctx):
     tenant = new_tenant(ctx.sessions, tokens=10_000)
-    client.post("/v1/templates", headers=tenant.headers,
-                json={**travel, "name": "with-image", "reference_image": "https://example.com/shoe.png"})
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(out, format="PNG")
+    saved = client.post("/v1/templates", headers=tenant.headers, json={
+        **travel, "name": "with-image",
+        "reference_image": f"data:image/png;base64,{base64.b64encode(out.getvalue()).decode()}"})
+    assert saved.status_code == 201, saved.text
     response = client.post("/v1/videos", headers=tenant.headers,
                            json={"template": "with-image", "variables": {"city": "x", "season": "y"}})
     assert response.status_code == 400 and error_of(response)["code"] == "unsupported_parameter"
+    assert error_of(response)["param"] == "template"
     assert balance(client, tenant)["pending"] == 0
 
 

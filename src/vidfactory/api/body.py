@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +16,11 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartParser
 
 from vidfactory.api.errors import ApiError
-from vidfactory.api.schemas import VideoCreate
+from vidfactory.api.schemas import VideoCreate, data_url_chars_max
 from vidfactory.media.reference import ReferenceImage, ReferenceRefused, read_reference, reference_bytes_max
 
-__all__ = ["VideoInput", "read_upload", "read_video_create", "upload_openapi", "video_create_openapi"]
+__all__ = ["VideoInput", "data_url_reference", "read_upload", "read_video_create", "upload_openapi",
+           "video_create_openapi"]
 
 form_fields_max = 32
 # ASCII digits only: str.isdigit() also passes "²", which int() then refuses.
@@ -28,7 +28,6 @@ form_integer = re.compile(r"-?[0-9]{1,12}")
 # The reference image in JSON (or as a text form field): a base64 data URL of a PNG, JPEG or WebP.
 reference_field = "input_reference"
 data_url_prefix = re.compile(r"^data:image/(png|jpeg|webp);base64,")
-data_url_chars_max = len("data:image/webp;base64,") + 4 * math.ceil(reference_bytes_max / 3)
 
 
 def _with_reference(schema: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
@@ -174,34 +173,42 @@ async def read_video_create(request: Request, bytes_max: int) -> VideoInput:
 def _reference(sent: Any) -> ReferenceImage:
     """A multipart file's bytes, or a data URL (JSON, or a text form field)."""
     if isinstance(sent, str):
-        sent = _data_url_bytes(sent)
+        sent = _data_url_bytes(sent, reference_field, "as a data URL or a multipart file")
     if not isinstance(sent, bytes):
         raise ApiError(400, "invalid_value", f"{reference_field}: send a data:image/...;base64 URL in JSON, "
                                              "or the image as a multipart file", param=reference_field)
+    return _checked(sent, reference_field)
+
+
+def data_url_reference(text: str, field: str) -> ReferenceImage:
+    """A data URL checked exactly as `input_reference` is (same formats and limits); 400 naming `field`."""
+    return _checked(_data_url_bytes(text, field, "as a data URL (data:image/png;base64,...)"), field)
+
+
+def _checked(data: bytes, field: str) -> ReferenceImage:
     try:
-        return read_reference(sent)
+        return read_reference(data)
     except ReferenceRefused as exc:
-        raise ApiError(400, "invalid_image", f"{reference_field}: {exc}", param=reference_field) from exc
+        raise ApiError(400, "invalid_image", f"{field}: {exc}", param=field) from exc
 
 
-def _data_url_bytes(text: str) -> bytes:
+def _data_url_bytes(text: str, field: str, ways: str) -> bytes:
     if text.startswith(("http://", "https://")):
         # Fetching a client's URL from the API would reach wherever it points (and wait on it).
-        raise ApiError(400, "invalid_value", f"{reference_field}: image URLs are not fetched; send the "
-                                             "image itself, as a data URL or a multipart file",
-                       param=reference_field)
+        raise ApiError(400, "invalid_value", f"{field}: image URLs are not fetched; send the image itself, "
+                                             f"{ways}", param=field)
     prefix = data_url_prefix.match(text)
     if prefix is None:
-        raise ApiError(400, "invalid_value", f"{reference_field}: expected a data URL "
-                                             "data:image/png|jpeg|webp;base64,...", param=reference_field)
+        raise ApiError(400, "invalid_value", f"{field}: expected a data URL "
+                                             "data:image/png|jpeg|webp;base64,...", param=field)
     if len(text) > data_url_chars_max:
-        raise ApiError(400, "invalid_image", f"{reference_field}: the image is over {reference_bytes_max} "
-                                             "bytes", param=reference_field)
+        raise ApiError(400, "invalid_image", f"{field}: the image is over {reference_bytes_max} bytes",
+                       param=field)
     try:
         return base64.b64decode(text[prefix.end():], validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ApiError(400, "invalid_value", f"{reference_field}: the data URL is not valid base64",
-                       param=reference_field) from exc
+        raise ApiError(400, "invalid_value", f"{field}: the data URL is not valid base64",
+                       param=field) from exc
 
 
 async def read_upload(request: Request, field: str, bytes_max: int) -> bytes:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from vidfactory.branding import brand_logo_bytes_max, brand_text_chars_max
+from vidfactory.media.reference import reference_bytes_max
 from vidfactory.prompts import templates as tpl
 
 from vidfactory.notify.events import event_types
@@ -24,6 +26,7 @@ __all__ = [
     "RemixCreate",
     "TemplateCreate",
     "TemplateForm",
+    "data_url_chars_max",
     "CreditCreate",
     "ErrorEnvelope",
     "KeyPublic",
@@ -321,7 +324,14 @@ class TemplateForm(BaseModel):
     mood: PlainText = Field(default="", max_length=100)
 
 
-ReferenceImage = Annotated[PlainText, Field(min_length=8, max_length=2000, pattern=r"^https?://[!-~]+$")]
+# A reference image as a base64 data URL: what fits `reference_bytes_max` bytes of image.
+data_url_chars_max = len("data:image/webp;base64,") + 4 * math.ceil(reference_bytes_max / 3)
+# Checked (format, size, decodability) by the route, exactly as POST /v1/videos checks input_reference.
+ReferenceImage = Annotated[str, Field(min_length=1, max_length=data_url_chars_max,
+                                      description="image-to-video: the first frame of every video made from "
+                                                  "the template, as a data URL data:image/png|jpeg|webp;"
+                                                  f"base64,... (at most {reference_bytes_max} bytes); URLs "
+                                                  "are not fetched")]
 
 
 class TemplateUpdate(BaseModel):

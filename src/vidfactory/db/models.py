@@ -288,7 +288,15 @@ class Template(Base):
     form: Mapped[dict[str, Any]] = mapped_column(JSON)  # industry, style, keywords, camera, mood
     seconds: Mapped[int | None] = mapped_column(Integer, default=None)
     size: Mapped[str | None] = mapped_column(String(11), default=None)
+    # An http(s) URL saved before images were stored (never fetched: generation refuses it).
     reference_image: Mapped[str | None] = mapped_column(String(2000), default=None)
+    # The reference image saved with the template (a data URL's bytes): its file in storage (named by its
+    # SHA-256, so a replaced image never changes under a job being made from the old one), size, format.
+    reference_key: Mapped[str | None] = mapped_column(String(300), default=None)
+    reference_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    reference_width: Mapped[int | None] = mapped_column(Integer, default=None)
+    reference_height: Mapped[int | None] = mapped_column(Integer, default=None)
+    reference_content_type: Mapped[str | None] = mapped_column(String(16), default=None)
     defaults: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     pre_generate: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,7 +1,8 @@
 """Batches: one template, many variable sets. Every item is rendered, enhanced, screened and priced
 before anything is written; then ONE transaction holds and queues them. `atomic`: any item that cannot
 be held (or is blocked) leaves the whole batch uncreated; otherwise such items are reported as
-rejected and the rest go ahead."""
+rejected and the rest go ahead. A template's reference image is read once and copied to every item's
+job (as POST /v1/videos does for one)."""
 
 from __future__ import annotations
 
@@ -16,18 +17,20 @@ from vidfactory.billing import pricebooks
 from vidfactory.billing.ledger import InsufficientBalance
 from vidfactory.billing.pricebook import money
 from vidfactory.billing.tokens import TokenCounter
-from vidfactory.db.models import Batch
+from vidfactory.db.models import Batch, Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.idempotency import Outcome, run_once
-from vidfactory.jobs.prompting import PromptRequest, find_template, resolve_prompt
+from vidfactory.jobs.prompting import PromptRequest, find_template, resolve_prompt, template_reference
 from vidfactory.jobs.queue import Review
 from vidfactory.jobs.screening import PromptRejected, PromptScreens, screen_prompt
 from vidfactory.jobs.submit import Priced, VideoRequest, enqueue, price
+from vidfactory.media.reference import ReferenceImage
 from vidfactory.prompts.batch import BatchItem, expand
 from vidfactory.settings import ModelConfig, Settings
+from vidfactory.storage.local import LocalStorage
 from vidfactory.tenancy import Caller
 
-__all__ = ["BatchSpec", "batch_quote", "submit_batch"]
+__all__ = ["BatchSpec", "batch_quote", "batch_reference", "submit_batch"]
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,17 @@ class PreparedItem:
     review: Review | None
 
 
+def batch_reference(sessions: SessionFactory, storage: LocalStorage, tenant_id: str,
+                    template: str) -> ReferenceImage | None:
+    """The template's reference image, as every item will carry it (None without one)."""
+    with sessions() as session:
+        found = find_template(session, tenant_id, template)
+    return None if found.reference is None else template_reference(storage, template, found.reference)
+
+
 def _prepare(sessions: SessionFactory, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
-             caller: Caller, spec: BatchSpec, batch_id: str, chars_max: int, screens: PromptScreens
-             ) -> tuple[list[PreparedItem], list[dict[str, Any]]]:
+             caller: Caller, spec: BatchSpec, batch_id: str, chars_max: int, screens: PromptScreens,
+             reference: ReferenceImage | None) -> tuple[list[PreparedItem], list[dict[str, Any]]]:
     """Render, enhance, screen and price every item: no writes. A request error in any item (a missing
     variable, a bad size) is the whole batch's 400. A prompt the content policy blocks is the whole
     batch's 400 when atomic; otherwise that item is rejected (by category only) and the rest go on."""
@@ -76,7 +87,8 @@ def _prepare(sessions: SessionFactory, settings: Settings, counter_for: Callable
             size=spec.size or resolved.size, negative_prompt=spec.negative_prompt, seed=spec.seed,
             metadata=dict(spec.metadata), user_prompt=resolved.user_prompt, template=resolved.template,
             variables=resolved.variables, enhancement=resolved.enhancement, warnings=resolved.warnings,
-            batch_id=batch_id, batch_item=item.index, ab_group=item.ab_group)
+            batch_id=batch_id, batch_item=item.index, ab_group=item.ab_group, reference=reference,
+            reference_from_template=reference is not None)
         priced = price(settings, counter_for, request, version, book)
         try:
             with sessions() as session:
@@ -94,16 +106,27 @@ def _prepare(sessions: SessionFactory, settings: Settings, counter_for: Callable
 def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
                  caller: Caller, spec: BatchSpec, chars_max: int,
                  render: Callable[[Session, Batch], dict[str, Any]],
-                 idempotency: tuple[str, str] | None = None, *, screens: PromptScreens) -> Outcome:
-    """Raises PromptError / InvalidRequest (nothing created), PromptRejected or InsufficientBalance when
-    `atomic` and an item is blocked or the balance cannot hold every item (nothing held),
-    IdempotencyConflict."""
+                 idempotency: tuple[str, str] | None = None, *, screens: PromptScreens,
+                 storage: LocalStorage, reference: ReferenceImage | None = None) -> Outcome:
+    """`reference`: the template's image (`batch_reference`), copied to each job in `storage`. Raises
+    PromptError / InvalidRequest (nothing created), PromptRejected or InsufficientBalance when `atomic`
+    and an item is blocked or the balance cannot hold every item (nothing held), IdempotencyConflict;
+    then no file is left stored."""
     batch_id = f"batch_{uuid.uuid4().hex}"
-    prepared, blocked = _prepare(sessions, settings, counter_for, caller, spec, batch_id, chars_max, screens)
+    prepared, blocked = _prepare(sessions, settings, counter_for, caller, spec, batch_id, chars_max, screens,
+                                 reference)
     if not prepared:  # every item blocked: the request as a whole is refused, as a single video would be
         raise PromptRejected(blocked[0]["category"])
     assert len({p.priced.price_book_version for p in prepared}) == 1
     total_tokens = sum(p.priced.quote.total_tokens for p in prepared)
+
+    stored: list[str] = []
+
+    def store_copy(job: Job) -> None:
+        """Each job its own file (as POST /v1/videos stores one), written before the batch commits."""
+        if reference is not None and job.reference_key is not None:
+            stored.append(job.reference_key)
+            storage.put(job.reference_key, reference.data)
 
     def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
         batch = Batch(id=batch_id, tenant_id=caller.tenant_id, template=spec.template, mode=spec.mode,
@@ -115,20 +138,35 @@ def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Call
         rejected = list(blocked)
         for item in prepared:
             if spec.atomic:  # any failure rolls the whole transaction back: no item is held or queued
-                enqueue(session, settings, caller, item.request, item.priced, item.review)
+                store_copy(enqueue(session, settings, caller, item.request, item.priced, item.review))
                 continue
             try:
                 with session.begin_nested():  # a refused item leaves nothing behind (a voucher leg included)
-                    enqueue(session, settings, caller, item.request, item.priced, item.review)
+                    job = enqueue(session, settings, caller, item.request, item.priced, item.review)
             except InsufficientBalance as exc:
                 rejected.append({"item": item.item.index, "variables": item.item.variables,
                                  "ab_group": item.item.ab_group, "code": "insufficient_balance",
                                  "message": str(exc)})
+                continue
+            store_copy(job)
         batch.rejected = sorted(rejected, key=lambda r: r["item"])
         session.flush()
         return 202, render(session, batch)
 
-    return run_once(sessions, caller.tenant_id, idempotency, hold_and_enqueue)
+    try:
+        outcome = run_once(sessions, caller.tenant_id, idempotency, hold_and_enqueue)
+    except BaseException:
+        _forget(storage, stored)
+        raise
+    if outcome.replayed:  # a concurrent request with the key won: its jobs, not ours, exist
+        _forget(storage, stored)
+    return outcome
+
+
+def _forget(storage: LocalStorage, keys: list[str]) -> None:
+    """Files written for jobs that did not commit: each key names its job, so nobody else reads it."""
+    for key in keys:
+        storage.delete(key)
 
 
 def batch_quote(session: Session, batch: Batch) -> dict[str, Any]:

@@ -12,13 +12,15 @@ from sqlalchemy.orm import Session
 from vidfactory.db.models import Template as TemplateRow
 from vidfactory.db.session import SessionFactory
 from vidfactory.jobs.spec import InvalidRequest
+from vidfactory.media.reference import ReferenceImage, ReferenceRefused, read_reference
 from vidfactory.prompts import enhance as enhancement
 from vidfactory.prompts.library import builtin
-from vidfactory.prompts.templates import Template, render
+from vidfactory.prompts.templates import Template, TemplateImage, render
 from vidfactory.settings import Settings
+from vidfactory.storage.local import LocalStorage
 
 __all__ = ["PromptRequest", "ResolvedPrompt", "enhance_mode", "find_template", "llm_endpoint", "resolve_prompt",
-           "template_from_row"]
+           "template_from_row", "template_reference"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class ResolvedPrompt:
     seconds: int | None  # the template's defaults
     size: str | None
     warnings: tuple[str, ...]
+    reference: TemplateImage | None = None  # the template's image (not yet read from storage)
 
 
 def template_from_row(row: TemplateRow) -> Template:
@@ -53,7 +56,34 @@ def template_from_row(row: TemplateRow) -> Template:
                     industry=form.get("industry", ""), style=form.get("style", ""),
                     keywords=tuple(form.get("keywords", ())), camera=form.get("camera", ""),
                     mood=form.get("mood", ""), seconds=row.seconds, size=row.size,
-                    reference_image=row.reference_image, defaults=dict(row.defaults))
+                    reference_image=row.reference_image, reference=_stored_image(row),
+                    defaults=dict(row.defaults))
+
+
+def _stored_image(row: TemplateRow) -> TemplateImage | None:
+    if row.reference_key is None:
+        return None
+    assert row.reference_sha256 is not None and row.reference_width is not None
+    assert row.reference_height is not None and row.reference_content_type is not None
+    return TemplateImage(key=row.reference_key, sha256=row.reference_sha256, width=row.reference_width,
+                         height=row.reference_height, content_type=row.reference_content_type)
+
+
+def template_reference(storage: LocalStorage, template: str, image: TemplateImage) -> ReferenceImage:
+    """The template's image, read back and checked: the job stores its own copy of these bytes."""
+    try:
+        reference = read_reference(storage.read(image.key))
+    except FileNotFoundError as exc:
+        # The template was replaced or deleted between reading its row and its file.
+        raise InvalidRequest("template", f"template {template!r} changed while this request read it; send "
+                                         "the request again", code="template_changed") from exc
+    except ReferenceRefused as exc:
+        raise InvalidRequest("template", f"template {template!r}: its stored image is unusable ({exc}); save "
+                                         "the template again") from exc
+    if reference.sha256 != image.sha256:
+        raise InvalidRequest("template", f"template {template!r}: its stored image does not match its "
+                                         "SHA-256; save the template again")
+    return reference
 
 
 def find_template(session: Session, tenant_id: str, name: str) -> Template:
@@ -91,9 +121,10 @@ def resolve_prompt(sessions: SessionFactory, settings: Settings, tenant_id: str,
             with sessions() as session:
                 template = find_template(session, tenant_id, request.template)
         if template.reference_image is not None:
-            # Reference images belong to image-to-video models; none configured here accepts one.
-            raise InvalidRequest("template", f"template {template.name!r} has a reference image; the configured "
-                                             "models generate from text only", code="unsupported_parameter")
+            # Saved as a URL before images were stored; fetching it now would reach wherever it points.
+            raise InvalidRequest("template", f"template {template.name!r} has a reference image URL, which "
+                                             "is not fetched; save the template again with the image as a "
+                                             "data URL", code="unsupported_parameter")
         rendered = render(template, request.variables or {}, chars_max)
         user_prompt, seconds, size = rendered.prompt, rendered.seconds, rendered.size
     assert user_prompt is not None
@@ -103,4 +134,5 @@ def resolve_prompt(sessions: SessionFactory, settings: Settings, tenant_id: str,
         prompt, mode, warnings = enhanced.prompt, enhanced.mode, enhanced.warnings
     return ResolvedPrompt(prompt=prompt, user_prompt=user_prompt, template=request.template,
                           variables=None if request.template is None else dict(request.variables or {}),
-                          enhancement=mode, seconds=seconds, size=size, warnings=tuple(warnings))
+                          enhancement=mode, seconds=seconds, size=size, warnings=tuple(warnings),
+                          reference=None if template is None else template.reference)

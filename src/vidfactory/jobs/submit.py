@@ -73,6 +73,7 @@ class VideoRequest:
     cache: str = "exact"  # exact | similar | off
     webhook_url: str | None = None
     reference: ReferenceImage | None = None  # image-to-video: the first frame, checked (media/reference.py)
+    reference_from_template: bool = False  # the image is the template's, not the request's own
 
 
 class ActiveJobsLimit(Exception):
@@ -104,6 +105,10 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
         raise InvalidRequest("model", f"unknown model {request.model!r}; available: {known}", code="model_not_found")
     if request.reference is not None and not model.takes_reference_image:
         takers = ", ".join(m.id for m in settings.models if m.takes_reference_image) or "none is configured"
+        if request.reference_from_template:
+            raise InvalidRequest("template", f"template {request.template!r} has a reference image; model "
+                                             f"{model.id} generates from text only; image-to-video models: "
+                                             f"{takers}", code="unsupported_parameter")
         raise InvalidRequest("input_reference", f"model {model.id} generates from text only; image-to-video "
                                                 f"models: {takers}", code="unsupported_parameter")
     shape = shape_for(model, request.size, request.seconds)

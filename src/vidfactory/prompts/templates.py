@@ -23,6 +23,7 @@ from vidfactory.prompts.errors import TemplateError
 __all__ = [
     "Rendered",
     "Template",
+    "TemplateImage",
     "body_chars_max",
     "check_template",
     "declared_variables",
@@ -54,6 +55,17 @@ allowed_filters = ("capitalize", "d", "default", "first", "last", "length", "low
 
 
 @dataclass(frozen=True)
+class TemplateImage:
+    """A template's stored reference image (image-to-video): each job made from the template gets a copy."""
+
+    key: str  # in storage; names the bytes' SHA-256, so a replaced image is a new file
+    sha256: str
+    width: int
+    height: int
+    content_type: str
+
+
+@dataclass(frozen=True)
 class Template:
     """A named form. `body` is Jinja2 source; form fields are variables it may use, and a request's
     variables may override them. `seconds` and `size` are defaults for the video."""
@@ -69,7 +81,8 @@ class Template:
     mood: str = ""
     seconds: int | None = None
     size: str | None = None
-    reference_image: str | None = None  # for models that accept one
+    reference_image: str | None = None  # an http(s) URL saved before images were stored: never fetched
+    reference: TemplateImage | None = None  # the stored image, for models that accept one
     defaults: dict[str, str] = field(default_factory=dict)
 
     def form(self) -> dict[str, str]:

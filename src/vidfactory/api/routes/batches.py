@@ -22,7 +22,7 @@ from vidfactory.api.render import timestamp
 from vidfactory.api.schemas import BatchCreate, prompt_chars_max
 from vidfactory.db.models import Asset, Batch, Job
 from vidfactory.idempotency import fingerprint
-from vidfactory.jobs.batches import BatchSpec, batch_quote, submit_batch
+from vidfactory.jobs.batches import BatchSpec, batch_quote, batch_reference, submit_batch
 from vidfactory.tenancy import Caller
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -57,17 +57,23 @@ def owned_batch(session: Session, caller: Caller, batch_id: str) -> Batch:
 async def create_batch(body: BatchCreate, ctx: ContextDep, caller: CallerDep,
                        idempotency_key: IdempotencyKeyHeader = None) -> JSONResponse:
     """Every item is priced before anything is held; the response quotes the whole batch. `atomic`:
-    all items held and queued, or none (402 when the balance cannot hold them all)."""
+    all items held and queued, or none (402 when the balance cannot hold them all). Every item starts
+    from the template's reference image, when it has one."""
     spec = BatchSpec(template=body.template, variables=dict(body.variables), mode=body.mode,
                      ab_groups=body.ab_groups, atomic=body.atomic, enhance=body.enhance_prompt, model=body.model,
                      seconds=body.seconds, size=body.size, negative_prompt=body.negative_prompt, seed=body.seed,
                      metadata=dict(body.metadata))
+    reference = await run_in_threadpool(batch_reference, ctx.sessions, ctx.storage, caller.tenant_id,
+                                        body.template)
     idempotency = None
     if idempotency_key is not None:
-        idempotency = (idempotency_key, fingerprint("/v1/batches", body.model_dump(mode="json")))
+        # The template's image is part of what is asked for: after it changes, the key is another request.
+        sent = body.model_dump(mode="json") | ({} if reference is None else
+                                               {"template_reference": {"sha256": reference.sha256}})
+        idempotency = (idempotency_key, fingerprint("/v1/batches", sent))
     outcome = await run_in_threadpool(functools.partial(
         submit_batch, ctx.sessions, ctx.settings, ctx.counters, caller, spec, prompt_chars_max, batch_object,
-        idempotency, screens=ctx.screens))
+        idempotency, screens=ctx.screens, storage=ctx.storage, reference=reference))
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     return JSONResponse(outcome.body, status_code=outcome.status_code, headers=headers)
 

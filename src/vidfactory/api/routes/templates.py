@@ -1,5 +1,10 @@
 """/v1/templates: the tenant's templates (create, list, read, replace, delete) beside the built-in
-library (read-only). A template is checked when it is saved: a body that could never render is a 400."""
+library (read-only). A template is checked when it is saved: a body that could never render is a 400.
+
+A template's reference image is sent as a data URL when it is saved (checked like `input_reference`),
+stored under the tenant as `<tenant>/templates/<template id>/reference-<sha256>.<ext>` and answered as
+its SHA-256, size and format, never its bytes. Each job made from the template stores its own copy, so
+replacing or deleting the template never touches a job's first frame."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vidfactory.api.body import VideoInput
+from vidfactory.api.body import VideoInput, data_url_reference
 from vidfactory.api.context import AppContext
 from vidfactory.api.deps import CallerDep, ContextDep, SessionDep
 from vidfactory.api.errors import ApiError, not_found
@@ -24,7 +29,9 @@ from vidfactory.jobs.prompting import template_from_row
 from vidfactory.prompts.errors import PromptError
 from vidfactory.prompts.library import library
 from vidfactory.jobs.submit import submit
-from vidfactory.prompts.templates import Template, check_template, name_pattern, render
+from vidfactory.media.reference import ReferenceImage
+from vidfactory.prompts.templates import Template, TemplateImage, check_template, name_pattern, render
+from vidfactory.storage.local import LocalStorage
 from vidfactory.tenancy import Caller
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
@@ -42,7 +49,7 @@ def template_object(template: Template, source: str, row: TemplateRow | None = N
                  "camera": template.camera, "mood": template.mood},
         "seconds": template.seconds,
         "size": template.size,
-        "reference_image": template.reference_image,
+        "reference_image": _image_object(template),
         "defaults": dict(template.defaults),
         "pre_generate": row is not None and row.pre_generate,
         "variables": sorted(check_template(template)),
@@ -51,22 +58,63 @@ def template_object(template: Template, source: str, row: TemplateRow | None = N
     }
 
 
-def _as_template(name: str, body: TemplateCreate | TemplateUpdate) -> Template:
+def _image_object(template: Template) -> dict[str, Any] | None:
+    """The image's identity, as the video object's input_reference: megabytes of base64 stay stored."""
+    if template.reference is not None:
+        image = template.reference
+        return {"sha256": image.sha256, "width": image.width, "height": image.height,
+                "content_type": image.content_type}
+    if template.reference_image is not None:  # a URL saved before images were stored (never fetched)
+        return {"url": template.reference_image}
+    return None
+
+
+def _sent_image(body: TemplateCreate | TemplateUpdate) -> ReferenceImage | None:
+    """Checked before anything is stored (a 400 naming reference_image)."""
+    if body.reference_image is None:
+        return None
+    return data_url_reference(body.reference_image, "reference_image")
+
+
+def _stored_as(tenant_id: str, row_id: str, image: ReferenceImage | None) -> TemplateImage | None:
+    """Named by its SHA-256: a request that read the template before a replacement still finds its file
+    (until the old one is removed), and never finds other bytes under the name it read."""
+    if image is None:
+        return None
+    key = f"{tenant_id}/templates/{row_id}/reference-{image.sha256}.{image.extension}"
+    return TemplateImage(key=key, sha256=image.sha256, width=image.width, height=image.height,
+                         content_type=image.content_type)
+
+
+def _as_template(name: str, body: TemplateCreate | TemplateUpdate,
+                 reference: TemplateImage | None) -> Template:
     """Checked before it is stored: refuses bad syntax, what the sandbox forbids, stray defaults."""
     template = Template(name=name, body=body.body, language=body.language, description=body.description,
                         industry=body.form.industry, style=body.form.style, keywords=tuple(body.form.keywords),
                         camera=body.form.camera, mood=body.form.mood, seconds=body.seconds, size=body.size,
-                        reference_image=body.reference_image, defaults=dict(body.defaults))
+                        reference=reference, defaults=dict(body.defaults))
     check_template(template)
     return template
 
 
 def _row_values(template: Template) -> dict[str, Any]:
+    image = template.reference
     return {"description": template.description, "language": template.language, "body": template.body,
             "form": {"industry": template.industry, "style": template.style, "keywords": list(template.keywords),
                      "camera": template.camera, "mood": template.mood},
             "seconds": template.seconds, "size": template.size, "reference_image": template.reference_image,
+            "reference_key": None if image is None else image.key,
+            "reference_sha256": None if image is None else image.sha256,
+            "reference_width": None if image is None else image.width,
+            "reference_height": None if image is None else image.height,
+            "reference_content_type": None if image is None else image.content_type,
             "defaults": dict(template.defaults)}
+
+
+def _forget(storage: LocalStorage, key: str | None, kept: str | None = None) -> None:
+    """Removes a template's file that no committed row names (`kept` is the one that still does)."""
+    if key is not None and key != kept:
+        storage.delete(key)
 
 
 def _defaults_rendered(template: Template) -> tuple[str, int | None, str | None]:
@@ -82,7 +130,7 @@ def _pre_generate(ctx: AppContext, caller: Caller, name: str) -> dict[str, Any]:
     sent = VideoInput(body=VideoCreate(template=name), fields={}, reference=None)
     video_request = to_video_request(ctx, caller, sent)
     submitted = submit(ctx.sessions, ctx.settings, ctx.counters, caller, video_request, video_object,
-                       screens=ctx.screens)
+                       screens=ctx.screens, storage=ctx.storage)
     return submitted.body
 
 
@@ -104,18 +152,27 @@ def _owned(session: Session, caller: Caller, name: str) -> TemplateRow:
 def create_template(body: TemplateCreate, ctx: ContextDep, caller: CallerDep) -> dict[str, Any]:
     if body.name in library:
         raise ApiError(409, "template_exists", f"{body.name!r} is a built-in template name", param="name")
-    template = _as_template(body.name, body)
+    image = _sent_image(body)
+    row_id = f"tpl_{uuid.uuid4().hex}"
+    template = _as_template(body.name, body, _stored_as(caller.tenant_id, row_id, image))
     if body.pre_generate:
         _defaults_rendered(template)
+    key = None if template.reference is None else template.reference.key
     try:
         with ctx.sessions.begin() as session:
-            row = TemplateRow(id=f"tpl_{uuid.uuid4().hex}", tenant_id=caller.tenant_id, name=template.name,
+            if image is not None and key is not None:  # the file exists before the row that names it
+                ctx.storage.put(key, image.data)
+            row = TemplateRow(id=row_id, tenant_id=caller.tenant_id, name=template.name,
                               pre_generate=body.pre_generate, **_row_values(template))
             session.add(row)
             session.flush()
             created = template_object(template, "tenant", row)
     except IntegrityError as exc:  # the (tenant, name) unique constraint: also two racing creates
+        _forget(ctx.storage, key)
         raise ApiError(409, "template_exists", f"template {body.name!r} already exists", param="name") from exc
+    except BaseException:
+        _forget(ctx.storage, key)
+        raise
     if body.pre_generate:
         try:
             created["pre_generated"] = _pre_generate(ctx, caller, template.name)
@@ -123,6 +180,7 @@ def create_template(body: TemplateCreate, ctx: ContextDep, caller: CallerDep) ->
             # Nothing changes when pre-generation is refused (balance, limits, screening): undo the save.
             with ctx.sessions.begin() as session:
                 session.delete(_owned(session, caller, template.name))
+            _forget(ctx.storage, key)
             raise
     return created
 
@@ -152,19 +210,34 @@ def retrieve_template(name: str, session: SessionDep, caller: CallerDep) -> dict
 @router.put("/{name}")
 def replace_template(name: str, body: TemplateUpdate, ctx: ContextDep, caller: CallerDep) -> dict[str, Any]:
     """Pre-generates again only when what the defaults render to changed (or pre-generation was just
-    turned on); a refused pre-generation leaves the template as it was."""
-    template = _as_template(name, body)
+    turned on, or the reference image changed); a refused pre-generation leaves the template as it was.
+    A PUT without reference_image removes the template's image (the whole template is replaced)."""
+    image = _sent_image(body)
+    with ctx.sessions() as session:  # the row's id names its image file
+        row_id = _owned(session, caller, name).id
+    template = _as_template(name, body, _stored_as(caller.tenant_id, row_id, image))
     rendered = _defaults_rendered(template) if body.pre_generate else None
-    with ctx.sessions.begin() as session:
-        row = _owned(session, caller, name)
-        before = {key: getattr(row, key) for key in (*_row_values(template), "pre_generate", "updated_at")}
-        previous = template_from_row(row)
-        stale = rendered is not None and (not row.pre_generate or _renders_otherwise(previous, rendered))
-        for key, value in {**_row_values(template), "pre_generate": body.pre_generate}.items():
-            setattr(row, key, value)
-        row.updated_at = utcnow()
-        session.flush()
-        replaced = template_object(template, "tenant", row)
+    new_key = None if template.reference is None else template.reference.key
+    try:
+        with ctx.sessions.begin() as session:
+            row = _owned(session, caller, name)
+            assert row.id == row_id, "the template was deleted and created again meanwhile"
+            old_key = row.reference_key
+            before = {key: getattr(row, key)
+                      for key in (*_row_values(template), "pre_generate", "updated_at")}
+            previous = template_from_row(row)
+            stale = rendered is not None and (not row.pre_generate or _renders_otherwise(previous, rendered)
+                                              or old_key != new_key)
+            if image is not None and new_key is not None and new_key != old_key:
+                ctx.storage.put(new_key, image.data)
+            for key, value in {**_row_values(template), "pre_generate": body.pre_generate}.items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+            session.flush()
+            replaced = template_object(template, "tenant", row)
+    except BaseException:
+        _forget(ctx.storage, new_key, kept=_current_key(ctx, caller, name))
+        raise
     if stale:
         try:
             replaced["pre_generated"] = _pre_generate(ctx, caller, name)
@@ -173,8 +246,17 @@ def replace_template(name: str, body: TemplateUpdate, ctx: ContextDep, caller: C
                 row = _owned(session, caller, name)
                 for key, value in before.items():
                     setattr(row, key, value)
+            _forget(ctx.storage, new_key, kept=old_key)
             raise
+    _forget(ctx.storage, old_key, kept=new_key)
     return replaced
+
+
+def _current_key(ctx: AppContext, caller: Caller, name: str) -> str | None:
+    with ctx.sessions() as session:
+        row = session.scalar(select(TemplateRow).where(TemplateRow.tenant_id == caller.tenant_id,
+                                                       TemplateRow.name == name))
+        return None if row is None else row.reference_key
 
 
 def _renders_otherwise(previous: Template, rendered: tuple[str, int | None, str | None]) -> bool:
@@ -186,7 +268,10 @@ def _renders_otherwise(previous: Template, rendered: tuple[str, int | None, str 
 
 @router.delete("/{name}")
 def delete_template(name: str, ctx: ContextDep, caller: CallerDep) -> dict[str, Any]:
-    """Jobs made from it keep its name and variables; only the template goes."""
+    """Jobs made from it keep its name, variables and their own copy of its image; only the template goes."""
     with ctx.sessions.begin() as session:
-        session.delete(_owned(session, caller, name))
+        row = _owned(session, caller, name)
+        key = row.reference_key
+        session.delete(row)
+    _forget(ctx.storage, key)
     return {"object": "template.deleted", "name": name, "deleted": True}

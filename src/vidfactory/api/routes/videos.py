@@ -21,7 +21,7 @@ from vidfactory.db.models import Asset, Feedback, Job
 from vidfactory.db.types import utcnow
 from vidfactory.jobs import queue
 from vidfactory.idempotency import fingerprint
-from vidfactory.jobs.prompting import PromptRequest, resolve_prompt
+from vidfactory.jobs.prompting import PromptRequest, resolve_prompt, template_reference
 from vidfactory.jobs.submit import VideoRequest, submit
 from vidfactory.media.reference import ReferenceImage, read_reference
 from vidfactory.tenancy import Caller
@@ -32,18 +32,34 @@ page_size_max = 100
 
 
 def to_video_request(ctx: AppContext, caller: Caller, sent: VideoInput) -> VideoRequest:
-    """Render the template and enhance the prompt, as asked (reads templates; may call the LLM)."""
+    """Render the template and enhance the prompt, as asked (reads templates; may call the LLM). The
+    template's reference image is used when the request sends none; the request's own overrides it."""
     body = sent.body
     resolved = resolve_prompt(ctx.sessions, ctx.settings, caller.tenant_id,
                               PromptRequest(prompt=body.prompt, template=body.template, variables=body.variables,
                                             enhance=body.enhance_prompt), prompt_chars_max)
+    reference, from_template = sent.reference, False
+    if reference is None and resolved.reference is not None:
+        assert body.template is not None
+        reference = template_reference(ctx.storage, body.template, resolved.reference)
+        from_template = True
     return VideoRequest(prompt=resolved.prompt, model=body.model or ctx.settings.models[0].id,
                         seconds=body.seconds if body.seconds is not None else _text(resolved.seconds),
                         size=body.size or resolved.size, negative_prompt=body.negative_prompt, seed=body.seed,
                         metadata=dict(body.metadata), cache=body.cache, webhook_url=body.webhook_url,
                         user_prompt=resolved.user_prompt, template=resolved.template,
                         variables=resolved.variables, enhancement=resolved.enhancement,
-                        warnings=resolved.warnings, reference=sent.reference)
+                        warnings=resolved.warnings, reference=reference,
+                        reference_from_template=from_template)
+
+
+def request_fingerprint(path: str, fields: dict[str, Any], request: VideoRequest) -> str:
+    """What was sent, and the template's image when it is the one used: the same key sent again after
+    the template's image changed is another request (409), not a replay of the old clip."""
+    if request.reference_from_template:
+        assert request.reference is not None
+        fields = {**fields, "template_reference": {"sha256": request.reference.sha256}}
+    return fingerprint(path, fields)
 
 
 def _text(seconds: int | None) -> str | None:
@@ -69,7 +85,7 @@ async def create_video(
     video_request = await run_in_threadpool(to_video_request, ctx, caller, sent)
     idempotency = None
     if idempotency_key is not None:
-        idempotency = (idempotency_key, fingerprint("/v1/videos", sent.fields))
+        idempotency = (idempotency_key, request_fingerprint("/v1/videos", sent.fields, video_request))
     submitted = await run_in_threadpool(submit, ctx.sessions, ctx.settings, ctx.counters, caller, video_request,
                                         video_object, idempotency, screens=ctx.screens, storage=ctx.storage)
     headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
