@@ -188,31 +188,33 @@ def test_cancelling_a_running_hosted_job_cancels_the_remote_task(setup, sessions
     assert_ledger_clean(sessions)
 
 
+def wait_for(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_a_probe_longer_than_a_lease_stays_the_only_probe(setup, sessions, service):
     settings, worker, tenant = setup(dict(poll_interval_s=0.02, task_timeout_s=60.0), breaker_failures_max=1,
                                      breaker_cooldown_s=0.0, retry_backoff_s=0.0, lease_s=2.0, heartbeat_s=0.1)
     service.fail_next(2, "/video", status=503)
     job_id = submit_job(sessions, settings, tenant)
     assert worker.run_once()  # opens the breaker
-    service.polls_to_finish = 250  # the probe job's remote task runs several leases (>= 5 s)
+    service.polls_to_finish = 400  # the probe job's remote task runs several leases (>= 8 s)
     runner = threading.Thread(target=worker.run_once)
     runner.start()
-    time.sleep(2.5)
+    # Timed from the claim, not the thread's start: on a loaded machine claiming can take a while.
+    wait_for(lambda: job(sessions, job_id).status == "in_progress")
+    time.sleep(settings.lease_s + 0.5)
     with sessions.begin() as s:  # past the first probe expiry: the heartbeats kept the probe the worker's
         assert not breaker.admits(s, "wan-hosted", worker_id="other", now=utcnow(), policy=worker.breaker_policy)
-    runner.join(20)
+    runner.join(30)
     assert job(sessions, job_id).status == "completed"
     assert_ledger_clean(sessions)
 
 
 # --- a retried job resumes its remote task ------------------------------------------------------------------
-
-
-def wait_for(condition, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_a_retry_after_polling_failed_resumes_the_task_instead_of_paying_twice(setup, sessions, service):
