@@ -17,13 +17,13 @@ from vidfactory.billing import pricebooks
 from vidfactory.billing.ledger import InsufficientBalance
 from vidfactory.billing.pricebook import money
 from vidfactory.billing.tokens import TokenCounter
-from vidfactory.db.models import Batch, Job
+from vidfactory.db.models import Batch
 from vidfactory.db.session import SessionFactory
-from vidfactory.idempotency import Outcome, run_once
+from vidfactory.idempotency import Outcome
 from vidfactory.jobs.prompting import PromptRequest, find_template, resolve_prompt, template_reference
 from vidfactory.jobs.queue import Review
 from vidfactory.jobs.screening import PromptRejected, PromptScreens, screen_prompt
-from vidfactory.jobs.submit import Priced, VideoRequest, enqueue, price
+from vidfactory.jobs.submit import Priced, StagedFiles, VideoRequest, enqueue, price, run_once_staged
 from vidfactory.media.reference import ReferenceImage
 from vidfactory.prompts.batch import BatchItem, expand
 from vidfactory.settings import ModelConfig, Settings
@@ -120,15 +120,7 @@ def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Call
     assert len({p.priced.price_book_version for p in prepared}) == 1
     total_tokens = sum(p.priced.quote.total_tokens for p in prepared)
 
-    stored: list[str] = []
-
-    def store_copy(job: Job) -> None:
-        """Each job its own file (as POST /v1/videos stores one), written before the batch commits."""
-        if reference is not None and job.reference_key is not None:
-            stored.append(job.reference_key)
-            storage.put(job.reference_key, reference.data)
-
-    def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
+    def hold_and_enqueue(session: Session, files: StagedFiles) -> tuple[int, dict[str, Any]]:
         batch = Batch(id=batch_id, tenant_id=caller.tenant_id, template=spec.template, mode=spec.mode,
                       atomic=spec.atomic, items_total=len(prepared) + len(blocked), total_tokens=total_tokens, rejected=[],
                       price_book_version=prepared[0].priced.price_book_version,
@@ -138,7 +130,8 @@ def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Call
         rejected = list(blocked)
         for item in prepared:
             if spec.atomic:  # any failure rolls the whole transaction back: no item is held or queued
-                store_copy(enqueue(session, settings, caller, item.request, item.priced, item.review))
+                files.store_reference(enqueue(session, settings, caller, item.request, item.priced, item.review),
+                                      reference)
                 continue
             try:
                 with session.begin_nested():  # a refused item leaves nothing behind (a voucher leg included)
@@ -148,25 +141,12 @@ def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Call
                                  "ab_group": item.item.ab_group, "code": "insufficient_balance",
                                  "message": str(exc)})
                 continue
-            store_copy(job)
+            files.store_reference(job, reference)
         batch.rejected = sorted(rejected, key=lambda r: r["item"])
         session.flush()
         return 202, render(session, batch)
 
-    try:
-        outcome = run_once(sessions, caller.tenant_id, idempotency, hold_and_enqueue)
-    except BaseException:
-        _forget(storage, stored)
-        raise
-    if outcome.replayed:  # a concurrent request with the key won: its jobs, not ours, exist
-        _forget(storage, stored)
-    return outcome
-
-
-def _forget(storage: LocalStorage, keys: list[str]) -> None:
-    """Files written for jobs that did not commit: each key names its job, so nobody else reads it."""
-    for key in keys:
-        storage.delete(key)
+    return run_once_staged(sessions, caller.tenant_id, idempotency, hold_and_enqueue, storage)
 
 
 def batch_quote(session: Session, batch: Batch) -> dict[str, Any]:

@@ -36,8 +36,8 @@ from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage.local import LocalStorage
 from vidfactory.tenancy import Caller
 
-__all__ = ["ActiveJobsLimit", "Priced", "VideoRequest", "clean_prompt", "enqueue", "price", "price_now",
-           "reference_key", "submit"]
+__all__ = ["ActiveJobsLimit", "Priced", "StagedFiles", "VideoRequest", "clean_prompt", "enqueue", "price",
+           "price_now", "reference_key", "run_once_staged", "submit"]
 
 seed_max = 2**31 - 1
 whitespace_run = re.compile(r"\s+")
@@ -259,9 +259,8 @@ def submit(
     priced = price_now(sessions, settings, counter_for, request, caller.tenant_id)
     with sessions() as session:
         review = screen_prompt(session, screens, caller.tenant_id, priced.prompt) or review
-    stored: list[str] = []
 
-    def hold_and_enqueue(session: Session) -> tuple[int, dict[str, Any]]:
+    def hold_and_enqueue(session: Session, files: StagedFiles) -> tuple[int, dict[str, Any]]:
         job = enqueue(session, settings, caller, request, priced, review)
         # Counted after the hold locked the tenant's ledger row (PostgreSQL) or took the write lock
         # (SQLite): concurrent submissions of one tenant count one after another, so the limit is exact.
@@ -274,24 +273,46 @@ def submit(
             charge = cache_hit_charge(priced.book, priced.quote.total_tokens)
             queue.complete_from_cache(session, job, hit.job_id, hit.score, charge)
             session.refresh(job)
-        if request.reference is not None and storage is not None:
-            # Last, once nothing above refused: the file exists before the job that names it commits.
-            stored.append(job.reference_key)
-            storage.put(job.reference_key, request.reference.data)
+        # Last, once nothing above refused: the file exists before the job that names it commits.
+        files.store_reference(job, request.reference)
         return 202, render(session, job)
 
+    return run_once_staged(sessions, caller.tenant_id, idempotency, hold_and_enqueue, storage)
+
+
+class StagedFiles:
+    """Files a submission writes inside its transaction for the jobs it creates. Each key names its job,
+    so nobody else reads it; `forget` deletes them when that transaction was not this request's own."""
+
+    def __init__(self, storage: LocalStorage | None) -> None:
+        self.storage = storage
+        self.keys: list[str] = []
+
+    def store_reference(self, job: Job, reference: ReferenceImage | None) -> None:
+        """The job's own copy of its first frame (none without a reference image)."""
+        if reference is None:
+            return
+        assert self.storage is not None and job.reference_key is not None, "a reference needs the storage"
+        self.keys.append(job.reference_key)
+        self.storage.put(job.reference_key, reference.data)
+
+    def forget(self) -> None:
+        for key in self.keys:
+            assert self.storage is not None
+            self.storage.delete(key)
+
+
+def run_once_staged(sessions: SessionFactory, tenant_id: str, idempotency: tuple[str, str] | None,
+                    effect: Callable[[Session, StagedFiles], tuple[int, dict[str, Any]]],
+                    storage: LocalStorage | None) -> Outcome:
+    """`run_once`, with the files `effect` stores removed again unless its transaction commits as ours:
+    on any error, and on a replay (a concurrent request with the key won: its jobs, not ours, exist)."""
+    files = StagedFiles(storage)
     try:
-        outcome = run_once(sessions, caller.tenant_id, idempotency, hold_and_enqueue)
+        outcome = run_once(sessions, tenant_id, idempotency, lambda session: effect(session, files))
     except BaseException:
-        _forget(storage, stored)
+        files.forget()
         raise
-    if outcome.replayed:  # a concurrent request with the key won: its job, not ours, exists
-        _forget(storage, stored)
+    if outcome.replayed:
+        files.forget()
     return outcome
-
-
-def _forget(storage: LocalStorage | None, keys: list[str]) -> None:
-    """Files written for a job that did not commit: each key names that job, so nobody else reads it."""
-    for key in keys:
-        assert storage is not None
-        storage.delete(key)
