@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     retry_backoff_s: float = 2.0
     job_timeout_s: float = 3600.0
     progress_write_interval_s: float = 0.5
+    # A stopping worker (SIGTERM, scale-down) finishes the job in hand within this, else hands it back to
+    # the queue without using its attempt; below Kubernetes' default 30 s before SIGKILL.
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
     # Circuit breaker per hosted model: open after this many consecutive failures (its jobs wait in the
     # queue), let one probe job through after the cooldown.
     breaker_failures_max: int = Field(default=5, ge=1)

@@ -71,8 +71,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         threads = start_workers(ctx, worker_count, stop) + start_dispatcher(settings, ctx.sessions, stop)
         yield
         stop.set()
-        for thread in threads:
-            thread.join(worker_join_s)
+        for thread in threads:  # a job outliving the grace is handed back, then its worker leaves
+            thread.join(settings.shutdown_grace_s + worker_join_s)
         ctx.engine.dispose()
 
     app = FastAPI(title="vidfactory", version=__version__, lifespan=lifespan,

@@ -7,6 +7,7 @@ import re
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidfactory.api.schemas import ErrorEnvelope
@@ -26,8 +27,8 @@ __all__ = ["ApiError", "checked_id", "error_responses", "install_error_handlers"
 # document its own 422 HTTPValidationError, which this app never sends (validation errors are 400s here).
 error_responses = {"4XX": {"model": ErrorEnvelope, "description": "The error envelope"},
                    "503": {"model": ErrorEnvelope,
-                           "description": "A configured model cannot be loaded, or the shared rate limiter is "
-                                          "unreachable and set to fail closed"}}
+                           "description": "A configured model cannot be loaded, the database is unreachable, or "
+                                          "the shared rate limiter is unreachable and set to fail closed"}}
 
 types_by_status = {
     400: "invalid_request_error",
@@ -42,6 +43,9 @@ types_by_status = {
     429: "rate_limit_error",
     503: "api_error",
 }
+
+
+database_retry_after_s = 1
 
 
 class ApiError(Exception):
@@ -121,6 +125,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _model_unavailable(_: Request, exc: Exception):
         # A misconfigured model (no weights, no tokenizer) is the operator's to fix, not the caller's.
         return envelope(503, "model_unavailable", str(exc), "model")
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_unavailable(_: Request, exc: Exception):
+        # A restart, failover or cut connection: the transaction rolled back, unless the connection dropped
+        # during its commit; the Idempotency-Key makes the retry safe either way.
+        return envelope(503, "database_unavailable", "the database is unreachable; retry the request (with the "
+                        "same Idempotency-Key, one that did take effect is not repeated)", None,
+                        {"Retry-After": str(database_retry_after_s)})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):

@@ -11,16 +11,26 @@ from dataclasses import dataclass
 import torch
 from sqlalchemy.exc import OperationalError
 
-from vidfactory.engines.base import EngineError
+from vidfactory.engines.base import EngineError, GenerationAbandoned
 from vidfactory.media.errors import MediaError
 from vidfactory.safety.frames import OutputScreeningError
 from vidfactory.storage.local import StorageError
 
-__all__ = ["Classified", "JobTimedOut", "classify"]
+__all__ = ["Classified", "JobTimedOut", "LeaseExpired", "WorkerStopping", "classify"]
 
 
 class JobTimedOut(EngineError):
     error_type = "timeout"
+
+
+class LeaseExpired(GenerationAbandoned):
+    """The database stayed unreachable until the job's lease ran out: this worker may no longer record
+    anything for the attempt. Raised through the engine like any abandonment (a hosted task is left running
+    for the next attempt to resume)."""
+
+
+class WorkerStopping(GenerationAbandoned):
+    """The worker was told to stop and the job outran the grace period: it goes back to the queue."""
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ __all__ = [
     "finished_since",
     "fail",
     "finish_cancelled",
+    "hand_back",
     "heartbeat",
     "hold_for_review",
     "pending_reviews",
@@ -44,7 +45,6 @@ __all__ = [
     "record_remote_task",
     "record_run",
     "reject_review",
-    "release",
     "report_progress",
     "request_cancel",
     "requeue",
@@ -323,9 +323,11 @@ def regenerate_for_qc(session: Session, job_id: str, *, owner: str, seed: int, r
         "lease_expires_at": None, "progress": 0, "engine_metadata": None})
 
 
-def release(session: Session, job_id: str, *, owner: str, error_type: str, message: str) -> None:
-    """Back to the queue as if never claimed (the attempt is given back, the hold stays): the engine's
-    circuit breaker is open, so the failure says nothing about this job."""
+def hand_back(session: Session, job_id: str, *, owner: str, error_type: str, message: str) -> None:
+    """Back to the queue as if never claimed, for any worker to take at once: the attempt is given back
+    and the hold stays. For failures that say nothing about the job: the engine's circuit breaker is open,
+    the worker is stopping (SIGTERM, scale-down), the database was lost under it. Only the lease owner of
+    a running job may (a compare-and-set), so a hand-back racing the reaper or a finish happens once."""
     _transition(session, job_id, expected=("in_progress",), owner=owner, values={
         "status": "queued", "attempts": Job.attempts - 1, "run_after": utcnow(), "lease_owner": None,
         "lease_expires_at": None, "progress": 0, "error_type": error_type,

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from vidfactory.branding import load_brand
 from vidfactory.db.models import Job
+from vidfactory.db.outage import Backoff, is_outage
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
 from vidfactory.engines.base import (Engine, EngineError, GeneratedVideo, GenerationAbandoned,
@@ -43,7 +44,8 @@ from vidfactory.engines.memory import (
 from vidfactory.engines.registry import load_engine
 from vidfactory.engines.speed import SpeedSettings
 from vidfactory.jobs import breaker, maintenance, output, queue, workers
-from vidfactory.jobs.errors import JobTimedOut, classify
+from vidfactory.jobs.errors import JobTimedOut, LeaseExpired, WorkerStopping, classify
+from vidfactory.jobs.lease import Lease, outage_retry_first_s
 from vidfactory.jobs.output import ClipIdentity
 from vidfactory.media.errors import MediaError
 from vidfactory.media.reference import center_crop, decode_rgb
@@ -65,7 +67,7 @@ watermark_draws_max = 5
 seed_max = 2**31 - 1  # the API's seed range
 review_alert_kind = "review_required"
 maintenance_interval_s = 5.0
-database_retry_s = 2.0
+database_retry_max_s = 5.0  # the serving loop's longest wait for an unreachable database
 
 
 def new_worker_id() -> str:
@@ -83,40 +85,6 @@ def device_report(settings: Settings) -> workers.DeviceReport:
     if settings.worker_memory_bytes is not None:
         total, free = settings.worker_memory_bytes, min(free, settings.worker_memory_bytes)
     return workers.DeviceReport(gpu_name=name, memory_total_bytes=total, memory_free_bytes=free)
-
-
-class Lease:
-    """A claimed job's lease, kept alive by a heartbeat thread from claim until its outcome is recorded
-    (through post-processing too). `lost` is set when another worker or the reaper took the job."""
-
-    def __init__(self, worker: Worker, job_id: str, model_id: str) -> None:
-        self.worker = worker
-        self.job_id = job_id
-        self.model_id = model_id
-        self.lost = threading.Event()
-        self.done = threading.Event()
-        self.beat = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
-        self.beat.start()
-
-    def release(self) -> None:
-        self.done.set()
-        self.beat.join()
-
-    def _beat(self) -> None:
-        settings = self.worker.settings
-        hosted = self.worker.is_hosted(self.model_id)
-        while not self.done.wait(settings.heartbeat_s):
-            try:
-                with self.worker.sessions.begin() as session:
-                    now = utcnow()
-                    queue.heartbeat(session, self.job_id, self.worker.worker_id, lease_s=settings.lease_s, now=now)
-                    if hosted:  # a probe job runs as long as it needs; its breaker stays ours meanwhile
-                        breaker.extend_probe(session, self.model_id, worker_id=self.worker.worker_id,
-                                             until=now + timedelta(seconds=self.worker.breaker_policy.probe_s))
-            except queue.StaleJob:
-                log.warning("job %s: lease lost by %s; stopping", self.job_id, self.worker.worker_id)
-                self.lost.set()
-                return
 
 
 class Worker:
@@ -141,21 +109,30 @@ class Worker:
         self.provenance: output.Provenance | None = None  # loaded on the first clip
         self.post_thread: threading.Thread | None = None  # the clip being post-processed, if any
         self.frame_steps = output.frame_steps(settings)
+        self.stop: threading.Event | None = None  # set: finish the job in hand, then leave
+        self.stop_seen_at: float | None = None
 
     def run(self, stop: threading.Event) -> None:
+        """Serve until `stop`. The job in hand when it is set finishes within `shutdown_grace_s` or is
+        handed back (no attempt used). A database outage is waited out with backoff: its leases run out
+        and are reaped if it outlasts them, and the loop carries on when it is back."""
         log.info("worker %s serving %s on %s (%.1f GiB)", self.worker_id, ", ".join(self.models),
                  self.device.gpu_name, self.device.memory_total_bytes / 2**30)
+        self.stop, self.stop_seen_at = stop, None
+        backoff = Backoff(outage_retry_first_s, database_retry_max_s)
         try:
             while not stop.is_set():
                 try:
                     self.maintain()
                     worked = self.run_once(wait=False)
-                except OperationalError as exc:
-                    # The database is unreachable: keep the worker alive and try again; its leases will
-                    # simply expire and be reaped if the outage outlasts them.
-                    log.error("worker %s: database unavailable: %s", self.worker_id, exc)
-                    worked = False
-                    stop.wait(database_retry_s)
+                    backoff.reset()
+                except SQLAlchemyError as exc:
+                    if not is_outage(exc):
+                        raise
+                    delay = backoff.next_s()
+                    log.error("worker %s: database unavailable (retry in %.1f s): %s", self.worker_id, delay, exc)
+                    stop.wait(delay)
+                    continue
                 if not worked:
                     stop.wait(self.settings.poll_s)
         finally:
@@ -190,7 +167,9 @@ class Worker:
         try:
             with self.sessions.begin() as session:
                 workers.deregister(session, self.worker_id)
-        except OperationalError as exc:  # going away anyway: admission stops counting it once it is stale
+        except SQLAlchemyError as exc:  # going away anyway: admission stops counting it once it is stale
+            if not is_outage(exc):
+                raise
             log.warning("worker %s: could not deregister: %s", self.worker_id, exc)
 
     def run_once(self, wait: bool = True) -> bool:
@@ -198,7 +177,7 @@ class Worker:
         the clip's post-processing to a thread when overlap is on; `wait=True` returns once it is recorded."""
         if not self.registered:
             self._report(utcnow())
-        now = utcnow()
+        claimed_at, now = time.monotonic(), utcnow()
         residency = queue.Residency(memory_bytes=self.device.memory_total_bytes,
                                     held_models=tuple(m for m in self.models
                                                       if m in self.engines or self.is_hosted(m)),
@@ -210,8 +189,17 @@ class Worker:
         if job is None:
             return False
         log.info("job %s claimed by %s (attempt %d)", job.id, self.worker_id, job.attempts)
-        self.execute(job, wait=wait)
+        self.execute(job, self._lease(job, claimed_at), wait=wait)
         return True
+
+    def _lease(self, job: Job, claimed_at: float) -> Lease:
+        renew_also = None
+        if self.is_hosted(job.model):  # a probe job runs as long as it needs; its breaker stays ours meanwhile
+            def renew_also(session: Session, now: datetime) -> None:
+                breaker.extend_probe(session, job.model, worker_id=self.worker_id,
+                                     until=now + timedelta(seconds=self.breaker_policy.probe_s))
+        return Lease(self.sessions, job.id, self.worker_id, lease_s=self.settings.lease_s,
+                     heartbeat_s=self.settings.heartbeat_s, claimed_at=claimed_at, renew_also=renew_also)
 
     def is_hosted(self, model_id: str) -> bool:
         config = self.settings.model(model_id)
@@ -252,8 +240,14 @@ class Worker:
         started = time.perf_counter()
         self.engines[model_id] = self.engine_loader(config, self.settings.models_dir)
         load_s = time.perf_counter() - started
-        with self.sessions.begin() as session:
-            workers.record_load(session, self.worker_id, model_id, load_s)
+        try:
+            with self.sessions.begin() as session:
+                workers.record_load(session, self.worker_id, model_id, load_s)
+        except SQLAlchemyError as exc:  # a registry statistic: the job records its own load time
+            if not is_outage(exc):
+                raise
+            log.warning("worker %s: load time of %s not recorded, the database is unreachable", self.worker_id,
+                        model_id)
         log.info("worker %s loaded %s in %.2f s", self.worker_id, model_id, load_s)
         return load_s
 
@@ -268,34 +262,71 @@ class Worker:
                               self.device.memory_total_bytes, at_least=forced or MEMORY_MODES[0])
         return fits or forced or MEMORY_MODES[-1]
 
-    def execute(self, job: Job, wait: bool = True) -> None:
-        lease = Lease(self, job.id, job.model)
-        memory_mode = self.memory_mode_for(job)
-        # 1. Generate: the only step that needs the engine.
+    def execute(self, job: Job, lease: Lease, wait: bool = True) -> None:
+        """Run one claimed attempt. Invariant: `lease` is released on every way out of here, or by the
+        post-processing thread it is passed to, once the outcome is recorded, handed back or given up."""
+        post_processing = False
         try:
-            video = self._generate(job, memory_mode)
+            video = self._generate_or_end(job, lease)
+            if video is None:
+                return
+            # 2. Post-process. One clip at a time: the previous one must be recorded before this one starts.
+            self.drain()
+            if wait or not self.settings.overlap_post_processing:
+                self._post_process(job, lease, video)
+                return
+            self.post_thread = threading.Thread(target=self._post_process, args=(job, lease, video),
+                                                name=f"post-{job.id}", daemon=True)
+            self.post_thread.start()
+            post_processing = True
+        finally:
+            if not post_processing:
+                lease.release()
+
+    def _generate_or_end(self, job: Job, lease: Lease) -> GeneratedVideo | None:
+        """1. Generate: the only step that needs the engine. None when the attempt ended here: recorded
+        (failed, requeued, cancelled), handed back, or another worker's now."""
+        memory_mode = self.memory_mode_for(job)
+        try:
+            return self._generate(job, lease, memory_mode)
+        except (LeaseExpired, WorkerStopping) as exc:
+            self._hand_back(job, lease, exc)
         except GenerationAbandoned as exc:  # nothing to record: the job is another worker's now
             log.warning("job %s: %s; its new owner carries on", job.id, exc)
-            lease.release()
-            return
         except GenerationCancelled:
-            self._finish(lambda s: queue.finish_cancelled(s, job.id, self.worker_id), job, "cancelled")
-            lease.release()
-            return
+            self._finish(lease, lambda s: queue.finish_cancelled(s, job.id, self.worker_id), job, "cancelled")
         except Exception as exc:  # every failure is classified, recorded and refunded below
-            self._handle_failure(job, exc, memory_mode)
-            lease.release()
-            return
-        # 2. Post-process. One clip at a time: the previous one must be recorded before this one starts.
-        self.drain()
-        if wait or not self.settings.overlap_post_processing:
-            self._post_process(job, lease, video)
-            return
-        self.post_thread = threading.Thread(target=self._post_process, args=(job, lease, video),
-                                            name=f"post-{job.id}", daemon=True)
-        self.post_thread.start()
+            self._handle_failure(job, lease, exc, memory_mode)
+        return None
 
-    def _generate(self, job: Job, memory_mode: str) -> GeneratedVideo:
+    def _hand_back(self, job: Job, lease: Lease, exc: GenerationAbandoned) -> None:
+        """Back to the queue without using the attempt: the worker is stopping, or the database was lost
+        under it. After an outage the lease may have run out, but the compare-and-set still holds while no
+        reaper has moved the job: it is tried through the outage for one more lease, then left to the reaper."""
+        lease.release()
+        error_type = "worker_stopped" if isinstance(exc, WorkerStopping) else "database_error"
+        backoff = Backoff(outage_retry_first_s, database_retry_max_s)
+        deadline = time.monotonic() + self.settings.lease_s
+        while True:
+            try:
+                with self.sessions.begin() as session:
+                    queue.hand_back(session, job.id, owner=self.worker_id, error_type=error_type, message=str(exc))
+                log.warning("job %s handed back by %s: %s", job.id, self.worker_id, exc)
+                return
+            except queue.StaleJob:
+                log.warning("job %s moved on before %s could hand it back", job.id, self.worker_id)
+                return
+            except SQLAlchemyError as db_exc:
+                delay = backoff.next_s()
+                if not is_outage(db_exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    log.error("job %s: could not hand it back, the database is unreachable; the reaper will "
+                              "requeue it", job.id)
+                    return
+                time.sleep(delay)  # backing off: nothing else to do for this job meanwhile
+
+    def _generate(self, job: Job, lease: Lease, memory_mode: str) -> GeneratedVideo:
         # 1. The model, loaded unless this worker holds it already (a switch: its cost is recorded).
         load_s = None if job.model in self.engines else self._load(job.model)
         config = self.settings.model(job.model)
@@ -310,16 +341,16 @@ class Worker:
             step_cache=self.settings.step_cache if step_cache_allowed else "none",
             resume_task_id=self._remote_task_of(job))
         deadline = time.monotonic() + self.settings.job_timeout_s
-        progress, stop = self._progress_reporter(job.id), self._stop_check(job.id, deadline)
+        progress, stop = self._progress_reporter(lease), self._stop_check(lease, deadline)
         if self.is_hosted(job.model):  # its remote task is recorded at once, for a retry to resume
             hosted = cast(HostedEngine, self.engines[job.model])
-            video = hosted.generate(request, progress, stop, on_remote_task=self._task_recorder(job))
+            video = hosted.generate(request, progress, stop, on_remote_task=self._task_recorder(job, lease))
         else:
             video = self.engines[job.model].generate(request, progress, stop)
         # 3. What it ran with, and the model load it paid.
         applied = {"memory_mode": memory_mode, "step_cache": request.step_cache, **video.engine_settings}
-        with self.sessions.begin() as session:
-            queue.record_run(session, job.id, self.worker_id, engine_settings=applied, model_load_s=load_s)
+        lease.transact(lambda session: queue.record_run(session, job.id, self.worker_id, engine_settings=applied,
+                                                        model_load_s=load_s), "the run's settings")
         return video
 
     def _remote_task_of(self, job: Job) -> str | None:
@@ -331,14 +362,14 @@ class Worker:
         task_id = recorded.get("task_id")
         return task_id if isinstance(task_id, str) else None
 
-    def _task_recorder(self, job: Job) -> RemoteTaskCallback:
+    def _task_recorder(self, job: Job, lease: Lease) -> RemoteTaskCallback:
         config = self.settings.model(job.model)
         assert config is not None and config.is_hosted
 
-        def record(task_id: str) -> None:
-            with self.sessions.begin() as session:  # StaleJob when the lease is gone: the engine cancels
-                queue.record_remote_task(session, job.id, self.worker_id, engine=config.engine,
-                                         task_id=task_id)
+        def record(task_id: str) -> None:  # StaleJob when the job is another's: the engine cancels the task
+            lease.transact(lambda session: queue.record_remote_task(session, job.id, self.worker_id,
+                                                                    engine=config.engine, task_id=task_id),
+                           "the remote task")
             log.info("job %s: remote task %s recorded", job.id, task_id)
 
         return record
@@ -354,42 +385,48 @@ class Worker:
 
     def _post_process(self, job: Job, lease: Lease, video: GeneratedVideo) -> None:
         try:
-            self._deliver(job, lease.lost, video)
+            self._deliver(job, lease, video)
+        except LeaseExpired as exc:
+            self._hand_back(job, lease, exc)
+        except queue.StaleJob as exc:  # reaped meanwhile, or a dropped commit that had in fact landed
+            log.warning("job %s moved on before %s recorded it: %s", job.id, self.worker_id, exc)
         except Exception as exc:  # every failure is classified, recorded and refunded below
-            self._handle_failure(job, exc)
+            self._handle_failure(job, lease, exc)
         finally:
             lease.release()
 
-    def _deliver(self, job: Job, lease_lost: threading.Event, video: GeneratedVideo) -> None:
+    def _deliver(self, job: Job, lease: Lease, video: GeneratedVideo) -> None:
         # 1. Stop here if the job was cancelled, or its lease lost, while it generated.
-        if self._stopped_meanwhile(job, lease_lost):
+        if self._stopped_meanwhile(job, lease):
             return
         # 2. Quality checks: a failed clip is generated again once, with a new seed, then it fails.
         report = output.check_quality(video.frames, self.settings)
         record = {**report.to_dict(), "seed": job.seed, "earlier": job.qc_report}
         if report.verdict == "fail":
-            self._quality_failed(job, record, output.qc_summary(report))
+            self._quality_failed(job, lease, record, output.qc_summary(report))
             return
         # 3. Screen sampled frames of what the engine made. A clip flagged here or by QC is stored but
         #    waits for an admin, held once with every reason.
         qc_review = queue.Review("qc", output.qc_summary(report)) if report.verdict == "flag" else None
         reviews = [review for review in (self._screen_output(video.frames), qc_review) if review is not None]
         # 4. Name the clip: the watermark payload that will identify this job, and the tenant's brand.
-        with self.sessions() as session:
-            brand = load_brand(session, job.tenant_id)
-        clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job), brand)
+        brand = lease.transact(lambda session: load_brand(session, job.tenant_id), "reading the brand")
+        clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job, lease), brand)
         # 5. Render every file (label, brand, watermark, encode, metadata, C2PA, previews, hashes), then store.
         rendition = output.render(video.frames, video.fps, clip, self._provenance(), steps=self.frame_steps)
-        self._set_progress(job.id, stored_progress_pct)
+        self._set_progress(lease, stored_progress_pct)
         assets = output.store(rendition, clip, self.storage)
+
         # 6. Deliver and settle, or hold for review: one transaction either way.
-        with self.sessions.begin() as session:
+        def settle(session: Session) -> None:
             self._record_engine_run(session, job, video)
             queue.record_qc(session, job.id, self.worker_id, record)
             if reviews:
                 self._hold_for_review(session, job, assets, reviews)
             else:
                 queue.complete(session, job, self.worker_id, assets, charge=job.total_tokens)
+
+        lease.transact(settle, "the outcome")
         log.info("job %s %s: %d frames, %d bytes, %d tokens; %s", job.id,
                  "held for review" if reviews else "completed", len(video.frames), assets[0].size_bytes,
                  job.total_tokens, ", ".join(f"{name} {s:.2f} s" for name, s in rendition.stage_s.items()))
@@ -401,10 +438,10 @@ class Worker:
         if self.is_hosted(job.model):
             breaker.record_success(session, job.model)
 
-    def _quality_failed(self, job: Job, record: dict, summary: str) -> None:
+    def _quality_failed(self, job: Job, lease: Lease, record: dict, summary: str) -> None:
         if job.qc_report is None:  # the first failure: one more try with another seed
             seed = (job.seed + 1 + secrets.randbelow(seed_max)) % (seed_max + 1)
-            self._finish(lambda s: queue.regenerate_for_qc(s, job.id, owner=self.worker_id, seed=seed,
+            self._finish(lease, lambda s: queue.regenerate_for_qc(s, job.id, owner=self.worker_id, seed=seed,
                                                            report=record, run_after=utcnow()),
                          job, f"regenerated with seed {seed} after failing QC ({summary})")
             return
@@ -414,7 +451,7 @@ class Worker:
             queue.fail(session, job.id, expected=("in_progress",), owner=self.worker_id, error_type="qc_failed",
                        message=f"the clip failed its quality checks twice: {summary}")
 
-        self._finish(fail, job, "failed QC twice")
+        self._finish(lease, fail, job, "failed QC twice")
 
     def _hold_for_review(self, session, job: Job, assets: list[queue.AssetRecord],
                          reviews: list[queue.Review]) -> None:
@@ -424,22 +461,21 @@ class Worker:
         raise_alert(session, review_alert_kind, f"video {job.id} waits for review: {reason}",
                     tenant_id=job.tenant_id, job_id=job.id)
 
-    def _stopped_meanwhile(self, job: Job, lease_lost: threading.Event) -> bool:
-        if lease_lost.is_set():
+    def _stopped_meanwhile(self, job: Job, lease: Lease) -> bool:
+        if lease.lost.is_set():
             log.warning("job %s: lease lost before delivery; the new owner decides", job.id)
             return True
-        with self.sessions() as session:
-            stop = queue.should_stop(session, job.id, self.worker_id)
+        stop = lease.transact(lambda session: queue.should_stop(session, job.id, self.worker_id), "the stop check")
         if stop:
-            self._finish(lambda s: queue.finish_cancelled(s, job.id, self.worker_id), job, "cancelled")
+            self._finish(lease, lambda s: queue.finish_cancelled(s, job.id, self.worker_id), job, "cancelled")
         return stop
 
-    def _assign_watermark(self, job: Job) -> str:
+    def _assign_watermark(self, job: Job, lease: Lease) -> str:
         for _ in range(watermark_draws_max):
             watermark_id = secrets.token_hex(watermark_id_bytes)
             try:
-                with self.sessions.begin() as session:
-                    queue.assign_watermark(session, job.id, self.worker_id, watermark_id)
+                lease.transact(lambda session: queue.assign_watermark(session, job.id, self.worker_id, watermark_id),
+                               "the watermark id")
                 return watermark_id
             except IntegrityError:
                 log.warning("job %s: watermark id %s already taken; drawing another", job.id, watermark_id)
@@ -463,7 +499,7 @@ class Worker:
                                              f"(threshold {self.settings.output_nsfw_threshold:.2f}, "
                                              f"{verdict.sampled} frames sampled)")
 
-    def _progress_reporter(self, job_id: str) -> Callable[[int, int], None]:
+    def _progress_reporter(self, lease: Lease) -> Callable[[int, int], None]:
         last_write = 0.0
 
         def report(done: int, total: int) -> None:
@@ -472,81 +508,106 @@ class Worker:
             if done < total and now - last_write < self.settings.progress_write_interval_s:
                 return
             last_write = now
-            self._set_progress(job_id, generation_share_pct * done // max(total, 1))
+            self._set_progress(lease, generation_share_pct * done // max(total, 1))
 
         return report
 
-    def _set_progress(self, job_id: str, progress: int) -> None:
-        with self.sessions.begin() as session:
-            queue.report_progress(session, job_id, self.worker_id, progress)
+    def _set_progress(self, lease: Lease, progress: int) -> None:
+        lease.best_effort(lambda session: queue.report_progress(session, lease.job_id, self.worker_id, progress),
+                          "progress")
 
-    def _stop_check(self, job_id: str, deadline: float) -> Callable[[], bool]:
+    def _stop_check(self, lease: Lease, deadline: float) -> Callable[[], bool]:
+        """Between steps: the job's deadline, the lease (lost: stop, nothing more is written), the worker
+        stopping past its grace, then the database's word (unreachable: carry on while the lease holds)."""
         def is_cancelled() -> bool:
             if time.monotonic() > deadline:
                 raise JobTimedOut(f"generation exceeded {self.settings.job_timeout_s:.0f} s")
-            with self.sessions() as session:
-                reason = queue.stop_reason(session, job_id, self.worker_id)
+            if lease.lost.is_set():
+                raise LeaseExpired(f"the lease of {self.worker_id} ran out or was taken")
+            if self._grace_over():
+                raise WorkerStopping(f"worker {self.worker_id} is stopping and the job outran its "
+                                     f"{self.settings.shutdown_grace_s:g} s grace")
+            reason = lease.best_effort(lambda session: queue.stop_reason(session, lease.job_id, self.worker_id),
+                                       "stop check")
             if reason == "taken_over":
                 raise GenerationAbandoned(f"lease lost by {self.worker_id}")
             return reason is not None
 
         return is_cancelled
 
-    def _handle_failure(self, job: Job, exc: Exception, memory_mode: str | None = None) -> None:
+    def _grace_over(self) -> bool:
+        """True once the worker was told to stop at least `shutdown_grace_s` ago (counted from the first
+        step that saw it)."""
+        if self.stop is None or not self.stop.is_set():
+            return False
+        if self.stop_seen_at is None:
+            self.stop_seen_at = time.monotonic()
+        return time.monotonic() - self.stop_seen_at >= self.settings.shutdown_grace_s
+
+    def _handle_failure(self, job: Job, lease: Lease, exc: Exception, memory_mode: str | None = None) -> None:
         """`memory_mode`: the mode a failed generation ran in (None after it, in post-processing)."""
         verdict = classify(exc)
         message = f"{type(exc).__name__}: {exc}"
         log.error("job %s attempt %d failed (%s): %s", job.id, job.attempts, verdict.error_type, message,
                   exc_info=verdict.error_type == "internal_error")
         metadata = exc.metadata if isinstance(exc, HostedError) else None
-        breaker_open = self._update_breaker(job.model, exc, message)
+        try:
+            breaker_open = self._update_breaker(job.model, lease, exc, message)
+        except LeaseExpired as lost:
+            log.error("job %s: failure not recorded: %s; the reaper requeues it", job.id, lost)
+            return
         if verdict.error_type == "oom" and memory_mode is not None:
-            self._retry_out_of_memory(job, memory_mode, message)
+            self._retry_out_of_memory(job, lease, memory_mode, message)
         elif verdict.transient and breaker_open:
-            self._finish(lambda s: queue.release(s, job.id, owner=self.worker_id, error_type=verdict.error_type,
-                                                 message=message), job, "released: breaker open", metadata)
+            self._finish(lease, lambda s: queue.hand_back(s, job.id, owner=self.worker_id,
+                                                          error_type=verdict.error_type, message=message),
+                         job, "handed back: breaker open", metadata)
         elif verdict.transient and job.attempts < job.attempts_max:
             backoff = self.settings.retry_backoff_s * 2 ** (job.attempts - 1)
             run_after = utcnow() + timedelta(seconds=backoff)
-            self._finish(lambda s: queue.requeue(s, job.id, owner=self.worker_id, run_after=run_after,
-                                                 error_type=verdict.error_type, message=message), job, "requeued",
-                         metadata)
+            self._finish(lease, lambda s: queue.requeue(s, job.id, owner=self.worker_id, run_after=run_after,
+                                                        error_type=verdict.error_type, message=message),
+                         job, "requeued", metadata)
         else:
-            self._finish(lambda s: queue.fail(s, job.id, expected=("in_progress",), owner=self.worker_id,
-                                              error_type=verdict.error_type, message=message), job, "failed",
-                         metadata)
+            self._finish(lease, lambda s: queue.fail(s, job.id, expected=("in_progress",), owner=self.worker_id,
+                                                     error_type=verdict.error_type, message=message),
+                         job, "failed", metadata)
 
-    def _retry_out_of_memory(self, job: Job, memory_mode: str, message: str) -> None:
+    def _retry_out_of_memory(self, job: Job, lease: Lease, memory_mode: str, message: str) -> None:
         """Once, at once, with the next more frugal memory mode; a second out-of-memory fails the job."""
         retry_mode = next_memory_mode(memory_mode)
         if job.memory_mode is None and retry_mode is not None:
-            self._finish(lambda s: queue.requeue(s, job.id, owner=self.worker_id, run_after=utcnow(),
-                                                 error_type="oom", message=message, memory_mode=retry_mode),
+            self._finish(lease, lambda s: queue.requeue(s, job.id, owner=self.worker_id, run_after=utcnow(),
+                                                        error_type="oom", message=message, memory_mode=retry_mode),
                          job, f"requeued with memory mode {retry_mode}")
         else:
-            self._finish(lambda s: queue.fail(s, job.id, expected=("in_progress",), owner=self.worker_id,
-                                              error_type="oom", message=message), job, "failed")
+            self._finish(lease, lambda s: queue.fail(s, job.id, expected=("in_progress",), owner=self.worker_id,
+                                                     error_type="oom", message=message), job, "failed")
 
-    def _update_breaker(self, model_id: str, exc: Exception, message: str) -> bool:
+    def _update_breaker(self, model_id: str, lease: Lease, exc: Exception, message: str) -> bool:
         """Count a hosted service's failure; True when its breaker is open. A request the service refused
         (invalid input) proves it answers; local refusals, cancellations and our own faults say nothing."""
         if not self.is_hosted(model_id):
             return False
-        with self.sessions.begin() as session:
-            if isinstance(exc, HostedRejected):
-                breaker.record_success(session, model_id)
-                return False
-            if not isinstance(exc, EngineError) or isinstance(exc, (InvalidInput, GenerationCancelled)):
-                return False
-            return breaker.record_failure(session, model_id, message, now=utcnow(), policy=self.breaker_policy)
+        if isinstance(exc, HostedRejected):
+            lease.transact(lambda session: breaker.record_success(session, model_id), "the breaker")
+            return False
+        if not isinstance(exc, EngineError) or isinstance(exc, (InvalidInput, GenerationCancelled)):
+            return False
+        return lease.transact(lambda session: breaker.record_failure(session, model_id, message, now=utcnow(),
+                                                                     policy=self.breaker_policy), "the breaker")
 
-    def _finish(self, change: Callable, job: Job, outcome: str, metadata: dict | None = None) -> None:
+    def _finish(self, lease: Lease, change: Callable[[Session], object], job: Job, outcome: str,
+                metadata: dict | None = None) -> None:
+        """Record how the attempt ended, retried through a database outage while the lease holds. Not
+        recorded (the lease ran out, or the job moved on): the job is the reaper's or its new owner's."""
+        def record(session: Session) -> None:
+            if metadata:
+                queue.record_engine_metadata(session, job.id, self.worker_id, metadata)
+            change(session)
+
         try:
-            with self.sessions.begin() as session:
-                if metadata:
-                    queue.record_engine_metadata(session, job.id, self.worker_id, metadata)
-                change(session)
+            lease.transact(record, outcome)
             log.info("job %s %s", job.id, outcome)
-        except queue.StaleJob as exc:
-            # The lease was lost (reaped and requeued, or cancelled by sweep): the new owner decides.
+        except (queue.StaleJob, LeaseExpired) as exc:
             log.warning("job %s: could not record %s: %s", job.id, outcome, exc)
