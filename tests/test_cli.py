@@ -309,3 +309,65 @@ def test_every_command_that_reports_speaks_json(cli):
     assert cli.json("db", "upgrade")["ok"] is True
     demo = cli.json("admin", "demo")
     assert demo["key"].startswith("vf_") and demo["available"] == 1_000_000
+
+
+def test_worker_refuses_an_unknown_model_and_a_model_that_cannot_load(cli, tmp_path):
+    unknown = cli("worker", "--model", "unknown", "--once")
+    assert_refused(unknown, "error: unknown model 'unknown'; configured: wan-tiny")
+    cli.env["VIDFACTORY_MODELS"] = json.dumps([{"id": "wan-tiny", "engine": "wan-tiny"},
+                                               {"id": "big", "engine": "wan", "path": str(tmp_path / "nowhere")}])
+    broken = cli("worker", "--once")
+    assert_refused(broken, f"error: model 'big': path {tmp_path / 'nowhere'} is not a directory")
+    assert len(broken.stderr.strip().splitlines()) == 1
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "model_index.json").write_text('{"_class_name": "WanPipeline", "vae": '
+                                                         '["diffusers", "AutoencoderKLWan"]}')
+    cli.env["VIDFACTORY_MODELS"] = json.dumps([{"id": "half", "engine": "wan", "path": str(tmp_path / "half")}])
+    assert_refused(cli("worker", "--once"), f"error: model 'half': {tmp_path / 'half'} lacks its vae/")
+    del cli.env["VIDFACTORY_MODELS"]
+    cli.ok("worker", "--model", "wan-tiny", "--once")  # nothing queued: checks its model, claims nothing, exits
+
+
+def test_malformed_models_json_says_where(cli):
+    cli.env["VIDFACTORY_MODELS"] = '[{"id": "x",\n  "engine": "wan",}]'
+    for command in (("generate", "a cat"), ("worker", "--once"), ("admin", "tenant", "list")):
+        assert_refused(cli(*command), "error: VIDFACTORY_MODELS is not valid JSON: Expecting property name "
+                                      "enclosed in double quotes at line 2 column 19")
+    cli.env["VIDFACTORY_MODELS"] = '[{"id": "x", "engine": "wann"}]'
+    assert_refused(cli("generate", "a cat"), "error: VIDFACTORY_MODELS[0].engine: String should match pattern")
+
+
+def test_plain_postgres_urls_work(tmp_path, postgres_url, models_dir):
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    for url in (plain, plain.replace("postgresql://", "postgres://")):
+        cli = Cli(tmp_path, models_dir, url)
+        cli.ok("db", "upgrade")
+        assert cli.json("admin", "tenant", "create", f"t-{url.split(':')[0]}")["plan"] == "free"
+    assert [t["name"] for t in cli.json("admin", "tenant", "list")["data"]] == ["t-postgresql", "t-postgres"]
+
+
+def test_doctor_reports_each_dependency_and_fails_on_any_failure(tmp_path, database_url, models_dir):
+    cli = Cli(tmp_path, models_dir, database_url)
+    healthy = cli.json("doctor")
+    assert healthy["ok"] is True
+    by_name = {c["name"]: c for c in healthy["checks"]}
+    assert list(by_name) == ["configuration", "database", "redis", "storage", "model wan-tiny", "gpu"]
+    assert by_name["database"]["status"] == "ok" and "at migration" in by_name["database"]["detail"]
+    assert by_name["storage"]["status"] == "ok" and not list((tmp_path / "var" / "storage" / "_health").iterdir())
+    cli.env.update({"VIDFACTORY_REDIS_URL": "redis://:hunter2@127.0.0.1:1/0",
+                    "VIDFACTORY_MODELS": json.dumps([{"id": "big", "engine": "wan", "path": str(tmp_path / "nowhere")}])})
+    broken = cli("doctor")
+    assert broken.returncode == 1, broken.stdout
+    assert "hunter2" not in broken.stdout and "redis://:***@127.0.0.1:1/0 unreachable" in broken.stdout
+    assert f"fail  model big        model 'big': path {tmp_path / 'nowhere'} is not a directory" in broken.stdout
+    assert "ok    database" in broken.stdout
+    fresh = Cli(tmp_path / "fresh", models_dir, None)
+    (tmp_path / "fresh").mkdir()
+    unmigrated = fresh("doctor")
+    assert unmigrated.returncode == 1 and "never migrated: run `vidfactory db upgrade`" in unmigrated.stdout
+    fresh.env["VIDFACTORY_MODELS"] = "[oops"
+    unconfigured = fresh("doctor", "--json")
+    assert unconfigured.returncode == 1
+    assert json.loads(unconfigured.stdout)["checks"] == [{"name": "configuration", "status": "fail", "detail":
+                                                          "VIDFACTORY_MODELS is not valid JSON: Expecting value at "
+                                                          "line 1 column 2"}]

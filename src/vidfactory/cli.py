@@ -55,10 +55,21 @@ def main(_version: Annotated[bool, typer.Option("--version", callback=_show_vers
     pass
 
 
+def _settings() -> Settings:
+    """The environment's settings, or exit with one line naming what is wrong in it."""
+    from vidfactory.settings import ConfigurationError, load_settings
+
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+
+
 def _engine():
     from vidfactory.db.session import make_engine
 
-    return make_engine(Settings().resolved_database_url)
+    return make_engine(_settings().resolved_database_url)
 
 
 def _sessions():
@@ -433,7 +444,7 @@ def admin_demo(port: int = 8000, as_json: JsonFlag = False) -> None:
     from vidfactory.db.models import Tenant
     from vidfactory.tenancy import create_tenant, demo_key, demo_key_file, ensure_admin_token
 
-    settings = Settings()
+    settings = _settings()
     with _sessions().begin() as session:
         tenant = session.scalar(select(Tenant).where(Tenant.name == demo_tenant_name))
         if tenant is None:
@@ -484,8 +495,37 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_request_log()
+    settings = _settings()
+    if (settings.workers_in_process if workers is None else workers) > 0:
+        _check_served_models(settings, None)
     # The request log (one JSON line per request, with its request id and tenant) replaces the access log.
-    uvicorn.run(create_app(Settings(), workers=workers), host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(create_app(settings, workers=workers), host=host, port=port, log_level="info", access_log=False)
+
+
+def _check_served_models(settings: Settings, served: list[str] | None) -> None:
+    """Fail fast, before any job is claimed: every model asked for is configured and its files are there."""
+    from vidfactory.engines.base import EngineError
+    from vidfactory.engines.registry import check_model
+
+    for model_id in served or [m.id for m in settings.models]:
+        config = _configured_model(settings, model_id)
+        try:
+            check_model(config, settings.models_dir)
+        except EngineError as exc:
+            _fail(str(exc))
+
+
+@app.command()
+def doctor(as_json: JsonFlag = False) -> None:
+    """Check the configuration, database (reachable and migrated), Redis, storage, every model's files and
+    the GPU; print each finding, and exit 1 when anything fails."""
+    from vidfactory.observability.health import doctor as run_checks
+
+    checks = run_checks()
+    failed = [c for c in checks if c.status == "fail"]
+    _emit(as_json, {"ok": not failed, "checks": [vars(c) for c in checks]},
+          "\n".join(f"{c.status:<5} {c.name:<16} {c.detail}" for c in checks))
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()
@@ -499,7 +539,8 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     from vidfactory.storage.local import LocalStorage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
+    settings = _settings()
+    _check_served_models(settings, model)
     engine = make_engine(settings.resolved_database_url)
     upgrade_and_seed(engine)
     sessions = make_session_factory(engine)
@@ -577,7 +618,7 @@ def generate(
     from vidfactory.jobs.worker import speed_settings
     from vidfactory.media.encode import encode_mp4
 
-    settings = Settings()
+    settings = _settings()
     config = _configured_model(settings, model)
     request = _request_for(config, prompt, size, seconds, seed, steps)
     if image is not None:
@@ -613,7 +654,7 @@ def calibrate_magcache(
     from vidfactory.engines.wan import WanEngine
     from vidfactory.jobs.worker import speed_settings
 
-    settings = Settings()
+    settings = _settings()
     config = _configured_model(settings, model)
     if config.is_hosted:
         _fail(f"model {model!r} runs on a hosted service ({config.engine}): no local transformer to calibrate")
@@ -636,7 +677,7 @@ def verify(file: Path, as_json: JsonFlag = False) -> None:
     from vidfactory.jobs.verification import Scope, verify_file
     from vidfactory.media.errors import MediaError
 
-    settings = Settings()
+    settings = _settings()
     if not file.is_file():
         _fail(f"{file} is not a file")
     if file.stat().st_size > settings.verify_upload_bytes_max:
