@@ -223,7 +223,7 @@ def test_the_migration_swaps_lsh_bands_for_the_canonical_key_and_back(database_u
     assert layout() == (True, False)
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.downgrade(config, "0014_template_reference_image")
+        command.downgrade(config, "0015_jobs_aging_index")
     assert layout() == (False, True)
     with engine.begin() as connection:
         config.attributes["connection"] = connection

@@ -2,8 +2,8 @@
 
 Entries indexed before keep serving exact hits (their similar_key stays empty).
 
-Revision ID: 0015_cache_canonical_key
-Revises: 0014_template_reference_image
+Revision ID: 0016_cache_canonical_key
+Revises: 0015_jobs_aging_index
 Create Date: 2026-12-06
 """
 
@@ -11,8 +11,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0015_cache_canonical_key'
-down_revision = '0014_template_reference_image'
+revision = '0016_cache_canonical_key'
+down_revision = '0015_jobs_aging_index'
 branch_labels = None
 depends_on = None
 
