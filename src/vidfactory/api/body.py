@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartParser
 
-from vidfactory.api.errors import ApiError
+from vidfactory.api.errors import ApiError, validation_message
 from vidfactory.api.schemas import RemixCreate, VideoCreate, data_url_chars_max
 from vidfactory.media.reference import ReferenceImage, ReferenceRefused, read_reference, reference_bytes_max
 
@@ -162,8 +162,8 @@ def _validated(schema: type[BaseModel], fields: dict[str, Any]) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
-        raise ApiError(400, "invalid_value", f"{param}: {first['msg']}" if param else first["msg"],
-                       param=param) from exc
+        message = validation_message(first)
+        raise ApiError(400, "invalid_value", f"{param}: {message}" if param else message, param=param) from exc
 
 
 async def read_remix(request: Request, bytes_max: int) -> RemixCreate:
