@@ -173,9 +173,8 @@ class Settings(BaseSettings):
     # Step caching changes the output: used only where the tenant's plan allows it (step_cache_allowed).
     step_cache: str = Field(default="none", pattern=r"^(none|first_block|mag|taylorseer)$")
 
-    # Result cache: a `similar` hit needs this Jaccard similarity of prompt shingles (0–1); candidates
-    # scored per lookup; shared: any tenant's clip may serve another tenant (off: own clips only).
-    cache_similarity_min: float = Field(default=0.65, gt=0.0, le=1.0)
+    # Result cache: newest entries of one key read per lookup (those deleted since are skipped);
+    # shared: any tenant's clip may serve another tenant (off: own clips only).
     cache_candidates_max: int = Field(default=200, ge=1, le=10_000)
     cache_shared: bool = False
 
