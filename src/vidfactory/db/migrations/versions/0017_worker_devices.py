@@ -1,7 +1,7 @@
 """workers record how many devices they span (one job across several GPUs)
 
-Revision ID: 0016_worker_devices
-Revises: 0015_jobs_aging_index
+Revision ID: 0017_worker_devices
+Revises: 0016_cache_canonical_key
 Create Date: 2026-12-06
 """
 
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0016_worker_devices'
-down_revision = '0015_jobs_aging_index'
+revision = '0017_worker_devices'
+down_revision = '0016_cache_canonical_key'
 branch_labels = None
 depends_on = None
 
