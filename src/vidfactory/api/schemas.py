@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -168,6 +168,7 @@ class QuotePublic(BaseModel):
     output_tokens: int
     total_tokens: int
     amount: AmountPublic
+    price: dict[str, Any]  # the book and the model's price in it (billing.pricebook.model_price)
     warnings: list[str]
     prompt: QuotePrompt | None = None
 
