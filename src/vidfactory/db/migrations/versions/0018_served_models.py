@@ -1,7 +1,7 @@
 """when each configured model was first served: the models list's `created`
 
-Revision ID: 0017_served_models
-Revises: 0016_cache_canonical_key
+Revision ID: 0018_served_models
+Revises: 0017_worker_devices
 Create Date: 2026-12-06
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0017_served_models'
-down_revision = '0016_cache_canonical_key'
+revision = '0018_served_models'
+down_revision = '0017_worker_devices'
 branch_labels = None
 depends_on = None
 
