@@ -120,8 +120,8 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
     if not truncation.text.strip():
         raise InvalidRequest("prompt", "prompt is empty")
     try:
-        priced_quote = quote(book.for_model(model.id), input_tokens=truncation.tokens, width=shape.width, height=shape.height,
-                             seconds=shape.seconds)
+        priced_quote = quote(book.for_model(model.id), input_tokens=truncation.tokens, width=shape.width,
+                             height=shape.height, seconds=shape.seconds)
     except ValueError as exc:
         raise InvalidRequest("size", str(exc)) from exc
     architecture = model.wan_preset
