@@ -246,13 +246,13 @@ def test_hand_back_gives_the_attempt_back_once_and_only_to_the_lease_owner(setti
         claimed = queue.claim(s, worker_id="w", models=["wan-tiny"], lease_s=30.0, now=utcnow())
     assert claimed is not None and claimed.attempts == 1
     with pytest.raises(queue.StaleJob), sessions.begin() as s:  # another worker's job
-        queue.hand_back(s, job_id, owner="other", error_type="worker_stopped", message="stopping")
+        queue.hand_back(s, job_id, owner="other", error_type="worker_lost", message="stopping")
     with sessions.begin() as s:
-        queue.hand_back(s, job_id, owner="w", error_type="worker_stopped", message="stopping")
+        queue.hand_back(s, job_id, owner="w", error_type="worker_lost", message="stopping")
     back = job(sessions, job_id)
-    assert (back.status, back.attempts, back.lease_owner, back.error_type) == ("queued", 0, None, "worker_stopped")
+    assert (back.status, back.attempts, back.lease_owner, back.error_type) == ("queued", 0, None, "worker_lost")
     with pytest.raises(queue.StaleJob), sessions.begin() as s:  # once: it is queued now, no longer w's
-        queue.hand_back(s, job_id, owner="w", error_type="worker_stopped", message="stopping")
+        queue.hand_back(s, job_id, owner="w", error_type="worker_lost", message="stopping")
     with sessions() as s:
         assert ledger.balance(s, tenant.id).pending == back.total_tokens  # the hold stays
     assert_ledger_clean(sessions)
@@ -281,7 +281,7 @@ def test_a_stopping_worker_hands_back_a_job_that_outruns_the_grace(stopping, ses
     serving.result(fault_wait_s)  # the worker left without finishing the job...
     assert isinstance(engine.ended_with, WorkerStopping) and not heartbeat_alive(job_id)
     back = job(sessions, job_id)  # ...and gave it back: queued, its attempt not used, the hold kept
-    assert (back.status, back.attempts, back.error_type, back.lease_owner) == ("queued", 0, "worker_stopped", None)
+    assert (back.status, back.attempts, back.error_type, back.lease_owner) == ("queued", 0, "worker_lost", None)
     with sessions() as s:
         assert ledger.balance(s, tenant.id).pending == back.total_tokens
     assert_ledger_clean(sessions)

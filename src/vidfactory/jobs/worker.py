@@ -41,8 +41,10 @@ from vidfactory.engines.memory import (
     next_memory_mode,
     probe_device,
 )
+from vidfactory.engines.parallel import DevicePlan
 from vidfactory.engines.registry import load_engine
 from vidfactory.engines.speed import SpeedSettings
+from vidfactory.failures import ErrorType
 from vidfactory.jobs import breaker, maintenance, output, queue, workers
 from vidfactory.jobs.errors import JobTimedOut, LeaseExpired, WorkerStopping, classify
 from vidfactory.jobs.lease import Lease, outage_retry_first_s
@@ -79,19 +81,22 @@ def speed_settings(settings: Settings) -> SpeedSettings:
                          compile_transformer=settings.compile_transformer, fp8_weights=settings.fp8_weights)
 
 
-def device_report(settings: Settings) -> workers.DeviceReport:
-    """This worker's device; `worker_memory_bytes` overrides the detected size (a share of a GPU)."""
+def device_report(settings: Settings, devices: DevicePlan = DevicePlan()) -> workers.DeviceReport:
+    """This worker's device (per device, for a worker spanning several); `worker_memory_bytes` overrides the
+    detected size (a share of a GPU)."""
     name, total, free = probe_device()
     if settings.worker_memory_bytes is not None:
         total, free = settings.worker_memory_bytes, min(free, settings.worker_memory_bytes)
-    return workers.DeviceReport(gpu_name=name, memory_total_bytes=total, memory_free_bytes=free)
+    return workers.DeviceReport(gpu_name=name, memory_total_bytes=total, memory_free_bytes=free,
+                                devices=devices.world_size)
 
 
 class Worker:
     def __init__(self, settings: Settings, sessions: SessionFactory, storage: LocalStorage, *,
                  worker_id: str | None = None, models: list[str] | None = None,
                  engine_loader: EngineLoader | None = None,
-                 classifier_loader: ClassifierLoader = nsfw_classifier) -> None:
+                 classifier_loader: ClassifierLoader = nsfw_classifier,
+                 devices: DevicePlan = DevicePlan()) -> None:
         self.settings = settings
         self.sessions = sessions
         self.storage = storage
@@ -100,7 +105,8 @@ class Worker:
         self.engine_loader = engine_loader or self._load_engine
         self.classifier_loader = classifier_loader
         self.engines: dict[str, Engine] = {}  # resident models, oldest first
-        self.device = device_report(settings)
+        self.devices = devices
+        self.device = device_report(settings, devices)
         self.registered = False
         self.last_maintenance = 0.0
         # A probe whose heartbeats stopped for a lease is presumed lost with its worker; another may probe.
@@ -178,14 +184,17 @@ class Worker:
         if not self.registered:
             self._report(utcnow())
         claimed_at, now = time.monotonic(), utcnow()
-        residency = queue.Residency(memory_bytes=self.device.memory_total_bytes,
+        # Jobs record the memory one device needs; one spread over several devices needs less of each, so a
+        # multi-device worker is not gated on that figure (admission checked that some worker fits the job).
+        memory_gate = None if self.devices.parallel else self.device.memory_total_bytes
+        residency = queue.Residency(memory_bytes=memory_gate,
                                     held_models=tuple(m for m in self.models
                                                       if m in self.engines or self.is_hosted(m)),
                                     switch_after_s=self.settings.model_switch_after_s)
         with self.sessions.begin() as session:
             models = self._admitted_models(session, now)
             job = queue.claim(session, worker_id=self.worker_id, models=models, lease_s=self.settings.lease_s,
-                              now=now, residency=residency) if models else None
+                              now=now, residency=residency, aging_s=self.settings.queue_aging_s) if models else None
         if job is None:
             return False
         log.info("job %s claimed by %s (attempt %d)", job.id, self.worker_id, job.attempts)
@@ -259,7 +268,8 @@ class Worker:
         if architecture is None:
             return forced or MEMORY_MODES[0]
         fits = mode_that_fits(architecture, job.width, job.height, job.num_frames,
-                              self.device.memory_total_bytes, at_least=forced or MEMORY_MODES[0])
+                              self.device.memory_total_bytes, at_least=forced or MEMORY_MODES[0],
+                              devices=self.devices.world_size)
         return fits or forced or MEMORY_MODES[-1]
 
     def execute(self, job: Job, lease: Lease, wait: bool = True) -> None:
@@ -304,7 +314,7 @@ class Worker:
         under it. After an outage the lease may have run out, but the compare-and-set still holds while no
         reaper has moved the job: it is tried through the outage for one more lease, then left to the reaper."""
         lease.release()
-        error_type = "worker_stopped" if isinstance(exc, WorkerStopping) else "database_error"
+        error_type = ErrorType.worker_lost if isinstance(exc, WorkerStopping) else ErrorType.database_error
         backoff = Backoff(outage_retry_first_s, database_retry_max_s)
         deadline = time.monotonic() + self.settings.lease_s
         while True:
@@ -448,7 +458,7 @@ class Worker:
 
         def fail(session) -> None:
             queue.record_qc(session, job.id, self.worker_id, record)
-            queue.fail(session, job.id, expected=("in_progress",), owner=self.worker_id, error_type="qc_failed",
+            queue.fail(session, job.id, expected=("in_progress",), owner=self.worker_id, error_type=ErrorType.qc_failed,
                        message=f"the clip failed its quality checks twice: {summary}")
 
         self._finish(lease, fail, job, "failed QC twice")
@@ -549,14 +559,14 @@ class Worker:
         verdict = classify(exc)
         message = f"{type(exc).__name__}: {exc}"
         log.error("job %s attempt %d failed (%s): %s", job.id, job.attempts, verdict.error_type, message,
-                  exc_info=verdict.error_type == "internal_error")
+                  exc_info=verdict.error_type == ErrorType.internal_error)
         metadata = exc.metadata if isinstance(exc, HostedError) else None
         try:
             breaker_open = self._update_breaker(job.model, lease, exc, message)
         except LeaseExpired as lost:
             log.error("job %s: failure not recorded: %s; the reaper requeues it", job.id, lost)
             return
-        if verdict.error_type == "oom" and memory_mode is not None:
+        if verdict.error_type == ErrorType.oom and memory_mode is not None:
             self._retry_out_of_memory(job, lease, memory_mode, message)
         elif verdict.transient and breaker_open:
             self._finish(lease, lambda s: queue.hand_back(s, job.id, owner=self.worker_id,
@@ -578,11 +588,12 @@ class Worker:
         retry_mode = next_memory_mode(memory_mode)
         if job.memory_mode is None and retry_mode is not None:
             self._finish(lease, lambda s: queue.requeue(s, job.id, owner=self.worker_id, run_after=utcnow(),
-                                                        error_type="oom", message=message, memory_mode=retry_mode),
+                                                        error_type=ErrorType.oom, message=message,
+                                                        memory_mode=retry_mode),
                          job, f"requeued with memory mode {retry_mode}")
         else:
             self._finish(lease, lambda s: queue.fail(s, job.id, expected=("in_progress",), owner=self.worker_id,
-                                                     error_type="oom", message=message), job, "failed")
+                                                     error_type=ErrorType.oom, message=message), job, "failed")
 
     def _update_breaker(self, model_id: str, lease: Lease, exc: Exception, message: str) -> bool:
         """Count a hosted service's failure; True when its breaker is open. A request the service refused
