@@ -5,13 +5,15 @@ Redis, a webhook receiver), for the fault scenarios in the tests.
     proxy.blip()                                 # every open connection cut, new ones refused ...
     proxy.restore()                              # ... until the server is back
     proxy.cut_on(b"INSERT INTO assets")          # the same, at the moment the client sends this
+    proxy.cut_on(b"COMMIT", after=b"INSERT INTO assets", forward=True)  # a commit that lands unheard
     proxy.black_hole()                           # connections accepted, bytes read, nothing answered
     proxy.delay(0.2)                             # every forwarded chunk waits this long first
 
 A cut resets both sides (RST), as a server restart or a dropped NAT entry does; a refused connection is
 accepted and reset at once, as a port with nothing listening behind a load balancer is. `refused` and
 `cut` count what the proxy did, so a test waits on "the app tried and failed" instead of sleeping.
-The trigger of `cut_on` is never forwarded: the server does not see the statement that carried it.
+The trigger of `cut_on` is not forwarded (the server never sees the statement that carried it) unless
+`forward`: then the server gets it and answers, and the answer is what is lost.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class _Connection:
         self.client = client
         self.server: socket.socket | None = None
         self.tail = b""  # the end of the last client chunk, so a trigger split across chunks is seen
+        self.armed = False  # `after` was seen on this connection
+        self.cut_on_reply = False  # the trigger went through: cut instead of passing the server's answer
         self.closed = threading.Event()
 
     def close(self) -> None:
@@ -99,8 +103,14 @@ class _Connection:
                     data = source.recv(chunk_bytes_max)
                     if not data:
                         return
-                    if source is self.client and self.proxy._triggered(self, data):
+                    if source is self.server and self.cut_on_reply:
+                        self.proxy._fire()
                         return
+                    if source is self.client and self.proxy._triggered(self, data):
+                        if not self.proxy.trigger_forward:
+                            self.proxy._fire()
+                            return
+                        self.cut_on_reply = True
                     if self.proxy.delay_s:
                         time.sleep(self.proxy.delay_s)  # the fault itself: latency on the wire
                     if self.proxy.mode == "black_hole":
@@ -116,6 +126,8 @@ class FaultProxy:
         self.mode = "pass"  # pass | refuse | black_hole
         self.delay_s = 0.0
         self.trigger: bytes | None = None
+        self.trigger_after: bytes | None = None
+        self.trigger_forward = False
         self.accepted = 0
         self.refused = 0
         self.cut = 0
@@ -143,12 +155,14 @@ class FaultProxy:
             open_now = list(self.connections)
         self._cut(open_now)
 
-    def cut_on(self, pattern: bytes) -> None:
-        """Blip at the moment a client sends `pattern` (e.g. a statement's SQL); the chunk carrying it is
-        dropped, so the server never sees it."""
-        assert pattern, "an empty trigger would fire at once"
+    def cut_on(self, pattern: bytes, *, after: bytes | None = None, forward: bool = False) -> None:
+        """Blip at the moment a client sends `pattern` (e.g. a statement's SQL): the chunk carrying it is
+        dropped, so the server never sees it. `after`: only on a connection that sent this first (the
+        COMMIT of one transaction). `forward`: the server gets the chunk and the blip comes with its answer,
+        which the client never hears (a commit that landed, reported as a lost connection)."""
+        assert pattern and after != b"", "an empty trigger would fire at once"
         with self.lock:
-            self.trigger = pattern
+            self.trigger, self.trigger_after, self.trigger_forward = pattern, after, forward
 
     def black_hole(self) -> None:
         """Connections are accepted and read, never answered (a hung host, a dropping firewall)."""
@@ -163,7 +177,7 @@ class FaultProxy:
         """Everything passes again; the connections cut or swallowed stay gone."""
         with self.lock:
             went_dark = self.mode == "black_hole"
-            self.mode, self.trigger, self.delay_s = "pass", None, 0.0
+            self.mode, self.trigger, self.trigger_after, self.delay_s = "pass", None, None, 0.0
             swallowed = list(self.connections) if went_dark else []
         self._cut(swallowed)
 
@@ -199,15 +213,24 @@ class FaultProxy:
 
     def _triggered(self, connection: _Connection, data: bytes) -> bool:
         with self.lock:
-            pattern = self.trigger
-            seen = connection.tail + data
-            connection.tail = seen[-len(pattern) + 1:] if pattern and len(pattern) > 1 else b""
-            if pattern is None or pattern not in seen:
+            pattern, after = self.trigger, self.trigger_after
+            if pattern is None:
                 return False
-            self.trigger, self.mode = None, "refuse"
+            seen = connection.tail + data
+            connection.tail = seen[-max(len(pattern), len(after or b"")):]
+            if after is not None and not connection.armed:
+                connection.armed = after in seen
+                return False
+            if pattern not in seen:
+                return False
+            self.trigger = None
+            return True
+
+    def _fire(self) -> None:
+        with self.lock:
+            self.mode = "refuse"
             open_now = list(self.connections)
         self._cut(open_now)
-        return True
 
     def _cut(self, connections: list[_Connection]) -> None:
         for connection in connections:
