@@ -64,9 +64,12 @@ class Plan(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     priority: Mapped[int] = mapped_column(Integer)
-    requests_per_minute: Mapped[int] = mapped_column(Integer)  # per API key
+    requests_per_minute: Mapped[int] = mapped_column(Integer)  # writes per API key
     concurrent_jobs: Mapped[int] = mapped_column(Integer)  # running at once (the scheduler's limit)
-    tenant_requests_per_minute: Mapped[int] = mapped_column(Integer, default=60)  # all keys together
+    tenant_requests_per_minute: Mapped[int] = mapped_column(Integer, default=60)  # writes, all keys together
+    # Reads (GET, HEAD, OPTIONS: polling, listing) have their own budget, so polling never spends the writes'.
+    read_requests_per_minute: Mapped[int] = mapped_column(Integer, default=300, server_default="300")
+    tenant_read_requests_per_minute: Mapped[int] = mapped_column(Integer, default=600, server_default="600")
     active_jobs_max: Mapped[int] = mapped_column(Integer, default=8)  # queued + running (admission's limit)
     # Step caching (First Block Cache, MagCache, TaylorSeer) is faster but changes the output.
     step_cache_allowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
