@@ -18,6 +18,7 @@ from vidfactory.billing import audit, ledger, vouchers
 from vidfactory.cache import index as cache_index
 from vidfactory.db.models import Asset, Job, Transfer
 from vidfactory.db.types import utcnow
+from vidfactory.failures import ErrorType, caller_caused, failure_types
 from vidfactory.notify.events import billing_event, video_event, voucher_event
 
 __all__ = [
@@ -269,7 +270,7 @@ def reject_review(session: Session, job_id: str, note: str, actor: str = audit.s
     """Rejected content is never delivered and never charged. The decision is audited."""
     _transition(session, job_id, expected=("queued", "in_progress"), owner=None, review="pending",
                 values={"review_status": "rejected", "reviewed_at": utcnow()})
-    fail(session, job_id, expected=("queued", "in_progress"), owner=None, error_type="content_rejected",
+    fail(session, job_id, expected=("queued", "in_progress"), owner=None, error_type=ErrorType.content_rejected,
          message=note or "rejected by review")
     audit.append(session, "review.rejected", f"video:{job_id}", {"note": note[:review_reason_chars_max]}, actor)
 
@@ -283,6 +284,7 @@ def fail(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str
          message: str) -> Transfer | None:
     """Job failed and its hold voided: a failure never costs the tenant. Where the job's price book
     compensates `error_type`, a voucher is granted too; it is returned (None otherwise)."""
+    assert error_type in failure_types, f"{error_type!r} is not an error type (vidfactory.failures)"
     job = session.get(Job, job_id)
     assert job is not None, f"no job {job_id}"
     _transition(session, job_id, expected=expected, owner=owner, values={
@@ -387,13 +389,11 @@ def request_cancel(session: Session, job: Job) -> CancelOutcome:
     raise StaleJob(f"video {job.id} is already {job.status}")
 
 
-# Failures the caller caused (a refused prompt or input, a rejected clip) say nothing about the platform.
-caller_error_types = ("invalid_input", "content_rejected", "content_policy")
 
 
 def finished_since(session: Session, since: datetime) -> tuple[int, int]:
     """(jobs failed through no fault of their input, jobs completed or failed) since `since`."""
-    platform_failure = and_(Job.status == "failed", Job.error_type.not_in(caller_error_types))
+    platform_failure = and_(Job.status == "failed", Job.error_type.not_in(caller_caused))
     failed, finished = session.execute(
         select(func.count().filter(platform_failure), func.count())
         .where(Job.status.in_(("completed", "failed")), Job.completed_at >= since)).one()

@@ -42,6 +42,7 @@ from vidfactory.engines.memory import (
 )
 from vidfactory.engines.registry import load_engine
 from vidfactory.engines.speed import SpeedSettings
+from vidfactory.failures import ErrorType
 from vidfactory.jobs import breaker, maintenance, output, queue, workers
 from vidfactory.jobs.errors import JobTimedOut, classify
 from vidfactory.jobs.output import ClipIdentity
@@ -411,7 +412,7 @@ class Worker:
 
         def fail(session) -> None:
             queue.record_qc(session, job.id, self.worker_id, record)
-            queue.fail(session, job.id, expected=("in_progress",), owner=self.worker_id, error_type="qc_failed",
+            queue.fail(session, job.id, expected=("in_progress",), owner=self.worker_id, error_type=ErrorType.qc_failed,
                        message=f"the clip failed its quality checks twice: {summary}")
 
         self._finish(fail, job, "failed QC twice")
@@ -497,10 +498,10 @@ class Worker:
         verdict = classify(exc)
         message = f"{type(exc).__name__}: {exc}"
         log.error("job %s attempt %d failed (%s): %s", job.id, job.attempts, verdict.error_type, message,
-                  exc_info=verdict.error_type == "internal_error")
+                  exc_info=verdict.error_type == ErrorType.internal_error)
         metadata = exc.metadata if isinstance(exc, HostedError) else None
         breaker_open = self._update_breaker(job.model, exc, message)
-        if verdict.error_type == "oom" and memory_mode is not None:
+        if verdict.error_type == ErrorType.oom and memory_mode is not None:
             self._retry_out_of_memory(job, memory_mode, message)
         elif verdict.transient and breaker_open:
             self._finish(lambda s: queue.release(s, job.id, owner=self.worker_id, error_type=verdict.error_type,
@@ -521,11 +522,12 @@ class Worker:
         retry_mode = next_memory_mode(memory_mode)
         if job.memory_mode is None and retry_mode is not None:
             self._finish(lambda s: queue.requeue(s, job.id, owner=self.worker_id, run_after=utcnow(),
-                                                 error_type="oom", message=message, memory_mode=retry_mode),
+                                                 error_type=ErrorType.oom, message=message,
+                                                 memory_mode=retry_mode),
                          job, f"requeued with memory mode {retry_mode}")
         else:
             self._finish(lambda s: queue.fail(s, job.id, expected=("in_progress",), owner=self.worker_id,
-                                              error_type="oom", message=message), job, "failed")
+                                              error_type=ErrorType.oom, message=message), job, "failed")
 
     def _update_breaker(self, model_id: str, exc: Exception, message: str) -> bool:
         """Count a hosted service's failure; True when its breaker is open. A request the service refused
