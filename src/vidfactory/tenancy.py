@@ -65,7 +65,8 @@ class InvalidPlan(TenancyError):
 
 # What an admin may set on a plan (its id is fixed: tenants refer to it).
 plan_fields = ("priority", "requests_per_minute", "tenant_requests_per_minute", "read_requests_per_minute",
-               "tenant_read_requests_per_minute", "concurrent_jobs", "active_jobs_max", "step_cache_allowed")
+               "tenant_read_requests_per_minute", "concurrent_jobs", "active_jobs_max", "step_cache_allowed",
+               "review_deadline_s", "review_deadline_action")
 
 
 def default_plans() -> list[Plan]:

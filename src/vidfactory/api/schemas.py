@@ -233,6 +233,11 @@ PlanTenantReadRate = Annotated[int, Field(ge=1, le=1_000_000, strict=True,
                                           description="reads per minute for all of a tenant's keys together")]
 PlanConcurrent = Annotated[int, Field(ge=1, le=1_000, strict=True, description="jobs running at once")]
 PlanActive = Annotated[int, Field(ge=1, le=100_000, strict=True, description="jobs queued and running")]
+PlanReviewDeadline = Annotated[int, Field(ge=60, le=30 * 24 * 3600, strict=True, description=(
+    "seconds a job held for review waits for an admin before review_deadline_action applies"))]
+PlanReviewAction = Annotated[Literal["approve", "refund"], Field(description=(
+    "at the review deadline: approve (it runs, or its clip is delivered and charged) or refund (it fails, "
+    "charged nothing)"))]
 PlanStepCache = Annotated[bool, Field(strict=True, description="step caching (First Block Cache, MagCache, "
                                       "TaylorSeer) may run: faster, but it changes the output")]
 
@@ -248,6 +253,8 @@ class PlanCreate(BaseModel):
     concurrent_jobs: PlanConcurrent = 1
     active_jobs_max: PlanActive = 8
     step_cache_allowed: PlanStepCache = False
+    review_deadline_s: PlanReviewDeadline = 3600
+    review_deadline_action: PlanReviewAction = "refund"
 
 
 class PlanUpdate(BaseModel):
@@ -263,6 +270,8 @@ class PlanUpdate(BaseModel):
     concurrent_jobs: PlanConcurrent = None
     active_jobs_max: PlanActive = None
     step_cache_allowed: PlanStepCache = None
+    review_deadline_s: PlanReviewDeadline = None
+    review_deadline_action: PlanReviewAction = None
 
 
 class PlanPublic(BaseModel):
@@ -276,6 +285,8 @@ class PlanPublic(BaseModel):
     concurrent_jobs: int
     active_jobs_max: int
     step_cache_allowed: bool
+    review_deadline_s: int
+    review_deadline_action: str
     tenants: int = Field(description="tenants on this plan")
 
 

@@ -73,6 +73,10 @@ class Plan(Base):
     active_jobs_max: Mapped[int] = mapped_column(Integer, default=8)  # queued + running (admission's limit)
     # Step caching (First Block Cache, MagCache, TaylorSeer) is faster but changes the output.
     step_cache_allowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # A job held for review that no admin decided within this many seconds gets the plan's action:
+    # "approve" (it runs, or its clip is delivered and charged) or "refund" (it fails, nothing charged).
+    review_deadline_s: Mapped[int] = mapped_column(Integer, default=3600, server_default="3600")
+    review_deadline_action: Mapped[str] = mapped_column(String(8), default="refund", server_default="refund")
 
 
 class Tenant(Base):
@@ -227,6 +231,9 @@ class Job(Base):
     review_source: Mapped[str | None] = mapped_column(String(32), default=None)  # prompt|qc|output_safety
     review_reason: Mapped[str | None] = mapped_column(String(500), default=None)  # admins only
     reviewed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Set when the review starts, from the tenant's plan: when the review ends without an admin, and how.
+    review_due_at: Mapped[datetime | None] = mapped_column(default=None)
+    review_on_due: Mapped[str | None] = mapped_column(String(8), default=None)  # approve | refund
     # GPU routing: the least device memory any memory mode needs (0: unknown architecture, no gating);
     # the mode an out-of-memory retry forces (None: the worker picks the fastest that fits).
     memory_bytes_min: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
