@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartParser
 
-from vidfactory.api.errors import ApiError
+from vidfactory.api.errors import ApiError, validation_message
 from vidfactory.api.schemas import VideoCreate, data_url_chars_max
 from vidfactory.media.reference import ReferenceImage, ReferenceRefused, read_reference, reference_bytes_max
 
@@ -160,7 +160,7 @@ async def read_video_create(request: Request, bytes_max: int) -> VideoInput:
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
-        raise ApiError(400, "invalid_value", f"{param}: {first['msg']}", param=param) from exc
+        raise ApiError(400, "invalid_value", f"{param}: {validation_message(first)}", param=param) from exc
     # An empty text field is no image (as before images were taken); an empty file is refused.
     # Decoding a large image takes a while: not on the event loop.
     reference = None if sent_reference in (None, "") else await run_in_threadpool(_reference, sent_reference)

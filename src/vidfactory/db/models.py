@@ -30,7 +30,6 @@ __all__ = [
     "AuditHead",
     "Base",
     "Batch",
-    "CacheBand",
     "CacheEntry",
     "EngineBreaker",
     "Feedback",
@@ -441,7 +440,8 @@ class AuditHead(Base):
 
 class CacheEntry(Base):
     """A completed job whose clip can be served again. fingerprint: everything that determines the output
-    (exact hits); shape_key: the same without the prompt (similar hits compare prompts within it)."""
+    (exact hits); similar_key: the shape and the prompt's canonical form (similar hits); None when the
+    prompt has no canonical form (or was indexed before canonical forms existed): exact hits only."""
 
     __tablename__ = "cache_entries"
 
@@ -449,21 +449,14 @@ class CacheEntry(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     fingerprint: Mapped[str] = mapped_column(String(64))
     shape_key: Mapped[str] = mapped_column(String(64))
-    prompt: Mapped[str] = mapped_column(Text)  # normalised
+    similar_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    prompt: Mapped[str] = mapped_column(Text)  # the canonical form, for people reading the index
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (
         Index("ix_cache_entries_fingerprint", "fingerprint"),
+        Index("ix_cache_entries_similar_key", "similar_key"),
     )
-
-
-class CacheBand(Base):
-    """MinHash LSH: one row per band of an entry's signature; similar prompts share a band key."""
-
-    __tablename__ = "cache_bands"
-
-    band_key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("cache_entries.job_id"), primary_key=True)
 
 
 class Statement(Base):

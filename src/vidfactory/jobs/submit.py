@@ -280,8 +280,8 @@ def submit(
         _check_active_jobs(session, caller)
         hit = None if review is not None else cache_index.lookup(
             session, tenant_id=caller.tenant_id, mode=request.cache, fingerprint=job.cache_fingerprint,
-            shape_key=job.cache_shape_key, prompt=job.prompt, similarity_min=settings.cache_similarity_min,
-            candidates_max=settings.cache_candidates_max, shared=settings.cache_shared)
+            shape_key=job.cache_shape_key, prompt=job.prompt, candidates_max=settings.cache_candidates_max,
+            shared=settings.cache_shared)
         if hit is not None:
             charge = cache_hit_charge(priced.book, priced.quote.total_tokens)
             queue.complete_from_cache(session, job, hit.job_id, hit.score, charge)
