@@ -385,8 +385,9 @@ class RegisteredWorker(Base):
 
     id: Mapped[str] = mapped_column(String(80), primary_key=True)
     gpu_name: Mapped[str] = mapped_column(String(100))
-    memory_total_bytes: Mapped[int] = mapped_column(BigInteger)
+    memory_total_bytes: Mapped[int] = mapped_column(BigInteger)  # per device
     memory_free_bytes: Mapped[int] = mapped_column(BigInteger)
+    devices: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # one job spans them all
     models_served: Mapped[list[str]] = mapped_column(JSON)
     models_held: Mapped[list[str]] = mapped_column(JSON)  # loaded now
     model_load_s: Mapped[dict[str, Any]] = mapped_column(JSON)  # model -> seconds its last load took

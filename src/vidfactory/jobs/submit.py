@@ -120,7 +120,7 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
     if not truncation.text.strip():
         raise InvalidRequest("prompt", "prompt is empty")
     try:
-        priced_quote = quote(book, input_tokens=truncation.tokens, width=shape.width, height=shape.height,
+        priced_quote = quote(book.for_model(model.id), input_tokens=truncation.tokens, width=shape.width, height=shape.height,
                              seconds=shape.seconds)
     except ValueError as exc:
         raise InvalidRequest("size", str(exc)) from exc
@@ -138,18 +138,31 @@ def price_now(sessions: SessionFactory, settings: Settings, counter_for: Callabl
     memory."""
     with sessions() as session:
         version, book = pricebooks.for_tenant(session, tenant_id)
-        fleet_max = workers.fleet_memory_max(session, request.model, utcnow(), settings.worker_stale_s)
+        fleet = workers.fleet_devices(session, request.model, utcnow(), settings.worker_stale_s)
     priced = price(settings, counter_for, request, version, book)
-    _check_fits_the_fleet(settings, priced, fleet_max)
+    _check_fits_the_fleet(settings, priced, fleet)
     return priced
 
 
-def _check_fits_the_fleet(settings: Settings, priced: Priced, fleet_max: int | None) -> None:
-    limit, source = fleet_max, "the largest live worker serving it has"
-    if limit is None:
+def _need_on(priced: Priced, devices: int) -> int:
+    """The least memory per device this request needs on a worker spanning `devices` devices."""
+    architecture, shape = priced.model.wan_preset, priced.shape
+    if devices == 1 or architecture is None:
+        return priced.memory_bytes_min
+    return frugal_peak_bytes(architecture, shape.width, shape.height, shape.num_frames, devices)
+
+
+def _check_fits_the_fleet(settings: Settings, priced: Priced, fleet: list[tuple[int, int]]) -> None:
+    """Refuse what no live worker serving the model could hold (a multi-device worker splits the
+    denoising across its devices); with none live, what exceeds the configured fleet limit."""
+    if fleet:
+        if any(_need_on(priced, devices) <= memory for memory, devices in fleet):
+            return
+        limit, source = max(memory for memory, _ in fleet), "the largest live worker serving it has"
+    else:
         limit, source = settings.fleet_memory_bytes_max, "the fleet limit (fleet_memory_bytes_max) is"
-    if limit is None or priced.memory_bytes_min <= limit:
-        return
+        if limit is None or priced.memory_bytes_min <= limit:
+            return
     shape = priced.shape
     raise InvalidRequest(
         "size", f"model {priced.model.id} at {shape.width}x{shape.height}, {shape.num_frames} frames needs at "
