@@ -14,7 +14,6 @@ from vidfactory.db.types import utcnow
 from vidfactory.jobs import maintenance, queue
 from vidfactory.jobs.submit import VideoRequest, submit
 from vidfactory.jobs.worker import Worker
-from vidfactory.notify.alerts import raise_alert
 from vidfactory.notify.endpoints import create_endpoint
 from vidfactory.tenancy import authenticate, update_plan
 
