@@ -38,6 +38,7 @@ __all__ = [
     "Plan",
     "PriceBook",
     "RegisteredWorker",
+    "ServedModel",
     "Statement",
     "Template",
     "Tenant",
@@ -587,3 +588,12 @@ class WebhookDelivery(Base):
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_tenant_seq", "tenant_id", "seq"),
     )
+
+
+class ServedModel(Base):
+    """A configured model id and when this platform first served it (the models list's `created`)."""
+
+    __tablename__ = "served_models"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
