@@ -1,7 +1,7 @@
 """a review deadline per plan (seconds, and approve or refund then); each held job keeps its own
 
-Revision ID: 0019_review_deadline
-Revises: 0018_read_rate_limits
+Revision ID: 0020_review_deadline
+Revises: 0019_read_rate_limits
 Create Date: 2026-12-06
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0019_review_deadline'
-down_revision = '0018_read_rate_limits'
+revision = '0020_review_deadline'
+down_revision = '0019_read_rate_limits'
 branch_labels = None
 depends_on = None
 

@@ -1,8 +1,8 @@
 """reads (GET, HEAD, OPTIONS) get their own per-minute budget on each plan, per key and per tenant;
 existing plans read ten times what they may write
 
-Revision ID: 0018_read_rate_limits
-Revises: 0017_worker_devices
+Revision ID: 0019_read_rate_limits
+Revises: 0018_served_models
 Create Date: 2026-12-06
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0018_read_rate_limits'
-down_revision = '0017_worker_devices'
+revision = '0019_read_rate_limits'
+down_revision = '0018_served_models'
 branch_labels = None
 depends_on = None
 
