@@ -283,8 +283,8 @@ def submit(
     The prompt the model will read is screened first (`screens`): a `review` match holds the job too.
     A result-cache hit (not for a job held for review) completes the job in the same transaction, posted
     at the price book's cache rate. A reference image is written to `storage` inside that transaction and
-    removed again when it does not commit. Raises PromptRejected, InvalidRequest, InsufficientBalance,
-    ActiveJobsLimit, IdempotencyConflict; on any of them nothing is held, queued or stored."""
+    removed again when it does not commit. Raises PromptRejected, ImageRejected, InvalidRequest,
+    InsufficientBalance, ActiveJobsLimit, IdempotencyConflict; on any of them nothing is held, queued or stored."""
     assert request.reference is None or storage is not None, "a reference image needs the storage"
     if request.webhook_url is not None:
         try:
@@ -294,6 +294,7 @@ def submit(
     priced = price_now(sessions, settings, counter_for, request, caller.tenant_id)
     with sessions() as session:
         review = screen_prompt(session, screens, caller.tenant_id, priced.prompt) or review
+    screens.images.check(request.reference, "template" if request.reference_from_template else "input_reference")
 
     def hold_and_enqueue(session: Session, files: StagedFiles) -> tuple[int, dict[str, Any]]:
         job = enqueue(session, settings, caller, request, priced, review)
