@@ -1,4 +1,4 @@
-"""Encoding frames to deliverables: H.264 MP4 (checked by probing it back), JPEG thumbnails, hashes."""
+"""Encoding frames to deliverables: H.264 MP4 (checked by probing it back), WebP or JPEG thumbnails, hashes."""
 
 from __future__ import annotations
 
