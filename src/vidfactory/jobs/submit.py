@@ -120,8 +120,8 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
     if not truncation.text.strip():
         raise InvalidRequest("prompt", "prompt is empty")
     try:
-        priced_quote = quote(book.for_model(model.id), input_tokens=truncation.tokens, width=shape.width, height=shape.height,
-                             seconds=shape.seconds)
+        priced_quote = quote(book.for_model(model.id), input_tokens=truncation.tokens, width=shape.width,
+                             height=shape.height, seconds=shape.seconds)
     except ValueError as exc:
         raise InvalidRequest("size", str(exc)) from exc
     architecture = model.wan_preset
@@ -245,6 +245,8 @@ def enqueue(session: Session, settings: Settings, caller: Caller, request: Video
         ensure_job_secret(session, caller.tenant_id)
     video_event(session, job, "video.queued")
     billing_event(session, job, "billing.hold_created", None)
+    if review is not None:
+        queue.require_review(session, job.id)
     return job
 
 
