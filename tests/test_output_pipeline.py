@@ -64,7 +64,7 @@ def test_a_delivered_clip_is_labelled_signed_hashed_and_previewed(client, ctx):
     with av.open(io.BytesIO(mp4)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 9
     sheet = Image.open(io.BytesIO(download(client, tenant, video["id"], "spritesheet")))
-    assert sheet.format == "JPEG" and sheet.size[0] > 64
+    assert sheet.format == "WEBP" and sheet.size[0] > 64
     assert_ledger_clean(ctx.sessions)
 
 
