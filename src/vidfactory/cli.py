@@ -288,7 +288,7 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     dispatchers = start_dispatcher(settings, sessions, stop)  # the outbox is drained by workers too
     loop.run(stop)
     for thread in dispatchers:
-        thread.join(settings.webhook_timeout_s + 5)
+        thread.join(settings.webhook_send_deadline_s + 5)
 
 
 def _request_for(config, prompt: str, size: str | None, seconds: int | None, seed: int, steps: int | None):

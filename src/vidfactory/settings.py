@@ -233,9 +233,18 @@ class Settings(BaseSettings):
     # Webhooks: a durable outbox delivered by a loop in `serve` and in `worker`.
     webhooks_enabled: bool = True
     webhook_poll_s: float = 1.0
-    webhook_batch_max: int = 20
-    webhook_timeout_s: float = 10.0
+    webhook_batch_max: int = Field(default=20, ge=1)  # rows one run_once claims
+    webhook_concurrency_max: int = Field(default=32, ge=1)  # sends at once, per dispatcher
+    webhook_endpoint_concurrency_max: int = Field(default=2, ge=1)  # sends at once to one endpoint
+    webhook_connect_timeout_s: float = Field(default=3.0, gt=0)
+    webhook_read_timeout_s: float = Field(default=5.0, gt=0)  # also for writing the body
+    webhook_send_deadline_s: float = Field(default=10.0, gt=0)  # one whole send, cut here
     webhook_lease_s: float = 60.0  # a claimed delivery is retried by anyone after this
+    # An endpoint failing this many sends in a row gets no sends for webhook_circuit_open_s, doubling
+    # while it keeps failing (its deliveries wait without spending attempts).
+    webhook_circuit_failures: int = Field(default=3, ge=1)
+    webhook_circuit_open_s: float = Field(default=30.0, gt=0)
+    webhook_circuit_open_max_s: float = Field(default=600.0, gt=0)
     webhook_attempts_max: int = 8
     webhook_backoff_s: float = 5.0  # first retry; doubles per attempt up to webhook_backoff_max_s
     webhook_backoff_max_s: float = 3600.0
@@ -248,6 +257,14 @@ class Settings(BaseSettings):
     # operator's own URL: no address check applies to it.
     operator_webhook_url: str = ""
     operator_webhook_secret: SecretStr = SecretStr("")
+
+    @model_validator(mode="after")
+    def _webhook_lease_outlasts_a_send(self) -> Settings:
+        # The lease covers one send; twice its deadline leaves room to claim and to record the outcome.
+        if self.webhook_lease_s < 2 * self.webhook_send_deadline_s:
+            raise ValueError(f"webhook_lease_s ({self.webhook_lease_s:g}) must be at least twice "
+                             f"webhook_send_deadline_s ({self.webhook_send_deadline_s:g})")
+        return self
 
     @model_validator(mode="after")
     def _operator_webhook_signed(self) -> Settings:

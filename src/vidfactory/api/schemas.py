@@ -71,8 +71,9 @@ def _without_control_characters(value: str) -> str:
 PlainText = Annotated[str, AfterValidator(_without_control_characters)]
 
 
-MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=metadata_key_chars_max)]
-MetadataValue = Annotated[str, StringConstraints(max_length=metadata_value_chars_max)]
+# Echoed into webhooks, consoles and logs: no NUL, ESC or other control characters.
+MetadataKey = Annotated[PlainText, StringConstraints(min_length=1, max_length=metadata_key_chars_max)]
+MetadataValue = Annotated[PlainText, StringConstraints(max_length=metadata_value_chars_max)]
 
 
 TemplateName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
