@@ -163,3 +163,12 @@ def test_statement_function_refuses_months_that_have_not_started(sessions):
     tenant = new_tenant(sessions)
     with pytest.raises(ValueError), sessions.begin() as s:
         statement(s, tenant.id, "2999-01")
+
+
+@pytest.mark.parametrize("month", ["9999-12", "9999-11", "1969-12", "2026-13"])
+def test_a_month_out_of_range_is_a_clear_400(client, month):
+    tenant = new_tenant(client.app.state.ctx.sessions)
+    for path in (f"/v1/statements/{month}", f"/v1/admin/tenants/{tenant.id}/statements/{month}"):
+        response = client.get(path, headers=admin if "admin" in path else tenant.headers)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "month"

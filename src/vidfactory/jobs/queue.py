@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from vidfactory.billing import audit, ledger, vouchers
@@ -124,10 +124,17 @@ class Residency:
 
 
 def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float, now: datetime,
-          residency: Residency = Residency()) -> Job | None:
-    """Take the next job this worker fits: the model it holds first (unless another model's job has waited
-    past the switch limit), then highest plan priority, then oldest; skips tenants at their concurrency
-    limit. One statement; `SKIP LOCKED` lets PostgreSQL workers claim in parallel (SQLite serialises writers)."""
+          residency: Residency = Residency(), aging_s: float = 600.0) -> Job | None:
+    """Take the next job this worker fits, skipping tenants at their concurrency limit:
+    1. a job queued at least `aging_s` ago, oldest first, whatever its priority or model (aging: a job
+       that has waited that long is never overtaken by one queued after it, so paid traffic cannot
+       starve a free plan's job);
+    2. otherwise the model it holds first (unless another model's job has waited past the switch limit),
+       then highest plan priority, then oldest.
+    Each tier is its own index-ordered lookup (`ix_jobs_queued_created`, `ix_jobs_claim`), the first that
+    finds a job wins. One statement; `SKIP LOCKED` lets PostgreSQL workers claim in parallel (SQLite
+    serialises writers)."""
+    assert aging_s > 0, "aging_s must be positive"
     running = aliased(Job)
     running_for_tenant = (select(func.count()).select_from(running)
                           .where(running.tenant_id == Job.tenant_id, running.status == "in_progress")
@@ -137,18 +144,16 @@ def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float
                   running_for_tenant < Job.concurrent_jobs_max]
     if residency.memory_bytes is not None:
         conditions.append(Job.memory_bytes_min <= residency.memory_bytes)
-    order = [Job.priority.desc(), Job.created_at, Job.id]
+    by_priority = [Job.priority.desc(), Job.created_at, Job.id]
+    tiers = [([Job.created_at <= now - timedelta(seconds=aging_s)], [Job.created_at, Job.id])]
     if residency.held_models:
         waited_long = Job.created_at <= now - timedelta(seconds=residency.switch_after_s)
-        order.insert(0, case((or_(Job.model.in_(residency.held_models), waited_long), 0), else_=1))
-    candidate = (select(Job.id)
-                 .where(*conditions)
-                 .order_by(*order)
-                 .limit(1)
-                 .with_for_update(skip_locked=True)
-                 .scalar_subquery())
+        tiers.append(([or_(Job.model.in_(residency.held_models), waited_long)], by_priority))
+    tiers.append(([], by_priority))
+    candidates = [select(Job.id).where(*conditions, *extra).order_by(*order).limit(1)
+                  .with_for_update(skip_locked=True).scalar_subquery() for extra, order in tiers]
     statement = (update(Job)
-                 .where(Job.id == candidate, Job.status == "queued")
+                 .where(Job.id == func.coalesce(*candidates), Job.status == "queued")
                  .values(status="in_progress", lease_owner=worker_id,
                          lease_expires_at=now + timedelta(seconds=lease_s), attempts=Job.attempts + 1,
                          started_at=func.coalesce(Job.started_at, now), progress=0, model_load_s=None)

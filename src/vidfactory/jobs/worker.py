@@ -206,7 +206,7 @@ class Worker:
         with self.sessions.begin() as session:
             models = self._admitted_models(session, now)
             job = queue.claim(session, worker_id=self.worker_id, models=models, lease_s=self.settings.lease_s,
-                              now=now, residency=residency) if models else None
+                              now=now, residency=residency, aging_s=self.settings.queue_aging_s) if models else None
         if job is None:
             return False
         log.info("job %s claimed by %s (attempt %d)", job.id, self.worker_id, job.attempts)
