@@ -18,7 +18,7 @@ from vidfactory.jobs.screening import PromptRejected
 from vidfactory.jobs.spec import InvalidRequest
 from vidfactory.jobs.submit import ActiveJobsLimit
 from vidfactory.prompts.errors import PromptError
-from vidfactory.idempotency import IdempotencyConflict
+from vidfactory.idempotency import IdempotencyConflict, IdempotencyInProgress
 
 __all__ = ["ApiError", "checked_id", "error_responses", "install_error_handlers", "not_found"]
 
@@ -106,6 +106,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IdempotencyConflict)
     async def _idempotency(_: Request, exc: IdempotencyConflict):
         return envelope(409, "idempotency_conflict", str(exc), "Idempotency-Key")
+
+    @app.exception_handler(IdempotencyInProgress)
+    async def _in_progress(_: Request, exc: IdempotencyInProgress):
+        return envelope(409, "idempotency_in_progress", str(exc), "Idempotency-Key", {"Retry-After": "1"})
 
     @app.exception_handler(PromptRejected)
     async def _rejected(_: Request, exc: PromptRejected):

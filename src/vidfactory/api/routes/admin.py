@@ -83,9 +83,8 @@ def admin_credit(tenant_id: str, body: CreditCreate, ctx: ContextDep, _admin: Ad
 
     idempotency = None
     if idempotency_key is not None:
-        # Namespaced: a tenant's own video keys and the operator's top-up keys never collide.
-        idempotency = (f"admin-credit:{idempotency_key}", fingerprint(f"/v1/admin/tenants/{tenant_id}/credits",
-                                                                       body.model_dump()))
-    outcome = run_once(ctx.sessions, tenant_id, idempotency, credit)
+        idempotency = (idempotency_key, fingerprint(f"/v1/admin/tenants/{tenant_id}/credits", body.model_dump()))
+    # The operator's key space: a tenant's own keys never meet it.
+    outcome = run_once(ctx.sessions, tenant_id, idempotency, credit, scope="admin-credit")
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     return JSONResponse(outcome.body, status_code=outcome.status_code, headers=headers)
