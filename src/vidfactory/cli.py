@@ -79,6 +79,34 @@ def tenant_create(name: str, plan: Annotated[str, typer.Option()] = "free", as_j
           f"created tenant {tenant.name} ({tenant.id}) on plan {tenant.plan_id}")
 
 
+@tenant_app.command("suspend")
+def tenant_suspend(tenant: str, reason: Annotated[str, typer.Option(help="Why; shown in the tenant's 403s.")],
+                   as_json: JsonFlag = False) -> None:
+    """Suspend TENANT (id or name): no new submissions or keys; queued and running jobs finish."""
+    from vidfactory.tenancy import TenancyError, suspend_tenant
+
+    try:
+        with _sessions().begin() as session:
+            row = suspend_tenant(session, tenant, reason, actor=cli_actor)
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"id": row.id, "suspended": True, "reason": row.suspended_reason},
+          f"suspended tenant {row.name} ({row.id}): {row.suspended_reason}")
+
+
+@tenant_app.command("resume")
+def tenant_resume(tenant: str, as_json: JsonFlag = False) -> None:
+    """Lift TENANT's suspension."""
+    from vidfactory.tenancy import TenancyError, resume_tenant
+
+    try:
+        with _sessions().begin() as session:
+            row = resume_tenant(session, tenant, actor=cli_actor)
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"id": row.id, "suspended": False}, f"tenant {row.name} ({row.id}) is active")
+
+
 @key_app.command("create")
 def key_create(tenant: str, as_json: JsonFlag = False) -> None:
     """Create an API key for TENANT (id or name). The key is shown once."""

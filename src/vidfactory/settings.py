@@ -132,7 +132,13 @@ class Settings(BaseSettings):
     models: list[ModelConfig] = Field(default_factory=default_models)
 
     # Admission.
-    upload_bytes_max: int = 10_000_000
+    upload_bytes_max: int = 10_000_000  # a request body (JSON or multipart), 413 beyond
+    # Reference images decoded at once per API process, in pixels: ~16 bytes each at the decode's peak,
+    # so the default bounds decoding to ~512 MiB. At least one largest image (4096²).
+    image_decode_pixels_max: int = Field(default=2 * 4096 * 4096, ge=4096 * 4096)
+    image_decode_wait_s: float = Field(default=5.0, ge=0)  # for room in that budget, then 429
+    uploads_concurrent_max: int = Field(default=2, ge=1)  # a tenant's requests carrying an image, at once
+    quotes_concurrent_max: int = Field(default=4, ge=1)  # a tenant's quotes at once
     hold_timeout_s: int = 24 * 3600
 
     # Queue and worker.
@@ -230,6 +236,11 @@ class Settings(BaseSettings):
     # default: request rates protect capacity, not money — balances and the active-jobs limit are
     # enforced by the database, so a Redis outage need not take the API down with it.
     rate_limit_redis_failure: Literal["open", "closed"] = "open"
+    # Failed API-key or admin-token attempts per client address per minute; beyond it every attempt from
+    # that address is 429 until the window has room. The address is the peer's, or, when the peer is a
+    # proxy listed in trusted_proxies (CIDRs), the nearest untrusted hop of X-Forwarded-For.
+    failed_auth_per_minute: int = Field(default=20, ge=1)
+    trusted_proxies: list[str] = Field(default_factory=list)
     # Retry-After when a tenant has its plan's active jobs already (we cannot know when one finishes).
     active_jobs_retry_after_s: int = 10
 

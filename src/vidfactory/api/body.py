@@ -6,6 +6,8 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +19,13 @@ from starlette.formparsers import FormParser, MultiPartParser
 
 from vidfactory.api.errors import ApiError
 from vidfactory.api.schemas import VideoCreate, data_url_chars_max
-from vidfactory.media.reference import ReferenceImage, ReferenceRefused, read_reference, reference_bytes_max
+from vidfactory.media.reference import (
+    ReferenceImage,
+    ReferenceRefused,
+    peek_pixels,
+    read_reference,
+    reference_bytes_max,
+)
 
 __all__ = ["VideoInput", "data_url_reference", "read_upload", "read_video_create", "upload_openapi",
            "video_create_openapi"]
@@ -130,7 +138,12 @@ def _form_value(name: str, value: str) -> Any:
     return value
 
 
-async def read_video_create(request: Request, bytes_max: int) -> VideoInput:
+# Entered after the header was read and before the pixels are decoded: (the body, the image's pixels).
+ImageGate = Callable[[VideoCreate, int], AbstractContextManager[None]]
+
+
+async def read_video_create(request: Request, bytes_max: int, gate: ImageGate | None = None) -> VideoInput:
+    """The body, checked. An image is decoded last, inside `gate` (cheap checks and caps first)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         raw = await _read_capped(request, bytes_max)
@@ -163,21 +176,28 @@ async def read_video_create(request: Request, bytes_max: int) -> VideoInput:
         raise ApiError(400, "invalid_value", f"{param}: {first['msg']}", param=param) from exc
     # An empty text field is no image (as before images were taken); an empty file is refused.
     # Decoding a large image takes a while: not on the event loop.
-    reference = None if sent_reference in (None, "") else await run_in_threadpool(_reference, sent_reference)
+    reference = None if sent_reference in (None, "") else await run_in_threadpool(_reference, sent_reference,
+                                                                                     body, gate)
     if reference is not None:
         # The same image as a file or as a data URL is the same request.
         fields[reference_field] = {"sha256": reference.sha256}
     return VideoInput(body=body, fields=fields, reference=reference)
 
 
-def _reference(sent: Any) -> ReferenceImage:
-    """A multipart file's bytes, or a data URL (JSON, or a text form field)."""
+def _reference(sent: Any, body: VideoCreate, gate: ImageGate | None) -> ReferenceImage:
+    """A multipart file's bytes, or a data URL (JSON, or a text form field): its header checked, then
+    decoded inside `gate`."""
     if isinstance(sent, str):
         sent = _data_url_bytes(sent, reference_field, "as a data URL or a multipart file")
     if not isinstance(sent, bytes):
         raise ApiError(400, "invalid_value", f"{reference_field}: send a data:image/...;base64 URL in JSON, "
                                              "or the image as a multipart file", param=reference_field)
-    return _checked(sent, reference_field)
+    try:
+        pixels = peek_pixels(sent)
+    except ReferenceRefused as exc:
+        raise ApiError(400, "invalid_image", f"{reference_field}: {exc}", param=reference_field) from exc
+    with gate(body, pixels) if gate is not None else nullcontext():
+        return _checked(sent, reference_field)
 
 
 def data_url_reference(text: str, field: str) -> ReferenceImage:

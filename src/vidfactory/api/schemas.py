@@ -38,6 +38,7 @@ __all__ = [
     "QuotePublic",
     "TenantCreate",
     "TenantPublic",
+    "TenantSuspend",
     "PlainText",
     "VideoCreate",
     "WebhookEndpointCreate",
@@ -218,6 +219,13 @@ class TenantPublic(BaseModel):
     name: str
     plan: str
     created_at: int
+    suspended_at: int | None = None  # suspended: no new submissions or keys
+    suspended_reason: str | None = None
+
+
+class TenantSuspend(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: PlainText = Field(min_length=1, max_length=200, description="shown to the tenant in its 403s")
 
 
 # A plan's limits. Jobs copy priority, concurrency and the step-cache permission at submission, so a change

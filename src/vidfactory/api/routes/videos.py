@@ -16,6 +16,7 @@ from vidfactory.api.deps import CallerDep, ContextDep, IdempotencyKeyHeader, Ses
 from vidfactory.api.errors import ApiError, checked_id, not_found
 from vidfactory.api.render import file_hashes_by_job, timestamp, video_object
 from vidfactory.api.schemas import FeedbackCreate, RegenerateCreate, RemixCreate, prompt_chars_max
+from vidfactory.api.uploads import image_gate
 from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Feedback, Job
 from vidfactory.db.types import utcnow
@@ -81,7 +82,8 @@ async def create_video(
     request: Request, ctx: ContextDep, caller: CallerDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
-    sent = await read_video_create(request, ctx.settings.upload_bytes_max)
+    sent = await read_video_create(request, ctx.settings.upload_bytes_max,
+                                   image_gate(ctx, caller, needs_balance=True))
     video_request = await run_in_threadpool(to_video_request, ctx, caller, sent)
     idempotency = None
     if idempotency_key is not None:
