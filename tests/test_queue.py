@@ -129,10 +129,10 @@ def test_failure_voids_the_hold(sessions):
     job_id = enqueue(sessions, tenant.id, tokens=40)
     claim(sessions)
     with sessions.begin() as s:
-        queue.fail(s, job_id, expected=("in_progress",), owner="w1", error_type="engine_error", message="boom")
+        queue.fail(s, job_id, expected=("in_progress",), owner="w1", error_type="engine_crash", message="boom")
     with sessions() as s:
         assert ledger.balance(s, tenant.id).available == 100
-        assert s.get(Job, job_id).error_type == "engine_error"
+        assert s.get(Job, job_id).error_type == "engine_crash"
     assert_ledger_clean(sessions)
 
 

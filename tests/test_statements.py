@@ -34,7 +34,7 @@ def busy_tenant(client):
     done = post("a completed clip")
     finish_without_media(ctx.sessions, done["id"])
     failed = post("a failed clip")
-    fail_job(ctx.sessions, failed["id"], "engine_error")
+    fail_job(ctx.sessions, failed["id"], "engine_crash")
     hit = post("a completed clip")
     assert hit["status"] == "completed"
     cancelled = post("a cancelled clip")

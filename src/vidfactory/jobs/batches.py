@@ -11,13 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import pricebooks
 from vidfactory.billing.ledger import InsufficientBalance
 from vidfactory.billing.pricebook import money
 from vidfactory.billing.tokens import TokenCounter
-from vidfactory.db.models import Batch
+from vidfactory.db.models import Batch, Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.idempotency import Outcome
 from vidfactory.jobs.prompting import PromptRequest, find_template, resolve_prompt, template_reference
@@ -30,7 +31,10 @@ from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage.local import LocalStorage
 from vidfactory.tenancy import Caller
 
-__all__ = ["BatchSpec", "batch_quote", "batch_reference", "submit_batch"]
+__all__ = ["BatchSpec", "batch_quote", "batch_reference", "find_batch", "job_states", "status_counts", "submit_batch",
+           "tenant_batches"]
+
+job_states = ("queued", "in_progress", "completed", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -154,3 +158,26 @@ def batch_quote(session: Session, batch: Batch) -> dict[str, Any]:
     book = pricebooks.get(session, batch.price_book_version)
     return {"items": batch.items_total, "total_tokens": batch.total_tokens, "price_book_version":
             batch.price_book_version, "currency": book.currency, "amount": str(money(book, batch.total_tokens))}
+
+
+def tenant_batches(session: Session, tenant_id: str, limit: int) -> list[Batch]:
+    """The tenant's batches, newest first."""
+    return list(session.scalars(select(Batch).where(Batch.tenant_id == tenant_id)
+                                .order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit)))
+
+
+def find_batch(session: Session, tenant_id: str, batch_id: str) -> Batch | None:
+    """The tenant's batch of that id; another tenant's is None, as a missing one."""
+    return session.scalar(select(Batch).where(Batch.id == batch_id, Batch.tenant_id == tenant_id))
+
+
+def status_counts(session: Session, batches: list[Batch]) -> dict[str, dict[str, int]]:
+    """Per batch: its items by job state, every state present, and the items rejected at submission."""
+    counts: dict[str, dict[str, int]] = {b.id: dict.fromkeys(job_states, 0) | {"rejected": len(b.rejected)}
+                                         for b in batches}
+    if batches:
+        for batch_id, status, count in session.execute(
+                select(Job.batch_id, Job.status, func.count()).where(Job.batch_id.in_(list(counts)))
+                .group_by(Job.batch_id, Job.status)):
+            counts[batch_id][status] = count
+    return counts

@@ -18,7 +18,9 @@ from vidfactory.billing import audit, ledger, vouchers
 from vidfactory.cache import index as cache_index
 from vidfactory.db.models import Asset, Job, Transfer
 from vidfactory.db.types import utcnow
+from vidfactory.failures import ErrorType, caller_caused, failure_types
 from vidfactory.notify.events import billing_event, video_event, voucher_event
+from vidfactory.observability.redact import redact_paths
 
 __all__ = [
     "AssetRecord",
@@ -269,7 +271,7 @@ def reject_review(session: Session, job_id: str, note: str, actor: str = audit.s
     """Rejected content is never delivered and never charged. The decision is audited."""
     _transition(session, job_id, expected=("queued", "in_progress"), owner=None, review="pending",
                 values={"review_status": "rejected", "reviewed_at": utcnow()})
-    fail(session, job_id, expected=("queued", "in_progress"), owner=None, error_type="content_rejected",
+    fail(session, job_id, expected=("queued", "in_progress"), owner=None, error_type=ErrorType.content_rejected,
          message=note or "rejected by review")
     audit.append(session, "review.rejected", f"video:{job_id}", {"note": note[:review_reason_chars_max]}, actor)
 
@@ -279,14 +281,20 @@ def pending_reviews(session: Session, limit: int) -> list[Job]:
                                 .order_by(Job.created_at, Job.id).limit(limit)))
 
 
+def _shown_message(message: str) -> str:
+    """A failure as its tenant reads it (video object, webhooks): no server paths; the worker's log has all."""
+    return redact_paths(message)[:error_message_chars_max]
+
+
 def fail(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str | None, error_type: str,
          message: str) -> Transfer | None:
     """Job failed and its hold voided: a failure never costs the tenant. Where the job's price book
     compensates `error_type`, a voucher is granted too; it is returned (None otherwise)."""
+    assert error_type in failure_types, f"{error_type!r} is not an error type (vidfactory.failures)"
     job = session.get(Job, job_id)
     assert job is not None, f"no job {job_id}"
     _transition(session, job_id, expected=expected, owner=owner, values={
-        "status": "failed", "error_type": error_type, "error_message": message[:error_message_chars_max],
+        "status": "failed", "error_type": error_type, "error_message": _shown_message(message),
         "completed_at": utcnow(), "lease_owner": None, "lease_expires_at": None})
     ledger.void_all(session, job.hold_leg_ids, memo=f"refund {job_id}: {error_type}")
     _announce(session, job_id, "video.failed", ("billing.released", 0))
@@ -301,7 +309,7 @@ def requeue(session: Session, job_id: str, *, owner: str | None, run_after: date
     """Back to the queue for another attempt; the hold stays. `memory_mode`: the mode the next attempt must
     use at least (an out-of-memory retry)."""
     values = {"status": "queued", "run_after": run_after, "lease_owner": None, "lease_expires_at": None,
-              "progress": 0, "error_type": error_type, "error_message": message[:error_message_chars_max]}
+              "progress": 0, "error_type": error_type, "error_message": _shown_message(message)}
     if memory_mode is not None:
         values["memory_mode"] = memory_mode
     _transition(session, job_id, expected=("in_progress",), owner=owner, values=values)
@@ -334,7 +342,7 @@ def release(session: Session, job_id: str, *, owner: str, error_type: str, messa
     _transition(session, job_id, expected=("in_progress",), owner=owner, values={
         "status": "queued", "attempts": Job.attempts - 1, "run_after": utcnow(), "lease_owner": None,
         "lease_expires_at": None, "progress": 0, "error_type": error_type,
-        "error_message": message[:error_message_chars_max]})
+        "error_message": _shown_message(message)})
 
 
 def record_remote_task(session: Session, job_id: str, owner: str, *, engine: str, task_id: str) -> None:
@@ -387,13 +395,11 @@ def request_cancel(session: Session, job: Job) -> CancelOutcome:
     raise StaleJob(f"video {job.id} is already {job.status}")
 
 
-# Failures the caller caused (a refused prompt or input, a rejected clip) say nothing about the platform.
-caller_error_types = ("invalid_input", "content_rejected", "content_policy")
 
 
 def finished_since(session: Session, since: datetime) -> tuple[int, int]:
     """(jobs failed through no fault of their input, jobs completed or failed) since `since`."""
-    platform_failure = and_(Job.status == "failed", Job.error_type.not_in(caller_error_types))
+    platform_failure = and_(Job.status == "failed", Job.error_type.not_in(caller_caused))
     failed, finished = session.execute(
         select(func.count().filter(platform_failure), func.count())
         .where(Job.status.in_(("completed", "failed")), Job.completed_at >= since)).one()

@@ -40,8 +40,10 @@ from vidfactory.engines.memory import (
     next_memory_mode,
     probe_device,
 )
+from vidfactory.engines.parallel import DevicePlan
 from vidfactory.engines.registry import load_engine
 from vidfactory.engines.speed import SpeedSettings
+from vidfactory.failures import ErrorType
 from vidfactory.jobs import breaker, maintenance, output, queue, workers
 from vidfactory.jobs.errors import JobTimedOut, classify
 from vidfactory.jobs.output import ClipIdentity
@@ -77,12 +79,14 @@ def speed_settings(settings: Settings) -> SpeedSettings:
                          compile_transformer=settings.compile_transformer, fp8_weights=settings.fp8_weights)
 
 
-def device_report(settings: Settings) -> workers.DeviceReport:
-    """This worker's device; `worker_memory_bytes` overrides the detected size (a share of a GPU)."""
+def device_report(settings: Settings, devices: DevicePlan = DevicePlan()) -> workers.DeviceReport:
+    """This worker's device (per device, for a worker spanning several); `worker_memory_bytes` overrides the
+    detected size (a share of a GPU)."""
     name, total, free = probe_device()
     if settings.worker_memory_bytes is not None:
         total, free = settings.worker_memory_bytes, min(free, settings.worker_memory_bytes)
-    return workers.DeviceReport(gpu_name=name, memory_total_bytes=total, memory_free_bytes=free)
+    return workers.DeviceReport(gpu_name=name, memory_total_bytes=total, memory_free_bytes=free,
+                                devices=devices.world_size)
 
 
 class Lease:
@@ -123,7 +127,8 @@ class Worker:
     def __init__(self, settings: Settings, sessions: SessionFactory, storage: LocalStorage, *,
                  worker_id: str | None = None, models: list[str] | None = None,
                  engine_loader: EngineLoader | None = None,
-                 classifier_loader: ClassifierLoader = nsfw_classifier) -> None:
+                 classifier_loader: ClassifierLoader = nsfw_classifier,
+                 devices: DevicePlan = DevicePlan()) -> None:
         self.settings = settings
         self.sessions = sessions
         self.storage = storage
@@ -132,7 +137,8 @@ class Worker:
         self.engine_loader = engine_loader or self._load_engine
         self.classifier_loader = classifier_loader
         self.engines: dict[str, Engine] = {}  # resident models, oldest first
-        self.device = device_report(settings)
+        self.devices = devices
+        self.device = device_report(settings, devices)
         self.registered = False
         self.last_maintenance = 0.0
         # A probe whose heartbeats stopped for a lease is presumed lost with its worker; another may probe.
@@ -199,7 +205,10 @@ class Worker:
         if not self.registered:
             self._report(utcnow())
         now = utcnow()
-        residency = queue.Residency(memory_bytes=self.device.memory_total_bytes,
+        # Jobs record the memory one device needs; one spread over several devices needs less of each, so a
+        # multi-device worker is not gated on that figure (admission checked that some worker fits the job).
+        memory_gate = None if self.devices.parallel else self.device.memory_total_bytes
+        residency = queue.Residency(memory_bytes=memory_gate,
                                     held_models=tuple(m for m in self.models
                                                       if m in self.engines or self.is_hosted(m)),
                                     switch_after_s=self.settings.model_switch_after_s)
@@ -265,7 +274,8 @@ class Worker:
         if architecture is None:
             return forced or MEMORY_MODES[0]
         fits = mode_that_fits(architecture, job.width, job.height, job.num_frames,
-                              self.device.memory_total_bytes, at_least=forced or MEMORY_MODES[0])
+                              self.device.memory_total_bytes, at_least=forced or MEMORY_MODES[0],
+                              devices=self.devices.world_size)
         return fits or forced or MEMORY_MODES[-1]
 
     def execute(self, job: Job, wait: bool = True) -> None:
@@ -411,7 +421,7 @@ class Worker:
 
         def fail(session) -> None:
             queue.record_qc(session, job.id, self.worker_id, record)
-            queue.fail(session, job.id, expected=("in_progress",), owner=self.worker_id, error_type="qc_failed",
+            queue.fail(session, job.id, expected=("in_progress",), owner=self.worker_id, error_type=ErrorType.qc_failed,
                        message=f"the clip failed its quality checks twice: {summary}")
 
         self._finish(fail, job, "failed QC twice")
@@ -497,10 +507,10 @@ class Worker:
         verdict = classify(exc)
         message = f"{type(exc).__name__}: {exc}"
         log.error("job %s attempt %d failed (%s): %s", job.id, job.attempts, verdict.error_type, message,
-                  exc_info=verdict.error_type == "internal_error")
+                  exc_info=verdict.error_type == ErrorType.internal_error)
         metadata = exc.metadata if isinstance(exc, HostedError) else None
         breaker_open = self._update_breaker(job.model, exc, message)
-        if verdict.error_type == "oom" and memory_mode is not None:
+        if verdict.error_type == ErrorType.oom and memory_mode is not None:
             self._retry_out_of_memory(job, memory_mode, message)
         elif verdict.transient and breaker_open:
             self._finish(lambda s: queue.release(s, job.id, owner=self.worker_id, error_type=verdict.error_type,
@@ -521,11 +531,12 @@ class Worker:
         retry_mode = next_memory_mode(memory_mode)
         if job.memory_mode is None and retry_mode is not None:
             self._finish(lambda s: queue.requeue(s, job.id, owner=self.worker_id, run_after=utcnow(),
-                                                 error_type="oom", message=message, memory_mode=retry_mode),
+                                                 error_type=ErrorType.oom, message=message,
+                                                 memory_mode=retry_mode),
                          job, f"requeued with memory mode {retry_mode}")
         else:
             self._finish(lambda s: queue.fail(s, job.id, expected=("in_progress",), owner=self.worker_id,
-                                              error_type="oom", message=message), job, "failed")
+                                              error_type=ErrorType.oom, message=message), job, "failed")
 
     def _update_breaker(self, model_id: str, exc: Exception, message: str) -> bool:
         """Count a hosted service's failure; True when its breaker is open. A request the service refused
