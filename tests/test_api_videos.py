@@ -66,7 +66,7 @@ def test_submit_generate_settle_download(client, ctx):
         assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 64, 64)
         assert sum(1 for _ in container.decode(video=0)) == 9  # 1 s × 8 fps → 4k+1 = 9 frames
     thumb = client.get(f"/v1/videos/{video['id']}/content?variant=thumbnail", headers=tenant.headers)
-    assert thumb.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(thumb.content)).size == (64, 64)
+    assert thumb.headers["content-type"] == "image/webp" and Image.open(io.BytesIO(thumb.content)).size == (64, 64)
     kinds = [t["kind"] for t in client.get("/v1/ledger", headers=tenant.headers).json()["data"]]
     assert kinds == ["credit", "hold", "post"]
     assert_ledger_clean(ctx.sessions)

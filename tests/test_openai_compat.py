@@ -3,6 +3,7 @@ models and sizes, preview formats; through the official `openai` SDK where it ha
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -13,9 +14,13 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 from openai import OpenAI
+from PIL import Image
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from vidfactory.api.app import create_app
+from vidfactory.db.models import Asset
+from vidfactory.jobs.worker import Worker
 from vidfactory.jobs.spec import InvalidRequest, parse_size
 from vidfactory.observability.requests import request_log
 from vidfactory.settings import ModelConfig, Settings
@@ -226,3 +231,35 @@ def test_sora_names_and_sizes_are_made_by_the_configured_model(tmp_path, databas
     with av.open(io.BytesIO(clip)) as container:
         assert (container.streams.video[0].width, container.streams.video[0].height) == (128, 80)
     assert (model.id, model.model_extra["aliases"]) == ("wan-tiny", ["house-style", "sora-2", "sora-2-pro"])
+
+
+def test_previews_are_webp_as_openai_serves_them_and_jpeg_on_request(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    video = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a lantern", **small}).json()
+    assert Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="test-worker").run_once()
+    hashes = client.get(f"/v1/videos/{video['id']}", headers=tenant.headers).json()["hashes"]
+    sdk = sdk_for(client, tenant)
+    for variant in ("thumbnail", "spritesheet"):
+        webp = sdk.videos.download_content(video["id"], variant=variant)
+        assert webp.response.headers["content-type"] == "image/webp"
+        assert Image.open(io.BytesIO(webp.content)).format == "WEBP"
+        # What is served is what is stored: its hash is the one the video lists (and verify finds).
+        assert hashlib.sha256(webp.content).hexdigest() == hashes[variant]["sha256"]
+        jpeg = client.get(f"/v1/videos/{video['id']}/content?variant={variant}",
+                          headers={**tenant.headers, "Accept": "image/jpeg"})
+        assert jpeg.headers["content-type"] == "image/jpeg" and jpeg.content[:3] == b"\xff\xd8\xff"
+        assert Image.open(io.BytesIO(jpeg.content)).size == Image.open(io.BytesIO(webp.content)).size
+        assert jpeg.headers["x-content-sha256"] == hashlib.sha256(jpeg.content).hexdigest()
+    thumbnail = sdk.videos.download_content(video["id"], variant="thumbnail").content
+    found = client.post("/v1/verify", headers=tenant.headers, files={"file": ("t.webp", thumbnail, "image/webp")})
+    assert (found.json()["video_id"], found.json()["hashes"]["variant"]) == (video["id"], "thumbnail")
+    # A clip whose previews were stored as JPEG, before WebP, is served WebP too.
+    with ctx.sessions.begin() as session:
+        asset = session.scalar(select(Asset).where(Asset.job_id == video["id"], Asset.variant == "thumbnail"))
+        old = Image.open(io.BytesIO(thumbnail)).convert("RGB")
+        stored = io.BytesIO()
+        old.save(stored, format="JPEG")
+        ctx.storage.put(asset.storage_key, stored.getvalue())
+        asset.content_type = "image/jpeg"
+    served = client.get(f"/v1/videos/{video['id']}/content?variant=thumbnail", headers=tenant.headers)
+    assert served.headers["content-type"] == "image/webp" and Image.open(io.BytesIO(served.content)).size == old.size

@@ -120,8 +120,8 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
     if not truncation.text.strip():
         raise InvalidRequest("prompt", "prompt is empty")
     try:
-        priced_quote = quote(book.for_model(model.id), input_tokens=truncation.tokens, width=shape.width, height=shape.height,
-                             seconds=shape.seconds)
+        priced_quote = quote(book.for_model(model.id), input_tokens=truncation.tokens, width=shape.width,
+                             height=shape.height, seconds=shape.seconds)
     except ValueError as exc:
         raise InvalidRequest("size", str(exc)) from exc
     architecture = model.wan_preset
@@ -246,6 +246,8 @@ def enqueue(session: Session, settings: Settings, caller: Caller, request: Video
         ensure_job_secret(session, caller.tenant_id)
     video_event(session, job, "video.queued")
     billing_event(session, job, "billing.hold_created", None)
+    if review is not None:
+        queue.require_review(session, job.id)
     return job
 
 
@@ -284,8 +286,8 @@ def submit(
     The prompt the model will read is screened first (`screens`): a `review` match holds the job too.
     A result-cache hit (not for a job held for review) completes the job in the same transaction, posted
     at the price book's cache rate. A reference image is written to `storage` inside that transaction and
-    removed again when it does not commit. Raises PromptRejected, InvalidRequest, InsufficientBalance,
-    ActiveJobsLimit, IdempotencyConflict; on any of them nothing is held, queued or stored."""
+    removed again when it does not commit. Raises PromptRejected, ImageRejected, InvalidRequest,
+    InsufficientBalance, ActiveJobsLimit, IdempotencyConflict; on any of them nothing is held, queued or stored."""
     assert request.reference is None or storage is not None, "a reference image needs the storage"
     if request.webhook_url is not None:
         try:
@@ -295,6 +297,7 @@ def submit(
     priced = price_now(sessions, settings, counter_for, request, caller.tenant_id)
     with sessions() as session:
         review = screen_prompt(session, screens, caller.tenant_id, priced.prompt) or review
+    screens.images.check(request.reference, "template" if request.reference_from_template else "input_reference")
 
     def hold_and_enqueue(session: Session, files: StagedFiles) -> tuple[int, dict[str, Any]]:
         job = enqueue(session, settings, caller, request, priced, review)
