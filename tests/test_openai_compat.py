@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import time
+import uuid
 
 import av
 import openai
@@ -19,11 +20,12 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from vidfactory.api.app import create_app
-from vidfactory.db.models import Asset
+from vidfactory.db.models import Asset, Plan
 from vidfactory.jobs.worker import Worker
 from vidfactory.jobs.spec import InvalidRequest, parse_size
 from vidfactory.observability.requests import request_log
 from vidfactory.settings import ModelConfig, Settings
+from vidfactory.tenancy import create_plan, plan_fields
 
 from conftest import make_settings, new_tenant
 
@@ -263,3 +265,42 @@ def test_previews_are_webp_as_openai_serves_them_and_jpeg_on_request(client, ctx
         asset.content_type = "image/jpeg"
     served = client.get(f"/v1/videos/{video['id']}/content?variant=thumbnail", headers=tenant.headers)
     assert served.headers["content-type"] == "image/webp" and Image.open(io.BytesIO(served.content)).size == old.size
+
+
+def plan_like_free(sessions, **limits) -> str:
+    plan_id = f"p{uuid.uuid4().hex[:8]}"
+    with sessions.begin() as session:
+        free = session.get(Plan, "free")
+        create_plan(session, plan_id, {field: getattr(free, field) for field in plan_fields} | limits)
+    return plan_id
+
+
+def quota_of(response) -> tuple[int, int, float]:
+    headers = response.headers
+    reset = headers["x-ratelimit-reset-requests"]
+    assert reset.endswith("s"), reset
+    return (int(headers["x-ratelimit-limit-requests"]), int(headers["x-ratelimit-remaining-requests"]),
+            float(reset[:-1]))
+
+
+def test_ratelimit_headers_report_the_budget_each_request_spent(client, ctx):
+    plan = plan_like_free(ctx.sessions, requests_per_minute=2, tenant_requests_per_minute=10,
+                          read_requests_per_minute=5, tenant_read_requests_per_minute=4)
+    tenant = new_tenant(ctx.sessions, tokens=10_000, plan=plan)
+    sdk = sdk_for(client, tenant)
+    # Reads: the tighter of the key's 5 and the tenant's 4 a minute.
+    reads = [sdk.videos.with_raw_response.list(), sdk.models.with_raw_response.list()]
+    assert [quota_of(r)[:2] for r in reads] == [(4, 3), (4, 2)]
+    assert 59 <= quota_of(reads[-1])[2] <= 60
+    # Writes spend their own budget (2 a minute per key), also on an answer that is an error.
+    body = {"prompt": "a kite", **small}
+    writes = [client.post("/v1/quotes", headers=tenant.headers, json=body),
+              client.post("/v1/quotes", headers=tenant.headers, json={"prompt": ""}),
+              client.post("/v1/quotes", headers=tenant.headers, json=body)]
+    assert [w.status_code for w in writes] == [200, 400, 429]
+    assert [quota_of(w)[:2] for w in writes] == [(2, 1), (2, 0), (2, 0)]
+    assert writes[-1].headers["retry-after"] and "x-request-id" in writes[-1].headers
+    # Nothing counted, nothing reported: the operator's routes and unauthenticated requests.
+    admin = client.get("/v1/admin/plans", headers={"Authorization": "Bearer test-admin-token"})
+    assert admin.status_code == 200 and "x-ratelimit-limit-requests" not in admin.headers
+    assert "x-ratelimit-limit-requests" not in client.get("/v1/videos").headers

@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import redis
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidfactory.api.errors import ApiError
 from vidfactory.tenancy import Caller
 
 __all__ = ["CapReached", "ConcurrencyCaps", "Limiter", "LimiterUnavailable", "MemoryLimiter", "PixelBudget", "Quota",
-           "RedisLimiter", "Verdict", "Window", "budget", "caller_windows", "client_address", "enforce",
-           "make_limiter", "read_methods", "retry_after_s"]
+           "QuotaHeaders", "RedisLimiter", "Verdict", "Window", "budget", "caller_windows", "client_address",
+           "enforce", "make_limiter", "quota_headers", "read_methods", "retry_after_s"]
 
 log = logging.getLogger(__name__)
 window_s = 60.0
@@ -223,7 +224,38 @@ def enforce(limiter: Limiter, caller: Caller, method: str) -> Quota | None:
     scope = "key" if verdict.window is windows[0] else "tenant"
     raise ApiError(429, "rate_limit_exceeded",
                    f"plan {caller.plan} allows {verdict.window.per_minute} {kind} requests per minute per {scope}",
-                   headers={"Retry-After": str(retry_after_s(verdict.wait_s))})
+                   headers={"Retry-After": str(retry_after_s(verdict.wait_s)), **quota_headers(verdict.quota)})
+
+
+def quota_headers(quota: Quota | None) -> dict[str, str]:
+    """OpenAI's `x-ratelimit-*-requests` headers for the budget the request spent; the reset as a duration
+    (`12.5s`), as OpenAI writes it. None (the limiter could not tell): no headers rather than made-up ones."""
+    if quota is None:
+        return {}
+    return {"x-ratelimit-limit-requests": str(quota.limit), "x-ratelimit-remaining-requests": str(quota.remaining),
+            "x-ratelimit-reset-requests": f"{round(quota.reset_s, 3):g}s"}
+
+
+class QuotaHeaders:
+    """ASGI middleware: a response to a request that was counted (`request.state.rate_limit`, set by the
+    caller dependency) carries its quota headers; a 429 carries them from its error."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_quota(message: Message) -> None:
+            quota = scope.get("state", {}).get("rate_limit")
+            if message["type"] == "http.response.start" and quota is not None:
+                added = [(name.encode(), value.encode()) for name, value in quota_headers(quota).items()]
+                message = {**message, "headers": [*message.get("headers", ()), *added]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_quota)
 
 
 class CapReached(Exception):

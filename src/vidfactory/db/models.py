@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -274,8 +275,10 @@ class Job(Base):
         CheckConstraint("review_status IS NULL OR review_status IN ('pending', 'approved', 'rejected')",
                         "review_status_known"),
         CheckConstraint("progress BETWEEN 0 AND 100", "progress_range"),
-        Index("ix_jobs_claim", "status", "priority", "created_at"),
-        Index("ix_jobs_queued_created", "status", "created_at"),  # the claim's aging tier, oldest first
+        # The claim's two orders, each read straight off an index so LIMIT 1 stops at the first fit: by
+        # priority (highest first), then age; and the aging tier, oldest first.
+        Index("ix_jobs_claim", "status", text("priority DESC"), "created_at", "id"),
+        Index("ix_jobs_queued_created", "status", "created_at", "id"),
         Index("ix_jobs_review", "review_status"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
         Index("ix_jobs_tenant_status", "tenant_id", "status"),

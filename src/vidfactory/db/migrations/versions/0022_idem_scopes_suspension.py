@@ -1,8 +1,8 @@
 """idempotency keys: a scope per key space (tenant, admin-credit, admin-voucher) in the primary key, and a
 reservation while the first request runs; tenants: suspension
 
-Revision ID: 0021_idem_scopes_suspension
-Revises: 0020_review_deadline
+Revision ID: 0022_idem_scopes_suspension
+Revises: 0021_claim_index_order
 Create Date: 2026-12-06
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0021_idem_scopes_suspension'
-down_revision = '0020_review_deadline'
+revision = '0022_idem_scopes_suspension'
+down_revision = '0021_claim_index_order'
 branch_labels = None
 depends_on = None
 
