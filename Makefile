@@ -5,6 +5,8 @@ TORCH_SPEC ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN := $(VENV)/bin
+# Test processes: auto = one per core (pytest-xdist); 0 runs the suite in this process.
+TEST_WORKERS ?= auto
 # The local PostgreSQL the tests use; unreachable -> those tests skip (they fail under CI=true).
 TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
@@ -25,11 +27,12 @@ run: venv
 	$(BIN)/vidfactory serve --host $(HOST) --port $(PORT)
 
 test: venv
-	VIDFACTORY_TEST_POSTGRES_URL="$${VIDFACTORY_TEST_POSTGRES_URL:-$(TEST_POSTGRES_URL)}" $(BIN)/python -m pytest -q
+	VIDFACTORY_TEST_POSTGRES_URL="$${VIDFACTORY_TEST_POSTGRES_URL:-$(TEST_POSTGRES_URL)}" $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
+# Every CPU bench script, one after another (minutes; the GPU ones run through bench/gpu_device.sh).
 bench: venv
-	$(BIN)/python bench/platform_overhead.py
-	$(BIN)/python bench/admission.py
+	set -e; for script in $$(ls bench/*.py | grep -v -e common.py -e gpu_wan.py); do \
+		echo "== $$script"; $(BIN)/python $$script; done
 
 # Wheels for a GPU host with no network (bench/gpu_device.sh installs them): Python 3.12 by default.
 gpu-wheels: venv

@@ -1,8 +1,10 @@
-"""Submissions per second with holds, 32 concurrent clients, SQLite vs PostgreSQL, side by side.
+"""Submissions per second with holds beside a trivial request, 32 concurrent clients, SQLite vs PostgreSQL.
 
-Two layers, each on both databases: (1) HTTP — `vidfactory serve --workers 0` in its own process, 32
-client threads POSTing /v1/videos (auth, tokenize, quote, hold + insert job in one transaction);
-(2) ledger — 32 threads calling `ledger.hold` directly, one transaction each.
+Two layers, each on both databases: (1) HTTP — `vidfactory serve --workers 0` in its own process, the
+same 32 client threads first GET /healthz (the framework's own speed on this server), then POST
+/v1/videos (auth, tokenize, screen, quote, hold + insert job in one transaction), for 1 tenant and for
+32 tenants; (2) ledger — 32 threads calling `ledger.hold` directly, one transaction each.
+The tenants are on a bench plan that admits every submission (only the active-jobs limit is raised).
 Run: .venv/bin/python bench/admission.py [postgres admin URL]
 """
 
@@ -16,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,44 +26,67 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import httpx  # noqa: E402
 
-from common import fresh_postgres, git_revision, machine  # noqa: E402
+from common import fresh_postgres, git_revision, machine, sized  # noqa: E402
 from vidfactory.billing import ledger  # noqa: E402
 from vidfactory.bootstrap import upgrade_and_seed  # noqa: E402
+from vidfactory.db.models import Plan  # noqa: E402
 from vidfactory.db.session import make_engine, make_session_factory  # noqa: E402
 from vidfactory.db.types import utcnow  # noqa: E402
-from vidfactory.tenancy import create_key, create_tenant  # noqa: E402
+from vidfactory.tenancy import create_key, create_plan, create_tenant, plan_fields  # noqa: E402
 
-clients = 32
-http_requests_per_client = 20
-holds_per_client = 50
+clients = sized(32, 2)
+http_requests_per_client = sized(20, 2)
+holds_per_client = sized(50, 2)
+bench_plan = "bench"
+start_s_max = 600  # a first start builds the tiny model; a busy machine makes that slow
 default_postgres = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+body = {"prompt": "a red fox running through snow at dawn", "size": "64x64", "seconds": "1"}
 
 
 def main() -> None:
     postgres_admin = sys.argv[1] if len(sys.argv) > 1 else default_postgres
     root = Path(tempfile.mkdtemp(prefix="vf-admission-"))
     print(f"# admission throughput — {machine()}, commit {git_revision()}, {clients} concurrent clients")
-    print("| database | HTTP submissions/s (1 tenant) | p50 ms | p99 ms | ledger holds/s, 1 tenant "
-          f"| ledger holds/s, {clients} tenants |")
-    print("|---|---|---|---|---|---|")
+    print("| database | tenants | GET /healthz /s | p50 / p99 ms | POST /v1/videos /s | p50 / p99 ms "
+          "| POST ÷ healthz throughput | POST p99 ÷ p50 |")
+    print("|---|---|---|---|---|---|---|---|")
+    holds = []
     for name, url, drop in [("SQLite (WAL)", f"sqlite:///{root / 'bench.db'}", None),
                             ("PostgreSQL", *fresh_postgres(postgres_admin))]:
         engine = make_engine(url)
         upgrade_and_seed(engine)
         sessions = make_session_factory(engine)
-        http_rate, p50, p99 = http_submissions(url, root, sessions)
-        one_tenant = ledger_holds(sessions, tenants=1)
-        many_tenants = ledger_holds(sessions, tenants=clients)
+        add_bench_plan(sessions)
+        with served(url, root) as base:
+            for tenants in (1, clients):
+                keys = [tenant_key(sessions, 10**9)[1] for _ in range(tenants)]
+                health = http_load(base, keys, lambda http: http.get("/healthz"))
+                posts = http_load(base, keys, lambda http: http.post("/v1/videos", json=body))
+                print(f"| {name} | {tenants} | {health[0]:.0f} | {health[1]:.1f} / {health[2]:.1f} | "
+                      f"{posts[0]:.0f} | {posts[1]:.1f} / {posts[2]:.1f} | {posts[0] / health[0]:.2f} | "
+                      f"{posts[2] / posts[1]:.1f} |", flush=True)
+        holds.append((name, ledger_holds(sessions, tenants=1), ledger_holds(sessions, tenants=clients)))
         engine.dispose()
-        print(f"| {name} | {http_rate:.0f} | {p50:.1f} | {p99:.1f} | {one_tenant:.0f} | {many_tenants:.0f} |")
         if drop:
             drop()
+    print(f"\n| database | ledger holds/s, 1 tenant | ledger holds/s, {clients} tenants |")
+    print("|---|---|---|")
+    for name, one_tenant, many_tenants in holds:
+        print(f"| {name} | {one_tenant:.0f} | {many_tenants:.0f} |")
 
+
+def add_bench_plan(sessions) -> None:
+    """The enterprise plan's limits, with room for every submission the run makes."""
+    with sessions.begin() as s:
+        enterprise = s.get(Plan, "enterprise")
+        limits = {field: getattr(enterprise, field) for field in plan_fields}
+        limits["active_jobs_max"] = 10**6
+        create_plan(s, bench_plan, limits)
 
 
 def tenant_key(sessions, tokens: int) -> tuple[str, str]:
     with sessions.begin() as s:
-        tenant = create_tenant(s, f"bench-{uuid.uuid4().hex[:6]}", "enterprise")
+        tenant = create_tenant(s, f"bench-{uuid.uuid4().hex[:6]}", bench_plan)
         ledger.credit(s, tenant.id, tokens)
         _, key = create_key(s, tenant.id)
     return tenant.id, key
@@ -68,7 +94,7 @@ def tenant_key(sessions, tokens: int) -> tuple[str, str]:
 
 def run_threads(target, count: int) -> float:
     barrier = threading.Barrier(count + 1)
-    threads = [threading.Thread(target=lambda: (barrier.wait(), target())) for _ in range(count)]
+    threads = [threading.Thread(target=lambda i=i: (barrier.wait(), target(i))) for i in range(count)]
     for t in threads:
         t.start()
     barrier.wait()
@@ -78,41 +104,58 @@ def run_threads(target, count: int) -> float:
     return time.perf_counter() - started
 
 
-def http_submissions(url: str, root: Path, sessions) -> tuple[float, float, float]:
-    _, key = tenant_key(sessions, 10**9)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "VIDFACTORY_DATABASE_URL": url, "VIDFACTORY_DATA_DIR": str(root / "var"),
-           "VIDFACTORY_RATE_LIMIT_ENABLED": "false", "VIDFACTORY_ADMIN_TOKEN": "bench"}
-    server = subprocess.Popen([sys.executable, "-m", "vidfactory.cli", "serve", "--port", str(port),
-                               "--workers", "0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
+class served:
+    """`vidfactory serve --workers 0` on a free port for the length of a `with` block."""
+
+    def __init__(self, url: str, root: Path) -> None:
+        self.url, self.root = url, root
+
+    def __enter__(self) -> str:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**os.environ, "VIDFACTORY_DATABASE_URL": self.url, "VIDFACTORY_DATA_DIR": str(self.root / "var"),
+               "VIDFACTORY_RATE_LIMIT_ENABLED": "false", "VIDFACTORY_ADMIN_TOKEN": "bench"}
+        self.server = subprocess.Popen([sys.executable, "-m", "vidfactory.cli", "serve", "--port", str(port),
+                                        "--workers", "0"], env=env, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + start_s_max
+        while time.monotonic() < deadline and self.server.poll() is None:
             try:
                 if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
+                    return base
             except httpx.TransportError:
                 time.sleep(0.1)
-        latencies: list[float] = []
-        headers = {"Authorization": f"Bearer {key}"}
-        body = {"prompt": "a red fox running through snow at dawn", "size": "64x64", "seconds": "1"}
-        httpx.post(f"{base}/v1/videos", headers=headers, json=body).raise_for_status()  # warm the tokenizer
+        self.__exit__()
+        raise RuntimeError(f"the server exited or did not answer /healthz within {start_s_max} s")
 
-        def client() -> None:
-            with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
-                for _ in range(http_requests_per_client):
-                    started = time.perf_counter()
-                    http.post("/v1/videos", json=body).raise_for_status()
-                    latencies.append((time.perf_counter() - started) * 1000)
+    def __exit__(self, *exc) -> None:
+        self.server.terminate()
+        self.server.wait(30)
 
-        elapsed = run_threads(client, clients)
-    finally:
-        server.terminate()
-        server.wait(30)
+
+def http_load(base: str, keys: list[str], call: Callable[[httpx.Client], httpx.Response]
+              ) -> tuple[float, float, float]:
+    """Requests/s, p50 ms and p99 ms of `clients` threads making `http_requests_per_client` calls each,
+    thread i authenticated with keys[i % len(keys)]. One warm-up call per key first (tokenizer, pools)."""
+    for key in keys:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
+            call(http).raise_for_status()
+    latencies: list[float] = []
+
+    def client(index: int) -> None:
+        headers = {"Authorization": f"Bearer {keys[index % len(keys)]}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
+            for _ in range(http_requests_per_client):
+                started = time.perf_counter()
+                call(http).raise_for_status()
+                latencies.append((time.perf_counter() - started) * 1000)
+
+    elapsed = run_threads(client, clients)
     latencies.sort()
-    return (len(latencies) / elapsed, latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1])
+    return (len(latencies) / elapsed, latencies[len(latencies) // 2],
+            latencies[max(0, int(len(latencies) * 0.99) - 1)])
 
 
 def ledger_holds(sessions, tenants: int) -> float:
@@ -120,7 +163,7 @@ def ledger_holds(sessions, tenants: int) -> float:
     `tenants` = clients: each client has its own account, so holds only contend for the database."""
     tenant_ids = iter([tenant_key(sessions, 10**9)[0] for _ in range(tenants)] * (clients // tenants))
 
-    def client() -> None:
+    def client(_: int) -> None:
         tenant_id = next(tenant_ids)
         for _ in range(holds_per_client):
             with sessions.begin() as s:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from sqlalchemy import insert, text  # noqa: E402
 
-from common import fresh_postgres, git_revision, machine  # noqa: E402
+from common import fresh_postgres, git_revision, machine, sized  # noqa: E402
 from vidfactory.bootstrap import upgrade_and_seed  # noqa: E402
 from vidfactory.cache import index as cache_index  # noqa: E402
 from vidfactory.cache.keys import CacheSpec, band_keys, fingerprint, normalise, shape_key, shingles  # noqa: E402
@@ -31,7 +31,7 @@ from vidfactory.db.session import make_engine, make_session_factory  # noqa: E40
 from vidfactory.db.types import utcnow  # noqa: E402
 from vidfactory.tenancy import create_tenant  # noqa: E402
 
-lookups = 200
+lookups = sized(200, 3)
 batch_rows = 5000
 default_postgres = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 english = ("fox snow river harbour lantern forest city neon rain desert whale ocean mountain dawn dusk "
@@ -118,7 +118,7 @@ def _one_word_changed(text_: str, rng: random.Random) -> str:
 
 
 def main() -> None:
-    sizes = [int(s) for s in (sys.argv[1] if len(sys.argv) > 1 else "1000,10000,100000").split(",")]
+    sizes = [int(s) for s in (sys.argv[1] if len(sys.argv) > 1 else sized("1000,10000,100000", "50")).split(",")]
     postgres = sys.argv[2] if len(sys.argv) > 2 else default_postgres
     print(f"Machine: cache lookup — {machine()}, commit {git_revision()}, {lookups} lookups per cell\n")
     print("| database | cached jobs | index build s | exact hit p50 / p95 ms | similar hit p50 / p95 ms "

@@ -13,6 +13,20 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 
+tiny_env = "VIDFACTORY_BENCH_TINY"
+
+
+def is_tiny() -> bool:
+    """True when VIDFACTORY_BENCH_TINY=1: the suite runs every script this way so none breaks silently;
+    its figures mean nothing."""
+    return os.environ.get(tiny_env) == "1"
+
+
+def sized(full, tiny):
+    """`full` for a real measurement, `tiny` in the suite's smoke run (see `is_tiny`)."""
+    return tiny if is_tiny() else full
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

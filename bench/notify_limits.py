@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import redis  # noqa: E402
 
-from common import fresh_postgres, git_revision, machine  # noqa: E402
+from common import fresh_postgres, git_revision, machine, sized  # noqa: E402
 from vidfactory.api.ratelimit import MemoryLimiter, RedisLimiter, Window  # noqa: E402
 from vidfactory.bootstrap import upgrade_and_seed  # noqa: E402
 from vidfactory.db.session import make_engine, make_session_factory  # noqa: E402
@@ -33,8 +33,8 @@ from vidfactory.tenancy import create_tenant  # noqa: E402
 
 redis_url = "redis://127.0.0.1:6379/0"
 default_postgres = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-checks_per_thread = 4000
-events = 600
+checks_per_thread = sized(4000, 20)
+events = sized(600, 5)
 
 
 def limiter_latency(limiter, threads: int) -> tuple[float, float, float]:

@@ -26,11 +26,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
 
-from common import git_revision, machine  # noqa: E402
+from common import git_revision, machine, sized  # noqa: E402
 from vidfactory.bootstrap import upgrade_and_seed  # noqa: E402
 from vidfactory.db.session import make_engine, make_session_factory  # noqa: E402
 from vidfactory.engines.base import GeneratedVideo  # noqa: E402
 from vidfactory.jobs import output  # noqa: E402
+from vidfactory.jobs.screening import PromptScreens  # noqa: E402
 from vidfactory.jobs.submit import VideoRequest, submit  # noqa: E402
 from vidfactory.jobs.worker import Worker  # noqa: E402
 from vidfactory.api.context import TokenCounters  # noqa: E402
@@ -40,10 +41,10 @@ from vidfactory.settings import Settings  # noqa: E402
 from vidfactory.storage.local import LocalStorage  # noqa: E402
 from vidfactory.tenancy import authenticate, create_key, create_tenant  # noqa: E402
 
-runs = 3
-frames_n, height, width, fps = 81, 480, 832, 16
-generate_s = 25.0  # the stand-in engine's busy time per clip: longer than post-processing, as on a GPU
-jobs_n = 3
+runs = sized(3, 1)
+frames_n, height, width, fps = sized((81, 480, 832, 16), (9, 288, 320, 16))
+generate_s = sized(25.0, 0.5)  # the stand-in engine's busy time per clip: longer than post-processing, as on a GPU
+jobs_n = sized(3, 2)
 
 
 def smooth_frames() -> np.ndarray:
@@ -106,7 +107,7 @@ class StandInEngine:
 
 def idle_between_jobs(root: Path, overlap: bool) -> list[float]:
     """Jobs are submitted as tiny wan-tiny jobs (billing needs its tokenizer); the stand-in engine
-    answers each with the prepared full-size clip, so post-processing sees 81x832x480 frames."""
+    answers each with the prepared full-size clip, so post-processing sees full-size frames."""
     settings = Settings(data_dir=root / ("on" if overlap else "off"), models_path=root / "models",
                         admin_token="bench", poll_s=0.01, overlap_post_processing=overlap,
                         progress_write_interval_s=0.5)
@@ -120,9 +121,10 @@ def idle_between_jobs(root: Path, overlap: bool) -> list[float]:
     with sessions() as session:
         caller = authenticate(session, key)
     counters = TokenCounters(settings.models_dir)
+    screens = PromptScreens.from_settings(settings)
     for index in range(jobs_n):
-        submit(sessions, settings, counters, caller, VideoRequest(prompt=f"clip {index}", model="wan-tiny",
-                                                                  size="64x64", seconds="1"), video_object)
+        request = VideoRequest(prompt=f"clip {index}", model="wan-tiny", size="64x64", seconds="1")
+        submit(sessions, settings, counters, caller, request, video_object, screens=screens)
     stand_in = StandInEngine(smooth_frames())
     worker = Worker(settings, sessions, LocalStorage(settings.resolved_storage_dir), worker_id="bench",
                     engine_loader=lambda *_: stand_in)

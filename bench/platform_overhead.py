@@ -3,6 +3,7 @@
 Platform: HTTP submit (auth, tokenize, quote, hold) → queue → worker claim → generate → encode MP4 and
 thumbnail → store → complete + settle → client polls until completed. Direct: `WanPipeline(...)` on the
 same loaded weights, same size, frames, steps and seed. Both warm (pipeline loaded once before timing).
+The result cache is off: every platform run generates, as the direct call does.
 Prints a Markdown table row set; run: .venv/bin/python bench/platform_overhead.py
 """
 
@@ -20,15 +21,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from common import git_revision, machine  # noqa: E402
+from common import git_revision, machine, sized  # noqa: E402
 from vidfactory.api.app import create_app  # noqa: E402
 from vidfactory.billing import ledger  # noqa: E402
 from vidfactory.jobs.worker import Worker  # noqa: E402
 from vidfactory.settings import Settings  # noqa: E402
 from vidfactory.tenancy import create_key, create_tenant  # noqa: E402
 
-runs = 7
-shapes = [("64x64", "1"), ("128x128", "2")]  # (size, seconds) → 9 and 17 frames at 8 fps
+runs = sized(7, 1)
+shapes = sized([("64x64", "1"), ("128x128", "2")], [("64x64", "1")])  # (size, seconds) → 9 and 17 frames at 8 fps
 poll_s = 0.01
 
 
@@ -65,7 +66,7 @@ def submit_and_wait(client: TestClient, headers: dict, size: str, seconds: str) 
     started = time.perf_counter()
     video = client.post("/v1/videos", headers=headers,
                         json={"prompt": "a red fox running through snow", "size": size, "seconds": seconds,
-                              "seed": 7}).json()
+                              "seed": 7, "cache": "off"}).json()
     while True:
         status = client.get(f"/v1/videos/{video['id']}", headers=headers).json()["status"]
         if status == "completed":

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from common import fresh_postgres, git_revision, machine  # noqa: E402
+from common import fresh_postgres, git_revision, machine, sized  # noqa: E402
 from vidfactory.api.app import create_app  # noqa: E402
 from vidfactory.billing import ledger  # noqa: E402
 from vidfactory.db.session import make_engine, make_session_factory  # noqa: E402
@@ -30,9 +30,9 @@ from vidfactory.prompts.templates import render  # noqa: E402
 from vidfactory.settings import Settings  # noqa: E402
 from vidfactory.tenancy import create_key, create_tenant  # noqa: E402
 
-calls = 2000
-runs = 5
-batch_items = 100
+calls = sized(2000, 5)
+runs = sized(5, 1)
+batch_items = sized(100, 2)
 default_postgres = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 

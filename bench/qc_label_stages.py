@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import git_revision, machine  # noqa: E402
+from common import git_revision, machine, sized  # noqa: E402
 from vidfactory.media.encode import encode_mp4  # noqa: E402
 from vidfactory.media.faces import face_distortion  # noqa: E402
 from vidfactory.media.label import BrandMark, apply_brand, apply_label  # noqa: E402
@@ -24,7 +24,8 @@ from vidfactory.media.qc import run_qc  # noqa: E402
 from vidfactory.media.watermark import embed_watermark, extract_watermark_from_video, watermark_payload  # noqa: E402
 from watermark_robustness import scene  # noqa: E402
 
-RUNS = 3
+RUNS = sized(3, 1)
+FRAMES, HEIGHT, WIDTH = sized((81, 480, 832), (9, 288, 320))
 FPS = 16
 
 
@@ -40,7 +41,7 @@ def timed(fn: Callable[[], object]) -> tuple[float, float]:
 
 
 def main() -> None:
-    frames = scene(81, 480, 832, seed=3)
+    frames = scene(FRAMES, HEIGHT, WIDTH, seed=3)
     labelled, _ = apply_label(frames, FPS)
     marked = embed_watermark(labelled, watermark_payload("video_bench"))
     mp4 = encode_mp4(marked, FPS)
@@ -53,7 +54,7 @@ def main() -> None:
         "H.264 encode (CRF 23, veryfast)": lambda: encode_mp4(marked, FPS),
         "watermark read back from the MP4 (verify)": lambda: extract_watermark_from_video(mp4),
     }
-    print(f"# output stages — {machine()}, commit {git_revision()}, 81 frames 832x480, median of {RUNS}")
+    print(f"# output stages — {machine()}, commit {git_revision()}, {FRAMES} frames {WIDTH}x{HEIGHT}, median of {RUNS}")
     print(f"load average before: {os.getloadavg()[0]:.1f}")
     print("| stage | wall s | CPU s (all threads) |")
     print("|---|---|---|")

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import git_revision, machine  # noqa: E402
+from common import git_revision, machine, sized  # noqa: E402
 
 from vidfactory.media.reference import (  # noqa: E402
     ReferenceRefused,
@@ -32,7 +32,7 @@ from vidfactory.media.reference import (  # noqa: E402
     reference_bytes_max,
 )
 
-SIDES_PX = (1280, 2048, 4096)
+SIDES_PX = sized((1280, 2048, 4096), (1280,))
 FORMATS = ("JPEG", "PNG", "WEBP")
 CLIP_WIDTH, CLIP_HEIGHT = 1280, 704  # the TI2V-5B's default shape
 SEED = 7
@@ -68,7 +68,7 @@ def median_s(call, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=sized(5, 1))
     args = parser.parse_args()
     rows = []
     for side in SIDES_PX:

@@ -20,15 +20,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common import git_revision, machine  # noqa: E402
+from common import git_revision, machine, sized  # noqa: E402
 from vidfactory.media import watermark as wm  # noqa: E402
 from vidfactory.media.encode import encode_mp4  # noqa: E402
 
 FPS = 16
-FRAMES = 81
-SIZES = [(480, 832), (240, 416), (144, 256)]
+FRAMES = sized(81, 5)
+SIZES = sized([(480, 832), (240, 416), (144, 256)], [(288, 320)])
 PAYLOAD = wm.watermark_payload("video_bench")
-UNMARKED_CLIPS = 2000
+UNMARKED_CLIPS = sized(2000, 3)
 
 
 def scene(frames: int, height: int, width: int, seed: int) -> np.ndarray:

@@ -33,7 +33,7 @@ def finish_without_media(sessions, job_id: str) -> None:
             queue.complete(session, job, "w-fast", [asset], charge=job.total_tokens)
 
 
-def fail_job(sessions, job_id: str, error_type: str = "engine_error"):
+def fail_job(sessions, job_id: str, error_type: str = "engine_crash"):
     with sessions.begin() as session:
         job = queue.claim(session, worker_id="w-fail", models=["wan-tiny"], lease_s=30.0, now=utcnow())
         assert job is not None and job.id == job_id

@@ -27,6 +27,19 @@ postgres_env = "VIDFACTORY_TEST_POSTGRES_URL"
 in_ci = os.environ.get("CI", "").lower() == "true"
 
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist, split the cores between the test processes instead of oversubscribing them:
+    each process and the servers it spawns get cores / processes torch threads."""
+    process_count = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not process_count:
+        return
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // int(process_count))
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
 def _postgres_admin_url() -> str | None:
     url = os.environ.get(postgres_env)
     if not url:

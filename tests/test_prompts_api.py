@@ -377,6 +377,32 @@ def test_regenerate_is_a_new_job_billed_on_its_own(client, ctx):
     assert_ledger_clean(ctx.sessions)
 
 
+def test_regenerating_a_clip_with_a_drawn_seed_makes_a_new_clip_at_the_full_price(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    parent = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a red fox", **small}).json()
+    work(ctx, 1)
+    # The parent is in the cache: the same request again is served from it.
+    again = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a red fox", **small}).json()
+    assert again["cache_hit"]["video_id"] == parent["id"]
+    children = []
+    for _ in range(2):
+        child = client.post(f"/v1/videos/{parent['id']}/regenerate", headers=tenant.headers, json={}).json()
+        assert (child["status"], child["cache_hit"], child["billing"]["status"]) == ("queued", None, "held")
+        work(ctx, 1)
+        children.append(client.get(f"/v1/videos/{child['id']}", headers=tenant.headers).json())
+    seeds = [parent["seed"]] + [child["seed"] for child in children]
+    assert len(set(seeds)) == 3  # neither the parent's seed nor a sibling's
+    files = {parent["id"]: None, **{child["id"]: None for child in children}}
+    for video_id in files:
+        files[video_id] = client.get(f"/v1/videos/{video_id}/content", headers=tenant.headers).content
+    assert len(set(files.values())) == 3
+    for child in children:
+        assert (child["status"], child["cache_hit"]) == ("completed", None)
+        assert child["billing"]["status"] == "settled"
+        assert child["billing"]["settled"] == child["usage"]["total_tokens"] == parent["usage"]["total_tokens"]
+    assert_ledger_clean(ctx.sessions)
+
+
 def test_remix_with_the_openai_sdk(client, ctx):
     tenant = new_tenant(ctx.sessions, tokens=10_000)
     parent = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a red fox", **small}).json()

@@ -46,6 +46,38 @@ def test_claims_by_priority_then_age(sessions):
     assert [claim(sessions) for _ in range(4)] == [old_high, new_high, old_low, None]
 
 
+def test_a_free_job_is_not_starved_by_paid_jobs_arriving(sessions):
+    """Strict priority alone would claim every paid job before the free one, for as long as paid jobs keep
+    arriving; once the free job has waited `aging_s` it is claimed before every job queued after it."""
+    free, paid = new_tenant(sessions, tokens=10_000, plan="free"), new_tenant(sessions, tokens=10_000)
+    aging_s = 600.0
+    free_job = enqueue(sessions, free.id, priority=0, age_s=aging_s - 30)
+    for age_s in (aging_s - 60, aging_s - 45):
+        enqueue(sessions, paid.id, priority=10, age_s=age_s, concurrent=100)
+    now = utcnow()
+    # Not yet aged: the paid jobs go first, by priority.
+    assert claim_at(sessions, now, aging_s) != free_job
+    # 40 s later paid jobs are still arriving, but the free job has waited past the aging limit.
+    later = now + timedelta(seconds=40)
+    enqueue(sessions, paid.id, priority=10, age_s=-40, concurrent=100)  # queued at `later`
+    assert claim_at(sessions, later, aging_s) == free_job
+
+
+def test_aged_jobs_are_claimed_oldest_first_whatever_their_priority(sessions):
+    tenant = new_tenant(sessions, tokens=10_000)
+    aged_low = enqueue(sessions, tenant.id, priority=0, age_s=900)
+    aged_high = enqueue(sessions, tenant.id, priority=10, age_s=700)
+    fresh_high = enqueue(sessions, tenant.id, priority=10, age_s=10)
+    now = utcnow()
+    assert [claim_at(sessions, now, 600.0) for _ in range(4)] == [aged_low, aged_high, fresh_high, None]
+
+
+def claim_at(sessions, now, aging_s):
+    with sessions.begin() as s:
+        job = queue.claim(s, worker_id="w1", models=["wan-tiny"], lease_s=30.0, now=now, aging_s=aging_s)
+        return None if job is None else job.id
+
+
 def test_a_tenant_at_its_concurrency_limit_waits(sessions):
     busy = new_tenant(sessions, tokens=1000)
     other = new_tenant(sessions, tokens=1000)
@@ -97,10 +129,10 @@ def test_failure_voids_the_hold(sessions):
     job_id = enqueue(sessions, tenant.id, tokens=40)
     claim(sessions)
     with sessions.begin() as s:
-        queue.fail(s, job_id, expected=("in_progress",), owner="w1", error_type="engine_error", message="boom")
+        queue.fail(s, job_id, expected=("in_progress",), owner="w1", error_type="engine_crash", message="boom")
     with sessions() as s:
         assert ledger.balance(s, tenant.id).available == 100
-        assert s.get(Job, job_id).error_type == "engine_error"
+        assert s.get(Job, job_id).error_type == "engine_crash"
     assert_ledger_clean(sessions)
 
 

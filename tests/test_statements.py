@@ -34,7 +34,7 @@ def busy_tenant(client):
     done = post("a completed clip")
     finish_without_media(ctx.sessions, done["id"])
     failed = post("a failed clip")
-    fail_job(ctx.sessions, failed["id"], "engine_error")
+    fail_job(ctx.sessions, failed["id"], "engine_crash")
     hit = post("a completed clip")
     assert hit["cache_hit"]["video_id"] == done["id"]
     finish_without_media(ctx.sessions, hit["id"])
@@ -164,3 +164,12 @@ def test_statement_function_refuses_months_that_have_not_started(sessions):
     tenant = new_tenant(sessions)
     with pytest.raises(ValueError), sessions.begin() as s:
         statement(s, tenant.id, "2999-01")
+
+
+@pytest.mark.parametrize("month", ["9999-12", "9999-11", "1969-12", "2026-13"])
+def test_a_month_out_of_range_is_a_clear_400(client, month):
+    tenant = new_tenant(client.app.state.ctx.sessions)
+    for path in (f"/v1/statements/{month}", f"/v1/admin/tenants/{tenant.id}/statements/{month}"):
+        response = client.get(path, headers=admin if "admin" in path else tenant.headers)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "month"

@@ -104,12 +104,12 @@ def test_expiry_leaves_held_vouchers_to_their_job(sessions):
 def test_failed_job_earns_a_voucher_per_the_pinned_price_book(client):
     ctx = client.app.state.ctx
     published = client.post("/v1/admin/price_books", headers=admin, json={
-        "compensation": {"ratio": "0.5", "expires_days": 7, "error_types": ["engine_error", "out_of_memory"]}})
+        "compensation": {"ratio": "0.5", "expires_days": 7, "error_types": ["engine_crash", "oom"]}})
     assert published.status_code == 201, published.text
     tenant = new_tenant(ctx.sessions, tokens=10_000)
     videos = [client.post("/v1/videos", headers=tenant.headers, json={"prompt": f"clip {n}", **small,
                                                                      "cache": "off"}).json() for n in range(3)]
-    voucher = fail_job(ctx.sessions, videos[0]["id"], "out_of_memory")
+    voucher = fail_job(ctx.sessions, videos[0]["id"], "oom")
     total = videos[0]["usage"]["total_tokens"]
     assert voucher is not None and voucher.kind == "grant" and voucher.amount == -(-total // 2)  # rounded up
     assert timedelta(days=6, hours=23) < voucher.expires_at - utcnow() <= timedelta(days=7)
@@ -126,7 +126,7 @@ def test_default_price_book_grants_no_voucher(client):
     ctx = client.app.state.ctx
     tenant = new_tenant(ctx.sessions, tokens=10_000)
     video = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "x", **small}).json()
-    assert fail_job(ctx.sessions, video["id"], "engine_error") is None
+    assert fail_job(ctx.sessions, video["id"], "engine_crash") is None  # its ratio is 0
 
 
 def test_admin_grants_a_voucher_by_hand_once_per_key(client):

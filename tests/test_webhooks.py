@@ -176,14 +176,14 @@ def test_cancel_and_failure_release_the_hold_and_say_so(client, ctx, receiver):
 def test_vouchers_granted_as_compensation_or_by_hand_are_announced(client, ctx, receiver):
     admin = {"Authorization": "Bearer test-admin-token"}
     published = client.post("/v1/admin/price_books", headers=admin, json={
-        "compensation": {"ratio": "0.5", "expires_days": 7, "error_types": ["engine_error"]}})
+        "compensation": {"ratio": "0.5", "expires_days": 7, "error_types": ["engine_crash"]}})
     assert published.status_code == 201, published.text
     tenant = new_tenant(ctx.sessions, tokens=10_000)
     endpoint = client.post("/v1/webhook_endpoints", headers=tenant.headers,
                            json={"url": receiver.url(), "event_types": ["billing.voucher_granted"]}).json()
     video = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a storm", **small,
                                                                     "cache": "off"}).json()
-    voucher = fail_job(ctx.sessions, video["id"], "engine_error")
+    voucher = fail_job(ctx.sessions, video["id"], "engine_crash")
     granted = client.post(f"/v1/admin/tenants/{tenant.id}/vouchers", headers=admin,
                           json={"tokens": 300, "expires_days": 10, "reason": "outage"}).json()
     assert dispatch_all(ctx) == 2

@@ -260,9 +260,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
     import uvicorn
 
     from vidfactory.api.app import create_app
+    from vidfactory.observability.requests import configure_request_log
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(Settings(), workers=workers), host=host, port=port, log_level="info")
+    configure_request_log()
+    # The request log (one JSON line per request, with its request id and tenant) replaces the access log.
+    uvicorn.run(create_app(Settings(), workers=workers), host=host, port=port, log_level="info", access_log=False)
 
 
 @app.command()

@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     worker_stale_s: float = 120.0  # a worker silent this long no longer counts for admission
     memory_mode: str = Field(default="auto", pattern=r"^(auto|none|vae_tiling|model_cpu_offload|group_offload)$")
     model_switch_after_s: float = 300.0  # another model's oldest job waits at most this long for a switch
+    # Aging: a job queued this long ago is claimed before every job queued after it, whatever their plans'
+    # priority, by the next free worker that serves its model.
+    queue_aging_s: float = Field(default=600.0, gt=0.0, le=7 * 24 * 3600.0)
     models_resident_max: int = Field(default=1, ge=1)  # models a worker keeps loaded at once
 
     # Speed (engines/speed.py), applied when a model loads; the job records what was applied.

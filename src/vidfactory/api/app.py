@@ -39,6 +39,7 @@ from vidfactory.api.routes import workers as workers_routes
 from vidfactory.bootstrap import upgrade_and_seed
 from vidfactory.jobs.worker import Worker
 from vidfactory.notify.delivery import start_dispatcher
+from vidfactory.observability.requests import RequestIdMiddleware
 from vidfactory.settings import Settings
 
 __all__ = ["create_app"]
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     app = FastAPI(title="vidfactory", version=__version__, lifespan=lifespan,
                   description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
     install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
     routers = (videos.router, quotes.router, balance.router, models.router, admin.router, plans.router,
                reviews.router,
                price_books.router, vouchers.router, statements.router, audit.router, lexicon.router, brand.router,

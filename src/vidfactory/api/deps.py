@@ -13,6 +13,7 @@ from vidfactory.api.context import AppContext
 from vidfactory.api.errors import ApiError
 from vidfactory.api.ratelimit import LimiterUnavailable, Window, retry_after_s
 from vidfactory.jobs.verification import Scope
+from vidfactory.observability.requests import set_request_tenant
 from vidfactory.tenancy import Caller, authenticate
 
 __all__ = ["AdminDep", "CallerDep", "ContextDep", "IdempotencyKeyHeader", "ScopeDep", "SessionDep"]
@@ -49,6 +50,7 @@ def get_caller(request: Request, ctx: ContextDep) -> Caller:
         caller = authenticate(session, token)
     if caller is None:
         raise ApiError(401, "invalid_api_key", "the API key is not valid or was revoked")
+    set_request_tenant(request.state, caller.tenant_id)
     if ctx.settings.rate_limit_enabled:
         _rate_limit(ctx, caller)
     return caller

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Job, Transfer, WebhookDelivery
+from vidfactory.failures import failure_object
 
 __all__ = ["billing_object", "delivery_object", "engine_settings_object", "file_hashes_by_job", "timestamp",
            "transfer_object", "video_object"]
@@ -64,9 +65,7 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
         resolutions = ledger.hold_resolutions(session, job.hold_leg_ids)
     leg_resolutions = [resolutions.get(leg) for leg in job.hold_leg_ids]
     files = (hashes if hashes is not None else file_hashes_by_job(session, [job.id])).get(job.id, {})
-    error = None
-    if job.status == "failed":
-        error = {"code": job.error_type or "engine_crash", "message": job.error_message or ""}
+    error = failure_object(job.error_type, job.error_message) if job.status == "failed" else None
     return {
         "id": job.id,
         "object": "video",

@@ -10,9 +10,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from vidfactory import failures
 
 __all__ = [
     "CompensationPolicy",
@@ -45,22 +47,34 @@ class ResolutionTier(BaseModel):
 
 class CompensationPolicy(BaseModel):
     """A voucher for a job that failed through no fault of the caller: `ratio` of its quote (rounded up,
-    0 = no voucher), valid for `expires_days`, for the error types listed."""
+    0 = no voucher), valid for `expires_days`, for the error types listed (vidfactory.failures; names of
+    books published before that vocabulary are read through its legacy names)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ratio: Decimal = Field(default=Decimal("0"), ge=0, le=10, max_digits=6, decimal_places=4)
     expires_days: int = Field(default=30, ge=1, le=3650)
     error_types: list[Annotated[str, StringConstraints(min_length=1, max_length=40)]] = Field(
-        default_factory=lambda: ["engine_error", "timeout", "out_of_memory", "worker_lost", "internal_error",
-                                 "media_error", "storage_error", "database_error", "hold_expired"],
-        max_length=32)
+        default_factory=lambda: [str(t) for t in failures.compensated_by_default], max_length=32)
+
+    def covers(self, error_type: str) -> bool:
+        return failures.read(error_type) in {failures.read(listed) for listed in self.error_types}
+
+    def for_publication(self) -> CompensationPolicy:
+        """Every listed type known, legacy names written as what they mean (ValueError otherwise)."""
+        listed = [str(failures.recognised(name)) for name in self.error_types]
+        return self.model_copy(update={"error_types": list(dict.fromkeys(listed))})
 
 
-# Fields added after v1 was published: left out of the canonical JSON while they hold their defaults,
-# so every book published before they existed keeps its digest (and its meaning: these defaults are
-# what those books always did).
-extension_fields = ("cache_hit_charge_ratio", "compensation")
+# The extension mechanism. Fields added after v1 was published, each with the value every book published
+# before it existed holds (what those books always did), frozen: a field holding exactly that value is
+# left out of the canonical JSON, so those books keep their digests whatever later defaults become.
+extension_baselines: dict[str, Any] = {
+    "cache_hit_charge_ratio": "0.2",
+    "compensation": {"ratio": "0", "expires_days": 30,
+                     "error_types": ["engine_error", "timeout", "out_of_memory", "worker_lost", "internal_error",
+                                    "media_error", "storage_error", "database_error", "hold_expired"]},
+}
 
 
 class PriceBookBody(BaseModel):
@@ -124,11 +138,14 @@ class PriceBookBody(BaseModel):
                     raise ValueError(f"{table_name} values must be between 0 and {table_value_max}")
         return self
 
+    def for_publication(self) -> PriceBookBody:
+        """What a new version publishes: its compensation policy in today's names (ValueError: unknown)."""
+        return self.model_copy(update={"compensation": self.compensation.for_publication()})
+
     def canonical_json(self) -> str:
         body = self.model_dump(mode="json")
-        defaults = PriceBookBody.model_construct().model_dump(mode="json")
-        for name in extension_fields:
-            if body[name] == defaults[name]:
+        for name, baseline in extension_baselines.items():
+            if body[name] == baseline:
                 del body[name]
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
@@ -178,7 +195,7 @@ def cache_hit_charge(book: PriceBookBody, quoted_tokens: int) -> int:
 def compensation_tokens(book: PriceBookBody, quoted_tokens: int, error_type: str) -> int:
     """The voucher a failed job earns under the book's policy (0: none)."""
     policy = book.compensation
-    if error_type not in policy.error_types:
+    if not policy.covers(error_type):
         return 0
     return int((Decimal(quoted_tokens) * policy.ratio).to_integral_value(ROUND_CEILING))
 

@@ -14,7 +14,9 @@ __all__ = ["current", "ensure_default", "for_tenant", "get", "list_versions", "p
 
 
 def publish(session: Session, body: PriceBookBody, actor: str = audit.system_actor) -> int:
-    """Append a new version (audited). Versions are never updated: a change is a new version."""
+    """Append a new version (audited). Versions are never updated: a change is a new version. ValueError:
+    the body names an unknown error type."""
+    body = body.for_publication()
     version = (session.scalar(select(func.max(PriceBook.version))) or 0) + 1
     digest = body_sha256(body)
     session.add(PriceBook(version=version, body=body.model_dump(mode="json"), body_sha256=digest))

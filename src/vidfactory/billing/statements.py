@@ -47,6 +47,8 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     year, number = int(match[1]), int(match[2])
     if year < 1970:
         raise StatementError("month must not be before 1970")
+    if (year, number) == (9999, 12):  # its end, 10000-01-01, is past the last date Python represents
+        raise StatementError("month must be before 9999-12")
     start = datetime(year, number, 1, tzinfo=UTC)
     return start, start + timedelta(days=calendar.monthrange(year, number)[1])
 

@@ -262,6 +262,7 @@ class Job(Base):
                         "review_status_known"),
         CheckConstraint("progress BETWEEN 0 AND 100", "progress_range"),
         Index("ix_jobs_claim", "status", "priority", "created_at"),
+        Index("ix_jobs_queued_created", "status", "created_at"),  # the claim's aging tier, oldest first
         Index("ix_jobs_review", "review_status"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
         Index("ix_jobs_tenant_status", "tenant_id", "status"),

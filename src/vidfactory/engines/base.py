@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vidfactory.failures import ErrorType
+
 __all__ = [
     "Engine",
     "EngineError",
@@ -63,32 +65,32 @@ class GeneratedVideo:
 class EngineError(Exception):
     """Base of every engine failure; `error_type` is what the job records and billing/alerts read."""
 
-    error_type = "engine_crash"
+    error_type: ErrorType = ErrorType.engine_crash
     transient = False
 
 
 class OutOfMemory(EngineError):
     """The device ran out of memory: the worker retries once with the next more frugal memory mode."""
 
-    error_type = "oom"
+    error_type = ErrorType.oom
     transient = True
 
 
 class InvalidInput(EngineError):
-    error_type = "invalid_input"
+    error_type = ErrorType.invalid_input
 
 
 class GenerationCancelled(EngineError):
     """Raised from the step callback when the job was cancelled: diffusers stops without decoding."""
 
-    error_type = "cancelled"
+    error_type = ErrorType.cancelled
 
 
 class GenerationAbandoned(EngineError):
     """Raised by the caller's is_cancelled when this attempt is no longer the caller's (another worker took
     the job over): the engine stops, and a hosted engine leaves its remote task running for the new owner."""
 
-    error_type = "worker_lost"
+    error_type = ErrorType.worker_lost
     transient = True
 
 

@@ -45,6 +45,7 @@ from vidfactory.engines.base import (
     RemoteTaskCallback,
 )
 from vidfactory.media.encode import decode_mp4
+from vidfactory.failures import ErrorType
 from vidfactory.media.errors import MediaError
 from vidfactory.settings import HostedConfig
 
@@ -78,7 +79,7 @@ credential_statuses = frozenset({401, 403})
 class HostedError(EngineError):
     """A hosted engine's failure; `metadata` (remote task id, request id...) is recorded on the job."""
 
-    error_type = "engine_crash"
+    error_type = ErrorType.engine_crash
 
     def __init__(self, message: str, *, metadata: dict[str, Any] | None = None,
                  retry_after_s: float | None = None) -> None:
@@ -88,22 +89,22 @@ class HostedError(EngineError):
 
 
 class HostedUnavailable(HostedError):
-    error_type = "engine_unavailable"
+    error_type = ErrorType.engine_unavailable
     transient = True
 
 
 class HostedTimeout(HostedError):
-    error_type = "timeout"
+    error_type = ErrorType.timeout
     transient = True
 
 
 class HostedRejected(HostedError, InvalidInput):
-    error_type = "invalid_input"
+    error_type = ErrorType.invalid_input
     transient = False
 
 
 class HostedFailed(HostedError):
-    error_type = "engine_crash"
+    error_type = ErrorType.engine_crash
     transient = False
 
 

@@ -1,8 +1,5 @@
-"""Map any failure during a job to the error type it records and whether another attempt may help.
-
-Engine failures come in four kinds that billing and alerts read: `oom` (device out of memory: retried once
-with the next memory mode), `timeout`, `engine_crash` (anything else the model raised), `invalid_input`.
-"""
+"""Map any failure during a job to the error type it records (vidfactory.failures) and whether another
+attempt may help. Out of memory is retried once at once, with the next memory mode (the worker's rule)."""
 
 from __future__ import annotations
 
@@ -12,6 +9,7 @@ import torch
 from sqlalchemy.exc import OperationalError
 
 from vidfactory.engines.base import EngineError
+from vidfactory.failures import ErrorType
 from vidfactory.media.errors import MediaError
 from vidfactory.safety.frames import OutputScreeningError
 from vidfactory.storage.local import StorageError
@@ -20,18 +18,18 @@ __all__ = ["Classified", "JobTimedOut", "classify"]
 
 
 class JobTimedOut(EngineError):
-    error_type = "timeout"
+    error_type = ErrorType.timeout
 
 
 @dataclass(frozen=True)
 class Classified:
-    error_type: str
+    error_type: ErrorType
     transient: bool
 
 
 def classify(exc: BaseException) -> Classified:
     if isinstance(exc, torch.OutOfMemoryError):  # raised outside the engine's own mapping
-        return Classified("oom", True)
+        return Classified(ErrorType.oom, True)
     if isinstance(exc, EngineError):
         return Classified(exc.error_type, exc.transient)
     if isinstance(exc, MediaError):
@@ -40,7 +38,7 @@ def classify(exc: BaseException) -> Classified:
         return Classified(exc.error_type, True)
     if isinstance(exc, OutputScreeningError):
         # A clip that cannot be screened is never delivered; the classifier failing again is likely.
-        return Classified("output_screening_error", False)
+        return Classified(ErrorType.output_screening_error, False)
     if isinstance(exc, OperationalError):
-        return Classified("database_error", True)
-    return Classified("internal_error", False)
+        return Classified(ErrorType.database_error, True)
+    return Classified(ErrorType.internal_error, False)

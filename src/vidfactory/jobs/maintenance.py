@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from vidfactory.billing import ledger
 from vidfactory.db.models import Job
 from vidfactory.db.session import SessionFactory
+from vidfactory.failures import ErrorType
 from vidfactory.jobs import queue
 from vidfactory.notify.alerts import raise_alert, recent_alerts
 from vidfactory.settings import Settings
@@ -32,10 +33,10 @@ def reap_expired_leases(sessions: SessionFactory, now: datetime) -> int:
         try:
             with sessions.begin() as session:
                 if attempts < attempts_max:
-                    queue.requeue(session, job_id, owner=owner, run_after=now, error_type="worker_lost",
+                    queue.requeue(session, job_id, owner=owner, run_after=now, error_type=ErrorType.worker_lost,
                                   message=f"lease of {owner} expired on attempt {attempts}")
                 else:
-                    queue.fail(session, job_id, expected=("in_progress",), owner=owner, error_type="worker_lost",
+                    queue.fail(session, job_id, expected=("in_progress",), owner=owner, error_type=ErrorType.worker_lost,
                                message=f"lease expired on the last of {attempts_max} attempts")
             handled += 1
             log.warning("job %s: lease of %s expired (attempt %d of %d)", job_id, owner, attempts, attempts_max)
@@ -54,7 +55,7 @@ def sweep_expired_holds(sessions: SessionFactory, now: datetime) -> int:
             with sessions.begin() as session:
                 job = session.get(Job, job_id) if job_id else None
                 if job is not None and job.status in ("queued", "in_progress"):
-                    queue.fail(session, job.id, expected=(job.status,), owner=None, error_type="hold_expired",
+                    queue.fail(session, job.id, expected=(job.status,), owner=None, error_type=ErrorType.hold_expired,
                                message="the job's hold expired before it finished")
                 else:
                     ledger.void(session, hold_id, memo="hold expired")

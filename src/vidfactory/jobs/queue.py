@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from vidfactory.billing import audit, ledger, pricebooks, vouchers
@@ -19,6 +19,7 @@ from vidfactory.billing.pricebook import cache_hit_charge
 from vidfactory.cache import index as cache_index
 from vidfactory.db.models import Asset, Job, Transfer
 from vidfactory.db.types import utcnow
+from vidfactory.failures import ErrorType, caller_caused, failure_types
 from vidfactory.notify.events import billing_event, video_event, voucher_event
 
 __all__ = [
@@ -128,10 +129,17 @@ class Residency:
 
 
 def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float, now: datetime,
-          residency: Residency = Residency()) -> Job | None:
-    """Take the next job this worker fits: the model it holds first (unless another model's job has waited
-    past the switch limit), then highest plan priority, then oldest; skips tenants at their concurrency
-    limit. One statement; `SKIP LOCKED` lets PostgreSQL workers claim in parallel (SQLite serialises writers)."""
+          residency: Residency = Residency(), aging_s: float = 600.0) -> Job | None:
+    """Take the next job this worker fits, skipping tenants at their concurrency limit:
+    1. a job queued at least `aging_s` ago, oldest first, whatever its priority or model (aging: a job
+       that has waited that long is never overtaken by one queued after it, so paid traffic cannot
+       starve a free plan's job);
+    2. otherwise the model it holds first (unless another model's job has waited past the switch limit),
+       then highest plan priority, then oldest.
+    Each tier is its own index-ordered lookup (`ix_jobs_queued_created`, `ix_jobs_claim`), the first that
+    finds a job wins. One statement; `SKIP LOCKED` lets PostgreSQL workers claim in parallel (SQLite
+    serialises writers)."""
+    assert aging_s > 0, "aging_s must be positive"
     running = aliased(Job)
     running_for_tenant = (select(func.count()).select_from(running)
                           .where(running.tenant_id == Job.tenant_id, running.status == "in_progress")
@@ -141,18 +149,16 @@ def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float
                   running_for_tenant < Job.concurrent_jobs_max]
     if residency.memory_bytes is not None:
         conditions.append(Job.memory_bytes_min <= residency.memory_bytes)
-    order = [Job.priority.desc(), Job.created_at, Job.id]
+    by_priority = [Job.priority.desc(), Job.created_at, Job.id]
+    tiers = [([Job.created_at <= now - timedelta(seconds=aging_s)], [Job.created_at, Job.id])]
     if residency.held_models:
         waited_long = Job.created_at <= now - timedelta(seconds=residency.switch_after_s)
-        order.insert(0, case((or_(Job.model.in_(residency.held_models), waited_long), 0), else_=1))
-    candidate = (select(Job.id)
-                 .where(*conditions)
-                 .order_by(*order)
-                 .limit(1)
-                 .with_for_update(skip_locked=True)
-                 .scalar_subquery())
+        tiers.append(([or_(Job.model.in_(residency.held_models), waited_long)], by_priority))
+    tiers.append(([], by_priority))
+    candidates = [select(Job.id).where(*conditions, *extra).order_by(*order).limit(1)
+                  .with_for_update(skip_locked=True).scalar_subquery() for extra, order in tiers]
     statement = (update(Job)
-                 .where(Job.id == candidate, Job.status == "queued")
+                 .where(Job.id == func.coalesce(*candidates), Job.status == "queued")
                  .values(status="in_progress", lease_owner=worker_id,
                          lease_expires_at=now + timedelta(seconds=lease_s), attempts=Job.attempts + 1,
                          started_at=func.coalesce(Job.started_at, now), progress=0, model_load_s=None)
@@ -287,7 +293,7 @@ def reject_review(session: Session, job_id: str, note: str, actor: str = audit.s
     """Rejected content is never delivered and never charged. The decision is audited."""
     _transition(session, job_id, expected=("queued", "in_progress"), owner=None, review="pending",
                 values={"review_status": "rejected", "reviewed_at": utcnow()})
-    fail(session, job_id, expected=("queued", "in_progress"), owner=None, error_type="content_rejected",
+    fail(session, job_id, expected=("queued", "in_progress"), owner=None, error_type=ErrorType.content_rejected,
          message=note or "rejected by review")
     audit.append(session, "review.rejected", f"video:{job_id}", {"note": note[:review_reason_chars_max]}, actor)
 
@@ -301,6 +307,7 @@ def fail(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str
          message: str) -> Transfer | None:
     """Job failed and its hold voided: a failure never costs the tenant. Where the job's price book
     compensates `error_type`, a voucher is granted too; it is returned (None otherwise)."""
+    assert error_type in failure_types, f"{error_type!r} is not an error type (vidfactory.failures)"
     job = session.get(Job, job_id)
     assert job is not None, f"no job {job_id}"
     _transition(session, job_id, expected=expected, owner=owner, values={
@@ -405,13 +412,11 @@ def request_cancel(session: Session, job: Job) -> CancelOutcome:
     raise StaleJob(f"video {job.id} is already {job.status}")
 
 
-# Failures the caller caused (a refused prompt or input, a rejected clip) say nothing about the platform.
-caller_error_types = ("invalid_input", "content_rejected", "content_policy")
 
 
 def finished_since(session: Session, since: datetime) -> tuple[int, int]:
     """(jobs failed through no fault of their input, jobs completed or failed) since `since`."""
-    platform_failure = and_(Job.status == "failed", Job.error_type.not_in(caller_error_types))
+    platform_failure = and_(Job.status == "failed", Job.error_type.not_in(caller_caused))
     failed, finished = session.execute(
         select(func.count().filter(platform_failure), func.count())
         .where(Job.status.in_(("completed", "failed")), Job.completed_at >= since)).one()

@@ -37,7 +37,7 @@ from vidfactory.storage.local import LocalStorage
 from vidfactory.tenancy import Caller
 
 __all__ = ["ActiveJobsLimit", "Priced", "StagedFiles", "VideoRequest", "clean_prompt", "enqueue", "price",
-           "price_now", "reference_key", "run_once_staged", "submit"]
+           "price_now", "reference_key", "regeneration_seed", "run_once_staged", "submit"]
 
 seed_max = 2**31 - 1
 whitespace_run = re.compile(r"\s+")
@@ -222,6 +222,17 @@ def enqueue(session: Session, settings: Settings, caller: Caller, request: Video
     video_event(session, job, "video.queued")
     billing_event(session, job, "billing.hold_created", None)
     return job
+
+
+def regeneration_seed(session: Session, parent: Job) -> int:
+    """A seed that made none of the clips of this family (the parent, the videos regenerated from it): a
+    regeneration is a new clip, never one the caller already has."""
+    taken = {parent.seed, *session.scalars(select(Job.seed).where(Job.tenant_id == parent.tenant_id,
+                                                                 Job.parent_id == parent.id))}
+    seed = secrets.randbelow(seed_max)
+    while seed in taken:
+        seed = secrets.randbelow(seed_max)
+    return seed
 
 
 def _check_active_jobs(session: Session, caller: Caller) -> None:

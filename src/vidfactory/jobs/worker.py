@@ -43,6 +43,7 @@ from vidfactory.engines.memory import (
 )
 from vidfactory.engines.registry import load_engine
 from vidfactory.engines.speed import SpeedSettings
+from vidfactory.failures import ErrorType
 from vidfactory.jobs import breaker, maintenance, output, queue, workers
 from vidfactory.jobs.errors import JobTimedOut, classify
 from vidfactory.jobs.output import ClipIdentity
@@ -208,7 +209,7 @@ class Worker:
         with self.sessions.begin() as session:
             models = self._admitted_models(session, now)
             job = queue.claim(session, worker_id=self.worker_id, models=models, lease_s=self.settings.lease_s,
-                              now=now, residency=residency) if models else None
+                              now=now, residency=residency, aging_s=self.settings.queue_aging_s) if models else None
         if job is None:
             return False
         log.info("job %s claimed by %s (attempt %d)", job.id, self.worker_id, job.attempts)
@@ -458,7 +459,7 @@ class Worker:
 
         def fail(session) -> None:
             queue.record_qc(session, job.id, self.worker_id, record)
-            queue.fail(session, job.id, expected=("in_progress",), owner=self.worker_id, error_type="qc_failed",
+            queue.fail(session, job.id, expected=("in_progress",), owner=self.worker_id, error_type=ErrorType.qc_failed,
                        message=f"the clip failed its quality checks twice: {summary}")
 
         self._finish(fail, job, "failed QC twice")
@@ -544,10 +545,10 @@ class Worker:
         verdict = classify(exc)
         message = f"{type(exc).__name__}: {exc}"
         log.error("job %s attempt %d failed (%s): %s", job.id, job.attempts, verdict.error_type, message,
-                  exc_info=verdict.error_type == "internal_error")
+                  exc_info=verdict.error_type == ErrorType.internal_error)
         metadata = exc.metadata if isinstance(exc, HostedError) else None
         breaker_open = self._update_breaker(job.model, exc, message)
-        if verdict.error_type == "oom" and memory_mode is not None:
+        if verdict.error_type == ErrorType.oom and memory_mode is not None:
             self._retry_out_of_memory(job, memory_mode, message)
         elif verdict.transient and breaker_open:
             self._finish(lambda s: queue.release(s, job.id, owner=self.worker_id, error_type=verdict.error_type,
@@ -568,11 +569,12 @@ class Worker:
         retry_mode = next_memory_mode(memory_mode)
         if job.memory_mode is None and retry_mode is not None:
             self._finish(lambda s: queue.requeue(s, job.id, owner=self.worker_id, run_after=utcnow(),
-                                                 error_type="oom", message=message, memory_mode=retry_mode),
+                                                 error_type=ErrorType.oom, message=message,
+                                                 memory_mode=retry_mode),
                          job, f"requeued with memory mode {retry_mode}")
         else:
             self._finish(lambda s: queue.fail(s, job.id, expected=("in_progress",), owner=self.worker_id,
-                                              error_type="oom", message=message), job, "failed")
+                                              error_type=ErrorType.oom, message=message), job, "failed")
 
     def _update_breaker(self, model_id: str, exc: Exception, message: str) -> bool:
         """Count a hosted service's failure; True when its breaker is open. A request the service refused

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from vidfactory.db.models import Job, TenantWebhookSecret, Transfer, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from vidfactory.db.types import utcnow
+from vidfactory.failures import failure_object
 from vidfactory.notify.signing import new_secret
 
 __all__ = [
@@ -83,9 +84,7 @@ def record_operator_event(session: Session, type: str, data: dict[str, Any]) -> 
 
 
 def video_data(job: Job) -> dict[str, Any]:
-    error = None
-    if job.status == "failed":
-        error = {"code": job.error_type or "engine_error", "message": job.error_message or ""}
+    error = failure_object(job.error_type, job.error_message) if job.status == "failed" else None
     return {"id": job.id, "object": "video", "status": job.status, "model": job.model, "progress": job.progress,
             "error": error, "metadata": job.request_metadata,
             "usage": {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens,

@@ -7,13 +7,15 @@ import re
 import tempfile
 from pathlib import Path
 
+from vidfactory.failures import ErrorType
+
 __all__ = ["LocalStorage", "StorageError"]
 
 key_pattern = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*$")
 
 
 class StorageError(OSError):
-    error_type = "storage_error"
+    error_type = ErrorType.storage_error
 
 
 class LocalStorage:

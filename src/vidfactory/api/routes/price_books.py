@@ -38,7 +38,10 @@ def publish_price_book(body: PriceBookBody, ctx: ContextDep, _admin: AdminDep) -
     """Publish a new version (validated here; never changed afterwards). Jobs keep the version they
     pinned at submission, and tenants pinned to an older version keep it."""
     with ctx.sessions.begin() as session:
-        version = pricebooks.publish(session, body, actor=admin_actor)
+        try:
+            version = pricebooks.publish(session, body, actor=admin_actor)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_value", str(exc), param="compensation.error_types") from exc
         current, _ = pricebooks.current(session)
         return price_book_object(session.get(PriceBook, version), current)
 

@@ -22,7 +22,7 @@ from vidfactory.db.types import utcnow
 from vidfactory.jobs import queue
 from vidfactory.idempotency import fingerprint
 from vidfactory.jobs.prompting import PromptRequest, resolve_prompt, template_reference
-from vidfactory.jobs.submit import VideoRequest, submit
+from vidfactory.jobs.submit import VideoRequest, regeneration_seed, submit
 from vidfactory.media.reference import ReferenceImage, read_reference
 from vidfactory.tenancy import Caller
 
@@ -182,13 +182,20 @@ def parent_reference(ctx: AppContext, parent: Job) -> ReferenceImage | None:
 
 def regenerated_request(ctx: AppContext, caller: Caller, parent: Job, body: RegenerateCreate) -> VideoRequest:
     """The parent's settings (its reference image too) with a new seed, or with an edited prompt (then the
-    parent's seed, unless one is given, so that the prompt is the only change)."""
+    parent's seed, unless one is given, so that the prompt is the only change). Without either, the seed is
+    one no clip of the family was made with, and the cache is not asked: regenerating makes a new clip."""
     common = dict(model=parent.model, seconds=str(parent.seconds), size=f"{parent.width}x{parent.height}",
                   negative_prompt=parent.negative_prompt, metadata=dict(parent.request_metadata),
                   parent_id=parent.id, reference=parent_reference(ctx, parent))
     if body.prompt is None:
+        if body.seed is None:
+            with ctx.sessions() as session:
+                seed, cache = regeneration_seed(session, parent), "off"
+        else:
+            seed, cache = body.seed, "exact"
         return VideoRequest(prompt=parent.prompt, user_prompt=parent.user_prompt, template=parent.template,
-                            variables=parent.variables, enhancement=parent.enhancement, seed=body.seed, **common)
+                            variables=parent.variables, enhancement=parent.enhancement, seed=seed, cache=cache,
+                            **common)
     resolved = resolve_prompt(ctx.sessions, ctx.settings, caller.tenant_id,
                               PromptRequest(prompt=body.prompt, enhance=body.enhance_prompt), prompt_chars_max)
     return VideoRequest(prompt=resolved.prompt, user_prompt=resolved.user_prompt, enhancement=resolved.enhancement,
