@@ -85,8 +85,11 @@ def test_an_exact_hit_is_its_own_video_with_the_sources_frames_at_twenty_percent
     copy = reencode(served)  # without its bytes or manifest, the pixels alone still name the hit
     assert client.post("/v1/verify", headers=tenant.headers,
                        files={"file": ("copy.mp4", copy, "video/mp4")}).json()["video_id"] == hit["id"]
-    # 4. ... and it shows what the source shows.
-    assert mean_difference(served, original.content) < 3.0
+    # 4. ... and it shows what the source shows: frame for frame far closer to it than to its own frames
+    #    shifted by one (re-encoding noise costs a few levels; another picture of noise, tens).
+    hit_frames, source_frames = frames_of(served).astype(int), frames_of(original.content).astype(int)
+    same = np.abs(hit_frames - source_frames).mean()
+    assert same < np.abs(hit_frames - np.roll(source_frames, 1, axis=0)).mean() / 4, same
     # Deleting the hit leaves the source; the source still downloads.
     assert client.delete(f"/v1/videos/{hit['id']}", headers=tenant.headers).status_code == 200
     assert client.get(f"/v1/videos/{first['id']}/content", headers=tenant.headers).content == original.content
@@ -96,10 +99,6 @@ def test_an_exact_hit_is_its_own_video_with_the_sources_frames_at_twenty_percent
 def frames_of(mp4: bytes) -> np.ndarray:
     with av.open(io.BytesIO(mp4)) as container:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
-
-
-def mean_difference(a: bytes, b: bytes) -> float:
-    return float(np.abs(frames_of(a).astype(int) - frames_of(b).astype(int)).mean())
 
 
 def reencode(mp4: bytes) -> bytes:

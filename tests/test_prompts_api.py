@@ -384,6 +384,7 @@ def test_regenerating_a_clip_with_a_drawn_seed_makes_a_new_clip_at_the_full_pric
     # The parent is in the cache: the same request again is served from it.
     again = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a red fox", **small}).json()
     assert again["cache_hit"]["video_id"] == parent["id"]
+    work(ctx, 1)  # a worker delivers the hit
     children = []
     for _ in range(2):
         child = client.post(f"/v1/videos/{parent['id']}/regenerate", headers=tenant.headers, json={}).json()
