@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from PIL import Image
 from sqlalchemy import select, text
 
 from vidfactory.billing import ledger
-from vidfactory.db.models import ApiKey, Plan, PriceBook
+from vidfactory.db.models import ApiKey, AuditEntry, Plan, PriceBook
 from vidfactory.db.session import make_engine, make_session_factory
 from vidfactory.media.encode import probe_mp4
 from vidfactory.tenancy import authenticate
@@ -196,17 +197,177 @@ def test_calibrate_magcache_prints_ratios_to_configure(cli):
 
 
 def demo_key(output: str) -> str:
-    match = re.search(r"API key \(shown once\):\s+(vf_\S+)", output)
+    match = re.search(r"API key:\s+(vf_\S+)", output)
     assert match, output
     return match[1]
 
 
-def test_demo_is_repeatable_and_revokes_the_previous_key(cli, sqlite_url, sessions_for):
+def test_demo_key_survives_restarts_and_is_kept_owner_only(cli, tmp_path, sqlite_url, sessions_for):
     first = demo_key(cli.ok("admin", "demo").stdout)
     second = demo_key(cli.ok("admin", "demo").stdout)
-    assert first != second
+    assert first == second  # `make run` again: the key in the client's config still works
+    stored = tmp_path / "var" / "demo_key"
+    assert stored.read_text().strip() == first
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    other = cli.json("admin", "key", "create", "demo")["key"]
+    assert other not in "".join(p.read_text(errors="replace") for p in (tmp_path / "var").iterdir() if p.is_file())
     with sessions_for(sqlite_url)() as session:
-        assert authenticate(session, first) is None
-        caller = authenticate(session, second)
+        caller = authenticate(session, first)
         assert caller is not None and caller.plan == "pro"
         assert ledger.balance(session, caller.tenant_id).available == 1_000_000  # credited once, not twice
+
+
+def test_demo_mints_a_new_key_when_the_stored_one_no_longer_verifies(cli, tmp_path, sqlite_url, sessions_for):
+    first = demo_key(cli.ok("admin", "demo").stdout)
+    listed = cli.json("admin", "key", "list", "demo")["data"]
+    cli.ok("admin", "key", "revoke", listed[0]["id"])
+    second = demo_key(cli.ok("admin", "demo").stdout)
+    assert second != first and (tmp_path / "var" / "demo_key").read_text().strip() == second
+    (tmp_path / "var" / "demo_key").write_text("vf_edited")
+    third = demo_key(cli.ok("admin", "demo").stdout)
+    assert third not in (first, second, "vf_edited")
+    with sessions_for(sqlite_url)() as session:
+        assert authenticate(session, first) is None and authenticate(session, third) is not None
+        assert authenticate(session, second) is None  # an older demo key is revoked when a new one is minted
+
+
+def test_version():
+    from importlib.metadata import version
+
+    shown = subprocess.run([sys.executable, "-m", "vidfactory.cli", "--version"], capture_output=True, text=True,
+                           timeout=command_timeout_s)
+    assert shown.returncode == 0 and shown.stdout.strip() == f"vidfactory {version('vidfactory')}"
+
+
+def test_tenant_list_show_and_set_plan(cli, sqlite_url, sessions_for):
+    acme = cli.json("admin", "tenant", "create", "acme")
+    globex = cli.json("admin", "tenant", "create", "globex", "--plan", "pro")
+    cli.ok("admin", "credit", "acme", "700")
+    assert [(t["name"], t["plan"]) for t in cli.json("admin", "tenant", "list")["data"]] == [
+        ("acme", "free"), ("globex", "pro")]
+    assert "globex\tpro" in cli.ok("admin", "tenant", "list").stdout
+    shown = cli.json("admin", "tenant", "show", "acme")
+    assert shown["id"] == acme["id"] and shown["balance"]["available"] == 700 and shown["keys_active"] == 0
+    assert cli.json("admin", "tenant", "set-plan", "acme", "enterprise")["plan"] == "enterprise"
+    assert cli.json("admin", "tenant", "show", acme["id"])["plan"] == "enterprise"
+    assert_refused(cli("admin", "tenant", "set-plan", "acme", "gold"), "error: unknown plan 'gold'")
+    assert_refused(cli("admin", "tenant", "show", "nobody"), "error: no tenant 'nobody'")
+    key = cli.json("admin", "key", "create", "globex")["key"]
+    with sessions_for(sqlite_url)() as session:
+        assert authenticate(session, key).plan == "pro"
+    cli.ok("admin", "tenant", "set-plan", globex["id"], "free")
+    with sessions_for(sqlite_url)() as session:
+        assert authenticate(session, key).plan == "free"  # the next request gets the new plan's limits
+        changes = list(session.scalars(select(AuditEntry.data).where(AuditEntry.kind == "tenant.plan_changed")
+                                       .order_by(AuditEntry.seq)))
+    assert changes == [
+        {"from": "free", "to": "enterprise"}, {"from": "pro", "to": "free"}]
+
+
+def test_key_list_and_revoke(cli, sqlite_url, sessions_for):
+    cli.json("admin", "tenant", "create", "acme")
+    first, second = (cli.json("admin", "key", "create", "acme") for _ in range(2))
+    listed = cli.json("admin", "key", "list", "acme")["data"]
+    assert [(k["id"], k["prefix"], k["revoked_at"]) for k in listed] == [
+        (first["id"], first["key"][:10], None), (second["id"], second["key"][:10], None)]
+    assert first["key"] not in cli.ok("admin", "key", "list", "acme").stdout  # ids and prefixes, never a key
+    revoked = cli.json("admin", "key", "revoke", first["id"])
+    assert revoked["id"] == first["id"] and revoked["revoked_at"] is not None
+    assert cli.json("admin", "tenant", "show", "acme")["keys_active"] == 1
+    assert_refused(cli("admin", "key", "revoke", "key_missing"), "error: no api key 'key_missing'")
+    with sessions_for(sqlite_url)() as session:
+        assert authenticate(session, first["key"]) is None and authenticate(session, second["key"]) is not None
+
+
+def test_templates_and_batches(tmp_path, database_url, models_dir, client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=100_000, name="acme")
+    saved = client.post("/v1/templates", headers=tenant.headers, json={
+        "name": "tour", "body": "a walk through {{ city }} in {{ season }}", "defaults": {"season": "spring"}})
+    assert saved.status_code == 201, saved.text
+    batch = client.post("/v1/batches", headers=tenant.headers, json={
+        "template": "tour", "variables": {"city": ["Hangzhou", "Chengdu"]}, "seconds": "1", "size": "64x64"}).json()
+    cli = Cli(tmp_path, models_dir, database_url)
+    templates = cli.json("admin", "template", "list", "acme")["data"]
+    assert {"product_intro", "tour"} <= {t["name"] for t in templates}
+    assert [t["source"] for t in templates if t["name"] == "tour"] == ["tenant"]
+    tour = cli.json("admin", "template", "show", "acme", "tour")
+    assert tour["variables"] == ["city"] and tour["defaults"] == {"season": "spring"}
+    assert "{{ city }}" in cli.ok("admin", "template", "show", "acme", "tour").stdout
+    assert_refused(cli("admin", "template", "show", "acme", "nope"), "no template 'nope'")
+    listed = cli.json("admin", "batch", "list", "acme")["data"]
+    assert [(b["id"], b["items_total"], b["counts"]["queued"]) for b in listed] == [(batch["id"], 2, 2)]
+    shown = cli.json("admin", "batch", "show", "acme", batch["id"])
+    assert [(i["video_id"], i["variables"]["city"]) for i in shown["items"]] == [
+        (i["video_id"], i["variables"]["city"]) for i in batch["items"]]
+    assert shown["quote"] == batch["quote"]
+    other = new_tenant(ctx.sessions, name="globex")
+    assert other.id and cli.json("admin", "batch", "list", "globex")["data"] == []
+    assert_refused(cli("admin", "batch", "show", "globex", batch["id"]), f"globex has no batch '{batch['id']}'")
+
+
+def test_every_command_that_reports_speaks_json(cli):
+    assert cli.json("db", "upgrade")["ok"] is True
+    demo = cli.json("admin", "demo")
+    assert demo["key"].startswith("vf_") and demo["available"] == 1_000_000
+
+
+def test_worker_refuses_an_unknown_model_and_a_model_that_cannot_load(cli, tmp_path):
+    unknown = cli("worker", "--model", "unknown", "--once")
+    assert_refused(unknown, "error: unknown model 'unknown'; configured: wan-tiny")
+    cli.env["VIDFACTORY_MODELS"] = json.dumps([{"id": "wan-tiny", "engine": "wan-tiny"},
+                                               {"id": "big", "engine": "wan", "path": str(tmp_path / "nowhere")}])
+    broken = cli("worker", "--once")
+    assert_refused(broken, f"error: model 'big': path {tmp_path / 'nowhere'} is not a directory")
+    assert len(broken.stderr.strip().splitlines()) == 1
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "model_index.json").write_text('{"_class_name": "WanPipeline", "vae": '
+                                                         '["diffusers", "AutoencoderKLWan"]}')
+    cli.env["VIDFACTORY_MODELS"] = json.dumps([{"id": "half", "engine": "wan", "path": str(tmp_path / "half")}])
+    assert_refused(cli("worker", "--once"), f"error: model 'half': {tmp_path / 'half'} lacks its vae/")
+    del cli.env["VIDFACTORY_MODELS"]
+    cli.ok("worker", "--model", "wan-tiny", "--once")  # nothing queued: checks its model, claims nothing, exits
+
+
+def test_malformed_models_json_says_where(cli):
+    cli.env["VIDFACTORY_MODELS"] = '[{"id": "x",\n  "engine": "wan",}]'
+    for command in (("generate", "a cat"), ("worker", "--once"), ("admin", "tenant", "list")):
+        assert_refused(cli(*command), "error: VIDFACTORY_MODELS is not valid JSON: Expecting property name "
+                                      "enclosed in double quotes at line 2 column 19")
+    cli.env["VIDFACTORY_MODELS"] = '[{"id": "x", "engine": "wann"}]'
+    assert_refused(cli("generate", "a cat"), "error: VIDFACTORY_MODELS[0].engine: String should match pattern")
+
+
+def test_plain_postgres_urls_work(tmp_path, postgres_url, models_dir):
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    for url in (plain, plain.replace("postgresql://", "postgres://")):
+        cli = Cli(tmp_path, models_dir, url)
+        cli.ok("db", "upgrade")
+        assert cli.json("admin", "tenant", "create", f"t-{url.split(':')[0]}")["plan"] == "free"
+    assert [t["name"] for t in cli.json("admin", "tenant", "list")["data"]] == ["t-postgresql", "t-postgres"]
+
+
+def test_doctor_reports_each_dependency_and_fails_on_any_failure(tmp_path, database_url, models_dir):
+    cli = Cli(tmp_path, models_dir, database_url)
+    healthy = cli.json("doctor")
+    assert healthy["ok"] is True
+    by_name = {c["name"]: c for c in healthy["checks"]}
+    assert list(by_name) == ["configuration", "database", "redis", "storage", "model wan-tiny", "gpu"]
+    assert by_name["database"]["status"] == "ok" and "at migration" in by_name["database"]["detail"]
+    assert by_name["storage"]["status"] == "ok" and not list((tmp_path / "var" / "storage" / "_health").iterdir())
+    cli.env.update({"VIDFACTORY_REDIS_URL": "redis://:hunter2@127.0.0.1:1/0",
+                    "VIDFACTORY_MODELS": json.dumps([{"id": "big", "engine": "wan", "path": str(tmp_path / "nowhere")}])})
+    broken = cli("doctor")
+    assert broken.returncode == 1, broken.stdout
+    assert "hunter2" not in broken.stdout and "redis://:***@127.0.0.1:1/0 unreachable" in broken.stdout
+    assert f"fail  model big        model 'big': path {tmp_path / 'nowhere'} is not a directory" in broken.stdout
+    assert "ok    database" in broken.stdout
+    fresh = Cli(tmp_path / "fresh", models_dir, None)
+    (tmp_path / "fresh").mkdir()
+    unmigrated = fresh("doctor")
+    assert unmigrated.returncode == 1 and "never migrated: run `vidfactory db upgrade`" in unmigrated.stdout
+    fresh.env["VIDFACTORY_MODELS"] = "[oops"
+    unconfigured = fresh("doctor", "--json")
+    assert unconfigured.returncode == 1
+    assert json.loads(unconfigured.stdout)["checks"] == [{"name": "configuration", "status": "fail", "detail":
+                                                          "VIDFACTORY_MODELS is not valid JSON: Expecting value at "
+                                                          "line 1 column 2"}]

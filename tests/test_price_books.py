@@ -5,6 +5,7 @@ version never changes."""
 from sqlalchemy import func, select, update
 
 from vidfactory.billing.verify import verify
+from vidfactory.db.types import utcnow
 from vidfactory.db.models import PriceBook
 
 from billing_support import admin, finish_without_media, small
@@ -87,3 +88,54 @@ def test_published_versions_are_immutable(client):
         s.execute(update(PriceBook).where(PriceBook.version == 1).values(body={**first["body"], "method": "table"}))
     with ctx.sessions() as s:
         assert "price book v1 changed after it was published" in verify(s)
+
+
+default_k = {"480p": {"5": 2, "10": 4, "30": 6}, "720p": {"5": 3, "10": 5, "30": 8},
+             "1080p": {"5": 6, "10": 10, "30": 16}}
+tiny_k = {tier: {bucket: k * 3 for bucket, k in row.items()} for tier, row in default_k.items()}
+
+
+def test_models_quotes_and_statements_name_the_tenants_book_and_the_models_price_in_it(client):
+    ctx = client.app.state.ctx
+    pinned, follower = new_tenant(ctx.sessions, tokens=100_000), new_tenant(ctx.sessions, tokens=100_000)
+    client.put(f"/v1/admin/tenants/{pinned.id}/price_book", headers=admin, json={"version": 1})
+    per_model = client.post("/v1/admin/price_books", headers=admin, json={"models": {"wan-tiny": {"ratio_k": tiny_k}}})
+    assert per_model.status_code == 201 and per_model.json()["version"] == 2
+
+    def models_price(tenant):
+        [model] = client.get("/v1/models", headers=tenant.headers).json()["data"]
+        return model["price_book"]["version"], model["price"]
+
+    version, pinned_price = models_price(pinned)  # its contract's book, not the newest
+    assert (version, pinned_price["price_book_version"], pinned_price["source"]) == (1, 1, "book")
+    assert pinned_price["ratio_k"] == default_k
+    version, follower_price = models_price(follower)
+    assert (version, follower_price["price_book_version"], follower_price["source"]) == (2, 2, "model")
+    assert follower_price["ratio_k"] == tiny_k
+
+    quotes = {}
+    for tenant in (pinned, follower):
+        quotes[tenant.id] = client.post("/v1/quotes", headers=tenant.headers,
+                                        json={"prompt": "a harbour", **small}).json()
+        assert quotes[tenant.id]["price"] == models_price(tenant)[1]
+    pinned_quote, follower_quote = quotes[pinned.id], quotes[follower.id]
+    assert pinned_quote["input_tokens"] == follower_quote["input_tokens"]
+    assert follower_quote["output_tokens"] == 3 * pinned_quote["output_tokens"]  # 480p, ≤ 5 s: k 6 against 2
+
+    for tenant in (pinned, follower):
+        video = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a harbour", **small}).json()
+        assert video["usage"]["total_tokens"] == quotes[tenant.id]["total_tokens"]
+        finish_without_media(ctx.sessions, video["id"])
+        month = utcnow().strftime("%Y-%m")
+        [line] = client.get(f"/v1/statements/{month}", headers=tenant.headers).json()["charges"]["lines"]
+        assert line["price"] == quotes[tenant.id]["price"] and line["tokens"] == video["usage"]["total_tokens"]
+        as_csv = client.get(f"/v1/statements/{month}?format=csv", headers=tenant.headers).text
+        assert f"charges,jobs,wan-tiny,{line['price_book_version']},{line['price']['source']}," in as_csv
+    assert_ledger_clean(ctx.sessions)
+
+
+def test_a_models_price_must_cover_every_tier_and_bucket(client):
+    partial = {"480p": {"5": 2, "10": 4, "30": 6}}
+    refused = client.post("/v1/admin/price_books", headers=admin, json={"models": {"wan-tiny": {"ratio_k": partial}}})
+    assert refused.status_code == 400 and "models.wan-tiny.ratio_k" in refused.json()["error"]["message"]
+    assert versions(client) == 1

@@ -1,4 +1,4 @@
-"""`vidfactory serve | worker | generate | calibrate-magcache | verify | db | admin | ledger`."""
+"""`vidfactory serve | worker | generate | calibrate-magcache | verify | doctor | db | admin | ledger`."""
 
 from __future__ import annotations
 
@@ -22,11 +22,15 @@ tenant_app = typer.Typer(no_args_is_help=True, help="Tenants.")
 key_app = typer.Typer(no_args_is_help=True, help="API keys.")
 ledger_app = typer.Typer(no_args_is_help=True, help="The token ledger.")
 lexicon_app = typer.Typer(no_args_is_help=True, help="A tenant's own prompt-screening terms.")
+template_app = typer.Typer(no_args_is_help=True, help="A tenant's templates (and the built-in library).")
+batch_app = typer.Typer(no_args_is_help=True, help="A tenant's batches.")
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(tenant_app, name="tenant")
 admin_app.add_typer(key_app, name="key")
 admin_app.add_typer(lexicon_app, name="lexicon")
+admin_app.add_typer(template_app, name="template")
+admin_app.add_typer(batch_app, name="batch")
 app.add_typer(ledger_app, name="ledger")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -37,12 +41,38 @@ steps_max = 200
 cli_clip_prefix = "clip_"  # a CLI clip's content ID: never a job's (those start with video_)
 cli_clip_owner = "local"  # no tenant: the file is written where --out says, not to storage
 cli_watermark_bytes = 4  # the watermark's 32-bit payload
+batches_listed_max = 1000
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"vidfactory {version('vidfactory')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(_version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    pass
+
+
+def _settings() -> Settings:
+    """The environment's settings, or exit with one line naming what is wrong in it."""
+    from vidfactory.settings import ConfigurationError, load_settings
+
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
 
 
 def _engine():
     from vidfactory.db.session import make_engine
 
-    return make_engine(Settings().resolved_database_url)
+    return make_engine(_settings().resolved_database_url)
 
 
 def _sessions():
@@ -61,12 +91,14 @@ def _fail(message: str) -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
+def db_upgrade(as_json: JsonFlag = False) -> None:
     """Create or migrate the schema and seed plans, operator accounts and price book v1."""
     from vidfactory.bootstrap import upgrade_and_seed
+    from vidfactory.db.migrate import current_revision
 
-    upgrade_and_seed(_engine())
-    typer.echo("database is up to date")
+    engine = _engine()
+    upgrade_and_seed(engine)
+    _emit(as_json, {"ok": True, "revision": current_revision(engine)}, "database is up to date")
 
 
 @tenant_app.command("create")
@@ -82,6 +114,56 @@ def tenant_create(name: str, plan: Annotated[str, typer.Option()] = "free", as_j
           f"created tenant {tenant.name} ({tenant.id}) on plan {tenant.plan_id}")
 
 
+def _tenant_object(tenant) -> dict:
+    return {"id": tenant.id, "name": tenant.name, "plan": tenant.plan_id, "created_at": tenant.created_at.isoformat()}
+
+
+@tenant_app.command("list")
+def tenant_list(as_json: JsonFlag = False) -> None:
+    """Every tenant, oldest first."""
+    from vidfactory.tenancy import list_tenants
+
+    with _sessions()() as session:
+        tenants = [_tenant_object(t) for t in list_tenants(session)]
+    _emit(as_json, {"data": tenants},
+          "\n".join(f"{t['id']}\t{t['name']}\t{t['plan']}" for t in tenants) or "no tenants")
+
+
+@tenant_app.command("show")
+def tenant_show(tenant: str, as_json: JsonFlag = False) -> None:
+    """TENANT (id or name): its plan, balance, vouchers and active keys."""
+    from vidfactory.billing import ledger
+    from vidfactory.tenancy import TenancyError, find_tenant, list_keys
+
+    try:
+        with _sessions()() as session:
+            found = find_tenant(session, tenant)
+            shown = _tenant_object(found) | {
+                "balance": vars(ledger.balance(session, found.id)),
+                "vouchers": vars(ledger.voucher_balance(session, found.id)),
+                "keys_active": sum(1 for key in list_keys(session, found.id) if key.revoked_at is None)}
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, shown, "\n".join([f"tenant:   {shown['name']} ({shown['id']})", f"plan:     {shown['plan']}",
+                                     f"balance:  {shown['balance']['available']} tokens available, "
+                                     f"{shown['balance']['pending']} held",
+                                     f"vouchers: {shown['vouchers']['available']} tokens available",
+                                     f"keys:     {shown['keys_active']} active"]))
+
+
+@tenant_app.command("set-plan")
+def tenant_set_plan(tenant: str, plan: str, as_json: JsonFlag = False) -> None:
+    """Move TENANT (id or name) to PLAN; its next request gets the plan's limits (audited)."""
+    from vidfactory.tenancy import TenancyError, change_plan, find_tenant
+
+    try:
+        with _sessions().begin() as session:
+            changed = _tenant_object(change_plan(session, find_tenant(session, tenant).id, plan, actor=cli_actor))
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, changed, f"{changed['name']} is on plan {changed['plan']}")
+
+
 @key_app.command("create")
 def key_create(tenant: str, as_json: JsonFlag = False) -> None:
     """Create an API key for TENANT (id or name). The key is shown once."""
@@ -93,6 +175,42 @@ def key_create(tenant: str, as_json: JsonFlag = False) -> None:
     except TenancyError as exc:
         _fail(str(exc))
     _emit(as_json, {"id": row.id, "tenant_id": row.tenant_id, "key": plaintext}, plaintext)
+
+
+def _key_object(key) -> dict:
+    return {"id": key.id, "tenant_id": key.tenant_id, "prefix": key.prefix, "label": key.label,
+            "created_at": key.created_at.isoformat(),
+            "revoked_at": None if key.revoked_at is None else key.revoked_at.isoformat()}
+
+
+@key_app.command("list")
+def key_list(tenant: str, as_json: JsonFlag = False) -> None:
+    """TENANT's API keys, revoked ones included: ids and prefixes (a key itself is never shown again)."""
+    from vidfactory.tenancy import TenancyError, find_tenant, list_keys
+
+    try:
+        with _sessions()() as session:
+            found = find_tenant(session, tenant)
+            keys = [_key_object(key) for key in list_keys(session, found.id)]
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"tenant_id": found.id, "data": keys},
+          "\n".join(f"{k['id']}\t{k['prefix']}…\t{k['label'] or '-'}\t"
+                    f"{'revoked ' + k['revoked_at'] if k['revoked_at'] else 'active'}" for k in keys)
+          or f"{found.name}: no keys")
+
+
+@key_app.command("revoke")
+def key_revoke(key_id: str, as_json: JsonFlag = False) -> None:
+    """Revoke the API key KEY_ID at once (revoking a revoked key changes nothing)."""
+    from vidfactory.tenancy import revoke_key
+
+    with _sessions().begin() as session:
+        row = revoke_key(session, key_id, actor=cli_actor)
+        revoked = None if row is None else _key_object(row)
+    if revoked is None:
+        _fail(f"no api key {key_id!r}")
+    _emit(as_json, revoked, f"revoked {revoked['id']} ({revoked['prefix']}…)")
 
 
 @admin_app.command("credit")
@@ -209,29 +327,145 @@ def lexicon_list(tenant: str, as_json: JsonFlag = False) -> None:
           "\n".join(f"{e.term}\t{e.category}\t{e.action}" for e in entries) or f"{found.name}: no terms")
 
 
+def _template_object(template, source: str) -> dict:
+    from vidfactory.prompts.templates import check_template
+
+    image = template.reference
+    return {"name": template.name, "source": source, "language": template.language,
+            "description": template.description, "body": template.body,
+            "variables": sorted(check_template(template)), "defaults": dict(template.defaults),
+            "seconds": template.seconds, "size": template.size,
+            "reference_image": None if image is None else {"sha256": image.sha256, "width": image.width,
+                                                           "height": image.height}}
+
+
+@template_app.command("list")
+def template_list(tenant: str, as_json: JsonFlag = False) -> None:
+    """The built-in library, then TENANT's own templates, by name."""
+    from vidfactory.jobs.prompting import tenant_templates
+    from vidfactory.prompts.library import library
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    try:
+        with _sessions()() as session:
+            found = find_tenant(session, tenant)
+            own = tenant_templates(session, found.id)
+    except TenancyError as exc:
+        _fail(str(exc))
+    listed = ([_template_object(t, "library") for t in sorted(library.values(), key=lambda t: t.name)]
+              + [_template_object(t, "tenant") for t in own])
+    _emit(as_json, {"tenant_id": found.id, "data": listed},
+          "\n".join(f"{t['name']}\t{t['source']}\t{t['language']}\t{t['description']}" for t in listed))
+
+
+@template_app.command("show")
+def template_show(tenant: str, name: str, as_json: JsonFlag = False) -> None:
+    """One template as TENANT sees it (its own, else the built-in one of that name)."""
+    from vidfactory.jobs.prompting import find_template
+    from vidfactory.jobs.spec import InvalidRequest
+    from vidfactory.prompts.library import library
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    try:
+        with _sessions()() as session:
+            found = find_tenant(session, tenant)
+            template = find_template(session, found.id, name)
+    except (TenancyError, InvalidRequest) as exc:
+        _fail(str(exc).replace("; GET /v1/templates lists them", f"; `vidfactory admin template list {tenant}` lists them"))
+    shown = _template_object(template, "library" if library.get(name) is template else "tenant")
+    _emit(as_json, shown, "\n".join([f"{shown['name']} ({shown['source']}, {shown['language']})",
+                                     f"variables: {', '.join(shown['variables']) or '-'}", "", shown["body"]]))
+
+
+def _batch_object(batch, counts: dict[str, int]) -> dict:
+    return {"id": batch.id, "template": batch.template, "mode": batch.mode, "atomic": batch.atomic,
+            "items_total": batch.items_total, "total_tokens": batch.total_tokens,
+            "created_at": batch.created_at.isoformat(), "counts": counts}
+
+
+@batch_app.command("list")
+def batch_list(tenant: str, limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 20,
+               as_json: JsonFlag = False) -> None:
+    """TENANT's batches, newest first, with their items counted by state."""
+    from vidfactory.jobs.batches import status_counts, tenant_batches
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    if not 1 <= limit <= batches_listed_max:
+        _fail(f"--limit must be between 1 and {batches_listed_max}")
+    try:
+        with _sessions()() as session:
+            found = find_tenant(session, tenant)
+            batches = tenant_batches(session, found.id, limit)
+            counts = status_counts(session, batches)
+            listed = [_batch_object(b, counts[b.id]) for b in batches]
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"tenant_id": found.id, "data": listed},
+          "\n".join(f"{b['id']}\t{b['template']}\t{b['items_total']} items\t"
+                    + " ".join(f"{state}={n}" for state, n in b["counts"].items() if n) for b in listed)
+          or f"{found.name}: no batches")
+
+
+@batch_app.command("show")
+def batch_show(tenant: str, batch_id: str, as_json: JsonFlag = False) -> None:
+    """One of TENANT's batches: its quote, counts and every item's video and state."""
+    from sqlalchemy import select
+
+    from vidfactory.db.models import Job
+    from vidfactory.jobs.batches import batch_quote, find_batch, status_counts
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    try:
+        with _sessions()() as session:
+            found = find_tenant(session, tenant)
+            batch = find_batch(session, found.id, batch_id)
+            if batch is None:
+                _fail(f"{found.name} has no batch {batch_id!r}")
+            jobs = session.scalars(select(Job).where(Job.batch_id == batch.id).order_by(Job.batch_item))
+            shown = _batch_object(batch, status_counts(session, [batch])[batch.id]) | {
+                "quote": batch_quote(session, batch),
+                "items": [{"item": job.batch_item, "video_id": job.id, "status": job.status,
+                           "ab_group": job.ab_group, "variables": job.variables} for job in jobs],
+                "rejected": list(batch.rejected)}
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, shown, "\n".join(
+        [f"{shown['id']}: template {shown['template']}, {shown['items_total']} items, "
+         f"{shown['quote']['total_tokens']} tokens ({shown['quote']['currency']} {shown['quote']['amount']})"]
+        + [f"{i['item']}\t{i['video_id']}\t{i['status']}\t{json.dumps(i['variables'], ensure_ascii=False)}"
+           for i in shown["items"]]
+        + [f"{r['item']}\trejected: {r['code']}" for r in shown["rejected"]]))
+
+
 @admin_app.command("demo")
-def admin_demo(port: int = 8000) -> None:
-    """Create the demo tenant (once, with a balance) and print a fresh API key for it."""
+def admin_demo(port: int = 8000, as_json: JsonFlag = False) -> None:
+    """Create the demo tenant (once, with a balance) and print its API key, the same on every run (kept
+    in the data directory, readable by its owner only)."""
     from sqlalchemy import select
 
     from vidfactory.billing import ledger
     from vidfactory.db.models import Tenant
-    from vidfactory.tenancy import create_key, create_tenant, ensure_admin_token, revoke_keys
+    from vidfactory.tenancy import create_tenant, demo_key, demo_key_file, ensure_admin_token
 
-    settings = Settings()
+    settings = _settings()
     with _sessions().begin() as session:
         tenant = session.scalar(select(Tenant).where(Tenant.name == demo_tenant_name))
         if tenant is None:
             tenant = create_tenant(session, demo_tenant_name, plan="pro")
             ledger.credit(session, tenant.id, demo_credit_tokens, memo="demo balance")
-        revoke_keys(session, tenant.id, label="demo")
-        _, plaintext = create_key(session, tenant.id, label="demo")
+        plaintext = demo_key(session, settings, tenant.id)
         available = ledger.balance(session, tenant.id).available
     ensure_admin_token(settings)
     base = f"http://127.0.0.1:{port}/v1"
+    if as_json:
+        _emit(True, {"tenant_id": tenant.id, "available": available, "key": plaintext, "base_url": base,
+                     "key_file": str(settings.data_dir / demo_key_file),
+                     "admin_token_file": str(settings.data_dir / "admin_token")}, "")
+        return
     typer.echo(f"""
   vidfactory demo tenant: {available} tokens available
-  API key (shown once):  {plaintext}
+  API key:               {plaintext}
+                         (kept in {settings.data_dir / demo_key_file}; the same after a restart)
   Base URL:              {base}
   Admin token:           in {settings.data_dir / 'admin_token'}
 
@@ -264,8 +498,37 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_request_log()
+    settings = _settings()
+    if (settings.workers_in_process if workers is None else workers) > 0:
+        _check_served_models(settings, None)
     # The request log (one JSON line per request, with its request id and tenant) replaces the access log.
-    uvicorn.run(create_app(Settings(), workers=workers), host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(create_app(settings, workers=workers), host=host, port=port, log_level="info", access_log=False)
+
+
+def _check_served_models(settings: Settings, served: list[str] | None) -> None:
+    """Fail fast, before any job is claimed: every model asked for is configured and its files are there."""
+    from vidfactory.engines.base import EngineError
+    from vidfactory.engines.registry import check_model
+
+    for model_id in served or [m.id for m in settings.models]:
+        config = _configured_model(settings, model_id)
+        try:
+            check_model(config, settings.models_dir)
+        except EngineError as exc:
+            _fail(str(exc))
+
+
+@app.command()
+def doctor(as_json: JsonFlag = False) -> None:
+    """Check the configuration, database (reachable and migrated), Redis, storage, every model's files and
+    the GPU; print each finding, and exit 1 when anything fails."""
+    from vidfactory.observability.health import doctor as run_checks
+
+    checks = run_checks()
+    failed = [c for c in checks if c.status == "fail"]
+    _emit(as_json, {"ok": not failed, "checks": [vars(c) for c in checks]},
+          "\n".join(f"{c.status:<5} {c.name:<16} {c.detail}" for c in checks))
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()
@@ -274,27 +537,59 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     """Run a worker: claims jobs, keeps its pipeline loaded, settles each job."""
     from vidfactory.bootstrap import upgrade_and_seed
     from vidfactory.db.session import make_engine, make_session_factory
-    from vidfactory.jobs.worker import Worker
+    from vidfactory.engines.parallel import DevicePlan, leave_group
+    from vidfactory.engines.registry import load_engine
+    from vidfactory.jobs.multidevice import LeaderEngine, follow, stop_followers
+    from vidfactory.jobs.worker import Worker, speed_settings
     from vidfactory.notify.delivery import start_dispatcher
     from vidfactory.storage.local import LocalStorage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
+    settings = _settings()
+    _check_served_models(settings, model)
+    devices = DevicePlan.from_environment()
+    if devices.parallel:
+        spanned = _spanned_model(settings, model)
+        if not devices.is_leader:  # a follower only generates, in step with the leader
+            follow(spanned, settings.models_dir, speed_settings(settings), devices)
+            return
     engine = make_engine(settings.resolved_database_url)
     upgrade_and_seed(engine)
     sessions = make_session_factory(engine)
-    loop = Worker(settings, sessions, LocalStorage(settings.resolved_storage_dir), models=model)
-    if once:
-        loop.maintain(force=True)
-        loop.run_once()
-        return
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    dispatchers = start_dispatcher(settings, sessions, stop)  # the outbox is drained by workers too
-    loop.run(stop)
-    for thread in dispatchers:
-        thread.join(settings.webhook_timeout_s + 5)
+    loader = None
+    if devices.parallel:
+        def loader(config, models_dir):
+            return LeaderEngine(load_engine(config, models_dir, speed_settings(settings), devices))
+    loop = Worker(settings, sessions, LocalStorage(settings.resolved_storage_dir), models=model,
+                  engine_loader=loader, devices=devices)
+    if devices.parallel:
+        loop.engine_for(spanned.id)  # every rank loads together: the device mesh is built collectively
+    try:
+        if once:
+            loop.maintain(force=True)
+            loop.run_once()
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        dispatchers = start_dispatcher(settings, sessions, stop)  # the outbox is drained by workers too
+        loop.run(stop)
+        for thread in dispatchers:
+            thread.join(settings.webhook_timeout_s + 5)
+    finally:
+        if devices.parallel:
+            stop_followers()
+            leave_group()
+
+
+def _spanned_model(settings: Settings, model: list[str] | None):
+    """The one local model a multi-device worker serves (its ranks load it together at start)."""
+    if not model or len(model) != 1:
+        _fail("a worker spanning several devices (torchrun) serves exactly one model: pass --model ID")
+    config = _configured_model(settings, model[0])
+    if config.is_hosted:
+        _fail(f"model {config.id!r} is hosted: only a local Wan model runs across devices")
+    return config
 
 
 def _request_for(config, prompt: str, size: str | None, seconds: int | None, seed: int, steps: int | None):
@@ -347,6 +642,7 @@ def generate(
     steps: int | None = None,
     image: Annotated[Path | None, typer.Option(help="the first frame (PNG, JPEG or WebP): image-to-video, "
                                                     "for the wan2.2-ti2v-5b preset")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """One-shot generation with no server and no ledger: prompt in (and a first frame), MP4 out, through
     the server's output pipeline (visible label, watermark, AIGC tag, C2PA manifest) under its own
@@ -357,7 +653,7 @@ def generate(
     from vidfactory.engines.registry import load_engine
     from vidfactory.jobs.worker import speed_settings
 
-    settings = Settings()
+    settings = _settings()
     config = _configured_model(settings, model)
     request = _request_for(config, prompt, size, seconds, seed, steps)
     if image is not None:
@@ -372,8 +668,11 @@ def generate(
         _fail(f"{exc.error_type}: {exc}")
     clip, mp4 = _labelled_clip(settings, video.frames, video.fps)
     out.write_bytes(mp4)
-    typer.echo(f"wrote {out} ({request.width}x{request.height}, {len(video.frames)} frames at {video.fps} fps; "
-               f"content id {clip.job_id}, watermark {clip.watermark_id})")
+    _emit(as_json, {"file": str(out), "width": request.width, "height": request.height,
+                    "frames": len(video.frames), "fps": video.fps, "content_id": clip.job_id,
+                    "watermark_id": clip.watermark_id},
+          f"wrote {out} ({request.width}x{request.height}, {len(video.frames)} frames at {video.fps} fps; "
+          f"content id {clip.job_id}, watermark {clip.watermark_id})")
 
 
 def _labelled_clip(settings: Settings, frames, fps: int):
@@ -412,7 +711,7 @@ def calibrate_magcache(
     from vidfactory.engines.wan import WanEngine
     from vidfactory.jobs.worker import speed_settings
 
-    settings = Settings()
+    settings = _settings()
     config = _configured_model(settings, model)
     if config.is_hosted:
         _fail(f"model {model!r} runs on a hosted service ({config.engine}): no local transformer to calibrate")
@@ -435,7 +734,7 @@ def verify(file: Path, as_json: JsonFlag = False) -> None:
     from vidfactory.jobs.verification import Scope, verify_file
     from vidfactory.media.errors import MediaError
 
-    settings = Settings()
+    settings = _settings()
     if not file.is_file():
         _fail(f"{file} is not a file")
     if file.stat().st_size > settings.verify_upload_bytes_max:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from vidfactory.engines.presets import PRESETS, TINY, WanPreset
 
-__all__ = ["HOSTED_ENGINES", "HostedConfig", "ModelConfig", "Settings", "default_models"]
+__all__ = ["HOSTED_ENGINES", "ConfigurationError", "HostedConfig", "ModelConfig", "Settings", "default_models",
+           "load_settings"]
 
 HOSTED_ENGINES = ("dashscope", "openai-video")
 mag_ratios_max = 1000  # one per denoising step at calibration; diffusers interpolates to other step counts
@@ -133,6 +136,13 @@ class Settings(BaseSettings):
 
     # Admission.
     upload_bytes_max: int = 10_000_000
+    # OpenAI-compatible clients: a queued or running video tells pollers (the openai SDK's `poll`) to wait
+    # this long before asking again (`openai-poll-after-ms`).
+    poll_after_ms: int = Field(default=2000, ge=10, le=600_000)
+    # Other names for configured models, e.g. {"sora-2": "wan2.1-t2v-1.3b", "sora-2-pro": "wan2.1-t2v-14b"}:
+    # a request naming an alias is made (and billed) by its model, and the video names that model.
+    model_aliases: dict[Annotated[str, Field(min_length=1, max_length=64)], str] = Field(
+        default_factory=dict, max_length=64)
     hold_timeout_s: int = 24 * 3600
 
     # Queue and worker.
@@ -173,9 +183,8 @@ class Settings(BaseSettings):
     # Step caching changes the output: used only where the tenant's plan allows it (step_cache_allowed).
     step_cache: str = Field(default="none", pattern=r"^(none|first_block|mag|taylorseer)$")
 
-    # Result cache: a `similar` hit needs this Jaccard similarity of prompt shingles (0–1); candidates
-    # scored per lookup; shared: any tenant's clip may serve another tenant (off: own clips only).
-    cache_similarity_min: float = Field(default=0.65, gt=0.0, le=1.0)
+    # Result cache: newest entries of one key read per lookup (those deleted since are skipped);
+    # shared: any tenant's clip may serve another tenant (off: own clips only).
     cache_candidates_max: int = Field(default=200, ge=1, le=10_000)
     cache_shared: bool = False
 
@@ -253,6 +262,17 @@ class Settings(BaseSettings):
     operator_webhook_secret: SecretStr = SecretStr("")
 
     @model_validator(mode="after")
+    def _aliases_name_models(self) -> Settings:
+        ids = {m.id for m in self.models}
+        for alias, target in self.model_aliases.items():
+            if alias in ids:
+                raise ValueError(f"model_aliases: {alias!r} is a configured model's own id")
+            if target not in ids:
+                raise ValueError(f"model_aliases: {alias!r} names {target!r}, which is not a configured model "
+                                 f"(models: {', '.join(sorted(ids))})")
+        return self
+
+    @model_validator(mode="after")
     def _operator_webhook_signed(self) -> Settings:
         if self.operator_webhook_url and not self.operator_webhook_secret.get_secret_value().startswith("whsec_"):
             raise ValueError("operator_webhook_url needs operator_webhook_secret, a whsec_ secret")
@@ -281,3 +301,40 @@ class Settings(BaseSettings):
 
     def model(self, model_id: str) -> ModelConfig | None:
         return next((m for m in self.models if m.id == model_id), None)
+
+    def resolve_model(self, name: str) -> ModelConfig | None:
+        """A model by its id or by one of its aliases (`model_aliases`)."""
+        return self.model(self.model_aliases.get(name, name))
+
+    def aliases_of(self, model_id: str) -> list[str]:
+        return sorted(alias for alias, target in self.model_aliases.items() if target == model_id)
+
+
+class ConfigurationError(Exception):
+    """The environment does not make a valid configuration; the message names the variable and what is
+    wrong with it in one line."""
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return "VIDFACTORY_" + str(loc[0]).upper() + "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
+                                                         for part in loc[1:])
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, or ConfigurationError saying where they are wrong: a JSON value's
+    line and column, a field's variable and the rule it breaks (never the value: it may be a secret)."""
+    try:
+        return Settings(**overrides)
+    except SettingsError as exc:
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = f"VIDFACTORY_{field[1].upper()}" if field else "a VIDFACTORY_ variable"
+        cause = exc.__cause__
+        if isinstance(cause, json.JSONDecodeError):
+            raise ConfigurationError(f"{name} is not valid JSON: {cause.msg} at line {cause.lineno} column "
+                                     f"{cause.colno}") from exc
+        raise ConfigurationError(f"{name}: {cause or exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        where = _env_name(first["loc"]) if first["loc"] else "VIDFACTORY_*"
+        raise ConfigurationError(f"{where}: {first['msg']}{more}") from exc

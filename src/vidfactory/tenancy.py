@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -24,14 +26,18 @@ __all__ = [
     "TenancyError",
     "TenantExists",
     "authenticate",
+    "change_plan",
     "create_key",
     "create_plan",
     "create_tenant",
+    "demo_key",
     "ensure_admin_token",
     "default_plans",
     "ensure_plans",
     "find_tenant",
     "hash_key",
+    "list_keys",
+    "list_tenants",
     "plan_fields",
     "plans_with_tenants",
     "revoke_key",
@@ -41,6 +47,8 @@ __all__ = [
 
 key_prefix = "vf_"
 tenant_name_chars_max = 100
+demo_key_label = "demo"
+demo_key_file = "demo_key"
 
 
 class TenancyError(Exception):
@@ -186,6 +194,35 @@ def find_tenant(session: Session, id_or_name: str) -> Tenant:
     return tenant
 
 
+def list_tenants(session: Session) -> list[Tenant]:
+    """Every tenant, oldest first."""
+    return list(session.scalars(select(Tenant).order_by(Tenant.created_at, Tenant.id)))
+
+
+def change_plan(session: Session, tenant_id: str, plan_id: str, actor: str = audit.system_actor) -> Tenant:
+    """Move a tenant to another plan (audited with the old and new plan; nothing recorded when unchanged).
+    Its next request gets the new plan's limits; jobs already submitted keep what they copied."""
+    tenant = session.scalars(select(Tenant).where(Tenant.id == tenant_id).with_for_update()
+                             .execution_options(populate_existing=True)).one_or_none()
+    if tenant is None:
+        raise TenancyError(f"no tenant {tenant_id!r}")
+    if session.get(Plan, plan_id) is None:
+        raise TenancyError(f"unknown plan {plan_id!r}")
+    if tenant.plan_id == plan_id:
+        return tenant
+    previous = tenant.plan_id
+    tenant.plan_id = plan_id
+    session.flush()
+    audit.append(session, "tenant.plan_changed", f"tenant:{tenant_id}", {"from": previous, "to": plan_id}, actor)
+    return tenant
+
+
+def list_keys(session: Session, tenant_id: str) -> list[ApiKey]:
+    """A tenant's API keys, revoked ones included, oldest first: ids and prefixes, never a key."""
+    return list(session.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id)
+                                .order_by(ApiKey.created_at, ApiKey.id)))
+
+
 def create_key(session: Session, tenant_id: str, label: str = "", actor: str = audit.system_actor
                ) -> tuple[ApiKey, str]:
     """Returns the stored row and the plaintext key, which is never stored or shown again."""
@@ -245,3 +282,30 @@ def ensure_admin_token(settings: Settings) -> str:
         path.touch(mode=0o600)
         path.write_text("vfadmin_" + secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by its owner only (0600), never visible with wider permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    staging.replace(path)
+
+
+def demo_key(session: Session, settings: Settings, tenant_id: str) -> str:
+    """The demo tenant's API key, the same on every call: kept in data_dir/demo_key (mode 0600), the one key
+    ever stored in plaintext. A stored key that no longer authenticates as the tenant (revoked, another
+    database, edited) is replaced by a new one, and the tenant's older demo keys are revoked."""
+    path = settings.data_dir / demo_key_file
+    if path.is_file():
+        stored = path.read_text().strip()
+        caller = authenticate(session, stored)
+        if caller is not None and caller.tenant_id == tenant_id:
+            path.chmod(0o600)
+            return stored
+    revoke_keys(session, tenant_id, label=demo_key_label)
+    _, plaintext = create_key(session, tenant_id, label=demo_key_label)
+    _write_private(path, plaintext)
+    return plaintext

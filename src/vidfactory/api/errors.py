@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from fastapi import FastAPI, Request
@@ -14,13 +15,16 @@ from vidfactory.billing.ledger import InsufficientBalance
 from vidfactory.billing.tokens import TokenizerUnavailable
 from vidfactory.engines.base import EngineError
 from vidfactory.jobs.queue import StaleJob
-from vidfactory.jobs.screening import PromptRejected
+from vidfactory.jobs.screening import ImageRejected, PromptRejected
 from vidfactory.jobs.spec import InvalidRequest
 from vidfactory.jobs.submit import ActiveJobsLimit
 from vidfactory.prompts.errors import PromptError
 from vidfactory.idempotency import IdempotencyConflict
+from vidfactory.observability.redact import redact_paths
 
-__all__ = ["ApiError", "checked_id", "error_responses", "install_error_handlers", "not_found"]
+__all__ = ["ApiError", "checked_id", "error_responses", "install_error_handlers", "not_found", "validation_message"]
+
+log = logging.getLogger(__name__)
 
 # Declared on every route, so the OpenAPI document says what clients really get: FastAPI would otherwise
 # document its own 422 HTTPValidationError, which this app never sends (validation errors are 400s here).
@@ -81,6 +85,17 @@ def _validation_param(error: dict) -> str | None:
     return ".".join(loc) or None
 
 
+def validation_message(error: dict) -> str:
+    """Pydantic's message, except that a string's length limits speak of characters (pydantic says
+    "items" for a string checked after a validator)."""
+    context = error.get("ctx") or {}
+    if error.get("type") == "too_long" and isinstance(error.get("input"), str):
+        return f"must be at most {context.get('max_length')} characters, got {len(error['input'])}"
+    if error.get("type") == "too_short" and isinstance(error.get("input"), str):
+        return f"must be at least {context.get('min_length')} characters, got {len(error['input'])}"
+    return str(error.get("msg", "invalid request"))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError):
@@ -112,6 +127,10 @@ def install_error_handlers(app: FastAPI) -> None:
         # The category only: the matched terms would teach a caller how to get around the lexicon.
         return envelope(400, "content_policy", str(exc), "prompt")
 
+    @app.exception_handler(ImageRejected)
+    async def _image_rejected(_: Request, exc: ImageRejected):
+        return envelope(400, "content_policy", str(exc), exc.param)
+
     @app.exception_handler(StaleJob)
     async def _stale(_: Request, exc: StaleJob):
         return envelope(409, "invalid_state", str(exc), None)
@@ -119,13 +138,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TokenizerUnavailable)
     @app.exception_handler(EngineError)
     async def _model_unavailable(_: Request, exc: Exception):
-        # A misconfigured model (no weights, no tokenizer) is the operator's to fix, not the caller's.
-        return envelope(503, "model_unavailable", str(exc), "model")
+        # A misconfigured model (no weights, no tokenizer) is the operator's to fix, not the caller's: the
+        # log has the whole message, the caller the same words without the server's paths.
+        log.error("model unavailable: %s", exc)
+        return envelope(503, "model_unavailable", redact_paths(str(exc)), "model")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
-        message = str(first.get("msg", "invalid request"))
+        message = validation_message(first)
         param = _validation_param(first)
         return envelope(400, "invalid_value", f"{param}: {message}" if param else message, param)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -168,6 +168,7 @@ class QuotePublic(BaseModel):
     output_tokens: int
     total_tokens: int
     amount: AmountPublic
+    price: dict[str, Any]  # the book and the model's price in it (billing.pricebook.model_price)
     warnings: list[str]
     prompt: QuotePrompt | None = None
 
@@ -299,8 +300,9 @@ class WorkerPublic(BaseModel):
     object: Literal["worker"] = "worker"
     id: str = Field(max_length=80)
     gpu_name: str = Field(max_length=100)
-    memory_total_bytes: int = Field(ge=0)
+    memory_total_bytes: int = Field(ge=0, description="per device")
     memory_free_bytes: int = Field(ge=0)
+    devices: int = Field(ge=1, description="devices each job runs across (context parallelism)")
     models_served: list[str]
     models_held: list[str]
     model_load_s: dict[str, float] = Field(description="seconds the last load of each model took (switch cost)")

@@ -19,6 +19,7 @@ from vidfactory import failures
 __all__ = [
     "CompensationPolicy",
     "DurationTable",
+    "ModelPrice",
     "PriceBookBody",
     "Quote",
     "ResolutionTier",
@@ -26,6 +27,7 @@ __all__ = [
     "cache_hit_charge",
     "compensation_tokens",
     "default_price_book",
+    "model_price",
     "quote",
     "resolution_tier",
     "duration_bucket",
@@ -37,6 +39,8 @@ DurationTable = dict[str, dict[str, int]]  # tier name -> duration bucket ("5", 
 table_value_max = 1_000_000  # output tokens, or a ratio k: keeps every quote far inside tokens_max
 tiers_max = 8
 buckets_max = 8
+models_priced_max = 64
+ModelId = Annotated[str, StringConstraints(min_length=1, max_length=64)]  # as settings.ModelConfig.id
 
 
 class ResolutionTier(BaseModel):
@@ -66,6 +70,20 @@ class CompensationPolicy(BaseModel):
         return self.model_copy(update={"error_types": list(dict.fromkeys(listed))})
 
 
+class ModelPrice(BaseModel):
+    """One model's own prices: the book's token tables it replaces for that model (a 14B clip costs more
+    tokens than a tiny one for the same prompt). What it leaves out, and the unit price, are the book's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ratio_k: DurationTable | None = None
+    table_output_tokens: DurationTable | None = None
+    audio_output_tokens: int | None = Field(default=None, ge=0, le=10**9)
+
+    def overrides(self) -> dict[str, Any]:
+        return {name: value for name, value in self if value is not None}
+
+
 # The extension mechanism. Fields added after v1 was published, each with the value every book published
 # before it existed holds (what those books always did), frozen: a field holding exactly that value is
 # left out of the canonical JSON, so those books keep their digests whatever later defaults become.
@@ -74,6 +92,7 @@ extension_baselines: dict[str, Any] = {
     "compensation": {"ratio": "0", "expires_days": 30,
                      "error_types": ["engine_error", "timeout", "out_of_memory", "worker_lost", "internal_error",
                                     "media_error", "storage_error", "database_error", "hold_expired"]},
+    "models": {},
 }
 
 
@@ -117,6 +136,8 @@ class PriceBookBody(BaseModel):
     # A cache hit is held at the full quote and posted at this share of it; the rest is released.
     cache_hit_charge_ratio: Decimal = Field(default=Decimal("0.2"), ge=0, le=1, max_digits=6, decimal_places=4)
     compensation: CompensationPolicy = Field(default_factory=CompensationPolicy)
+    # Per model (its id as configured): its own token tables; a model not listed is priced by the book's.
+    models: dict[ModelId, ModelPrice] = Field(default_factory=dict, max_length=models_priced_max)
 
     @model_validator(mode="after")
     def _tables_cover_every_tier_and_bucket(self) -> PriceBookBody:
@@ -125,18 +146,29 @@ class PriceBookBody(BaseModel):
         sides = [t.short_side_max_px for t in self.resolution_tiers]
         if sides != sorted(set(sides)):
             raise ValueError("resolution_tiers must ascend by short_side_max_px")
-        keys = {str(b) for b in self.duration_buckets_s}
-        for table_name in ("ratio_k", "table_output_tokens"):
-            table: DurationTable = getattr(self, table_name)
-            if set(table) != {tier.name for tier in self.resolution_tiers}:
-                raise ValueError(f"{table_name} must have exactly one row per resolution tier")
-            for tier in self.resolution_tiers:
-                row = table[tier.name]
-                if set(row) != keys:
-                    raise ValueError(f"{table_name} must have buckets {sorted(keys)} for tier {tier.name}")
-                if any(not 0 <= v <= table_value_max for v in row.values()):
-                    raise ValueError(f"{table_name} values must be between 0 and {table_value_max}")
+        tables = [(name, getattr(self, name)) for name in ("ratio_k", "table_output_tokens")]
+        tables += [(f"models.{model}.{name}", table) for model, price in self.models.items()
+                   for name, table in (("ratio_k", price.ratio_k), ("table_output_tokens", price.table_output_tokens))
+                   if table is not None]
+        for table_name, table in tables:
+            self._check_table(table_name, table)
         return self
+
+    def _check_table(self, table_name: str, table: DurationTable) -> None:
+        keys = {str(b) for b in self.duration_buckets_s}
+        if set(table) != {tier.name for tier in self.resolution_tiers}:
+            raise ValueError(f"{table_name} must have exactly one row per resolution tier")
+        for tier in self.resolution_tiers:
+            row = table[tier.name]
+            if set(row) != keys:
+                raise ValueError(f"{table_name} must have buckets {sorted(keys)} for tier {tier.name}")
+            if any(not 0 <= v <= table_value_max for v in row.values()):
+                raise ValueError(f"{table_name} values must be between 0 and {table_value_max}")
+
+    def for_model(self, model_id: str) -> PriceBookBody:
+        """The book as it prices `model_id`: its own tables where the book lists the model."""
+        price = self.models.get(model_id)
+        return self if price is None else self.model_copy(update=price.overrides())
 
     def for_publication(self) -> PriceBookBody:
         """What a new version publishes: its compensation policy in today's names (ValueError: unknown)."""
@@ -198,6 +230,17 @@ def compensation_tokens(book: PriceBookBody, quoted_tokens: int, error_type: str
     if not policy.covers(error_type):
         return 0
     return int((Decimal(quoted_tokens) * policy.ratio).to_integral_value(ROUND_CEILING))
+
+
+def model_price(book: PriceBookBody, version: int, model_id: str) -> dict[str, Any]:
+    """The price that applies to `model_id` under book `version`, as the models list, a quote and a
+    statement name it: the model's own entry in the book (`source` "model") or the book's tables ("book")."""
+    priced = book.for_model(model_id)
+    table = {"ratio_k": priced.ratio_k} if priced.method == "ratio" else \
+        {"table_output_tokens": priced.table_output_tokens}
+    return {"price_book_version": version, "model": model_id, "source": "model" if model_id in book.models else "book",
+            "method": priced.method, "currency": priced.currency, "unit_price": str(priced.unit_price), **table,
+            "audio_output_tokens": priced.audio_output_tokens}
 
 
 def money(book: PriceBookBody, tokens: int) -> Decimal:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import ledger, pricebooks
-from vidfactory.billing.pricebook import money
+from vidfactory.billing.pricebook import model_price, money
 from vidfactory.db.models import Job, Statement, Transfer
 from vidfactory.db.types import utcnow
 
@@ -84,13 +84,14 @@ def _charges(session: Session, posts: list[Transfer], voucher_account: str) -> l
         if job is not None and job.cache_hit_job_id is not None:
             line["cache_hit_tokens"] += t.amount
     result = []
-    for (_, version), line in sorted(lines.items()):
+    for (model, version), line in sorted(lines.items()):
         line["jobs"] = len(line["jobs"])
         if version:
             book = pricebooks.get(session, version)
             line["amount"] = {"currency": book.currency, "value": str(money(book, line["tokens"]))}
+            line["price"] = model_price(book, version, model)
         else:
-            line["amount"] = None
+            line["amount"] = line["price"] = None
         result.append(line)
     return result
 
@@ -167,20 +168,22 @@ def statement(session: Session, tenant_id: str, month: str, now: datetime | None
 def statement_csv(body: dict[str, Any]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["section", "item", "model", "price_book_version", "tokens", "currency", "amount"])
-    writer.writerow(["balance", "opening", "", "", body["opening_balance"], "", ""])
-    writer.writerow(["top_ups", "credits", "", "", body["top_ups"], "", ""])
+    writer.writerow(["section", "item", "model", "price_book_version", "model_price", "tokens", "currency",
+                     "amount"])
+    writer.writerow(["balance", "opening", "", "", "", body["opening_balance"], "", ""])
+    writer.writerow(["top_ups", "credits", "", "", "", body["top_ups"], "", ""])
     for line in body["charges"]["lines"]:
         amount = line["amount"] or {"currency": "", "value": ""}
-        writer.writerow(["charges", "jobs", line["model"], line["price_book_version"], line["tokens"],
+        source = line["price"]["source"] if line.get("price") else ""  # statements stored before it: none
+        writer.writerow(["charges", "jobs", line["model"], line["price_book_version"], source, line["tokens"],
                          amount["currency"], amount["value"]])
-    writer.writerow(["charges", "paid", "", "", body["charges"]["paid_tokens"], "", ""])
-    writer.writerow(["charges", "vouchers", "", "", body["charges"]["voucher_tokens"], "", ""])
-    writer.writerow(["refunds", "released", "", "", body["refunds"]["released_tokens"], "", ""])
+    writer.writerow(["charges", "paid", "", "", "", body["charges"]["paid_tokens"], "", ""])
+    writer.writerow(["charges", "vouchers", "", "", "", body["charges"]["voucher_tokens"], "", ""])
+    writer.writerow(["refunds", "released", "", "", "", body["refunds"]["released_tokens"], "", ""])
     for item in ("opening_balance", "granted", "spent", "expired", "closing_balance"):
-        writer.writerow(["vouchers", item, "", "", body["vouchers"][item], "", ""])
-    writer.writerow(["balance", "closing", "", "", body["closing_balance"], "", ""])
-    writer.writerow(["balance", "pending_at_close", "", "", body["pending_at_close"], "", ""])
+        writer.writerow(["vouchers", item, "", "", "", body["vouchers"][item], "", ""])
+    writer.writerow(["balance", "closing", "", "", "", body["closing_balance"], "", ""])
+    writer.writerow(["balance", "pending_at_close", "", "", "", body["pending_at_close"], "", ""])
     return out.getvalue()
 
 
@@ -201,7 +204,7 @@ def statement_pdf(body: dict[str, Any]) -> bytes:
     pdf.cell(0, 6, _latin1(f"{body['period']['start']} to {body['period']['end']}, {status}"),
              new_x="LMARGIN", new_y="NEXT")
     rows = list(csv.reader(io.StringIO(statement_csv(body))))
-    widths = (24, 30, 40, 26, 26, 18, 26)
+    widths = (22, 24, 34, 24, 20, 24, 18, 24)
     for index, row in enumerate(rows):
         pdf.set_font("Helvetica", "B" if index == 0 else "", 9)
         for width, value in zip(widths, row, strict=True):

@@ -30,7 +30,6 @@ __all__ = [
     "AuditHead",
     "Base",
     "Batch",
-    "CacheBand",
     "CacheEntry",
     "EngineBreaker",
     "Feedback",
@@ -39,6 +38,7 @@ __all__ = [
     "Plan",
     "PriceBook",
     "RegisteredWorker",
+    "ServedModel",
     "Statement",
     "Template",
     "Tenant",
@@ -376,8 +376,9 @@ class RegisteredWorker(Base):
 
     id: Mapped[str] = mapped_column(String(80), primary_key=True)
     gpu_name: Mapped[str] = mapped_column(String(100))
-    memory_total_bytes: Mapped[int] = mapped_column(BigInteger)
+    memory_total_bytes: Mapped[int] = mapped_column(BigInteger)  # per device
     memory_free_bytes: Mapped[int] = mapped_column(BigInteger)
+    devices: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # one job spans them all
     models_served: Mapped[list[str]] = mapped_column(JSON)
     models_held: Mapped[list[str]] = mapped_column(JSON)  # loaded now
     model_load_s: Mapped[dict[str, Any]] = mapped_column(JSON)  # model -> seconds its last load took
@@ -431,7 +432,8 @@ class AuditHead(Base):
 
 class CacheEntry(Base):
     """A completed job whose clip can be served again. fingerprint: everything that determines the output
-    (exact hits); shape_key: the same without the prompt (similar hits compare prompts within it)."""
+    (exact hits); similar_key: the shape and the prompt's canonical form (similar hits); None when the
+    prompt has no canonical form (or was indexed before canonical forms existed): exact hits only."""
 
     __tablename__ = "cache_entries"
 
@@ -439,21 +441,14 @@ class CacheEntry(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     fingerprint: Mapped[str] = mapped_column(String(64))
     shape_key: Mapped[str] = mapped_column(String(64))
-    prompt: Mapped[str] = mapped_column(Text)  # normalised
+    similar_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    prompt: Mapped[str] = mapped_column(Text)  # the canonical form, for people reading the index
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (
         Index("ix_cache_entries_fingerprint", "fingerprint"),
+        Index("ix_cache_entries_similar_key", "similar_key"),
     )
-
-
-class CacheBand(Base):
-    """MinHash LSH: one row per band of an entry's signature; similar prompts share a band key."""
-
-    __tablename__ = "cache_bands"
-
-    band_key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("cache_entries.job_id"), primary_key=True)
 
 
 class Statement(Base):
@@ -583,3 +578,12 @@ class WebhookDelivery(Base):
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_tenant_seq", "tenant_id", "seq"),
     )
+
+
+class ServedModel(Base):
+    """A configured model id and when this platform first served it (the models list's `created`)."""
+
+    __tablename__ = "served_models"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

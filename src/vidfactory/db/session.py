@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["SessionFactory", "make_engine", "make_session_factory", "is_sqlite"]
+__all__ = ["SessionFactory", "is_sqlite", "make_engine", "make_session_factory", "sqlalchemy_url"]
 
 SessionFactory = sessionmaker[Session]
 sqlite_busy_timeout_ms = 30_000
@@ -17,7 +17,21 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+# The URL schemes other tools write for PostgreSQL (libpq, Heroku, Django): all mean the psycopg 3 driver here.
+postgres_schemes = ("postgres://", "postgresql://")
+postgres_driver_scheme = "postgresql+psycopg://"
+
+
+def sqlalchemy_url(url: str) -> str:
+    """`url` with a plain PostgreSQL scheme mapped to the installed driver (psycopg 3, not psycopg2)."""
+    for scheme in postgres_schemes:
+        if url.startswith(scheme):
+            return postgres_driver_scheme + url.removeprefix(scheme)
+    return url
+
+
 def make_engine(url: str) -> Engine:
+    url = sqlalchemy_url(url)
     if not is_sqlite(url):
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40)
     path = url.removeprefix("sqlite:///")

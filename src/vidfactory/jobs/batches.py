@@ -11,13 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import pricebooks
 from vidfactory.billing.ledger import InsufficientBalance
 from vidfactory.billing.pricebook import money
 from vidfactory.billing.tokens import TokenCounter
-from vidfactory.db.models import Batch
+from vidfactory.db.models import Batch, Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.idempotency import Outcome
 from vidfactory.jobs.prompting import PromptRequest, find_template, resolve_prompt, template_reference
@@ -30,7 +31,10 @@ from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage.local import LocalStorage
 from vidfactory.tenancy import Caller
 
-__all__ = ["BatchSpec", "batch_quote", "batch_reference", "submit_batch"]
+__all__ = ["BatchSpec", "batch_quote", "batch_reference", "find_batch", "job_states", "status_counts", "submit_batch",
+           "tenant_batches"]
+
+job_states = ("queued", "in_progress", "completed", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -109,9 +113,10 @@ def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Call
                  idempotency: tuple[str, str] | None = None, *, screens: PromptScreens,
                  storage: LocalStorage, reference: ReferenceImage | None = None) -> Outcome:
     """`reference`: the template's image (`batch_reference`), copied to each job in `storage`. Raises
-    PromptError / InvalidRequest (nothing created), PromptRejected or InsufficientBalance when `atomic`
-    and an item is blocked or the balance cannot hold every item (nothing held), IdempotencyConflict;
+    PromptError / InvalidRequest / ImageRejected (nothing created), PromptRejected or InsufficientBalance
+    when `atomic` and an item is blocked or the balance cannot hold every item (nothing held), IdempotencyConflict;
     then no file is left stored."""
+    screens.images.check(reference, "template")  # one image for every item: screened once, before all else
     batch_id = f"batch_{uuid.uuid4().hex}"
     prepared, blocked = _prepare(sessions, settings, counter_for, caller, spec, batch_id, chars_max, screens,
                                  reference)
@@ -154,3 +159,26 @@ def batch_quote(session: Session, batch: Batch) -> dict[str, Any]:
     book = pricebooks.get(session, batch.price_book_version)
     return {"items": batch.items_total, "total_tokens": batch.total_tokens, "price_book_version":
             batch.price_book_version, "currency": book.currency, "amount": str(money(book, batch.total_tokens))}
+
+
+def tenant_batches(session: Session, tenant_id: str, limit: int) -> list[Batch]:
+    """The tenant's batches, newest first."""
+    return list(session.scalars(select(Batch).where(Batch.tenant_id == tenant_id)
+                                .order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit)))
+
+
+def find_batch(session: Session, tenant_id: str, batch_id: str) -> Batch | None:
+    """The tenant's batch of that id; another tenant's is None, as a missing one."""
+    return session.scalar(select(Batch).where(Batch.id == batch_id, Batch.tenant_id == tenant_id))
+
+
+def status_counts(session: Session, batches: list[Batch]) -> dict[str, dict[str, int]]:
+    """Per batch: its items by job state, every state present, and the items rejected at submission."""
+    counts: dict[str, dict[str, int]] = {b.id: dict.fromkeys(job_states, 0) | {"rejected": len(b.rejected)}
+                                         for b in batches}
+    if batches:
+        for batch_id, status, count in session.execute(
+                select(Job.batch_id, Job.status, func.count()).where(Job.batch_id.in_(list(counts)))
+                .group_by(Job.batch_id, Job.status)):
+            counts[batch_id][status] = count
+    return counts

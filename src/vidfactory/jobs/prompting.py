@@ -20,7 +20,7 @@ from vidfactory.settings import Settings
 from vidfactory.storage.local import LocalStorage
 
 __all__ = ["PromptRequest", "ResolvedPrompt", "enhance_mode", "find_template", "llm_endpoint", "resolve_prompt",
-           "template_from_row", "template_reference"]
+           "template_from_row", "template_reference", "tenant_templates"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,12 @@ def find_template(session: Session, tenant_id: str, name: str) -> Template:
         raise InvalidRequest("template", f"no template {name!r}; GET /v1/templates lists them",
                              code="template_not_found")
     return template
+
+
+def tenant_templates(session: Session, tenant_id: str) -> list[Template]:
+    """The tenant's own templates by name (the built-in library is `prompts.library.library`)."""
+    rows = session.scalars(select(TemplateRow).where(TemplateRow.tenant_id == tenant_id).order_by(TemplateRow.name))
+    return [template_from_row(row) for row in rows]
 
 
 def llm_endpoint(settings: Settings) -> enhancement.LlmEndpoint | None:

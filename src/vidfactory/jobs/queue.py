@@ -21,6 +21,7 @@ from vidfactory.db.models import Asset, Job, Transfer
 from vidfactory.db.types import utcnow
 from vidfactory.failures import ErrorType, caller_caused, failure_types
 from vidfactory.notify.events import billing_event, video_event, voucher_event
+from vidfactory.observability.redact import redact_paths
 
 __all__ = [
     "AssetRecord",
@@ -303,6 +304,11 @@ def pending_reviews(session: Session, limit: int) -> list[Job]:
                                 .order_by(Job.created_at, Job.id).limit(limit)))
 
 
+def _shown_message(message: str) -> str:
+    """A failure as its tenant reads it (video object, webhooks): no server paths; the worker's log has all."""
+    return redact_paths(message)[:error_message_chars_max]
+
+
 def fail(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str | None, error_type: str,
          message: str) -> Transfer | None:
     """Job failed and its hold voided: a failure never costs the tenant. Where the job's price book
@@ -311,7 +317,7 @@ def fail(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str
     job = session.get(Job, job_id)
     assert job is not None, f"no job {job_id}"
     _transition(session, job_id, expected=expected, owner=owner, values={
-        "status": "failed", "error_type": error_type, "error_message": message[:error_message_chars_max],
+        "status": "failed", "error_type": error_type, "error_message": _shown_message(message),
         "completed_at": utcnow(), "lease_owner": None, "lease_expires_at": None})
     ledger.void_all(session, job.hold_leg_ids, memo=f"refund {job_id}: {error_type}")
     _announce(session, job_id, "video.failed", ("billing.released", 0))
@@ -326,7 +332,7 @@ def requeue(session: Session, job_id: str, *, owner: str | None, run_after: date
     """Back to the queue for another attempt; the hold stays. `memory_mode`: the mode the next attempt must
     use at least (an out-of-memory retry)."""
     values = {"status": "queued", "run_after": run_after, "lease_owner": None, "lease_expires_at": None,
-              "progress": 0, "error_type": error_type, "error_message": message[:error_message_chars_max]}
+              "progress": 0, "error_type": error_type, "error_message": _shown_message(message)}
     if memory_mode is not None:
         values["memory_mode"] = memory_mode
     _transition(session, job_id, expected=("in_progress",), owner=owner, values=values)
@@ -359,7 +365,7 @@ def release(session: Session, job_id: str, *, owner: str, error_type: str, messa
     _transition(session, job_id, expected=("in_progress",), owner=owner, values={
         "status": "queued", "attempts": Job.attempts - 1, "run_after": utcnow(), "lease_owner": None,
         "lease_expires_at": None, "progress": 0, "error_type": error_type,
-        "error_message": message[:error_message_chars_max]})
+        "error_message": _shown_message(message)})
 
 
 def record_remote_task(session: Session, job_id: str, owner: str, *, engine: str, task_id: str) -> None:

@@ -1,1 +1,1 @@
-"""Request ids and structured request logs (one JSON line per request)."""
+"""Request ids and structured request logs (one JSON line per request); dependency probes (health)."""

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -22,21 +22,19 @@ from vidfactory.api.render import timestamp
 from vidfactory.api.schemas import BatchCreate, prompt_chars_max
 from vidfactory.db.models import Asset, Batch, Job
 from vidfactory.idempotency import fingerprint
-from vidfactory.jobs.batches import BatchSpec, batch_quote, batch_reference, submit_batch
+from vidfactory.jobs.batches import (BatchSpec, batch_quote, batch_reference, find_batch, status_counts,
+                                    submit_batch, tenant_batches)
 from vidfactory.tenancy import Caller
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 page_size_max = 100
-job_states = ("queued", "in_progress", "completed", "failed", "cancelled")
 manifest_columns = ("item", "video_id", "file", "variables", "ab_group", "prompt", "seed", "status", "sha256")
 
 
 def batch_object(session: Session, batch: Batch) -> dict[str, Any]:
     jobs = list(session.scalars(select(Job).where(Job.batch_id == batch.id).order_by(Job.batch_item)))
-    counts = {state: 0 for state in job_states} | {"rejected": len(batch.rejected)}
-    for job in jobs:
-        counts[job.status] += 1
+    counts = status_counts(session, [batch])[batch.id]
     items = [{"item": job.batch_item, "video_id": job.id, "status": job.status, "ab_group": job.ab_group,
               "variables": job.variables} for job in jobs]
     return {"id": batch.id, "object": "batch", "created_at": timestamp(batch.created_at), "template": batch.template,
@@ -47,7 +45,7 @@ def batch_object(session: Session, batch: Batch) -> dict[str, Any]:
 
 def owned_batch(session: Session, caller: Caller, batch_id: str) -> Batch:
     checked_id("batch", batch_id)
-    batch = session.scalar(select(Batch).where(Batch.id == batch_id, Batch.tenant_id == caller.tenant_id))
+    batch = find_batch(session, caller.tenant_id, batch_id)
     if batch is None:
         raise not_found("batch", batch_id)
     return batch
@@ -82,17 +80,11 @@ async def create_batch(body: BatchCreate, ctx: ContextDep, caller: CallerDep,
 def list_batches(session: SessionDep, caller: CallerDep,
                  limit: Annotated[int, Query(ge=1, le=page_size_max)] = 20) -> dict[str, Any]:
     """Newest first, without their items (GET one batch for those)."""
-    batches = list(session.scalars(select(Batch).where(Batch.tenant_id == caller.tenant_id)
-                                   .order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit)))
-    counts: dict[str, dict[str, int]] = {batch.id: {} for batch in batches}
-    rows = session.execute(select(Job.batch_id, Job.status, func.count()).where(
-        Job.batch_id.in_(list(counts))).group_by(Job.batch_id, Job.status)) if batches else []
-    for batch_id, status, count in rows:
-        counts[batch_id][status] = count
+    batches = tenant_batches(session, caller.tenant_id, limit)
+    counts = status_counts(session, batches)
     return {"object": "list", "data": [
         {"id": b.id, "object": "batch", "created_at": timestamp(b.created_at), "template": b.template,
-         "items_total": b.items_total, "counts": {s: counts[b.id].get(s, 0) for s in job_states}
-         | {"rejected": len(b.rejected)}} for b in batches]}
+         "items_total": b.items_total, "counts": counts[b.id]} for b in batches]}
 
 
 @router.get("/{batch_id}")

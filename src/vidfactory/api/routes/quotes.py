@@ -10,6 +10,7 @@ from vidfactory.api.context import AppContext
 from vidfactory.api.deps import CallerDep, ContextDep
 from vidfactory.api.routes.videos import to_video_request
 from vidfactory.api.schemas import AmountPublic, QuotePrompt, QuotePublic
+from vidfactory.billing.pricebook import model_price
 from vidfactory.jobs.screening import screen_prompt
 from vidfactory.jobs.submit import Priced, VideoRequest, price_now
 from vidfactory.tenancy import Caller
@@ -39,6 +40,8 @@ async def create_quote(request: Request, ctx: ContextDep, caller: CallerDep) -> 
     q = priced.quote
     return QuotePublic(model=priced.model.id, price_book_version=priced.price_book_version, method=q.method,
                        input_tokens=q.input_tokens, output_tokens=q.output_tokens, total_tokens=q.total_tokens,
-                       amount=AmountPublic(currency=q.currency, value=str(q.amount)), warnings=priced.warnings,
+                       amount=AmountPublic(currency=q.currency, value=str(q.amount)),
+                       price=model_price(priced.book, priced.price_book_version, priced.model.id),
+                       warnings=priced.warnings,
                        prompt=QuotePrompt(billed=priced.prompt, user=video_request.user_prompt or video_request.prompt,
                                           enhancement=video_request.enhancement))
