@@ -114,6 +114,34 @@ def tenant_create(name: str, plan: Annotated[str, typer.Option()] = "free", as_j
           f"created tenant {tenant.name} ({tenant.id}) on plan {tenant.plan_id}")
 
 
+@tenant_app.command("suspend")
+def tenant_suspend(tenant: str, reason: Annotated[str, typer.Option(help="Why; shown in the tenant's 403s.")],
+                   as_json: JsonFlag = False) -> None:
+    """Suspend TENANT (id or name): no new submissions or keys; queued and running jobs finish."""
+    from vidfactory.tenancy import TenancyError, suspend_tenant
+
+    try:
+        with _sessions().begin() as session:
+            row = suspend_tenant(session, tenant, reason, actor=cli_actor)
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"id": row.id, "suspended": True, "reason": row.suspended_reason},
+          f"suspended tenant {row.name} ({row.id}): {row.suspended_reason}")
+
+
+@tenant_app.command("resume")
+def tenant_resume(tenant: str, as_json: JsonFlag = False) -> None:
+    """Lift TENANT's suspension."""
+    from vidfactory.tenancy import TenancyError, resume_tenant
+
+    try:
+        with _sessions().begin() as session:
+            row = resume_tenant(session, tenant, actor=cli_actor)
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"id": row.id, "suspended": False}, f"tenant {row.name} ({row.id}) is active")
+
+
 def _tenant_object(tenant) -> dict:
     return {"id": tenant.id, "name": tenant.name, "plan": tenant.plan_id, "created_at": tenant.created_at.isoformat()}
 
@@ -575,7 +603,7 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
         dispatchers = start_dispatcher(settings, sessions, stop)  # the outbox is drained by workers too
         loop.run(stop)
         for thread in dispatchers:
-            thread.join(settings.webhook_timeout_s + 5)
+            thread.join(settings.webhook_send_deadline_s + 5)
     finally:
         if devices.parallel:
             stop_followers()

@@ -27,7 +27,7 @@ from vidfactory.media.encode import decode_mp4, encode_mp4
 from vidfactory.media.errors import MediaError
 from vidfactory.media.hashes import FileHashes, file_hashes
 from vidfactory.media.label import BrandMark, LabelSpec, apply_brand, apply_label
-from vidfactory.media.preview import spritesheet_jpeg, thumbnail_jpeg
+from vidfactory.media.preview import spritesheet_image, thumbnail_image
 from vidfactory.media.provenance import AIGC_KEY, AigcLabel, SigningKey, sign_c2pa
 from vidfactory.media.qc import QcReport, QcThresholds, run_qc
 from vidfactory.media.watermark import embed_watermark
@@ -176,14 +176,14 @@ def render(frames: np.ndarray, fps: int, clip: ClipIdentity, provenance: Provena
                         generator=generator_name)
     # 4. Previews, from the labelled frames.
     with watch.stage("previews"):
-        thumbnail, spritesheet = thumbnail_jpeg(frames), spritesheet_jpeg(frames)
+        thumbnail, spritesheet = thumbnail_image(frames), spritesheet_image(frames)
     # 5. Hashes of every file that will be stored.
     with watch.stage("hashes"):
         files = [RenderedFile(variant, filename, content_type, data, file_hashes(data))
                  for variant, filename, content_type, data in (
                      ("video", "video.mp4", "video/mp4", mp4),
-                     ("thumbnail", "thumbnail.jpg", "image/jpeg", thumbnail),
-                     ("spritesheet", "spritesheet.jpg", "image/jpeg", spritesheet))]
+                     ("thumbnail", "thumbnail.webp", "image/webp", thumbnail),
+                     ("spritesheet", "spritesheet.webp", "image/webp", spritesheet))]
     return Rendition(files, watch.stage_s)
 
 

@@ -34,7 +34,7 @@ from vidfactory.notify.events import billing_event, ensure_job_secret, video_eve
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage.local import LocalStorage
-from vidfactory.tenancy import Caller
+from vidfactory.tenancy import Caller, check_not_suspended
 
 __all__ = ["ActiveJobsLimit", "Priced", "StagedFiles", "VideoRequest", "clean_prompt", "enqueue", "price",
            "price_now", "reference_key", "regeneration_seed", "run_once_staged", "submit"]
@@ -233,6 +233,7 @@ def enqueue(session: Session, settings: Settings, caller: Caller, request: Video
     """Hold the quote and insert the queued job, in the caller's transaction: every path that creates
     a job goes through here, so each job has exactly one hold."""
     assert priced.quote.total_tokens > 0
+    check_not_suspended(session, caller.tenant_id)
     job_id = f"video_{uuid.uuid4().hex}"
     hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
                        expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
@@ -245,6 +246,8 @@ def enqueue(session: Session, settings: Settings, caller: Caller, request: Video
         ensure_job_secret(session, caller.tenant_id)
     video_event(session, job, "video.queued")
     billing_event(session, job, "billing.hold_created", None)
+    if review is not None:
+        queue.require_review(session, job.id)
     return job
 
 

@@ -47,6 +47,8 @@ def sniff_mime(data: bytes) -> str | None:
         return "video/mp4"
     if data.startswith(jpeg_magic):
         return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
     return None
 
 
