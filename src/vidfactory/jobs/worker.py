@@ -1,6 +1,7 @@
 """The worker loop: claim, generate with the loaded pipeline, post-process, store, settle.
 
-One Worker owns its engines (kept loaded across jobs) and generates one job at a time. With
+One Worker owns its engines (kept loaded across jobs) and generates one job at a time; a cache hit is
+only post-processing (its source's clip re-labelled as its own), with no engine. With
 `overlap_post_processing` the finished clip is post-processed (jobs/output.py) in a thread while the
 engine starts on the next job; at most one clip is in post-processing at a time. `vidfactory worker`
 runs one Worker in its own process; `vidfactory serve` runs `workers_in_process` of them in threads.
@@ -113,6 +114,7 @@ class Worker:
         self.provenance: output.Provenance | None = None  # loaded on the first clip
         self.post_thread: threading.Thread | None = None  # the clip being post-processed, if any
         self.frame_steps = output.frame_steps(settings)
+        self.relabel_steps = output.frame_steps(settings, relabelling=True)
         self.stop: threading.Event | None = None  # set: finish the job in hand, then leave
         self.stop_seen_at: float | None = None
 
@@ -276,18 +278,14 @@ class Worker:
         post-processing thread it is passed to, once the outcome is recorded, handed back or given up."""
         post_processing = False
         try:
+            if job.cache_hit_job_id is not None:
+                # A cache hit needs no engine: re-labelling its source's clip is all post-processing.
+                post_processing = self._post_process(job, lease, lambda: self._relabel(job, lease), wait)
+                return
             video = self._generate_or_end(job, lease)
             if video is None:
                 return
-            # 2. Post-process. One clip at a time: the previous one must be recorded before this one starts.
-            self.drain()
-            if wait or not self.settings.overlap_post_processing:
-                self._post_process(job, lease, video)
-                return
-            self.post_thread = threading.Thread(target=self._post_process, args=(job, lease, video),
-                                                name=f"post-{job.id}", daemon=True)
-            self.post_thread.start()
-            post_processing = True
+            post_processing = self._post_process(job, lease, lambda: self._deliver(job, lease, video), wait)
         finally:
             if not post_processing:
                 lease.release()
@@ -307,6 +305,19 @@ class Worker:
         except Exception as exc:  # every failure is classified, recorded and refunded below
             self._handle_failure(job, lease, exc, memory_mode)
         return None
+
+    def _post_process(self, job: Job, lease: Lease, deliver: Callable[[], None], wait: bool) -> bool:
+        """2. Post-process, one clip at a time: the previous one must be recorded before this one starts.
+        With overlap on (and `wait` off) it runs in a thread, leaving the engine free for the next job; True
+        then (the thread releases the lease)."""
+        self.drain()
+        if wait or not self.settings.overlap_post_processing:
+            self._record_outcome(job, lease, deliver)
+            return False
+        self.post_thread = threading.Thread(target=self._record_outcome, args=(job, lease, deliver),
+                                            name=f"post-{job.id}", daemon=True)
+        self.post_thread.start()
+        return True
 
     def _hand_back(self, job: Job, lease: Lease, exc: GenerationAbandoned) -> None:
         """Back to the queue without using the attempt: the worker is stopping, or the database was lost
@@ -392,9 +403,9 @@ class Worker:
             raise MediaError(f"the stored reference image {job.reference_key} does not match its SHA-256")
         return center_crop(decode_rgb(data), job.width, job.height)
 
-    def _post_process(self, job: Job, lease: Lease, video: GeneratedVideo) -> None:
+    def _record_outcome(self, job: Job, lease: Lease, deliver: Callable[[], None]) -> None:
         try:
-            self._deliver(job, lease, video)
+            deliver()
         except LeaseExpired as exc:
             self._hand_back(job, lease, exc)
         except queue.StaleJob as exc:  # reaped meanwhile, or a dropped commit that had in fact landed
@@ -439,6 +450,42 @@ class Worker:
         log.info("job %s %s: %d frames, %d bytes, %d tokens; %s", job.id,
                  "held for review" if reviews else "completed", len(video.frames), assets[0].size_bytes,
                  job.total_tokens, ", ".join(f"{name} {s:.2f} s" for name, s in rendition.stage_s.items()))
+
+    def _relabel(self, job: Job, lease: Lease) -> None:
+        """A cache hit: the source's delivered clip, decoded and rendered again as this job's own (its
+        watermark, AIGC ProduceID and C2PA manifest name this job), posted at the cache rate. The label and
+        brand are in the source's pixels already, and its quality checks and screening passed."""
+        # 1. Stop here if the job was cancelled, or its lease lost, while it waited.
+        if self._stopped_meanwhile(job, lease):
+            return
+        # 2. The source's clip; when it was deleted meanwhile, the job is generated like a miss instead.
+        source = self._source_clip(job, lease)
+        if source is None:
+            self._finish(lease, lambda s: queue.forget_cache_hit(s, job.id, owner=self.worker_id), job,
+                         f"requeued to generate: its cached source {job.cache_hit_job_id} is gone")
+            return
+        frames = output.delivered_frames(source)
+        # 3. Render every file under this job's identity, store, deliver and settle.
+        clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job, lease))
+        rendition = output.render(frames, job.fps, clip, self._provenance(), steps=self.relabel_steps)
+        self._set_progress(lease, stored_progress_pct)
+        assets = output.store(rendition, clip, self.storage)
+        charge = lease.transact(lambda session: queue.complete_cache_hit(session, job, self.worker_id, assets),
+                                "the outcome")
+        log.info("job %s completed from the cache (%s): %d bytes, %d tokens; %s", job.id, job.cache_hit_job_id,
+                 assets[0].size_bytes, charge, ", ".join(f"{name} {s:.2f} s" for name, s in rendition.stage_s.items()))
+
+    def _source_clip(self, job: Job, lease: Lease) -> bytes | None:
+        """The bytes of the video a cache hit copies, or None when it was deleted since the hit."""
+        source_id = job.cache_hit_job_id
+        assert source_id is not None
+        key = lease.transact(lambda session: queue.delivered_video_key(session, source_id), "the cached source")
+        if key is None:
+            return None
+        try:
+            return self.storage.read(key)
+        except FileNotFoundError:  # deleted between the query and the read
+            return None
 
     def _record_engine_run(self, session: Session, job: Job, video: GeneratedVideo) -> None:
         """What the engine reported about the run; a hosted service that delivered closes its breaker."""
