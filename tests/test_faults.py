@@ -326,9 +326,15 @@ def test_a_database_blip_during_admission_answers_503_and_charges_nothing(tmp_pa
                 balance = ledger.balance(s, tenant.id)
                 assert (balance.available, balance.pending) == (1000, 0)
             proxy.restore()
-            accepted = client.post("/v1/videos", headers=headers, json=body)
+            # The key's reservation could not be released while the database was away: until it lapses a
+            # retry is told the first request may still be running, never admitted a second time.
+            retried = client.post("/v1/videos", headers=headers, json=body)
+            assert retried.status_code == 409, retried.text
+            assert retried.json()["error"]["code"] == "idempotency_in_progress"
+            fresh = {**tenant.headers, "Idempotency-Key": "admission-after-blip"}
+            accepted = client.post("/v1/videos", headers=fresh, json=body)
             assert accepted.status_code == 200, accepted.text
-            replayed = client.post("/v1/videos", headers=headers, json=body)
+            replayed = client.post("/v1/videos", headers=fresh, json=body)
             assert replayed.json()["id"] == accepted.json()["id"]
     with direct() as s:
         [queued] = s.scalars(select(Job).where(Job.tenant_id == tenant.id)).all()
