@@ -371,3 +371,13 @@ def test_doctor_reports_each_dependency_and_fails_on_any_failure(tmp_path, datab
     assert json.loads(unconfigured.stdout)["checks"] == [{"name": "configuration", "status": "fail", "detail":
                                                           "VIDFACTORY_MODELS is not valid JSON: Expecting value at "
                                                           "line 1 column 2"}]
+
+
+def test_suspend_blocks_new_keys_until_resumed(cli):
+    cli.json("admin", "tenant", "create", "acme")
+    suspended = cli.json("admin", "tenant", "suspend", "acme", "--reason", "unpaid invoice")
+    assert suspended["suspended"] is True and suspended["reason"] == "unpaid invoice"
+    assert_refused(cli("admin", "key", "create", "acme"), "is suspended (unpaid invoice)")
+    assert_refused(cli("admin", "tenant", "suspend", "nobody", "--reason", "x"), "error: no tenant 'nobody'")
+    assert cli.json("admin", "tenant", "resume", "acme")["suspended"] is False
+    assert cli.json("admin", "key", "create", "acme")["key"].startswith("vf_")
