@@ -142,8 +142,8 @@ def _folding() -> _Folding:
 class Normalised:
     """`text` holds only word and Han characters. `break_list` holds the positions with a separator (or
     the start) before them, `spaced_list` those whose separator included white space, `leet_at` those
-    that were a digit or symbol read as a letter. The per-character views (`kinds`, `breaks`, `leet`,
-    `origin`) are computed when first asked for."""
+    that were a digit or symbol read as a letter. The per-character views (`breaks`, `origin`) are
+    computed when first asked for."""
 
     text: str
     break_list: tuple[int, ...]
@@ -161,17 +161,8 @@ class Normalised:
         return _han.search(self.text) is not None
 
     @cached_property
-    def kinds(self) -> str:
-        """'h' for a Han character, 'w' for a word character, one per character of `text`."""
-        return "".join("h" if is_han(ch) else "w" for ch in self.text)
-
-    @cached_property
     def breaks(self) -> tuple[bool, ...]:
         return tuple(i in self.break_set for i in range(len(self.text)))
-
-    @cached_property
-    def leet(self) -> tuple[bool, ...]:
-        return tuple(i in self.leet_at for i in range(len(self.text)))
 
     def _origin_of(self, i: int) -> int:
         segment = bisect.bisect_right(self.break_list, i) - 1

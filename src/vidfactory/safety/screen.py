@@ -222,9 +222,10 @@ class Screener:
         its syllables may be split by separators ("se qing")."""
         if self._text is None or not n.text:
             return [], []
-        text, starts, leets = n.text, n.break_set, n.leet_at
+        text, leets = n.text, n.leet_at
         spelled, typed = [], []
         for last, keys in self._text.iter(text):
+            starts = n.break_set  # built on the first hit only: most prompts have none
             for key in keys:
                 start, end = last - key.length + 1, last + 1
                 if key.typed:
