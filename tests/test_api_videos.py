@@ -129,6 +129,18 @@ def test_bad_parameters_are_400_with_param_and_change_nothing(client, ctx, body,
     assert balance(client, tenant)["available"] == 10_000
 
 
+@pytest.mark.parametrize("metadata", [{"campaign": "spring\x00"}, {"campaign": "\x1b[31mred"},
+                                      {"camp\x07aign": "spring"}, {"campaign": "line\x85next"}])
+def test_metadata_with_control_characters_is_400_and_changes_nothing(client, ctx, metadata):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    response = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a cat", **small,
+                                                                       "metadata": metadata})
+    assert response.status_code == 400, response.text
+    error = error_of(response)
+    assert error["param"].startswith("metadata") and "control characters" in error["message"]
+    assert balance(client, tenant)["available"] == 10_000
+
+
 def test_idempotent_replay_and_conflict(client, ctx):
     tenant = new_tenant(ctx.sessions, tokens=10_000)
     headers = {**tenant.headers, "Idempotency-Key": "order-42"}

@@ -47,3 +47,11 @@ def test_writers_lock_at_begin_and_readers_defer(sqlite_url):
         session.execute(text("SELECT 1"))
     engine.dispose()
     assert begins == ["BEGIN", "BEGIN IMMEDIATE"]
+
+
+def test_postgres_connections_never_jit_compile(postgres_url):
+    """JIT compiling the claim cost 250 ms on a 100,000-job queue for a query that runs in under 1 ms."""
+    engine = make_engine(postgres_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SHOW jit")).scalar() == "off"
+    engine.dispose()

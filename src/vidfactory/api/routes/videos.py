@@ -17,6 +17,7 @@ from vidfactory.api.deps import CallerDep, ContextDep, IdempotencyKeyHeader, Ses
 from vidfactory.api.errors import ApiError, checked_id, not_found
 from vidfactory.api.render import file_hashes_by_job, timestamp, video_object
 from vidfactory.api.schemas import FeedbackCreate, RegenerateCreate, prompt_chars_max
+from vidfactory.api.uploads import image_gate
 from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Feedback, Job
 from vidfactory.db.types import utcnow
@@ -98,7 +99,8 @@ async def create_video(
     request: Request, ctx: ContextDep, caller: CallerDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
-    sent = await read_video_create(request, ctx.settings.upload_bytes_max)
+    sent = await read_video_create(request, ctx.settings.upload_bytes_max,
+                                   image_gate(ctx, caller, needs_balance=True))
     video_request = await run_in_threadpool(to_video_request, ctx, caller, sent)
     idempotency = None
     if idempotency_key is not None:
@@ -162,8 +164,8 @@ def delete_video(video_id: str, ctx: ContextDep, caller: CallerDep) -> dict[str,
         assets = list(session.scalars(select(Asset).where(Asset.job_id == job.id)))
         job.deleted_at = utcnow()
         session.flush()
-        # A cache hit's assets name its source's files (and the source serves later hits): a file goes
-        # only when no job that is not deleted still names it.
+        # A cache hit delivered before hits were re-labelled names its source's files: a file goes only
+        # when no job that is not deleted still names it.
         kept = set(session.scalars(select(Asset.storage_key).join(Job, Job.id == Asset.job_id).where(
             Asset.storage_key.in_([a.storage_key for a in assets]), Job.deleted_at.is_(None))))
     for asset in assets:
