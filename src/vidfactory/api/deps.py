@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from vidfactory.api.context import AppContext
 from vidfactory.api.errors import ApiError
-from vidfactory.api.ratelimit import LimiterUnavailable, Window, retry_after_s
+from vidfactory.api.ratelimit import LimiterUnavailable, Window, client_address, enforce, retry_after_s
 from vidfactory.jobs.verification import Scope
 from vidfactory.observability.requests import set_request_tenant
 from vidfactory.tenancy import Caller, authenticate
@@ -44,33 +44,40 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def get_caller(request: Request, ctx: ContextDep) -> Caller:
-    token = _bearer(request)
-    with ctx.sessions() as session:
-        caller = authenticate(session, token)
-    if caller is None:
-        raise ApiError(401, "invalid_api_key", "the API key is not valid or was revoked")
-    set_request_tenant(request.state, caller.tenant_id)
-    if ctx.settings.rate_limit_enabled:
-        _rate_limit(ctx, caller)
-    return caller
+def _failed_auth_window(request: Request, ctx: AppContext) -> Window:
+    address = client_address(request.client.host if request.client else None,
+                             request.headers.get("x-forwarded-for"), ctx.trusted_proxies)
+    return Window(f"failed-auth:{address}", ctx.settings.failed_auth_per_minute)
 
 
-def _rate_limit(ctx: AppContext, caller: Caller) -> None:
-    """Per key and per tenant; the key hashed into the tenant's slot, so both live together in Redis."""
-    per_key = Window(f"{{{caller.tenant_id}}}:key:{caller.api_key_id}", caller.requests_per_minute)
-    per_tenant = Window(f"{{{caller.tenant_id}}}:tenant", caller.tenant_requests_per_minute)
+def _check_failed_auth(request: Request, ctx: AppContext, *, record: bool) -> None:
+    """429 while the client's address has used up its failed attempts (recording one more when `record`)."""
+    if not ctx.settings.rate_limit_enabled:
+        return
     try:
-        verdict = ctx.limiter.check([per_key, per_tenant])
+        verdict = ctx.limiter.check([_failed_auth_window(request, ctx)], record=record)
     except LimiterUnavailable as exc:
         raise ApiError(503, "rate_limiter_unavailable", "the rate limiter is unavailable; retry shortly",
                        headers={"Retry-After": "1"}) from exc
-    if verdict.window is None:
-        return
-    scope, limit = ("key", caller.requests_per_minute) if verdict.window is per_key else (
-        "tenant", caller.tenant_requests_per_minute)
-    raise ApiError(429, "rate_limit_exceeded", f"plan {caller.plan} allows {limit} requests per minute per {scope}",
-                   headers={"Retry-After": str(retry_after_s(verdict.wait_s))})
+    if verdict.window is not None:
+        raise ApiError(429, "too_many_failed_attempts", f"too many failed API key attempts from your address; "
+                       f"at most {ctx.settings.failed_auth_per_minute} a minute",
+                       headers={"Retry-After": str(retry_after_s(verdict.wait_s))})
+
+
+def get_caller(request: Request, ctx: ContextDep) -> Caller:
+    token = _bearer(request)
+    _check_failed_auth(request, ctx, record=False)
+    with ctx.sessions() as session:
+        caller = authenticate(session, token)
+    if caller is None:
+        _check_failed_auth(request, ctx, record=True)
+        raise ApiError(401, "invalid_api_key", "the API key is not valid or was revoked")
+    set_request_tenant(request.state, caller.tenant_id)
+    if ctx.settings.rate_limit_enabled:
+        # What the limiter knows (limit, remaining, reset) stays on the request for the response headers.
+        request.state.rate_limit = enforce(ctx.limiter, caller, request.method)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -79,12 +86,14 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 def require_admin(request: Request, ctx: ContextDep) -> None:
     """401 for anything but the admin token; 403 for a valid tenant API key (known, but not the operator)."""
     token = _bearer(request)
+    _check_failed_auth(request, ctx, record=False)
     if hmac.compare_digest(token.encode(), ctx.admin_token.encode()):
         return
     with ctx.sessions() as session:
         tenant_key = authenticate(session, token) is not None
     if tenant_key:
         raise ApiError(403, "admin_only", "admin routes need the operator's admin token, not an API key")
+    _check_failed_auth(request, ctx, record=True)
     raise ApiError(401, "invalid_admin_token", "admin routes need the operator's admin token")
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "QuotePublic",
     "TenantCreate",
     "TenantPublic",
+    "TenantSuspend",
     "PlainText",
     "VideoCreate",
     "WebhookEndpointCreate",
@@ -71,8 +72,9 @@ def _without_control_characters(value: str) -> str:
 PlainText = Annotated[str, AfterValidator(_without_control_characters)]
 
 
-MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=metadata_key_chars_max)]
-MetadataValue = Annotated[str, StringConstraints(max_length=metadata_value_chars_max)]
+# Echoed into webhooks, consoles and logs: no NUL, ESC or other control characters.
+MetadataKey = Annotated[PlainText, StringConstraints(min_length=1, max_length=metadata_key_chars_max)]
+MetadataValue = Annotated[PlainText, StringConstraints(max_length=metadata_value_chars_max)]
 
 
 TemplateName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
@@ -218,6 +220,13 @@ class TenantPublic(BaseModel):
     name: str
     plan: str
     created_at: int
+    suspended_at: int | None = None  # suspended: no new submissions or keys
+    suspended_reason: str | None = None
+
+
+class TenantSuspend(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: PlainText = Field(min_length=1, max_length=200, description="shown to the tenant in its 403s")
 
 
 # A plan's limits. Jobs copy priority, concurrency and the step-cache permission at submission, so a change
@@ -225,11 +234,20 @@ class TenantPublic(BaseModel):
 PlanId = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
 PlanPriority = Annotated[int, Field(ge=0, le=100, strict=True, description="higher is claimed first")]
 PlanKeyRate = Annotated[int, Field(ge=1, le=100_000, strict=True,
-                                   description="requests per minute per API key")]
+                                   description="writes (POST, PATCH, DELETE) per minute per API key")]
 PlanTenantRate = Annotated[int, Field(ge=1, le=1_000_000, strict=True,
-                                      description="requests per minute for all of a tenant's keys together")]
+                                      description="writes per minute for all of a tenant's keys together")]
+PlanKeyReadRate = Annotated[int, Field(ge=1, le=100_000, strict=True,
+                                       description="reads (GET, HEAD, OPTIONS) per minute per API key")]
+PlanTenantReadRate = Annotated[int, Field(ge=1, le=1_000_000, strict=True,
+                                          description="reads per minute for all of a tenant's keys together")]
 PlanConcurrent = Annotated[int, Field(ge=1, le=1_000, strict=True, description="jobs running at once")]
 PlanActive = Annotated[int, Field(ge=1, le=100_000, strict=True, description="jobs queued and running")]
+PlanReviewDeadline = Annotated[int, Field(ge=60, le=30 * 24 * 3600, strict=True, description=(
+    "seconds a job held for review waits for an admin before review_deadline_action applies"))]
+PlanReviewAction = Annotated[Literal["approve", "refund"], Field(description=(
+    "at the review deadline: approve (it runs, or its clip is delivered and charged) or refund (it fails, "
+    "charged nothing)"))]
 PlanStepCache = Annotated[bool, Field(strict=True, description="step caching (First Block Cache, MagCache, "
                                       "TaylorSeer) may run: faster, but it changes the output")]
 
@@ -240,9 +258,13 @@ class PlanCreate(BaseModel):
     priority: PlanPriority = 0
     requests_per_minute: PlanKeyRate = 30
     tenant_requests_per_minute: PlanTenantRate = 60
+    read_requests_per_minute: PlanKeyReadRate = 300
+    tenant_read_requests_per_minute: PlanTenantReadRate = 600
     concurrent_jobs: PlanConcurrent = 1
     active_jobs_max: PlanActive = 8
     step_cache_allowed: PlanStepCache = False
+    review_deadline_s: PlanReviewDeadline = 3600
+    review_deadline_action: PlanReviewAction = "refund"
 
 
 class PlanUpdate(BaseModel):
@@ -253,9 +275,13 @@ class PlanUpdate(BaseModel):
     priority: PlanPriority = None
     requests_per_minute: PlanKeyRate = None
     tenant_requests_per_minute: PlanTenantRate = None
+    read_requests_per_minute: PlanKeyReadRate = None
+    tenant_read_requests_per_minute: PlanTenantReadRate = None
     concurrent_jobs: PlanConcurrent = None
     active_jobs_max: PlanActive = None
     step_cache_allowed: PlanStepCache = None
+    review_deadline_s: PlanReviewDeadline = None
+    review_deadline_action: PlanReviewAction = None
 
 
 class PlanPublic(BaseModel):
@@ -264,9 +290,13 @@ class PlanPublic(BaseModel):
     priority: int
     requests_per_minute: int
     tenant_requests_per_minute: int
+    read_requests_per_minute: int
+    tenant_read_requests_per_minute: int
     concurrent_jobs: int
     active_jobs_max: int
     step_cache_allowed: bool
+    review_deadline_s: int
+    review_deadline_action: str
     tenants: int = Field(description="tenants on this plan")
 
 

@@ -14,12 +14,14 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from vidfactory.billing import audit, ledger, vouchers
+from vidfactory.billing import audit, ledger, pricebooks, vouchers
+from vidfactory.billing.pricebook import cache_hit_charge
 from vidfactory.cache import index as cache_index
-from vidfactory.db.models import Asset, Job, Transfer
+from vidfactory.db.models import Asset, Job, Plan, Tenant, Transfer
 from vidfactory.db.types import utcnow
 from vidfactory.failures import ErrorType, caller_caused, failure_types
-from vidfactory.notify.events import billing_event, video_event, voucher_event
+from vidfactory.notify.alerts import raise_alert
+from vidfactory.notify.events import billing_event, review_required_event, video_event, voucher_event
 from vidfactory.observability.redact import redact_paths
 
 __all__ = [
@@ -29,16 +31,20 @@ __all__ = [
     "Review",
     "StaleJob",
     "approve_review",
+    "decide_overdue_review",
     "assign_watermark",
     "claim",
     "complete",
-    "complete_from_cache",
+    "complete_cache_hit",
+    "delivered_video_key",
     "expired_leases",
     "finished_since",
     "fail",
     "finish_cancelled",
+    "forget_cache_hit",
     "heartbeat",
     "hold_for_review",
+    "overdue_reviews",
     "pending_reviews",
     "record_qc",
     "regenerate_for_qc",
@@ -50,6 +56,10 @@ __all__ = [
     "report_progress",
     "request_cancel",
     "requeue",
+    "require_review",
+    "review_alert_kind",
+    "review_deadline_actor",
+    "serve_from_cache",
     "should_stop",
     "stop_reason",
 ]
@@ -58,6 +68,9 @@ terminal_states = ("completed", "failed", "cancelled")
 error_message_chars_max = 2000
 review_reason_chars_max = 500
 review_sources = ("prompt", "qc", "output_safety")
+review_deadline_actions = ("approve", "refund")
+review_alert_kind = "review_required"
+review_deadline_actor = "review_deadline"  # the audit log's actor for what a deadline decided
 
 
 class StaleJob(Exception):
@@ -209,31 +222,50 @@ def _record_assets(session: Session, job: Job, assets: list[AssetRecord]) -> Non
                           size_bytes=asset.size_bytes, sha256=asset.sha256, md5=asset.md5))
 
 
-def complete(session: Session, job: Job, worker_id: str, assets: list[AssetRecord], charge: int) -> None:
+def complete(session: Session, job: Job, worker_id: str, assets: list[AssetRecord], charge: int,
+             memo: str | None = None) -> None:
     """Job completed, assets recorded, the hold posted and the clip indexed for the result cache: one
     transaction (the caller's)."""
     _transition(session, job.id, expected=("in_progress",), owner=worker_id, values={
         "status": "completed", "progress": 100, "completed_at": utcnow(), "lease_owner": None,
         "lease_expires_at": None})
     _record_assets(session, job, assets)
-    ledger.settle(session, job.hold_leg_ids, charge, memo=f"settle {job.id}")
+    ledger.settle(session, job.hold_leg_ids, charge, memo=memo or f"settle {job.id}")
     cache_index.index_job(session, job)
     _announce(session, job.id, "video.completed", ("billing.settled", charge))
 
 
-def complete_from_cache(session: Session, job: Job, source_id: str, score: float, charge: int) -> None:
-    """A cache hit, in the submitting transaction: the queued job completes at once with the source's
-    clip (its asset rows name the same stored files), and its hold is posted at `charge` (the rest is
-    released), so the ledger shows hold, post and release like any job."""
+def serve_from_cache(session: Session, job: Job, source_id: str, score: float) -> None:
+    """A cache hit, in the submitting transaction: the queued job will deliver its own copy of the source's
+    clip, re-labelled by a worker (no engine, no denoising), instead of generating one. It takes the
+    source's seed: the seed that made the frames it delivers."""
     assert 0.0 < score <= 1.0, f"cache score out of range: {score}"
+    source_seed = session.scalars(select(Job.seed).where(Job.id == source_id, Job.status == "completed")).one()
     _transition(session, job.id, expected=("queued",), owner=None, values={
-        "status": "completed", "progress": 100, "started_at": utcnow(), "completed_at": utcnow(),
-        "cache_hit_job_id": source_id, "cache_hit_score": score})
-    source_assets = session.scalars(select(Asset).where(Asset.job_id == source_id).order_by(Asset.id))
-    _record_assets(session, job, [AssetRecord(a.variant, a.storage_key, a.content_type, a.size_bytes, a.sha256,
-                                              a.md5) for a in source_assets])
-    ledger.settle(session, job.hold_leg_ids, charge, memo=f"settle {job.id}: cache hit on {source_id}")
-    _announce(session, job.id, "video.completed", ("billing.settled", charge))
+        "cache_hit_job_id": source_id, "cache_hit_score": score, "seed": source_seed})
+
+
+def complete_cache_hit(session: Session, job: Job, worker_id: str, assets: list[AssetRecord]) -> int:
+    """A re-labelled cache hit delivered: completed like any job, its hold posted at the cache rate of the
+    price book it pinned (the rest released). Returns the tokens posted."""
+    assert job.cache_hit_job_id is not None, f"job {job.id} is not a cache hit"
+    charge = cache_hit_charge(pricebooks.get(session, job.price_book_version), job.total_tokens)
+    complete(session, job, worker_id, assets, charge, memo=f"settle {job.id}: cache hit on {job.cache_hit_job_id}")
+    return charge
+
+
+def delivered_video_key(session: Session, job_id: str) -> str | None:
+    """Where a delivered (completed, not deleted) job's video is stored; None when it is not."""
+    return session.scalar(select(Asset.storage_key).join(Job, Job.id == Asset.job_id).where(
+        Job.id == job_id, Job.status == "completed", Job.deleted_at.is_(None), Asset.variant == "video"))
+
+
+def forget_cache_hit(session: Session, job_id: str, *, owner: str) -> None:
+    """The source clip went (deleted) before it was re-labelled: the job goes back to the queue to be
+    generated like a miss, at its quoted price (its hold already covers it), without spending an attempt."""
+    _transition(session, job_id, expected=("in_progress",), owner=owner, values={
+        "status": "queued", "cache_hit_job_id": None, "cache_hit_score": None, "attempts": Job.attempts - 1,
+        "run_after": utcnow(), "lease_owner": None, "lease_expires_at": None, "progress": 0})
 
 
 def hold_for_review(session: Session, job: Job, worker_id: str, assets: list[AssetRecord],
@@ -244,6 +276,53 @@ def hold_for_review(session: Session, job: Job, worker_id: str, assets: list[Ass
         "progress": 100, "lease_owner": None, "lease_expires_at": None, "review_status": "pending",
         "review_source": review.source, "review_reason": review.reason[:review_reason_chars_max]})
     _record_assets(session, job, assets)
+    require_review(session, job.id)
+
+
+def require_review(session: Session, job_id: str) -> None:
+    """A job has just been held for review (its prompt at submission, or its finished clip): its deadline
+    and the action then, from the tenant's plan; the `video.review_required` event; an operator alert. All
+    in the caller's transaction, so a poller, a webhook receiver and the operator learn of it together."""
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None and job.review_status == "pending", f"video {job_id} is not held for review"
+    deadline_s, action = session.execute(
+        select(Plan.review_deadline_s, Plan.review_deadline_action).join(Tenant, Tenant.plan_id == Plan.id)
+        .where(Tenant.id == job.tenant_id)).one()
+    assert deadline_s > 0 and action in review_deadline_actions, f"plan review deadline {deadline_s} {action}"
+    due_at = utcnow() + timedelta(seconds=deadline_s)
+    _transition(session, job_id, expected=(job.status,), owner=None, review="pending",
+                values={"review_due_at": due_at, "review_on_due": action})
+    job = session.get(Job, job_id, populate_existing=True)
+    review_required_event(session, job)
+    raise_alert(session, review_alert_kind, f"video {job_id} waits for review ({job.review_source}) until "
+                f"{due_at.isoformat(timespec='seconds')}, then {action}: {job.review_reason}",
+                tenant_id=job.tenant_id, job_id=job_id)
+
+
+def overdue_reviews(session: Session, now: datetime, limit: int = 100) -> list[str]:
+    """Jobs still held for review past their deadline, the longest overdue first."""
+    return list(session.scalars(select(Job.id).where(Job.review_status == "pending", Job.review_due_at <= now)
+                                .order_by(Job.review_due_at, Job.id).limit(limit)))
+
+
+def decide_overdue_review(session: Session, job_id: str, now: datetime) -> str:
+    """No admin decided before the deadline: the action the plan named when the review started applies,
+    audited as the deadline's. "approve" is `approve_review`; "refund" fails the job (`review_expired`)
+    and voids its hold. Returns the job's status afterwards; StaleJob when it is no longer overdue."""
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None, f"no job {job_id}"
+    if job.review_status != "pending" or job.review_due_at is None or job.review_due_at > now:
+        raise StaleJob(f"video {job_id} has no review past its deadline")
+    if job.review_on_due == "approve":
+        return approve_review(session, job_id, actor=review_deadline_actor)
+    assert job.review_on_due == "refund", f"unknown review deadline action {job.review_on_due!r}"
+    _transition(session, job_id, expected=("queued", "in_progress"), owner=None, review="pending",
+                values={"review_status": "rejected", "reviewed_at": utcnow()})
+    fail(session, job_id, expected=("queued", "in_progress"), owner=None, error_type=ErrorType.review_expired,
+         message="no administrator reviewed it before the review deadline; nothing is charged")
+    audit.append(session, "review.expired", f"video:{job_id}", {"tenant_id": job.tenant_id,
+                                                                "source": job.review_source}, review_deadline_actor)
+    return "failed"
 
 
 def approve_review(session: Session, job_id: str, actor: str = audit.system_actor) -> str:
