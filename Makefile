@@ -31,7 +31,7 @@ test: venv
 
 # Every CPU bench script, one after another (minutes; the GPU ones run through bench/gpu_device.sh).
 bench: venv
-	set -e; for script in $$(ls bench/*.py | grep -v -e common.py -e gpu_wan.py); do \
+	set -e; for script in $$(ls bench/*.py | grep -v -e common.py -e /gpu_); do \
 		echo "== $$script"; $(BIN)/python $$script; done
 
 # Wheels for a GPU host with no network (bench/gpu_device.sh installs them): Python 3.12 by default.

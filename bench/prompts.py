@@ -78,7 +78,7 @@ def through_the_app(name: str, url: str, root: Path) -> None:
             single = client.post("/v1/videos", headers=headers, json={
                 "template": "travel_promo", "variables": {"city": city, "season": "spring"}, "size": "64x64",
                 "seconds": "1"})
-            assert single.status_code == 202
+            assert single.status_code == 200
         singles_s = time.perf_counter() - started
     print(f"| {name} | {batch_s:.2f} | {singles_s:.2f} | {singles_s / batch_s:.1f}× |")
 

@@ -37,7 +37,7 @@ def error_of(response):
 def test_submit_generate_settle_download(client, ctx):
     tenant = new_tenant(ctx.sessions, tokens=10_000)
     created = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a red fox in snow", **small})
-    assert created.status_code == 202, created.text
+    assert created.status_code == 200, created.text
     video = created.json()
     assert video["status"] == "queued" and video["object"] == "video" and video["size"] == "64x64"
     usage, billing = video["usage"], video["billing"]
@@ -134,7 +134,7 @@ def test_idempotent_replay_and_conflict(client, ctx):
     headers = {**tenant.headers, "Idempotency-Key": "order-42"}
     first = client.post("/v1/videos", headers=headers, json={"prompt": "a cat", **small})
     again = client.post("/v1/videos", headers=headers, json={"prompt": "a cat", **small})
-    assert first.status_code == again.status_code == 202
+    assert first.status_code == again.status_code == 200
     assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
     conflict = client.post("/v1/videos", headers=headers, json={"prompt": "a dog", **small})
     assert conflict.status_code == 409 and error_of(conflict)["code"] == "idempotency_conflict"
@@ -181,7 +181,7 @@ def test_multipart_like_the_openai_sdk(client, ctx):
     response = client.post("/v1/videos", headers=tenant.headers,
                            files={"prompt": (None, "a cat"), "seconds": (None, "1"), "size": (None, "64x64"),
                                   "seed": (None, "7"), "metadata": (None, '{"campaign": "spring"}')})
-    assert response.status_code == 202, response.text
+    assert response.status_code == 200, response.text
     video = response.json()
     assert (video["seed"], video["seconds"], video["metadata"]) == (7, "1", {"campaign": "spring"})
 
@@ -278,7 +278,7 @@ def test_a_retried_top_up_credits_once(client, ctx):
     # the operator's keys live apart from the tenant's own: the same key on a video is a new request
     video = client.post("/v1/videos", headers={**tenant.headers, "Idempotency-Key": "invoice-2026-11"},
                         json={"prompt": "a cat", **small})
-    assert video.status_code == 202 and "idempotent-replayed" not in video.headers
+    assert video.status_code == 200 and "idempotent-replayed" not in video.headers
 
 
 def test_concurrent_submissions_never_overdraw(client, ctx):
@@ -301,7 +301,7 @@ def test_concurrent_submissions_never_overdraw(client, ctx):
         t.start()
     for t in threads:
         t.join()
-    assert sorted(statuses) == [202] * 7 + [402] * 43
+    assert sorted(statuses) == [200] * 7 + [402] * 43
     assert balance(client, tenant)["available"] == 0
     assert_ledger_clean(ctx.sessions)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 bench_dir = Path(__file__).resolve().parent.parent / "bench"
-# Not scripts (common.py), or needing a GPU host (gpu_wan.py runs in bench/gpu_device.sh).
-not_cpu_scripts = {"common.py", "gpu_wan.py"}
-scripts = sorted(path.name for path in bench_dir.glob("*.py") if path.name not in not_cpu_scripts)
+# common.py is not a script; gpu_*.py need a GPU host and run through bench/gpu_*device.sh.
+scripts = sorted(path.name for path in bench_dir.glob("*.py")
+                 if path.name != "common.py" and not path.name.startswith("gpu_"))
 run_s_max = 900
 
 

@@ -7,6 +7,8 @@ vocabulary keep their digest and their meaning."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -22,8 +24,9 @@ from vidfactory.billing.pricebook import PriceBookBody, body_sha256
 from vidfactory.db.models import Job, PriceBook, Transfer, WebhookEvent
 from vidfactory.db.types import utcnow
 from vidfactory.engines.registry import load_engine
-from vidfactory.jobs import queue
+from vidfactory.jobs import maintenance, queue
 from vidfactory.jobs.worker import Worker
+from vidfactory.safety.frames import OutputScreeningError
 from vidfactory.settings import HostedConfig, ModelConfig
 
 admin = {"Authorization": "Bearer test-admin-token"}
@@ -64,7 +67,7 @@ def compensating_tenant(client, ctx):
 def submit(client, tenant, model: str | None = None) -> dict:
     created = client.post("/v1/videos", headers=tenant.headers,
                           json={"prompt": "a lantern on a lake", **small, **({"model": model} if model else {})})
-    assert created.status_code == 202, created.text
+    assert created.status_code == 200, created.text
     return created.json()
 
 
@@ -157,6 +160,54 @@ def test_a_worker_lost_on_the_last_attempt_earns_the_voucher(app):
         pass
     Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="w").maintain(force=True)
     assert_failed_and_compensated(client, ctx, tenant, video["id"], "worker_lost", compensated=True)
+
+
+class Bug:
+    """An engine whose code is wrong: its failure is vidfactory's own."""
+
+    model_id = "wan-tiny"
+
+    def generate(self, request, on_progress, is_cancelled):
+        return {}["frames"]
+
+
+def test_a_fault_of_vidfactory_itself_earns_the_voucher(app):
+    client, ctx = app()
+    tenant = compensating_tenant(client, ctx)
+    video = submit(client, tenant)
+    worker = Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="w", engine_loader=lambda *_: Bug())
+    assert worker.run_once()
+    assert_failed_and_compensated(client, ctx, tenant, video["id"], "internal_error", compensated=True)
+
+
+def test_a_clip_the_classifier_cannot_screen_earns_the_voucher(app):
+    client, ctx = app()
+    tenant = compensating_tenant(client, ctx)
+    video = submit(client, tenant)
+
+    def unloadable():
+        raise OutputScreeningError("cannot load the open_nsfw classifier: no such file")
+
+    worker = Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="w", classifier_loader=unloadable)
+    assert worker.run_once()
+    assert_failed_and_compensated(client, ctx, tenant, video["id"], "output_screening_error", compensated=True)
+
+
+def test_a_clip_that_cannot_be_stored_earns_the_voucher(app):
+    client, ctx = app(attempts_max=1)
+    tenant = compensating_tenant(client, ctx)
+    video = submit(client, tenant)
+    (ctx.storage.root / tenant.id).write_bytes(b"")  # a file where the tenant's directory must go
+    run_worker(ctx, 1)
+    assert_failed_and_compensated(client, ctx, tenant, video["id"], "storage_error", compensated=True)
+
+
+def test_a_job_that_outlives_its_hold_earns_the_voucher(app):
+    client, ctx = app(hold_timeout_s=1)
+    tenant = compensating_tenant(client, ctx)
+    video = submit(client, tenant)
+    assert maintenance.sweep_expired_holds(ctx.sessions, utcnow() + timedelta(seconds=2)) == 1  # the worker's sweep
+    assert_failed_and_compensated(client, ctx, tenant, video["id"], "hold_expired", compensated=True)
 
 
 @pytest.fixture

@@ -3,13 +3,22 @@ models and sizes, preview formats; through the official `openai` SDK where it ha
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import time
 
+import av
+import openai
+import pytest
 from fastapi.testclient import TestClient
+from openai import OpenAI
+from pydantic import ValidationError
 
 from vidfactory.api.app import create_app
+from vidfactory.jobs.spec import InvalidRequest, parse_size
 from vidfactory.observability.requests import request_log
+from vidfactory.settings import ModelConfig, Settings
 
 from conftest import make_settings, new_tenant
 
@@ -65,3 +74,155 @@ def test_an_unexpected_failure_answers_the_envelope_with_its_request_id(tmp_path
     assert response.status_code == 500 and response.headers["x-request-id"] == "trace-42"
     assert response.json()["error"]["code"] == "internal_error" and "a bug" not in response.text
     assert [(line["request_id"], line["status"]) for line in request_lines(caplog)] == [("trace-42", 500)]
+
+
+@pytest.fixture
+def served(tmp_path, database_url, models_dir):
+    """The app as `serve` runs it: one in-process worker; pollers told to come back after 50 ms."""
+    settings = make_settings(tmp_path, database_url, models_dir, poll_after_ms=50)
+    with TestClient(create_app(settings, workers=1)) as client:
+        yield client
+
+
+def sdk_for(client: TestClient, tenant) -> OpenAI:
+    return OpenAI(base_url="http://testserver/v1", api_key=tenant.key, http_client=client, max_retries=0)
+
+
+def test_create_and_remix_answer_200_and_tell_pollers_when_to_come_back(served):
+    ctx = served.app.state.ctx
+    tenant = new_tenant(ctx.sessions, tokens=50_000)
+    sdk = sdk_for(served, tenant)
+    raw = sdk.videos.with_raw_response.create(prompt="a paper boat", model="wan-tiny", seconds="1", size="64x64")
+    assert raw.status_code == 200 and raw.headers["openai-poll-after-ms"] == "50"
+    assert raw.parse().status == "queued"
+    served.post(f"/v1/videos/{raw.parse().id}/cancel", headers=tenant.headers)  # one clip to wait for is enough
+    # create_and_poll waits as told and returns the finished video.
+    video = sdk.videos.create_and_poll(prompt="a paper boat on a lake", model="wan-tiny", seconds="1", size="64x64")
+    assert (video.status, video.progress) == ("completed", 100)
+    done = sdk.videos.with_raw_response.retrieve(video.id)
+    assert "openai-poll-after-ms" not in done.headers
+    remix = sdk.videos.with_raw_response.remix(video.id, prompt="a paper boat at night")
+    assert remix.status_code == 200 and remix.headers["openai-poll-after-ms"] == "50"
+    assert remix.parse().remixed_from_video_id == video.id
+    finished = sdk.videos.poll(remix.parse().id)
+    assert finished.status == "completed" and finished.prompt == "a paper boat at night"
+
+
+def test_remix_takes_a_form_as_the_spec_allows(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=50_000)
+    parent = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a red kite", **small}).json()
+    key = {"Idempotency-Key": "remix-once"}
+    as_form = client.post(f"/v1/videos/{parent['id']}/remix", headers={**tenant.headers, **key},
+                          files={"prompt": (None, "a blue kite")})
+    assert as_form.status_code == 200, as_form.text
+    assert (as_form.json()["prompt"], as_form.json()["remixed_from_video_id"]) == ("a blue kite", parent["id"])
+    # The same remix sent as JSON under the same key is the same request: replayed, not a second job.
+    as_json = client.post(f"/v1/videos/{parent['id']}/remix", headers={**tenant.headers, **key},
+                          json={"prompt": "a blue kite"})
+    assert as_json.headers["idempotent-replayed"] == "true" and as_json.json()["id"] == as_form.json()["id"]
+    urlencoded = client.post(f"/v1/videos/{parent['id']}/remix", headers=tenant.headers, data={"prompt": "a kite"})
+    assert urlencoded.status_code == 200, urlencoded.text
+    pending = client.get("/v1/balance", headers=tenant.headers).json()["pending"]
+    refused = [
+        client.post(f"/v1/videos/{parent['id']}/remix", headers=tenant.headers,
+                    files={"prompt": ("p.txt", b"a kite", "text/plain")}),
+        client.post(f"/v1/videos/{parent['id']}/remix", headers=tenant.headers, files={"prompt": (None, " ")}),
+        client.post(f"/v1/videos/{parent['id']}/remix", headers=tenant.headers,
+                    files={"prompt": (None, "a kite"), "seed": (None, "3")}),
+        client.post(f"/v1/videos/{parent['id']}/remix", headers=tenant.headers, content=b"prompt",
+                    ), ]
+    assert [(r.status_code, r.json()["error"]["param"]) for r in refused] == [
+        (400, "prompt"), (400, "prompt"), (400, "seed"), (415, None)]
+    assert client.get("/v1/balance", headers=tenant.headers).json()["pending"] == pending
+
+
+def test_listing_pages_on_after_a_deleted_cursor_and_takes_limit_zero(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=50_000)
+    sdk = sdk_for(client, tenant)
+    made = [client.post("/v1/videos", headers=tenant.headers, json={"prompt": f"a fox {i}", **small}).json()["id"]
+            for i in range(4)]
+    first_page = sdk.videos.list(limit=2)
+    assert [v.id for v in first_page.data] == made[:1:-1] and first_page.has_more
+    # The page's last video is deleted before the next page is asked for: the cursor keeps its place.
+    cursor = first_page.data[-1].id
+    assert client.delete(f"/v1/videos/{cursor}", headers=tenant.headers).status_code == 200
+    next_page = sdk.videos.list(limit=2, after=cursor)
+    assert [v.id for v in next_page.data] == made[1::-1] and not next_page.has_more
+    assert [v.id for v in sdk.videos.list(order="asc", after=cursor).data] == [made[3]]
+    # A cursor that is another tenant's (or never existed) still names nothing.
+    stranger = new_tenant(ctx.sessions)
+    hidden = client.get(f"/v1/videos?after={made[0]}", headers=stranger.headers)
+    assert hidden.status_code == 404 and hidden.json()["error"]["param"] == "after"
+    empty = client.get("/v1/videos?limit=0", headers=tenant.headers).json()
+    assert (empty["data"], empty["first_id"], empty["last_id"], empty["has_more"]) == ([], None, None, True)
+    assert client.get("/v1/videos?limit=0", headers=stranger.headers).json()["has_more"] is False
+    assert client.get("/v1/videos?limit=-1", headers=tenant.headers).status_code == 400
+
+
+def test_models_can_be_retrieved_one_by_one_with_when_they_were_first_served(tmp_path, database_url, models_dir):
+    settings = make_settings(tmp_path, database_url, models_dir)
+    with TestClient(create_app(settings, workers=0)) as client:
+        tenant = new_tenant(client.app.state.ctx.sessions)
+        sdk = sdk_for(client, tenant)
+        model = sdk.models.retrieve("wan-tiny")
+        listed = sdk.models.list().data
+        with pytest.raises(openai.NotFoundError) as missing:
+            sdk.models.retrieve("sora-3")
+    assert (model.id, model.object, model.owned_by) == ("wan-tiny", "model", "vidfactory")
+    assert abs(model.created - time.time()) < 600
+    assert [(m.id, m.created) for m in listed] == [("wan-tiny", model.created)]
+    assert missing.value.body["code"] == "not_found"
+    # A restart (another replica, an upgrade) keeps the date.
+    time.sleep(1)
+    with TestClient(create_app(settings, workers=0)) as client:
+        again = sdk_for(client, tenant).models.retrieve("wan-tiny")
+    assert again.created == model.created
+
+
+def test_openai_sizes_map_to_the_models_nearest_supported_size():
+    wide = ModelConfig(id="wan-720p", engine="wan-tiny", size_max_px=1280)
+    narrow = ModelConfig(id="wan-480p", engine="wan-tiny", size_max_px=832)
+    assert parse_size("720x1280", wide) == (720, 1280)  # made exactly where the model can
+    assert parse_size("1792x1024", wide) == (1280, 736)
+    assert parse_size("1024x1792", wide) == (736, 1280)
+    assert parse_size("1280x720", narrow) == (832, 464)
+    assert parse_size("720x1280", narrow) == (464, 832)
+    large = ModelConfig(id="big", engine="wan-tiny", size_min_px=1024, size_max_px=2048, size_multiple_px=32)
+    assert parse_size("1280x720", large) == (1824, 1024)  # scaled up until the short side fits
+    with pytest.raises(InvalidRequest):  # any other size the model cannot make is still refused
+        parse_size("1800x1024", wide)
+
+
+def test_aliases_must_name_a_configured_model():
+    with pytest.raises(ValidationError, match="'sora-2' names 'wan-14b', which is not a configured model"):
+        Settings(data_dir="unused", model_aliases={"sora-2": "wan-14b"})
+    with pytest.raises(ValidationError, match="'wan-tiny' is a configured model's own id"):
+        Settings(data_dir="unused", model_aliases={"wan-tiny": "wan-tiny"})
+
+
+def test_sora_names_and_sizes_are_made_by_the_configured_model(tmp_path, database_url, models_dir):
+    settings = make_settings(tmp_path, database_url, models_dir, poll_after_ms=50,
+                             models=[ModelConfig(id="wan-tiny", engine="wan-tiny", size_max_px=128)],
+                             model_aliases={"sora-2": "wan-tiny", "sora-2-pro": "wan-tiny", "house-style": "wan-tiny"})
+    with TestClient(create_app(settings, workers=1)) as client:
+        tenant = new_tenant(client.app.state.ctx.sessions, tokens=50_000)
+        sdk = sdk_for(client, tenant)
+        quote = client.post("/v1/quotes", headers=tenant.headers,
+                            json={"prompt": "a lighthouse", "model": "sora-2-pro", "size": "1024x1792"}).json()
+        exact = client.post("/v1/quotes", headers=tenant.headers,
+                            json={"prompt": "a lighthouse", "model": "wan-tiny", "size": "80x128"}).json()
+        video = sdk.videos.create_and_poll(prompt="a lighthouse at dusk", model="sora-2", size="1792x1024",
+                                           seconds="1")
+        clip = sdk.videos.download_content(video.id).content
+        model = sdk.models.retrieve("house-style")
+    assert (quote["model"], quote["total_tokens"]) == ("wan-tiny", exact["total_tokens"])
+    assert quote["warnings"] == ["model sora-2-pro is served by wan-tiny",
+                                 "size 1024x1792 is made at 80x128, the nearest size model wan-tiny supports"]
+    # The video says what was made, and was made so.
+    assert (video.status, video.model, video.size) == ("completed", "wan-tiny", "128x80")
+    assert video.model_extra["warnings"] == [
+        "model sora-2 is served by wan-tiny",
+        "size 1792x1024 is made at 128x80, the nearest size model wan-tiny supports"]
+    with av.open(io.BytesIO(clip)) as container:
+        assert (container.streams.video[0].width, container.streams.video[0].height) == (128, 80)
+    assert (model.id, model.model_extra["aliases"]) == ("wan-tiny", ["house-style", "sora-2", "sora-2-pro"])

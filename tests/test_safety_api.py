@@ -46,7 +46,7 @@ def test_review_match_holds_the_job_until_an_admin_approves(client, ctx):
     quote = client.post("/v1/quotes", headers=tenant.headers, json={"prompt": "a knight's sword duel, kill scene", **small})
     assert quote.status_code == 200 and any("review" in w for w in quote.json()["warnings"])
     created = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a knight's sword duel, kill scene", **small})
-    assert created.status_code == 202
+    assert created.status_code == 200
     video_id = created.json()["id"]
     reviews = client.get("/v1/admin/reviews", headers=admin).json()["data"]
     assert [(r["id"], r["review"]["source"]) for r in reviews] == [(video_id, "prompt")]
@@ -61,7 +61,7 @@ def test_review_match_holds_the_job_until_an_admin_approves(client, ctx):
 def test_clean_prompt_is_not_held(client, ctx):
     tenant = new_tenant(ctx.sessions, tokens=10_000)
     created = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a skilled chef in Sussex", **small})
-    assert created.status_code == 202
+    assert created.status_code == 200
     assert client.get("/v1/admin/reviews", headers=admin).json()["data"] == []
 
 
@@ -80,18 +80,18 @@ def test_tenant_lexicon_applies_to_its_tenant_only(client, ctx):
     prompt = {"prompt": "an ad mocking R1VAL-COLA", **small}
     refused = client.post("/v1/videos", headers=acme.headers, json=prompt)
     assert refused.status_code == 400 and "brand" in refused.json()["error"]["message"]
-    assert client.post("/v1/videos", headers=other.headers, json=prompt).status_code == 202
+    assert client.post("/v1/videos", headers=other.headers, json=prompt).status_code == 200
 
     # acme allows "gun" (a platform review term); the other tenant's prompt is still held.
     gun = {"prompt": "a cowboy spinning his gun", **small}
-    assert client.post("/v1/videos", headers=acme.headers, json=gun).status_code == 202
-    assert client.post("/v1/videos", headers=other.headers, json=gun).status_code == 202
+    assert client.post("/v1/videos", headers=acme.headers, json=gun).status_code == 200
+    assert client.post("/v1/videos", headers=other.headers, json=gun).status_code == 200
     held = client.get("/v1/admin/reviews", headers=admin).json()["data"]
     assert [r["tenant_id"] for r in held] == [other.id]
 
     removed = client.delete(lexicon_url(acme.id), headers=admin, params={"term": "rival cola"})
     assert removed.status_code == 200
-    assert client.post("/v1/videos", headers=acme.headers, json=prompt).status_code == 202
+    assert client.post("/v1/videos", headers=acme.headers, json=prompt).status_code == 200
     assert client.delete(lexicon_url(acme.id), headers=admin, params={"term": "rival cola"}).status_code == 404
     assert_ledger_clean(ctx.sessions)
 

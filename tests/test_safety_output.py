@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from vidfactory.api.app import create_app
 from vidfactory.jobs.worker import Worker
-from vidfactory.safety.frames import nsfw_classifier, sample_indices, screen_frames
+from vidfactory.safety.frames import nsfw_classifier, sample_indices, screen_frames, screen_image
 
 from conftest import assert_ledger_clean, make_settings, new_tenant
 
@@ -32,6 +32,14 @@ def test_real_classifier_scores_noise_as_safe():
     verdict = screen_frames(noise(), nsfw_classifier(), threshold=0.8, samples=4)
     assert not verdict.flagged and 0.0 <= verdict.score < 0.2 and verdict.sampled == 4
     assert screen_frames(noise(), nsfw_classifier(), threshold=0.0, samples=4).flagged
+
+
+def test_a_single_picture_is_judged_exactly_like_a_frame():
+    picture = noise(1)[0]
+    verdict = screen_image(picture, nsfw_classifier(), threshold=0.8)
+    assert verdict == screen_frames(picture[None], nsfw_classifier(), threshold=0.8, samples=8)
+    assert not verdict.flagged and verdict.sampled == 1
+    assert screen_image(picture, nsfw_classifier(), threshold=0.0).flagged
 
 
 @pytest.fixture

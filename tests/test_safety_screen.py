@@ -99,3 +99,11 @@ def test_lexicon_files_parse_and_refuse_bad_lines(tmp_path):
         parse_lexicon("foo\tcat", "lexicon")
     with pytest.raises(LexiconError, match="nothing|no letters"):
         parse_lexicon("!!!\tcat\tblock", "lexicon")
+
+
+def test_punctuation_joining_the_halves_of_a_latin_term_is_caught_but_a_space_is_not():
+    brand = Screener([Entry("bluecow", "brand", "block")], source="tenant")
+    for evasion in ("a Blue.Cow can", "BLUE-COW energy drink", "blue_cow logo", "a Blue·Cow sign", "bluecow"):
+        assert screen_text(evasion, [brand]).action == "block", evasion
+    for innocent in ("a blue cow in a meadow", "blue. Cow grazing", "a blue-eyed cow"):
+        assert screen_text(innocent, [brand]).action == "pass", innocent

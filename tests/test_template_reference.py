@@ -1,7 +1,8 @@
 """A template saved with a reference image (a data URL), on SQLite and PostgreSQL, with the tiny Wan2.2
 TI2V-5B: every video and batch item made from it starts from that image (each job its own copy, so a
 replaced or deleted template never changes a job's first frame); a request's own input_reference wins;
-GET answers the image's SHA-256 and size, never its bytes; refusals hold, queue and store nothing."""
+GET answers the image's SHA-256 and size, never its bytes; refusals hold, queue and store nothing, and a
+picture the output classifier flags (sent, saved with a template, or brought by one) is refused."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from test_image_to_video import (  # noqa: F401  (client, ctx: fixtures)
     picture,
     run_worker,
     stored_references,
+    upload,
 )
 
 lantern = {"name": "lantern", "body": "A lantern on a lake at {{ time }}, {{ style }}.",
@@ -68,7 +70,7 @@ def test_every_video_and_batch_item_from_the_template_starts_from_its_image(clie
     assert client.get("/v1/templates/lantern", headers=tenant.headers).json()["reference_image"] == image
 
     video = from_template(client, tenant, seed=1)
-    assert video.status_code == 202, video.text
+    assert video.status_code == 200, video.text
     assert video.json()["input_reference"] == image
     own = from_template(client, tenant, seed=1, input_reference=data_url(forest)).json()
     assert own["input_reference"]["sha256"] == sha(forest)  # the request's own image wins
@@ -162,3 +164,36 @@ def test_a_text_only_model_refuses_the_templates_image_by_name(client, ctx):
     assert balance(client, tenant)["available"] == 100_000
     assert client.get("/v1/videos", headers=tenant.headers).json()["data"] == []
     assert stored_references(ctx) == []
+
+
+def test_a_picture_the_output_classifier_flags_is_refused_before_anything_is_held_or_stored(client, ctx):
+    """The real open_nsfw classifier at threshold 0 flags every picture, as it would a clip's frames."""
+    tenant = new_tenant(ctx.sessions, tokens=100_000)
+    assert save(client, tenant, picture(1)).status_code == 201
+    ctx.settings.output_nsfw_threshold = 0.0
+    refused = {
+        "input_reference": [upload(client, tenant, picture(2)),
+                            client.post("/v1/videos", headers=tenant.headers,
+                                        json={"model": "ti2v", "prompt": "a cat", "input_reference": data_url(picture(2))})],
+        "template": [from_template(client, tenant),
+                     client.post("/v1/batches", headers=tenant.headers,
+                                 json={"template": "lantern", "variables": {"time": ["noon", "dusk"]}})],
+        "reference_image": [client.post("/v1/templates", headers=tenant.headers,
+                                        json={**lantern, "name": "other", "reference_image": data_url(picture(3))}),
+                            save(client, tenant, picture(3), method="put")],
+    }
+    for param, responses in refused.items():
+        for response in responses:
+            assert response.status_code == 400, response.text
+            assert (error_of(response)["code"], error_of(response)["param"]) == ("content_policy", param)
+    assert balance(client, tenant)["available"] == 100_000
+    assert client.get("/v1/videos", headers=tenant.headers).json()["data"] == []
+    assert client.get("/v1/batches", headers=tenant.headers).json()["data"] == []
+    assert stored_references(ctx) == [] and template_files(ctx, tenant) == [picture(1)]
+    assert [t["name"] for t in client.get("/v1/templates?source=tenant", headers=tenant.headers).json()["data"]] \
+        == ["lantern"]
+    ctx.settings.output_screening_enabled = False  # off for clips, off for pictures
+    assert upload(client, tenant, picture(2)).status_code < 300
+    ctx.settings.output_screening_enabled, ctx.settings.output_nsfw_threshold = True, 0.8
+    assert upload(client, tenant, picture(2)).status_code < 300  # the same picture, at the shipped threshold
+    assert_ledger_clean(ctx.sessions)

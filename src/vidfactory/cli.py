@@ -534,28 +534,59 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     """Run a worker: claims jobs, keeps its pipeline loaded, settles each job."""
     from vidfactory.bootstrap import upgrade_and_seed
     from vidfactory.db.session import make_engine, make_session_factory
-    from vidfactory.jobs.worker import Worker
+    from vidfactory.engines.parallel import DevicePlan, leave_group
+    from vidfactory.engines.registry import load_engine
+    from vidfactory.jobs.multidevice import LeaderEngine, follow, stop_followers
+    from vidfactory.jobs.worker import Worker, speed_settings
     from vidfactory.notify.delivery import start_dispatcher
     from vidfactory.storage.local import LocalStorage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
     _check_served_models(settings, model)
+    devices = DevicePlan.from_environment()
+    if devices.parallel:
+        spanned = _spanned_model(settings, model)
+        if not devices.is_leader:  # a follower only generates, in step with the leader
+            follow(spanned, settings.models_dir, speed_settings(settings), devices)
+            return
     engine = make_engine(settings.resolved_database_url)
     upgrade_and_seed(engine)
     sessions = make_session_factory(engine)
-    loop = Worker(settings, sessions, LocalStorage(settings.resolved_storage_dir), models=model)
-    if once:
-        loop.maintain(force=True)
-        loop.run_once()
-        return
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    dispatchers = start_dispatcher(settings, sessions, stop)  # the outbox is drained by workers too
-    loop.run(stop)
-    for thread in dispatchers:
-        thread.join(settings.webhook_timeout_s + 5)
+    loader = None
+    if devices.parallel:
+        def loader(config, models_dir):
+            return LeaderEngine(load_engine(config, models_dir, speed_settings(settings), devices))
+    loop = Worker(settings, sessions, LocalStorage(settings.resolved_storage_dir), models=model,
+                  engine_loader=loader, devices=devices)
+    if devices.parallel:
+        loop.engine_for(spanned.id)  # every rank loads together: the device mesh is built collectively
+    try:
+        if once:
+            loop.maintain(force=True)
+            loop.run_once()
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        dispatchers = start_dispatcher(settings, sessions, stop)  # the outbox is drained by workers too
+        loop.run(stop)
+        for thread in dispatchers:
+            thread.join(settings.webhook_timeout_s + 5)
+    finally:
+        if devices.parallel:
+            stop_followers()
+            leave_group()
+
+
+def _spanned_model(settings: Settings, model: list[str] | None):
+    """The one local model a multi-device worker serves (its ranks load it together at start)."""
+    if not model or len(model) != 1:
+        _fail("a worker spanning several devices (torchrun) serves exactly one model: pass --model ID")
+    config = _configured_model(settings, model[0])
+    if config.is_hosted:
+        _fail(f"model {config.id!r} is hosted: only a local Wan model runs across devices")
+    return config
 
 
 def _request_for(config, prompt: str, size: str | None, seconds: int | None, seed: int, steps: int | None):

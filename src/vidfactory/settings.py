@@ -142,6 +142,13 @@ class Settings(BaseSettings):
 
     # Admission.
     upload_bytes_max: int = 10_000_000
+    # OpenAI-compatible clients: a queued or running video tells pollers (the openai SDK's `poll`) to wait
+    # this long before asking again (`openai-poll-after-ms`).
+    poll_after_ms: int = Field(default=2000, ge=10, le=600_000)
+    # Other names for configured models, e.g. {"sora-2": "wan2.1-t2v-1.3b", "sora-2-pro": "wan2.1-t2v-14b"}:
+    # a request naming an alias is made (and billed) by its model, and the video names that model.
+    model_aliases: dict[Annotated[str, Field(min_length=1, max_length=64)], str] = Field(
+        default_factory=dict, max_length=64)
     hold_timeout_s: int = 24 * 3600
 
     # Queue and worker.
@@ -261,6 +268,17 @@ class Settings(BaseSettings):
     operator_webhook_secret: SecretStr = SecretStr("")
 
     @model_validator(mode="after")
+    def _aliases_name_models(self) -> Settings:
+        ids = {m.id for m in self.models}
+        for alias, target in self.model_aliases.items():
+            if alias in ids:
+                raise ValueError(f"model_aliases: {alias!r} is a configured model's own id")
+            if target not in ids:
+                raise ValueError(f"model_aliases: {alias!r} names {target!r}, which is not a configured model "
+                                 f"(models: {', '.join(sorted(ids))})")
+        return self
+
+    @model_validator(mode="after")
     def _operator_webhook_signed(self) -> Settings:
         if self.operator_webhook_url and not self.operator_webhook_secret.get_secret_value().startswith("whsec_"):
             raise ValueError("operator_webhook_url needs operator_webhook_secret, a whsec_ secret")
@@ -289,6 +307,13 @@ class Settings(BaseSettings):
 
     def model(self, model_id: str) -> ModelConfig | None:
         return next((m for m in self.models if m.id == model_id), None)
+
+    def resolve_model(self, name: str) -> ModelConfig | None:
+        """A model by its id or by one of its aliases (`model_aliases`)."""
+        return self.model(self.model_aliases.get(name, name))
+
+    def aliases_of(self, model_id: str) -> list[str]:
+        return sorted(alias for alias, target in self.model_aliases.items() if target == model_id)
 
 
 class ConfigurationError(Exception):

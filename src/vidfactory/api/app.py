@@ -36,7 +36,7 @@ from vidfactory.api.routes import (
     webhook_secret,
 )
 from vidfactory.api.routes import workers as workers_routes
-from vidfactory.bootstrap import upgrade_and_seed
+from vidfactory.bootstrap import register_models, upgrade_and_seed
 from vidfactory.jobs.worker import Worker
 from vidfactory.notify.delivery import start_dispatcher
 from vidfactory.observability.requests import RequestIdMiddleware
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = AppContext.from_settings(settings)
         upgrade_and_seed(ctx.engine)
+        register_models(ctx.sessions, [model.id for model in settings.models])
         app.state.ctx = ctx
         stop = threading.Event()
         threads = start_workers(ctx, worker_count, stop) + start_dispatcher(settings, ctx.sessions, stop)

@@ -10,17 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartParser
 
 from vidfactory.api.errors import ApiError, validation_message
-from vidfactory.api.schemas import VideoCreate, data_url_chars_max
+from vidfactory.api.schemas import RemixCreate, VideoCreate, data_url_chars_max
 from vidfactory.media.reference import ReferenceImage, ReferenceRefused, read_reference, reference_bytes_max
 
-__all__ = ["VideoInput", "data_url_reference", "read_upload", "read_video_create", "upload_openapi",
-           "video_create_openapi"]
+__all__ = ["VideoInput", "data_url_reference", "read_remix", "read_upload", "read_video_create", "remix_openapi",
+           "upload_openapi", "video_create_openapi"]
 
 form_fields_max = 32
 # ASCII digits only: str.isdigit() also passes "²", which int() then refuses.
@@ -53,6 +53,12 @@ video_create_openapi: dict[str, Any] = {
 }
 
 
+# OpenAI's remix takes its prompt as JSON or as a form, as create does.
+remix_openapi: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    media_type: {"schema": RemixCreate.model_json_schema()}
+    for media_type in ("application/json", "multipart/form-data")}}}
+
+
 @dataclass(frozen=True)
 class VideoInput:
     body: VideoCreate
@@ -83,7 +89,8 @@ async def _replay(data: bytes):
     yield b""
 
 
-async def _form_fields(request: Request, content_type: str, bytes_max: int) -> dict[str, Any]:
+async def _form_fields(request: Request, content_type: str, bytes_max: int,
+                       file_field: str | None = reference_field) -> dict[str, Any]:
     data = await _read_capped(request, bytes_max)
     if content_type == "multipart/form-data":
         parser = MultiPartParser(request.headers, _replay(data), max_files=1, max_fields=form_fields_max,
@@ -100,9 +107,9 @@ async def _form_fields(request: Request, content_type: str, bytes_max: int) -> d
             # Which of two values would win is a guess; the request is ambiguous, so say so.
             raise ApiError(400, "duplicate_parameter", f"{name} is sent more than once", param=name)
         if isinstance(value, UploadFile):
-            if name != reference_field:
-                raise ApiError(400, "unsupported_parameter", f"{name}: only {reference_field} takes a file",
-                               param=name)
+            if name != file_field:
+                raise ApiError(400, "unsupported_parameter", f"{name}: no field of this request takes a file"
+                               if file_field is None else f"{name}: only {file_field} takes a file", param=name)
             fields[name] = await value.read()
             continue
         fields[name] = _form_value(name, value)
@@ -130,22 +137,42 @@ def _form_value(name: str, value: str) -> Any:
     return value
 
 
-async def read_video_create(request: Request, bytes_max: int) -> VideoInput:
+async def _json_or_form(request: Request, bytes_max: int, file_field: str | None) -> dict[str, Any]:
+    """The body's fields, from JSON or from a form (multipart or URL-encoded)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        raw = await _read_capped(request, bytes_max)
-        try:
-            fields = json.loads(raw or b"null")
-        except ValueError as exc:
-            raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
-        except RecursionError as exc:  # json.loads recurses per nesting level; a 10 MB body can go deeper
-            raise ApiError(400, "invalid_json", "body is nested too deeply") from exc
-        if not isinstance(fields, dict):
-            raise ApiError(400, "invalid_json", "body must be a JSON object")
-    elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        fields = await _form_fields(request, content_type, bytes_max)
-    else:
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return await _form_fields(request, content_type, bytes_max, file_field)
+    if content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
+    raw = await _read_capped(request, bytes_max)
+    try:
+        fields = json.loads(raw or b"null")
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # json.loads recurses per nesting level; a 10 MB body can go deeper
+        raise ApiError(400, "invalid_json", "body is nested too deeply") from exc
+    if not isinstance(fields, dict):
+        raise ApiError(400, "invalid_json", "body must be a JSON object")
+    return fields
+
+
+def _validated(schema: type[BaseModel], fields: dict[str, Any]) -> Any:
+    try:
+        return schema.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        message = validation_message(first)
+        raise ApiError(400, "invalid_value", f"{param}: {message}" if param else message, param=param) from exc
+
+
+async def read_remix(request: Request, bytes_max: int) -> RemixCreate:
+    """The remix body, from JSON or a form (no file)."""
+    return _validated(RemixCreate, await _json_or_form(request, bytes_max, file_field=None))
+
+
+async def read_video_create(request: Request, bytes_max: int) -> VideoInput:
+    fields = await _json_or_form(request, bytes_max, file_field=reference_field)
     sent_reference = fields.pop(reference_field, None)
     # Checked here, not only in the model, so that the error names the field to fix.
     if fields.get("prompt") is None and fields.get("template") is None:
@@ -155,12 +182,7 @@ async def read_video_create(request: Request, bytes_max: int) -> VideoInput:
         raise ApiError(400, "invalid_value", "template: send a prompt or a template, not both", param="template")
     if fields.get("variables") is not None and fields.get("template") is None:
         raise ApiError(400, "invalid_value", "variables: variables belong to a template", param="variables")
-    try:
-        body = VideoCreate.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise ApiError(400, "invalid_value", f"{param}: {validation_message(first)}", param=param) from exc
+    body = _validated(VideoCreate, fields)
     # An empty text field is no image (as before images were taken); an empty file is refused.
     # Decoding a large image takes a while: not on the event loop.
     reference = None if sent_reference in (None, "") else await run_in_threadpool(_reference, sent_reference)

@@ -15,7 +15,7 @@ from vidfactory.billing.ledger import InsufficientBalance
 from vidfactory.billing.tokens import TokenizerUnavailable
 from vidfactory.engines.base import EngineError
 from vidfactory.jobs.queue import StaleJob
-from vidfactory.jobs.screening import PromptRejected
+from vidfactory.jobs.screening import ImageRejected, PromptRejected
 from vidfactory.jobs.spec import InvalidRequest
 from vidfactory.jobs.submit import ActiveJobsLimit
 from vidfactory.prompts.errors import PromptError
@@ -126,6 +126,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _rejected(_: Request, exc: PromptRejected):
         # The category only: the matched terms would teach a caller how to get around the lexicon.
         return envelope(400, "content_policy", str(exc), "prompt")
+
+    @app.exception_handler(ImageRejected)
+    async def _image_rejected(_: Request, exc: ImageRejected):
+        return envelope(400, "content_policy", str(exc), exc.param)
 
     @app.exception_handler(StaleJob)
     async def _stale(_: Request, exc: StaleJob):

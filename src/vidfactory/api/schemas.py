@@ -300,8 +300,9 @@ class WorkerPublic(BaseModel):
     object: Literal["worker"] = "worker"
     id: str = Field(max_length=80)
     gpu_name: str = Field(max_length=100)
-    memory_total_bytes: int = Field(ge=0)
+    memory_total_bytes: int = Field(ge=0, description="per device")
     memory_free_bytes: int = Field(ge=0)
+    devices: int = Field(ge=1, description="devices each job runs across (context parallelism)")
     models_served: list[str]
     models_held: list[str]
     model_load_s: dict[str, float] = Field(description="seconds the last load of each model took (switch cost)")

@@ -38,6 +38,7 @@ __all__ = [
     "Plan",
     "PriceBook",
     "RegisteredWorker",
+    "ServedModel",
     "Statement",
     "Template",
     "Tenant",
@@ -375,8 +376,9 @@ class RegisteredWorker(Base):
 
     id: Mapped[str] = mapped_column(String(80), primary_key=True)
     gpu_name: Mapped[str] = mapped_column(String(100))
-    memory_total_bytes: Mapped[int] = mapped_column(BigInteger)
+    memory_total_bytes: Mapped[int] = mapped_column(BigInteger)  # per device
     memory_free_bytes: Mapped[int] = mapped_column(BigInteger)
+    devices: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # one job spans them all
     models_served: Mapped[list[str]] = mapped_column(JSON)
     models_held: Mapped[list[str]] = mapped_column(JSON)  # loaded now
     model_load_s: Mapped[dict[str, Any]] = mapped_column(JSON)  # model -> seconds its last load took
@@ -576,3 +578,12 @@ class WebhookDelivery(Base):
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_tenant_seq", "tenant_id", "seq"),
     )
+
+
+class ServedModel(Base):
+    """A configured model id and when this platform first served it (the models list's `created`)."""
+
+    __tablename__ = "served_models"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -10,6 +10,9 @@ An estimate, deliberately simple and pinned by tests so that a change to it is a
                            + the decoded clip F × pixels × 3 × 4 bytes
     weights              = transformer(s) and text encoder in bf16, VAE in fp32
 
+On a worker spanning N devices (context parallelism, engines/parallel.py) every figure is per device:
+each device holds all the weights and decodes the whole clip, and denoises 1/N of the latent tokens.
+
 Memory modes, from the fastest to the most frugal; each one keeps the savings of the modes before it:
     none               everything resident
     vae_tiling         the VAE decodes 256x256-pixel tiles
@@ -69,11 +72,12 @@ def _decode_bytes(p: WanPreset, width: int, height: int, num_frames: int, tiled:
     return activations * DECODE_LIVE_TENSORS + num_frames * pixels * 3 * FP32_BYTES
 
 
-def estimate(p: WanPreset, width: int, height: int, num_frames: int, mode: str) -> MemoryEstimate:
+def estimate(p: WanPreset, width: int, height: int, num_frames: int, mode: str, devices: int = 1
+             ) -> MemoryEstimate:
     if mode not in MEMORY_MODES:
         raise ValueError(f"unknown memory mode {mode!r}; known: {', '.join(MEMORY_MODES)}")
-    assert width > 0 and height > 0 and num_frames >= 1
-    tokens = latent_tokens(p, width, height, num_frames)
+    assert width > 0 and height > 0 and num_frames >= 1 and devices >= 1
+    tokens = -(-latent_tokens(p, width, height, num_frames) // devices)  # this device's share
     expert = p.transformer.params * BF16_BYTES
     text = p.text_encoder_params * BF16_BYTES
     vae = p.vae.params * FP32_BYTES
@@ -92,17 +96,18 @@ def estimate(p: WanPreset, width: int, height: int, num_frames: int, mode: str) 
                           peak_bytes=RUNTIME_OVERHEAD_BYTES + phases)
 
 
-def frugal_peak_bytes(p: WanPreset, width: int, height: int, num_frames: int) -> int:
-    """The least memory any mode needs: a device with less can never run this request."""
-    return estimate(p, width, height, num_frames, MEMORY_MODES[-1]).peak_bytes
+def frugal_peak_bytes(p: WanPreset, width: int, height: int, num_frames: int, devices: int = 1) -> int:
+    """The least memory per device any mode needs: a worker whose devices have less can never run it."""
+    return estimate(p, width, height, num_frames, MEMORY_MODES[-1], devices).peak_bytes
 
 
 def mode_that_fits(p: WanPreset, width: int, height: int, num_frames: int, memory_bytes: int,
-                   *, at_least: str = MEMORY_MODES[0]) -> str | None:
-    """The fastest mode, no faster than `at_least`, whose estimate fits in `memory_bytes`; None if none."""
+                   *, at_least: str = MEMORY_MODES[0], devices: int = 1) -> str | None:
+    """The fastest mode, no faster than `at_least`, whose per-device estimate fits in `memory_bytes`
+    (each device's memory); None if none."""
     start = MEMORY_MODES.index(at_least)
     for mode in MEMORY_MODES[start:]:
-        if estimate(p, width, height, num_frames, mode).peak_bytes <= memory_bytes:
+        if estimate(p, width, height, num_frames, mode, devices).peak_bytes <= memory_bytes:
             return mode
     return None
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from vidfactory.engines.base import Engine, EngineError
 from vidfactory.engines.dashscope import DashScopeEngine
 from vidfactory.engines.openai_video import OpenAIVideoEngine
+from vidfactory.engines.parallel import DevicePlan, ParallelError
 from vidfactory.engines.speed import SpeedSettings
 from vidfactory.engines.tiny import ensure_tiny_model
 from vidfactory.engines.wan import WanEngine
@@ -46,9 +47,12 @@ def model_path(config: ModelConfig, models_dir: Path) -> str:
                       f"(known: 'wan', 'wan-tiny', 'dashscope', 'openai-video')")
 
 
-def load_engine(config: ModelConfig, models_dir: Path, speed: SpeedSettings = SpeedSettings()) -> Engine:
+def load_engine(config: ModelConfig, models_dir: Path, speed: SpeedSettings = SpeedSettings(),
+                devices: DevicePlan = DevicePlan()) -> Engine:
     """Load the model once; the engine keeps it in memory for every later generation. Hosted engines
-    load nothing: they keep an HTTP connection pool."""
+    load nothing: they keep an HTTP connection pool, and never span devices."""
+    if devices.parallel and config.is_hosted:
+        raise ParallelError(f"model {config.id!r} is hosted: only a local Wan model runs across devices")
     if config.engine == "dashscope":
         assert config.hosted is not None
         return DashScopeEngine(config.id, config.hosted)
@@ -56,7 +60,7 @@ def load_engine(config: ModelConfig, models_dir: Path, speed: SpeedSettings = Sp
         assert config.hosted is not None
         return OpenAIVideoEngine(config.id, config.hosted)
     return WanEngine(config.id, model_path(config, models_dir), preset=config.wan_preset, speed=speed,
-                     mag_ratios=tuple(config.step_cache_mag_ratios))
+                     mag_ratios=tuple(config.step_cache_mag_ratios), devices=devices)
 
 
 def _checkpoint_dir(config: ModelConfig, path: str) -> Path:

@@ -24,6 +24,7 @@ from vidfactory.engines.base import (
     ProgressCallback,
 )
 from vidfactory.engines.memory import MEMORY_MODES
+from vidfactory.engines.parallel import DevicePlan, agree_with_leader, enable_context_parallel, join_group
 from vidfactory.engines.presets import FRAME_STRIDE, WanPreset, check_shape
 from vidfactory.engines.speed import SpeedSettings, apply_speed, step_cache
 
@@ -58,13 +59,17 @@ class WanEngine:
 
     def __init__(self, model_id: str, path: str, device: str | None = None, *, frames_max: int = FRAMES_MAX,
                  preset: WanPreset | None = None, speed: SpeedSettings = SpeedSettings(),
-                 mag_ratios: tuple[float, ...] = ()):
+                 mag_ratios: tuple[float, ...] = (), devices: DevicePlan = DevicePlan()):
         self.model_id = model_id
         self.path = path
         self.frames_max = frames_max
         self.preset = preset
         self.speed = speed
         self.mag_ratios = mag_ratios
+        self.devices = devices
+        if devices.parallel:
+            join_group(devices)
+            device = device or str(devices.device())
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._lock = threading.Lock()
         started = time.perf_counter()
@@ -75,6 +80,8 @@ class WanEngine:
         self.pipeline = _load_pipeline(self.path, self.device)
         if self.preset is not None:
             _use_flow_shift(self.pipeline, self.preset.flow_shift)
+        if self.devices.parallel:
+            enable_context_parallel(self.pipeline, self.devices)
         self.speed_applied = apply_speed(self.pipeline, self.speed, self.device)
         self.memory_mode = "none"
         self._image_pipeline: DiffusionPipeline | None = None
@@ -98,6 +105,8 @@ class WanEngine:
                 raise wrapped.__cause__ from None  # the caller's own exception, as they raised it
         # 5. [F, H, W, 3] floats in [0, 1] -> uint8, with the settings that produced them.
         settings = {**self.speed_applied, "memory_mode": mode_applied, "step_cache": cache_applied}
+        if self.devices.parallel:
+            settings["context_parallel"] = f"ulysses x{self.devices.world_size}"
         return GeneratedVideo(frames=_to_uint8(frames, request), fps=request.fps, engine_settings=settings)
 
     def _check_for_model(self, request: GenerationRequest) -> None:
@@ -163,7 +172,7 @@ class WanEngine:
                     guidance_scale=request.guidance_scale,
                     generator=generator,
                     output_type="np",
-                    callback_on_step_end=_step_callback(on_progress, is_cancelled),
+                    callback_on_step_end=_step_callback(on_progress, is_cancelled, self.devices.parallel),
                     max_sequence_length=TEXT_TOKENS_MAX + 1,
                     **extra,
                 )
@@ -222,13 +231,15 @@ class _CallbackRaised(Exception):
     """Carries an exception from the caller's on_progress/is_cancelled through diffusers unchanged."""
 
 
-def _step_callback(on_progress: ProgressCallback, is_cancelled: CancelCheck):
+def _step_callback(on_progress: ProgressCallback, is_cancelled: CancelCheck, parallel: bool):
     def callback(pipe: DiffusionPipeline, step: int, timestep: Any, callback_kwargs: dict) -> dict:
         try:
             on_progress(step + 1, pipe.num_timesteps)
             cancelled = is_cancelled()
         except Exception as exc:
             raise _CallbackRaised() from exc
+        if parallel:  # every rank stops at the same step, or the others wait in a collective forever
+            cancelled = agree_with_leader(cancelled)
         if cancelled:
             # Raising (unlike pipe._interrupt) stops before the VAE decode, the most expensive part.
             raise GenerationCancelled(f"cancelled after denoising step {step + 1} of {pipe.num_timesteps}")

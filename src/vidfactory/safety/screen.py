@@ -4,8 +4,10 @@ Two passes share one normalisation of the prompt:
 
 - text: every term's normalised skeleton. A term that starts (ends) with a Latin letter only matches at
   a word boundary, so "skill" never matches "kill" and "Sussex" never matches "sex". Separators inside
-  a match are accepted where the term itself has them ("child-porn"), or when every piece between them
-  is at most `spelled_piece_chars_max` characters ("k.i.l.l", "炸 弹").
+  a match are accepted where the term itself has them ("child-porn"), when every piece between them
+  is at most `spelled_piece_chars_max` characters ("k.i.l.l", "炸 弹"), or when they are punctuation
+  without white space: a term of one word split by dots or dashes ("Blue.Cow" for "bluecow") is caught,
+  while two words a space apart ("blue cow") stay two words.
 - pinyin: Chinese terms of two or more characters also match by pronunciation with tones (homophone
   swaps such as 涩情 for 色情), and typed pinyin without tones ("se qing"). Such matches score lower: a
   `block` term matched only by sound sends the job to review instead.
@@ -197,7 +199,7 @@ class Screener:
         if self._text is None or not n.text:
             return []
         text, breaks, kinds = n.text, n.breaks, n.kinds
-        break_positions = [i for i, brk in enumerate(breaks) if brk]
+        space_positions = [i for i, spaced in enumerate(n.spaced) if spaced]
         found = []
         for last, keys in self._text.iter(text):
             for key in keys:
@@ -206,7 +208,7 @@ class Screener:
                     continue
                 if key.latin_end and not (end == len(text) or breaks[end] or kinds[end] != "w" or n.leet[end]):
                     continue
-                if not _pieces_ok(break_positions, start, end, key.breaks):
+                if not _pieces_ok(space_positions, start, end, key.breaks):
                     continue
                 found.append(self._match(key, n.span(start, end), exact_score))
         return found

@@ -1,7 +1,8 @@
 """/v1/templates: the tenant's templates (create, list, read, replace, delete) beside the built-in
 library (read-only). A template is checked when it is saved: a body that could never render is a 400.
 
-A template's reference image is sent as a data URL when it is saved (checked like `input_reference`),
+A template's reference image is sent as a data URL when it is saved (checked and screened like
+`input_reference`),
 stored under the tenant as `<tenant>/templates/<template id>/reference-<sha256>.<ext>` and answered as
 its SHA-256, size and format, never its bytes. Each job made from the template stores its own copy, so
 replacing or deleting the template never touches a job's first frame."""
@@ -69,11 +70,13 @@ def _image_object(template: Template) -> dict[str, Any] | None:
     return None
 
 
-def _sent_image(body: TemplateCreate | TemplateUpdate) -> ReferenceImage | None:
-    """Checked before anything is stored (a 400 naming reference_image)."""
+def _sent_image(ctx: AppContext, body: TemplateCreate | TemplateUpdate) -> ReferenceImage | None:
+    """Checked and screened before anything is stored (a 400 naming reference_image)."""
     if body.reference_image is None:
         return None
-    return data_url_reference(body.reference_image, "reference_image")
+    image = data_url_reference(body.reference_image, "reference_image")
+    ctx.screens.images.check(image, "reference_image")
+    return image
 
 
 def _stored_as(tenant_id: str, row_id: str, image: ReferenceImage | None) -> TemplateImage | None:
@@ -152,7 +155,7 @@ def _owned(session: Session, caller: Caller, name: str) -> TemplateRow:
 def create_template(body: TemplateCreate, ctx: ContextDep, caller: CallerDep) -> dict[str, Any]:
     if body.name in library:
         raise ApiError(409, "template_exists", f"{body.name!r} is a built-in template name", param="name")
-    image = _sent_image(body)
+    image = _sent_image(ctx, body)
     row_id = f"tpl_{uuid.uuid4().hex}"
     template = _as_template(body.name, body, _stored_as(caller.tenant_id, row_id, image))
     if body.pre_generate:
@@ -212,7 +215,7 @@ def replace_template(name: str, body: TemplateUpdate, ctx: ContextDep, caller: C
     """Pre-generates again only when what the defaults render to changed (or pre-generation was just
     turned on, or the reference image changed); a refused pre-generation leaves the template as it was.
     A PUT without reference_image removes the template's image (the whole template is replaced)."""
-    image = _sent_image(body)
+    image = _sent_image(ctx, body)
     with ctx.sessions() as session:  # the row's id names its image file
         row_id = _owned(session, caller, name).id
     template = _as_template(name, body, _stored_as(caller.tenant_id, row_id, image))

@@ -10,17 +10,17 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select, tuple_
 from starlette.concurrency import run_in_threadpool
 
-from vidfactory.api.body import VideoInput, read_video_create, video_create_openapi
+from vidfactory.api.body import VideoInput, read_remix, read_video_create, remix_openapi, video_create_openapi
 from vidfactory.api.context import AppContext
 from vidfactory.api.deps import CallerDep, ContextDep, IdempotencyKeyHeader, SessionDep
 from vidfactory.api.errors import ApiError, checked_id, not_found
 from vidfactory.api.render import file_hashes_by_job, timestamp, video_object
-from vidfactory.api.schemas import FeedbackCreate, RegenerateCreate, RemixCreate, prompt_chars_max
+from vidfactory.api.schemas import FeedbackCreate, RegenerateCreate, prompt_chars_max
 from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Feedback, Job
 from vidfactory.db.types import utcnow
 from vidfactory.jobs import queue
-from vidfactory.idempotency import fingerprint
+from vidfactory.idempotency import Outcome, fingerprint
 from vidfactory.jobs.prompting import PromptRequest, resolve_prompt, template_reference
 from vidfactory.jobs.submit import VideoRequest, regeneration_seed, submit
 from vidfactory.media.reference import ReferenceImage, read_reference
@@ -29,6 +29,20 @@ from vidfactory.tenancy import Caller
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 page_size_max = 100
+unfinished_states = ("queued", "in_progress")
+
+
+def poll_headers(ctx: AppContext, video: dict[str, Any]) -> dict[str, str]:
+    """`openai-poll-after-ms` while the video is queued or running: the openai SDK's `poll` and
+    `create_and_poll` wait that long before asking again."""
+    if video["status"] not in unfinished_states:
+        return {}
+    return {"openai-poll-after-ms": str(ctx.settings.poll_after_ms)}
+
+
+def created_response(ctx: AppContext, submitted: Outcome) -> JSONResponse:
+    headers = poll_headers(ctx, submitted.body) | ({"Idempotent-Replayed": "true"} if submitted.replayed else {})
+    return JSONResponse(submitted.body, status_code=submitted.status_code, headers=headers)
 
 
 def to_video_request(ctx: AppContext, caller: Caller, sent: VideoInput) -> VideoRequest:
@@ -66,17 +80,18 @@ def _text(seconds: int | None) -> str | None:
     return None if seconds is None else str(seconds)
 
 
-def owned_job(session, caller: Caller, video_id: str, param: str = "id") -> Job:
-    """Another tenant's video answers exactly like a missing one."""
+def owned_job(session, caller: Caller, video_id: str, param: str = "id", *, deleted_too: bool = False) -> Job:
+    """Another tenant's video answers exactly like a missing one; a deleted one too, unless `deleted_too`
+    (a list cursor: the page after a video deleted since still has its place)."""
     checked_id("video", video_id, param)
-    job = session.scalar(select(Job).where(Job.id == video_id, Job.tenant_id == caller.tenant_id,
-                                           Job.deleted_at.is_(None)))
+    statement = select(Job).where(Job.id == video_id, Job.tenant_id == caller.tenant_id)
+    job = session.scalar(statement if deleted_too else statement.where(Job.deleted_at.is_(None)))
     if job is None:
         raise not_found("video", video_id, param)
     return job
 
 
-@router.post("", status_code=202, openapi_extra=video_create_openapi)
+@router.post("", openapi_extra=video_create_openapi)
 async def create_video(
     request: Request, ctx: ContextDep, caller: CallerDep,
     idempotency_key: IdempotencyKeyHeader = None,
@@ -88,20 +103,19 @@ async def create_video(
         idempotency = (idempotency_key, request_fingerprint("/v1/videos", sent.fields, video_request))
     submitted = await run_in_threadpool(submit, ctx.sessions, ctx.settings, ctx.counters, caller, video_request,
                                         video_object, idempotency, screens=ctx.screens, storage=ctx.storage)
-    headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
-    return JSONResponse(submitted.body, status_code=submitted.status_code, headers=headers)
+    return created_response(ctx, submitted)
 
 
 @router.get("")
 def list_videos(
     session: SessionDep, caller: CallerDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=page_size_max)] = 20,
+    limit: Annotated[int, Query(ge=0, le=page_size_max)] = 20,
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:
     statement = select(Job).where(Job.tenant_id == caller.tenant_id, Job.deleted_at.is_(None))
     if after is not None:
-        cursor = owned_job(session, caller, after, param="after")
+        cursor = owned_job(session, caller, after, param="after", deleted_too=True)
         position = tuple_(Job.created_at, Job.id)
         mark = tuple_(cursor.created_at, cursor.id)
         statement = statement.where(position < mark if order == "desc" else position > mark)
@@ -116,17 +130,22 @@ def list_videos(
 
 
 @router.get("/{video_id}")
-def retrieve_video(video_id: str, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
-    return video_object(session, owned_job(session, caller, video_id))
+def retrieve_video(video_id: str, ctx: ContextDep, session: SessionDep, caller: CallerDep,
+                   response: Response) -> dict[str, Any]:
+    video = video_object(session, owned_job(session, caller, video_id))
+    response.headers.update(poll_headers(ctx, video))
+    return video
 
 
 @router.post("/{video_id}/cancel")
-def cancel_video(video_id: str, ctx: ContextDep, caller: CallerDep) -> dict[str, Any]:
+def cancel_video(video_id: str, ctx: ContextDep, caller: CallerDep, response: Response) -> dict[str, Any]:
     with ctx.sessions.begin() as session:
         job = owned_job(session, caller, video_id)
         queue.request_cancel(session, job)
     with ctx.sessions() as session:
-        return video_object(session, owned_job(session, caller, video_id))
+        video = video_object(session, owned_job(session, caller, video_id))
+    response.headers.update(poll_headers(ctx, video))  # a running job stops at its next step
+    return video
 
 
 @router.delete("/{video_id}")
@@ -204,6 +223,7 @@ def regenerated_request(ctx: AppContext, caller: Caller, parent: Job, body: Rege
 
 async def _regenerate(video_id: str, body: RegenerateCreate, ctx: AppContext, caller: Caller,
                       idempotency_key: str | None, path: str) -> JSONResponse:
+    """200 with the new video, queued (or completed, from the result cache), as OpenAI's remix answers."""
     with ctx.sessions() as session:
         parent = owned_job(session, caller, video_id)
         session.expunge(parent)
@@ -213,21 +233,21 @@ async def _regenerate(video_id: str, body: RegenerateCreate, ctx: AppContext, ca
         idempotency = (idempotency_key, fingerprint(path.format(video_id=video_id), body.model_dump()))
     submitted = await run_in_threadpool(submit, ctx.sessions, ctx.settings, ctx.counters, caller, video_request,
                                         video_object, idempotency, screens=ctx.screens, storage=ctx.storage)
-    headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
-    return JSONResponse(submitted.body, status_code=submitted.status_code, headers=headers)
+    return created_response(ctx, submitted)
 
 
-@router.post("/{video_id}/regenerate", status_code=202)
+@router.post("/{video_id}/regenerate")
 async def regenerate_video(video_id: str, body: RegenerateCreate, ctx: ContextDep, caller: CallerDep,
                            idempotency_key: IdempotencyKeyHeader = None) -> JSONResponse:
     """A new job linked to its parent (`remixed_from_video_id`), quoted, held and billed on its own."""
     return await _regenerate(video_id, body, ctx, caller, idempotency_key, "/v1/videos/{video_id}/regenerate")
 
 
-@router.post("/{video_id}/remix", status_code=202)
-async def remix_video(video_id: str, body: RemixCreate, ctx: ContextDep, caller: CallerDep,
+@router.post("/{video_id}/remix", openapi_extra=remix_openapi)
+async def remix_video(video_id: str, request: Request, ctx: ContextDep, caller: CallerDep,
                       idempotency_key: IdempotencyKeyHeader = None) -> JSONResponse:
-    """OpenAI's remix: regenerate with a new prompt."""
+    """OpenAI's remix: regenerate with a new prompt (JSON or a form)."""
+    body = await read_remix(request, ctx.settings.upload_bytes_max)
     return await _regenerate(video_id, RegenerateCreate(prompt=body.prompt), ctx, caller, idempotency_key,
                              "/v1/videos/{video_id}/remix")
 

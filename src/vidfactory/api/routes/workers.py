@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 def worker_public(worker: RegisteredWorker, live: bool) -> WorkerPublic:
     return WorkerPublic(
         id=worker.id, gpu_name=worker.gpu_name, memory_total_bytes=worker.memory_total_bytes,
-        memory_free_bytes=worker.memory_free_bytes, models_served=list(worker.models_served),
+        memory_free_bytes=worker.memory_free_bytes, devices=worker.devices, models_served=list(worker.models_served),
         models_held=list(worker.models_held), model_load_s=dict(worker.model_load_s), live=live,
         started_at=timestamp(worker.started_at), heartbeat_at=timestamp(worker.heartbeat_at))
 
