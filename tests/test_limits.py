@@ -1,5 +1,5 @@
-"""Limits: requests per minute per key and per tenant (in memory, and in Redis shared by replicas),
-429 with Retry-After, fail-open or fail-closed when Redis is down, and the plan's active-jobs limit
+"""Limits: requests per minute per key and per tenant, reads and writes on separate budgets (in memory,
+and in Redis shared by replicas), 429 with Retry-After, what the limiter knows (limit, remaining, reset), fail-open or fail-closed when Redis is down, and the plan's active-jobs limit
 enforced exactly at admission, freed however a job ends."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import redis
 from fastapi.testclient import TestClient
 
 from vidfactory.api.app import create_app
-from vidfactory.api.ratelimit import LimiterUnavailable, MemoryLimiter, RedisLimiter, Window
+from vidfactory.api.ratelimit import LimiterUnavailable, MemoryLimiter, Quota, RedisLimiter, Window, enforce
 from vidfactory.db.session import make_engine, make_session_factory
 from vidfactory.jobs.worker import Worker
-from vidfactory.tenancy import create_key
+from vidfactory.tenancy import Caller, create_key, create_plan, plan_fields, update_plan
 
 from conftest import assert_ledger_clean, make_settings, new_tenant
 from test_processes import _healthy, cli, env_for, free_port, server_start_s_max, wait_until
@@ -40,6 +40,98 @@ def redis_prefix():
 
 def redis_limiter(prefix: str, url: str = redis_url, failure_mode: str = "open") -> RedisLimiter:
     return RedisLimiter.from_url(url, prefix=prefix, failure_mode=failure_mode, timeout_s=0.25)
+
+
+def set_plan(sessions, plan_id: str, **limits) -> None:
+    with sessions.begin() as session:
+        update_plan(session, plan_id, limits)
+
+
+def tight_plan(sessions, **limits) -> str:
+    """A plan with small limits, so a test spends them in a few requests."""
+    plan_id = f"tight{uuid.uuid4().hex[:6]}"
+    values = dict(priority=0, requests_per_minute=2, tenant_requests_per_minute=4, read_requests_per_minute=3,
+                  tenant_read_requests_per_minute=6, concurrent_jobs=1, active_jobs_max=4, step_cache_allowed=False,
+                  review_deadline_s=3600, review_deadline_action="refund")
+    values.update(limits)
+    assert set(values) == set(plan_fields)
+    with sessions.begin() as session:
+        create_plan(session, plan_id, values)
+    return plan_id
+
+
+def refusal(response) -> str:
+    assert response.status_code == 429, response.text
+    assert 1 <= int(response.headers["retry-after"]) <= 60
+    return response.json()["error"]["message"]
+
+
+def test_polling_does_not_spend_the_budget_for_creating_videos(client):
+    sessions = client.app.state.ctx.sessions
+    tenant = new_tenant(sessions, tokens=100_000, plan=tight_plan(sessions))  # 2 writes, 3 reads a minute
+    assert [client.get("/v1/balance", headers=tenant.headers).status_code for _ in range(3)] == [200] * 3
+    assert "3 read requests per minute per key" in refusal(client.get("/v1/balance", headers=tenant.headers))
+    # Reads are spent, writes are not.
+    assert [client.post("/v1/quotes", headers=tenant.headers, json=small).status_code
+            for _ in range(2)] == [200, 200]
+    assert "2 write requests per minute per key" in refusal(
+        client.post("/v1/quotes", headers=tenant.headers, json=small))
+
+
+def test_writes_spent_leave_polling_alone(client):
+    sessions = client.app.state.ctx.sessions
+    tenant = new_tenant(sessions, tokens=100_000, plan=tight_plan(sessions))
+    video = client.post("/v1/videos", headers=tenant.headers, json=small).json()
+    client.post("/v1/quotes", headers=tenant.headers, json=small)
+    refusal(client.post("/v1/videos", headers=tenant.headers, json=small))
+    polls = [client.get(f"/v1/videos/{video['id']}", headers=tenant.headers) for _ in range(3)]
+    assert [p.status_code for p in polls] == [200] * 3 and polls[-1].json()["status"] == "queued"
+
+
+def test_both_budgets_are_shared_by_replicas_through_redis(tmp_path, sqlite_url, models_dir, redis_prefix):
+    settings = make_settings(tmp_path, sqlite_url, models_dir, redis_url=redis_url, redis_prefix=redis_prefix)
+    with TestClient(create_app(settings, workers=0)) as first, TestClient(create_app(settings, workers=0)) as second:
+        sessions = first.app.state.ctx.sessions
+        tenant = new_tenant(sessions, tokens=100_000, plan=tight_plan(sessions))
+        assert [c.get("/v1/balance", headers=tenant.headers).status_code
+                for c in (first, second, first)] == [200] * 3
+        assert "read" in refusal(second.get("/v1/balance", headers=tenant.headers))
+        assert [c.post("/v1/quotes", headers=tenant.headers, json=small).status_code
+                for c in (second, first)] == [200, 200]
+        assert "write" in refusal(second.post("/v1/quotes", headers=tenant.headers, json=small))
+
+
+def test_the_limiter_reports_limit_remaining_and_reset(redis_prefix):
+    key, tenant = Window("{t}:key:a", 3), Window("{t}:tenant", 10)
+    memory = MemoryLimiter()
+    assert memory.check([key, tenant], now=0.0).quota == Quota(3, 2, 60.0)
+    assert memory.check([key, tenant], now=15.0).quota == Quota(3, 1, 60.0)
+    memory.check([key, tenant], now=20.0)
+    refused = memory.check([key, tenant], now=30.0)
+    assert refused.window == key and refused.quota == Quota(3, 0, 50.0) and refused.wait_s == 30.0
+    # The tenant's window is the tightest once another key has spent most of it.
+    other = Window("{t}:key:b", 100)
+    assert [memory.check([other, tenant], now=31.0).quota.remaining for _ in range(7)] == [6, 5, 4, 3, 2, 1, 0]
+
+    shared = redis_limiter(redis_prefix)
+    first = shared.check([key, tenant]).quota
+    assert (first.limit, first.remaining) == (3, 2) and 59.0 < first.reset_s <= 60.0
+    assert redis_limiter(redis_prefix).check([key, tenant]).quota.remaining == 1  # another replica's count
+    shared.check([key, tenant])
+    refused = shared.check([key, tenant])
+    assert refused.window == key and (refused.quota.limit, refused.quota.remaining) == (3, 0)
+
+
+def test_each_method_spends_its_own_budget_and_reports_it():
+    caller = Caller(tenant_id="ten_a", api_key_id="key_a", plan="p", priority=0, requests_per_minute=2,
+                    concurrent_jobs=1, tenant_requests_per_minute=4, read_requests_per_minute=5,
+                    tenant_read_requests_per_minute=8)
+    limiter = MemoryLimiter()
+    read = enforce(limiter, caller, "GET")
+    assert (read.limit, read.remaining) == (5, 4) and 59.0 < read.reset_s <= 60.0
+    assert enforce(limiter, caller, "HEAD").remaining == 3
+    assert enforce(limiter, caller, "POST").limit == 2
+    assert enforce(limiter, caller, "DELETE").remaining == 0
 
 
 def test_memory_window_slides_and_a_refusal_counts_nowhere():
@@ -87,7 +179,8 @@ def test_tenant_limit_spans_its_keys(tmp_path, sqlite_url, models_dir, redis_pre
     settings = make_settings(tmp_path, sqlite_url, models_dir, redis_url=redis_url, redis_prefix=redis_prefix)
     with TestClient(create_app(settings, workers=0)) as client:
         sessions = client.app.state.ctx.sessions
-        tenant = new_tenant(sessions, tokens=10, plan="free")  # 30 per key, 60 per tenant
+        tenant = new_tenant(sessions, tokens=10, plan="free")
+        set_plan(sessions, "free", read_requests_per_minute=30, tenant_read_requests_per_minute=60)
         with sessions.begin() as session:
             second, third = ({"Authorization": f"Bearer {create_key(session, tenant.id)[1]}"} for _ in range(2))
         statuses = [client.get("/v1/balance", headers=h).status_code for h in [tenant.headers, second] * 30]
@@ -139,7 +232,8 @@ def test_two_api_processes_sharing_redis_enforce_one_limit(tmp_path, database_ur
                   VIDFACTORY_REDIS_PREFIX=redis_prefix, VIDFACTORY_WEBHOOKS_ENABLED="false")
     subprocess.run(cli("db", "upgrade"), env=env, check=True, capture_output=True)
     engine = make_engine(database_url)
-    tenant = new_tenant(make_session_factory(engine), tokens=10, plan="free")  # 30 requests per minute per key
+    tenant = new_tenant(make_session_factory(engine), tokens=10, plan="free")
+    set_plan(make_session_factory(engine), "free", read_requests_per_minute=30)  # reads per minute per key
     engine.dispose()
     ports = [free_port(), free_port()]
     servers = [subprocess.Popen(cli("serve", "--port", str(port), "--workers", "0"), env=env,

@@ -144,10 +144,33 @@ def test_face_geometry_cues() -> None:
     face = FaceBox(0, 0, 100, 100)
     level = [FaceBox(18, 25, 24, 24), FaceBox(58, 25, 24, 24)]
     assert face_geometry_score(face, level) < 0.1
-    assert face_geometry_score(face, []) == 0.8
     assert face_geometry_score(face, level[:1]) == 0.5
     tilted = [FaceBox(18, 10, 24, 24), FaceBox(58, 40, 24, 24)]
     assert face_geometry_score(face, tilted) > 0.6
+
+
+def upsampled_noise(seed: int, height: int, width: int, block: int, frames: int) -> np.ndarray:
+    """What an untrained model's decoder gives: latent noise upsampled by the VAE's spatial factor."""
+    small = np.random.default_rng(seed).integers(0, 256, (frames, height // block, width // block, 3), np.uint8)
+    return small.repeat(block, axis=1).repeat(block, axis=2)
+
+
+@pytest.mark.parametrize(("height", "width", "block", "seed", "frame"),
+                         [(720, 1280, 8, 1, 3), (1280, 720, 8, 3, 0), (480, 832, 16, 4, 0)])
+def test_noise_is_not_a_face(height: int, width: int, block: int, seed: int, frame: int) -> None:
+    """The face cascade fires on these noise frames (a box), but no eye is in it: no face, nothing held."""
+    clip = upsampled_noise(seed, height, width, block, frame + 1)[frame:]
+    result = face_distortion(clip)
+    assert result is not None and result.eyeless_boxes >= 1  # the cascade did take it for a face
+    assert (result.faces, result.score) == (0, 0.0)
+    assert run_qc(np.concatenate([clip, clip])).check("face_distortion").verdict == "pass"
+
+
+@pytest.mark.parametrize(("height", "width"), [(256, 256), (128, 128), (64, 64)])
+def test_noise_of_other_sizes_is_not_held(height: int, width: int) -> None:
+    for clip in (upsampled_noise(2, height, width, 8, 4),
+                 np.random.default_rng(3).integers(0, 256, (4, height, width, 3), np.uint8)):
+        assert run_qc(clip).check("face_distortion").verdict == "pass"
 
 
 def test_face_check_is_skipped_not_guessed_without_opencv(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,14 +2,20 @@
 delivered nor charged before approval; a rejection refunds; every decision happens once."""
 
 
+import threading
+from datetime import timedelta
+
+from openai import OpenAI
+from sqlalchemy import select
+
 from vidfactory.api.render import video_object
-from vidfactory.db.models import Job
+from vidfactory.db.models import Job, WebhookEvent
 from vidfactory.db.types import utcnow
 from vidfactory.jobs import maintenance, queue
 from vidfactory.jobs.submit import VideoRequest, submit
 from vidfactory.jobs.worker import Worker
-from vidfactory.notify.alerts import raise_alert
-from vidfactory.tenancy import authenticate
+from vidfactory.notify.endpoints import create_endpoint
+from vidfactory.tenancy import authenticate, update_plan
 
 from conftest import assert_ledger_clean, new_tenant
 
@@ -47,7 +53,6 @@ def hold_clip_for_review(ctx, tenant) -> str:
         job = session.get(Job, job_id)
         queue.hold_for_review(session, job, "w1", [queue.AssetRecord("video", "k/video.mp4", "video/mp4", 3, "ab")],
                               queue.Review("qc", "flicker 0.31 > 0.20"))
-        raise_alert(session, "review_required", f"{job_id}: qc", tenant_id=tenant.id, job_id=job_id)
     return job_id
 
 
@@ -60,7 +65,8 @@ def test_held_prompt_is_not_claimed_until_approved(client, ctx):
     tenant = new_tenant(ctx.sessions, tokens=10_000)
     job_id = submit_for_review(ctx, tenant)
     video = client.get(f"/v1/videos/{job_id}", headers=tenant.headers).json()
-    assert video["status"] == "queued" and video["review"] == {"status": "pending", "source": "prompt"}
+    assert video["status"] == "queued" and video["review"]["status"] == "pending"
+    assert video["review"]["source"] == "prompt"
     assert "matched" not in str(video)  # the reason is for admins only
     assert balance(client, tenant)["pending"] == video["usage"]["total_tokens"]
     assert claim(ctx) is None
@@ -142,3 +148,96 @@ def test_review_routes_need_the_admin_token_and_known_videos(client, ctx):
     plain = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a fox", **small}).json()
     not_held = client.post(f"/v1/admin/reviews/{plain['id']}/approve", headers=admin)
     assert not_held.status_code == 409
+
+
+# --- a review ends: the object says so, the tenant and the operator hear of it, a deadline decides ------------
+
+def set_plan(ctx, plan_id: str, **changes) -> None:
+    with ctx.sessions.begin() as session:
+        update_plan(session, plan_id, changes)
+
+
+def review_alerts(client, job_id):
+    alerts = client.get("/v1/admin/alerts", headers=admin).json()["data"]
+    return [a for a in alerts if a["kind"] == "review_required" and a["video_id"] == job_id]
+
+
+def test_a_held_prompt_says_until_when_and_is_announced(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    with ctx.sessions.begin() as session:
+        create_endpoint(session, tenant.id, "https://hooks.example.com/vf", "", ["video.review_required"])
+    before = utcnow()
+    job_id = submit_for_review(ctx, tenant)
+    review = client.get(f"/v1/videos/{job_id}", headers=tenant.headers).json()["review"]
+    assert review["status"] == "pending" and review["on_deadline"] == "refund"
+    assert int(before.timestamp()) + 3600 <= review["deadline_at"] <= int(utcnow().timestamp()) + 3600
+    with ctx.sessions() as session:
+        [event] = session.scalars(select(WebhookEvent).where(WebhookEvent.type == "video.review_required"))
+        assert event.payload["data"]["id"] == job_id and event.payload["data"]["review"] == review
+        assert "matched" not in str(event.payload)  # the reason is for admins only
+    [alert] = review_alerts(client, job_id)
+    assert "matched: example" in alert["message"] and alert["tenant_id"] == tenant.id
+
+
+def test_a_held_clip_is_announced_once(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    job_id = hold_clip_for_review(ctx, tenant)
+    assert len(review_alerts(client, job_id)) == 1
+    assert client.get(f"/v1/videos/{job_id}", headers=tenant.headers).json()["review"]["on_deadline"] == "refund"
+
+
+def test_an_undecided_review_is_refunded_at_the_deadline(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    job_id = submit_for_review(ctx, tenant)
+    deadline = client.get(f"/v1/videos/{job_id}", headers=tenant.headers).json()["review"]["deadline_at"]
+    assert maintenance.decide_overdue_reviews(ctx.sessions, utcnow()) == 0
+    assert maintenance.decide_overdue_reviews(ctx.sessions, utcnow() + timedelta(seconds=3601)) == 1
+    video = client.get(f"/v1/videos/{job_id}", headers=tenant.headers).json()
+    assert video["status"] == "failed" and video["error"]["code"] == "review_expired"
+    assert video["review"]["status"] == "rejected" and video["review"]["deadline_at"] == deadline
+    assert balance(client, tenant)["pending"] == 0 and balance(client, tenant)["available"] == 10_000
+    assert claim(ctx) is None
+    entries = client.get("/v1/admin/audit", headers=admin, params={"limit": 100}).json()["data"]
+    assert [(e["subject"], e["actor"]) for e in entries if e["kind"] == "review.expired"] == [
+        (f"video:{job_id}", "review_deadline")]
+    # Decided once: an admin arriving late finds nothing to decide.
+    assert client.post(f"/v1/admin/reviews/{job_id}/approve", headers=admin).status_code == 409
+    assert maintenance.decide_overdue_reviews(ctx.sessions, utcnow() + timedelta(hours=2)) == 0
+    assert_ledger_clean(ctx.sessions)
+
+
+def test_a_plan_may_approve_at_the_deadline(client, ctx):
+    set_plan(ctx, "enterprise", review_deadline_s=60, review_deadline_action="approve")
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    job_id = hold_clip_for_review(ctx, tenant)
+    assert maintenance.decide_overdue_reviews(ctx.sessions, utcnow() + timedelta(seconds=61)) == 1
+    video = client.get(f"/v1/videos/{job_id}", headers=tenant.headers).json()
+    assert video["status"] == "completed" and video["billing"]["status"] == "settled"
+    assert video["review"]["status"] == "approved"
+    assert_ledger_clean(ctx.sessions)
+
+
+def test_create_and_poll_returns_when_the_review_deadline_passes(client, ctx):
+    """The openai SDK polls while a video is queued or in progress: a held video must end for it to return."""
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    assert client.post(f"/v1/admin/tenants/{tenant.id}/lexicon", headers=admin,
+                       json={"term": "harbour", "category": "studio", "action": "review"}).status_code == 201
+    sdk = OpenAI(base_url="http://testserver/v1", api_key=tenant.key, http_client=client, max_retries=0)
+    stop = threading.Event()
+
+    def deadline_passes() -> None:  # the workers' maintenance, two hours on
+        while not stop.is_set():
+            if maintenance.decide_overdue_reviews(ctx.sessions, utcnow() + timedelta(hours=2)):
+                return
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=deadline_passes)
+    thread.start()
+    try:
+        video = sdk.videos.create_and_poll(prompt="a quiet harbour at dawn", model="wan-tiny", seconds="1",
+                                           size="64x64", poll_interval_ms=20)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert video.status == "failed" and video.error.code == "review_expired"
+    assert_ledger_clean(ctx.sessions)

@@ -32,6 +32,7 @@ class ErrorType(StrEnum):
     internal_error = "internal_error"  # a fault of vidfactory itself
     invalid_input = "invalid_input"  # the caller's: the engine or hosted service refused the request
     content_rejected = "content_rejected"  # the caller's: an administrator rejected it on review
+    review_expired = "review_expired"  # held for review, undecided at the plan's deadline, refunded
     cancelled = "cancelled"  # never a failure: raised inside an engine to stop; the job ends `cancelled`
 
 

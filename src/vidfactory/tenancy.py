@@ -72,18 +72,20 @@ class InvalidPlan(TenancyError):
 
 
 # What an admin may set on a plan (its id is fixed: tenants refer to it).
-plan_fields = ("priority", "requests_per_minute", "tenant_requests_per_minute", "concurrent_jobs",
-               "active_jobs_max", "step_cache_allowed")
+plan_fields = ("priority", "requests_per_minute", "tenant_requests_per_minute", "read_requests_per_minute",
+               "tenant_read_requests_per_minute", "concurrent_jobs", "active_jobs_max", "step_cache_allowed",
+               "review_deadline_s", "review_deadline_action")
 
 
 def default_plans() -> list[Plan]:
     return [
         Plan(id="free", priority=0, requests_per_minute=30, concurrent_jobs=1, tenant_requests_per_minute=60,
-             active_jobs_max=4),
+             read_requests_per_minute=300, tenant_read_requests_per_minute=600, active_jobs_max=4),
         Plan(id="pro", priority=5, requests_per_minute=120, concurrent_jobs=4, tenant_requests_per_minute=300,
-             active_jobs_max=50),
+             read_requests_per_minute=1200, tenant_read_requests_per_minute=3000, active_jobs_max=50),
         Plan(id="enterprise", priority=10, requests_per_minute=600, concurrent_jobs=16,
-             tenant_requests_per_minute=1500, active_jobs_max=200),
+             tenant_requests_per_minute=1500, read_requests_per_minute=6000,
+             tenant_read_requests_per_minute=15000, active_jobs_max=200),
     ]
 
 
@@ -160,10 +162,12 @@ class Caller:
     api_key_id: str
     plan: str
     priority: int
-    requests_per_minute: int  # this key's
+    requests_per_minute: int  # this key's writes (POST, PATCH, DELETE)
     concurrent_jobs: int
-    tenant_requests_per_minute: int = 60  # all the tenant's keys together
+    tenant_requests_per_minute: int = 60  # all the tenant's keys' writes together
     active_jobs_max: int = 8  # queued + running
+    read_requests_per_minute: int = 300  # this key's reads (GET, HEAD, OPTIONS)
+    tenant_read_requests_per_minute: int = 600  # all the tenant's keys' reads together
 
 
 def hash_key(key: str) -> str:
@@ -269,7 +273,8 @@ def authenticate(session: Session, key: str) -> Caller | None:
     return Caller(tenant_id=api_key.tenant_id, api_key_id=api_key.id, plan=plan.id, priority=plan.priority,
                   requests_per_minute=plan.requests_per_minute, concurrent_jobs=plan.concurrent_jobs,
                   tenant_requests_per_minute=plan.tenant_requests_per_minute,
-                  active_jobs_max=plan.active_jobs_max)
+                  active_jobs_max=plan.active_jobs_max, read_requests_per_minute=plan.read_requests_per_minute,
+                  tenant_read_requests_per_minute=plan.tenant_read_requests_per_minute)
 
 
 def ensure_admin_token(settings: Settings) -> str:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from vidfactory.api.context import AppContext
 from vidfactory.api.errors import ApiError
-from vidfactory.api.ratelimit import LimiterUnavailable, Window, retry_after_s
+from vidfactory.api.ratelimit import enforce
 from vidfactory.jobs.verification import Scope
 from vidfactory.observability.requests import set_request_tenant
 from vidfactory.tenancy import Caller, authenticate
@@ -52,25 +52,9 @@ def get_caller(request: Request, ctx: ContextDep) -> Caller:
         raise ApiError(401, "invalid_api_key", "the API key is not valid or was revoked")
     set_request_tenant(request.state, caller.tenant_id)
     if ctx.settings.rate_limit_enabled:
-        _rate_limit(ctx, caller)
+        # What the limiter knows (limit, remaining, reset) stays on the request for the response headers.
+        request.state.rate_limit = enforce(ctx.limiter, caller, request.method)
     return caller
-
-
-def _rate_limit(ctx: AppContext, caller: Caller) -> None:
-    """Per key and per tenant; the key hashed into the tenant's slot, so both live together in Redis."""
-    per_key = Window(f"{{{caller.tenant_id}}}:key:{caller.api_key_id}", caller.requests_per_minute)
-    per_tenant = Window(f"{{{caller.tenant_id}}}:tenant", caller.tenant_requests_per_minute)
-    try:
-        verdict = ctx.limiter.check([per_key, per_tenant])
-    except LimiterUnavailable as exc:
-        raise ApiError(503, "rate_limiter_unavailable", "the rate limiter is unavailable; retry shortly",
-                       headers={"Retry-After": "1"}) from exc
-    if verdict.window is None:
-        return
-    scope, limit = ("key", caller.requests_per_minute) if verdict.window is per_key else (
-        "tenant", caller.tenant_requests_per_minute)
-    raise ApiError(429, "rate_limit_exceeded", f"plan {caller.plan} allows {limit} requests per minute per {scope}",
-                   headers={"Retry-After": str(retry_after_s(verdict.wait_s))})
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Job, Transfer, WebhookDelivery
 from vidfactory.failures import failure_object
+from vidfactory.notify.events import review_data
 
 __all__ = ["billing_object", "delivery_object", "engine_settings_object", "file_hashes_by_job", "timestamp",
            "transfer_object", "video_object"]
@@ -111,8 +112,8 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
         "engine_settings": engine_settings_object(job),
         "model_load_s": job.model_load_s,
         # The reason stays with the admins: it may name the matched terms or the failed check.
-        "review": None if job.review_status is None else {"status": job.review_status,
-                                                          "source": job.review_source},
+        # Held for review: until when (deadline_at), and what happens then (on_deadline: approve|refund).
+        "review": review_data(job),
     }
 
 

@@ -225,11 +225,20 @@ class TenantPublic(BaseModel):
 PlanId = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
 PlanPriority = Annotated[int, Field(ge=0, le=100, strict=True, description="higher is claimed first")]
 PlanKeyRate = Annotated[int, Field(ge=1, le=100_000, strict=True,
-                                   description="requests per minute per API key")]
+                                   description="writes (POST, PATCH, DELETE) per minute per API key")]
 PlanTenantRate = Annotated[int, Field(ge=1, le=1_000_000, strict=True,
-                                      description="requests per minute for all of a tenant's keys together")]
+                                      description="writes per minute for all of a tenant's keys together")]
+PlanKeyReadRate = Annotated[int, Field(ge=1, le=100_000, strict=True,
+                                       description="reads (GET, HEAD, OPTIONS) per minute per API key")]
+PlanTenantReadRate = Annotated[int, Field(ge=1, le=1_000_000, strict=True,
+                                          description="reads per minute for all of a tenant's keys together")]
 PlanConcurrent = Annotated[int, Field(ge=1, le=1_000, strict=True, description="jobs running at once")]
 PlanActive = Annotated[int, Field(ge=1, le=100_000, strict=True, description="jobs queued and running")]
+PlanReviewDeadline = Annotated[int, Field(ge=60, le=30 * 24 * 3600, strict=True, description=(
+    "seconds a job held for review waits for an admin before review_deadline_action applies"))]
+PlanReviewAction = Annotated[Literal["approve", "refund"], Field(description=(
+    "at the review deadline: approve (it runs, or its clip is delivered and charged) or refund (it fails, "
+    "charged nothing)"))]
 PlanStepCache = Annotated[bool, Field(strict=True, description="step caching (First Block Cache, MagCache, "
                                       "TaylorSeer) may run: faster, but it changes the output")]
 
@@ -240,9 +249,13 @@ class PlanCreate(BaseModel):
     priority: PlanPriority = 0
     requests_per_minute: PlanKeyRate = 30
     tenant_requests_per_minute: PlanTenantRate = 60
+    read_requests_per_minute: PlanKeyReadRate = 300
+    tenant_read_requests_per_minute: PlanTenantReadRate = 600
     concurrent_jobs: PlanConcurrent = 1
     active_jobs_max: PlanActive = 8
     step_cache_allowed: PlanStepCache = False
+    review_deadline_s: PlanReviewDeadline = 3600
+    review_deadline_action: PlanReviewAction = "refund"
 
 
 class PlanUpdate(BaseModel):
@@ -253,9 +266,13 @@ class PlanUpdate(BaseModel):
     priority: PlanPriority = None
     requests_per_minute: PlanKeyRate = None
     tenant_requests_per_minute: PlanTenantRate = None
+    read_requests_per_minute: PlanKeyReadRate = None
+    tenant_read_requests_per_minute: PlanTenantReadRate = None
     concurrent_jobs: PlanConcurrent = None
     active_jobs_max: PlanActive = None
     step_cache_allowed: PlanStepCache = None
+    review_deadline_s: PlanReviewDeadline = None
+    review_deadline_action: PlanReviewAction = None
 
 
 class PlanPublic(BaseModel):
@@ -264,9 +281,13 @@ class PlanPublic(BaseModel):
     priority: int
     requests_per_minute: int
     tenant_requests_per_minute: int
+    read_requests_per_minute: int
+    tenant_read_requests_per_minute: int
     concurrent_jobs: int
     active_jobs_max: int
     step_cache_allowed: bool
+    review_deadline_s: int
+    review_deadline_action: str
     tenants: int = Field(description="tenants on this plan")
 
 

@@ -64,12 +64,19 @@ class Plan(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     priority: Mapped[int] = mapped_column(Integer)
-    requests_per_minute: Mapped[int] = mapped_column(Integer)  # per API key
+    requests_per_minute: Mapped[int] = mapped_column(Integer)  # writes per API key
     concurrent_jobs: Mapped[int] = mapped_column(Integer)  # running at once (the scheduler's limit)
-    tenant_requests_per_minute: Mapped[int] = mapped_column(Integer, default=60)  # all keys together
+    tenant_requests_per_minute: Mapped[int] = mapped_column(Integer, default=60)  # writes, all keys together
+    # Reads (GET, HEAD, OPTIONS: polling, listing) have their own budget, so polling never spends the writes'.
+    read_requests_per_minute: Mapped[int] = mapped_column(Integer, default=300, server_default="300")
+    tenant_read_requests_per_minute: Mapped[int] = mapped_column(Integer, default=600, server_default="600")
     active_jobs_max: Mapped[int] = mapped_column(Integer, default=8)  # queued + running (admission's limit)
     # Step caching (First Block Cache, MagCache, TaylorSeer) is faster but changes the output.
     step_cache_allowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # A job held for review that no admin decided within this many seconds gets the plan's action:
+    # "approve" (it runs, or its clip is delivered and charged) or "refund" (it fails, nothing charged).
+    review_deadline_s: Mapped[int] = mapped_column(Integer, default=3600, server_default="3600")
+    review_deadline_action: Mapped[str] = mapped_column(String(8), default="refund", server_default="refund")
 
 
 class Tenant(Base):
@@ -224,6 +231,9 @@ class Job(Base):
     review_source: Mapped[str | None] = mapped_column(String(32), default=None)  # prompt|qc|output_safety
     review_reason: Mapped[str | None] = mapped_column(String(500), default=None)  # admins only
     reviewed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Set when the review starts, from the tenant's plan: when the review ends without an admin, and how.
+    review_due_at: Mapped[datetime | None] = mapped_column(default=None)
+    review_on_due: Mapped[str | None] = mapped_column(String(8), default=None)  # approve | refund
     # GPU routing: the least device memory any memory mode needs (0: unknown architecture, no gating);
     # the mode an out-of-memory retry forces (None: the worker picks the fastest that fits).
     memory_bytes_min: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

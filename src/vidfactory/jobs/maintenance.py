@@ -14,8 +14,8 @@ from vidfactory.jobs import queue
 from vidfactory.notify.alerts import raise_alert, recent_alerts
 from vidfactory.settings import Settings
 
-__all__ = ["alert_on_failure_rate", "expire_vouchers", "failure_rate_alert_kind", "reap_expired_leases",
-           "sweep_expired_holds"]
+__all__ = ["alert_on_failure_rate", "decide_overdue_reviews", "expire_vouchers", "failure_rate_alert_kind",
+           "reap_expired_leases", "sweep_expired_holds"]
 
 failure_rate_alert_kind = "job_failure_rate"
 
@@ -63,6 +63,23 @@ def sweep_expired_holds(sessions: SessionFactory, now: datetime) -> int:
         except (queue.StaleJob, ledger.HoldAlreadyResolved):
             continue
     return swept
+
+
+def decide_overdue_reviews(sessions: SessionFactory, now: datetime) -> int:
+    """Jobs held for review past their plan's deadline get the plan's action (approve or refund), one job
+    per transaction, so that a poller waiting on one always sees it end."""
+    with sessions() as session:
+        overdue = queue.overdue_reviews(session, now)
+    decided = 0
+    for job_id in overdue:
+        try:
+            with sessions.begin() as session:
+                status = queue.decide_overdue_review(session, job_id, now)
+            decided += 1
+            log.warning("video %s: review deadline passed undecided; now %s", job_id, status)
+        except queue.StaleJob:
+            continue  # an admin decided, the tenant cancelled, or another worker got there first
+    return decided
 
 
 def expire_vouchers(sessions: SessionFactory, now: datetime) -> int:

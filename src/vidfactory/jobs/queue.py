@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session, aliased
 
 from vidfactory.billing import audit, ledger, vouchers
 from vidfactory.cache import index as cache_index
-from vidfactory.db.models import Asset, Job, Transfer
+from vidfactory.db.models import Asset, Job, Plan, Tenant, Transfer
 from vidfactory.db.types import utcnow
 from vidfactory.failures import ErrorType, caller_caused, failure_types
-from vidfactory.notify.events import billing_event, video_event, voucher_event
+from vidfactory.notify.alerts import raise_alert
+from vidfactory.notify.events import billing_event, review_required_event, video_event, voucher_event
 from vidfactory.observability.redact import redact_paths
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Review",
     "StaleJob",
     "approve_review",
+    "decide_overdue_review",
     "assign_watermark",
     "claim",
     "complete",
@@ -39,6 +41,7 @@ __all__ = [
     "finish_cancelled",
     "heartbeat",
     "hold_for_review",
+    "overdue_reviews",
     "pending_reviews",
     "record_qc",
     "regenerate_for_qc",
@@ -50,6 +53,9 @@ __all__ = [
     "report_progress",
     "request_cancel",
     "requeue",
+    "require_review",
+    "review_alert_kind",
+    "review_deadline_actor",
     "should_stop",
     "stop_reason",
 ]
@@ -58,6 +64,9 @@ terminal_states = ("completed", "failed", "cancelled")
 error_message_chars_max = 2000
 review_reason_chars_max = 500
 review_sources = ("prompt", "qc", "output_safety")
+review_deadline_actions = ("approve", "refund")
+review_alert_kind = "review_required"
+review_deadline_actor = "review_deadline"  # the audit log's actor for what a deadline decided
 
 
 class StaleJob(Exception):
@@ -244,6 +253,53 @@ def hold_for_review(session: Session, job: Job, worker_id: str, assets: list[Ass
         "progress": 100, "lease_owner": None, "lease_expires_at": None, "review_status": "pending",
         "review_source": review.source, "review_reason": review.reason[:review_reason_chars_max]})
     _record_assets(session, job, assets)
+    require_review(session, job.id)
+
+
+def require_review(session: Session, job_id: str) -> None:
+    """A job has just been held for review (its prompt at submission, or its finished clip): its deadline
+    and the action then, from the tenant's plan; the `video.review_required` event; an operator alert. All
+    in the caller's transaction, so a poller, a webhook receiver and the operator learn of it together."""
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None and job.review_status == "pending", f"video {job_id} is not held for review"
+    deadline_s, action = session.execute(
+        select(Plan.review_deadline_s, Plan.review_deadline_action).join(Tenant, Tenant.plan_id == Plan.id)
+        .where(Tenant.id == job.tenant_id)).one()
+    assert deadline_s > 0 and action in review_deadline_actions, f"plan review deadline {deadline_s} {action}"
+    due_at = utcnow() + timedelta(seconds=deadline_s)
+    _transition(session, job_id, expected=(job.status,), owner=None, review="pending",
+                values={"review_due_at": due_at, "review_on_due": action})
+    job = session.get(Job, job_id, populate_existing=True)
+    review_required_event(session, job)
+    raise_alert(session, review_alert_kind, f"video {job_id} waits for review ({job.review_source}) until "
+                f"{due_at.isoformat(timespec='seconds')}, then {action}: {job.review_reason}",
+                tenant_id=job.tenant_id, job_id=job_id)
+
+
+def overdue_reviews(session: Session, now: datetime, limit: int = 100) -> list[str]:
+    """Jobs still held for review past their deadline, the longest overdue first."""
+    return list(session.scalars(select(Job.id).where(Job.review_status == "pending", Job.review_due_at <= now)
+                                .order_by(Job.review_due_at, Job.id).limit(limit)))
+
+
+def decide_overdue_review(session: Session, job_id: str, now: datetime) -> str:
+    """No admin decided before the deadline: the action the plan named when the review started applies,
+    audited as the deadline's. "approve" is `approve_review`; "refund" fails the job (`review_expired`)
+    and voids its hold. Returns the job's status afterwards; StaleJob when it is no longer overdue."""
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None, f"no job {job_id}"
+    if job.review_status != "pending" or job.review_due_at is None or job.review_due_at > now:
+        raise StaleJob(f"video {job_id} has no review past its deadline")
+    if job.review_on_due == "approve":
+        return approve_review(session, job_id, actor=review_deadline_actor)
+    assert job.review_on_due == "refund", f"unknown review deadline action {job.review_on_due!r}"
+    _transition(session, job_id, expected=("queued", "in_progress"), owner=None, review="pending",
+                values={"review_status": "rejected", "reviewed_at": utcnow()})
+    fail(session, job_id, expected=("queued", "in_progress"), owner=None, error_type=ErrorType.review_expired,
+         message="no administrator reviewed it before the review deadline; nothing is charged")
+    audit.append(session, "review.expired", f"video:{job_id}", {"tenant_id": job.tenant_id,
+                                                                "source": job.review_source}, review_deadline_actor)
+    return "failed"
 
 
 def approve_review(session: Session, job_id: str, actor: str = audit.system_actor) -> str:

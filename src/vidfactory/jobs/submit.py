@@ -245,6 +245,8 @@ def enqueue(session: Session, settings: Settings, caller: Caller, request: Video
         ensure_job_secret(session, caller.tenant_id)
     video_event(session, job, "video.queued")
     billing_event(session, job, "billing.hold_created", None)
+    if review is not None:
+        queue.require_review(session, job.id)
     return job
 
 

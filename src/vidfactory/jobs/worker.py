@@ -49,7 +49,6 @@ from vidfactory.jobs.errors import JobTimedOut, classify
 from vidfactory.jobs.output import ClipIdentity
 from vidfactory.media.errors import MediaError
 from vidfactory.media.reference import center_crop, decode_rgb
-from vidfactory.notify.alerts import raise_alert
 from vidfactory.safety.frames import FrameClassifier, nsfw_classifier, screen_frames
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage.local import LocalStorage
@@ -65,7 +64,6 @@ stored_progress_pct = 95
 watermark_id_bytes = 4  # the watermark's 32-bit payload
 watermark_draws_max = 5
 seed_max = 2**31 - 1  # the API's seed range
-review_alert_kind = "review_required"
 maintenance_interval_s = 5.0
 database_retry_s = 2.0
 
@@ -178,6 +176,7 @@ class Worker:
         maintenance.sweep_expired_holds(self.sessions, now)
         maintenance.expire_vouchers(self.sessions, now)
         maintenance.alert_on_failure_rate(self.sessions, self.settings, now)
+        maintenance.decide_overdue_reviews(self.sessions, now)
 
     def _report(self, now: datetime) -> None:
         """Register once, then heartbeat: free memory and the models held now."""
@@ -428,11 +427,9 @@ class Worker:
 
     def _hold_for_review(self, session, job: Job, assets: list[queue.AssetRecord],
                          reviews: list[queue.Review]) -> None:
-        """One hold, whatever raised it; every reason is kept for the admin."""
+        """One hold, whatever raised it; every reason is kept for the admin (and in its alert)."""
         reason = "; ".join(f"{review.source}: {review.reason}" for review in reviews)
         queue.hold_for_review(session, job, self.worker_id, assets, queue.Review(reviews[0].source, reason))
-        raise_alert(session, review_alert_kind, f"video {job.id} waits for review: {reason}",
-                    tenant_id=job.tenant_id, job_id=job.id)
 
     def _stopped_meanwhile(self, job: Job, lease_lost: threading.Event) -> bool:
         if lease_lost.is_set():

@@ -6,6 +6,10 @@ frames, the eyes are searched in the upper part of the face box and those geomet
 score in 0..1 (0 = a plausible face). The clip's score is the median over sampled frames of the worst
 face per frame, so one bad detection does not flag a clip.
 
+A box in which the eye cascade finds no eye at all is not scored: the frontal-face cascade fires on
+textures (the upsampled noise of an untrained model's output at 720x1280 gave eyeless boxes on a few
+frames, which scored as distorted faces), and nothing in an eyeless box says it is a face at all.
+
 OpenCV is optional (extra `faces`; 5.x ships no cascades): without it `face_distortion` returns None
 and QC reports the check as skipped.
 """
@@ -25,7 +29,6 @@ SAMPLE_FRAMES = 8  # frames looked at per clip, spread evenly
 FACE_SIDE_MIN_PX = 48  # smaller faces have too few pixels for the eye cascade to be meaningful
 EYE_REGION_FRACTION = 0.6  # eyes are searched in the upper 60% of the face box
 ONE_EYE_SCORE = 0.5  # one eye found: half-way suspicious (could be a wink or a shadow)
-NO_EYE_SCORE = 0.8  # no eye in a frontal face: most likely a distorted one
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,10 @@ EyeBox = FaceBox
 @dataclass(frozen=True)
 class FaceDistortion:
     score: float  # 0..1, median over sampled frames with faces of the worst face's score
-    faces: int  # faces found across the sampled frames
+    faces: int  # faces found (with at least one eye) across the sampled frames
     frames_with_faces: int
     frames_sampled: int
+    eyeless_boxes: int = 0  # face-cascade boxes without any eye: not faces, not scored
 
 
 def face_distortion(frames: np.ndarray) -> FaceDistortion | None:
@@ -55,24 +59,23 @@ def face_distortion(frames: np.ndarray) -> FaceDistortion | None:
     cv2, face_cascade, eye_cascade = cascades
     picks = np.unique(np.linspace(0, len(frames) - 1, min(SAMPLE_FRAMES, len(frames))).round().astype(int))
     worst_per_frame: list[float] = []
-    found = 0
+    found = eyeless = 0
     for index in picks:
         gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(frames[index]), cv2.COLOR_RGB2GRAY))
-        scores = [
-            face_geometry_score(face, _eyes(cv2, eye_cascade, gray, face))
-            for face in _faces(face_cascade, gray)
-        ]
+        boxes = [(face, _eyes(cv2, eye_cascade, gray, face)) for face in _faces(face_cascade, gray)]
+        scores = [face_geometry_score(face, eyes) for face, eyes in boxes if eyes]
+        eyeless += len(boxes) - len(scores)
         found += len(scores)
         if scores:
             worst_per_frame.append(max(scores))
     score = float(np.median(worst_per_frame)) if worst_per_frame else 0.0
-    return FaceDistortion(score, found, len(worst_per_frame), len(picks))
+    return FaceDistortion(score, found, len(worst_per_frame), len(picks), eyeless)
 
 
 def face_geometry_score(face: FaceBox, eyes: list[EyeBox]) -> float:
-    """0..1: how far the eyes found inside a face box are from where a frontal face has them."""
-    if not eyes:
-        return NO_EYE_SCORE
+    """0..1: how far the eyes found inside a face box are from where a frontal face has them (at least
+    one eye: an eyeless box is not taken for a face)."""
+    assert eyes, "an eyeless box is not scored as a face"
     pair = _best_pair(face, eyes)
     if pair is None:
         return ONE_EYE_SCORE

@@ -142,7 +142,9 @@ def _faces(frames: np.ndarray, t: QcThresholds) -> QcCheck:
     if result is None:
         return _skipped("face_distortion", "OpenCV is not installed (extra: faces)")
     if result.faces == 0:
-        return QcCheck("face_distortion", 0.0, t.face_distortion_max, "pass", "no frontal face found")
+        detail = "no frontal face found" + (f" ({result.eyeless_boxes} eyeless boxes ignored)"
+                                            if result.eyeless_boxes else "")
+        return QcCheck("face_distortion", 0.0, t.face_distortion_max, "pass", detail)
     verdict: Verdict = "flag" if result.score > t.face_distortion_max else "pass"
     detail = f"{result.faces} faces in {result.frames_with_faces} of {result.frames_sampled} sampled frames"
     return QcCheck("face_distortion", round(result.score, 3), t.face_distortion_max, verdict, detail)

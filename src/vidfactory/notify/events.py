@@ -27,6 +27,8 @@ __all__ = [
     "operator_event_types",
     "record_event",
     "record_operator_event",
+    "review_data",
+    "review_required_event",
     "rotate",
     "secrets_in_force",
     "video_event",
@@ -35,6 +37,7 @@ __all__ = [
 
 event_types = (
     "video.queued", "video.in_progress", "video.completed", "video.failed", "video.cancelled",
+    "video.review_required",
     "billing.hold_created", "billing.settled", "billing.released", "billing.voucher_granted",
 )
 
@@ -95,6 +98,23 @@ def video_event(session: Session, job: Job, type: str) -> None:  # noqa: A002
     """`job` must hold the state the event reports (refreshed after a compare-and-set update)."""
     assert type == f"video.{job.status}", f"{type} for a {job.status} job"
     record_event(session, job.tenant_id, type, video_data(job), job_id=job.id, job_webhook_url=job.webhook_url)
+
+
+def review_required_event(session: Session, job: Job) -> None:
+    """The job waits for an admin's review (its state stays queued or in_progress); the review says until
+    when, and what happens then. The reason stays with the admins."""
+    assert job.review_status == "pending", f"video {job.id} is not waiting for review"
+    record_event(session, job.tenant_id, "video.review_required", {**video_data(job), "review": review_data(job)},
+                 job_id=job.id, job_webhook_url=job.webhook_url)
+
+
+def review_data(job: Job) -> dict[str, Any] | None:
+    """A job's review as its owner sees it: status, what raised it, the deadline and what happens then."""
+    if job.review_status is None:
+        return None
+    due = job.review_due_at
+    return {"status": job.review_status, "source": job.review_source,
+            "deadline_at": None if due is None else int(due.timestamp()), "on_deadline": job.review_on_due}
 
 
 def billing_event(session: Session, job: Job, type: str, charged: int | None) -> None:  # noqa: A002

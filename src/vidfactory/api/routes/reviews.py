@@ -23,8 +23,7 @@ page_size_max = 100
 def review_object(session, job: Job) -> dict[str, Any]:
     video = video_object(session, job)
     video["tenant_id"] = job.tenant_id
-    video["review"] = {"status": job.review_status, "source": job.review_source, "reason": job.review_reason,
-                       "reviewed_at": timestamp(job.reviewed_at)}
+    video["review"] = {**video["review"], "reason": job.review_reason, "reviewed_at": timestamp(job.reviewed_at)}
     video["qc"] = job.qc_report  # scores and verdict of the quality checks: admins only
     return video
 
