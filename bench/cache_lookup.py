@@ -91,7 +91,8 @@ def measure(url: str, size: int) -> dict[str, tuple[float, float, float]]:
     populate(sessions, tenant_id, prompts)
     build_s = time.perf_counter() - started
     if not url.startswith("sqlite"):
-        with engine.connect() as connection:
+        # Autocommit: ANALYZE inside a transaction that is rolled back keeps no statistics.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("ANALYZE"))
     probes = {
         "exact hit": ("exact", [rng.choice(prompts) for _ in range(lookups)]),

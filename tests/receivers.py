@@ -3,6 +3,7 @@ answers from a script (status per path, in order, the last one repeating)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,3 +63,45 @@ def start_receiver() -> Receiver:
     receiver = Receiver(server=server, thread=thread)
     thread.start()
     return receiver
+
+
+@dataclass
+class BlackHole:
+    """Accepts connections and never answers: a webhook endpoint that hangs every sender."""
+
+    listener: socket.socket
+    thread: threading.Thread
+    connections: list[socket.socket] = field(default_factory=list)
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}{path}"
+
+    @property
+    def accepted(self) -> int:
+        return len(self.connections)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def start_black_hole() -> BlackHole:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+
+    def accept() -> None:
+        while not hole.stopped.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            hole.connections.append(connection)
+
+    hole = BlackHole(listener=listener, thread=threading.Thread(target=accept, daemon=True))
+    hole.thread.start()
+    return hole

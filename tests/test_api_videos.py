@@ -66,7 +66,7 @@ def test_submit_generate_settle_download(client, ctx):
         assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 64, 64)
         assert sum(1 for _ in container.decode(video=0)) == 9  # 1 s × 8 fps → 4k+1 = 9 frames
     thumb = client.get(f"/v1/videos/{video['id']}/content?variant=thumbnail", headers=tenant.headers)
-    assert thumb.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(thumb.content)).size == (64, 64)
+    assert thumb.headers["content-type"] == "image/webp" and Image.open(io.BytesIO(thumb.content)).size == (64, 64)
     kinds = [t["kind"] for t in client.get("/v1/ledger", headers=tenant.headers).json()["data"]]
     assert kinds == ["credit", "hold", "post"]
     assert_ledger_clean(ctx.sessions)
@@ -126,6 +126,18 @@ def test_bad_parameters_are_400_with_param_and_change_nothing(client, ctx, body,
     response = client.post("/v1/videos", headers=tenant.headers, json=body)
     assert response.status_code == 400, response.text
     assert error_of(response)["param"] == param
+    assert balance(client, tenant)["available"] == 10_000
+
+
+@pytest.mark.parametrize("metadata", [{"campaign": "spring\x00"}, {"campaign": "\x1b[31mred"},
+                                      {"camp\x07aign": "spring"}, {"campaign": "line\x85next"}])
+def test_metadata_with_control_characters_is_400_and_changes_nothing(client, ctx, metadata):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    response = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a cat", **small,
+                                                                       "metadata": metadata})
+    assert response.status_code == 400, response.text
+    error = error_of(response)
+    assert error["param"].startswith("metadata") and "control characters" in error["message"]
     assert balance(client, tenant)["available"] == 10_000
 
 

@@ -155,7 +155,7 @@ def test_ledger_verify_names_a_tampered_balance(tmp_path, database_url, models_d
 def test_generate_writes_an_h264_mp4(cli, tmp_path):
     wrote = cli.ok("generate", "a paper boat on a river", "--out", "clip.mp4", "--size", "64x64",
                    "--seconds", "1", timeout=generate_timeout_s)
-    assert "wrote clip.mp4 (64x64, 9 frames at 8 fps)" in wrote.stdout
+    assert "wrote clip.mp4 (64x64, 9 frames at 8 fps; content id clip_" in wrote.stdout
     probe = probe_mp4((tmp_path / "clip.mp4").read_bytes())
     assert (probe.codec, probe.width, probe.height, probe.frames) == ("h264", 64, 64, 9)
     refused = cli("generate", "a paper boat", "--out", "bad.mp4", "--size", "64x50",
@@ -175,7 +175,7 @@ def test_generate_starts_from_an_image_with_an_image_to_video_model(cli, tmp_pat
     (tmp_path / "notes.txt").write_text("not a picture")
     wrote = cli.ok("generate", "a lantern on a lake", "--model", "ti2v", "--image", "first.png", "--out",
                    "clip.mp4", timeout=generate_timeout_s)
-    assert "wrote clip.mp4 (128x128, 5 frames at 4 fps)" in wrote.stdout
+    assert "wrote clip.mp4 (128x128, 5 frames at 4 fps; content id clip_" in wrote.stdout
     probe = probe_mp4((tmp_path / "clip.mp4").read_bytes())
     assert (probe.width, probe.height, probe.frames) == (128, 128, 5)
     text_only = cli("generate", "a lantern", "--image", "first.png", "--out", "no.mp4")

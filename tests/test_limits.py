@@ -258,3 +258,39 @@ def test_two_api_processes_sharing_redis_enforce_one_limit(tmp_path, database_ur
     assert all(1 <= int(r.headers["retry-after"]) <= 60 for r in responses if r.status_code == 429)
     served = {bases[i % 2] for i, r in enumerate(responses) if r.status_code == 200}
     assert len(served) == 2  # both replicas let requests through, against one shared count
+
+
+def test_failed_key_attempts_are_throttled_per_client_address_across_replicas(tmp_path, sqlite_url, models_dir,
+                                                                              redis_prefix):
+    settings = make_settings(tmp_path, sqlite_url, models_dir, redis_url=redis_url, redis_prefix=redis_prefix,
+                             failed_auth_per_minute=3, trusted_proxies=["10.0.0.0/8"])
+    bad = {"Authorization": "Bearer vf_not-a-key"}
+    behind_proxy = ("10.0.0.5", 4000)  # the load balancer, listed in trusted_proxies
+    with TestClient(create_app(settings, workers=0), client=behind_proxy) as first, \
+            TestClient(create_app(settings, workers=0), client=behind_proxy) as second:
+        tenant = new_tenant(first.app.state.ctx.sessions, tokens=10)
+        attacker = {"X-Forwarded-For": "203.0.113.7"}
+        assert [first.get("/v1/balance", headers={**bad, **attacker}).status_code for _ in range(3)] == [401] * 3
+        # The other replica counts the same address (Redis), and refuses even a valid key before looking it up.
+        blocked = second.get("/v1/balance", headers={**tenant.headers, **attacker})
+        assert blocked.status_code == 429 and blocked.json()["error"]["code"] == "too_many_failed_attempts"
+        assert 1 <= int(blocked.headers["retry-after"]) <= 60
+        # A hop the attacker wrote left of what the proxy appended does not make it someone else.
+        forged = {"X-Forwarded-For": "198.51.100.9, 203.0.113.7"}
+        assert first.get("/v1/balance", headers={**tenant.headers, **forged}).status_code == 429
+        assert first.get("/v1/admin/tenants", headers={**bad, **attacker}).status_code == 429
+        # Another client behind the same proxy is unaffected.
+        assert first.get("/v1/balance", headers={**tenant.headers, "X-Forwarded-For": "198.51.100.9"}).status_code == 200
+    with TestClient(create_app(settings, workers=0), client=("192.0.2.1", 4000)) as direct:
+        # Not a listed proxy: its X-Forwarded-For is ignored, however it varies.
+        statuses = [direct.get("/v1/balance", headers={**bad, "X-Forwarded-For": f"198.51.100.{n}"}).status_code
+                    for n in range(4)]
+    assert statuses == [401, 401, 401, 429]
+
+
+def test_a_dry_check_records_nothing(redis_prefix):
+    window = Window("probe", 1)
+    for limiter in (MemoryLimiter(), redis_limiter(redis_prefix)):
+        assert [limiter.check([window], record=False).window for _ in range(3)] == [None] * 3
+        assert limiter.check([window]).window is None
+        assert limiter.check([window], record=False).window == window

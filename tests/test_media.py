@@ -1,4 +1,4 @@
-"""Encoding frames to deliverables: H.264 MP4 (checked by probing it back), JPEG thumbnails, hashes."""
+"""Encoding frames to deliverables: H.264 MP4 (checked by probing it back), WebP or JPEG thumbnails, hashes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from vidfactory.media.encode import encode_mp4, probe_mp4, sha256_hex
-from vidfactory.media.preview import thumbnail_jpeg
+from vidfactory.media.preview import thumbnail_image
 from vidfactory.media.errors import MediaError
 
 
@@ -77,24 +77,24 @@ def test_bad_input_raises_media_error(frames, kwargs: dict, message: str) -> Non
 def test_the_thumbnail_is_the_middle_frame_within_side_max() -> None:
     frames = np.zeros((3, 300, 800, 3), dtype=np.uint8)
     frames[1] = 255  # the middle one is white
-    image = Image.open(io.BytesIO(thumbnail_jpeg(frames, side_max=200)))
-    assert image.format == "JPEG"
+    image = Image.open(io.BytesIO(thumbnail_image(frames, side_max=200)))
+    assert image.format == "WEBP"  # as OpenAI serves it
     assert max(image.size) == 200 and image.size == (200, 75)
     assert np.asarray(image).mean() > 250
 
 
 def test_a_small_thumbnail_is_not_upscaled() -> None:
-    image = Image.open(io.BytesIO(thumbnail_jpeg(FRAMES)))
+    image = Image.open(io.BytesIO(thumbnail_image(FRAMES)))
     assert image.size == (96, 64)
 
 
 def test_thumbnail_rejects_bad_input() -> None:
     with pytest.raises(MediaError, match="uint8"):
-        thumbnail_jpeg(FRAMES.astype(np.int16))
+        thumbnail_image(FRAMES.astype(np.int16))
     with pytest.raises(MediaError, match="side_max"):
-        thumbnail_jpeg(FRAMES, side_max=0)
+        thumbnail_image(FRAMES, side_max=0)
     with pytest.raises(MediaError, match="quality"):
-        thumbnail_jpeg(FRAMES, quality=100)
+        thumbnail_image(FRAMES, quality=100)
 
 
 def test_probe_reports_a_file_without_faststart(tmp_path: Path) -> None:

@@ -3,22 +3,29 @@ models and sizes, preview formats; through the official `openai` SDK where it ha
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import time
+import uuid
 
 import av
 import openai
 import pytest
 from fastapi.testclient import TestClient
 from openai import OpenAI
+from PIL import Image
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from vidfactory.api.app import create_app
+from vidfactory.db.models import Asset, Plan
+from vidfactory.jobs.worker import Worker
 from vidfactory.jobs.spec import InvalidRequest, parse_size
 from vidfactory.observability.requests import request_log
 from vidfactory.settings import ModelConfig, Settings
+from vidfactory.tenancy import create_plan, plan_fields
 
 from conftest import make_settings, new_tenant
 
@@ -226,3 +233,74 @@ def test_sora_names_and_sizes_are_made_by_the_configured_model(tmp_path, databas
     with av.open(io.BytesIO(clip)) as container:
         assert (container.streams.video[0].width, container.streams.video[0].height) == (128, 80)
     assert (model.id, model.model_extra["aliases"]) == ("wan-tiny", ["house-style", "sora-2", "sora-2-pro"])
+
+
+def test_previews_are_webp_as_openai_serves_them_and_jpeg_on_request(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    video = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a lantern", **small}).json()
+    assert Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="test-worker").run_once()
+    hashes = client.get(f"/v1/videos/{video['id']}", headers=tenant.headers).json()["hashes"]
+    sdk = sdk_for(client, tenant)
+    for variant in ("thumbnail", "spritesheet"):
+        webp = sdk.videos.download_content(video["id"], variant=variant)
+        assert webp.response.headers["content-type"] == "image/webp"
+        assert Image.open(io.BytesIO(webp.content)).format == "WEBP"
+        # What is served is what is stored: its hash is the one the video lists (and verify finds).
+        assert hashlib.sha256(webp.content).hexdigest() == hashes[variant]["sha256"]
+        jpeg = client.get(f"/v1/videos/{video['id']}/content?variant={variant}",
+                          headers={**tenant.headers, "Accept": "image/jpeg"})
+        assert jpeg.headers["content-type"] == "image/jpeg" and jpeg.content[:3] == b"\xff\xd8\xff"
+        assert Image.open(io.BytesIO(jpeg.content)).size == Image.open(io.BytesIO(webp.content)).size
+        assert jpeg.headers["x-content-sha256"] == hashlib.sha256(jpeg.content).hexdigest()
+    thumbnail = sdk.videos.download_content(video["id"], variant="thumbnail").content
+    found = client.post("/v1/verify", headers=tenant.headers, files={"file": ("t.webp", thumbnail, "image/webp")})
+    assert (found.json()["video_id"], found.json()["hashes"]["variant"]) == (video["id"], "thumbnail")
+    # A clip whose previews were stored as JPEG, before WebP, is served WebP too.
+    with ctx.sessions.begin() as session:
+        asset = session.scalar(select(Asset).where(Asset.job_id == video["id"], Asset.variant == "thumbnail"))
+        old = Image.open(io.BytesIO(thumbnail)).convert("RGB")
+        stored = io.BytesIO()
+        old.save(stored, format="JPEG")
+        ctx.storage.put(asset.storage_key, stored.getvalue())
+        asset.content_type = "image/jpeg"
+    served = client.get(f"/v1/videos/{video['id']}/content?variant=thumbnail", headers=tenant.headers)
+    assert served.headers["content-type"] == "image/webp" and Image.open(io.BytesIO(served.content)).size == old.size
+
+
+def plan_like_free(sessions, **limits) -> str:
+    plan_id = f"p{uuid.uuid4().hex[:8]}"
+    with sessions.begin() as session:
+        free = session.get(Plan, "free")
+        create_plan(session, plan_id, {field: getattr(free, field) for field in plan_fields} | limits)
+    return plan_id
+
+
+def quota_of(response) -> tuple[int, int, float]:
+    headers = response.headers
+    reset = headers["x-ratelimit-reset-requests"]
+    assert reset.endswith("s"), reset
+    return (int(headers["x-ratelimit-limit-requests"]), int(headers["x-ratelimit-remaining-requests"]),
+            float(reset[:-1]))
+
+
+def test_ratelimit_headers_report_the_budget_each_request_spent(client, ctx):
+    plan = plan_like_free(ctx.sessions, requests_per_minute=2, tenant_requests_per_minute=10,
+                          read_requests_per_minute=5, tenant_read_requests_per_minute=4)
+    tenant = new_tenant(ctx.sessions, tokens=10_000, plan=plan)
+    sdk = sdk_for(client, tenant)
+    # Reads: the tighter of the key's 5 and the tenant's 4 a minute.
+    reads = [sdk.videos.with_raw_response.list(), sdk.models.with_raw_response.list()]
+    assert [quota_of(r)[:2] for r in reads] == [(4, 3), (4, 2)]
+    assert 59 <= quota_of(reads[-1])[2] <= 60
+    # Writes spend their own budget (2 a minute per key), also on an answer that is an error.
+    body = {"prompt": "a kite", **small}
+    writes = [client.post("/v1/quotes", headers=tenant.headers, json=body),
+              client.post("/v1/quotes", headers=tenant.headers, json={"prompt": ""}),
+              client.post("/v1/quotes", headers=tenant.headers, json=body)]
+    assert [w.status_code for w in writes] == [200, 400, 429]
+    assert [quota_of(w)[:2] for w in writes] == [(2, 1), (2, 0), (2, 0)]
+    assert writes[-1].headers["retry-after"] and "x-request-id" in writes[-1].headers
+    # Nothing counted, nothing reported: the operator's routes and unauthenticated requests.
+    admin = client.get("/v1/admin/plans", headers={"Authorization": "Bearer test-admin-token"})
+    assert admin.status_code == 200 and "x-ratelimit-limit-requests" not in admin.headers
+    assert "x-ratelimit-limit-requests" not in client.get("/v1/videos").headers

@@ -12,7 +12,7 @@ from vidfactory.media.devca import ensure_dev_credentials
 from vidfactory.media.encode import encode_mp4
 from vidfactory.media.errors import MediaError
 from vidfactory.media.hashes import file_hashes
-from vidfactory.media.preview import spritesheet_jpeg
+from vidfactory.media.preview import spritesheet_image
 from vidfactory.media.provenance import AIGC_KEY, AigcLabel, SigningKey, read_aigc, read_c2pa, sign_c2pa
 
 FRAMES = np.random.default_rng(7).integers(0, 256, (9, 64, 96, 3), dtype=np.uint8)
@@ -92,17 +92,17 @@ def test_the_spritesheet_is_a_grid_of_evenly_spaced_frames():
     frames = np.zeros((20, 40, 80, 3), np.uint8)
     for index in range(20):
         frames[index] = index * 12  # each frame a distinct grey
-    sheet = Image.open(io.BytesIO(spritesheet_jpeg(frames, columns=3, tiles=5, tile_width_px=40)))
-    assert sheet.format == "JPEG" and sheet.size == (3 * 40, 2 * 20)  # 5 tiles: a row of 3, then 2
+    sheet = Image.open(io.BytesIO(spritesheet_image(frames, columns=3, tiles=5, tile_width_px=40)))
+    assert sheet.format == "WEBP" and sheet.size == (3 * 40, 2 * 20)  # 5 tiles: a row of 3, then 2
     grid = np.asarray(sheet.convert("L"), dtype=float)
     greys = [grid[row * 20 + 10, col * 40 + 20] for row, col in ((0, 0), (0, 1), (0, 2), (1, 0), (1, 1))]
     assert greys == sorted(greys) and abs(greys[0] - 0) < 4 and abs(greys[-1] - 19 * 12) < 4
 
 
 def test_a_short_clip_gives_one_tile_per_frame_and_bad_input_is_refused():
-    sheet = Image.open(io.BytesIO(spritesheet_jpeg(FRAMES[:2], columns=5, tile_width_px=200)))
+    sheet = Image.open(io.BytesIO(spritesheet_image(FRAMES[:2], columns=5, tile_width_px=200)))
     assert sheet.size == (2 * 96, 64)  # never upscaled, never more tiles than frames
     with pytest.raises(MediaError, match="columns"):
-        spritesheet_jpeg(FRAMES, columns=0)
+        spritesheet_image(FRAMES, columns=0)
     with pytest.raises(MediaError, match="uint8"):
-        spritesheet_jpeg(FRAMES.astype(np.int16))
+        spritesheet_image(FRAMES.astype(np.int16))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -20,13 +21,13 @@ from vidfactory.db.types import utcnow
 from vidfactory.jobs.worker import Worker
 from vidfactory.notify.alerts import raise_alert
 from vidfactory.notify.delivery import Dispatcher
-from vidfactory.notify.events import record_event
+from vidfactory.notify.events import ensure_job_secret, record_event
 from vidfactory.notify.signing import new_secret, webhook_headers
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
 
 from billing_support import fail_job
 from conftest import assert_ledger_clean, make_settings, new_tenant
-from receivers import start_receiver
+from receivers import start_black_hole, start_receiver
 
 small = {"size": "64x64", "seconds": "1"}
 loopback = ["127.0.0.0/8"]
@@ -87,6 +88,9 @@ def test_signatures_verify_with_standardwebhooks_and_rotation_signs_with_both():
     "http://[::ffff:127.0.0.1]/", "http://[::ffff:169.254.169.254]/", "http://224.0.0.1/", "http://0.0.0.0/",
     "http://100.64.0.1/", "http://240.0.0.1/", "http://[fc00::1]/", "ftp://8.8.8.8/", "file:///etc/passwd",
     "http://user:pw@8.8.8.8/", "http://no-such-host.invalid/", "http://8.8.8.8:99999/", "http:///nohost",
+    # IPv4 inside IPv6: 6to4 of loopback and of the metadata address, Teredo, NAT64, IPv4-compatible.
+    "http://[2002:7f00:1::]/", "http://[2002:a9fe:a9fe::1]/", "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",
+    "http://[64:ff9b::7f00:1]/", "http://[::7f00:1]/",
 ])
 def test_non_public_targets_are_refused(url):
     with pytest.raises(RefusedTarget):
@@ -95,6 +99,7 @@ def test_non_public_targets_are_refused(url):
 
 def test_public_and_explicitly_allowed_targets_pass():
     assert resolve_target("https://8.8.8.8/hook", []).address == "8.8.8.8"
+    assert resolve_target("http://[2002:808:808::1]/", []).address == "2002:808:808::1"  # 6to4 of a public address
     assert resolve_target("http://127.0.0.1:9/hook", parse_networks(loopback)).address == "127.0.0.1"
     # The mapped form is judged as the IPv4 address it is, both ways.
     assert resolve_target("http://[::ffff:127.0.0.1]/", parse_networks(loopback)).address == "127.0.0.1"
@@ -324,3 +329,70 @@ def test_operator_alerts_reach_the_operator_webhook(tmp_path, database_url, mode
         assert client.get("/v1/webhook_deliveries", headers=tenant.headers).json()["data"] == []
     with pytest.raises(ValueError):
         make_settings(tmp_path, database_url, models_dir, operator_webhook_url=receiver.url("/ops"))
+
+
+def wait_for(condition, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_a_refused_target_is_dead_lettered_at_once(client, ctx):
+    tenant = new_tenant(ctx.sessions, tokens=10)
+    with ctx.sessions.begin() as session:  # a URL that passed its check once, refused when delivered
+        ensure_job_secret(session, tenant.id)
+        record_event(session, tenant.id, "billing.voucher_granted", {"tokens": 5},
+                     job_webhook_url="http://[2002:7f00:1::]:9/hook")
+    assert dispatch_all(ctx) == 1
+    with ctx.sessions() as session:
+        (delivery,) = session.scalars(select(WebhookDelivery))
+    assert (delivery.status, delivery.attempts) == ("failed", 1) and "refused" in delivery.last_error
+
+
+@pytest.fixture
+def black_hole():
+    hole = start_black_hole()
+    yield hole
+    hole.close()
+
+
+def test_a_black_holed_endpoint_does_not_delay_a_healthy_one(tmp_path, database_url, models_dir, receiver,
+                                                             black_hole):
+    settings = make_settings(tmp_path, database_url, models_dir, webhooks_enabled=False,
+                             webhook_allowed_networks=loopback, webhook_send_deadline_s=3.0, webhook_lease_s=6.0,
+                             webhook_poll_s=0.05, webhook_circuit_failures=2, webhook_circuit_open_s=600)
+    with TestClient(create_app(settings, workers=0)) as client:
+        ctx = client.app.state.ctx
+        tenant = new_tenant(ctx.sessions, tokens=10)
+        hole = client.post("/v1/webhook_endpoints", headers=tenant.headers, json={"url": black_hole.url()}).json()
+        client.post("/v1/webhook_endpoints", headers=tenant.headers, json={"url": receiver.url()})
+        events = 10
+        with ctx.sessions.begin() as session:
+            for index in range(events):
+                record_event(session, tenant.id, "billing.voucher_granted", {"tokens": index + 1})
+        stop = threading.Event()
+        loop = threading.Thread(target=Dispatcher(settings, ctx.sessions).run, args=(stop,))
+        started = time.monotonic()
+        loop.start()
+        try:
+            wait_for(lambda: len(receiver.at("/hook")) == events, timeout_s=60)
+            # Every healthy delivery landed while the black hole's first sends were still hanging.
+            assert time.monotonic() - started < settings.webhook_send_deadline_s
+            assert black_hole.accepted <= settings.webhook_endpoint_concurrency_max
+
+            def hole_rows() -> list[WebhookDelivery]:
+                with ctx.sessions() as session:
+                    return list(session.scalars(select(WebhookDelivery).where(
+                        WebhookDelivery.endpoint_id == hole["id"])))
+
+            # Its two sends time out at the deadline; then its circuit is open: the rest wait unspent.
+            wait_for(lambda: sum(row.last_error is not None for row in hole_rows()) == 2, timeout_s=30)
+        finally:
+            stop.set()
+            loop.join(30)
+        rows = hole_rows()
+        assert sorted(row.attempts for row in rows) == [0] * (events - 2) + [1, 1]
+        assert all(row.status == "pending" for row in rows)
+        assert {row.last_error for row in rows if row.attempts} == {"no answer within 3 s"}
+        assert black_hole.accepted == 2  # one connection per attempt: nothing was sent twice

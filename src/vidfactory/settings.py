@@ -141,7 +141,13 @@ class Settings(BaseSettings):
     models: list[ModelConfig] = Field(default_factory=default_models)
 
     # Admission.
-    upload_bytes_max: int = 10_000_000
+    upload_bytes_max: int = 10_000_000  # a request body (JSON or multipart), 413 beyond
+    # Reference images decoded at once per API process, in pixels: ~16 bytes each at the decode's peak,
+    # so the default bounds decoding to ~512 MiB. At least one largest image (4096²).
+    image_decode_pixels_max: int = Field(default=2 * 4096 * 4096, ge=4096 * 4096)
+    image_decode_wait_s: float = Field(default=5.0, ge=0)  # for room in that budget, then 429
+    uploads_concurrent_max: int = Field(default=2, ge=1)  # a tenant's requests carrying an image, at once
+    quotes_concurrent_max: int = Field(default=4, ge=1)  # a tenant's quotes at once
     # OpenAI-compatible clients: a queued or running video tells pollers (the openai SDK's `poll`) to wait
     # this long before asking again (`openai-poll-after-ms`).
     poll_after_ms: int = Field(default=2000, ge=10, le=600_000)
@@ -245,15 +251,29 @@ class Settings(BaseSettings):
     # default: request rates protect capacity, not money — balances and the active-jobs limit are
     # enforced by the database, so a Redis outage need not take the API down with it.
     rate_limit_redis_failure: Literal["open", "closed"] = "open"
+    # Failed API-key or admin-token attempts per client address per minute; beyond it every attempt from
+    # that address is 429 until the window has room. The address is the peer's, or, when the peer is a
+    # proxy listed in trusted_proxies (CIDRs), the nearest untrusted hop of X-Forwarded-For.
+    failed_auth_per_minute: int = Field(default=20, ge=1)
+    trusted_proxies: list[str] = Field(default_factory=list)
     # Retry-After when a tenant has its plan's active jobs already (we cannot know when one finishes).
     active_jobs_retry_after_s: int = 10
 
     # Webhooks: a durable outbox delivered by a loop in `serve` and in `worker`.
     webhooks_enabled: bool = True
     webhook_poll_s: float = 1.0
-    webhook_batch_max: int = 20
-    webhook_timeout_s: float = 10.0
+    webhook_batch_max: int = Field(default=20, ge=1)  # rows one run_once claims
+    webhook_concurrency_max: int = Field(default=32, ge=1)  # sends at once, per dispatcher
+    webhook_endpoint_concurrency_max: int = Field(default=2, ge=1)  # sends at once to one endpoint
+    webhook_connect_timeout_s: float = Field(default=3.0, gt=0)
+    webhook_read_timeout_s: float = Field(default=5.0, gt=0)  # also for writing the body
+    webhook_send_deadline_s: float = Field(default=10.0, gt=0)  # one whole send, cut here
     webhook_lease_s: float = 60.0  # a claimed delivery is retried by anyone after this
+    # An endpoint failing this many sends in a row gets no sends for webhook_circuit_open_s, doubling
+    # while it keeps failing (its deliveries wait without spending attempts).
+    webhook_circuit_failures: int = Field(default=3, ge=1)
+    webhook_circuit_open_s: float = Field(default=30.0, gt=0)
+    webhook_circuit_open_max_s: float = Field(default=600.0, gt=0)
     webhook_attempts_max: int = 8
     webhook_backoff_s: float = 5.0  # first retry; doubles per attempt up to webhook_backoff_max_s
     webhook_backoff_max_s: float = 3600.0
@@ -266,6 +286,14 @@ class Settings(BaseSettings):
     # operator's own URL: no address check applies to it.
     operator_webhook_url: str = ""
     operator_webhook_secret: SecretStr = SecretStr("")
+
+    @model_validator(mode="after")
+    def _webhook_lease_outlasts_a_send(self) -> Settings:
+        # The lease covers one send; twice its deadline leaves room to claim and to record the outcome.
+        if self.webhook_lease_s < 2 * self.webhook_send_deadline_s:
+            raise ValueError(f"webhook_lease_s ({self.webhook_lease_s:g}) must be at least twice "
+                             f"webhook_send_deadline_s ({self.webhook_send_deadline_s:g})")
+        return self
 
     @model_validator(mode="after")
     def _aliases_name_models(self) -> Settings:

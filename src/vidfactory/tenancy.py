@@ -25,7 +25,9 @@ __all__ = [
     "PlanExists",
     "TenancyError",
     "TenantExists",
+    "TenantSuspended",
     "authenticate",
+    "check_not_suspended",
     "change_plan",
     "create_key",
     "create_plan",
@@ -40,13 +42,16 @@ __all__ = [
     "list_tenants",
     "plan_fields",
     "plans_with_tenants",
+    "resume_tenant",
     "revoke_key",
     "revoke_keys",
+    "suspend_tenant",
     "update_plan",
 ]
 
 key_prefix = "vf_"
 tenant_name_chars_max = 100
+suspended_reason_chars_max = 200
 demo_key_label = "demo"
 demo_key_file = "demo_key"
 
@@ -61,6 +66,10 @@ class TenantExists(TenancyError):
 
 class PlanExists(TenancyError):
     pass
+
+
+class TenantSuspended(TenancyError):
+    """The tenant is suspended: it may not submit new work or get new keys."""
 
 
 class InvalidPlan(TenancyError):
@@ -229,7 +238,9 @@ def list_keys(session: Session, tenant_id: str) -> list[ApiKey]:
 
 def create_key(session: Session, tenant_id: str, label: str = "", actor: str = audit.system_actor
                ) -> tuple[ApiKey, str]:
-    """Returns the stored row and the plaintext key, which is never stored or shown again."""
+    """Returns the stored row and the plaintext key, which is never stored or shown again. A suspended
+    tenant gets none (TenantSuspended)."""
+    check_not_suspended(session, tenant_id)
     plaintext = key_prefix + secrets.token_urlsafe(32)
     row = ApiKey(id=f"key_{uuid.uuid4().hex[:20]}", tenant_id=tenant_id, label=label[:100],
                  prefix=plaintext[:10], key_sha256=hash_key(plaintext))
@@ -239,6 +250,44 @@ def create_key(session: Session, tenant_id: str, label: str = "", actor: str = a
     audit.append(session, "api_key.created", f"api_key:{row.id}", {"tenant_id": tenant_id, "prefix": row.prefix,
                                                                    "label": row.label}, actor)
     return row, plaintext
+
+
+def check_not_suspended(session: Session, tenant_id: str) -> None:
+    """Raises TenantSuspended; called where new work or new keys are made, inside their transaction."""
+    tenant = session.get(Tenant, tenant_id)
+    assert tenant is not None, f"no tenant {tenant_id}"
+    if tenant.suspended_at is not None:
+        raise TenantSuspended(f"tenant {tenant_id} is suspended ({tenant.suspended_reason}); what was queued "
+                              "or running finishes, but nothing new is accepted")
+
+
+def suspend_tenant(session: Session, tenant_id: str, reason: str, actor: str = audit.system_actor) -> Tenant:
+    """Suspend: no new submissions (videos, regenerations, batches) and no new keys. What is queued or
+    running finishes and settles as usual; reads, downloads, cancels and credits go on. Suspending a
+    suspended tenant changes nothing (audited once)."""
+    reason = reason.strip()
+    if not 1 <= len(reason) <= suspended_reason_chars_max:
+        raise TenancyError(f"a suspension needs a reason of 1–{suspended_reason_chars_max} characters")
+    tenant = find_tenant(session, tenant_id)
+    changed = session.execute(update(Tenant).where(Tenant.id == tenant.id, Tenant.suspended_at.is_(None))
+                              .values(suspended_at=utcnow(), suspended_reason=reason)
+                              .execution_options(synchronize_session=False))
+    if changed.rowcount == 1:
+        audit.append(session, "tenant.suspended", f"tenant:{tenant.id}", {"reason": reason}, actor)
+    session.refresh(tenant)
+    return tenant
+
+
+def resume_tenant(session: Session, tenant_id: str, actor: str = audit.system_actor) -> Tenant:
+    """Lift a suspension (a no-op for an active tenant)."""
+    tenant = find_tenant(session, tenant_id)
+    changed = session.execute(update(Tenant).where(Tenant.id == tenant.id, Tenant.suspended_at.is_not(None))
+                              .values(suspended_at=None, suspended_reason=None)
+                              .execution_options(synchronize_session=False))
+    if changed.rowcount == 1:
+        audit.append(session, "tenant.resumed", f"tenant:{tenant.id}", {}, actor)
+    session.refresh(tenant)
+    return tenant
 
 
 def revoke_keys(session: Session, tenant_id: str, label: str, actor: str = audit.system_actor) -> int:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from vidfactory import __version__
 from vidfactory.api.context import AppContext
 from vidfactory.api.errors import error_responses, install_error_handlers
+from vidfactory.api.ratelimit import QuotaHeaders
 from vidfactory.api.routes import (
     admin,
     audit,
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     app = FastAPI(title="vidfactory", version=__version__, lifespan=lifespan,
                   description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
     install_error_handlers(app)
+    app.add_middleware(QuotaHeaders)
     app.add_middleware(RequestIdMiddleware)
     routers = (videos.router, quotes.router, balance.router, models.router, admin.router, plans.router,
                reviews.router,

@@ -6,6 +6,8 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +19,13 @@ from starlette.formparsers import FormParser, MultiPartParser
 
 from vidfactory.api.errors import ApiError, validation_message
 from vidfactory.api.schemas import RemixCreate, VideoCreate, data_url_chars_max
-from vidfactory.media.reference import ReferenceImage, ReferenceRefused, read_reference, reference_bytes_max
+from vidfactory.media.reference import (
+    ReferenceImage,
+    ReferenceRefused,
+    peek_pixels,
+    read_reference,
+    reference_bytes_max,
+)
 
 __all__ = ["VideoInput", "data_url_reference", "read_remix", "read_upload", "read_video_create", "remix_openapi",
            "upload_openapi", "video_create_openapi"]
@@ -137,6 +145,10 @@ def _form_value(name: str, value: str) -> Any:
     return value
 
 
+# Entered after the header was read and before the pixels are decoded: (the body, the image's pixels).
+ImageGate = Callable[[VideoCreate, int], AbstractContextManager[None]]
+
+
 async def _json_or_form(request: Request, bytes_max: int, file_field: str | None) -> dict[str, Any]:
     """The body's fields, from JSON or from a form (multipart or URL-encoded)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -171,7 +183,8 @@ async def read_remix(request: Request, bytes_max: int) -> RemixCreate:
     return _validated(RemixCreate, await _json_or_form(request, bytes_max, file_field=None))
 
 
-async def read_video_create(request: Request, bytes_max: int) -> VideoInput:
+async def read_video_create(request: Request, bytes_max: int, gate: ImageGate | None = None) -> VideoInput:
+    """The body, checked. An image is decoded last, inside `gate` (cheap checks and caps first)."""
     fields = await _json_or_form(request, bytes_max, file_field=reference_field)
     sent_reference = fields.pop(reference_field, None)
     # Checked here, not only in the model, so that the error names the field to fix.
@@ -185,21 +198,28 @@ async def read_video_create(request: Request, bytes_max: int) -> VideoInput:
     body = _validated(VideoCreate, fields)
     # An empty text field is no image (as before images were taken); an empty file is refused.
     # Decoding a large image takes a while: not on the event loop.
-    reference = None if sent_reference in (None, "") else await run_in_threadpool(_reference, sent_reference)
+    reference = None if sent_reference in (None, "") else await run_in_threadpool(_reference, sent_reference,
+                                                                                     body, gate)
     if reference is not None:
         # The same image as a file or as a data URL is the same request.
         fields[reference_field] = {"sha256": reference.sha256}
     return VideoInput(body=body, fields=fields, reference=reference)
 
 
-def _reference(sent: Any) -> ReferenceImage:
-    """A multipart file's bytes, or a data URL (JSON, or a text form field)."""
+def _reference(sent: Any, body: VideoCreate, gate: ImageGate | None) -> ReferenceImage:
+    """A multipart file's bytes, or a data URL (JSON, or a text form field): its header checked, then
+    decoded inside `gate`."""
     if isinstance(sent, str):
         sent = _data_url_bytes(sent, reference_field, "as a data URL or a multipart file")
     if not isinstance(sent, bytes):
         raise ApiError(400, "invalid_value", f"{reference_field}: send a data:image/...;base64 URL in JSON, "
                                              "or the image as a multipart file", param=reference_field)
-    return _checked(sent, reference_field)
+    try:
+        pixels = peek_pixels(sent)
+    except ReferenceRefused as exc:
+        raise ApiError(400, "invalid_image", f"{reference_field}: {exc}", param=reference_field) from exc
+    with gate(body, pixels) if gate is not None else nullcontext():
+        return _checked(sent, reference_field)
 
 
 def data_url_reference(text: str, field: str) -> ReferenceImage:

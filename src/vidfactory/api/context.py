@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine
 
-from vidfactory.api.ratelimit import Limiter, make_limiter
+from vidfactory.api.ratelimit import ConcurrencyCaps, Limiter, Network, PixelBudget, make_limiter
 from vidfactory.billing.tokens import TokenCounter
 from vidfactory.db.session import SessionFactory, make_engine, make_session_factory
 from vidfactory.engines.registry import model_path
@@ -47,6 +48,9 @@ class AppContext:
     provenance: Provenance  # the C2PA signing identity and what verify trusts
     screens: PromptScreens
     limiter: Limiter
+    caps: ConcurrencyCaps
+    decode_budget: PixelBudget
+    trusted_proxies: list[Network]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppContext:
@@ -57,4 +61,6 @@ class AppContext:
                    screens=PromptScreens.from_settings(settings),
                    limiter=make_limiter(settings.redis_url, prefix=settings.redis_prefix,
                                         failure_mode=settings.rate_limit_redis_failure,
-                                        timeout_s=settings.redis_timeout_s))
+                                        timeout_s=settings.redis_timeout_s),
+                   caps=ConcurrencyCaps(), decode_budget=PixelBudget(settings.image_decode_pixels_max),
+                   trusted_proxies=[ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies])

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from vidfactory.api.context import AppContext
 from vidfactory.api.errors import ApiError
-from vidfactory.api.ratelimit import enforce
+from vidfactory.api.ratelimit import LimiterUnavailable, Window, client_address, enforce, retry_after_s
 from vidfactory.jobs.verification import Scope
 from vidfactory.observability.requests import set_request_tenant
 from vidfactory.tenancy import Caller, authenticate
@@ -44,11 +44,34 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+def _failed_auth_window(request: Request, ctx: AppContext) -> Window:
+    address = client_address(request.client.host if request.client else None,
+                             request.headers.get("x-forwarded-for"), ctx.trusted_proxies)
+    return Window(f"failed-auth:{address}", ctx.settings.failed_auth_per_minute)
+
+
+def _check_failed_auth(request: Request, ctx: AppContext, *, record: bool) -> None:
+    """429 while the client's address has used up its failed attempts (recording one more when `record`)."""
+    if not ctx.settings.rate_limit_enabled:
+        return
+    try:
+        verdict = ctx.limiter.check([_failed_auth_window(request, ctx)], record=record)
+    except LimiterUnavailable as exc:
+        raise ApiError(503, "rate_limiter_unavailable", "the rate limiter is unavailable; retry shortly",
+                       headers={"Retry-After": "1"}) from exc
+    if verdict.window is not None:
+        raise ApiError(429, "too_many_failed_attempts", f"too many failed API key attempts from your address; "
+                       f"at most {ctx.settings.failed_auth_per_minute} a minute",
+                       headers={"Retry-After": str(retry_after_s(verdict.wait_s))})
+
+
 def get_caller(request: Request, ctx: ContextDep) -> Caller:
     token = _bearer(request)
+    _check_failed_auth(request, ctx, record=False)
     with ctx.sessions() as session:
         caller = authenticate(session, token)
     if caller is None:
+        _check_failed_auth(request, ctx, record=True)
         raise ApiError(401, "invalid_api_key", "the API key is not valid or was revoked")
     set_request_tenant(request.state, caller.tenant_id)
     if ctx.settings.rate_limit_enabled:
@@ -63,12 +86,14 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 def require_admin(request: Request, ctx: ContextDep) -> None:
     """401 for anything but the admin token; 403 for a valid tenant API key (known, but not the operator)."""
     token = _bearer(request)
+    _check_failed_auth(request, ctx, record=False)
     if hmac.compare_digest(token.encode(), ctx.admin_token.encode()):
         return
     with ctx.sessions() as session:
         tenant_key = authenticate(session, token) is not None
     if tenant_key:
         raise ApiError(403, "admin_only", "admin routes need the operator's admin token, not an API key")
+    _check_failed_auth(request, ctx, record=True)
     raise ApiError(401, "invalid_admin_token", "admin routes need the operator's admin token")
 
 

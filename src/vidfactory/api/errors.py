@@ -19,8 +19,9 @@ from vidfactory.jobs.screening import ImageRejected, PromptRejected
 from vidfactory.jobs.spec import InvalidRequest
 from vidfactory.jobs.submit import ActiveJobsLimit
 from vidfactory.prompts.errors import PromptError
-from vidfactory.idempotency import IdempotencyConflict
+from vidfactory.idempotency import IdempotencyConflict, IdempotencyInProgress
 from vidfactory.observability.redact import redact_paths
+from vidfactory.tenancy import TenantSuspended
 
 __all__ = ["ApiError", "checked_id", "error_responses", "install_error_handlers", "not_found", "validation_message"]
 
@@ -121,6 +122,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IdempotencyConflict)
     async def _idempotency(_: Request, exc: IdempotencyConflict):
         return envelope(409, "idempotency_conflict", str(exc), "Idempotency-Key")
+
+    @app.exception_handler(TenantSuspended)
+    async def _suspended(_: Request, exc: TenantSuspended):
+        return envelope(403, "tenant_suspended", str(exc), None)
+
+    @app.exception_handler(IdempotencyInProgress)
+    async def _in_progress(_: Request, exc: IdempotencyInProgress):
+        return envelope(409, "idempotency_in_progress", str(exc), "Idempotency-Key", {"Retry-After": "1"})
 
     @app.exception_handler(PromptRejected)
     async def _rejected(_: Request, exc: PromptRejected):

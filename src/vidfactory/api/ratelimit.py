@@ -1,6 +1,8 @@
 """Requests per minute, per API key and per tenant, over a sliding one-minute window, with separate
 budgets for reading (GET, HEAD, OPTIONS: polling a video, listing) and writing (everything else:
-creating videos), so a client polling its jobs never spends the budget it needs to submit them.
+creating videos), so a client polling its jobs never spends the budget it needs to submit them; failed
+API-key attempts per client address (`client_address`); requests in flight at once (`ConcurrencyCaps`);
+pixels being decoded at once (`PixelBudget`).
 
 `MemoryLimiter` counts inside one process (the embedded default). `RedisLimiter` keeps the windows in
 Redis so every API replica counts against the same numbers: one Lua script checks every window and
@@ -11,26 +13,32 @@ lets the request through, "closed" raises `LimiterUnavailable` (503).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import secrets
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 import redis
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidfactory.api.errors import ApiError
 from vidfactory.tenancy import Caller
 
-__all__ = ["Limiter", "LimiterUnavailable", "MemoryLimiter", "Quota", "RedisLimiter", "Verdict", "Window", "budget",
-           "caller_windows", "enforce", "make_limiter", "read_methods", "retry_after_s"]
+__all__ = ["CapReached", "ConcurrencyCaps", "Limiter", "LimiterUnavailable", "MemoryLimiter", "PixelBudget", "Quota",
+           "QuotaHeaders", "RedisLimiter", "Verdict", "Window", "budget", "caller_windows", "client_address",
+           "enforce", "make_limiter", "quota_headers", "read_methods", "retry_after_s"]
 
 log = logging.getLogger(__name__)
 window_s = 60.0
 read_methods = frozenset({"GET", "HEAD", "OPTIONS"})
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class LimiterUnavailable(Exception):
@@ -76,7 +84,7 @@ def _tightest(windows: list[Window], counts: list[int], reset_s: list[float]) ->
 
 
 class Limiter(Protocol):
-    def check(self, windows: list[Window]) -> Verdict: ...
+    def check(self, windows: list[Window], *, record: bool = True) -> Verdict: ...
 
 
 class MemoryLimiter:
@@ -84,8 +92,8 @@ class MemoryLimiter:
         self._lock = threading.Lock()
         self._hits: dict[str, deque[float]] = {}
 
-    def check(self, windows: list[Window], now: float | None = None) -> Verdict:
-        """Record the request in every window when all allow it."""
+    def check(self, windows: list[Window], now: float | None = None, *, record: bool = True) -> Verdict:
+        """Record the request in every window when all allow it (`record` False: only say whether they would)."""
         now = time.monotonic() if now is None else now
         with self._lock:
             refusal = Verdict(0.0, None)
@@ -97,7 +105,7 @@ class MemoryLimiter:
                     wait_s = hits[0] + window_s - now
                     if wait_s > refusal.wait_s:
                         refusal = Verdict(wait_s, window)
-            if refusal.window is None:
+            if refusal.window is None and record:
                 for window in windows:
                     self._hits[window.key].append(now)
             all_hits = [self._hits[w.key] for w in windows]
@@ -106,7 +114,8 @@ class MemoryLimiter:
             return Verdict(refusal.wait_s, refusal.window, quota)
 
 
-# KEYS: the windows; ARGV[1]: window in µs, ARGV[2]: a nonce (members must be unique), ARGV[3..]: limits.
+# KEYS: the windows; ARGV[1]: window in µs, ARGV[2]: a nonce (members must be unique), ARGV[3]: "1" to
+# record an allowed request, "0" only to answer; ARGV[4..]: limits.
 # Returns {µs to wait (0 when allowed), index of the refusing window (1-based, 0 when allowed), then per
 # window its count and µs until it is empty again}.
 sliding_window_lua = """
@@ -118,13 +127,13 @@ local counts = {}
 for i, key in ipairs(KEYS) do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
   counts[i] = redis.call('ZCARD', key)
-  if counts[i] >= tonumber(ARGV[2 + i]) then
+  if counts[i] >= tonumber(ARGV[3 + i]) then
     local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     local w = tonumber(oldest[2]) + window - now
     if w > wait or refused == 0 then wait, refused = w, i end
   end
 end
-if refused > 0 then wait = math.max(wait, 1) else
+if refused > 0 then wait = math.max(wait, 1) elseif ARGV[3] == '1' then
   for i, key in ipairs(KEYS) do
     redis.call('ZADD', key, now, now .. ':' .. ARGV[2])
     redis.call('PEXPIRE', key, math.ceil(window / 1000))
@@ -154,9 +163,10 @@ class RedisLimiter:
         client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         return cls(client, prefix=prefix, failure_mode=failure_mode)
 
-    def check(self, windows: list[Window]) -> Verdict:
+    def check(self, windows: list[Window], *, record: bool = True) -> Verdict:
         keys = [f"{self.prefix}rl:{w.key}" for w in windows]
-        args = [int(window_s * 1_000_000), secrets.token_hex(8), *[w.per_minute for w in windows]]
+        args = [int(window_s * 1_000_000), secrets.token_hex(8), "1" if record else "0",
+                *[w.per_minute for w in windows]]
         try:
             wait_us, refused, *per_window = self._script(keys=keys, args=args)
         except redis.RedisError as exc:
@@ -214,4 +224,110 @@ def enforce(limiter: Limiter, caller: Caller, method: str) -> Quota | None:
     scope = "key" if verdict.window is windows[0] else "tenant"
     raise ApiError(429, "rate_limit_exceeded",
                    f"plan {caller.plan} allows {verdict.window.per_minute} {kind} requests per minute per {scope}",
-                   headers={"Retry-After": str(retry_after_s(verdict.wait_s))})
+                   headers={"Retry-After": str(retry_after_s(verdict.wait_s)), **quota_headers(verdict.quota)})
+
+
+def quota_headers(quota: Quota | None) -> dict[str, str]:
+    """OpenAI's `x-ratelimit-*-requests` headers for the budget the request spent; the reset as a duration
+    (`12.5s`), as OpenAI writes it. None (the limiter could not tell): no headers rather than made-up ones."""
+    if quota is None:
+        return {}
+    return {"x-ratelimit-limit-requests": str(quota.limit), "x-ratelimit-remaining-requests": str(quota.remaining),
+            "x-ratelimit-reset-requests": f"{round(quota.reset_s, 3):g}s"}
+
+
+class QuotaHeaders:
+    """ASGI middleware: a response to a request that was counted (`request.state.rate_limit`, set by the
+    caller dependency) carries its quota headers; a 429 carries them from its error."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_quota(message: Message) -> None:
+            quota = scope.get("state", {}).get("rate_limit")
+            if message["type"] == "http.response.start" and quota is not None:
+                added = [(name.encode(), value.encode()) for name, value in quota_headers(quota).items()]
+                message = {**message, "headers": [*message.get("headers", ()), *added]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_quota)
+
+
+class CapReached(Exception):
+    """As many requests of this kind are in flight as the cap allows; retry when one finishes."""
+
+
+class ConcurrencyCaps:
+    """Requests in flight at once, per key (e.g. one tenant's quotes), in this process: each API replica
+    bounds its own memory and CPU, which is what these caps protect."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight: Counter[str] = Counter()
+
+    @contextmanager
+    def hold(self, key: str, limit: int) -> Iterator[None]:
+        assert limit >= 1
+        with self._lock:
+            if self._in_flight[key] >= limit:
+                raise CapReached(f"{limit} at once")
+            self._in_flight[key] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight[key] -= 1
+                if not self._in_flight[key]:
+                    del self._in_flight[key]
+
+
+class PixelBudget:
+    """Pixels being decoded at once in this process. A decode's peak memory is proportional to its pixel
+    count, so the budget bounds the memory all concurrent image decodes take together, whatever the
+    files' byte sizes; a request waits up to `wait_s` for room, then gets CapReached."""
+
+    def __init__(self, pixels_max: int) -> None:
+        assert pixels_max >= 1
+        self.pixels_max = pixels_max
+        self._used = 0
+        self._room = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int, wait_s: float) -> Iterator[None]:
+        assert 1 <= pixels <= self.pixels_max, f"{pixels} pixels can never fit a budget of {self.pixels_max}"
+        with self._room:
+            if not self._room.wait_for(lambda: self._used + pixels <= self.pixels_max, timeout=wait_s):
+                raise CapReached(f"images of {self.pixels_max} pixels in all are being decoded")
+            self._used += pixels
+        try:
+            yield
+        finally:
+            with self._room:
+                self._used -= pixels
+                self._room.notify_all()
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: list[Network]) -> str:
+    """Who is calling, for per-address limits: the peer, unless the peer is a proxy listed in
+    `trusted_proxies`; then the nearest address in X-Forwarded-For that is not one (each proxy appends
+    the address it received from, so anything left of the first untrusted hop may be forged)."""
+    if peer is None:
+        return "unknown"
+    hops = [hop.strip() for hop in (forwarded_for or "").split(",") if hop.strip()]
+    address = peer
+    while _is_trusted(address, trusted_proxies) and hops:
+        address = hops.pop()
+    return address
+
+
+def _is_trusted(address: str, trusted_proxies: list[Network]) -> bool:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:  # a forged or garbled hop is nobody's proxy
+        return False
+    return any(parsed in network for network in trusted_proxies)

@@ -38,6 +38,7 @@ __all__ = [
     "QuotePublic",
     "TenantCreate",
     "TenantPublic",
+    "TenantSuspend",
     "PlainText",
     "VideoCreate",
     "WebhookEndpointCreate",
@@ -71,8 +72,9 @@ def _without_control_characters(value: str) -> str:
 PlainText = Annotated[str, AfterValidator(_without_control_characters)]
 
 
-MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=metadata_key_chars_max)]
-MetadataValue = Annotated[str, StringConstraints(max_length=metadata_value_chars_max)]
+# Echoed into webhooks, consoles and logs: no NUL, ESC or other control characters.
+MetadataKey = Annotated[PlainText, StringConstraints(min_length=1, max_length=metadata_key_chars_max)]
+MetadataValue = Annotated[PlainText, StringConstraints(max_length=metadata_value_chars_max)]
 
 
 TemplateName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
@@ -218,6 +220,13 @@ class TenantPublic(BaseModel):
     name: str
     plan: str
     created_at: int
+    suspended_at: int | None = None  # suspended: no new submissions or keys
+    suspended_reason: str | None = None
+
+
+class TenantSuspend(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: PlainText = Field(min_length=1, max_length=200, description="shown to the tenant in its 403s")
 
 
 # A plan's limits. Jobs copy priority, concurrency and the step-cache permission at submission, so a change

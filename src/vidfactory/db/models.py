@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -90,6 +91,9 @@ class Tenant(Base):
     price_book_version: Mapped[int | None] = mapped_column(ForeignKey("price_books.version"), default=None)
     # The tenant's brand mark on every delivered clip (see vidfactory.branding). NULL: none.
     brand: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    # Suspended: no new submissions or keys; what is queued or running finishes. NULL: active.
+    suspended_at: Mapped[datetime | None] = mapped_column(default=None)
+    suspended_reason: Mapped[str | None] = mapped_column(String(200), default=None)
 
 
 class ApiKey(Base):
@@ -271,8 +275,10 @@ class Job(Base):
         CheckConstraint("review_status IS NULL OR review_status IN ('pending', 'approved', 'rejected')",
                         "review_status_known"),
         CheckConstraint("progress BETWEEN 0 AND 100", "progress_range"),
-        Index("ix_jobs_claim", "status", "priority", "created_at"),
-        Index("ix_jobs_queued_created", "status", "created_at"),  # the claim's aging tier, oldest first
+        # The claim's two orders, each read straight off an index so LIMIT 1 stops at the first fit: by
+        # priority (highest first), then age; and the aging tier, oldest first.
+        Index("ix_jobs_claim", "status", text("priority DESC"), "created_at", "id"),
+        Index("ix_jobs_queued_created", "status", "created_at", "id"),
         Index("ix_jobs_review", "review_status"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
         Index("ix_jobs_tenant_status", "tenant_id", "status"),
@@ -369,13 +375,19 @@ class Asset(Base):
 
 
 class IdempotencyRecord(Base):
+    """One Idempotency-Key: reserved by the first request (status_code NULL) until its outcome is stored."""
+
     __tablename__ = "idempotency_keys"
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    # Which key space: "tenant" (the tenant's own requests) or an operator's (admin-credit, admin-voucher).
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True, default="tenant", server_default="tenant")
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_sha256: Mapped[str] = mapped_column(String(64))
-    status_code: Mapped[int] = mapped_column(Integer)
-    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)  # None: the first request runs
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    reservation: Mapped[str | None] = mapped_column(String(32), default=None)  # the running request's token
+    reserved_until: Mapped[datetime | None] = mapped_column(default=None)  # after it, another may take over
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -20,7 +20,9 @@ __all__ = [
     "ReferenceImage",
     "ReferenceRefused",
     "center_crop",
+    "decode_bytes_per_pixel",
     "decode_rgb",
+    "peek_pixels",
     "read_reference",
     "reference_bytes_max",
     "reference_content_types",
@@ -36,6 +38,9 @@ reference_side_max_px = 4096
 # Checked from the header before any pixel is decoded: a small file must not expand to gigabytes.
 reference_pixels_max = 4096 * 4096
 reference_content_types = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+# Peak bytes per pixel while `read_reference` decodes: an RGBA decode, its transposed copy, and the
+# RGBA/RGB composites flattening transparency (measured ~15 on a 4096² RGBA PNG; rounded up).
+decode_bytes_per_pixel = 16
 
 
 class ReferenceRefused(ValueError):
@@ -81,6 +86,13 @@ def _open(data: bytes) -> Image.Image:
     if getattr(image, "n_frames", 1) > 1:
         raise ReferenceRefused("an animated image: send one still frame")
     return image
+
+
+def peek_pixels(data: bytes) -> int:
+    """The pixel count from the header alone, after the same checks `read_reference` makes first: what a
+    decode of it will cost (decode_bytes_per_pixel each), known before any pixel is decoded."""
+    width, height = _open(data).size
+    return width * height
 
 
 def read_reference(data: bytes) -> ReferenceImage:

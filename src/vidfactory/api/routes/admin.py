@@ -12,18 +12,28 @@ from sqlalchemy.orm import Session
 from vidfactory.api.deps import AdminDep, ContextDep, IdempotencyKeyHeader, SessionDep
 from vidfactory.api.errors import ApiError, checked_id, not_found
 from vidfactory.api.render import timestamp, transfer_object
-from vidfactory.api.schemas import CreditCreate, KeyPublic, TenantCreate, TenantPublic
+from vidfactory.api.schemas import CreditCreate, KeyPublic, TenantCreate, TenantPublic, TenantSuspend
 from vidfactory.billing import ledger
 from vidfactory.db.models import Plan, Tenant
 from vidfactory.idempotency import fingerprint, run_once
-from vidfactory.tenancy import TenancyError, TenantExists, create_key, create_tenant, revoke_key
+from vidfactory.tenancy import (
+    TenancyError,
+    TenantExists,
+    create_key,
+    create_tenant,
+    resume_tenant,
+    revoke_key,
+    suspend_tenant,
+)
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 admin_actor = "admin"
 
 
 def tenant_public(tenant: Tenant) -> TenantPublic:
-    return TenantPublic(id=tenant.id, name=tenant.name, plan=tenant.plan_id, created_at=timestamp(tenant.created_at))
+    return TenantPublic(id=tenant.id, name=tenant.name, plan=tenant.plan_id, created_at=timestamp(tenant.created_at),
+                        suspended_at=None if tenant.suspended_at is None else timestamp(tenant.suspended_at),
+                        suspended_reason=tenant.suspended_reason)
 
 
 @router.post("/tenants", status_code=201)
@@ -44,6 +54,28 @@ def admin_create_tenant(body: TenantCreate, ctx: ContextDep, _admin: AdminDep) -
 def admin_list_tenants(session: SessionDep, _admin: AdminDep) -> dict[str, Any]:
     tenants = session.scalars(select(Tenant).order_by(Tenant.created_at))
     return {"object": "list", "data": [tenant_public(t) for t in tenants]}
+
+
+@router.post("/tenants/{tenant_id}/suspend")
+def admin_suspend_tenant(tenant_id: str, body: TenantSuspend, ctx: ContextDep, _admin: AdminDep) -> TenantPublic:
+    """Suspend a tenant: new submissions (videos, regenerations, batches) and new keys are refused with
+    403 tenant_suspended; its queued and running jobs finish and settle; reads, downloads and cancels go
+    on. Audited; suspending again changes nothing."""
+    checked_id("tenant", tenant_id)
+    with ctx.sessions.begin() as session:
+        if session.get(Tenant, tenant_id) is None:
+            raise not_found("tenant", tenant_id)
+        return tenant_public(suspend_tenant(session, tenant_id, body.reason, actor=admin_actor))
+
+
+@router.post("/tenants/{tenant_id}/resume")
+def admin_resume_tenant(tenant_id: str, ctx: ContextDep, _admin: AdminDep) -> TenantPublic:
+    """Lift a suspension (audited; a no-op for an active tenant)."""
+    checked_id("tenant", tenant_id)
+    with ctx.sessions.begin() as session:
+        if session.get(Tenant, tenant_id) is None:
+            raise not_found("tenant", tenant_id)
+        return tenant_public(resume_tenant(session, tenant_id, actor=admin_actor))
 
 
 @router.post("/tenants/{tenant_id}/keys", status_code=201)
@@ -83,9 +115,8 @@ def admin_credit(tenant_id: str, body: CreditCreate, ctx: ContextDep, _admin: Ad
 
     idempotency = None
     if idempotency_key is not None:
-        # Namespaced: a tenant's own video keys and the operator's top-up keys never collide.
-        idempotency = (f"admin-credit:{idempotency_key}", fingerprint(f"/v1/admin/tenants/{tenant_id}/credits",
-                                                                       body.model_dump()))
-    outcome = run_once(ctx.sessions, tenant_id, idempotency, credit)
+        idempotency = (idempotency_key, fingerprint(f"/v1/admin/tenants/{tenant_id}/credits", body.model_dump()))
+    # The operator's key space: a tenant's own keys never meet it.
+    outcome = run_once(ctx.sessions, tenant_id, idempotency, credit, scope="admin-credit")
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     return JSONResponse(outcome.body, status_code=outcome.status_code, headers=headers)

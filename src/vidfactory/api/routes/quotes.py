@@ -8,6 +8,9 @@ from starlette.concurrency import run_in_threadpool
 from vidfactory.api.body import read_video_create, video_create_openapi
 from vidfactory.api.context import AppContext
 from vidfactory.api.deps import CallerDep, ContextDep
+from vidfactory.api.errors import ApiError
+from vidfactory.api.ratelimit import CapReached
+from vidfactory.api.uploads import image_gate
 from vidfactory.api.routes.videos import to_video_request
 from vidfactory.api.schemas import AmountPublic, QuotePrompt, QuotePublic
 from vidfactory.billing.pricebook import model_price
@@ -34,9 +37,15 @@ def screened_price(ctx: AppContext, caller: Caller, video_request: VideoRequest)
 async def create_quote(request: Request, ctx: ContextDep, caller: CallerDep) -> QuotePublic:
     """Bills (and screens) the prompt that would be generated: after the template renders and the
     enhancement runs."""
-    sent = await read_video_create(request, ctx.settings.upload_bytes_max)
-    video_request = await run_in_threadpool(to_video_request, ctx, caller, sent)
-    priced = await run_in_threadpool(screened_price, ctx, caller, video_request)
+    try:
+        with ctx.caps.hold(f"quotes:{caller.tenant_id}", ctx.settings.quotes_concurrent_max):
+            sent = await read_video_create(request, ctx.settings.upload_bytes_max,
+                                           image_gate(ctx, caller, needs_balance=False))
+            video_request = await run_in_threadpool(to_video_request, ctx, caller, sent)
+            priced = await run_in_threadpool(screened_price, ctx, caller, video_request)
+    except CapReached as exc:
+        raise ApiError(429, "too_many_quotes", f"your quotes in flight are capped ({exc}); retry shortly",
+                       headers={"Retry-After": "1"}) from exc
     q = priced.quote
     return QuotePublic(model=priced.model.id, price_book_version=priced.price_book_version, method=q.method,
                        input_tokens=q.input_tokens, output_tokens=q.output_tokens, total_tokens=q.total_tokens,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,7 @@ from vidfactory.api.deps import CallerDep, ContextDep, IdempotencyKeyHeader, Ses
 from vidfactory.api.errors import ApiError, checked_id, not_found
 from vidfactory.api.render import file_hashes_by_job, timestamp, video_object
 from vidfactory.api.schemas import FeedbackCreate, RegenerateCreate, prompt_chars_max
+from vidfactory.api.uploads import image_gate
 from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Feedback, Job
 from vidfactory.db.types import utcnow
@@ -23,6 +25,7 @@ from vidfactory.jobs import queue
 from vidfactory.idempotency import Outcome, fingerprint
 from vidfactory.jobs.prompting import PromptRequest, resolve_prompt, template_reference
 from vidfactory.jobs.submit import VideoRequest, regeneration_seed, submit
+from vidfactory.media.preview import ImageFormat, content_types, transcode
 from vidfactory.media.reference import ReferenceImage, read_reference
 from vidfactory.tenancy import Caller
 
@@ -96,7 +99,8 @@ async def create_video(
     request: Request, ctx: ContextDep, caller: CallerDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
-    sent = await read_video_create(request, ctx.settings.upload_bytes_max)
+    sent = await read_video_create(request, ctx.settings.upload_bytes_max,
+                                   image_gate(ctx, caller, needs_balance=True))
     video_request = await run_in_threadpool(to_video_request, ctx, caller, sent)
     idempotency = None
     if idempotency_key is not None:
@@ -160,8 +164,8 @@ def delete_video(video_id: str, ctx: ContextDep, caller: CallerDep) -> dict[str,
         assets = list(session.scalars(select(Asset).where(Asset.job_id == job.id)))
         job.deleted_at = utcnow()
         session.flush()
-        # A cache hit's assets name its source's files (and the source serves later hits): a file goes
-        # only when no job that is not deleted still names it.
+        # A cache hit delivered before hits were re-labelled names its source's files: a file goes only
+        # when no job that is not deleted still names it.
         kept = set(session.scalars(select(Asset.storage_key).join(Job, Job.id == Asset.job_id).where(
             Asset.storage_key.in_([a.storage_key for a in assets]), Job.deleted_at.is_(None))))
     for asset in assets:
@@ -172,10 +176,21 @@ def delete_video(video_id: str, ctx: ContextDep, caller: CallerDep) -> dict[str,
     return {"id": video_id, "object": "video.deleted", "deleted": True}
 
 
+def preview_format(accept: str) -> ImageFormat:
+    """WebP, as OpenAI serves previews; JPEG for a client whose Accept names JPEG and not WebP."""
+    listed = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    return "jpeg" if listed & {"image/jpeg", "image/jpg"} and "image/webp" not in listed else "webp"
+
+
+extensions = {"video/mp4": "mp4", "image/webp": "webp", "image/jpeg": "jpg"}
+
+
 @router.get("/{video_id}/content", response_class=Response,
-            responses={200: {"content": {"video/mp4": {}, "image/jpeg": {}}}})
+            responses={200: {"content": {"video/mp4": {}, "image/webp": {}, "image/jpeg": {}},
+                             "description": "the MP4; a thumbnail or spritesheet in WebP, or JPEG when the "
+                                            "Accept header names image/jpeg and not image/webp"}})
 def download_content(
-    video_id: str, ctx: ContextDep, session: SessionDep, caller: CallerDep,
+    video_id: str, request: Request, ctx: ContextDep, session: SessionDep, caller: CallerDep,
     variant: Literal["video", "thumbnail", "spritesheet"] = "video",
 ) -> Response:
     job = owned_job(session, caller, video_id)
@@ -184,10 +199,15 @@ def download_content(
     asset = session.scalar(select(Asset).where(Asset.job_id == job.id, Asset.variant == variant))
     if asset is None:
         raise ApiError(404, "variant_not_available", f"video {video_id} has no {variant}", param="variant")
-    data = ctx.storage.read(asset.storage_key)
-    return Response(data, media_type=asset.content_type,
-                    headers={"Content-Disposition": f'inline; filename="{video_id}.{asset.storage_key.rsplit(".", 1)[-1]}"',
-                             "X-Content-SHA256": asset.sha256})
+    data, content_type, sha256 = ctx.storage.read(asset.storage_key), asset.content_type, asset.sha256
+    if variant != "video":
+        wanted = preview_format(request.headers.get("accept", ""))
+        if content_types[wanted] != content_type:  # a JPEG asked for, or a preview stored before WebP
+            data, content_type = transcode(data, wanted), content_types[wanted]
+            sha256 = hashlib.sha256(data).hexdigest()
+    return Response(data, media_type=content_type,
+                    headers={"Content-Disposition": f'inline; filename="{video_id}.{extensions[content_type]}"',
+                             "X-Content-SHA256": sha256, "Vary": "Accept"})
 
 
 def parent_reference(ctx: AppContext, parent: Job) -> ReferenceImage | None:
