@@ -313,7 +313,7 @@ def test_every_command_that_reports_speaks_json(cli):
 
 def test_worker_refuses_an_unknown_model_and_a_model_that_cannot_load(cli, tmp_path):
     unknown = cli("worker", "--model", "unknown", "--once")
-    assert_refused(unknown, "error: unknown model 'unknown'; configured: wan-tiny")
+    assert_refused(unknown, "error: unknown model 'unknown'; configured: wan-tiny, wan-tiny-i2v")
     cli.env["VIDFACTORY_MODELS"] = json.dumps([{"id": "wan-tiny", "engine": "wan-tiny"},
                                                {"id": "big", "engine": "wan", "path": str(tmp_path / "nowhere")}])
     broken = cli("worker", "--once")
@@ -325,7 +325,7 @@ def test_worker_refuses_an_unknown_model_and_a_model_that_cannot_load(cli, tmp_p
     cli.env["VIDFACTORY_MODELS"] = json.dumps([{"id": "half", "engine": "wan", "path": str(tmp_path / "half")}])
     assert_refused(cli("worker", "--once"), f"error: model 'half': {tmp_path / 'half'} lacks its vae/")
     del cli.env["VIDFACTORY_MODELS"]
-    cli.ok("worker", "--model", "wan-tiny", "--once")  # nothing queued: checks its model, claims nothing, exits
+    cli.ok("worker", "--once")  # nothing queued: checks its model, claims nothing, exits
 
 
 def test_malformed_models_json_says_where(cli):
@@ -351,7 +351,8 @@ def test_doctor_reports_each_dependency_and_fails_on_any_failure(tmp_path, datab
     healthy = cli.json("doctor")
     assert healthy["ok"] is True
     by_name = {c["name"]: c for c in healthy["checks"]}
-    assert list(by_name) == ["configuration", "database", "redis", "storage", "model wan-tiny", "gpu"]
+    assert list(by_name) == ["configuration", "database", "redis", "storage", "model wan-tiny", "model wan-tiny-i2v",
+                             "gpu"]
     assert by_name["database"]["status"] == "ok" and "at migration" in by_name["database"]["detail"]
     assert by_name["storage"]["status"] == "ok" and not list((tmp_path / "var" / "storage" / "_health").iterdir())
     cli.env.update({"VIDFACTORY_REDIS_URL": "redis://:hunter2@127.0.0.1:1/0",
