@@ -27,7 +27,10 @@ def finish_without_media(sessions, job_id: str) -> None:
         job = queue.claim(session, worker_id="w-fast", models=["wan-tiny"], lease_s=30.0, now=utcnow())
         assert job is not None and job.id == job_id, (job, job_id)
         asset = queue.AssetRecord("video", f"{job.tenant_id}/{job.id}/video.mp4", "video/mp4", 1, "0" * 64)
-        queue.complete(session, job, "w-fast", [asset], charge=job.total_tokens)
+        if job.cache_hit_job_id is not None:  # posted at the cache rate, as the worker's re-labelling does
+            queue.complete_cache_hit(session, job, "w-fast", [asset])
+        else:
+            queue.complete(session, job, "w-fast", [asset], charge=job.total_tokens)
 
 
 def fail_job(sessions, job_id: str, error_type: str = "engine_crash"):

@@ -131,14 +131,18 @@ def test_a_shared_cache_never_crosses_a_brand(client, ctx):
     assert client.put(brand_url(branded.id), headers=admin, json={"text": "ACME"}).status_code == 200
     body = {"prompt": "a paper boat", "size": "64x64", "seconds": "1", "seed": 7}
 
-    def submit(tenant) -> str:
+    def submit(tenant) -> tuple[str, str | None]:
+        """The new video, and the video it is served from (None: it is generated)."""
         created = client.post("/v1/videos", headers=tenant.headers, json=body)
         assert created.status_code == 200, created.text
-        return created.json()["status"]
+        hit = created.json()["cache_hit"]
+        return created.json()["id"], None if hit is None else hit["video_id"]
 
-    assert submit(branded) == "queued"
+    branded_first, served = submit(branded)
+    assert served is None
     assert Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="w").run_once()
-    assert submit(plain) == "queued"  # the branded clip is not served to another tenant
+    plain_first, served = submit(plain)
+    assert served is None  # the branded clip is not served to another tenant
     assert Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="w").run_once()
-    assert submit(other) == "completed"  # ... while unbranded tenants share as before
-    assert submit(branded) == "completed"  # and the branded tenant is served its own
+    assert submit(other)[1] == plain_first  # ... while unbranded tenants share as before
+    assert submit(branded)[1] == branded_first  # and the branded tenant is served its own

@@ -155,7 +155,7 @@ def test_ledger_verify_names_a_tampered_balance(tmp_path, database_url, models_d
 def test_generate_writes_an_h264_mp4(cli, tmp_path):
     wrote = cli.ok("generate", "a paper boat on a river", "--out", "clip.mp4", "--size", "64x64",
                    "--seconds", "1", timeout=generate_timeout_s)
-    assert "wrote clip.mp4 (64x64, 9 frames at 8 fps)" in wrote.stdout
+    assert "wrote clip.mp4 (64x64, 9 frames at 8 fps; content id clip_" in wrote.stdout
     probe = probe_mp4((tmp_path / "clip.mp4").read_bytes())
     assert (probe.codec, probe.width, probe.height, probe.frames) == ("h264", 64, 64, 9)
     refused = cli("generate", "a paper boat", "--out", "bad.mp4", "--size", "64x50",
@@ -175,7 +175,7 @@ def test_generate_starts_from_an_image_with_an_image_to_video_model(cli, tmp_pat
     (tmp_path / "notes.txt").write_text("not a picture")
     wrote = cli.ok("generate", "a lantern on a lake", "--model", "ti2v", "--image", "first.png", "--out",
                    "clip.mp4", timeout=generate_timeout_s)
-    assert "wrote clip.mp4 (128x128, 5 frames at 4 fps)" in wrote.stdout
+    assert "wrote clip.mp4 (128x128, 5 frames at 4 fps; content id clip_" in wrote.stdout
     probe = probe_mp4((tmp_path / "clip.mp4").read_bytes())
     assert (probe.width, probe.height, probe.frames) == (128, 128, 5)
     text_only = cli("generate", "a lantern", "--image", "first.png", "--out", "no.mp4")
@@ -313,7 +313,7 @@ def test_every_command_that_reports_speaks_json(cli):
 
 def test_worker_refuses_an_unknown_model_and_a_model_that_cannot_load(cli, tmp_path):
     unknown = cli("worker", "--model", "unknown", "--once")
-    assert_refused(unknown, "error: unknown model 'unknown'; configured: wan-tiny")
+    assert_refused(unknown, "error: unknown model 'unknown'; configured: wan-tiny, wan-tiny-i2v")
     cli.env["VIDFACTORY_MODELS"] = json.dumps([{"id": "wan-tiny", "engine": "wan-tiny"},
                                                {"id": "big", "engine": "wan", "path": str(tmp_path / "nowhere")}])
     broken = cli("worker", "--once")
@@ -325,7 +325,7 @@ def test_worker_refuses_an_unknown_model_and_a_model_that_cannot_load(cli, tmp_p
     cli.env["VIDFACTORY_MODELS"] = json.dumps([{"id": "half", "engine": "wan", "path": str(tmp_path / "half")}])
     assert_refused(cli("worker", "--once"), f"error: model 'half': {tmp_path / 'half'} lacks its vae/")
     del cli.env["VIDFACTORY_MODELS"]
-    cli.ok("worker", "--model", "wan-tiny", "--once")  # nothing queued: checks its model, claims nothing, exits
+    cli.ok("worker", "--once")  # nothing queued: checks its model, claims nothing, exits
 
 
 def test_malformed_models_json_says_where(cli):
@@ -351,7 +351,8 @@ def test_doctor_reports_each_dependency_and_fails_on_any_failure(tmp_path, datab
     healthy = cli.json("doctor")
     assert healthy["ok"] is True
     by_name = {c["name"]: c for c in healthy["checks"]}
-    assert list(by_name) == ["configuration", "database", "redis", "storage", "model wan-tiny", "gpu"]
+    assert list(by_name) == ["configuration", "database", "redis", "storage", "model wan-tiny", "model wan-tiny-i2v",
+                             "gpu"]
     assert by_name["database"]["status"] == "ok" and "at migration" in by_name["database"]["detail"]
     assert by_name["storage"]["status"] == "ok" and not list((tmp_path / "var" / "storage" / "_health").iterdir())
     cli.env.update({"VIDFACTORY_REDIS_URL": "redis://:hunter2@127.0.0.1:1/0",

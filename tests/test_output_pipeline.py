@@ -18,7 +18,9 @@ from vidfactory.jobs import queue
 from vidfactory.jobs.worker import Worker
 from vidfactory.media.encode import encode_mp4
 from vidfactory.media.hashes import file_hashes
+from vidfactory.media.label import LabelSpec, apply_label
 from vidfactory.media.provenance import read_aigc, read_c2pa
+from vidfactory.media.watermark import extract_watermark_from_video
 
 from conftest import assert_ledger_clean, new_tenant
 
@@ -79,7 +81,8 @@ def test_verify_names_the_video_for_its_tenant_and_the_admin_only(client, ctx):
     assert mine["aigc"] == {"label": "1", "content_producer": "vidfactory"}
     assert verify(client, admin, mp4).json()["video_id"] == video["id"]
     theirs = verify(client, stranger.headers, mp4).json()
-    assert (theirs["video_id"], theirs["altered"], theirs["hashes"]["matches_stored"]) == (None, None, False)
+    # Another tenant learns what the file itself says (signed here, unchanged), never that the video exists.
+    assert (theirs["video_id"], theirs["altered"], theirs["hashes"]["matches_stored"]) == (None, False, False)
     thumbnail = verify(client, owner.headers, download(client, owner, video["id"], "thumbnail")).json()
     assert (thumbnail["video_id"], thumbnail["hashes"]["variant"], thumbnail["altered"]) == (
         video["id"], "thumbnail", False)
@@ -186,6 +189,49 @@ def test_cli_verify_names_the_video_for_the_operator(client, ctx, tmp_path, mode
     assert result.returncode == 1 and "video:     unknown" in result.stdout
 
 
+def test_a_clip_from_vidfactory_generate_is_labelled_watermarked_signed_and_verifies(client, ctx, tmp_path,
+                                                                                    models_dir, database_url):
+    from test_cli import Cli, generate_timeout_s
+
+    from vidfactory.cli import _request_for
+
+    cli = Cli(tmp_path, models_dir, database_url)  # the server's data directory: the same signing CA
+    wrote = cli.ok("generate", "a paper boat", "--out", "clip.mp4", "--size", "64x64", "--seconds", "1",
+                   "--seed", "5", timeout=generate_timeout_s)
+    mp4 = (tmp_path / "clip.mp4").read_bytes()
+    # 1. The implicit labels name the clip by its own content ID, and so does the watermark in its pixels.
+    label = read_aigc(mp4)
+    assert (label.label, label.content_producer) == ("1", "vidfactory") and label.produce_id.startswith("clip_")
+    assert f"content id {label.produce_id}, watermark {label.reserved_code1}" in wrote.stdout
+    reading = extract_watermark_from_video(mp4, step=ctx.settings.watermark_step)
+    assert reading is not None and f"{reading.payload:08x}" == label.reserved_code1
+    # 2. The visible label: inside its box the clip differs from the engine's own frames far more than in
+    #    the same box mirrored to the other side.
+    request = _request_for(ctx.settings.models[0], "a paper boat", "64x64", 1, 5, None)
+    engine = load_engine(ctx.settings.models[0], ctx.settings.models_dir)
+    raw = engine.generate(request, lambda *_: None, lambda: False).frames
+    _, placement = apply_label(raw, request.fps, LabelSpec.from_settings(ctx.settings))
+    left, top, right, bottom = placement.box
+    with av.open(io.BytesIO(mp4)) as container:
+        delivered = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    diff = np.abs(delivered.astype(int) - raw.astype(int)).mean(axis=(0, 3))
+    inside, mirrored = diff[top:bottom, left:right].mean(), diff[top:bottom, 64 - right:64 - left].mean()
+    assert inside > 2 * mirrored, (inside, mirrored)
+    # 3. `vidfactory verify` and /v1/verify vouch for it: signed here, unchanged, the content ID it carries.
+    found = json.loads(cli.ok("verify", "clip.mp4", "--json").stdout)
+    assert (found["video_id"], found["content_id"], found["altered"], found["c2pa"]["state"]) == (
+        None, label.produce_id, False, "trusted")
+    assert found["aigc"] == {"label": "1", "content_producer": "vidfactory"}
+    assert (found["watermark"]["found"], found["watermark"]["payload"]) == (True, label.reserved_code1)
+    served = verify(client, admin, mp4).json()
+    assert (served["content_id"], served["altered"], served["c2pa"]["state"]) == (label.produce_id, False, "trusted")
+    changed = bytearray(mp4)
+    changed[-100] ^= 0x01
+    (tmp_path / "changed.mp4").write_bytes(bytes(changed))
+    altered = cli("verify", "changed.mp4", "--json")
+    assert altered.returncode == 1 and json.loads(altered.stdout)["altered"] is True
+
+
 class ScriptedFrames:
     """The real engine, whose frames are replaced, call by call, by a script: "black", "frozen" or
     "real" (the last entry repeats)."""
@@ -217,8 +263,8 @@ def run_scripted(ctx, client, tenant, script) -> tuple[dict, ScriptedFrames]:
 def test_a_flagged_clip_waits_for_review_with_an_alert_and_its_report(client, ctx):
     tenant = new_tenant(ctx.sessions, tokens=10_000)
     video, _ = run_scripted(ctx, client, tenant, ["frozen"])
-    assert (video["status"], video["review"], video["billing"]["status"]) == (
-        "in_progress", {"status": "pending", "source": "qc"}, "held")
+    assert (video["status"], video["review"]["status"], video["review"]["source"], video["billing"]["status"]) == (
+        "in_progress", "pending", "qc", "held")
     assert "qc" not in video  # the report is for admins
     assert client.get(f"/v1/videos/{video['id']}/content", headers=tenant.headers).status_code == 409
     held = client.get("/v1/admin/reviews", headers=admin).json()["data"]

@@ -36,7 +36,8 @@ def busy_tenant(client):
     failed = post("a failed clip")
     fail_job(ctx.sessions, failed["id"], "engine_crash")
     hit = post("a completed clip")
-    assert hit["status"] == "completed"
+    assert hit["cache_hit"]["video_id"] == done["id"]
+    finish_without_media(ctx.sessions, hit["id"])
     cancelled = post("a cancelled clip")
     client.post(f"/v1/videos/{cancelled['id']}/cancel", headers=tenant.headers)
     queued = post("a queued clip")

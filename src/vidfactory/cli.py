@@ -38,6 +38,9 @@ demo_tenant_name = "demo"
 demo_credit_tokens = 1_000_000
 cli_actor = "cli"
 steps_max = 200
+cli_clip_prefix = "clip_"  # a CLI clip's content ID: never a job's (those start with video_)
+cli_clip_owner = "local"  # no tenant: the file is written where --out says, not to storage
+cli_watermark_bytes = 4  # the watermark's 32-bit payload
 batches_listed_max = 1000
 
 
@@ -640,8 +643,8 @@ def _first_frame(config, path: Path, width: int, height: int):
     from vidfactory.media.reference import ReferenceRefused, center_crop, decode_rgb, read_reference
 
     if not config.takes_reference_image:
-        _fail(f"--image: model {config.id} generates from text only (image-to-video: the wan2.2-ti2v-5b "
-              "preset)")
+        _fail(f"--image: model {config.id} generates from text only (image-to-video: wan-tiny-i2v on a CPU, "
+              "or a checkpoint with the wan2.2-ti2v-5b preset)")
     try:
         data = read_reference(path.read_bytes()).data
     except (OSError, ReferenceRefused) as exc:
@@ -666,16 +669,17 @@ def generate(
     seed: int = 0,
     steps: int | None = None,
     image: Annotated[Path | None, typer.Option(help="the first frame (PNG, JPEG or WebP): image-to-video, "
-                                                    "for the wan2.2-ti2v-5b preset")] = None,
+                                                    "for wan-tiny-i2v or the wan2.2-ti2v-5b preset")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """One-shot generation with no server and no ledger: prompt in (and a first frame), MP4 out."""
+    """One-shot generation with no server and no ledger: prompt in (and a first frame), MP4 out, through
+    the server's output pipeline (visible label, watermark, AIGC tag, C2PA manifest) under its own
+    `clip_` content ID, so `vidfactory verify` vouches for it."""
     from tqdm import tqdm
 
     from vidfactory.engines.base import EngineError
     from vidfactory.engines.registry import load_engine
     from vidfactory.jobs.worker import speed_settings
-    from vidfactory.media.encode import encode_mp4
 
     settings = _settings()
     config = _configured_model(settings, model)
@@ -690,10 +694,32 @@ def generate(
             video = engine.generate(request, lambda done, total: bar.update(done - bar.n), lambda: False)
     except EngineError as exc:
         _fail(f"{exc.error_type}: {exc}")
-    out.write_bytes(encode_mp4(video.frames, video.fps))
+    clip, mp4 = _labelled_clip(settings, video.frames, video.fps)
+    out.write_bytes(mp4)
     _emit(as_json, {"file": str(out), "width": request.width, "height": request.height,
-                    "frames": len(video.frames), "fps": video.fps},
-          f"wrote {out} ({request.width}x{request.height}, {len(video.frames)} frames at {video.fps} fps)")
+                    "frames": len(video.frames), "fps": video.fps, "content_id": clip.job_id,
+                    "watermark_id": clip.watermark_id},
+          f"wrote {out} ({request.width}x{request.height}, {len(video.frames)} frames at {video.fps} fps; "
+          f"content id {clip.job_id}, watermark {clip.watermark_id})")
+
+
+def _labelled_clip(settings: Settings, frames, fps: int):
+    """(identity, MP4 bytes) of frames rendered by the output pipeline under a new `clip_` content ID."""
+    import secrets
+    import uuid
+
+    from vidfactory.jobs import output
+    from vidfactory.media.errors import MediaError
+
+    clip = output.ClipIdentity(job_id=f"{cli_clip_prefix}{uuid.uuid4().hex}", tenant_id=cli_clip_owner,
+                               watermark_id=secrets.token_hex(cli_watermark_bytes))
+    try:
+        rendition = output.render(frames, fps, clip, output.load_provenance(settings),
+                                  steps=output.frame_steps(settings))
+    except MediaError as exc:
+        _fail(str(exc))
+    [video_file] = [file for file in rendition.files if file.variant == "video"]
+    return clip, video_file.data
 
 
 @app.command("calibrate-magcache")

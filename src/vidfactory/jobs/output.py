@@ -3,7 +3,9 @@
     frames → visible label → tenant brand (if any) → invisible watermark → encode MP4 (with the GB 45438 `AIGC` tag)
            → C2PA manifest → thumbnail and spritesheet → SHA-256 and MD5 → storage
 
-`render` is pure (frames in, files out, timed per stage, no database); `store` writes the files and
+`render` is the one way a clip becomes files: the worker's clips, a cache hit's re-labelled copy of its
+source (`delivered_frames`, then `frame_steps(relabelling=True)`) and `vidfactory generate` all go
+through it. It is pure (frames in, files out, timed per stage, no database); `store` writes the files and
 returns the asset records the worker commits with the job. The quality checks (`check_quality`) run
 before it, in the worker, because their verdict decides whether the clip is rendered at all.
 """
@@ -21,7 +23,7 @@ import numpy as np
 from vidfactory import __version__
 from vidfactory.jobs.queue import AssetRecord
 from vidfactory.media.devca import ensure_dev_credentials
-from vidfactory.media.encode import encode_mp4
+from vidfactory.media.encode import decode_mp4, encode_mp4
 from vidfactory.media.errors import MediaError
 from vidfactory.media.hashes import FileHashes, file_hashes
 from vidfactory.media.label import BrandMark, LabelSpec, apply_brand, apply_label
@@ -39,6 +41,7 @@ __all__ = [
     "RenderedFile",
     "Rendition",
     "check_quality",
+    "delivered_frames",
     "frame_steps",
     "load_provenance",
     "qc_summary",
@@ -47,6 +50,7 @@ __all__ = [
 ]
 
 generator_name = f"vidfactory/{__version__}"
+delivered_frames_max = 2000  # a 30 s clip at 60 fps is 1,800
 
 
 @dataclass(frozen=True)
@@ -126,9 +130,12 @@ def qc_summary(report: QcReport) -> str:
 FrameStep = Callable[[np.ndarray, int, ClipIdentity], np.ndarray]
 
 
-def frame_steps(settings: Settings) -> tuple[tuple[str, FrameStep], ...]:
+def frame_steps(settings: Settings, *, relabelling: bool = False) -> tuple[tuple[str, FrameStep], ...]:
     """(name, step) pairs that change the frames before encoding, in order: the visible label and the
-    tenant's brand first, so the watermark is embedded in what viewers see and survives with it."""
+    tenant's brand first, so the watermark is embedded in what viewers see and survives with it.
+    `relabelling`: the frames were decoded from a delivered clip (a cache hit's source), which shows the
+    label and the brand already; only the watermark is embedded, and it replaces the old one (each
+    carrier is moved onto the new payload's lattice, whatever it carried)."""
     spec = LabelSpec.from_settings(settings)
 
     def label(frames: np.ndarray, fps: int, _clip: ClipIdentity) -> np.ndarray:
@@ -140,7 +147,14 @@ def frame_steps(settings: Settings) -> tuple[tuple[str, FrameStep], ...]:
     def watermark(frames: np.ndarray, _fps: int, clip: ClipIdentity) -> np.ndarray:
         return embed_watermark(frames, int(clip.watermark_id, 16), step=settings.watermark_step)
 
+    if relabelling:
+        return (("watermark", watermark),)
     return (("label", label), ("brand", brand), ("watermark", watermark))
+
+
+def delivered_frames(mp4: bytes) -> np.ndarray:
+    """The frames of a clip this pipeline delivered, to render them again under another clip's identity."""
+    return decode_mp4(mp4, frames_max=delivered_frames_max).frames
 
 
 def render(frames: np.ndarray, fps: int, clip: ClipIdentity, provenance: Provenance, *,

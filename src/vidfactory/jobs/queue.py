@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from vidfactory.billing import audit, ledger, vouchers
+from vidfactory.billing import audit, ledger, pricebooks, vouchers
+from vidfactory.billing.pricebook import cache_hit_charge
 from vidfactory.cache import index as cache_index
 from vidfactory.db.models import Asset, Job, Plan, Tenant, Transfer
 from vidfactory.db.types import utcnow
@@ -34,11 +35,13 @@ __all__ = [
     "assign_watermark",
     "claim",
     "complete",
-    "complete_from_cache",
+    "complete_cache_hit",
+    "delivered_video_key",
     "expired_leases",
     "finished_since",
     "fail",
     "finish_cancelled",
+    "forget_cache_hit",
     "heartbeat",
     "hold_for_review",
     "overdue_reviews",
@@ -56,6 +59,7 @@ __all__ = [
     "require_review",
     "review_alert_kind",
     "review_deadline_actor",
+    "serve_from_cache",
     "should_stop",
     "stop_reason",
 ]
@@ -218,31 +222,50 @@ def _record_assets(session: Session, job: Job, assets: list[AssetRecord]) -> Non
                           size_bytes=asset.size_bytes, sha256=asset.sha256, md5=asset.md5))
 
 
-def complete(session: Session, job: Job, worker_id: str, assets: list[AssetRecord], charge: int) -> None:
+def complete(session: Session, job: Job, worker_id: str, assets: list[AssetRecord], charge: int,
+             memo: str | None = None) -> None:
     """Job completed, assets recorded, the hold posted and the clip indexed for the result cache: one
     transaction (the caller's)."""
     _transition(session, job.id, expected=("in_progress",), owner=worker_id, values={
         "status": "completed", "progress": 100, "completed_at": utcnow(), "lease_owner": None,
         "lease_expires_at": None})
     _record_assets(session, job, assets)
-    ledger.settle(session, job.hold_leg_ids, charge, memo=f"settle {job.id}")
+    ledger.settle(session, job.hold_leg_ids, charge, memo=memo or f"settle {job.id}")
     cache_index.index_job(session, job)
     _announce(session, job.id, "video.completed", ("billing.settled", charge))
 
 
-def complete_from_cache(session: Session, job: Job, source_id: str, score: float, charge: int) -> None:
-    """A cache hit, in the submitting transaction: the queued job completes at once with the source's
-    clip (its asset rows name the same stored files), and its hold is posted at `charge` (the rest is
-    released), so the ledger shows hold, post and release like any job."""
+def serve_from_cache(session: Session, job: Job, source_id: str, score: float) -> None:
+    """A cache hit, in the submitting transaction: the queued job will deliver its own copy of the source's
+    clip, re-labelled by a worker (no engine, no denoising), instead of generating one. It takes the
+    source's seed: the seed that made the frames it delivers."""
     assert 0.0 < score <= 1.0, f"cache score out of range: {score}"
+    source_seed = session.scalars(select(Job.seed).where(Job.id == source_id, Job.status == "completed")).one()
     _transition(session, job.id, expected=("queued",), owner=None, values={
-        "status": "completed", "progress": 100, "started_at": utcnow(), "completed_at": utcnow(),
-        "cache_hit_job_id": source_id, "cache_hit_score": score})
-    source_assets = session.scalars(select(Asset).where(Asset.job_id == source_id).order_by(Asset.id))
-    _record_assets(session, job, [AssetRecord(a.variant, a.storage_key, a.content_type, a.size_bytes, a.sha256,
-                                              a.md5) for a in source_assets])
-    ledger.settle(session, job.hold_leg_ids, charge, memo=f"settle {job.id}: cache hit on {source_id}")
-    _announce(session, job.id, "video.completed", ("billing.settled", charge))
+        "cache_hit_job_id": source_id, "cache_hit_score": score, "seed": source_seed})
+
+
+def complete_cache_hit(session: Session, job: Job, worker_id: str, assets: list[AssetRecord]) -> int:
+    """A re-labelled cache hit delivered: completed like any job, its hold posted at the cache rate of the
+    price book it pinned (the rest released). Returns the tokens posted."""
+    assert job.cache_hit_job_id is not None, f"job {job.id} is not a cache hit"
+    charge = cache_hit_charge(pricebooks.get(session, job.price_book_version), job.total_tokens)
+    complete(session, job, worker_id, assets, charge, memo=f"settle {job.id}: cache hit on {job.cache_hit_job_id}")
+    return charge
+
+
+def delivered_video_key(session: Session, job_id: str) -> str | None:
+    """Where a delivered (completed, not deleted) job's video is stored; None when it is not."""
+    return session.scalar(select(Asset.storage_key).join(Job, Job.id == Asset.job_id).where(
+        Job.id == job_id, Job.status == "completed", Job.deleted_at.is_(None), Asset.variant == "video"))
+
+
+def forget_cache_hit(session: Session, job_id: str, *, owner: str) -> None:
+    """The source clip went (deleted) before it was re-labelled: the job goes back to the queue to be
+    generated like a miss, at its quoted price (its hold already covers it), without spending an attempt."""
+    _transition(session, job_id, expected=("in_progress",), owner=owner, values={
+        "status": "queued", "cache_hit_job_id": None, "cache_hit_score": None, "attempts": Job.attempts - 1,
+        "run_after": utcnow(), "lease_owner": None, "lease_expires_at": None, "progress": 0})
 
 
 def hold_for_review(session: Session, job: Job, worker_id: str, assets: list[AssetRecord],

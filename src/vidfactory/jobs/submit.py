@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import ledger, pricebooks
-from vidfactory.billing.pricebook import PriceBookBody, Quote, cache_hit_charge, quote
+from vidfactory.billing.pricebook import PriceBookBody, Quote, quote
 from vidfactory.billing.tokens import TokenCounter
 from vidfactory.cache import index as cache_index
 from vidfactory.cache.keys import CacheSpec, fingerprint, shape_key
@@ -284,10 +284,11 @@ def submit(
 ) -> Outcome:
     """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision.
     The prompt the model will read is screened first (`screens`): a `review` match holds the job too.
-    A result-cache hit (not for a job held for review) completes the job in the same transaction, posted
-    at the price book's cache rate. A reference image is written to `storage` inside that transaction and
-    removed again when it does not commit. Raises PromptRejected, ImageRejected, InvalidRequest,
-    InsufficientBalance, ActiveJobsLimit, IdempotencyConflict; on any of them nothing is held, queued or stored."""
+    A result-cache hit (not for a job held for review) queues the job to re-label the source's clip (see
+    `queue.serve_from_cache`), posted at the price book's cache rate when a worker delivers it. A reference
+    image is written to `storage` inside that transaction and removed again when it does not commit.
+    Raises PromptRejected, ImageRejected, InvalidRequest, InsufficientBalance, ActiveJobsLimit,
+    IdempotencyConflict; on any of them nothing is held, queued or stored."""
     assert request.reference is None or storage is not None, "a reference image needs the storage"
     if request.webhook_url is not None:
         try:
@@ -308,9 +309,8 @@ def submit(
             session, tenant_id=caller.tenant_id, mode=request.cache, fingerprint=job.cache_fingerprint,
             shape_key=job.cache_shape_key, prompt=job.prompt, candidates_max=settings.cache_candidates_max,
             shared=settings.cache_shared)
-        if hit is not None:
-            charge = cache_hit_charge(priced.book, priced.quote.total_tokens)
-            queue.complete_from_cache(session, job, hit.job_id, hit.score, charge)
+        if hit is not None:  # a worker re-labels the source's clip as this job's own (no media work here)
+            queue.serve_from_cache(session, job, hit.job_id, hit.score)
             session.refresh(job)
         # Last, once nothing above refused: the file exists before the job that names it commits.
         files.store_reference(job, request.reference)

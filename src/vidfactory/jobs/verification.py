@@ -7,8 +7,10 @@ Four findings, each independent of the others:
 - watermark: the payload hidden in the pixels, which survives re-encoding and resizing.
 
 The job is named by the strongest evidence first (exact bytes, then the watermark, then a manifest that
-still validates). A tenant learns only about its own jobs: everything is looked up within its scope, so
-another tenant's clip answers exactly like a foreign one (`video_id` null).
+still validates). A file no job names (a clip `vidfactory generate` wrote) is still reported by the ID its
+manifest gives it, and as unaltered when that manifest is this installation's and intact. A tenant learns
+only about its own jobs: everything is looked up within its scope, so another tenant's clip answers
+exactly like a foreign one (`video_id` null).
 """
 
 from __future__ import annotations
@@ -67,20 +69,25 @@ def verify_file(session: Session, data: bytes, scope: Scope, *, anchors_pem: byt
     if job is None and c2pa.state in ("valid", "trusted") and c2pa.produce_id:
         job = scope.visible(session.get(Job, c2pa.produce_id))
     # 3. Altered: the bytes are not the ones stored for that job, or the manifest no longer matches them.
+    #    With no job of the caller's to compare with, a manifest this installation signed (trusted) still
+    #    vouches for the bytes: a clip `vidfactory generate` wrote, or another tenant's, unchanged.
     altered: bool | None = None
     if job is not None:
         altered = stored is None or c2pa.state == "tampered"
-    elif c2pa.state == "tampered":
-        altered = True
+    elif c2pa.state in ("tampered", "trusted"):
+        altered = c2pa.state == "tampered"
     return {
         "object": "verification",
         "video_id": None if job is None else job.id,
+        # The ID the file's intact manifest gives itself (a video id, or a `clip_` id from the CLI).
+        "content_id": c2pa.produce_id if c2pa.state in ("valid", "trusted") else None,
         "altered": altered,
         "hashes": {**hashes.as_dict(), "matches_stored": stored is not None,
                    "variant": None if stored is None else stored.variant},
         "c2pa": {"state": c2pa.state, "failures": list(c2pa.failures)},
         "aigc": None if aigc is None else {"label": aigc.label, "content_producer": aigc.content_producer},
         "watermark": {"found": watermark is not None,
+                      "payload": None if watermark is None else f"{watermark.payload:08x}",
                       "confidence": None if watermark is None else round(watermark.confidence, 3)},
     }
 

@@ -1,6 +1,7 @@
 """The worker loop: claim, generate with the loaded pipeline, post-process, store, settle.
 
-One Worker owns its engines (kept loaded across jobs) and generates one job at a time. With
+One Worker owns its engines (kept loaded across jobs) and generates one job at a time; a cache hit is
+only post-processing (its source's clip re-labelled as its own), with no engine. With
 `overlap_post_processing` the finished clip is post-processed (jobs/output.py) in a thread while the
 engine starts on the next job; at most one clip is in post-processing at a time. `vidfactory worker`
 runs one Worker in its own process; `vidfactory serve` runs `workers_in_process` of them in threads.
@@ -145,6 +146,7 @@ class Worker:
         self.provenance: output.Provenance | None = None  # loaded on the first clip
         self.post_thread: threading.Thread | None = None  # the clip being post-processed, if any
         self.frame_steps = output.frame_steps(settings)
+        self.relabel_steps = output.frame_steps(settings, relabelling=True)
 
     def run(self, stop: threading.Event) -> None:
         log.info("worker %s serving %s on %s (%.1f GiB)", self.worker_id, ", ".join(self.models),
@@ -279,6 +281,10 @@ class Worker:
 
     def execute(self, job: Job, wait: bool = True) -> None:
         lease = Lease(self, job.id, job.model)
+        if job.cache_hit_job_id is not None:
+            # A cache hit needs no engine: re-labelling its source's clip is all post-processing.
+            self._post_process(job, lease, lambda: self._relabel(job, lease.lost), wait)
+            return
         memory_mode = self.memory_mode_for(job)
         # 1. Generate: the only step that needs the engine.
         try:
@@ -295,12 +301,17 @@ class Worker:
             self._handle_failure(job, exc, memory_mode)
             lease.release()
             return
-        # 2. Post-process. One clip at a time: the previous one must be recorded before this one starts.
+        # 2. Post-process.
+        self._post_process(job, lease, lambda: self._deliver(job, lease.lost, video), wait)
+
+    def _post_process(self, job: Job, lease: Lease, deliver: Callable[[], None], wait: bool) -> None:
+        """One clip at a time: the previous one must be recorded before this one starts. With overlap on
+        (and `wait` off) it runs in a thread, leaving the engine free for the next job."""
         self.drain()
         if wait or not self.settings.overlap_post_processing:
-            self._post_process(job, lease, video)
+            self._record_outcome(job, lease, deliver)
             return
-        self.post_thread = threading.Thread(target=self._post_process, args=(job, lease, video),
+        self.post_thread = threading.Thread(target=self._record_outcome, args=(job, lease, deliver),
                                             name=f"post-{job.id}", daemon=True)
         self.post_thread.start()
 
@@ -361,9 +372,9 @@ class Worker:
             raise MediaError(f"the stored reference image {job.reference_key} does not match its SHA-256")
         return center_crop(decode_rgb(data), job.width, job.height)
 
-    def _post_process(self, job: Job, lease: Lease, video: GeneratedVideo) -> None:
+    def _record_outcome(self, job: Job, lease: Lease, deliver: Callable[[], None]) -> None:
         try:
-            self._deliver(job, lease.lost, video)
+            deliver()
         except Exception as exc:  # every failure is classified, recorded and refunded below
             self._handle_failure(job, exc)
         finally:
@@ -402,6 +413,42 @@ class Worker:
         log.info("job %s %s: %d frames, %d bytes, %d tokens; %s", job.id,
                  "held for review" if reviews else "completed", len(video.frames), assets[0].size_bytes,
                  job.total_tokens, ", ".join(f"{name} {s:.2f} s" for name, s in rendition.stage_s.items()))
+
+    def _relabel(self, job: Job, lease_lost: threading.Event) -> None:
+        """A cache hit: the source's delivered clip, decoded and rendered again as this job's own (its
+        watermark, AIGC ProduceID and C2PA manifest name this job), posted at the cache rate. The label and
+        brand are in the source's pixels already, and its quality checks and screening passed."""
+        # 1. Stop here if the job was cancelled, or its lease lost, while it waited.
+        if self._stopped_meanwhile(job, lease_lost):
+            return
+        # 2. The source's clip; when it was deleted meanwhile, the job is generated like a miss instead.
+        source = self._source_clip(job)
+        if source is None:
+            self._finish(lambda s: queue.forget_cache_hit(s, job.id, owner=self.worker_id), job,
+                         f"requeued to generate: its cached source {job.cache_hit_job_id} is gone")
+            return
+        frames = output.delivered_frames(source)
+        # 3. Render every file under this job's identity, store, deliver and settle.
+        clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job))
+        rendition = output.render(frames, job.fps, clip, self._provenance(), steps=self.relabel_steps)
+        self._set_progress(job.id, stored_progress_pct)
+        assets = output.store(rendition, clip, self.storage)
+        with self.sessions.begin() as session:
+            charge = queue.complete_cache_hit(session, job, self.worker_id, assets)
+        log.info("job %s completed from the cache (%s): %d bytes, %d tokens; %s", job.id, job.cache_hit_job_id,
+                 assets[0].size_bytes, charge, ", ".join(f"{name} {s:.2f} s" for name, s in rendition.stage_s.items()))
+
+    def _source_clip(self, job: Job) -> bytes | None:
+        """The bytes of the video a cache hit copies, or None when it was deleted since the hit."""
+        assert job.cache_hit_job_id is not None
+        with self.sessions() as session:
+            key = queue.delivered_video_key(session, job.cache_hit_job_id)
+        if key is None:
+            return None
+        try:
+            return self.storage.read(key)
+        except FileNotFoundError:  # deleted between the query and the read
+            return None
 
     def _record_engine_run(self, session: Session, job: Job, video: GeneratedVideo) -> None:
         """What the engine reported about the run; a hosted service that delivered closes its breaker."""

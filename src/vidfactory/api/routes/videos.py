@@ -164,8 +164,8 @@ def delete_video(video_id: str, ctx: ContextDep, caller: CallerDep) -> dict[str,
         assets = list(session.scalars(select(Asset).where(Asset.job_id == job.id)))
         job.deleted_at = utcnow()
         session.flush()
-        # A cache hit's assets name its source's files (and the source serves later hits): a file goes
-        # only when no job that is not deleted still names it.
+        # A cache hit delivered before hits were re-labelled names its source's files: a file goes only
+        # when no job that is not deleted still names it.
         kept = set(session.scalars(select(Asset.storage_key).join(Job, Job.id == Asset.job_id).where(
             Asset.storage_key.in_([a.storage_key for a in assets]), Job.deleted_at.is_(None))))
     for asset in assets:
