@@ -20,22 +20,14 @@ import time
 import torch
 import torch.distributed as dist
 
-from gpu_wan import describe, relative_difference, timed, tiny_pipeline, true_size_pipeline
+from gpu_wan import (describe, relative_difference, shape_arguments, timed, tiny_pipeline, true_size_pipeline,
+                     with_shape_defaults)
 from vidfactory.engines.parallel import DevicePlan, enable_context_parallel, join_group, leave_group
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="the tiny model on CPUs (checks the script)")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--frames", type=int, default=None)
-    parser.add_argument("--height", type=int, default=None)
-    parser.add_argument("--width", type=int, default=None)
-    parser.add_argument("--json", default=None, help="rank 0 also writes the results here")
-    args = parser.parse_args()
-    args.height, args.width, args.frames, args.steps = (
-        given if given is not None else default for given, default in
-        zip((args.height, args.width, args.frames, args.steps), (64, 64, 9, 4) if args.tiny else (480, 832, 81, 50)))
+    args = with_shape_defaults(shape_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+                               .parse_args())
     plan = DevicePlan.from_environment()
     if not plan.parallel:
         raise SystemExit("run under torchrun with --nproc_per_node >= 2")

@@ -182,21 +182,31 @@ def describe(device: torch.device) -> str:
     return f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), no GPU, torch {torch.__version__}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def shape_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every GPU bench script takes: the video's shape, --tiny and --json."""
     parser.add_argument("--tiny", action="store_true", help="the tiny model on the CPU (checks the script)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--frames", type=int, default=None)
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--json", default=None, help="also write the results here")
-    parser.add_argument("--attention-only", action="store_true",
-                        help="only time one attention call per kernel at the video's shape (seconds, not minutes)")
-    args = parser.parse_args()
+    return parser
+
+
+def with_shape_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Unset shape options take the true-size video's values (the tiny model's with --tiny)."""
     defaults = (64, 64, 9, 4) if args.tiny else (480, 832, 81, 50)
     args.height, args.width, args.frames, args.steps = (
         given if given is not None else default
         for given, default in zip((args.height, args.width, args.frames, args.steps), defaults))
+    return args
+
+
+def main() -> None:
+    parser = shape_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--attention-only", action="store_true",
+                        help="only time one attention call per kernel at the video's shape (seconds, not minutes)")
+    args = with_shape_defaults(parser.parse_args())
 
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     if not args.tiny and device.type != "cuda":

@@ -313,7 +313,7 @@ def test_every_command_that_reports_speaks_json(cli):
 
 def test_worker_refuses_an_unknown_model_and_a_model_that_cannot_load(cli, tmp_path):
     unknown = cli("worker", "--model", "unknown", "--once")
-    assert_refused(unknown, "error: unknown model 'unknown'; configured: wan-tiny")
+    assert_refused(unknown, "error: unknown model 'unknown'; configured: wan-tiny, wan-tiny-i2v")
     cli.env["VIDFACTORY_MODELS"] = json.dumps([{"id": "wan-tiny", "engine": "wan-tiny"},
                                                {"id": "big", "engine": "wan", "path": str(tmp_path / "nowhere")}])
     broken = cli("worker", "--once")
@@ -325,7 +325,7 @@ def test_worker_refuses_an_unknown_model_and_a_model_that_cannot_load(cli, tmp_p
     cli.env["VIDFACTORY_MODELS"] = json.dumps([{"id": "half", "engine": "wan", "path": str(tmp_path / "half")}])
     assert_refused(cli("worker", "--once"), f"error: model 'half': {tmp_path / 'half'} lacks its vae/")
     del cli.env["VIDFACTORY_MODELS"]
-    cli.ok("worker", "--model", "wan-tiny", "--once")  # nothing queued: checks its model, claims nothing, exits
+    cli.ok("worker", "--once")  # nothing queued: checks its model, claims nothing, exits
 
 
 def test_malformed_models_json_says_where(cli):
@@ -351,7 +351,8 @@ def test_doctor_reports_each_dependency_and_fails_on_any_failure(tmp_path, datab
     healthy = cli.json("doctor")
     assert healthy["ok"] is True
     by_name = {c["name"]: c for c in healthy["checks"]}
-    assert list(by_name) == ["configuration", "database", "redis", "storage", "model wan-tiny", "gpu"]
+    assert list(by_name) == ["configuration", "database", "redis", "storage", "model wan-tiny", "model wan-tiny-i2v",
+                             "gpu"]
     assert by_name["database"]["status"] == "ok" and "at migration" in by_name["database"]["detail"]
     assert by_name["storage"]["status"] == "ok" and not list((tmp_path / "var" / "storage" / "_health").iterdir())
     cli.env.update({"VIDFACTORY_REDIS_URL": "redis://:hunter2@127.0.0.1:1/0",
@@ -371,3 +372,13 @@ def test_doctor_reports_each_dependency_and_fails_on_any_failure(tmp_path, datab
     assert json.loads(unconfigured.stdout)["checks"] == [{"name": "configuration", "status": "fail", "detail":
                                                           "VIDFACTORY_MODELS is not valid JSON: Expecting value at "
                                                           "line 1 column 2"}]
+
+
+def test_suspend_blocks_new_keys_until_resumed(cli):
+    cli.json("admin", "tenant", "create", "acme")
+    suspended = cli.json("admin", "tenant", "suspend", "acme", "--reason", "unpaid invoice")
+    assert suspended["suspended"] is True and suspended["reason"] == "unpaid invoice"
+    assert_refused(cli("admin", "key", "create", "acme"), "is suspended (unpaid invoice)")
+    assert_refused(cli("admin", "tenant", "suspend", "nobody", "--reason", "x"), "error: no tenant 'nobody'")
+    assert cli.json("admin", "tenant", "resume", "acme")["suspended"] is False
+    assert cli.json("admin", "key", "create", "acme")["key"].startswith("vf_")

@@ -24,6 +24,7 @@ from vidfactory.db.session import make_engine
 from vidfactory.engines.registry import load_engine
 from vidfactory.jobs.submit import VideoRequest, submit
 from vidfactory.jobs.worker import Worker
+from vidfactory.media.encode import probe_mp4
 from vidfactory.media.reference import read_reference
 from vidfactory.settings import ModelConfig
 from vidfactory.tenancy import authenticate
@@ -364,3 +365,30 @@ def test_the_migration_adds_and_removes_the_reference_columns(database_url):
         command.upgrade(config, "head")
     assert reference_columns <= columns()
     engine.dispose()
+
+
+def test_the_embedded_defaults_include_a_tiny_image_to_video_model(tmp_path, database_url, models_dir):
+    """wan-tiny-i2v, configured by default, runs image-to-video on a CPU as the README's example asks it."""
+    settings = make_settings(tmp_path, database_url, models_dir)
+    assert [(m.id, m.takes_reference_image) for m in settings.models] == [("wan-tiny", False),
+                                                                           ("wan-tiny-i2v", True)]
+    with TestClient(create_app(settings, workers=0)) as client:
+        ctx = client.app.state.ctx
+        tenant = new_tenant(ctx.sessions, tokens=100_000)
+        sent = client.post("/v1/videos", headers=tenant.headers,
+                           data={"model": "wan-tiny-i2v", "prompt": "the lantern drifts away"},
+                           files={"input_reference": ("lantern.png", picture(3), "image/png")})
+        assert sent.status_code in (200, 202), sent.text
+        assert (sent.json()["size"], sent.json()["seconds"]) == ("128x128", "1")
+        [recorder] = run_worker(ctx, 1)
+        [(request, frames)] = recorder.runs
+        assert request.image is not None and frames.shape == (9, 128, 128, 3)
+        done = client.get(f"/v1/videos/{sent.json()['id']}", headers=tenant.headers).json()
+        assert done["status"] == "completed", done
+        clip = client.get(f"/v1/videos/{done['id']}/content", headers=tenant.headers)
+        probe = probe_mp4(clip.content)
+        assert (probe.width, probe.height, probe.frames) == (128, 128, 9)
+        text_only = client.post("/v1/videos", headers=tenant.headers, data={"model": "wan-tiny", "prompt": "x"},
+                                files={"input_reference": ("lantern.png", picture(3), "image/png")})
+        assert text_only.status_code == 400 and "image-to-video models: wan-tiny-i2v" in text_only.text
+    assert_ledger_clean(ctx.sessions)

@@ -15,7 +15,7 @@ from vidfactory.engines.memory import (
     mode_that_fits,
     next_memory_mode,
 )
-from vidfactory.engines.presets import PRESETS, TINY
+from vidfactory.engines.presets import PRESETS, TINY, TINY_I2V
 
 ONE_3B, FOURTEEN_B, A14B, TI2V_5B = (PRESETS[k] for k in PRESETS)
 
@@ -54,7 +54,7 @@ def test_latent_tokens_drive_the_5b_at_32_px_per_token() -> None:
     assert estimate(ONE_3B, 832, 480, 81, "none").latent_tokens == 21 * 30 * 52
 
 
-@pytest.mark.parametrize("p", [*PRESETS.values(), TINY], ids=lambda p: p.id)
+@pytest.mark.parametrize("p", [*PRESETS.values(), TINY, TINY_I2V], ids=lambda p: p.id)
 def test_estimates_grow_with_every_input_and_shrink_along_the_modes(p) -> None:
     side = p.side_multiple_px
     sides = [side * k for k in (4, 15, 30, 45)]

@@ -263,8 +263,8 @@ def run_scripted(ctx, client, tenant, script) -> tuple[dict, ScriptedFrames]:
 def test_a_flagged_clip_waits_for_review_with_an_alert_and_its_report(client, ctx):
     tenant = new_tenant(ctx.sessions, tokens=10_000)
     video, _ = run_scripted(ctx, client, tenant, ["frozen"])
-    assert (video["status"], video["review"], video["billing"]["status"]) == (
-        "in_progress", {"status": "pending", "source": "qc"}, "held")
+    assert (video["status"], video["review"]["status"], video["review"]["source"], video["billing"]["status"]) == (
+        "in_progress", "pending", "qc", "held")
     assert "qc" not in video  # the report is for admins
     assert client.get(f"/v1/videos/{video['id']}/content", headers=tenant.headers).status_code == 409
     held = client.get("/v1/admin/reviews", headers=admin).json()["data"]

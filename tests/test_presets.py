@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
 
 from vidfactory.engines.base import GenerationRequest, InvalidInput
-from vidfactory.engines.presets import PRESETS, TINY, latent_tokens, preset
+from vidfactory.engines.presets import PRESETS, TINY, TINY_I2V, latent_tokens, preset
 from vidfactory.engines.registry import load_engine
 from vidfactory.engines.tiny import ensure_tiny_model
 from vidfactory.engines.wan import WanEngine
@@ -141,7 +141,7 @@ def test_a_model_config_takes_its_defaults_from_the_preset() -> None:
 
 def test_true_size_parameter_counts_match_the_architectures() -> None:
     """The planner's weight sizes: rebuilt on the meta device (no memory), compared exactly."""
-    for p in (*PRESETS.values(), TINY):
+    for p in (*PRESETS.values(), TINY, TINY_I2V):
         t = p.transformer
         with torch.device("meta"):
             model = WanTransformer3DModel(

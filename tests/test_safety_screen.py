@@ -107,3 +107,10 @@ def test_punctuation_joining_the_halves_of_a_latin_term_is_caught_but_a_space_is
         assert screen_text(evasion, [brand]).action == "block", evasion
     for innocent in ("a blue cow in a meadow", "blue. Cow grazing", "a blue-eyed cow"):
         assert screen_text(innocent, [brand]).action == "pass", innocent
+
+
+def test_offsets_survive_characters_that_fold_to_more_or_fewer_than_one(platform):
+    prompt = "ﬁre ② 🎬 Ｓｔｒａßｅ ｋ\u200bｉｌｌ a ｂｏｍｂ, 紅色 毒\u200b品"
+    verdict = screen_text(prompt, [platform])
+    spans = {m.term: prompt[m.start:m.end] for m in verdict.matches}
+    assert spans == {"kill": "ｋ\u200bｉｌｌ", "bomb": "ｂｏｍｂ", "毒品": "毒\u200b品"}

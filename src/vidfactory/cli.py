@@ -643,8 +643,8 @@ def _first_frame(config, path: Path, width: int, height: int):
     from vidfactory.media.reference import ReferenceRefused, center_crop, decode_rgb, read_reference
 
     if not config.takes_reference_image:
-        _fail(f"--image: model {config.id} generates from text only (image-to-video: the wan2.2-ti2v-5b "
-              "preset)")
+        _fail(f"--image: model {config.id} generates from text only (image-to-video: wan-tiny-i2v on a CPU, "
+              "or a checkpoint with the wan2.2-ti2v-5b preset)")
     try:
         data = read_reference(path.read_bytes()).data
     except (OSError, ReferenceRefused) as exc:
@@ -669,7 +669,7 @@ def generate(
     seed: int = 0,
     steps: int | None = None,
     image: Annotated[Path | None, typer.Option(help="the first frame (PNG, JPEG or WebP): image-to-video, "
-                                                    "for the wan2.2-ti2v-5b preset")] = None,
+                                                    "for wan-tiny-i2v or the wan2.2-ti2v-5b preset")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """One-shot generation with no server and no ledger: prompt in (and a first frame), MP4 out, through

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from vidfactory.engines.presets import PRESETS, TINY, WanPreset
+from vidfactory.engines.presets import PRESETS, TINY, TINY_PRESETS, WanPreset
 
 __all__ = ["HOSTED_ENGINES", "ConfigurationError", "HostedConfig", "ModelConfig", "Settings", "default_models",
            "load_settings"]
@@ -80,9 +80,12 @@ class ModelConfig(BaseModel):
     def _preset_defaults(cls, data: Any) -> Any:
         if not isinstance(data, dict) or not data.get("preset"):
             return data
-        known = PRESETS.get(data["preset"])
+        # The tiny presets are built locally (engine wan-tiny); the others describe real checkpoints.
+        presets = TINY_PRESETS if data.get("engine") == "wan-tiny" else PRESETS
+        known = presets.get(data["preset"])
         if known is None:
-            raise ValueError(f"unknown preset {data['preset']!r}; known: {', '.join(PRESETS)}")
+            raise ValueError(f"unknown preset {data['preset']!r} for engine {data.get('engine')!r}; known: "
+                             f"{', '.join(presets)}")
         defaults = {"default_size": known.default_size, "default_seconds": known.default_seconds,
                     "fps": known.fps, "steps": known.steps, "guidance_scale": known.guidance_scale,
                     "guidance_scale_2": known.guidance_scale_2, "size_multiple_px": known.side_multiple_px,
@@ -93,7 +96,7 @@ class ModelConfig(BaseModel):
     def wan_preset(self) -> WanPreset | None:
         """The architecture the memory planner and the engine's input rules use."""
         if self.engine == "wan-tiny":
-            return TINY
+            return TINY_PRESETS.get(self.preset, TINY)
         return PRESETS.get(self.preset)
 
     @model_validator(mode="after")
@@ -109,18 +112,21 @@ class ModelConfig(BaseModel):
 
     @property
     def takes_reference_image(self) -> bool:
-        """Image-to-video: a local Wan checkpoint whose preset conditions on a first frame (the TI2V-5B),
+        """Image-to-video: a local Wan model whose preset conditions on a first frame (the TI2V-5B, or its
+        tiny CPU layout `wan-tiny-i2v`),
         or an OpenAI-compatible server, which is sent the image as OpenAI's `input_reference` (a server
         that cannot use one refuses the job, which is then voided). A local checkpoint of unknown
         architecture (no preset) is not trusted with one; DashScope's image-to-video is other models."""
         if self.engine == "openai-video":
             return True
         preset = self.wan_preset
-        return self.engine == "wan" and preset is not None and preset.image_to_video
+        return self.engine in ("wan", "wan-tiny") and preset is not None and preset.image_to_video
 
 
 def default_models() -> list[ModelConfig]:
-    return [ModelConfig(id="wan-tiny", engine="wan-tiny")]
+    """Both built on the CPU with random weights: text-to-video, and image-to-video from a first frame."""
+    return [ModelConfig(id="wan-tiny", engine="wan-tiny"),
+            ModelConfig(id="wan-tiny-i2v", engine="wan-tiny", preset="wan-tiny-i2v")]
 
 
 class Settings(BaseSettings):

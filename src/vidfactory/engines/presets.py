@@ -17,6 +17,8 @@ __all__ = [
     "FRAME_STRIDE",
     "PRESETS",
     "TINY",
+    "TINY_I2V",
+    "TINY_PRESETS",
     "TransformerShape",
     "VaeShape",
     "WanPreset",
@@ -129,19 +131,31 @@ PRESETS: dict[str, WanPreset] = {
     )
 }
 
-# The built-in CPU model (engines/tiny.py): Wan2.1's layout at toy sizes, random weights.
+# The built-in CPU models (engines/tiny.py): Wan layouts at toy sizes, random weights.
+TINY_TRANSFORMER_PARAMS = {16: 40_864, 48: 49_184}  # by latent channels (the patch embedding and head grow)
 TINY = WanPreset(
     id="wan-tiny", hub_id="", experts=1, width=128, height=128, num_frames=17, fps=8, steps=4,
     guidance_scale=5.0, flow_shift=3.0, sizes=((128, 128),), text_encoder_params=48_352,
     transformer=TransformerShape(num_layers=2, num_attention_heads=2, attention_head_dim=16, ffn_dim=64,
-                                 text_dim=32, freq_dim=32, params=40_864),
+                                 text_dim=32, freq_dim=32, params=TINY_TRANSFORMER_PARAMS[16]),
     vae=VaeShape(z_dim=16, spatial=8, params=70_803, decode_channels_per_px=8, residual=False),
 )
+# The Wan2.2 TI2V-5B's layout (48 latent channels, the 16x residual VAE, a timestep per latent token, a
+# first frame kept clean): image-to-video on a CPU. Sides are multiples of 32 px.
+TINY_I2V = WanPreset(
+    id="wan-tiny-i2v", hub_id="", experts=1, width=128, height=128, num_frames=9, fps=8, steps=4,
+    guidance_scale=5.0, flow_shift=5.0, sizes=((128, 128),), text_encoder_params=48_352, expand_timesteps=True,
+    image_to_video=True,
+    transformer=TransformerShape(num_layers=2, num_attention_heads=2, attention_head_dim=16, ffn_dim=64,
+                                 text_dim=32, freq_dim=32, params=TINY_TRANSFORMER_PARAMS[48]),
+    vae=VaeShape(z_dim=48, spatial=16, params=109_196, decode_channels_per_px=8, residual=True),
+)
+TINY_PRESETS: dict[str, WanPreset] = {p.id: p for p in (TINY, TINY_I2V)}
 
 
 def preset(preset_id: str) -> WanPreset:
-    if preset_id == TINY.id:
-        return TINY
+    if preset_id in TINY_PRESETS:
+        return TINY_PRESETS[preset_id]
     try:
         return PRESETS[preset_id]
     except KeyError:

@@ -33,7 +33,9 @@ def model_path(config: ModelConfig, models_dir: Path) -> str:
             )
         return config.path
     if config.engine == "wan-tiny":
-        return str(ensure_tiny_model(Path(models_dir) / config.id))
+        preset = config.wan_preset
+        assert preset is not None, "a wan-tiny model always has a tiny preset"
+        return str(ensure_tiny_model(Path(models_dir) / config.id, preset))
     if config.engine == "wan":
         if not config.path:
             raise EngineError(

@@ -119,7 +119,7 @@ class WanEngine:
             return
         if not self.pipeline.config.expand_timesteps:
             raise InvalidInput(f"{self.model_id}: this model takes no reference image (image-to-video needs "
-                               f"the wan2.2-ti2v-5b preset)")
+                               f"the wan2.2-ti2v-5b or wan-tiny-i2v preset)")
         image = request.image
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
             raise InvalidInput(f"the reference image must be uint8 [height, width, 3], got {image.dtype} "

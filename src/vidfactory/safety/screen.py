@@ -18,15 +18,18 @@ tenant's allow list never lifts a platform `block`.
 
 from __future__ import annotations
 
+import bisect
+import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import ahocorasick
 from pypinyin import Style, lazy_pinyin
 
 from vidfactory.safety.lexicon import Entry
-from vidfactory.safety.normalize import Normalised, is_han, is_word, normalise
+from vidfactory.safety.normalize import Normalised, han_class, is_han, is_word, normalise, skeleton
 
 __all__ = ["Match", "Prepared", "Screener", "Verdict", "decide", "prepare", "screen_text"]
 
@@ -62,50 +65,33 @@ def _syllable(ch: str) -> str:
     return reading[0] if reading else ""
 
 
-@dataclass(frozen=True)
-class Pinyin:
-    """The normalised text read aloud: Han characters become toned syllables, Latin letters stay.
-    `index[k]` is the normalised character letter k came from; a match may start only where `starts`
-    and end only where `ends` say (syllable or Latin word edges); `breaks` are separators before letters."""
+class _Sounds(dict):
+    """Each toned syllable gets one private-use character, so Han text read aloud is one character per
+    syllable: a sound-alike match is a plain substring match, always on syllable edges. As a
+    `str.translate` table: Han character → its syllable's code ('' without a reading), filled on sight."""
 
-    text: str
-    index: tuple[int, ...]
-    starts: frozenset[int]
-    ends: frozenset[int]
-    breaks: frozenset[int]
-    from_han: tuple[bool, ...]
+    def __init__(self) -> None:
+        super().__init__()
+        self.codes: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def __missing__(self, code_point: int) -> str:
+        if not is_han(chr(code_point)):
+            return chr(code_point)  # the space between runs of Han characters
+        syllable = _syllable(chr(code_point))
+        with self.lock:
+            code = "" if not syllable else self.codes.setdefault(syllable, chr(sound_codes_first + len(self.codes)))
+            self[code_point] = code
+        return code
+
+    def code(self, ch: str) -> str:
+        return self[ord(ch)]
 
 
-def _to_pinyin(n: Normalised) -> Pinyin:
-    letters: list[str] = []
-    index: list[int] = []
-    starts: set[int] = set()
-    ends: set[int] = set()
-    breaks: set[int] = set()
-    from_han: list[bool] = []
-    kinds, count = n.kinds, len(n.text)
-    for i, ch in enumerate(n.text):
-        han = kinds[i] == "h"
-        syllable = _syllable(ch) if han else ch
-        if not syllable:
-            continue
-        first = len(letters)
-        if han or n.breaks[i] or kinds[i - 1] == "h":  # i == 0 always has a break
-            starts.add(first)
-        if n.breaks[i]:
-            breaks.add(first)
-        if han:
-            letters.extend(syllable)
-            index.extend([i] * len(syllable))
-            from_han.extend([True] * len(syllable))
-        else:
-            letters.append(ch)
-            index.append(i)
-            from_han.append(False)
-        if han or i + 1 == count or n.breaks[i + 1] or kinds[i + 1] == "h":
-            ends.add(len(letters) - 1)
-    return Pinyin("".join(letters), tuple(index), frozenset(starts), frozenset(ends), frozenset(breaks),
-                  tuple(from_han))
+sound_codes_first = 0xF0000  # Supplementary Private Use Area-A: never a prompt's own character
+_sounds = _Sounds()
+_not_han_runs = re.compile(f"[^{han_class}]+")
+_han_runs_or_not = re.compile(f"[{han_class}]+|[^{han_class}]+")
 
 
 @dataclass(frozen=True)
@@ -114,12 +100,27 @@ class Prepared:
 
     original: str
     normalised: Normalised
-    pinyin: Pinyin
+
+    @cached_property
+    def sounds(self) -> str:
+        """The normalised text's Han characters as syllable codes; anything else becomes a space."""
+        return _not_han_runs.sub(" ", self.normalised.text).translate(_sounds)
+
+    @cached_property
+    def sound_index(self) -> tuple[int, ...]:
+        """The normalised index of each character of `sounds` (-1 for a space); built on a sound match."""
+        index: list[int] = []
+        for run in _han_runs_or_not.finditer(self.normalised.text):
+            if not is_han(run.group()[0]):
+                index.append(-1)
+                continue
+            # A character without a reading is skipped: its neighbours read as adjacent.
+            index.extend(run.start() + k for k, ch in enumerate(run.group()) if _sounds.code(ch))
+        return tuple(index)
 
 
 def prepare(text: str) -> Prepared:
-    n = normalise(text)
-    return Prepared(text, n, _to_pinyin(n))
+    return Prepared(text, normalise(text))
 
 
 @dataclass(frozen=True)
@@ -129,30 +130,45 @@ class _Key:
     breaks: frozenset[int]  # offsets inside the key where the term itself has a separator
     latin_start: bool
     latin_end: bool
-    toneless: bool = False  # a typed-pinyin key: only matches letters that were typed, not Han
+    typed: bool = False  # typed pinyin: a sound-alike key matched against the letters of the text
+
 
 
 def _text_key(entry: Entry) -> tuple[str, _Key] | None:
     n = normalise(entry.term)
     if not n.text:
         return None
-    inner = frozenset(i for i, brk in enumerate(n.breaks) if brk and i > 0)
+    inner = frozenset(i for i in n.break_list if i > 0)
     return n.text, _Key(entry, len(n.text), inner, is_word(n.text[0]), is_word(n.text[-1]))
 
 
-def _pinyin_keys(entry: Entry) -> list[tuple[str, _Key]]:
+def _han_syllables(entry: Entry) -> list[str] | None:
+    """The readings of a Chinese term of two or more characters (None for any other term)."""
     n = normalise(entry.term)
     if entry.action == "allow" or len(n.text) < pinyin_terms_han_min or not all(is_han(c) for c in n.text):
-        return []
+        return None
     syllables = [_syllable(c) for c in n.text]
-    if not all(syllables):
-        return []
-    toned = "".join(syllables)
-    edges = frozenset(sum(len(s) for s in syllables[:k]) for k in range(1, len(syllables)))
-    toneless = "".join(s.rstrip("012345") for s in syllables)
-    toneless_edges = frozenset(sum(len(s.rstrip("012345")) for s in syllables[:k]) for k in range(1, len(syllables)))
-    return [(toned, _Key(entry, len(toned), edges, False, False)),
-            (toneless, _Key(entry, len(toneless), toneless_edges, True, True, toneless=True))]
+    return syllables if all(syllables) else None
+
+
+def _sound_key(entry: Entry) -> tuple[str, _Key] | None:
+    """Toned: matches Han characters that read the same (涩情 for 色情)."""
+    syllables = _han_syllables(entry)
+    if syllables is None:
+        return None
+    codes = "".join(map(_sounds.code, normalise(entry.term).text))
+    return codes, _Key(entry, len(codes), frozenset(), False, False)
+
+
+def _typed_key(entry: Entry) -> tuple[str, _Key] | None:
+    """Toneless: matches pinyin typed in letters ("se qing"), spelled like the normalised text."""
+    syllables = _han_syllables(entry)
+    if syllables is None:
+        return None
+    typed = [s.rstrip("012345").translate(skeleton) for s in syllables]
+    edges = frozenset(sum(map(len, typed[:k])) for k in range(1, len(typed)))
+    key = "".join(typed)
+    return key, _Key(entry, len(key), edges, True, True, typed=True)
 
 
 def _automaton(pairs: Iterable[tuple[str, _Key]]) -> ahocorasick.Automaton | None:
@@ -167,9 +183,11 @@ def _automaton(pairs: Iterable[tuple[str, _Key]]) -> ahocorasick.Automaton | Non
 
 
 def _pieces_ok(breaks: Sequence[int], start: int, end: int, allowed: frozenset[int]) -> bool:
-    """Separators inside [start, end) cut it into pieces; each piece is spelled out (short) or lies
-    between separators the term itself has ("p.i.p.e-bomb" for "pipe bomb")."""
-    inner = [p for p in breaks if start < p < end]
+    """Separators inside [start, end) (`breaks` is sorted) cut it into pieces; each piece is spelled out
+    (short) or lies between separators the term itself has ("p.i.p.e-bomb" for "pipe bomb")."""
+    inner = breaks[bisect.bisect_right(breaks, start):bisect.bisect_left(breaks, end)]
+    if not inner:
+        return True
     edges = [start, *inner, end]
     term_edge = {start, end} | {start + offset for offset in allowed}
     return all(b - a <= spelled_piece_chars_max or (a in term_edge and b in term_edge)
@@ -183,55 +201,58 @@ class Screener:
         entries = list(entries)
         self.source = source
         self.size = len(entries)
-        self._text = _automaton(key for key in map(_text_key, entries) if key is not None)
-        self._pinyin = _automaton(pair for entry in entries for pair in _pinyin_keys(entry))
+        # One automaton for the text's own letters (terms and typed pinyin: one scan), one for sounds.
+        self._text = _automaton(key for keys in (map(_text_key, entries), map(_typed_key, entries))
+                                for key in keys if key is not None)
+        self._sound = _automaton(key for key in map(_sound_key, entries) if key is not None)
 
     def matches(self, prepared: Prepared) -> list[Match]:
-        found = self._text_matches(prepared.normalised)
-        spelled = {(m.term, m.start, m.end) for m in found}
-        found += [m for m in self._pinyin_matches(prepared) if (m.term, m.start, m.end) not in spelled]
-        return found
+        spelled, typed = self._text_matches(prepared.normalised)
+        by_sound = self._sound_matches(prepared) + typed
+        if by_sound:
+            seen = {(m.term, m.start, m.end) for m in spelled}
+            spelled += [m for m in by_sound if (m.term, m.start, m.end) not in seen]
+        return spelled
 
     def _match(self, key: _Key, span: tuple[int, int], score: float) -> Match:
         return Match(key.entry.term, key.entry.category, key.entry.action, span[0], span[1], score, self.source)
 
-    def _text_matches(self, n: Normalised) -> list[Match]:
+    def _text_matches(self, n: Normalised) -> tuple[list[Match], list[Match]]:
+        """(spelled, typed pinyin). Typed pinyin starts and ends at a word's or a Han character's edge;
+        its syllables may be split by separators ("se qing")."""
         if self._text is None or not n.text:
-            return []
-        text, breaks, kinds = n.text, n.breaks, n.kinds
-        space_positions = [i for i, spaced in enumerate(n.spaced) if spaced]
-        found = []
+            return [], []
+        text, leets = n.text, n.leet_at
+        spelled, typed = [], []
         for last, keys in self._text.iter(text):
+            starts = n.break_set  # built on the first hit only: most prompts have none
             for key in keys:
                 start, end = last - key.length + 1, last + 1
-                if key.latin_start and not (breaks[start] or kinds[start - 1] != "w" or n.leet[start - 1]):
+                if key.typed:
+                    if (start in starts or is_han(text[start - 1])) and (
+                            end == len(text) or end in starts or is_han(text[end])) and (
+                            _pieces_ok(n.break_list, start, end, key.breaks)):
+                        typed.append(self._match(key, n.span(start, end), pinyin_score))
                     continue
-                if key.latin_end and not (end == len(text) or breaks[end] or kinds[end] != "w" or n.leet[end]):
+                if key.latin_start and not (start in starts or is_han(text[start - 1]) or start - 1 in leets):
                     continue
-                if not _pieces_ok(space_positions, start, end, key.breaks):
+                if key.latin_end and not (end == len(text) or end in starts or is_han(text[end]) or end in leets):
                     continue
-                found.append(self._match(key, n.span(start, end), exact_score))
-        return found
+                if not _pieces_ok(n.spaced_list, start, end, key.breaks):
+                    continue
+                spelled.append(self._match(key, n.span(start, end), exact_score))
+        return spelled, typed
 
-    def _pinyin_matches(self, prepared: Prepared) -> list[Match]:
-        p = prepared.pinyin
-        if self._pinyin is None or not p.text:
+    def _sound_matches(self, prepared: Prepared) -> list[Match]:
+        if self._sound is None or not prepared.normalised.has_han:
             return []
-        breaks = sorted(p.breaks)
         found = []
-        for last, keys in self._pinyin.iter(p.text):
+        for last, keys in self._sound.iter(prepared.sounds):
+            index = prepared.sound_index
             for key in keys:
-                start, end = last - key.length + 1, last + 1
-                if start not in p.starts or last not in p.ends:
-                    continue
-                if key.toneless and any(p.from_han[start:end]):
-                    continue
-                if not _pieces_ok(breaks, start, end, key.breaks):
-                    continue
-                span = prepared.normalised.span(p.index[start], p.index[last] + 1)
-                found.append(self._match(key, span, pinyin_score))
+                first, final = index[last - key.length + 1], index[last]
+                found.append(self._match(key, prepared.normalised.span(first, final + 1), pinyin_score))
         return found
-
 
 @dataclass(frozen=True)
 class Verdict:
