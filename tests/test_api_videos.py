@@ -13,6 +13,8 @@ from vidfactory.api.app import create_app
 from vidfactory.jobs.worker import Worker
 from vidfactory.storage.local import LocalStorage
 
+from vidfactory.tenancy import update_plan
+
 from conftest import assert_ledger_clean, new_tenant
 
 small = {"size": "64x64", "seconds": "1"}
@@ -173,7 +175,9 @@ def test_auth_errors(client, ctx):
 
 
 def test_rate_limit_is_429_with_retry_after(client, ctx):
-    tenant = new_tenant(ctx.sessions, tokens=10, plan="free")  # 30 requests per minute
+    with ctx.sessions.begin() as session:
+        update_plan(session, "free", {"read_requests_per_minute": 30, "tenant_read_requests_per_minute": 60})
+    tenant = new_tenant(ctx.sessions, tokens=10, plan="free")  # 30 reads per minute
     statuses = [client.get("/v1/balance", headers=tenant.headers).status_code for _ in range(31)]
     assert statuses[:30] == [200] * 30 and statuses[30] == 429
     limited = client.get("/v1/balance", headers=tenant.headers)
