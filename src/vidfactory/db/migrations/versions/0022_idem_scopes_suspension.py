@@ -24,7 +24,16 @@ def _primary_key(columns: list[str]) -> None:
         op.drop_constraint('idempotency_keys_pkey', 'idempotency_keys', type_='primary')
         op.create_primary_key('idempotency_keys_pkey', 'idempotency_keys', columns)
         return
-    with op.batch_alter_table('idempotency_keys', recreate='always') as batch_op:
+    # Upgrading, the key columns as they will be: reflected with their old primary-key flags, SQLAlchemy
+    # would warn that the table's primary key disagrees with its columns (on every first `make run`).
+    # SQLAlchemy refuses the reverse redefinition, so the downgrade keeps its warning.
+    key_columns = [sa.Column('tenant_id', sa.String(40), sa.ForeignKey('tenants.id'), nullable=False,
+                             primary_key='tenant_id' in columns),
+                   sa.Column('scope', sa.String(16), nullable=False, server_default='tenant',
+                             primary_key='scope' in columns),
+                   sa.Column('key', sa.String(255), nullable=False, primary_key='key' in columns)]
+    reflected = key_columns if 'scope' in columns else []
+    with op.batch_alter_table('idempotency_keys', recreate='always', reflect_args=reflected) as batch_op:
         batch_op.create_primary_key('idempotency_keys_pkey', columns)
 
 
