@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 from alembic import command
 from safetensors.torch import save
@@ -12,11 +13,14 @@ import torch
 
 from vidfactory.db.migrate import alembic_config
 from vidfactory.db.session import make_engine, make_session_factory
+from vidfactory.engines.base import GenerationRequest, StyleAdapter
 from vidfactory.engines.presets import PRESETS, TINY, TINY_I2V
+from vidfactory.engines.wan import WanEngine
 from vidfactory.styles.adapters import check_adapter
 from vidfactory.styles.errors import InvalidAdapter
 
 from conftest import new_tenant
+from fixtures_models import tiny_model_dir  # noqa: F401  (fixture)
 from styles_support import community_adapter, peft_adapter, pickled
 from test_cli import Cli, assert_refused
 
@@ -158,3 +162,33 @@ def test_the_cli_adds_and_removes_a_tenant_style(tmp_path, sqlite_url, models_di
                      "--scale", "0.5")
     assert (added["name"], added["model"], added["rank"], added["default_scale"]) == ("house", "wan-tiny", 4, 0.5)
     assert_refused(cli("admin", "style", "remove", tenant.id, "nope"), "has no style 'nope'")
+
+
+def _request(adapters=(), seed: int = 7) -> GenerationRequest:
+    return GenerationRequest(prompt="a red fox in the snow", negative_prompt="", width=64, height=64, num_frames=5,
+                             fps=8, num_inference_steps=2, guidance_scale=5.0, seed=seed, adapters=tuple(adapters))
+
+
+def _style(data: bytes, scale: float = 1.0) -> StyleAdapter:
+    return StyleAdapter(sha256=hashlib.sha256(data).hexdigest(), scale=scale, read=lambda: data)
+
+
+def _frames(engine, request) -> np.ndarray:
+    return engine.generate(request, lambda done, total: None, lambda: False).frames
+
+
+def test_one_engine_switches_styles_between_jobs_without_leaking_one_into_the_next(tiny_model_dir):
+    first, second = peft_adapter(seed=1, magnitude=4.0), community_adapter(seed=2, magnitude=4.0)
+    engine = WanEngine("wan-tiny", str(tiny_model_dir), "cpu", preset=TINY, styles_resident_max=1)
+    base = _frames(engine, _request())
+    styled_first = _frames(engine, _request([_style(first)]))
+    styled_second = _frames(engine, _request([_style(second, 0.5)]))  # evicts the first (one resident)
+    after = _frames(engine, _request())
+    assert list(engine.adapters.names) == [hashlib.sha256(second).hexdigest()]
+    # Each equals what a fresh pipeline makes with that adapter alone; the unstyled job is the base exactly.
+    fresh = WanEngine("wan-tiny", str(tiny_model_dir), "cpu", preset=TINY)
+    assert np.array_equal(styled_second, _frames(fresh, _request([_style(second, 0.5)])))
+    fresh = WanEngine("wan-tiny", str(tiny_model_dir), "cpu", preset=TINY)
+    assert np.array_equal(styled_first, _frames(fresh, _request([_style(first)])))
+    assert np.array_equal(after, base)
+    assert not np.array_equal(styled_first, base) and not np.array_equal(styled_second, styled_first)
