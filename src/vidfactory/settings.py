@@ -328,6 +328,14 @@ class Settings(BaseSettings):
             raise ValueError("operator_webhook_url needs operator_webhook_secret, a whsec_ secret")
         return self
 
+    # Styles (LoRA adapters, vidfactory.styles): what an upload may be, how many a job may name, the scale
+    # range, and how many adapters a worker keeps loaded per pipeline (least recently used unloaded first).
+    style_upload_bytes_max: int = Field(default=512_000_000, ge=1)
+    style_rank_max: int = Field(default=128, ge=1, le=4096)
+    styles_per_job_max: int = Field(default=3, ge=1, le=16)
+    style_scale_max: float = Field(default=2.0, gt=0, le=16)
+    styles_resident_max: int = Field(default=4, ge=1, le=64)
+
     # Prompts: batches, and enhancement by an OpenAI-compatible chat endpoint (rules when no URL is set).
     batch_items_max: int = Field(default=100, ge=1, le=10_000)
     enhance_llm_url: str = Field(default="", pattern=r"^(https?://.+)?$")  # base URL, e.g. http://host:8001/v1

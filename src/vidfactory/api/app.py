@@ -22,6 +22,7 @@ from vidfactory.api.routes import (
     events,
     lexicon,
     models,
+    ops,
     plans,
     preferences,
     price_books,
@@ -91,9 +92,5 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
                workers_routes.router, webhook_endpoints.router, webhook_deliveries.router, webhook_secret.router)
     for router in routers:
         app.include_router(router, responses=error_responses)
-
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.include_router(ops.router)
     return app

@@ -42,6 +42,7 @@ __all__ = [
     "RegisteredWorker",
     "ServedModel",
     "Statement",
+    "Style",
     "Template",
     "Tenant",
     "TenantLexiconEntry",
@@ -306,6 +307,10 @@ class Job(Base):
     reference_width: Mapped[int | None] = mapped_column(Integer, default=None)
     reference_height: Mapped[int | None] = mapped_column(Integer, default=None)
     reference_content_type: Mapped[str | None] = mapped_column(String(16), default=None)
+    # The styles (LoRA adapters) it is made with, as resolved at submission: [{"id", "name", "sha256",
+    # "scale", "key"}]. Each names its adapter's file and hash, so the job runs what was priced and cached.
+    # NULL: unstyled.
+    styles: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
 
     __table_args__ = (
         CheckConstraint(
@@ -355,10 +360,45 @@ class Template(Base):
     reference_content_type: Mapped[str | None] = mapped_column(String(16), default=None)
     defaults: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     pre_generate: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The style its videos get unless a request names its own; cleared when that style is deleted.
+    style_id: Mapped[str | None] = mapped_column(ForeignKey("styles.id"), default=None)
+    style_scale: Mapped[float | None] = mapped_column(Float, default=None)  # None: the style's default_scale
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+
+class Style(Base):
+    """A tenant's LoRA adapter for one base model (a Wan preset id, engines/presets.py). Uploaded styles
+    are `ready` at once; a trained one is `training` until its adapter exists (then `ready`, or `failed`).
+    The adapter's file, hash, rank and size are NULL until it exists."""
+
+    __tablename__ = "styles"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    base_model: Mapped[str] = mapped_column(String(32))  # the preset whose modules the adapter fits
+    status: Mapped[str] = mapped_column(String(16), default="ready")
+    source: Mapped[str] = mapped_column(String(8))  # uploaded | trained
+    default_scale: Mapped[float] = mapped_column(Float, default=1.0)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    rank: Mapped[int | None] = mapped_column(Integer, default=None)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    storage_key: Mapped[str | None] = mapped_column(String(300), default=None)
+    # Provenance of a trained style (dataset, steps, loss curve ...), written by its training. NULL: uploaded.
+    training: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name"),
+        CheckConstraint("status IN ('training', 'ready', 'failed')", "style_status_known"),
+        CheckConstraint("source IN ('uploaded', 'trained')", "style_source_known"),
+        Index("ix_styles_tenant_created", "tenant_id", "created_at"),
+    )
 
 
 class Batch(Base):

@@ -1,8 +1,8 @@
 """console users (a tenant's people and platform operators) and their sessions; events name their video
 and are read in order per tenant and per video (the event streams)
 
-Revision ID: 0023_console_users
-Revises: 0022_idem_scopes_suspension
+Revision ID: 0024_console_users
+Revises: 0023_styles
 Create Date: 2026-12-06
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0023_console_users'
-down_revision = '0022_idem_scopes_suspension'
+revision = '0024_console_users'
+down_revision = '0023_styles'
 branch_labels = None
 depends_on = None
 
