@@ -24,6 +24,8 @@ from vidfactory.db.types import utcnow
 from vidfactory.jobs import queue
 from vidfactory.idempotency import Outcome, fingerprint
 from vidfactory.jobs.prompting import PromptRequest, resolve_prompt, template_reference
+from vidfactory.jobs.styling import requested, resolve_styles
+from vidfactory.styles.catalog import StyleRef, job_styles
 from vidfactory.jobs.submit import VideoRequest, regeneration_seed, submit
 from vidfactory.media.preview import ImageFormat, content_types, transcode
 from vidfactory.media.reference import ReferenceImage, read_reference
@@ -60,22 +62,29 @@ def to_video_request(ctx: AppContext, caller: Caller, sent: VideoInput) -> Video
         assert body.template is not None
         reference = template_reference(ctx.storage, body.template, resolved.reference)
         from_template = True
-    return VideoRequest(prompt=resolved.prompt, model=body.model or ctx.settings.models[0].id,
+    model = body.model or ctx.settings.models[0].id
+    asked = None if body.styles is None else [StyleRef(use.style, use.scale) for use in body.styles]
+    refs, param = requested(body.style, asked, resolved.style)
+    styles = resolve_styles(ctx.sessions, ctx.settings, caller.tenant_id, model, refs, param)
+    return VideoRequest(prompt=resolved.prompt, model=model,
                         seconds=body.seconds if body.seconds is not None else _text(resolved.seconds),
                         size=body.size or resolved.size, negative_prompt=body.negative_prompt, seed=body.seed,
                         metadata=dict(body.metadata), cache=body.cache, webhook_url=body.webhook_url,
                         user_prompt=resolved.user_prompt, template=resolved.template,
                         variables=resolved.variables, enhancement=resolved.enhancement,
                         warnings=resolved.warnings, reference=reference,
-                        reference_from_template=from_template)
+                        reference_from_template=from_template, styles=styles)
 
 
 def request_fingerprint(path: str, fields: dict[str, Any], request: VideoRequest) -> str:
-    """What was sent, and the template's image when it is the one used: the same key sent again after
-    the template's image changed is another request (409), not a replay of the old clip."""
+    """What was sent, the template's image when it is the one used, and each style's adapter and scale:
+    the same key sent again after the template's image or a style changed is another request (409), not
+    a replay of the old clip."""
     if request.reference_from_template:
         assert request.reference is not None
         fields = {**fields, "template_reference": {"sha256": request.reference.sha256}}
+    if request.styles:  # the adapters named: the same name sent after the style was replaced is another request
+        fields = {**fields, "styles_applied": [{"sha256": s.sha256, "scale": s.scale} for s in request.styles]}
     return fingerprint(path, fields)
 
 
@@ -220,12 +229,12 @@ def parent_reference(ctx: AppContext, parent: Job) -> ReferenceImage | None:
 
 
 def regenerated_request(ctx: AppContext, caller: Caller, parent: Job, body: RegenerateCreate) -> VideoRequest:
-    """The parent's settings (its reference image too) with a new seed, or with an edited prompt (then the
+    """The parent's settings (its reference image and styles too) with a new seed, or with an edited prompt (then the
     parent's seed, unless one is given, so that the prompt is the only change). Without either, the seed is
     one no clip of the family was made with, and the cache is not asked: regenerating makes a new clip."""
     common = dict(model=parent.model, seconds=str(parent.seconds), size=f"{parent.width}x{parent.height}",
                   negative_prompt=parent.negative_prompt, metadata=dict(parent.request_metadata),
-                  parent_id=parent.id, reference=parent_reference(ctx, parent))
+                  parent_id=parent.id, reference=parent_reference(ctx, parent), styles=job_styles(parent))
     if body.prompt is None:
         if body.seed is None:
             with ctx.sessions() as session:
