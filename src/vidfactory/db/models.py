@@ -32,6 +32,7 @@ __all__ = [
     "Base",
     "Batch",
     "CacheEntry",
+    "ConsoleSession",
     "EngineBreaker",
     "Feedback",
     "IdempotencyRecord",
@@ -47,6 +48,7 @@ __all__ = [
     "TenantLexiconEntry",
     "TenantWebhookSecret",
     "Transfer",
+    "User",
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookEvent",
@@ -106,6 +108,43 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class User(Base):
+    """A person who signs in to the console: a tenant's owner, member or viewer, or a platform operator or
+    reviewer (no tenant). The password is kept as an Argon2id hash only."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), index=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)  # stored lower-cased
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Failed sign-ins in a row; at the settings' limit the account is locked until an operator unlocks it.
+    failed_signins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        CheckConstraint("role IN ('owner', 'member', 'viewer', 'operator', 'reviewer')", "user_role_known"),
+        CheckConstraint("(role IN ('operator', 'reviewer')) = (tenant_id IS NULL)", "user_tenant_matches_role"),
+    )
+
+
+class ConsoleSession(Base):
+    """A signed-in browser: the cookie holds a random token, the database its SHA-256 only."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
@@ -611,6 +650,13 @@ class WebhookEvent(Base):
     type: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None)  # the video it is about, if any
+
+    # The event streams read a tenant's events, or one video's, in order after the last one a client saw.
+    __table_args__ = (
+        Index("ix_webhook_events_tenant_seq", "tenant_id", "seq"),
+        Index("ix_webhook_events_job_seq", "job_id", "seq"),
+    )
 
 
 class WebhookDelivery(Base):
