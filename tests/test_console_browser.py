@@ -28,7 +28,8 @@ def test_sign_in_lands_on_the_videos_and_sign_out_ends_the_session(page, console
     page.wait_for_url(re.compile(r"/sign-in$"))
     page.goto("/videos")
     assert "/sign-in" in page.url  # the old cookie no longer opens anything
-    reused = httpx.get(f"{console.url}/videos", cookies={session_cookie: cookie["value"]}, follow_redirects=False)
+    reused = httpx.get(f"{console.url}/videos", cookies={session_cookie: cookie["value"]}, follow_redirects=False,
+                       timeout=60)
     assert reused.status_code == 303
 
 
@@ -74,7 +75,7 @@ def test_a_member_cannot_reach_billing_or_keys(page, console):
 def test_another_tenants_video_page_is_404(page, console):
     _, tenant_a = new_person(console, "owner", tokens=100_000)
     created = httpx.post(f"{console.url}/v1/videos", headers=tenant_a.headers,
-                         json={"prompt": "a lighthouse at dusk", "size": "64x64", "seconds": "1"})
+                         json={"prompt": "a lighthouse at dusk", "size": "64x64", "seconds": "1"}, timeout=120)
     assert created.status_code == 200, created.text
     video_id = created.json()["id"]
     email_b, _ = new_person(console, "owner")
