@@ -11,8 +11,8 @@ TEST_WORKERS ?= auto
 TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
 # Debian packages the tests need, installed by `make system-packages` when missing (apt-get, as root):
-# prometheus for promtool (the alert rules).
-SYSTEM_PACKAGES ?= prometheus
+# prometheus for promtool (the alert rules); chromium and its driver for the console's browser tests.
+SYSTEM_PACKAGES ?= prometheus chromium chromium-driver
 
 .PHONY: run test venv system-packages bench gpu-wheels clean
 
