@@ -263,10 +263,11 @@ class Settings(BaseSettings):
     active_jobs_retry_after_s: int = 10
 
     # The web console (accounts/, web/): sessions in a cookie holding a random token (stored hashed),
-    # a sign-in locked after this many failures in a row per account (until an operator unlocks it) and
-    # refused past this many failures a minute per client address.
+    # a sign-in locked after this many failures in a row per account (until an operator unlocks it), and
+    # every sign-in from a client address refused while it has this many failures in the last minute.
     console_session_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     signin_failures_max: int = Field(default=5, ge=1, le=100)
+    signin_address_failures_per_minute: int = Field(default=5, ge=1)
     # Argon2id cost (RFC 9106's second recommended profile by default); lower only for tests.
     password_hash_time_cost: int = Field(default=3, ge=1, le=20)
     password_hash_memory_kib: int = Field(default=65536, ge=8, le=4 * 1024 * 1024)

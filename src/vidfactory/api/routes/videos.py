@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from vidfactory.api.body import VideoInput, read_remix, read_video_create, remix_openapi, video_create_openapi
@@ -21,7 +21,7 @@ from vidfactory.api.uploads import image_gate
 from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Feedback, Job
 from vidfactory.db.types import utcnow
-from vidfactory.jobs import queue
+from vidfactory.jobs import library, queue
 from vidfactory.idempotency import Outcome, fingerprint
 from vidfactory.jobs.prompting import PromptRequest, resolve_prompt, template_reference
 from vidfactory.jobs.styling import requested, resolve_styles
@@ -96,8 +96,7 @@ def owned_job(session, caller: Caller, video_id: str, param: str = "id", *, dele
     """Another tenant's video answers exactly like a missing one; a deleted one too, unless `deleted_too`
     (a list cursor: the page after a video deleted since still has its place)."""
     checked_id("video", video_id, param)
-    statement = select(Job).where(Job.id == video_id, Job.tenant_id == caller.tenant_id)
-    job = session.scalar(statement if deleted_too else statement.where(Job.deleted_at.is_(None)))
+    job = library.find_video(session, caller.tenant_id, video_id, deleted_too=deleted_too)
     if job is None:
         raise not_found("video", video_id, param)
     return job
@@ -126,20 +125,13 @@ def list_videos(
     limit: Annotated[int, Query(ge=0, le=page_size_max)] = 20,
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:
-    statement = select(Job).where(Job.tenant_id == caller.tenant_id, Job.deleted_at.is_(None))
-    if after is not None:
-        cursor = owned_job(session, caller, after, param="after", deleted_too=True)
-        position = tuple_(Job.created_at, Job.id)
-        mark = tuple_(cursor.created_at, cursor.id)
-        statement = statement.where(position < mark if order == "desc" else position > mark)
-    ordering = (Job.created_at.desc(), Job.id.desc()) if order == "desc" else (Job.created_at, Job.id)
-    jobs = list(session.scalars(statement.order_by(*ordering).limit(limit + 1)))
-    page = jobs[:limit]
+    cursor = None if after is None else owned_job(session, caller, after, param="after", deleted_too=True)
+    page, has_more = library.videos_page(session, caller.tenant_id, cursor, limit, order)
     resolutions = ledger.hold_resolutions(session, [leg for job in page for leg in job.hold_leg_ids])
     hashes = file_hashes_by_job(session, [job.id for job in page])
     return {"object": "list", "data": [video_object(session, job, resolutions, hashes) for job in page],
             "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
-            "has_more": len(jobs) > limit}
+            "has_more": has_more}
 
 
 @router.get("/{video_id}")
@@ -205,7 +197,7 @@ def download_content(
     job = owned_job(session, caller, video_id)
     if job.status != "completed":
         raise ApiError(409, "video_not_ready", f"video {video_id} is {job.status}; content exists once completed")
-    asset = session.scalar(select(Asset).where(Asset.job_id == job.id, Asset.variant == variant))
+    asset = library.video_asset(session, job.id, variant)
     if asset is None:
         raise ApiError(404, "variant_not_available", f"video {video_id} has no {variant}", param="variant")
     data, content_type, sha256 = ctx.storage.read(asset.storage_key), asset.content_type, asset.sha256
