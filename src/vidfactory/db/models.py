@@ -36,6 +36,8 @@ __all__ = [
     "Feedback",
     "IdempotencyRecord",
     "Job",
+    "JobPhaseBucket",
+    "MaintenanceRun",
     "Plan",
     "PriceBook",
     "RegisteredWorker",
@@ -410,6 +412,32 @@ class RegisteredWorker(Base):
     __table_args__ = (
         CheckConstraint("memory_total_bytes >= 0 AND memory_free_bytes >= 0", "memory_nonneg"),
     )
+
+
+class JobPhaseBucket(Base):
+    """One bucket of a job phase's duration histogram (what `/metrics` exports), kept in the database
+    because workers run in other processes and hosts than the API that is scraped. `le` is the bucket's
+    upper bound as Prometheus writes it ("0.5", "+Inf"); `jobs` counts the phases that fell in it (not
+    cumulative), `seconds` sums them. Workers add to it with an upsert; nothing else writes it."""
+
+    __tablename__ = "job_phase_buckets"
+
+    phase: Mapped[str] = mapped_column(String(16), primary_key=True)
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    le: Mapped[str] = mapped_column(String(16), primary_key=True)
+    jobs: Mapped[int] = mapped_column(BigInteger)
+    seconds: Mapped[float] = mapped_column(Float)
+
+
+class MaintenanceRun(Base):
+    """The last outcome of a periodic check any process may run (`ledger verify`), for `/metrics`."""
+
+    __tablename__ = "maintenance_runs"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    ran_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Alert(Base):

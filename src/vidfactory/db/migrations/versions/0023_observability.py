@@ -1,0 +1,40 @@
+"""job phase duration histograms and the last outcome of periodic checks, for /metrics
+
+Revision ID: 0023_observability
+Revises: 0022_idem_scopes_suspension
+Create Date: 2026-12-06
+"""
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0023_observability'
+down_revision = '0022_idem_scopes_suspension'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        'job_phase_buckets',
+        sa.Column('phase', sa.String(length=16), nullable=False),
+        sa.Column('model', sa.String(length=64), nullable=False),
+        sa.Column('le', sa.String(length=16), nullable=False),
+        sa.Column('jobs', sa.BigInteger(), nullable=False),
+        sa.Column('seconds', sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint('phase', 'model', 'le'),
+    )
+    op.create_table(
+        'maintenance_runs',
+        sa.Column('name', sa.String(length=40), nullable=False),
+        sa.Column('ok', sa.Boolean(), nullable=False),
+        sa.Column('detail', sa.Text(), nullable=False),
+        sa.Column('ran_at', sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint('name'),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('maintenance_runs')
+    op.drop_table('job_phase_buckets')
