@@ -63,8 +63,14 @@ log = logging.getLogger(__name__)
 
 EngineLoader = Callable[[ModelConfig, Path], Engine]
 ClassifierLoader = Callable[[], FrameClassifier]
-generation_share_pct = 90  # progress 0–90 is denoising; post-processing takes the rest
-stored_progress_pct = 95
+# Progress through a job: denoising 0–80, then the VAE's decode (85 once it returns), the checks, each stage
+# of the output pipeline (to 96) and storage (98), so a client watching it never sees it stand still for
+# the long tail of a clip (the decode alone is most of a tiny model's time).
+generation_share_pct = 80
+decoded_progress_pct = 85
+checked_progress_pct = 87
+rendered_progress_pct = 96
+stored_progress_pct = 98
 watermark_id_bytes = 4  # the watermark's 32-bit payload
 watermark_draws_max = 5
 seed_max = 2**31 - 1  # the API's seed range
@@ -252,7 +258,8 @@ class Worker:
             self.post_thread = None
 
     def _load_engine(self, config: ModelConfig, models_dir: Path) -> Engine:
-        return load_engine(config, models_dir, speed_settings(self.settings))
+        return load_engine(config, models_dir, speed_settings(self.settings),
+                           styles_resident_max=self.settings.styles_resident_max)
 
     def engine_for(self, model_id: str) -> Engine:
         if model_id not in self.engines:
@@ -398,6 +405,7 @@ class Worker:
         else:
             video = self.engines[job.model].generate(request, clock.step, stop)
         timings.update(clock.phases())
+        self._set_progress(lease, decoded_progress_pct)
         # 3. What it ran with, and the model load it paid.
         applied = {"memory_mode": memory_mode, "step_cache": request.step_cache, **video.engine_settings}
         lease.transact(lambda session: queue.record_run(session, job.id, self.worker_id, engine_settings=applied,
@@ -465,7 +473,9 @@ class Worker:
         brand = lease.transact(lambda session: load_brand(session, job.tenant_id), "reading the brand")
         clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job, lease), brand)
         # 5. Render every file (label, brand, watermark, encode, metadata, C2PA, previews, hashes), then store.
-        rendition = output.render(video.frames, video.fps, clip, self._provenance(), steps=self.frame_steps)
+        self._set_progress(lease, checked_progress_pct)
+        rendition = output.render(video.frames, video.fps, clip, self._provenance(), steps=self.frame_steps,
+                                  on_stage=self._stage_reporter(lease))
         self._set_progress(lease, stored_progress_pct)
         timings["postprocess"] = time.perf_counter() - started
         assets = self._upload(rendition, clip, timings)
@@ -521,7 +531,8 @@ class Worker:
         frames = output.delivered_frames(source)
         # 3. Render every file under this job's identity, store, deliver and settle.
         clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job, lease))
-        rendition = output.render(frames, job.fps, clip, self._provenance(), steps=self.relabel_steps)
+        rendition = output.render(frames, job.fps, clip, self._provenance(), steps=self.relabel_steps,
+                                  on_stage=self._stage_reporter(lease))
         self._set_progress(lease, stored_progress_pct)
         timings["postprocess"] = time.perf_counter() - started
         assets = self._upload(rendition, clip, timings)
@@ -619,6 +630,14 @@ class Worker:
                 return
             last_write = now
             self._set_progress(lease, generation_share_pct * done // max(total, 1))
+
+        return report
+
+    def _stage_reporter(self, lease: Lease) -> Callable[[int, int], None]:
+        span = rendered_progress_pct - checked_progress_pct
+
+        def report(done: int, total: int) -> None:
+            self._set_progress(lease, checked_progress_pct + span * done // max(total, 1))
 
         return report
 

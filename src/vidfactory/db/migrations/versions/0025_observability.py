@@ -1,7 +1,7 @@
 """job phase duration histograms and the last outcome of periodic checks, for /metrics
 
-Revision ID: 0023_observability
-Revises: 0022_idem_scopes_suspension
+Revision ID: 0025_observability
+Revises: 0024_console_users
 Create Date: 2026-12-06
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0023_observability'
-down_revision = '0022_idem_scopes_suspension'
+revision = '0025_observability'
+down_revision = '0024_console_users'
 branch_labels = None
 depends_on = None
 
