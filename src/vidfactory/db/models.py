@@ -206,6 +206,7 @@ class Transfer(Base):
         CheckConstraint("kind IN ('credit', 'hold', 'post', 'void', 'grant', 'expire')", "kind_known"),
         Index("ix_transfers_tenant_seq", "tenant_id", "seq"),
         Index("ix_transfers_job", "job_id"),
+        Index("ix_transfers_kind", "kind"),  # /metrics counts unresolved holds from the index alone
     )
 
 
@@ -330,6 +331,8 @@ class Job(Base):
         Index("ix_jobs_tenant_status", "tenant_id", "status"),
         Index("ix_jobs_batch", "batch_id", "batch_item"),
         Index("ix_jobs_completed", "completed_at"),  # the failure-rate alert reads a recent window
+        # /metrics counts jobs by state, model and priority from this index alone, whatever the history.
+        Index("ix_jobs_status_model", "status", "model", "priority"),
     )
 
     @property

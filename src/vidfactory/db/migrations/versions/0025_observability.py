@@ -1,4 +1,5 @@
-"""job phase duration histograms and the last outcome of periodic checks, for /metrics
+"""job phase duration histograms and the last outcome of periodic checks, for /metrics; indexes that let
+its scrape count jobs by state and model, and transfers by kind, from the index alone
 
 Revision ID: 0025_observability
 Revises: 0024_console_users
@@ -33,8 +34,12 @@ def upgrade() -> None:
         sa.Column('ran_at', sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint('name'),
     )
+    op.create_index('ix_jobs_status_model', 'jobs', ['status', 'model', 'priority'])
+    op.create_index('ix_transfers_kind', 'transfers', ['kind'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_transfers_kind', table_name='transfers')
+    op.drop_index('ix_jobs_status_model', table_name='jobs')
     op.drop_table('maintenance_runs')
     op.drop_table('job_phase_buckets')
