@@ -570,7 +570,7 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     from vidfactory.jobs.multidevice import LeaderEngine, follow, stop_followers
     from vidfactory.jobs.worker import Worker, speed_settings
     from vidfactory.notify.delivery import start_dispatcher
-    from vidfactory.storage.local import LocalStorage
+    from vidfactory.storage import make_storage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
@@ -588,7 +588,7 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     if devices.parallel:
         def loader(config, models_dir):
             return LeaderEngine(load_engine(config, models_dir, speed_settings(settings), devices))
-    loop = Worker(settings, sessions, LocalStorage(settings.resolved_storage_dir), models=model,
+    loop = Worker(settings, sessions, make_storage(settings), models=model,
                   engine_loader=loader, devices=devices)
     if devices.parallel:
         loop.engine_for(spanned.id)  # every rank loads together: the device mesh is built collectively

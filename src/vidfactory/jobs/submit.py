@@ -33,7 +33,7 @@ from vidfactory.media.reference import ReferenceImage
 from vidfactory.notify.events import billing_event, ensure_job_secret, video_event
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
 from vidfactory.settings import ModelConfig, Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage, tenant_key
 from vidfactory.tenancy import Caller, check_not_suspended
 
 __all__ = ["ActiveJobsLimit", "Priced", "StagedFiles", "VideoRequest", "clean_prompt", "enqueue", "price",
@@ -192,7 +192,7 @@ def cache_spec(priced: Priced, request: VideoRequest) -> CacheSpec:
 
 def reference_key(tenant_id: str, job_id: str, reference: ReferenceImage) -> str:
     """Each job keeps its own copy: deleting one video never takes another's first frame."""
-    return f"{tenant_id}/{job_id}/reference.{reference.extension}"
+    return tenant_key(tenant_id, job_id, f"reference.{reference.extension}")
 
 
 def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: Priced, hold: ledger.Hold,
@@ -280,7 +280,7 @@ def submit(
     review: Review | None = None,
     *,
     screens: PromptScreens,
-    storage: LocalStorage | None = None,
+    storage: Storage | None = None,
 ) -> Outcome:
     """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision.
     The prompt the model will read is screened first (`screens`): a `review` match holds the job too.
@@ -323,7 +323,7 @@ class StagedFiles:
     """Files a submission writes inside its transaction for the jobs it creates. Each key names its job,
     so nobody else reads it; `forget` deletes them when that transaction was not this request's own."""
 
-    def __init__(self, storage: LocalStorage | None) -> None:
+    def __init__(self, storage: Storage | None) -> None:
         self.storage = storage
         self.keys: list[str] = []
 
@@ -333,7 +333,7 @@ class StagedFiles:
             return
         assert self.storage is not None and job.reference_key is not None, "a reference needs the storage"
         self.keys.append(job.reference_key)
-        self.storage.put(job.reference_key, reference.data)
+        self.storage.put(job.reference_key, reference.data, content_type=reference.content_type)
 
     def forget(self) -> None:
         for key in self.keys:
@@ -343,7 +343,7 @@ class StagedFiles:
 
 def run_once_staged(sessions: SessionFactory, tenant_id: str, idempotency: tuple[str, str] | None,
                     effect: Callable[[Session, StagedFiles], tuple[int, dict[str, Any]]],
-                    storage: LocalStorage | None) -> Outcome:
+                    storage: Storage | None) -> Outcome:
     """`run_once`, with the files `effect` stores removed again unless its transaction commits as ours:
     on any error, and on a replay (a concurrent request with the key won: its jobs, not ours, exist)."""
     files = StagedFiles(storage)

@@ -54,7 +54,7 @@ from vidfactory.media.errors import MediaError
 from vidfactory.media.reference import center_crop, decode_rgb
 from vidfactory.safety.frames import FrameClassifier, nsfw_classifier, screen_frames
 from vidfactory.settings import ModelConfig, Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage
 
 __all__ = ["Worker", "device_report", "new_worker_id", "speed_settings"]
 
@@ -91,7 +91,7 @@ def device_report(settings: Settings, devices: DevicePlan = DevicePlan()) -> wor
 
 
 class Worker:
-    def __init__(self, settings: Settings, sessions: SessionFactory, storage: LocalStorage, *,
+    def __init__(self, settings: Settings, sessions: SessionFactory, storage: Storage, *,
                  worker_id: str | None = None, models: list[str] | None = None,
                  engine_loader: EngineLoader | None = None,
                  classifier_loader: ClassifierLoader = nsfw_classifier,
