@@ -285,6 +285,20 @@ class Settings(BaseSettings):
     # Retry-After when a tenant has its plan's active jobs already (we cannot know when one finishes).
     active_jobs_retry_after_s: int = 10
 
+    # The web console (accounts/, web/): sessions in a cookie holding a random token (stored hashed),
+    # a sign-in locked after this many failures in a row per account (until an operator unlocks it), and
+    # every sign-in from a client address refused while it has this many failures in the last minute.
+    console_session_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    signin_failures_max: int = Field(default=5, ge=1, le=100)
+    signin_address_failures_per_minute: int = Field(default=5, ge=1)
+    # Argon2id cost (RFC 9106's second recommended profile by default); lower only for tests.
+    password_hash_time_cost: int = Field(default=3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(default=65536, ge=8, le=4 * 1024 * 1024)
+    # Server-Sent Events: how often a stream looks for new events in the outbox when Redis is not
+    # configured (with redis_url set, a publish wakes it at once and this is only the fallback).
+    events_poll_s: float = Field(default=0.5, gt=0, le=30)
+    events_heartbeat_s: float = Field(default=15.0, gt=0, le=300)  # a comment line keeps proxies open
+
     # Webhooks: a durable outbox delivered by a loop in `serve` and in `worker`.
     webhooks_enabled: bool = True
     webhook_poll_s: float = 1.0
@@ -347,6 +361,15 @@ class Settings(BaseSettings):
         if self.operator_webhook_url and not self.operator_webhook_secret.get_secret_value().startswith("whsec_"):
             raise ValueError("operator_webhook_url needs operator_webhook_secret, a whsec_ secret")
         return self
+
+    # Styles (LoRA adapters, vidfactory.styles): what an upload may be, how many a job may name, the scale
+    # range, and how many adapters a worker keeps loaded per pipeline (least recently used unloaded first).
+    style_upload_bytes_max: int = Field(default=512_000_000, ge=1)
+    style_rank_max: int = Field(default=128, ge=1, le=4096)
+    styles_per_job_max: int = Field(default=3, ge=1, le=16)
+    style_scale_max: float = Field(default=2.0, gt=0, le=16)
+    styles_resident_max: int = Field(default=4, ge=1, le=64)
+    styles_per_tenant_max: int = Field(default=100, ge=1)
 
     # Prompts: batches, and enhancement by an OpenAI-compatible chat endpoint (rules when no URL is set).
     batch_items_max: int = Field(default=100, ge=1, le=10_000)

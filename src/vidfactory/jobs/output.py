@@ -107,14 +107,20 @@ class Rendition:
 
 
 class _Stopwatch:
-    def __init__(self) -> None:
+    def __init__(self, stages: int = 0, on_stage: Callable[[int, int], None] | None = None) -> None:
         self.stage_s: dict[str, float] = {}
+        self.stages = stages
+        self.done = 0
+        self.on_stage = on_stage
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
         yield
         self.stage_s[name] = self.stage_s.get(name, 0.0) + time.perf_counter() - start
+        self.done += 1
+        if self.on_stage is not None:
+            self.on_stage(self.done, self.stages)
 
 
 def check_quality(frames: np.ndarray, settings: Settings) -> QcReport:
@@ -158,9 +164,11 @@ def delivered_frames(mp4: bytes) -> np.ndarray:
 
 
 def render(frames: np.ndarray, fps: int, clip: ClipIdentity, provenance: Provenance, *,
-           steps: tuple[tuple[str, FrameStep], ...]) -> Rendition:
-    """Every deliverable file of one clip; `steps` (see `frame_steps`) change the frames first."""
-    watch = _Stopwatch()
+           steps: tuple[tuple[str, FrameStep], ...], on_stage: Callable[[int, int], None] | None = None
+           ) -> Rendition:
+    """Every deliverable file of one clip; `steps` (see `frame_steps`) change the frames first.
+    `on_stage(done, total)` is told after each stage, for the job's progress."""
+    watch = _Stopwatch(len(steps) + 4, on_stage)
     # 1. Frame steps: label, brand, watermark.
     for name, step in steps:
         with watch.stage(name):

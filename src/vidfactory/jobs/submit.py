@@ -34,6 +34,8 @@ from vidfactory.notify.events import billing_event, ensure_job_secret, video_eve
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage import Storage, tenant_key
+from vidfactory.styles import catalog as styles_catalog
+from vidfactory.styles.catalog import JobStyle
 from vidfactory.tenancy import Caller, check_not_suspended
 
 __all__ = ["ActiveJobsLimit", "Priced", "StagedFiles", "VideoRequest", "clean_prompt", "enqueue", "price",
@@ -74,6 +76,7 @@ class VideoRequest:
     webhook_url: str | None = None
     reference: ReferenceImage | None = None  # image-to-video: the first frame, checked (media/reference.py)
     reference_from_template: bool = False  # the image is the template's, not the request's own
+    styles: tuple[JobStyle, ...] = ()  # resolved from the tenant's styles (jobs/styling.py)
 
 
 class ActiveJobsLimit(Exception):
@@ -121,7 +124,7 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
         raise InvalidRequest("prompt", "prompt is empty")
     try:
         priced_quote = quote(book.for_model(model.id), input_tokens=truncation.tokens, width=shape.width,
-                             height=shape.height, seconds=shape.seconds)
+                             height=shape.height, seconds=shape.seconds, styled=bool(request.styles))
     except ValueError as exc:
         raise InvalidRequest("size", str(exc)) from exc
     architecture = model.wan_preset
@@ -187,7 +190,8 @@ def cache_spec(priced: Priced, request: VideoRequest) -> CacheSpec:
     return CacheSpec(model=priced.model.id, width=shape.width, height=shape.height, num_frames=shape.num_frames,
                      fps=shape.fps, steps=priced.model.steps, guidance_scale=priced.model.guidance_scale,
                      negative_prompt=request.negative_prompt, seed=request.seed,
-                     reference_sha256=None if request.reference is None else request.reference.sha256)
+                     reference_sha256=None if request.reference is None else request.reference.sha256,
+                     styles=tuple((style.sha256, style.scale) for style in request.styles))
 
 
 def reference_key(tenant_id: str, job_id: str, reference: ReferenceImage) -> str:
@@ -225,7 +229,8 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
         reference_sha256=None if reference is None else reference.sha256,
         reference_width=None if reference is None else reference.width,
         reference_height=None if reference is None else reference.height,
-        reference_content_type=None if reference is None else reference.content_type)
+        reference_content_type=None if reference is None else reference.content_type,
+        styles=[style.as_json() for style in request.styles] or None)
 
 
 def enqueue(session: Session, settings: Settings, caller: Caller, request: VideoRequest, priced: Priced,
@@ -234,6 +239,7 @@ def enqueue(session: Session, settings: Settings, caller: Caller, request: Video
     a job goes through here, so each job has exactly one hold."""
     assert priced.quote.total_tokens > 0
     check_not_suspended(session, caller.tenant_id)
+    styles_catalog.confirm(session, caller.tenant_id, request.styles)
     job_id = f"video_{uuid.uuid4().hex}"
     hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
                        expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))

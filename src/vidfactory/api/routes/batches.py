@@ -25,6 +25,7 @@ from vidfactory.db.models import Asset, Batch, Job
 from vidfactory.idempotency import fingerprint
 from vidfactory.jobs.batches import (BatchSpec, batch_quote, batch_reference, find_batch, status_counts,
                                     submit_batch, tenant_batches)
+from vidfactory.styles.catalog import StyleRef
 from vidfactory.tenancy import Caller
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -61,7 +62,8 @@ async def create_batch(body: BatchCreate, ctx: ContextDep, caller: CallerDep,
     spec = BatchSpec(template=body.template, variables=dict(body.variables), mode=body.mode,
                      ab_groups=body.ab_groups, atomic=body.atomic, enhance=body.enhance_prompt, model=body.model,
                      seconds=body.seconds, size=body.size, negative_prompt=body.negative_prompt, seed=body.seed,
-                     metadata=dict(body.metadata))
+                     metadata=dict(body.metadata), style=body.style,
+                     styles=None if body.styles is None else [StyleRef(u.style, u.scale) for u in body.styles])
     reference = await run_in_threadpool(batch_reference, ctx.sessions, ctx.storage, caller.tenant_id,
                                         body.template)
     idempotency = None

@@ -33,6 +33,8 @@ from vidfactory.jobs.submit import submit
 from vidfactory.media.reference import ReferenceImage
 from vidfactory.prompts.templates import Template, TemplateImage, check_template, name_pattern, render
 from vidfactory.storage import Storage, tenant_key
+from vidfactory.styles import catalog as styles_catalog
+from vidfactory.styles.errors import InvalidStyle
 from vidfactory.tenancy import Caller
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
@@ -53,6 +55,8 @@ def template_object(template: Template, source: str, row: TemplateRow | None = N
         "reference_image": _image_object(template),
         "defaults": dict(template.defaults),
         "pre_generate": row is not None and row.pre_generate,
+        "style": None if template.default_style is None else {"id": template.default_style,
+                                                               "scale": template.default_style_scale},
         "variables": sorted(check_template(template)),
         "created_at": None if row is None else timestamp(row.created_at),
         "updated_at": None if row is None else timestamp(row.updated_at),
@@ -89,13 +93,27 @@ def _stored_as(tenant_id: str, row_id: str, image: ReferenceImage | None) -> Tem
                          content_type=image.content_type)
 
 
+def _default_style(ctx: AppContext, caller: Caller, body: TemplateCreate | TemplateUpdate) -> str | None:
+    """The id of the tenant's style the template names (400 naming `style` when it has none such)."""
+    if body.style is None:
+        return None
+    with ctx.sessions() as session:
+        style = styles_catalog.find(session, caller.tenant_id, body.style)
+    if style is None:
+        raise InvalidStyle("style", f"no style {body.style!r}", code="style_not_found")
+    if body.style_scale is not None and body.style_scale > ctx.settings.style_scale_max:
+        raise InvalidStyle("style_scale", f"a style's scale must be between 0 and {ctx.settings.style_scale_max:g}")
+    return style.id
+
+
 def _as_template(name: str, body: TemplateCreate | TemplateUpdate,
-                 reference: TemplateImage | None) -> Template:
+                 reference: TemplateImage | None, style_id: str | None = None) -> Template:
     """Checked before it is stored: refuses bad syntax, what the sandbox forbids, stray defaults."""
     template = Template(name=name, body=body.body, language=body.language, description=body.description,
                         industry=body.form.industry, style=body.form.style, keywords=tuple(body.form.keywords),
                         camera=body.form.camera, mood=body.form.mood, seconds=body.seconds, size=body.size,
-                        reference=reference, defaults=dict(body.defaults))
+                        reference=reference, defaults=dict(body.defaults), default_style=style_id,
+                        default_style_scale=None if style_id is None else body.style_scale)
     check_template(template)
     return template
 
@@ -111,7 +129,8 @@ def _row_values(template: Template) -> dict[str, Any]:
             "reference_width": None if image is None else image.width,
             "reference_height": None if image is None else image.height,
             "reference_content_type": None if image is None else image.content_type,
-            "defaults": dict(template.defaults)}
+            "defaults": dict(template.defaults), "style_id": template.default_style,
+            "style_scale": template.default_style_scale}
 
 
 def _forget(storage: Storage, key: str | None, kept: str | None = None) -> None:
@@ -157,7 +176,8 @@ def create_template(body: TemplateCreate, ctx: ContextDep, caller: CallerDep) ->
         raise ApiError(409, "template_exists", f"{body.name!r} is a built-in template name", param="name")
     image = _sent_image(ctx, body)
     row_id = f"tpl_{uuid.uuid4().hex}"
-    template = _as_template(body.name, body, _stored_as(caller.tenant_id, row_id, image))
+    template = _as_template(body.name, body, _stored_as(caller.tenant_id, row_id, image),
+                            _default_style(ctx, caller, body))
     if body.pre_generate:
         _defaults_rendered(template)
     key = None if template.reference is None else template.reference.key
@@ -218,7 +238,7 @@ def replace_template(name: str, body: TemplateUpdate, ctx: ContextDep, caller: C
     image = _sent_image(ctx, body)
     with ctx.sessions() as session:  # the row's id names its image file
         row_id = _owned(session, caller, name).id
-    template = _as_template(name, body, _stored_as(caller.tenant_id, row_id, image))
+    template = _as_template(name, body, _stored_as(caller.tenant_id, row_id, image), _default_style(ctx, caller, body))
     rendered = _defaults_rendered(template) if body.pre_generate else None
     new_key = None if template.reference is None else template.reference.key
     try:

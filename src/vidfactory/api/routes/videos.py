@@ -10,6 +10,8 @@ from typing import Annotated, Any, BinaryIO, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select, tuple_
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from vidfactory.api.body import VideoInput, read_remix, read_video_create, remix_openapi, video_create_openapi
@@ -22,9 +24,11 @@ from vidfactory.api.uploads import image_gate
 from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Feedback, Job
 from vidfactory.db.types import utcnow
-from vidfactory.jobs import queue
+from vidfactory.jobs import library, queue
 from vidfactory.idempotency import Outcome, fingerprint
 from vidfactory.jobs.prompting import PromptRequest, resolve_prompt, template_reference
+from vidfactory.jobs.styling import requested, resolve_styles
+from vidfactory.styles.catalog import StyleRef, job_styles
 from vidfactory.jobs.submit import VideoRequest, regeneration_seed, submit
 from vidfactory.media.preview import ImageFormat, content_types, transcode
 from vidfactory.media.reference import ReferenceImage, read_reference
@@ -61,22 +65,29 @@ def to_video_request(ctx: AppContext, caller: Caller, sent: VideoInput) -> Video
         assert body.template is not None
         reference = template_reference(ctx.storage, body.template, resolved.reference)
         from_template = True
-    return VideoRequest(prompt=resolved.prompt, model=body.model or ctx.settings.models[0].id,
+    model = body.model or ctx.settings.models[0].id
+    asked = None if body.styles is None else [StyleRef(use.style, use.scale) for use in body.styles]
+    refs, param = requested(body.style, asked, resolved.style)
+    styles = resolve_styles(ctx.sessions, ctx.settings, caller.tenant_id, model, refs, param)
+    return VideoRequest(prompt=resolved.prompt, model=model,
                         seconds=body.seconds if body.seconds is not None else _text(resolved.seconds),
                         size=body.size or resolved.size, negative_prompt=body.negative_prompt, seed=body.seed,
                         metadata=dict(body.metadata), cache=body.cache, webhook_url=body.webhook_url,
                         user_prompt=resolved.user_prompt, template=resolved.template,
                         variables=resolved.variables, enhancement=resolved.enhancement,
                         warnings=resolved.warnings, reference=reference,
-                        reference_from_template=from_template)
+                        reference_from_template=from_template, styles=styles)
 
 
 def request_fingerprint(path: str, fields: dict[str, Any], request: VideoRequest) -> str:
-    """What was sent, and the template's image when it is the one used: the same key sent again after
-    the template's image changed is another request (409), not a replay of the old clip."""
+    """What was sent, the template's image when it is the one used, and each style's adapter and scale:
+    the same key sent again after the template's image or a style changed is another request (409), not
+    a replay of the old clip."""
     if request.reference_from_template:
         assert request.reference is not None
         fields = {**fields, "template_reference": {"sha256": request.reference.sha256}}
+    if request.styles:  # the adapters named: the same name sent after the style was replaced is another request
+        fields = {**fields, "styles_applied": [{"sha256": s.sha256, "scale": s.scale} for s in request.styles]}
     return fingerprint(path, fields)
 
 
@@ -88,8 +99,7 @@ def owned_job(session, caller: Caller, video_id: str, param: str = "id", *, dele
     """Another tenant's video answers exactly like a missing one; a deleted one too, unless `deleted_too`
     (a list cursor: the page after a video deleted since still has its place)."""
     checked_id("video", video_id, param)
-    statement = select(Job).where(Job.id == video_id, Job.tenant_id == caller.tenant_id)
-    job = session.scalar(statement if deleted_too else statement.where(Job.deleted_at.is_(None)))
+    job = library.find_video(session, caller.tenant_id, video_id, deleted_too=deleted_too)
     if job is None:
         raise not_found("video", video_id, param)
     return job
@@ -118,21 +128,14 @@ def list_videos(
     limit: Annotated[int, Query(ge=0, le=page_size_max)] = 20,
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:
-    statement = select(Job).where(Job.tenant_id == caller.tenant_id, Job.deleted_at.is_(None))
-    if after is not None:
-        cursor = owned_job(session, caller, after, param="after", deleted_too=True)
-        position = tuple_(Job.created_at, Job.id)
-        mark = tuple_(cursor.created_at, cursor.id)
-        statement = statement.where(position < mark if order == "desc" else position > mark)
-    ordering = (Job.created_at.desc(), Job.id.desc()) if order == "desc" else (Job.created_at, Job.id)
-    jobs = list(session.scalars(statement.order_by(*ordering).limit(limit + 1)))
-    page = jobs[:limit]
+    cursor = None if after is None else owned_job(session, caller, after, param="after", deleted_too=True)
+    page, has_more = library.videos_page(session, caller.tenant_id, cursor, limit, order)
     resolutions = ledger.hold_resolutions(session, [leg for job in page for leg in job.hold_leg_ids])
     hashes = file_hashes_by_job(session, [job.id for job in page])
     videos = [video_object(session, job, resolutions, hashes) for job in page]
     return {"object": "list", "data": with_download_urls(ctx, session, videos),
             "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
-            "has_more": len(jobs) > limit}
+            "has_more": has_more}
 
 
 @router.get("/{video_id}")
@@ -198,7 +201,7 @@ def download_content(
     job = owned_job(session, caller, video_id)
     if job.status != "completed":
         raise ApiError(409, "video_not_ready", f"video {video_id} is {job.status}; content exists once completed")
-    asset = session.scalar(select(Asset).where(Asset.job_id == job.id, Asset.variant == variant))
+    asset = library.video_asset(session, job.id, variant)
     if asset is None:
         raise ApiError(404, "variant_not_available", f"video {video_id} has no {variant}", param="variant")
     if variant != "video":
@@ -261,12 +264,12 @@ def parent_reference(ctx: AppContext, parent: Job) -> ReferenceImage | None:
 
 
 def regenerated_request(ctx: AppContext, caller: Caller, parent: Job, body: RegenerateCreate) -> VideoRequest:
-    """The parent's settings (its reference image too) with a new seed, or with an edited prompt (then the
+    """The parent's settings (its reference image and styles too) with a new seed, or with an edited prompt (then the
     parent's seed, unless one is given, so that the prompt is the only change). Without either, the seed is
     one no clip of the family was made with, and the cache is not asked: regenerating makes a new clip."""
     common = dict(model=parent.model, seconds=str(parent.seconds), size=f"{parent.width}x{parent.height}",
                   negative_prompt=parent.negative_prompt, metadata=dict(parent.request_metadata),
-                  parent_id=parent.id, reference=parent_reference(ctx, parent))
+                  parent_id=parent.id, reference=parent_reference(ctx, parent), styles=job_styles(parent))
     if body.prompt is None:
         if body.seed is None:
             with ctx.sessions() as session:
