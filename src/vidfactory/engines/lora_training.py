@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import WanPipeline
 from PIL import Image
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from vidfactory.engines.base import CancelCheck, EngineError, GenerationCancelled, InvalidInput
@@ -42,6 +44,8 @@ __all__ = [
     "TrainingSample",
     "TrainingSettings",
     "CheckpointCallback",
+    "adapter_applied",
+    "check_settings",
     "settings_for",
     "train_lora",
 ]
@@ -153,6 +157,11 @@ def _check_inputs(samples: list[TrainingSample], settings: TrainingSettings) -> 
                                f"{frames.dtype} {list(frames.shape)}")
         if not sample.caption.strip() or len(sample.caption) > CAPTION_CHARS_MAX:
             raise InvalidInput(f"sample {index}: a caption of 1 to {CAPTION_CHARS_MAX} characters is required")
+    check_settings(settings)
+
+
+def check_settings(settings: TrainingSettings) -> None:
+    """Raise InvalidInput naming the first setting out of range."""
     if not 1 <= settings.rank <= RANK_MAX:
         raise InvalidInput(f"rank must be between 1 and {RANK_MAX}, got {settings.rank}")
     if not 0 < settings.learning_rate <= LEARNING_RATE_MAX or not math.isfinite(settings.learning_rate):
@@ -283,3 +292,15 @@ def _restore(checkpoint: bytes, transformer: torch.nn.Module, optimizer: torch.o
 def _export(transformer: torch.nn.Module) -> bytes:
     tensors = {f"transformer.{key}": value for key, value in _adapter_state(transformer).items()}
     return save_safetensors(tensors, metadata={"format": "pt"})
+
+
+@contextmanager
+def adapter_applied(pipeline: WanPipeline, adapter: bytes, scale: float = 1.0) -> Iterator[None]:
+    """`adapter` (as `train_lora` exports it) active on the pipeline for the block, removed afterwards."""
+    name = f"{ADAPTER_NAME}_preview"
+    pipeline.load_lora_weights(load_safetensors(adapter), adapter_name=name)
+    try:
+        pipeline.set_adapters([name], adapter_weights=[scale])
+        yield
+    finally:
+        pipeline.delete_adapters(name)

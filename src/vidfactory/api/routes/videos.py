@@ -87,7 +87,7 @@ def owned_job(session, caller: Caller, video_id: str, param: str = "id", *, dele
     """Another tenant's video answers exactly like a missing one; a deleted one too, unless `deleted_too`
     (a list cursor: the page after a video deleted since still has its place)."""
     checked_id("video", video_id, param)
-    statement = select(Job).where(Job.id == video_id, Job.tenant_id == caller.tenant_id)
+    statement = select(Job).where(Job.id == video_id, Job.tenant_id == caller.tenant_id, Job.job_type == "video")
     job = session.scalar(statement if deleted_too else statement.where(Job.deleted_at.is_(None)))
     if job is None:
         raise not_found("video", video_id, param)
@@ -117,7 +117,8 @@ def list_videos(
     limit: Annotated[int, Query(ge=0, le=page_size_max)] = 20,
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:
-    statement = select(Job).where(Job.tenant_id == caller.tenant_id, Job.deleted_at.is_(None))
+    statement = select(Job).where(Job.tenant_id == caller.tenant_id, Job.deleted_at.is_(None),
+                                  Job.job_type == "video")
     if after is not None:
         cursor = owned_job(session, caller, after, param="after", deleted_too=True)
         position = tuple_(Job.created_at, Job.id)
