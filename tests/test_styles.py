@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import pytest
 from alembic import command
 from safetensors.torch import save
@@ -9,12 +12,17 @@ from sqlalchemy import inspect
 import torch
 
 from vidfactory.db.migrate import alembic_config
-from vidfactory.db.session import make_engine
+from vidfactory.db.session import make_engine, make_session_factory
+from vidfactory.engines.base import GenerationRequest, StyleAdapter
 from vidfactory.engines.presets import PRESETS, TINY, TINY_I2V
+from vidfactory.engines.wan import WanEngine
 from vidfactory.styles.adapters import check_adapter
 from vidfactory.styles.errors import InvalidAdapter
 
+from conftest import new_tenant
+from fixtures_models import tiny_model_dir  # noqa: F401  (fixture)
 from styles_support import community_adapter, peft_adapter, pickled
+from test_cli import Cli, assert_refused
 
 limits = dict(bytes_max=10_000_000, rank_max=16)
 
@@ -83,3 +91,104 @@ def test_the_migration_adds_and_removes_styles(database_url):
         command.upgrade(config, "head")
     assert shape() == (True, True, True)
     engine.dispose()
+
+
+def _upload(client, tenant, data: bytes, name: str = "brand", filename: str = "brand.safetensors", **fields):
+    return client.post("/v1/styles", headers=tenant.headers, data={"name": name, **fields},
+                       files={"file": (filename, data, "application/octet-stream")})
+
+
+def _stored_adapters(settings, tenant) -> list:
+    root = settings.resolved_storage_dir / "tenants" / tenant.id / "styles"
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def test_a_style_is_uploaded_listed_downloaded_and_deleted_and_private_to_its_tenant(client, ctx, settings):
+    owner, other = new_tenant(ctx.sessions), new_tenant(ctx.sessions)
+    data = community_adapter()
+    created = _upload(client, owner, data, default_scale="0.8", description="house look")
+    assert created.status_code == 201, created.text
+    style = created.json()
+    assert {k: style[k] for k in ("object", "name", "model", "status", "source", "default_scale", "rank")} == {
+        "object": "style", "name": "brand", "model": "wan-tiny", "status": "ready", "source": "uploaded",
+        "default_scale": 0.8, "rank": 4}
+    assert style["sha256"] == hashlib.sha256(data).hexdigest() and style["size_bytes"] == len(data)
+    assert [s["id"] for s in client.get("/v1/styles", headers=owner.headers).json()["data"]] == [style["id"]]
+    for ref in ("brand", style["id"]):
+        assert client.get(f"/v1/styles/{ref}", headers=owner.headers).json()["id"] == style["id"]
+    content = client.get("/v1/styles/brand/content", headers=owner.headers)
+    assert content.status_code == 200 and content.content == data
+    assert _upload(client, owner, data).json()["error"]["code"] == "style_exists"
+    # Another tenant: not listed, not found, not downloadable, not deletable.
+    assert client.get("/v1/styles", headers=other.headers).json()["data"] == []
+    for method, path in (("GET", "brand"), ("GET", style["id"]), ("GET", f"{style['id']}/content"),
+                         ("DELETE", style["id"])):
+        answer = client.request(method, f"/v1/styles/{path}", headers=other.headers)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+    deleted = client.delete("/v1/styles/brand", headers=owner.headers)
+    assert deleted.json() == {"object": "style.deleted", "id": style["id"], "name": "brand", "deleted": True}
+    assert client.get("/v1/styles/brand", headers=owner.headers).status_code == 404
+    assert _stored_adapters(settings, owner) == []
+
+
+def test_a_refused_upload_stores_nothing(client, ctx, settings):
+    tenant = new_tenant(ctx.sessions)
+    wrong_shape = save({"transformer.blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 48),
+                        "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(32, 4)})
+    refusals = [
+        (_upload(client, tenant, b"{not: safetensors}"), "not_safetensors"),
+        (_upload(client, tenant, pickled(), filename="brand.safetensors"), "not_safetensors"),
+        (_upload(client, tenant, peft_adapter(), filename="brand.pt"), "not_safetensors"),
+        (_upload(client, tenant, wrong_shape), "adapter_base_mismatch"),
+        (_upload(client, tenant, peft_adapter(), model="wan-nope"), "model_not_found"),
+        (_upload(client, tenant, peft_adapter(), name="style_" + "0" * 32), "invalid_value"),
+        (_upload(client, tenant, peft_adapter(), default_scale="99"), "invalid_value"),
+    ]
+    for answer, code in refusals:
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == code, answer.text
+    assert "pickled" in refusals[1][0].json()["error"]["message"]
+    assert refusals[0][0].json()["error"]["param"] == "file"
+    assert client.get("/v1/styles", headers=tenant.headers).json()["data"] == []
+    assert _stored_adapters(settings, tenant) == []
+
+
+def test_the_cli_adds_and_removes_a_tenant_style(tmp_path, sqlite_url, models_dir):
+    engine = make_engine(sqlite_url)
+    tenant = new_tenant(make_session_factory(engine))
+    engine.dispose()
+    cli = Cli(tmp_path, models_dir, sqlite_url)
+    (tmp_path / "house.safetensors").write_bytes(peft_adapter())
+    added = cli.json("admin", "style", "add", tenant.id, "house", str(tmp_path / "house.safetensors"),
+                     "--scale", "0.5")
+    assert (added["name"], added["model"], added["rank"], added["default_scale"]) == ("house", "wan-tiny", 4, 0.5)
+    assert_refused(cli("admin", "style", "remove", tenant.id, "nope"), "has no style 'nope'")
+
+
+def _request(adapters=(), seed: int = 7) -> GenerationRequest:
+    return GenerationRequest(prompt="a red fox in the snow", negative_prompt="", width=64, height=64, num_frames=5,
+                             fps=8, num_inference_steps=2, guidance_scale=5.0, seed=seed, adapters=tuple(adapters))
+
+
+def _style(data: bytes, scale: float = 1.0) -> StyleAdapter:
+    return StyleAdapter(sha256=hashlib.sha256(data).hexdigest(), scale=scale, read=lambda: data)
+
+
+def _frames(engine, request) -> np.ndarray:
+    return engine.generate(request, lambda done, total: None, lambda: False).frames
+
+
+def test_one_engine_switches_styles_between_jobs_without_leaking_one_into_the_next(tiny_model_dir):
+    first, second = peft_adapter(seed=1, magnitude=4.0), community_adapter(seed=2, magnitude=4.0)
+    engine = WanEngine("wan-tiny", str(tiny_model_dir), "cpu", preset=TINY, styles_resident_max=1)
+    base = _frames(engine, _request())
+    styled_first = _frames(engine, _request([_style(first)]))
+    styled_second = _frames(engine, _request([_style(second, 0.5)]))  # evicts the first (one resident)
+    after = _frames(engine, _request())
+    assert list(engine.adapters.names) == [hashlib.sha256(second).hexdigest()]
+    # Each equals what a fresh pipeline makes with that adapter alone; the unstyled job is the base exactly.
+    fresh = WanEngine("wan-tiny", str(tiny_model_dir), "cpu", preset=TINY)
+    assert np.array_equal(styled_second, _frames(fresh, _request([_style(second, 0.5)])))
+    fresh = WanEngine("wan-tiny", str(tiny_model_dir), "cpu", preset=TINY)
+    assert np.array_equal(styled_first, _frames(fresh, _request([_style(first)])))
+    assert np.array_equal(after, base)
+    assert not np.array_equal(styled_first, base) and not np.array_equal(styled_second, styled_first)

@@ -24,6 +24,7 @@ ledger_app = typer.Typer(no_args_is_help=True, help="The token ledger.")
 lexicon_app = typer.Typer(no_args_is_help=True, help="A tenant's own prompt-screening terms.")
 template_app = typer.Typer(no_args_is_help=True, help="A tenant's templates (and the built-in library).")
 batch_app = typer.Typer(no_args_is_help=True, help="A tenant's batches.")
+style_app = typer.Typer(no_args_is_help=True, help="A tenant's styles (LoRA adapters).")
 user_app = typer.Typer(no_args_is_help=True, help="Console users: a tenant's people and platform operators.")
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
@@ -32,6 +33,7 @@ admin_app.add_typer(key_app, name="key")
 admin_app.add_typer(lexicon_app, name="lexicon")
 admin_app.add_typer(template_app, name="template")
 admin_app.add_typer(batch_app, name="batch")
+admin_app.add_typer(style_app, name="style")
 admin_app.add_typer(user_app, name="user")
 app.add_typer(ledger_app, name="ledger")
 
@@ -507,6 +509,77 @@ def template_show(tenant: str, name: str, as_json: JsonFlag = False) -> None:
     shown = _template_object(template, "library" if library.get(name) is template else "tenant")
     _emit(as_json, shown, "\n".join([f"{shown['name']} ({shown['source']}, {shown['language']})",
                                      f"variables: {', '.join(shown['variables']) or '-'}", "", shown["body"]]))
+
+
+def _style_line(style: dict) -> str:
+    return (f"{style['name']}\t{style['id']}\t{style['model']}\t{style['status']}\t{style['source']}\t"
+            f"rank {style['rank']}\tscale {style['default_scale']:g}")
+
+
+@style_app.command("list")
+def style_list(tenant: str, as_json: JsonFlag = False) -> None:
+    """TENANT's styles, by name."""
+    from sqlalchemy import select
+
+    from vidfactory.db.models import Style
+    from vidfactory.styles.service import describe
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    try:
+        with _sessions()() as session:
+            found = find_tenant(session, tenant)
+            listed = [describe(style) for style in session.scalars(
+                select(Style).where(Style.tenant_id == found.id).order_by(Style.name))]
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"tenant_id": found.id, "data": listed},
+          "\n".join(_style_line(style) for style in listed) or f"{found.name}: no styles")
+
+
+@style_app.command("add")
+def style_add(tenant: str, name: str, file: Path,
+              model: Annotated[str | None, typer.Option(help="The model it adapts (default: the first).")] = None,
+              scale: Annotated[float, typer.Option(help="Its default scale.")] = 1.0,
+              description: Annotated[str, typer.Option()] = "", as_json: JsonFlag = False) -> None:
+    """Upload FILE (a .safetensors LoRA adapter) as TENANT's style NAME, checked as the API checks it."""
+    from vidfactory.storage.local import LocalStorage
+    from vidfactory.styles.errors import StyleError
+    from vidfactory.styles.service import upload_style
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    settings = _settings()
+    if not file.is_file() or file.stat().st_size > settings.style_upload_bytes_max:
+        _fail(f"{file} is not a file of at most {settings.style_upload_bytes_max} bytes")
+    sessions = _sessions()
+    try:
+        with sessions() as session:
+            tenant_id = find_tenant(session, tenant).id
+        style = upload_style(sessions, LocalStorage(settings.resolved_storage_dir), settings, tenant_id, name=name,
+                             model=model, data=file.read_bytes(), filename=file.name, default_scale=scale,
+                             description=description)
+    except (TenancyError, StyleError) as exc:
+        _fail(str(exc))
+    _emit(as_json, style, _style_line(style))
+
+
+@style_app.command("remove")
+def style_remove(tenant: str, style: str, as_json: JsonFlag = False) -> None:
+    """Delete TENANT's STYLE (name or id) and its adapter; refused while queued or running videos use it."""
+    from vidfactory.storage.local import LocalStorage
+    from vidfactory.styles.errors import StyleError
+    from vidfactory.styles.service import delete_style
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    sessions = _sessions()
+    try:
+        with sessions() as session:
+            tenant_id = find_tenant(session, tenant).id
+        deleted = delete_style(sessions, LocalStorage(_settings().resolved_storage_dir), tenant_id, style)
+    except (TenancyError, StyleError) as exc:
+        _fail(str(exc))
+    if deleted is None:
+        _fail(f"{tenant} has no style {style!r}")
+    _emit(as_json, deleted, f"deleted style {deleted['name']} ({deleted['id']})")
 
 
 def _batch_object(batch, counts: dict[str, int]) -> dict:

@@ -337,6 +337,7 @@ class Settings(BaseSettings):
     styles_per_job_max: int = Field(default=3, ge=1, le=16)
     style_scale_max: float = Field(default=2.0, gt=0, le=16)
     styles_resident_max: int = Field(default=4, ge=1, le=64)
+    styles_per_tenant_max: int = Field(default=100, ge=1)
 
     # Prompts: batches, and enhancement by an OpenAI-compatible chat endpoint (rules when no URL is set).
     batch_items_max: int = Field(default=100, ge=1, le=10_000)

@@ -30,6 +30,7 @@ from vidfactory.api.routes import (
     quotes,
     reviews,
     statements,
+    styles,
     templates,
     trainings,
     verify,
@@ -90,7 +91,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     routers = (videos.router, trainings.router, quotes.router, balance.router, models.router, admin.router, plans.router,
                reviews.router,
                price_books.router, vouchers.router, statements.router, audit.router, lexicon.router, brand.router,
-               verify.router, events.router, templates.router, prompts.router, batches.router, preferences.router,
+               verify.router, events.router, templates.router, styles.router, prompts.router, batches.router,
+               preferences.router,
                workers_routes.router, webhook_endpoints.router, webhook_deliveries.router, webhook_secret.router)
     for router in routers:
         app.include_router(router, responses=error_responses)

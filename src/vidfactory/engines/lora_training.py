@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -25,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from diffusers import WanPipeline
 from PIL import Image
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from vidfactory.engines.base import CancelCheck, EngineError, GenerationCancelled, InvalidInput
@@ -44,7 +42,6 @@ __all__ = [
     "TrainingSample",
     "TrainingSettings",
     "CheckpointCallback",
-    "adapter_applied",
     "check_settings",
     "settings_for",
     "train_lora",
@@ -226,7 +223,10 @@ def _add_adapter(transformer: torch.nn.Module, settings: TrainingSettings) -> li
     config = LoraConfig(r=settings.rank, lora_alpha=settings.rank, init_lora_weights=True,
                         target_modules=list(TARGET_MODULES))
     transformer.add_adapter(config, adapter_name=ADAPTER_NAME)
+    # Only this adapter, and on: styles resident for serving stay loaded but out of the way, and LoRA
+    # layers an unstyled generation bypassed (disable_lora) would bypass the new adapter too.
     transformer.set_adapter(ADAPTER_NAME)
+    transformer.enable_lora()
     params = [p for name, p in transformer.named_parameters() if f".{ADAPTER_NAME}." in name]
     for param in params:
         param.data = param.data.float()
@@ -293,14 +293,3 @@ def _export(transformer: torch.nn.Module) -> bytes:
     tensors = {f"transformer.{key}": value for key, value in _adapter_state(transformer).items()}
     return save_safetensors(tensors, metadata={"format": "pt"})
 
-
-@contextmanager
-def adapter_applied(pipeline: WanPipeline, adapter: bytes, scale: float = 1.0) -> Iterator[None]:
-    """`adapter` (as `train_lora` exports it) active on the pipeline for the block, removed afterwards."""
-    name = f"{ADAPTER_NAME}_preview"
-    pipeline.load_lora_weights(load_safetensors(adapter), adapter_name=name)
-    try:
-        pipeline.set_adapters([name], adapter_weights=[scale])
-        yield
-    finally:
-        pipeline.delete_adapters(name)

@@ -25,11 +25,10 @@ from vidfactory.billing.pricebook import training_quote
 from vidfactory.db.models import Asset, Job, Plan, Style, Tenant
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
-from vidfactory.engines.base import CancelCheck, GeneratedVideo, GenerationRequest, InvalidInput
+from vidfactory.engines.base import CancelCheck, GeneratedVideo, GenerationRequest, InvalidInput, StyleAdapter
 from vidfactory.engines.lora_training import (
     TrainingResult,
     TrainingSettings,
-    adapter_applied,
     check_settings,
     settings_for,
 )
@@ -279,11 +278,12 @@ class TrainingRun:
         """A short clip of `caption` made with the new style at scale 1, the job's seed."""
         frames = min(preset.num_frames, preview_frames_max)
         frames -= (frames - 1) % FRAME_STRIDE
+        style = StyleAdapter(sha256=hashlib.sha256(result.adapter).hexdigest(), scale=1.0,
+                             read=lambda: result.adapter)
         request = GenerationRequest(prompt=caption, negative_prompt="", width=preset.width, height=preset.height,
                                     num_frames=frames, fps=preset.fps, num_inference_steps=preset.steps,
-                                    guidance_scale=preset.guidance_scale, seed=self.job.seed)
-        with adapter_applied(engine.pipeline, result.adapter):
-            return engine.generate(request, lambda *_: None, is_cancelled)
+                                    guidance_scale=preset.guidance_scale, seed=self.job.seed, adapters=(style,))
+        return engine.generate(request, lambda *_: None, is_cancelled)
 
     def store_style(self, preset: WanPreset, result: TrainingResult) -> dict[str, Any]:
         """The adapter checked as an upload would be, stored under its hash; the style's new values."""

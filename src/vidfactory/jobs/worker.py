@@ -234,7 +234,8 @@ class Worker:
             self.post_thread = None
 
     def _load_engine(self, config: ModelConfig, models_dir: Path) -> Engine:
-        return load_engine(config, models_dir, speed_settings(self.settings))
+        return load_engine(config, models_dir, speed_settings(self.settings),
+                           styles_resident_max=self.settings.styles_resident_max)
 
     def engine_for(self, model_id: str) -> Engine:
         if model_id not in self.engines:
