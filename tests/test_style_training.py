@@ -185,8 +185,10 @@ def test_cancelling_a_running_training_stops_it_and_refunds(client, ctx, monkeyp
     assert available(client, tenant) == 10_000
     # A queued one is cancelled at once.
     queued = train(client, tenant, name="second").json()
+    assert client.delete("/v1/styles/second", headers=tenant.headers).status_code == 409  # being trained
     cancelled = client.post(f"/v1/styles/train/{queued['id']}/cancel", headers=tenant.headers).json()
     assert cancelled["status"] == "cancelled" and available(client, tenant) == 10_000
+    assert client.delete("/v1/styles/second", headers=tenant.headers).status_code == 200  # the name is free
     assert_ledger_clean(ctx.sessions)
 
 

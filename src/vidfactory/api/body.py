@@ -302,7 +302,7 @@ async def read_training_create(request: Request, bytes_max: int) -> tuple[Traini
     dataset = fields.pop("dataset", None)
     if isinstance(fields.get("video_ids"), str):  # a form sends them as one comma-separated field
         fields["video_ids"] = [part.strip() for part in fields["video_ids"].split(",") if part.strip()]
-    body = _validated(TrainingCreate, fields)
+    body = validated(TrainingCreate, fields)
     if (dataset is None) == (body.video_ids is None):
         raise ApiError(400, "invalid_value", "send either a dataset ZIP (multipart field dataset) or video_ids",
                        param="dataset")
