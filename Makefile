@@ -11,8 +11,8 @@ TEST_WORKERS ?= auto
 TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
 # Debian packages the tests need, installed by `make system-packages` when missing (apt-get, as root):
-# prometheus for promtool (the alert rules).
-SYSTEM_PACKAGES ?= prometheus
+# prometheus for promtool (the alert rules); chromium and its driver for the console's browser tests.
+SYSTEM_PACKAGES ?= prometheus chromium chromium-driver
 
 .PHONY: run test venv system-packages bench gpu-wheels clean
 
@@ -41,7 +41,7 @@ system-packages:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
 
 test: venv system-packages
-	VIDFACTORY_TEST_POSTGRES_URL="$${VIDFACTORY_TEST_POSTGRES_URL:-$(TEST_POSTGRES_URL)}" $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	VIDFACTORY_TEST_POSTGRES_URL="$${VIDFACTORY_TEST_POSTGRES_URL:-$(TEST_POSTGRES_URL)}" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=25
 
 # Every CPU bench script, one after another (minutes; the GPU ones run through bench/gpu_device.sh).
 bench: venv

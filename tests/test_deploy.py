@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import importlib.resources
+import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,11 +24,13 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from vidfactory.billing import ledger
 from vidfactory.cli import app
+from vidfactory.db.migrate import head_revision
 from vidfactory.db.models import Job
 from vidfactory.db.session import make_engine, make_session_factory
 from vidfactory.db.types import utcnow
@@ -488,3 +492,44 @@ def test_alerts_watch_only_series_the_api_exports():
     used = {name for group in alerts["groups"] for alert in group["rules"]
             for name in re.findall(r"\bvidfactory_\w+", alert["expr"])}
     assert used <= exported_metrics, used - exported_metrics
+
+
+# --- The deployment guide ---------------------------------------------------------------------------------
+
+def test_the_guide_shows_the_memory_planner_and_the_scaling_query_as_they_are():
+    script = importlib.util.spec_from_file_location("memory_table", repo / "scripts" / "memory_table.py")
+    memory_table = importlib.util.module_from_spec(script)
+    script.loader.exec_module(memory_table)
+    guide = (repo / "docs" / "deployment.md").read_text()
+    assert "\n".join(memory_table.rows()) in guide, "rerun scripts/memory_table.py into docs/deployment.md"
+    query = _named(render(overlays[0]), "ScaledObject")["vidfactory-worker-gpu-24gb"]["spec"]["triggers"][0]
+    assert f"```sql\n{query['metadata']['query']}\n```" in guide
+    assert "(docs/deployment.md)" in (repo / "README.md").read_text()
+
+
+# --- The migration step and workers starting together -----------------------------------------------------
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_processes_migrating_one_empty_database_together_all_succeed(postgres_template):
+    """On a release the migration Job and restarting workers may all run `db upgrade` at once."""
+    if postgres_template is None:
+        pytest.skip("PostgreSQL not reachable")
+    admin_url = postgres_template[0]
+    name = f"vf_deploy_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    environment = {**os.environ, "VIDFACTORY_DATABASE_URL": url, "PYTHONPATH": str(repo / "src")}
+    try:
+        upgrades = [subprocess.Popen([sys.executable, "-m", "vidfactory.cli", "db", "upgrade", "--json"],
+                                     env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    for _ in range(2)]
+        outcomes = [(process.wait(120), *process.communicate()) for process in upgrades]
+        assert [code for code, _, _ in outcomes] == [0, 0], [err[-2000:] for _, _, err in outcomes]
+        assert {json.loads(out)["revision"] for _, out, _ in outcomes} == {head_revision()}
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -66,7 +66,8 @@ def test_a_videos_stream_follows_it_to_the_end_and_resumes_after_the_last_event_
     work(server.ctx)
     reader.join(read_deadline_s)
     assert not reader.is_alive(), "the stream did not end with the video"
-    types = [e["event"] for e in seen if e["event"] != "video.progress"]
+    assert seen[-1]["event"] == "end"
+    types = [e["event"] for e in seen if e["event"] not in ("video.progress", "end")]
     assert types[:2] == ["video.queued", "billing.hold_created"]
     assert [t for t in types if t.startswith("video.")][-1] == "video.completed"
     assert "video.in_progress" in types and "billing.settled" in types  # the settlement, committed with it

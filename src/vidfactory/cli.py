@@ -542,7 +542,7 @@ def style_add(tenant: str, name: str, file: Path,
               scale: Annotated[float, typer.Option(help="Its default scale.")] = 1.0,
               description: Annotated[str, typer.Option()] = "", as_json: JsonFlag = False) -> None:
     """Upload FILE (a .safetensors LoRA adapter) as TENANT's style NAME, checked as the API checks it."""
-    from vidfactory.storage.local import LocalStorage
+    from vidfactory.storage import make_storage
     from vidfactory.styles.errors import StyleError
     from vidfactory.styles.service import upload_style
     from vidfactory.tenancy import TenancyError, find_tenant
@@ -554,7 +554,7 @@ def style_add(tenant: str, name: str, file: Path,
     try:
         with sessions() as session:
             tenant_id = find_tenant(session, tenant).id
-        style = upload_style(sessions, LocalStorage(settings.resolved_storage_dir), settings, tenant_id, name=name,
+        style = upload_style(sessions, make_storage(settings), settings, tenant_id, name=name,
                              model=model, data=file.read_bytes(), filename=file.name, default_scale=scale,
                              description=description)
     except (TenancyError, StyleError) as exc:
@@ -565,7 +565,7 @@ def style_add(tenant: str, name: str, file: Path,
 @style_app.command("remove")
 def style_remove(tenant: str, style: str, as_json: JsonFlag = False) -> None:
     """Delete TENANT's STYLE (name or id) and its adapter; refused while queued or running videos use it."""
-    from vidfactory.storage.local import LocalStorage
+    from vidfactory.storage import make_storage
     from vidfactory.styles.errors import StyleError
     from vidfactory.styles.service import delete_style
     from vidfactory.tenancy import TenancyError, find_tenant
@@ -574,7 +574,7 @@ def style_remove(tenant: str, style: str, as_json: JsonFlag = False) -> None:
     try:
         with sessions() as session:
             tenant_id = find_tenant(session, tenant).id
-        deleted = delete_style(sessions, LocalStorage(_settings().resolved_storage_dir), tenant_id, style)
+        deleted = delete_style(sessions, make_storage(_settings()), tenant_id, style)
     except (TenancyError, StyleError) as exc:
         _fail(str(exc))
     if deleted is None:
@@ -753,7 +753,7 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     from vidfactory.jobs.multidevice import LeaderEngine, follow, stop_followers
     from vidfactory.jobs.worker import Worker, speed_settings
     from vidfactory.notify.delivery import start_dispatcher
-    from vidfactory.storage.local import LocalStorage
+    from vidfactory.storage import make_storage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
@@ -771,7 +771,7 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     if devices.parallel:
         def loader(config, models_dir):
             return LeaderEngine(load_engine(config, models_dir, speed_settings(settings), devices))
-    loop = Worker(settings, sessions, LocalStorage(settings.resolved_storage_dir), models=model,
+    loop = Worker(settings, sessions, make_storage(settings), models=model,
                   engine_loader=loader, devices=devices)
     if devices.parallel:
         loop.engine_for(spanned.id)  # every rank loads together: the device mesh is built collectively

@@ -427,6 +427,10 @@ class TemplateUpdate(BaseModel):
     # Render the defaults and generate them when saved (billed as a job), so that the first request for
     # the template as it stands is a result-cache hit.
     pre_generate: bool = False
+    # The tenant's style (name or id) its videos get unless a request names its own, at style_scale
+    # (default: the style's default_scale).
+    style: StyleRefText | None = None
+    style_scale: float | None = Field(default=None, ge=0.0, le=style_scale_limit, allow_inf_nan=False)
 
 
 class TemplateCreate(TemplateUpdate):
@@ -460,6 +464,14 @@ class BatchCreate(BaseModel):
     negative_prompt: PlainText = Field(default="", max_length=prompt_chars_max)
     seed: int | None = Field(default=None, ge=0, le=seed_max, strict=True)
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=metadata_keys_max)
+    style: StyleRefText | None = None
+    styles: list[StyleUse] | None = Field(default=None, max_length=16)
+
+    @model_validator(mode="after")
+    def _style_or_styles(self) -> BatchCreate:
+        if self.style is not None and self.styles is not None:
+            raise ValueError("send style or styles, not both")
+        return self
 
 
 class FeedbackCreate(BaseModel):

@@ -33,7 +33,7 @@ from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
 from vidfactory.engines.base import (Engine, EngineError, GeneratedVideo, GenerationAbandoned,
                                      GenerationCancelled, GenerationRequest, HostedEngine, InvalidInput,
-                                     RemoteTaskCallback)
+                                     RemoteTaskCallback, StyleAdapter)
 from vidfactory.engines.hosted import HostedError, HostedRejected
 from vidfactory.engines.memory import (
     MEMORY_MODES,
@@ -54,7 +54,8 @@ from vidfactory.media.errors import MediaError
 from vidfactory.media.reference import center_crop, decode_rgb
 from vidfactory.safety.frames import FrameClassifier, nsfw_classifier, screen_frames
 from vidfactory.settings import ModelConfig, Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage, StorageError
+from vidfactory.styles.catalog import JobStyle, job_styles
 
 __all__ = ["Worker", "device_report", "new_worker_id", "speed_settings"]
 
@@ -97,7 +98,7 @@ def device_report(settings: Settings, devices: DevicePlan = DevicePlan()) -> wor
 
 
 class Worker:
-    def __init__(self, settings: Settings, sessions: SessionFactory, storage: LocalStorage, *,
+    def __init__(self, settings: Settings, sessions: SessionFactory, storage: Storage, *,
                  worker_id: str | None = None, models: list[str] | None = None,
                  engine_loader: EngineLoader | None = None,
                  classifier_loader: ClassifierLoader = nsfw_classifier,
@@ -406,7 +407,7 @@ class Worker:
             guidance_scale_2=None if config is None else config.guidance_scale_2,
             image=self._reference_frame(job), memory_mode=memory_mode,
             step_cache=self.settings.step_cache if step_cache_allowed else "none",
-            resume_task_id=self._remote_task_of(job))
+            resume_task_id=self._remote_task_of(job), adapters=self._adapters(job))
         deadline = time.monotonic() + self.settings.job_timeout_s
         progress, stop = self._progress_reporter(lease), self._stop_check(lease, deadline)
         if self.is_hosted(job.model):  # its remote task is recorded at once, for a retry to resume
@@ -417,9 +418,28 @@ class Worker:
         self._set_progress(lease, decoded_progress_pct)
         # 3. What it ran with, and the model load it paid.
         applied = {"memory_mode": memory_mode, "step_cache": request.step_cache, **video.engine_settings}
+        if request.adapters:
+            applied["styles"] = [{"sha256": a.sha256, "scale": a.scale} for a in request.adapters]
         lease.transact(lambda session: queue.record_run(session, job.id, self.worker_id, engine_settings=applied,
                                                         model_load_s=load_s), "the run's settings")
         return video
+
+    def _adapters(self, job: Job) -> tuple[StyleAdapter, ...]:
+        """The job's styles; each adapter's bytes are read from storage only if the engine lacks it."""
+        styles = job_styles(job)
+        if styles and self.is_hosted(job.model):
+            raise InvalidInput(f"{job.model} is a hosted model: styles apply to local Wan models only")
+        return tuple(StyleAdapter(sha256=style.sha256, scale=style.scale, read=self._adapter_reader(style))
+                     for style in styles)
+
+    def _adapter_reader(self, style: JobStyle) -> Callable[[], bytes]:
+        def read() -> bytes:
+            data = self.storage.read(style.key)
+            if hashlib.sha256(data).hexdigest() != style.sha256:
+                raise StorageError(f"the stored adapter of style {style.name} does not match its SHA-256")
+            return data
+
+        return read
 
     def _remote_task_of(self, job: Job) -> str | None:
         """The remote task an earlier attempt recorded, if it was made by the engine the model uses now."""

@@ -78,6 +78,7 @@ async def _stream(ctx: AppContext, tenant_id: str, after_seq: int, job_id: str |
             quiet_since = time.monotonic()
             yield _progress_frame(job)
         if job is not None and job.status in finished_states and len(events) < events_per_read:
+            yield "event: end\ndata: {}\n\n"  # says it ends here: a browser would reconnect otherwise
             return
         if time.monotonic() - quiet_since >= ctx.settings.events_heartbeat_s:
             quiet_since = time.monotonic()
