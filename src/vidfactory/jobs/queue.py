@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
@@ -39,8 +39,10 @@ __all__ = [
     "complete",
     "complete_cache_hit",
     "complete_training",
+    "depth",
     "delivered_video_key",
     "expired_leases",
+    "finished_counts",
     "finished_since",
     "fail",
     "finish_cancelled",
@@ -48,6 +50,7 @@ __all__ = [
     "hand_back",
     "heartbeat",
     "hold_for_review",
+    "oldest_queued",
     "overdue_reviews",
     "pending_reviews",
     "record_qc",
@@ -537,6 +540,38 @@ def finished_since(session: Session, since: datetime) -> tuple[int, int]:
         select(func.count().filter(platform_failure), func.count())
         .where(Job.status.in_(("completed", "failed")), Job.completed_at >= since)).one()
     return int(failed or 0), int(finished or 0)
+
+
+def depth(session: Session) -> list[tuple[str, int, str, int]]:
+    """(model, priority, status, jobs) of the unfinished jobs: the queue gauges and the autoscaler's
+    measure. A range of `ix_jobs_claim` (status first); finished jobs are never read."""
+    rows = session.execute(select(Job.model, Job.priority, Job.status, func.count())
+                           .where(Job.status.in_(("queued", "in_progress")))
+                           .group_by(Job.model, Job.priority, Job.status))
+    return [(model, int(priority), status, int(jobs)) for model, priority, status, jobs in rows]
+
+
+def oldest_queued(session: Session) -> dict[str, datetime]:
+    """When the oldest job still waiting for a worker was submitted, per model. Jobs held for an admin's
+    review wait for a person, not a worker, and are left out (the review deadline bounds them)."""
+    rows = session.execute(select(Job.model, func.min(Job.created_at))
+                           .where(Job.status == "queued",
+                                  or_(Job.review_status.is_(None), Job.review_status != "pending"))
+                           .group_by(Job.model))
+    return {model: _aware(created) for model, created in rows if created is not None}
+
+
+def _aware(value: datetime | str) -> datetime:
+    """An aggregate bypasses the column type: SQLite returns min(created_at) as text, without a zone."""
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def finished_counts(session: Session) -> list[tuple[str, str, int]]:
+    """(model, status, jobs) of every job that ended (completed, failed, cancelled), ever."""
+    rows = session.execute(select(Job.model, Job.status, func.count())
+                           .where(Job.status.in_(terminal_states)).group_by(Job.model, Job.status))
+    return [(model, status, int(jobs)) for model, status, jobs in rows]
 
 
 def expired_leases(session: Session, now: datetime, limit: int = 100) -> list[Job]:

@@ -1,8 +1,8 @@
 """training jobs: a job type on the queue (video | training) and a training job's own description; plan
 limits on style training (dataset size, steps, trainings at once)
 
-Revision ID: 0025_training_jobs
-Revises: 0024_console_users
+Revision ID: 0026_training_jobs
+Revises: 0025_observability
 Create Date: 2026-12-06
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0025_training_jobs'
-down_revision = '0024_console_users'
+revision = '0026_training_jobs'
+down_revision = '0025_observability'
 branch_labels = None
 depends_on = None
 
