@@ -47,6 +47,7 @@ __all__ = [
     "revoke_keys",
     "suspend_tenant",
     "update_plan",
+    "write_private",
 ]
 
 key_prefix = "vf_"
@@ -83,18 +84,22 @@ class InvalidPlan(TenancyError):
 # What an admin may set on a plan (its id is fixed: tenants refer to it).
 plan_fields = ("priority", "requests_per_minute", "tenant_requests_per_minute", "read_requests_per_minute",
                "tenant_read_requests_per_minute", "concurrent_jobs", "active_jobs_max", "step_cache_allowed",
-               "review_deadline_s", "review_deadline_action")
+               "review_deadline_s", "review_deadline_action", "training_samples_max", "training_steps_max",
+               "concurrent_trainings")
 
 
 def default_plans() -> list[Plan]:
     return [
         Plan(id="free", priority=0, requests_per_minute=30, concurrent_jobs=1, tenant_requests_per_minute=60,
-             read_requests_per_minute=300, tenant_read_requests_per_minute=600, active_jobs_max=4),
+             read_requests_per_minute=300, tenant_read_requests_per_minute=600, active_jobs_max=4,
+             training_samples_max=20, training_steps_max=500, concurrent_trainings=1),
         Plan(id="pro", priority=5, requests_per_minute=120, concurrent_jobs=4, tenant_requests_per_minute=300,
-             read_requests_per_minute=1200, tenant_read_requests_per_minute=3000, active_jobs_max=50),
+             read_requests_per_minute=1200, tenant_read_requests_per_minute=3000, active_jobs_max=50,
+             training_samples_max=100, training_steps_max=3000, concurrent_trainings=2),
         Plan(id="enterprise", priority=10, requests_per_minute=600, concurrent_jobs=16,
              tenant_requests_per_minute=1500, read_requests_per_minute=6000,
-             tenant_read_requests_per_minute=15000, active_jobs_max=200),
+             tenant_read_requests_per_minute=15000, active_jobs_max=200, training_samples_max=500,
+             training_steps_max=10000, concurrent_trainings=4),
     ]
 
 
@@ -338,7 +343,7 @@ def ensure_admin_token(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write `text` to `path` readable by its owner only (0600), never visible with wider permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
@@ -361,5 +366,5 @@ def demo_key(session: Session, settings: Settings, tenant_id: str) -> str:
             return stored
     revoke_keys(session, tenant_id, label=demo_key_label)
     _, plaintext = create_key(session, tenant_id, label=demo_key_label)
-    _write_private(path, plaintext)
+    write_private(path, plaintext)
     return plaintext

@@ -19,9 +19,11 @@ from vidfactory.jobs.queue import StaleJob
 from vidfactory.jobs.screening import ImageRejected, PromptRejected
 from vidfactory.jobs.spec import InvalidRequest
 from vidfactory.jobs.submit import ActiveJobsLimit
+from vidfactory.jobs.training import TrainingsLimit
 from vidfactory.prompts.errors import PromptError
 from vidfactory.idempotency import IdempotencyConflict, IdempotencyInProgress
 from vidfactory.observability.redact import redact_paths
+from vidfactory.styles.errors import StyleError
 from vidfactory.tenancy import TenantSuspended
 
 __all__ = ["ApiError", "checked_id", "error_responses", "install_error_handlers", "not_found", "validation_message"]
@@ -110,6 +112,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _invalid(_: Request, exc: InvalidRequest):
         return envelope(400, exc.code, str(exc), exc.param)
 
+    @app.exception_handler(StyleError)
+    async def _style(_: Request, exc: StyleError):
+        return envelope(exc.status, exc.code, str(exc), exc.param)
+
     @app.exception_handler(PromptError)
     async def _prompt(_: Request, exc: PromptError):
         return envelope(400, exc.code, str(exc), exc.param)
@@ -122,6 +128,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _active_jobs(request: Request, exc: ActiveJobsLimit):
         retry_after = str(request.app.state.ctx.settings.active_jobs_retry_after_s)
         return envelope(429, "active_jobs_limit", str(exc), None, {"Retry-After": retry_after})
+
+    @app.exception_handler(TrainingsLimit)
+    async def _trainings(request: Request, exc: TrainingsLimit):
+        if exc.limit == 0:
+            return envelope(403, "plan_limit", str(exc), None)
+        retry_after = str(request.app.state.ctx.settings.active_jobs_retry_after_s)
+        return envelope(429, "trainings_limit", str(exc), None, {"Retry-After": retry_after})
 
     @app.exception_handler(IdempotencyConflict)
     async def _idempotency(_: Request, exc: IdempotencyConflict):

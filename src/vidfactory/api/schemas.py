@@ -24,6 +24,8 @@ __all__ = [
     "FeedbackCreate",
     "RegenerateCreate",
     "RemixCreate",
+    "StyleCreate",
+    "StyleUse",
     "TemplateCreate",
     "TemplateForm",
     "data_url_chars_max",
@@ -84,6 +86,29 @@ Variables = Annotated[dict[VariableName, VariableValue], Field(max_length=tpl.va
 batch_values_max = 100  # values in one variable's list
 
 
+# A style as a request names it: its name, or its id (style_<hex>), which the same pattern admits.
+StyleRefText = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+style_scale_limit = 16.0  # the schema's bound; the platform's own (settings.style_scale_max) is checked after
+
+
+class StyleUse(BaseModel):
+    """One style a video is made with, at `scale` (default: the style's default_scale)."""
+
+    model_config = ConfigDict(extra="forbid")
+    style: StyleRefText
+    scale: float | None = Field(default=None, ge=0.0, le=style_scale_limit, allow_inf_nan=False)
+
+
+class StyleCreate(BaseModel):
+    """The text fields of POST /v1/styles (multipart, beside the `file`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: StyleRefText
+    model: str | None = Field(default=None, min_length=1, max_length=64)
+    default_scale: float = Field(default=1.0, ge=0.0, le=style_scale_limit, allow_inf_nan=False)
+    description: PlainText = Field(default="", max_length=500)
+
+
 def _seconds_also_integer(schema: dict) -> None:
     schema["anyOf"].insert(1, {"type": "integer", "minimum": 0, "maximum": 999})
 
@@ -113,6 +138,10 @@ class VideoCreate(BaseModel):
     cache: Literal["exact", "similar", "off"] = "exact"
     # Receives this video's events, signed with the tenant's job webhook secret (GET /v1/webhook_secret).
     webhook_url: str | None = Field(default=None, min_length=1, max_length=url_chars_max)
+    # The tenant's styles (LoRA adapters): one by name or id, or several with their scales. None: the
+    # template's default style, if any.
+    style: StyleRefText | None = None
+    styles: list[StyleUse] | None = Field(default=None, max_length=16)
 
     @field_validator("seconds", mode="before")
     @classmethod
@@ -132,6 +161,8 @@ class VideoCreate(BaseModel):
             raise ValueError("send either prompt or template (with variables)")
         if self.variables is not None and self.template is None:
             raise ValueError("variables belong to a template")
+        if self.style is not None and self.styles is not None:
+            raise ValueError("send style or styles, not both")
         return self
 
 
@@ -250,6 +281,12 @@ PlanReviewAction = Annotated[Literal["approve", "refund"], Field(description=(
     "charged nothing)"))]
 PlanStepCache = Annotated[bool, Field(strict=True, description="step caching (First Block Cache, MagCache, "
                                       "TaylorSeer) may run: faster, but it changes the output")]
+PlanTrainingSamples = Annotated[int, Field(ge=1, le=10_000, strict=True, description=(
+    "images and clips one style training may learn from"))]
+PlanTrainingSteps = Annotated[int, Field(ge=1, le=20_000, strict=True, description=(
+    "training steps one style training may run (each step is billed)"))]
+PlanTrainingsAtOnce = Annotated[int, Field(ge=0, le=64, strict=True, description=(
+    "style trainings queued or running at once (0: the plan cannot train styles)"))]
 
 
 class PlanCreate(BaseModel):
@@ -265,6 +302,9 @@ class PlanCreate(BaseModel):
     step_cache_allowed: PlanStepCache = False
     review_deadline_s: PlanReviewDeadline = 3600
     review_deadline_action: PlanReviewAction = "refund"
+    training_samples_max: PlanTrainingSamples = 50
+    training_steps_max: PlanTrainingSteps = 2000
+    concurrent_trainings: PlanTrainingsAtOnce = 1
 
 
 class PlanUpdate(BaseModel):
@@ -282,6 +322,9 @@ class PlanUpdate(BaseModel):
     step_cache_allowed: PlanStepCache = None
     review_deadline_s: PlanReviewDeadline = None
     review_deadline_action: PlanReviewAction = None
+    training_samples_max: PlanTrainingSamples = None
+    training_steps_max: PlanTrainingSteps = None
+    concurrent_trainings: PlanTrainingsAtOnce = None
 
 
 class PlanPublic(BaseModel):
@@ -297,6 +340,9 @@ class PlanPublic(BaseModel):
     step_cache_allowed: bool
     review_deadline_s: int
     review_deadline_action: str
+    training_samples_max: int
+    training_steps_max: int
+    concurrent_trainings: int
     tenants: int = Field(description="tenants on this plan")
 
 
@@ -381,6 +427,10 @@ class TemplateUpdate(BaseModel):
     # Render the defaults and generate them when saved (billed as a job), so that the first request for
     # the template as it stands is a result-cache hit.
     pre_generate: bool = False
+    # The tenant's style (name or id) its videos get unless a request names its own, at style_scale
+    # (default: the style's default_scale).
+    style: StyleRefText | None = None
+    style_scale: float | None = Field(default=None, ge=0.0, le=style_scale_limit, allow_inf_nan=False)
 
 
 class TemplateCreate(TemplateUpdate):
@@ -414,6 +464,14 @@ class BatchCreate(BaseModel):
     negative_prompt: PlainText = Field(default="", max_length=prompt_chars_max)
     seed: int | None = Field(default=None, ge=0, le=seed_max, strict=True)
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=metadata_keys_max)
+    style: StyleRefText | None = None
+    styles: list[StyleUse] | None = Field(default=None, max_length=16)
+
+    @model_validator(mode="after")
+    def _style_or_styles(self) -> BatchCreate:
+        if self.style is not None and self.styles is not None:
+            raise ValueError("send style or styles, not both")
+        return self
 
 
 class FeedbackCreate(BaseModel):
@@ -438,6 +496,25 @@ class RegenerateCreate(BaseModel):
         if value is not None and not value.strip():
             raise ValueError("must not be blank")
         return value
+
+
+class TrainingCreate(BaseModel):
+    """POST /v1/styles/train: the style to make and how; the dataset is the multipart file `dataset` (a ZIP
+    of images and clips, each captioned by a same-named .txt or by `caption`), or `video_ids`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64, description="the style's name (unique per tenant)")
+    model: str = Field(min_length=1, max_length=64, description="the Wan model whose transformer it adapts")
+    video_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, min_length=1, max_length=1_000, description="the tenant's own completed videos")
+    caption: str | None = Field(default=None, min_length=1, max_length=2_000,
+                                description="for files without their own caption")
+    steps: int | None = Field(default=None, ge=1, le=20_000, description="default: the model's preset")
+    rank: int | None = Field(default=None, ge=1, le=128)
+    learning_rate: float | None = Field(default=None, gt=0, le=0.05)
+    default_scale: float = Field(default=1.0, ge=0, le=16)
+    description: str = Field(default="", max_length=500)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
 class RemixCreate(BaseModel):

@@ -2,7 +2,8 @@
 caller's transaction, so a webhook exists exactly when the change it reports committed.
 
 Targets are the tenant's enabled endpoints subscribed to the type, and the job's own `webhook_url`.
-Nothing is written when there is no target.
+Every tenant event is kept, targets or not: the event streams (`events_after`, Server-Sent Events) read
+the same rows the webhooks are sent from, in the order of their `seq`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ __all__ = [
     "billing_event",
     "ensure_job_secret",
     "event_types",
+    "events_after",
+    "terminal_video_types",
     "operator_event_types",
     "record_event",
     "record_operator_event",
@@ -31,6 +34,8 @@ __all__ = [
     "review_required_event",
     "rotate",
     "secrets_in_force",
+    "training_data",
+    "training_event",
     "video_event",
     "voucher_event",
 ]
@@ -39,9 +44,11 @@ event_types = (
     "video.queued", "video.in_progress", "video.completed", "video.failed", "video.cancelled",
     "video.review_required",
     "billing.hold_created", "billing.settled", "billing.released", "billing.voucher_granted",
+    "training.progress", "training.completed", "training.failed",
 )
 
 operator_event_types = ("alert.raised",)
+terminal_video_types = ("video.completed", "video.failed", "video.cancelled")
 
 
 def _subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
@@ -49,16 +56,14 @@ def _subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
 
 
 def record_event(session: Session, tenant_id: str, type: str, data: dict[str, Any], *,  # noqa: A002
-                 job_id: str | None = None, job_webhook_url: str | None = None) -> WebhookEvent | None:
-    """The event and its outbox rows, in the caller's transaction. Returns None when nobody listens."""
+                 job_id: str | None = None, job_webhook_url: str | None = None) -> WebhookEvent:
+    """The event and its outbox rows (none when no webhook listens), in the caller's transaction."""
     assert type in event_types, f"unknown event type {type!r}"
     endpoints = [e for e in session.scalars(select(WebhookEndpoint).where(
         WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.status == "enabled",
         WebhookEndpoint.deleted_at.is_(None))) if _subscribed(e, type)]
-    if not endpoints and job_webhook_url is None:
-        return None
     now = utcnow()
-    event = WebhookEvent(id=f"msg_{uuid.uuid4().hex}", tenant_id=tenant_id, type=type, created_at=now,
+    event = WebhookEvent(id=f"msg_{uuid.uuid4().hex}", tenant_id=tenant_id, type=type, created_at=now, job_id=job_id,
                          payload={"type": type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data})
     session.add(event)
     session.flush()  # before its deliveries: no ORM relationship orders the two inserts
@@ -69,6 +74,17 @@ def record_event(session: Session, tenant_id: str, type: str, data: dict[str, An
                                     attempts=0, next_attempt_at=now, created_at=now))
     session.flush()
     return event
+
+
+def events_after(session: Session, tenant_id: str, after_seq: int, *, job_id: str | None = None,
+                 limit: int = 100) -> list[WebhookEvent]:
+    """A tenant's events (or one of its videos') recorded after `after_seq`, oldest first."""
+    assert 1 <= limit <= 1000
+    query = (select(WebhookEvent).where(WebhookEvent.tenant_id == tenant_id, WebhookEvent.seq > after_seq)
+             .order_by(WebhookEvent.seq).limit(limit))
+    if job_id is not None:
+        query = query.where(WebhookEvent.job_id == job_id)
+    return list(session.scalars(query))
 
 
 def record_operator_event(session: Session, type: str, data: dict[str, Any]) -> WebhookEvent:  # noqa: A002
@@ -100,6 +116,23 @@ def video_event(session: Session, job: Job, type: str) -> None:  # noqa: A002
     record_event(session, job.tenant_id, type, video_data(job), job_id=job.id, job_webhook_url=job.webhook_url)
 
 
+def training_data(job: Job) -> dict[str, Any]:
+    """A style training as its events and its API object show it."""
+    training = job.training or {}
+    error = failure_object(job.error_type, job.error_message) if job.status == "failed" else None
+    return {"id": job.id, "object": "style.training", "status": job.status, "model": job.model,
+            "style_id": training.get("style_id"), "step": training.get("step", 0), "steps": job.steps,
+            "loss": training.get("loss"), "progress": job.progress, "error": error,
+            "usage": {"total_tokens": job.total_tokens}}
+
+
+def training_event(session: Session, job: Job, type: str) -> None:  # noqa: A002
+    """`training.progress` (step, steps, loss), `training.completed` or `training.failed` (a cancelled
+    training is failed for its listeners: no style came of it; its status says cancelled)."""
+    assert job.job_type == "training", f"{job.id} is not a training"
+    record_event(session, job.tenant_id, type, training_data(job), job_id=job.id, job_webhook_url=job.webhook_url)
+
+
 def review_required_event(session: Session, job: Job) -> None:
     """The job waits for an admin's review (its state stays queued or in_progress); the review says until
     when, and what happens then. The reason stays with the admins."""
@@ -120,7 +153,7 @@ def review_data(job: Job) -> dict[str, Any] | None:
 def billing_event(session: Session, job: Job, type: str, charged: int | None) -> None:  # noqa: A002
     """A hold created (`charged` None), settled (`charged` tokens, the rest released) or released (0)."""
     held = job.total_tokens
-    data = {"object": "billing", "video_id": job.id, "hold_id": job.hold_id, "held": held,
+    data = {"object": "billing", f"{job.job_type}_id": job.id, "hold_id": job.hold_id, "held": held,
             "settled": charged, "released": None if charged is None else held - charged}
     record_event(session, job.tenant_id, type, data, job_id=job.id, job_webhook_url=job.webhook_url)
 
