@@ -30,7 +30,7 @@ import pytest
 from sqlalchemy import func, select
 
 from vidfactory.billing import ledger
-from vidfactory.db.models import Asset, Job, Transfer, WebhookEvent
+from vidfactory.db.models import Asset, Job, Plan, Transfer, WebhookEvent
 from vidfactory.db.session import make_engine, make_session_factory
 from vidfactory.engines.tiny import ensure_tiny_model
 from vidfactory.notify import endpoints
@@ -56,10 +56,9 @@ request_timeout_s = 30.0
 # The smallest clip the API accepts: 64×64, one second at 4 fps (5 frames), one denoising step.
 tiny_models = [{"id": "wan-tiny", "engine": "wan-tiny", "default_size": "64x64", "default_seconds": 1,
                 "fps": 4, "steps": 1, "guidance_scale": 1.0}]  # 1.0: no classifier-free guidance pass
-metered_plan = {"priority": 1, "requests_per_minute": metered_budget, "tenant_requests_per_minute": metered_budget,
-                "read_requests_per_minute": 600, "tenant_read_requests_per_minute": 600, "concurrent_jobs": 2,
-                "active_jobs_max": metered_attempts, "step_cache_allowed": False, "review_deadline_s": 3600,
-                "review_deadline_action": "refund"}
+# The pro plan, with a write budget small enough to meet.
+metered_limits = {"priority": 1, "requests_per_minute": metered_budget, "tenant_requests_per_minute": metered_budget,
+                  "concurrent_jobs": 2, "active_jobs_max": metered_attempts}
 terminal_events = ("video.completed", "video.failed")
 
 
@@ -213,7 +212,8 @@ def test_the_cluster_survives_sigkills_and_accounts_for_every_job(tmp_path, post
     engine = make_engine(postgres_url)
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
-        create_plan(session, "metered", {name: metered_plan[name] for name in plan_fields})
+        pro = session.get(Plan, "pro")
+        create_plan(session, "metered", {name: getattr(pro, name) for name in plan_fields} | metered_limits)
     tenants = {plan: new_tenant(sessions, tokens=100_000_000, plan=plan) for plan in ("enterprise", "pro", "metered")}
     with sessions.begin() as session:
         for tenant in tenants.values():
