@@ -46,7 +46,7 @@ def served_from(video: dict) -> str | None:
 
 
 def files_of(ctx, video: dict) -> list[str]:
-    folder = ctx.storage.root / job_row(ctx.sessions, video["id"]).tenant_id / video["id"]
+    folder = ctx.storage.root / "tenants" / job_row(ctx.sessions, video["id"]).tenant_id / video["id"]
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 

@@ -29,7 +29,7 @@ from vidfactory.jobs.submit import Priced, StagedFiles, VideoRequest, enqueue, p
 from vidfactory.media.reference import ReferenceImage
 from vidfactory.prompts.batch import BatchItem, expand
 from vidfactory.settings import ModelConfig, Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage
 from vidfactory.styles.catalog import StyleRef
 from vidfactory.tenancy import Caller
 
@@ -65,7 +65,7 @@ class PreparedItem:
     review: Review | None
 
 
-def batch_reference(sessions: SessionFactory, storage: LocalStorage, tenant_id: str,
+def batch_reference(sessions: SessionFactory, storage: Storage, tenant_id: str,
                     template: str) -> ReferenceImage | None:
     """The template's reference image, as every item will carry it (None without one)."""
     with sessions() as session:
@@ -119,7 +119,7 @@ def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Call
                  caller: Caller, spec: BatchSpec, chars_max: int,
                  render: Callable[[Session, Batch], dict[str, Any]],
                  idempotency: tuple[str, str] | None = None, *, screens: PromptScreens,
-                 storage: LocalStorage, reference: ReferenceImage | None = None) -> Outcome:
+                 storage: Storage, reference: ReferenceImage | None = None) -> Outcome:
     """`reference`: the template's image (`batch_reference`), copied to each job in `storage`. Raises
     PromptError / InvalidRequest / ImageRejected (nothing created), PromptRejected or InsufficientBalance
     when `atomic` and an item is blocked or the balance cannot hold every item (nothing held), IdempotencyConflict;
@@ -159,7 +159,7 @@ def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Call
         session.flush()
         return 202, render(session, batch)
 
-    return run_once_staged(sessions, caller.tenant_id, idempotency, hold_and_enqueue, storage)
+    return run_once_staged(sessions, settings, caller.tenant_id, idempotency, hold_and_enqueue, storage)
 
 
 def batch_quote(session: Session, batch: Batch) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from vidfactory.prompts import enhance as enhancement
 from vidfactory.prompts.library import builtin
 from vidfactory.prompts.templates import Template, TemplateImage, render
 from vidfactory.settings import Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage
 from vidfactory.styles.catalog import StyleRef
 
 __all__ = ["PromptRequest", "ResolvedPrompt", "enhance_mode", "find_template", "llm_endpoint", "resolve_prompt",
@@ -71,7 +71,7 @@ def _stored_image(row: TemplateRow) -> TemplateImage | None:
                          height=row.reference_height, content_type=row.reference_content_type)
 
 
-def template_reference(storage: LocalStorage, template: str, image: TemplateImage) -> ReferenceImage:
+def template_reference(storage: Storage, template: str, image: TemplateImage) -> ReferenceImage:
     """The template's image, read back and checked: the job stores its own copy of these bytes."""
     try:
         reference = read_reference(storage.read(image.key))

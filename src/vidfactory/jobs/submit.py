@@ -32,8 +32,9 @@ from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
 from vidfactory.media.reference import ReferenceImage
 from vidfactory.notify.events import billing_event, ensure_job_secret, video_event
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
+from vidfactory.observability.metrics import cache_lookups
 from vidfactory.settings import ModelConfig, Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage, tenant_key
 from vidfactory.styles import catalog as styles_catalog
 from vidfactory.styles.catalog import JobStyle
 from vidfactory.tenancy import Caller, check_not_suspended
@@ -196,7 +197,7 @@ def cache_spec(priced: Priced, request: VideoRequest) -> CacheSpec:
 
 def reference_key(tenant_id: str, job_id: str, reference: ReferenceImage) -> str:
     """Each job keeps its own copy: deleting one video never takes another's first frame."""
-    return f"{tenant_id}/{job_id}/reference.{reference.extension}"
+    return tenant_key(tenant_id, job_id, f"reference.{reference.extension}")
 
 
 def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: Priced, hold: ledger.Hold,
@@ -286,7 +287,7 @@ def submit(
     review: Review | None = None,
     *,
     screens: PromptScreens,
-    storage: LocalStorage | None = None,
+    storage: Storage | None = None,
 ) -> Outcome:
     """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision.
     The prompt the model will read is screened first (`screens`): a `review` match holds the job too.
@@ -315,6 +316,8 @@ def submit(
             session, tenant_id=caller.tenant_id, mode=request.cache, fingerprint=job.cache_fingerprint,
             shape_key=job.cache_shape_key, prompt=job.prompt, candidates_max=settings.cache_candidates_max,
             shared=settings.cache_shared)
+        if request.cache != "off":
+            cache_lookups.labels(result="miss" if hit is None else "hit").inc()
         if hit is not None:  # a worker re-labels the source's clip as this job's own (no media work here)
             queue.serve_from_cache(session, job, hit.job_id, hit.score)
             session.refresh(job)
@@ -322,14 +325,14 @@ def submit(
         files.store_reference(job, request.reference)
         return 200, render(session, job)
 
-    return run_once_staged(sessions, caller.tenant_id, idempotency, hold_and_enqueue, storage)
+    return run_once_staged(sessions, settings, caller.tenant_id, idempotency, hold_and_enqueue, storage)
 
 
 class StagedFiles:
     """Files a submission writes inside its transaction for the jobs it creates. Each key names its job,
     so nobody else reads it; `forget` deletes them when that transaction was not this request's own."""
 
-    def __init__(self, storage: LocalStorage | None) -> None:
+    def __init__(self, storage: Storage | None) -> None:
         self.storage = storage
         self.keys: list[str] = []
 
@@ -339,7 +342,7 @@ class StagedFiles:
             return
         assert self.storage is not None and job.reference_key is not None, "a reference needs the storage"
         self.keys.append(job.reference_key)
-        self.storage.put(job.reference_key, reference.data)
+        self.storage.put(job.reference_key, reference.data, content_type=reference.content_type)
 
     def forget(self) -> None:
         for key in self.keys:
@@ -347,14 +350,16 @@ class StagedFiles:
             self.storage.delete(key)
 
 
-def run_once_staged(sessions: SessionFactory, tenant_id: str, idempotency: tuple[str, str] | None,
+def run_once_staged(sessions: SessionFactory, settings: Settings, tenant_id: str,
+                    idempotency: tuple[str, str] | None,
                     effect: Callable[[Session, StagedFiles], tuple[int, dict[str, Any]]],
-                    storage: LocalStorage | None) -> Outcome:
+                    storage: Storage | None) -> Outcome:
     """`run_once`, with the files `effect` stores removed again unless its transaction commits as ours:
     on any error, and on a replay (a concurrent request with the key won: its jobs, not ours, exist)."""
     files = StagedFiles(storage)
     try:
-        outcome = run_once(sessions, tenant_id, idempotency, lambda session: effect(session, files))
+        outcome = run_once(sessions, tenant_id, idempotency, lambda session: effect(session, files),
+                           reservation_s=settings.idempotency_reservation_s)
     except BaseException:
         files.forget()
         raise

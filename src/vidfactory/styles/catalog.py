@@ -104,9 +104,11 @@ def users(session: Session, style: Style) -> list[str]:
 
 
 def delete(session: Session, locked: Style) -> str | None:
-    """Delete `locked` (found with lock="update") unless queued or running jobs use it (StyleInUse);
-    templates naming it lose their default style. Returns its adapter's key: the caller removes the file
-    once this commits."""
+    """Delete `locked` (found with lock="update") unless queued or running jobs use it, or it is being
+    trained (StyleInUse); templates naming it lose their default style. Returns its adapter's key: the
+    caller removes the file once this commits."""
+    if locked.status == "training":
+        raise StyleInUse(f"style {locked.name!r} is being trained; cancel its training first")
     in_use = users(session, locked)
     if in_use:
         raise StyleInUse(f"style {locked.name!r} is used by queued or running videos ({', '.join(in_use)}); "

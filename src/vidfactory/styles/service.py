@@ -17,7 +17,7 @@ from vidfactory.db.models import Style
 from vidfactory.db.session import SessionFactory
 from vidfactory.engines.presets import preset
 from vidfactory.settings import Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage
 from vidfactory.styles import catalog
 from vidfactory.styles.adapters import check_adapter
 from vidfactory.styles.errors import InvalidAdapter, InvalidStyle, StyleError
@@ -61,7 +61,7 @@ def _base_for_upload(settings: Settings, model_name: str | None) -> str:
     return base
 
 
-def upload_style(sessions: SessionFactory, storage: LocalStorage, settings: Settings, tenant_id: str, *,
+def upload_style(sessions: SessionFactory, storage: Storage, settings: Settings, tenant_id: str, *,
                  name: str, model: str | None, data: bytes, filename: str = "", default_scale: float = 1.0,
                  description: str = "") -> dict[str, Any]:
     """Check the adapter against the model's base (StyleError otherwise, nothing stored), store it under
@@ -106,7 +106,7 @@ def _check_room(session, tenant_id: str, styles_max: int) -> None:
                            code="styles_limit")
 
 
-def delete_style(sessions: SessionFactory, storage: LocalStorage, tenant_id: str, ref: str) -> dict[str, Any] | None:
+def delete_style(sessions: SessionFactory, storage: Storage, tenant_id: str, ref: str) -> dict[str, Any] | None:
     """Delete the tenant's style `ref` (name or id) and its adapter file; None when it has none of that
     name. StyleInUse (409) while queued or running jobs use it."""
     with sessions.begin() as session:

@@ -7,6 +7,7 @@ import csv
 import functools
 import io
 import json
+import shutil
 import zipfile
 from typing import Annotated, Any
 
@@ -119,7 +120,8 @@ def batch_archive(batch_id: str, ctx: ContextDep, session: SessionDep, caller: C
             asset = videos.get(job.id)
             if job.status == "completed" and job.deleted_at is None and asset is not None:
                 name = f"item-{job.batch_item:04d}.mp4"
-                archive.writestr(zipfile.ZipInfo(name), ctx.storage.read(asset.storage_key))  # MP4: stored as is
+                with ctx.storage.open(asset.storage_key) as clip, archive.open(zipfile.ZipInfo(name), "w") as entry:
+                    shutil.copyfileobj(clip, entry)  # MP4: stored as is
                 writer.writerow(_manifest_row(job, name, asset.sha256))
             else:
                 writer.writerow(_manifest_row(job, "", ""))

@@ -32,7 +32,7 @@ from vidfactory.prompts.library import library
 from vidfactory.jobs.submit import submit
 from vidfactory.media.reference import ReferenceImage
 from vidfactory.prompts.templates import Template, TemplateImage, check_template, name_pattern, render
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage, tenant_key
 from vidfactory.styles import catalog as styles_catalog
 from vidfactory.styles.errors import InvalidStyle
 from vidfactory.tenancy import Caller
@@ -88,7 +88,7 @@ def _stored_as(tenant_id: str, row_id: str, image: ReferenceImage | None) -> Tem
     (until the old one is removed), and never finds other bytes under the name it read."""
     if image is None:
         return None
-    key = f"{tenant_id}/templates/{row_id}/reference-{image.sha256}.{image.extension}"
+    key = tenant_key(tenant_id, "templates", row_id, f"reference-{image.sha256}.{image.extension}")
     return TemplateImage(key=key, sha256=image.sha256, width=image.width, height=image.height,
                          content_type=image.content_type)
 
@@ -133,7 +133,7 @@ def _row_values(template: Template) -> dict[str, Any]:
             "style_scale": template.default_style_scale}
 
 
-def _forget(storage: LocalStorage, key: str | None, kept: str | None = None) -> None:
+def _forget(storage: Storage, key: str | None, kept: str | None = None) -> None:
     """Removes a template's file that no committed row names (`kept` is the one that still does)."""
     if key is not None and key != kept:
         storage.delete(key)
@@ -184,7 +184,7 @@ def create_template(body: TemplateCreate, ctx: ContextDep, caller: CallerDep) ->
     try:
         with ctx.sessions.begin() as session:
             if image is not None and key is not None:  # the file exists before the row that names it
-                ctx.storage.put(key, image.data)
+                ctx.storage.put(key, image.data, content_type=image.content_type)
             row = TemplateRow(id=row_id, tenant_id=caller.tenant_id, name=template.name,
                               pre_generate=body.pre_generate, **_row_values(template))
             session.add(row)
@@ -252,7 +252,7 @@ def replace_template(name: str, body: TemplateUpdate, ctx: ContextDep, caller: C
             stale = rendered is not None and (not row.pre_generate or _renders_otherwise(previous, rendered)
                                               or old_key != new_key)
             if image is not None and new_key is not None and new_key != old_key:
-                ctx.storage.put(new_key, image.data)
+                ctx.storage.put(new_key, image.data, content_type=image.content_type)
             for key, value in {**_row_values(template), "pre_generate": body.pre_generate}.items():
                 setattr(row, key, value)
             row.updated_at = utcnow()
