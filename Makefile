@@ -41,7 +41,7 @@ system-packages:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
 
 test: venv system-packages
-	VIDFACTORY_TEST_POSTGRES_URL="$${VIDFACTORY_TEST_POSTGRES_URL:-$(TEST_POSTGRES_URL)}" $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	VIDFACTORY_TEST_POSTGRES_URL="$${VIDFACTORY_TEST_POSTGRES_URL:-$(TEST_POSTGRES_URL)}" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=25
 
 # Every CPU bench script, one after another (minutes; the GPU ones run through bench/gpu_device.sh).
 bench: venv

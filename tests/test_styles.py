@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+from decimal import Decimal
 
 import numpy as np
 import pytest
-from alembic import command
-from safetensors.torch import save
-from sqlalchemy import inspect
 import torch
+from alembic import command
+from fastapi.testclient import TestClient
+from safetensors.torch import save
+from sqlalchemy import inspect, select
+
+from vidfactory.api.app import create_app
+from vidfactory.billing.pricebook import PriceBookBody, body_sha256, quote
+from vidfactory.db.models import Job
+from vidfactory.engines.registry import load_engine
+from vidfactory.jobs.worker import Worker
+from vidfactory.settings import ModelConfig
 
 from vidfactory.db.migrate import alembic_config
 from vidfactory.db.session import make_engine, make_session_factory
@@ -19,7 +28,7 @@ from vidfactory.engines.wan import WanEngine
 from vidfactory.styles.adapters import check_adapter
 from vidfactory.styles.errors import InvalidAdapter
 
-from conftest import new_tenant
+from conftest import assert_ledger_clean, make_settings, new_tenant
 from fixtures_models import tiny_model_dir  # noqa: F401  (fixture)
 from styles_support import community_adapter, peft_adapter, pickled
 from test_cli import Cli, assert_refused
@@ -192,3 +201,108 @@ def test_one_engine_switches_styles_between_jobs_without_leaking_one_into_the_ne
     assert np.array_equal(styled_first, _frames(fresh, _request([_style(first)])))
     assert np.array_equal(after, base)
     assert not np.array_equal(styled_first, base) and not np.array_equal(styled_second, styled_first)
+
+
+class Recording:
+    """The worker's real engine; keeps each generation's frames, in the order the jobs ran."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.model_id, self.frames = engine, engine.model_id, []
+
+    def generate(self, request, on_progress, is_cancelled):
+        video = self.engine.generate(request, on_progress, is_cancelled)
+        self.frames.append(video.frames)
+        return video
+
+
+@pytest.fixture
+def styled_app(tmp_path, database_url, models_dir):
+    settings = make_settings(tmp_path, database_url, models_dir, output_screening_enabled=False,
+                             models=[ModelConfig(id="wan-tiny", engine="wan-tiny", steps=2)])
+    with TestClient(create_app(settings, workers=0)) as client:
+        yield client, client.app.state.ctx
+
+
+def _video(client, tenant, key: str | None = None, **fields):
+    body = {"prompt": "a lighthouse at dusk", "size": "64x64", "seconds": "1", "seed": 5, **fields}
+    return client.post("/v1/videos", headers={**tenant.headers, **({"Idempotency-Key": key} if key else {})},
+                       json=body)
+
+
+def test_styled_videos_get_their_own_adapter_the_same_one_for_every_tenant_and_block_deletion(styled_app):
+    client, ctx = styled_app
+    owner, other = new_tenant(ctx.sessions, tokens=100_000), new_tenant(ctx.sessions, tokens=100_000)
+    house, accent = peft_adapter(seed=1, magnitude=4.0), community_adapter(seed=2, magnitude=4.0)
+    assert _upload(client, owner, house, name="house").status_code == 201
+    assert _upload(client, owner, accent, name="accent", default_scale="0.5").status_code == 201
+    assert _upload(client, other, house, name="their-house").status_code == 201  # same bytes, new name
+    # Another tenant's style is no style at all to this one.
+    refused = _video(client, other, style="accent").json()["error"]
+    assert (refused["code"], refused["param"]) == ("style_not_found", "style")
+    plain = _video(client, owner).json()
+    styled = _video(client, owner, style="house").json()
+    assert styled["styles"] == [{"id": styled["styles"][0]["id"], "name": "house",
+                                 "sha256": hashlib.sha256(house).hexdigest(), "scale": 1.0}]
+    assert styled["usage"]["total_tokens"] == plain["usage"]["total_tokens"]  # the default book: same price
+    both = _video(client, owner, styles=[{"style": "accent"}, {"style": "house", "scale": 0.25}]).json()
+    theirs = _video(client, other, style="their-house").json()
+    again = _video(client, owner, cache="off").json()
+    # Queued videos use `house`: it cannot be deleted (nor would a template lose it) until they are done.
+    blocked = client.delete("/v1/styles/house", headers=owner.headers)
+    assert blocked.status_code == 409 and blocked.json()["error"]["code"] == "style_in_use"
+    recording = Recording(load_engine(ctx.settings.models[0], ctx.settings.models_dir))
+    worker = Worker(ctx.settings, ctx.sessions, ctx.storage, worker_id="w", engine_loader=lambda c, p: recording)
+    while worker.run_once():
+        pass
+    frames = dict(zip([v["id"] for v in (plain, styled, both, theirs, again)], recording.frames))
+    assert len(recording.frames) == 5, "every video generated: styled ones are no cache hits of plain ones"
+    assert np.array_equal(frames[styled["id"]], frames[theirs["id"]])  # one adapter, one seed: same frames
+    assert not np.array_equal(frames[styled["id"]], frames[plain["id"]])
+    assert not np.array_equal(frames[both["id"]], frames[styled["id"]])
+    assert np.array_equal(frames[again["id"]], frames[plain["id"]])  # unstyled after styled: the base model
+    with ctx.sessions() as session:
+        applied = session.get(Job, both["id"]).engine_settings["styles"]
+    assert applied == [{"sha256": hashlib.sha256(accent).hexdigest(), "scale": 0.5},
+                       {"sha256": hashlib.sha256(house).hexdigest(), "scale": 0.25}]
+    assert client.get(f"/v1/videos/{styled['id']}", headers=owner.headers).json()["status"] == "completed"
+    assert client.delete("/v1/styles/house", headers=owner.headers).status_code == 200
+    assert_ledger_clean(ctx.sessions)
+
+
+def test_the_cache_and_idempotency_tell_styles_apart_and_templates_lose_a_deleted_default(styled_app):
+    client, ctx = styled_app
+    tenant = new_tenant(ctx.sessions, tokens=100_000)
+    assert _upload(client, tenant, peft_adapter(seed=1), name="swap").status_code == 201
+    first = _video(client, tenant, key="k1", style="swap")
+    assert _video(client, tenant, key="k1", style="swap").headers.get("Idempotent-Replayed") == "true"
+    # The same name for other bytes is another request: the key cannot replay the first one's clip.
+    assert client.post(f"/v1/videos/{first.json()['id']}/cancel", headers=tenant.headers).status_code == 200
+    assert client.delete("/v1/styles/swap", headers=tenant.headers).status_code == 200
+    assert _upload(client, tenant, peft_adapter(seed=3), name="swap").status_code == 201
+    conflict = _video(client, tenant, key="k1", style="swap")
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_conflict"
+    # A template's default style is applied, with its scale; deleting the style removes the default.
+    template = client.post("/v1/templates", headers=tenant.headers, json={
+        "name": "house-look", "body": "a {{ thing }} in the house style", "style": "swap", "style_scale": 0.75})
+    assert template.status_code == 201, template.text
+    from_template = client.post("/v1/videos", headers=tenant.headers, json={
+        "template": "house-look", "variables": {"thing": "kettle"}, "size": "64x64", "seconds": "1"}).json()
+    assert [(s["name"], s["scale"]) for s in from_template["styles"]] == [("swap", 0.75)]
+    plain = _video(client, tenant).json()  # the same request, unstyled
+    with ctx.sessions() as session:
+        plain_job, styled_job = session.get(Job, plain["id"]), session.get(Job, first.json()["id"])
+        assert plain_job.cache_fingerprint != styled_job.cache_fingerprint
+        assert plain_job.cache_shape_key != styled_job.cache_shape_key  # `similar` lookups stay apart too
+    assert client.post(f"/v1/videos/{from_template['id']}/cancel", headers=tenant.headers).status_code == 200
+    assert client.delete("/v1/styles/swap", headers=tenant.headers).status_code == 200
+    assert client.get("/v1/templates/house-look", headers=tenant.headers).json()["style"] is None
+    assert_ledger_clean(ctx.sessions)
+
+
+def test_a_price_book_can_price_styled_videos_apart_and_older_books_keep_their_digest():
+    book = PriceBookBody(styled_output_ratio=Decimal("1.5"))
+    plain = quote(book, input_tokens=11, width=64, height=64, seconds=1)
+    styled = quote(book, input_tokens=11, width=64, height=64, seconds=1, styled=True)
+    assert (plain.output_tokens, styled.output_tokens) == (22, 33) and styled.total_tokens == 44
+    assert body_sha256(PriceBookBody()) == body_sha256(PriceBookBody(styled_output_ratio=Decimal("1")))
+    assert "styled_output_ratio" in PriceBookBody(styled_output_ratio=Decimal("2")).canonical_json()

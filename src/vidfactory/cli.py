@@ -542,7 +542,7 @@ def style_add(tenant: str, name: str, file: Path,
               scale: Annotated[float, typer.Option(help="Its default scale.")] = 1.0,
               description: Annotated[str, typer.Option()] = "", as_json: JsonFlag = False) -> None:
     """Upload FILE (a .safetensors LoRA adapter) as TENANT's style NAME, checked as the API checks it."""
-    from vidfactory.storage.local import LocalStorage
+    from vidfactory.storage import make_storage
     from vidfactory.styles.errors import StyleError
     from vidfactory.styles.service import upload_style
     from vidfactory.tenancy import TenancyError, find_tenant
@@ -554,7 +554,7 @@ def style_add(tenant: str, name: str, file: Path,
     try:
         with sessions() as session:
             tenant_id = find_tenant(session, tenant).id
-        style = upload_style(sessions, LocalStorage(settings.resolved_storage_dir), settings, tenant_id, name=name,
+        style = upload_style(sessions, make_storage(settings), settings, tenant_id, name=name,
                              model=model, data=file.read_bytes(), filename=file.name, default_scale=scale,
                              description=description)
     except (TenancyError, StyleError) as exc:
@@ -565,7 +565,7 @@ def style_add(tenant: str, name: str, file: Path,
 @style_app.command("remove")
 def style_remove(tenant: str, style: str, as_json: JsonFlag = False) -> None:
     """Delete TENANT's STYLE (name or id) and its adapter; refused while queued or running videos use it."""
-    from vidfactory.storage.local import LocalStorage
+    from vidfactory.storage import make_storage
     from vidfactory.styles.errors import StyleError
     from vidfactory.styles.service import delete_style
     from vidfactory.tenancy import TenancyError, find_tenant
@@ -574,7 +574,7 @@ def style_remove(tenant: str, style: str, as_json: JsonFlag = False) -> None:
     try:
         with sessions() as session:
             tenant_id = find_tenant(session, tenant).id
-        deleted = delete_style(sessions, LocalStorage(_settings().resolved_storage_dir), tenant_id, style)
+        deleted = delete_style(sessions, make_storage(_settings()), tenant_id, style)
     except (TenancyError, StyleError) as exc:
         _fail(str(exc))
     if deleted is None:
@@ -690,9 +690,14 @@ def ledger_verify(as_json: JsonFlag = False) -> None:
     """Check every ledger invariant and the audit log's hash chain on the live database; exit 1 on any
     breach (a broken chain is reported at its first broken link)."""
     from vidfactory.billing.verify import verify
+    from vidfactory.db.types import utcnow
+    from vidfactory.jobs.maintenance import ledger_verify_check, record_check
 
-    with _sessions()() as session:
+    sessions = _sessions()
+    with sessions() as session:
         breaches = verify(session)
+    with sessions.begin() as session:  # for /metrics (vidfactory_ledger_verify_ok) and its alert
+        record_check(session, ledger_verify_check, not breaches, "\n".join(breaches), utcnow())
     _emit(as_json, {"ok": not breaches, "breaches": breaches},
           "\n".join(breaches) if breaches else "ledger verified: no breaches")
     raise typer.Exit(1 if breaches else 0)
@@ -705,10 +710,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
     import uvicorn
 
     from vidfactory.api.app import create_app
+    from vidfactory.observability.phases import configure_phase_log
     from vidfactory.observability.requests import configure_request_log
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_request_log()
+    configure_phase_log()  # the in-process workers' phase lines
     settings = _settings()
     if (settings.workers_in_process if workers is None else workers) > 0:
         _check_served_models(settings, None)
@@ -753,9 +760,11 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     from vidfactory.jobs.multidevice import LeaderEngine, follow, stop_followers
     from vidfactory.jobs.worker import Worker, speed_settings
     from vidfactory.notify.delivery import start_dispatcher
-    from vidfactory.storage.local import LocalStorage
+    from vidfactory.observability.phases import configure_phase_log
+    from vidfactory.storage import make_storage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_phase_log()
     settings = _settings()
     _check_served_models(settings, model)
     devices = DevicePlan.from_environment()
@@ -771,7 +780,7 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     if devices.parallel:
         def loader(config, models_dir):
             return LeaderEngine(load_engine(config, models_dir, speed_settings(settings), devices))
-    loop = Worker(settings, sessions, LocalStorage(settings.resolved_storage_dir), models=model,
+    loop = Worker(settings, sessions, make_storage(settings), models=model,
                   engine_loader=loader, devices=devices)
     if devices.parallel:
         loop.engine_for(spanned.id)  # every rank loads together: the device mesh is built collectively

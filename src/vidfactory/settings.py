@@ -135,6 +135,29 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     database_url: str = ""  # default: sqlite file under data_dir
     storage_dir: Path | None = None  # default: data_dir/storage
+    # Object storage for several hosts: s3://bucket/prefix on any S3-compatible service (empty: storage_dir).
+    # Endpoint, region and credentials come from the standard AWS variables and chain (AWS_ENDPOINT_URL,
+    # AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, roles); these override them.
+    storage_url: str = Field(default="", pattern=r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[A-Za-z0-9_\-./]*)?)?$")
+    storage_endpoint_url: str = Field(default="", pattern=r"^(https?://.+)?$")
+    storage_region: str = Field(default="", max_length=64)
+    storage_access_key_id: str = Field(default="", max_length=128)
+    storage_secret_access_key: SecretStr = SecretStr("")
+    storage_addressing_style: Literal["auto", "path", "virtual"] = "auto"  # MinIO and Ceph usually want path
+    storage_multipart_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)  # S3's minimum part
+    storage_timeout_s: float = Field(default=10.0, gt=0, le=300)  # connect and read, per request
+    # Links. GET /v1/videos/{id}/content redirects to a signed link (object storage or CDN) unless proxied;
+    # download_links adds each variant's signed link to the video object. Links expire after link_ttl_s.
+    content_delivery: Literal["redirect", "proxy"] = "redirect"
+    download_links: bool = False
+    link_ttl_s: int = Field(default=600, ge=1, le=7 * 24 * 3600)
+    # A CDN in front of the bucket (its origin path the storage prefix): links become
+    # {cdn_base_url}/{key}, signed by cdn_signing.
+    cdn_base_url: str = Field(default="", pattern=r"^(https?://[^?#]+[^/?#])?$")
+    cdn_signing: Literal["none", "cloudfront", "aliyun-a"] = "none"
+    cdn_key_id: str = Field(default="", max_length=128)  # CloudFront: the key pair or public key id
+    cdn_private_key_file: Path | None = None  # CloudFront: the RSA private key, PEM
+    cdn_auth_key: SecretStr = SecretStr("")  # Alibaba Cloud CDN type A: the primary key
     admin_token: str = ""  # default: generated once into data_dir/admin_token
     models_path: Path | None = None  # where wan-tiny is built; default: data_dir/models
 
@@ -156,6 +179,10 @@ class Settings(BaseSettings):
     model_aliases: dict[Annotated[str, Field(min_length=1, max_length=64)], str] = Field(
         default_factory=dict, max_length=64)
     hold_timeout_s: int = 24 * 3600
+    # An Idempotency-Key waits this long for its first request before a retry may take it over: a request
+    # whose API process died (a crash, a SIGKILL after the shutdown grace) holds its key no longer. Above
+    # the slowest admission; set near the load balancer's request timeout.
+    idempotency_reservation_s: float = Field(default=120.0, gt=0)
 
     # Queue and worker.
     workers_in_process: int = 1
@@ -165,6 +192,7 @@ class Settings(BaseSettings):
     attempts_max: int = 3
     retry_backoff_s: float = 2.0
     job_timeout_s: float = 3600.0
+    training_timeout_s: float = 12 * 3600.0  # one attempt at a style training (it resumes from checkpoints)
     progress_write_interval_s: float = 0.5
     # A stopping worker (SIGTERM, scale-down) finishes the job in hand within this, else hands it back to
     # the queue without using its attempt; below Kubernetes' default 30 s before SIGKILL.
@@ -243,6 +271,7 @@ class Settings(BaseSettings):
     # The CA certificate(s) verify trusts (PEM); default: the development CA when it is in use.
     c2pa_trust_anchor_path: Path | None = None
     verify_upload_bytes_max: int = 200_000_000
+    training_upload_bytes_max: int = 500_000_000  # a style training's dataset ZIP (the request body)
 
     # Limits: requests per minute per key and per tenant (the plan's), and active jobs per plan.
     rate_limit_enabled: bool = True
@@ -321,6 +350,16 @@ class Settings(BaseSettings):
             if target not in ids:
                 raise ValueError(f"model_aliases: {alias!r} names {target!r}, which is not a configured model "
                                  f"(models: {', '.join(sorted(ids))})")
+        return self
+
+    @model_validator(mode="after")
+    def _cdn_signing_complete(self) -> Settings:
+        if self.cdn_signing != "none" and not self.cdn_base_url:
+            raise ValueError("cdn_signing needs cdn_base_url")
+        if self.cdn_signing == "cloudfront" and not (self.cdn_key_id and self.cdn_private_key_file):
+            raise ValueError("cdn_signing=cloudfront needs cdn_key_id and cdn_private_key_file")
+        if self.cdn_signing == "aliyun-a" and not self.cdn_auth_key.get_secret_value():
+            raise ValueError("cdn_signing=aliyun-a needs cdn_auth_key")
         return self
 
     @model_validator(mode="after")

@@ -32,7 +32,7 @@ from vidfactory.media.provenance import AIGC_KEY, AigcLabel, SigningKey, sign_c2
 from vidfactory.media.qc import QcReport, QcThresholds, run_qc
 from vidfactory.media.watermark import embed_watermark
 from vidfactory.settings import Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage, tenant_key
 
 __all__ = [
     "ClipIdentity",
@@ -195,12 +195,12 @@ def render(frames: np.ndarray, fps: int, clip: ClipIdentity, provenance: Provena
     return Rendition(files, watch.stage_s)
 
 
-def store(rendition: Rendition, clip: ClipIdentity, storage: LocalStorage) -> list[AssetRecord]:
+def store(rendition: Rendition, clip: ClipIdentity, storage: Storage) -> list[AssetRecord]:
     """Write each file under the tenant's and job's prefix; the records are committed with the job."""
     records = []
     for file in rendition.files:
-        key = f"{clip.tenant_id}/{clip.job_id}/{file.filename}"
-        storage.put(key, file.data)
+        key = tenant_key(clip.tenant_id, clip.job_id, file.filename)
+        storage.put(key, file.data, content_type=file.content_type)
         records.append(AssetRecord(file.variant, key, file.content_type, len(file.data), file.hashes.sha256,
                                    md5=file.hashes.md5))
     return records

@@ -96,13 +96,13 @@ def probe_redis(settings: Settings) -> Check:
 
 def probe_storage(settings: Settings) -> Check:
     """Writable, readable and deletable, through the storage the workers use."""
-    from vidfactory.storage.local import LocalStorage
+    from vidfactory.storage import make_storage
 
-    root = settings.resolved_storage_dir
     key = f"{storage_probe_prefix}/probe-{secrets.token_hex(8)}"
     payload = secrets.token_bytes(16)
+    root = settings.storage_url or settings.resolved_storage_dir
     try:
-        storage = LocalStorage(root)
+        storage = make_storage(settings)
         storage.put(key, payload)
         read_back = storage.read(key)
         storage.delete(key)

@@ -17,10 +17,11 @@ from sqlalchemy.orm import Session
 
 from vidfactory.db.models import Job, Style, Template
 from vidfactory.db.types import utcnow
+from vidfactory.settings import ModelConfig
 from vidfactory.styles.adapters import Adapter
 from vidfactory.styles.errors import InvalidStyle, StyleInUse
 
-__all__ = ["JobStyle", "StyleRef", "adapter_key", "add_uploaded", "confirm", "delete", "find", "job_styles",
+__all__ = ["JobStyle", "StyleRef", "adapter_key", "add_uploaded", "base_of", "confirm", "delete", "find", "job_styles",
            "name_pattern", "new_style_id", "resolve", "users"]
 
 name_pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -49,6 +50,15 @@ class JobStyle:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def base_of(model: ModelConfig) -> str | None:
+    """The Wan preset a model's styles are made for; None when it takes none (hosted, unknown architecture,
+    or two experts, which would each need their own adapter)."""
+    architecture = model.wan_preset
+    if model.is_hosted or architecture is None or architecture.experts != 1:
+        return None
+    return architecture.id
 
 
 def new_style_id() -> str:
@@ -96,6 +106,8 @@ def delete(session: Session, style: Style) -> str | None:
     default style. Returns its adapter's key: the caller removes the file once this commits."""
     locked = find(session, style.tenant_id, style.id, lock=True)
     assert locked is not None, "the style vanished under its own deletion"
+    if locked.status == "training":
+        raise StyleInUse(f"style {locked.name!r} is being trained; cancel its training first")
     in_use = users(session, locked)
     if in_use:
         raise StyleInUse(f"style {locked.name!r} is used by queued or running videos ({', '.join(in_use)}); "

@@ -16,14 +16,14 @@ from sqlalchemy.exc import IntegrityError
 from vidfactory.db.models import Style
 from vidfactory.db.session import SessionFactory
 from vidfactory.engines.presets import preset
-from vidfactory.settings import ModelConfig, Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.settings import Settings
+from vidfactory.storage import Storage
 from vidfactory.styles import catalog
 from vidfactory.styles.adapters import check_adapter
 from vidfactory.styles.errors import InvalidAdapter, InvalidStyle, StyleError
 from vidfactory.tenancy import check_not_suspended
 
-__all__ = ["StyleExists", "base_of", "delete_style", "describe", "upload_style"]
+__all__ = ["StyleExists", "delete_style", "describe", "upload_style"]
 
 adapter_suffix = ".safetensors"
 
@@ -47,30 +47,21 @@ def _unix(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def base_of(model: ModelConfig) -> str | None:
-    """The Wan preset a model's styles are made for; None when it takes none (hosted, unknown architecture,
-    or two experts, which would each need their own adapter)."""
-    architecture = model.wan_preset
-    if model.is_hosted or architecture is None or architecture.experts != 1:
-        return None
-    return architecture.id
-
-
 def _base_for_upload(settings: Settings, model_name: str | None) -> str:
     model = settings.resolve_model(model_name or settings.models[0].id)
     if model is None:
         known = ", ".join(m.id for m in settings.models)
         raise InvalidStyle("model", f"unknown model {model_name!r}; available: {known}", code="model_not_found")
-    base = base_of(model)
+    base = catalog.base_of(model)
     if base is None:
-        takers = ", ".join(m.id for m in settings.models if base_of(m) is not None) or "none is configured"
+        takers = ", ".join(m.id for m in settings.models if catalog.base_of(m) is not None) or "none is configured"
         raise InvalidStyle("model", f"model {model.id} takes no styles (styles are LoRA adapters for a local Wan "
                                     f"model of one transformer); models that do: {takers}",
                            code="unsupported_parameter")
     return base
 
 
-def upload_style(sessions: SessionFactory, storage: LocalStorage, settings: Settings, tenant_id: str, *,
+def upload_style(sessions: SessionFactory, storage: Storage, settings: Settings, tenant_id: str, *,
                  name: str, model: str | None, data: bytes, filename: str = "", default_scale: float = 1.0,
                  description: str = "") -> dict[str, Any]:
     """Check the adapter against the model's base (StyleError otherwise, nothing stored), store it under
@@ -115,7 +106,7 @@ def _check_room(session, tenant_id: str, styles_max: int) -> None:
                            code="styles_limit")
 
 
-def delete_style(sessions: SessionFactory, storage: LocalStorage, tenant_id: str, ref: str) -> dict[str, Any] | None:
+def delete_style(sessions: SessionFactory, storage: Storage, tenant_id: str, ref: str) -> dict[str, Any] | None:
     """Delete the tenant's style `ref` (name or id) and its adapter file; None when it has none of that
     name. StyleInUse (409) while queued or running jobs use it."""
     with sessions.begin() as session:
