@@ -83,6 +83,10 @@ class Plan(Base):
     # "approve" (it runs, or its clip is delivered and charged) or "refund" (it fails, nothing charged).
     review_deadline_s: Mapped[int] = mapped_column(Integer, default=3600, server_default="3600")
     review_deadline_action: Mapped[str] = mapped_column(String(8), default="refund", server_default="refund")
+    # Style training: samples in one dataset, steps in one training, trainings queued or running at once.
+    training_samples_max: Mapped[int] = mapped_column(Integer, default=50, server_default="50")
+    training_steps_max: Mapped[int] = mapped_column(Integer, default=2000, server_default="2000")
+    concurrent_trainings: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class Tenant(Base):
@@ -314,6 +318,10 @@ class Job(Base):
     # "scale", "key"}]. Each names its adapter's file and hash, so the job runs what was priced and cached.
     # NULL: unstyled.
     styles: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    # What the job makes: "video", or "training" (a LoRA style; never listed among videos). A training's
+    # own description: {"style_id", "name", "caption", "settings": {...}, "dataset": {...}, "step", "loss"}.
+    job_type: Mapped[str] = mapped_column(String(16), default="video", server_default="video")
+    training: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
 
     __table_args__ = (
         CheckConstraint(

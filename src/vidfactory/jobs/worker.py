@@ -46,7 +46,7 @@ from vidfactory.engines.parallel import DevicePlan
 from vidfactory.engines.registry import load_engine
 from vidfactory.engines.speed import SpeedSettings
 from vidfactory.failures import ErrorType
-from vidfactory.jobs import breaker, maintenance, output, queue, workers
+from vidfactory.jobs import breaker, maintenance, output, queue, training, workers
 from vidfactory.jobs.errors import JobTimedOut, LeaseExpired, WorkerStopping, classify
 from vidfactory.jobs.lease import Lease, outage_retry_first_s
 from vidfactory.jobs.output import ClipIdentity
@@ -312,6 +312,9 @@ class Worker:
         post_processing = False
         timings: dict[str, float] = {} if waited_s is None else {"wait": max(0.0, waited_s)}
         try:
+            if job.job_type == "training":
+                self._train_or_end(job, lease)
+                return
             if job.cache_hit_job_id is not None:
                 # A cache hit needs no engine: re-labelling its source's clip is all post-processing.
                 post_processing = self._post_process(job, lease, lambda: self._relabel(job, lease, timings), wait)
@@ -340,6 +343,43 @@ class Worker:
         except Exception as exc:  # every failure is classified, recorded and refunded below
             self._handle_failure(job, lease, exc, memory_mode)
         return None
+
+    def _train_or_end(self, job: Job, lease: Lease) -> None:
+        """A style training: the lease, cancellation, hand-back and failure handling of a generation."""
+        try:
+            self._train(job, lease)
+        except (LeaseExpired, WorkerStopping) as exc:
+            self._hand_back(job, lease, exc)
+        except GenerationAbandoned as exc:
+            log.warning("training %s: %s; its new owner resumes it", job.id, exc)
+        except GenerationCancelled:
+            self._finish(lease, lambda s: queue.finish_cancelled(s, job.id, self.worker_id), job, "cancelled")
+        except queue.StaleJob as exc:
+            log.warning("training %s moved on before %s recorded it: %s", job.id, self.worker_id, exc)
+        except Exception as exc:  # every failure is classified, recorded and refunded below
+            self._handle_failure(job, lease, exc)
+
+    def _train(self, job: Job, lease: Lease) -> None:
+        # 1. The base model, loaded unless held; the training from its checkpoint, if an attempt left one.
+        if job.model not in self.engines:
+            self._load(job.model)
+        engine, config = self.engines[job.model], self.settings.model(job.model)
+        assert config is not None and config.wan_preset is not None, f"training {job.id} for {job.model}"
+        run = training.TrainingRun(job, self.storage, lease, self.worker_id, self.settings)
+        stop = self._stop_check(lease, time.monotonic() + self.settings.training_timeout_s)
+        result, caption = run.train(engine, stop)
+        # 2. The adapter, checked as an upload would be, stored; a preview clip made with it.
+        style_values = run.store_style(config.wan_preset, result)
+        video = run.preview(engine, config.wan_preset, result, caption, stop)
+        # 3. The preview through the output pipeline (label, brand, watermark, encode, C2PA), stored.
+        brand = lease.transact(lambda session: load_brand(session, job.tenant_id), "reading the brand")
+        clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job, lease), brand)
+        rendition = output.render(video.frames, video.fps, clip, self._provenance(), steps=self.frame_steps)
+        assets = output.store(rendition, clip, self.storage)
+        # 4. The style ready, the job completed and its hold posted: one transaction.
+        lease.transact(lambda session: queue.complete_training(session, job, self.worker_id, assets, style_values),
+                       "the outcome")
+        log.info("training %s completed: %d steps, final loss %.4f", job.id, result.steps, result.losses[-1])
 
     def _post_process(self, job: Job, lease: Lease, deliver: Callable[[], None], wait: bool) -> bool:
         """2. Post-process, one clip at a time: the previous one must be recorded before this one starts.
