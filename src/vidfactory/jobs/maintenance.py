@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from sqlalchemy.orm import Session
+
 from vidfactory.billing import ledger
-from vidfactory.db.models import Job
+from vidfactory.db.models import Job, MaintenanceRun
 from vidfactory.db.session import SessionFactory
 from vidfactory.failures import ErrorType
 from vidfactory.jobs import queue
@@ -15,9 +17,11 @@ from vidfactory.notify.alerts import raise_alert, recent_alerts
 from vidfactory.settings import Settings
 
 __all__ = ["alert_on_failure_rate", "decide_overdue_reviews", "expire_vouchers", "failure_rate_alert_kind",
-           "reap_expired_leases", "sweep_expired_holds"]
+           "last_check", "ledger_verify_check", "reap_expired_leases", "record_check", "sweep_expired_holds"]
 
 failure_rate_alert_kind = "job_failure_rate"
+ledger_verify_check = "ledger_verify"
+check_detail_chars_max = 2000
 
 log = logging.getLogger(__name__)
 
@@ -112,3 +116,16 @@ def alert_on_failure_rate(sessions: SessionFactory, settings: Settings, now: dat
         raise_alert(session, failure_rate_alert_kind,
                     f"{failed} of {finished} jobs failed in the last {settings.failure_alert_window_s:g} s")
     return True
+
+
+def record_check(session: Session, name: str, ok: bool, detail: str, now: datetime) -> None:
+    """The outcome of a periodic check (`ledger verify`), replacing the previous one: `/metrics` exports it."""
+    row = session.get(MaintenanceRun, name, with_for_update=True)
+    if row is None:
+        session.add(MaintenanceRun(name=name, ok=ok, detail=detail[:check_detail_chars_max], ran_at=now))
+        return
+    row.ok, row.detail, row.ran_at = ok, detail[:check_detail_chars_max], now
+
+
+def last_check(session: Session, name: str) -> MaintenanceRun | None:
+    return session.get(MaintenanceRun, name)

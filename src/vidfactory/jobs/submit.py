@@ -32,6 +32,7 @@ from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
 from vidfactory.media.reference import ReferenceImage
 from vidfactory.notify.events import billing_event, ensure_job_secret, video_event
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
+from vidfactory.observability.metrics import cache_lookups
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage import Storage, tenant_key
 from vidfactory.styles import catalog as styles_catalog
@@ -315,6 +316,8 @@ def submit(
             session, tenant_id=caller.tenant_id, mode=request.cache, fingerprint=job.cache_fingerprint,
             shape_key=job.cache_shape_key, prompt=job.prompt, candidates_max=settings.cache_candidates_max,
             shared=settings.cache_shared)
+        if request.cache != "off":
+            cache_lookups.labels(result="miss" if hit is None else "hit").inc()
         if hit is not None:  # a worker re-labels the source's clip as this job's own (no media work here)
             queue.serve_from_cache(session, job, hit.job_id, hit.score)
             session.refresh(job)
@@ -322,7 +325,7 @@ def submit(
         files.store_reference(job, request.reference)
         return 200, render(session, job)
 
-    return run_once_staged(sessions, caller.tenant_id, idempotency, hold_and_enqueue, storage)
+    return run_once_staged(sessions, settings, caller.tenant_id, idempotency, hold_and_enqueue, storage)
 
 
 class StagedFiles:
@@ -347,14 +350,16 @@ class StagedFiles:
             self.storage.delete(key)
 
 
-def run_once_staged(sessions: SessionFactory, tenant_id: str, idempotency: tuple[str, str] | None,
+def run_once_staged(sessions: SessionFactory, settings: Settings, tenant_id: str,
+                    idempotency: tuple[str, str] | None,
                     effect: Callable[[Session, StagedFiles], tuple[int, dict[str, Any]]],
                     storage: Storage | None) -> Outcome:
     """`run_once`, with the files `effect` stores removed again unless its transaction commits as ours:
     on any error, and on a replay (a concurrent request with the key won: its jobs, not ours, exist)."""
     files = StagedFiles(storage)
     try:
-        outcome = run_once(sessions, tenant_id, idempotency, lambda session: effect(session, files))
+        outcome = run_once(sessions, tenant_id, idempotency, lambda session: effect(session, files),
+                           reservation_s=settings.idempotency_reservation_s)
     except BaseException:
         files.forget()
         raise
