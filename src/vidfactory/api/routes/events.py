@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
@@ -22,16 +22,33 @@ from vidfactory.api.errors import ApiError, checked_id, not_found
 from vidfactory.db.models import Job, WebhookEvent
 from vidfactory.notify.events import events_after
 
-router = APIRouter(tags=["events"])
+stream_query_names = frozenset({"after"})
+
+
+def only_known_query(request: Request) -> None:
+    """A stream is long-lived: a misspelt parameter ("afer=") would silently replay from the start."""
+    unknown = sorted(set(request.query_params) - stream_query_names)
+    if unknown:
+        raise ApiError(400, "unknown_parameter", f"unknown query parameter {unknown[0]!r}; this stream takes "
+                       "only 'after'", param=unknown[0][:64])
+
+
+router = APIRouter(tags=["events"], dependencies=[Depends(only_known_query)])
 
 events_per_read = 100
 reconnect_ms = 2000  # the `retry:` a browser waits before reconnecting a dropped stream
 finished_states = ("completed", "failed", "cancelled")
 stream_headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-event_stream_openapi = {"responses": {"200": {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+# Each event as a client reads it: its id (outbox events only), its type and its JSON data as text.
+event_schema = {"type": "object", "required": ["data"],
+                "properties": {"id": {"type": "string"}, "event": {"type": "string"}, "data": {"type": "string"},
+                               "retry": {"type": "integer"}}}
+event_stream_openapi = {"responses": {"200": {"content": {"text/event-stream": {"schema": event_schema}},
                                               "description": "Server-Sent Events"}}}
 
-LastEventIdHeader = Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)]
+event_id_pattern = r"^[0-9]*$"  # an outbox sequence number, as the stream's `id:` lines send it
+LastEventIdHeader = Annotated[str | None, Header(alias="Last-Event-ID", max_length=20, pattern=event_id_pattern)]
+AfterQuery = Annotated[str | None, Query(max_length=20, pattern=event_id_pattern, description="Like Last-Event-ID.")]
 
 
 def _after_seq(last_event_id: str | None) -> int:
@@ -92,16 +109,14 @@ def _response(stream: AsyncIterator[str]) -> StreamingResponse:
 
 @router.get("/v1/events", openapi_extra=event_stream_openapi, response_class=StreamingResponse)
 def tenant_events(ctx: ContextDep, tenant_id: StreamTenantDep, last_event_id: LastEventIdHeader = None,
-                  after: Annotated[str | None, Query(max_length=20, description="Like Last-Event-ID.")] = None,
-                  ) -> StreamingResponse:
+                  after: AfterQuery = None) -> StreamingResponse:
     """The tenant's events as they are recorded (the same events its webhooks get), after `Last-Event-ID`."""
     return _response(_stream(ctx, tenant_id, _after_seq(last_event_id or after), None))
 
 
 @router.get("/v1/videos/{video_id}/events", openapi_extra=event_stream_openapi, response_class=StreamingResponse)
 def video_events(video_id: str, ctx: ContextDep, tenant_id: StreamTenantDep, last_event_id: LastEventIdHeader = None,
-                 after: Annotated[str | None, Query(max_length=20, description="Like Last-Event-ID.")] = None,
-                 ) -> StreamingResponse:
+                 after: AfterQuery = None) -> StreamingResponse:
     """One video's events and `video.progress` while it runs; the stream ends when the video has finished."""
     checked_id("video", video_id)
     with ctx.sessions() as session:
