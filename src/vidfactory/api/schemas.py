@@ -248,6 +248,9 @@ PlanReviewDeadline = Annotated[int, Field(ge=60, le=30 * 24 * 3600, strict=True,
 PlanReviewAction = Annotated[Literal["approve", "refund"], Field(description=(
     "at the review deadline: approve (it runs, or its clip is delivered and charged) or refund (it fails, "
     "charged nothing)"))]
+PlanRetention = Annotated[int, Field(ge=1, le=3650, strict=True, description=(
+    "days a finished video's files (clip, previews, reference image) are kept; then they are deleted and its "
+    "content answers 410 video_expired"))]
 PlanStepCache = Annotated[bool, Field(strict=True, description="step caching (First Block Cache, MagCache, "
                                       "TaylorSeer) may run: faster, but it changes the output")]
 
@@ -265,6 +268,7 @@ class PlanCreate(BaseModel):
     step_cache_allowed: PlanStepCache = False
     review_deadline_s: PlanReviewDeadline = 3600
     review_deadline_action: PlanReviewAction = "refund"
+    retention_days: PlanRetention = 30
 
 
 class PlanUpdate(BaseModel):
@@ -282,6 +286,7 @@ class PlanUpdate(BaseModel):
     step_cache_allowed: PlanStepCache = None
     review_deadline_s: PlanReviewDeadline = None
     review_deadline_action: PlanReviewAction = None
+    retention_days: PlanRetention = None
 
 
 class PlanPublic(BaseModel):
@@ -297,6 +302,7 @@ class PlanPublic(BaseModel):
     step_cache_allowed: bool
     review_deadline_s: int
     review_deadline_action: str
+    retention_days: int
     tenants: int = Field(description="tenants on this plan")
 
 

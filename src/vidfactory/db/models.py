@@ -78,6 +78,9 @@ class Plan(Base):
     # "approve" (it runs, or its clip is delivered and charged) or "refund" (it fails, nothing charged).
     review_deadline_s: Mapped[int] = mapped_column(Integer, default=3600, server_default="3600")
     review_deadline_action: Mapped[str] = mapped_column(String(8), default="refund", server_default="refund")
+    # A finished job's stored files (clip, previews, its reference copy) are deleted this many days after it
+    # ends; the job record and its ledger history stay.
+    retention_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
 
 
 class Tenant(Base):
@@ -267,6 +270,11 @@ class Job(Base):
     reference_width: Mapped[int | None] = mapped_column(Integer, default=None)
     reference_height: Mapped[int | None] = mapped_column(Integer, default=None)
     reference_content_type: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Retention: set when the job ends (its end + its tenant's plan's retention), when its stored files go.
+    # content_status: NULL while they are kept; "expiring" once the sweeper marked it (its content answers
+    # 410 from then; files and references are being deleted); "expired" when both are gone.
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    content_status: Mapped[str | None] = mapped_column(String(8), default=None)
 
     __table_args__ = (
         CheckConstraint(
@@ -284,11 +292,16 @@ class Job(Base):
         Index("ix_jobs_tenant_status", "tenant_id", "status"),
         Index("ix_jobs_batch", "batch_id", "batch_item"),
         Index("ix_jobs_completed", "completed_at"),  # the failure-rate alert reads a recent window
+        Index("ix_jobs_retention", "content_status", "expires_at"),  # the sweeper: kept and due, oldest first
     )
 
     @property
     def hold_leg_ids(self) -> list[str]:
         return [self.hold_id] + ([self.voucher_hold_id] if self.voucher_hold_id else [])
+
+    def content_expired(self, now: datetime) -> bool:
+        """Past its expiry, swept or not: its content answers 410 from that moment on."""
+        return self.content_status is not None or (self.expires_at is not None and self.expires_at <= now)
 
 
 class Template(Base):

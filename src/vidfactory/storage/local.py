@@ -5,17 +5,27 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from vidfactory.failures import ErrorType
 
-__all__ = ["LocalStorage", "StorageError"]
+__all__ = ["LocalStorage", "StorageError", "StoredObject"]
 
 key_pattern = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*$")
 
 
 class StorageError(OSError):
     error_type = ErrorType.storage_error
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str  # relative to the storage's root, as passed to `put`
+    size_bytes: int
+    modified_at: datetime  # timezone-aware UTC
 
 
 class LocalStorage:
@@ -50,3 +60,11 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object whose key starts with `prefix` (a string prefix, as S3 has it), by key."""
+        for path in sorted(self.root.rglob("*")):
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix) and path.is_file():
+                stat = path.stat()
+                yield StoredObject(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))

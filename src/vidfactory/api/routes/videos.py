@@ -176,6 +176,13 @@ def delete_video(video_id: str, ctx: ContextDep, caller: CallerDep) -> dict[str,
     return {"id": video_id, "object": "video.deleted", "deleted": True}
 
 
+def expired(job: Job) -> ApiError:
+    """The record stays (retrieve answers it); its files are gone, or go at the next sweep."""
+    assert job.expires_at is not None
+    return ApiError(410, "video_expired", f"video {job.id} expired at {job.expires_at.isoformat(timespec='seconds')}"
+                    "; its files are deleted after its plan's retention period")
+
+
 def preview_format(accept: str) -> ImageFormat:
     """WebP, as OpenAI serves previews; JPEG for a client whose Accept names JPEG and not WebP."""
     listed = {part.split(";")[0].strip().lower() for part in accept.split(",")}
@@ -194,6 +201,8 @@ def download_content(
     variant: Literal["video", "thumbnail", "spritesheet"] = "video",
 ) -> Response:
     job = owned_job(session, caller, video_id)
+    if job.content_expired(utcnow()):
+        raise expired(job)
     if job.status != "completed":
         raise ApiError(409, "video_not_ready", f"video {video_id} is {job.status}; content exists once completed")
     asset = session.scalar(select(Asset).where(Asset.job_id == job.id, Asset.variant == variant))
@@ -212,8 +221,11 @@ def download_content(
 
 def parent_reference(ctx: AppContext, parent: Job) -> ReferenceImage | None:
     """The parent's reference image, read back from its stored copy (the child stores its own)."""
-    if parent.reference_key is None:
+    if parent.reference_sha256 is None:
         return None
+    if parent.content_expired(utcnow()):  # its first frame went with its files
+        raise expired(parent)
+    assert parent.reference_key is not None, f"video {parent.id}: its reference copy is not named"
     reference = read_reference(ctx.storage.read(parent.reference_key))
     assert reference.sha256 == parent.reference_sha256, f"video {parent.id}: its reference image changed"
     return reference

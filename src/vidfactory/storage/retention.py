@@ -1,0 +1,43 @@
+"""Which stored objects the database names, for the retention sweep and the orphan scan.
+
+Every column that holds a storage key is listed in `key_columns`: an object no listed column names is an
+orphan, deleted by the scan once older than its grace period. A table that starts naming storage keys
+must be added here, or the scan deletes its objects.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vidfactory.db.models import Asset, Job, Template
+
+__all__ = ["expiring_keys", "key_columns", "referenced_keys"]
+
+# A job's clip, previews and reference copy expire with it; templates' images never expire.
+key_columns = (Asset.storage_key, Job.reference_key, Template.reference_key)
+keys_per_query_max = 500  # bound on an IN (...) list
+
+
+def referenced_keys(session: Session, keys: list[str]) -> set[str]:
+    """Those of `keys` that some row names."""
+    found: set[str] = set()
+    for start in range(0, len(keys), keys_per_query_max):
+        chunk = keys[start:start + keys_per_query_max]
+        for column in key_columns:
+            found.update(session.scalars(select(column).where(column.in_(chunk))))
+    return found
+
+
+def expiring_keys(session: Session, job_id: str) -> list[str]:
+    """The objects to delete as the job's content expires: its files and its reference copy. A file that
+    another job still delivers (a cache hit made before hits were re-labelled names its source's files)
+    stays until that job's content goes too."""
+    job = session.get(Job, job_id)
+    assert job is not None, f"no job {job_id}"
+    own = list(session.scalars(select(Asset.storage_key).where(Asset.job_id == job_id).order_by(Asset.id)))
+    shared = set(session.scalars(select(Asset.storage_key).join(Job, Job.id == Asset.job_id).where(
+        Asset.storage_key.in_(own), Asset.job_id != job_id, Job.deleted_at.is_(None),
+        Job.content_status.is_(None)))) if own else set()
+    reference = [] if job.reference_key is None else [job.reference_key]
+    return [key for key in own if key not in shared] + reference
