@@ -10,7 +10,11 @@ TEST_WORKERS ?= auto
 # The local PostgreSQL the tests use; unreachable -> those tests skip (they fail under CI=true).
 TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test venv bench gpu-wheels clean
+# Debian packages the tests need, installed by `make system-packages` when missing (apt-get, as root):
+# prometheus for promtool (the alert rules); chromium and its driver for the console's browser tests.
+SYSTEM_PACKAGES ?= prometheus chromium chromium-driver
+
+.PHONY: run test venv system-packages bench gpu-wheels clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +30,18 @@ run: venv
 	$(BIN)/vidfactory admin demo --port $(PORT)
 	$(BIN)/vidfactory serve --host $(HOST) --port $(PORT)
 
-test: venv
-	VIDFACTORY_TEST_POSTGRES_URL="$${VIDFACTORY_TEST_POSTGRES_URL:-$(TEST_POSTGRES_URL)}" $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+# A no-op when every package is there; elsewhere, as root, apt-get installs the missing ones. Not root
+# (or no dpkg): it says what is missing and goes on (tests needing them skip, and fail under CI=true).
+system-packages:
+	@missing=$$(for package in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q 'install ok installed' || echo $$package; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "system-packages: missing $$missing (run 'make system-packages' as root on Debian)"; exit 0; fi; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
+
+test: venv system-packages
+	VIDFACTORY_TEST_POSTGRES_URL="$${VIDFACTORY_TEST_POSTGRES_URL:-$(TEST_POSTGRES_URL)}" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=25
 
 # Every CPU bench script, one after another (minutes; the GPU ones run through bench/gpu_device.sh).
 bench: venv

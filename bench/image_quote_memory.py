@@ -26,11 +26,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import git_revision, machine  # noqa: E402
+from common import git_revision, machine, sized  # noqa: E402
 
-clients = 8
-rounds = 3
-side_px = 4096
+clients = sized(8, 2)
+rounds = sized(3, 1)
+side_px = sized(4096, 512)
 admin_token = "bench-admin-token"
 image_model = {"id": "i2v", "engine": "openai-video", "hosted": {"base_url": "http://127.0.0.1:9/v1",
                                                                   "remote_model": "sora-2"}}

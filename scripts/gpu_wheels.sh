@@ -12,7 +12,8 @@ $pip download --quiet --no-deps --only-binary=:all: --python-version "$python_ve
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d "$dir" \
   "diffusers==0.42.1" "transformers==5.23.0" "torchao>=0.14,<0.19" "importlib_metadata>=8" "zipp>=3.20" \
-  "regex>=2025.10.22" "tokenizers>=0.23.1,<0.24" "huggingface-hub>=1.32,<2" "safetensors>=0.8"
+  "regex>=2025.10.22" "tokenizers>=0.23.1,<0.24" "huggingface-hub>=1.32,<2" "safetensors>=0.8" \
+  "peft>=0.21.2,<0.22" "accelerate>=1.10" "psutil>=5.9" "pyyaml>=6" "packaging>=24" "tqdm>=4.66"
 $pip wheel --quiet --no-deps --no-build-isolation -w "$dir" .
 ls -l "$dir"
 du -sh "$dir"

@@ -181,6 +181,34 @@ def assert_ledger_clean(sessions: SessionFactory) -> None:
         assert verify(session) == []
 
 
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3 protocol server (moto's) on a free local port, spoken to over HTTP: its endpoint URL.
+    Every test makes its own bucket (`new_bucket`)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+s3_credentials = {"storage_access_key_id": "test-key-id", "storage_secret_access_key": "test-secret",
+                  "storage_region": "us-east-1"}
+
+
+def new_bucket(endpoint_url: str, prefix: str = "vidfactory") -> dict[str, str]:
+    """A fresh bucket on the S3 server: the storage settings that point at it (prefix inside it)."""
+    import boto3
+
+    bucket = f"test-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=s3_credentials["storage_access_key_id"],
+                 aws_secret_access_key=s3_credentials["storage_secret_access_key"],
+                 region_name=s3_credentials["storage_region"]).create_bucket(Bucket=bucket)
+    return {"storage_url": f"s3://{bucket}/{prefix}", "storage_endpoint_url": endpoint_url, **s3_credentials}
+
+
 @pytest.fixture
 def client(settings):
     """The app with its default settings and no worker threads (tests drive workers themselves)."""

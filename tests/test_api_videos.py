@@ -11,7 +11,6 @@ from PIL import Image
 
 from vidfactory.api.app import create_app
 from vidfactory.jobs.worker import Worker
-from vidfactory.storage.local import LocalStorage
 
 from vidfactory.tenancy import update_plan
 
@@ -215,7 +214,7 @@ def test_cancel_queued_refunds_and_delete_removes_content(client, ctx):
     deleted = client.delete(f"/v1/videos/{done['id']}", headers=tenant.headers).json()
     assert deleted == {"id": done["id"], "object": "video.deleted", "deleted": True}
     assert client.get(f"/v1/videos/{done['id']}", headers=tenant.headers).status_code == 404
-    assert not list(LocalStorage(ctx.settings.resolved_storage_dir).root.glob(f"*/{done['id']}/*"))
+    assert not list(ctx.storage.list(f"tenants/{tenant.id}/{done['id']}/"))
     assert_ledger_clean(ctx.sessions)
 
 

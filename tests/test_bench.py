@@ -49,3 +49,5 @@ def test_the_gpu_scripts_run_on_the_cpu_with_the_tiny_model(tmp_path):
     two = run_tiny([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                     f"--master_port={free_port()}", str(bench_dir / "gpu_parallel.py"), "--tiny"], tmp_path)
     assert "relative difference 0" in two.stdout
+    training = run_tiny([sys.executable, str(bench_dir / "gpu_training.py"), "--tiny"], tmp_path)
+    assert "wan-tiny" in training.stdout

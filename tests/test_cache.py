@@ -46,7 +46,7 @@ def served_from(video: dict) -> str | None:
 
 
 def files_of(ctx, video: dict) -> list[str]:
-    folder = ctx.storage.root / job_row(ctx.sessions, video["id"]).tenant_id / video["id"]
+    folder = ctx.storage.root / "tenants" / job_row(ctx.sessions, video["id"]).tenant_id / video["id"]
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
@@ -286,9 +286,10 @@ def test_lookup_modes_are_checked():
 def test_a_reference_image_is_part_of_the_key_and_text_keys_stay_as_they_were():
     spec = CacheSpec(model="wan-tiny", width=64, height=64, num_frames=9, fps=8, steps=4, guidance_scale=5.0,
                      negative_prompt="", seed=None)
-    # The key every clip was indexed under before reference images existed: still the same.
+    # The key every clip was indexed under before reference images and styles existed: still the same.
     before = hashlib.sha256(json.dumps({"v": 1, **{k: v for k, v in asdict(spec).items()
-                                                   if k != "reference_sha256"}}, sort_keys=True).encode())
+                                                   if k not in ("reference_sha256", "styles")}},
+                                       sort_keys=True).encode())
     assert shape_key(spec) == before.hexdigest()
     lake, forest = (replace(spec, reference_sha256=c * 64) for c in "ab")
     assert len({shape_key(spec), shape_key(lake), shape_key(forest)}) == 3

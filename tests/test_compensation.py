@@ -197,7 +197,8 @@ def test_a_clip_that_cannot_be_stored_earns_the_voucher(app):
     client, ctx = app(attempts_max=1)
     tenant = compensating_tenant(client, ctx)
     video = submit(client, tenant)
-    (ctx.storage.root / tenant.id).write_bytes(b"")  # a file where the tenant's directory must go
+    (ctx.storage.root / "tenants").mkdir(parents=True, exist_ok=True)
+    (ctx.storage.root / "tenants" / tenant.id).write_bytes(b"")  # a file where the tenant's directory must go
     run_worker(ctx, 1)
     assert_failed_and_compensated(client, ctx, tenant, video["id"], "storage_error", compensated=True)
 

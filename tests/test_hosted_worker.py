@@ -89,7 +89,7 @@ def test_hosted_job_completes_settles_and_records_the_remote_task(setup, session
         assert done.engine_metadata["usage"]["video_count"] == 1
         with sessions() as s:
             assert video_object(s, done)["actual_prompt"] == "a lantern on a lake, cinematic lighting"
-    video = worker.storage.read(f"{tenant.id}/{job_id}/video.mp4")
+    video = worker.storage.read(f"tenants/{tenant.id}/{job_id}/video.mp4")
     probe = probe_mp4(video)
     assert (probe.codec, probe.width, probe.height, probe.frames) == ("h264", 64, 64, 5)
     assert balance(sessions, tenant).available == 1000 - done.total_tokens

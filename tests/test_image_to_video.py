@@ -137,7 +137,7 @@ def test_the_uploaded_image_is_the_clips_first_frame(client, ctx):
     assert not np.array_equal(frames_a[0], frames_c[0])
     done = client.get(f"/v1/videos/{video['id']}", headers=tenant.headers).json()
     assert done["status"] == "completed" and done["input_reference"] == video["input_reference"]
-    assert ctx.storage.read(f"{tenant.id}/{video['id']}/reference.png") == lake  # the bytes as uploaded
+    assert ctx.storage.read(f"tenants/{tenant.id}/{video['id']}/reference.png") == lake  # the bytes as uploaded
     assert_ledger_clean(ctx.sessions)
 
 
@@ -266,7 +266,7 @@ def test_racing_retries_of_one_upload_make_one_video_and_keep_one_file(client, c
 def test_a_stored_image_that_changed_fails_the_job_and_refunds(client, ctx):
     tenant = new_tenant(ctx.sessions, tokens=100_000)
     video = upload(client, tenant, picture(8)).json()
-    ctx.storage.put(f"{tenant.id}/{video['id']}/reference.png", picture(9))  # not what was checked and hashed
+    ctx.storage.put(f"tenants/{tenant.id}/{video['id']}/reference.png", picture(9))  # not what was checked and hashed
     [recorder] = run_worker(ctx, 1)
     failed = client.get(f"/v1/videos/{video['id']}", headers=tenant.headers).json()
     assert failed["status"] == "failed" and "does not match its SHA-256" in failed["error"]["message"]

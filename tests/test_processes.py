@@ -1,5 +1,5 @@
-"""Real processes: `vidfactory serve` driven by the official openai SDK, and a worker killed with
-SIGKILL mid-job whose job is recovered by another worker."""
+"""Real processes: `vidfactory serve` driven by the official openai SDK, a worker killed with SIGKILL
+mid-job whose job is recovered by another worker, and a worker stopped with SIGTERM mid-job."""
 
 from __future__ import annotations
 
@@ -15,11 +15,18 @@ from pathlib import Path
 import httpx
 import pytest
 from openai import OpenAI
+from sqlalchemy import func, select
 
-from vidfactory.db.models import Job
+from vidfactory.api.context import TokenCounters
+from vidfactory.api.render import video_object
+from vidfactory.billing import ledger
+from vidfactory.db.models import Job, Transfer
 from vidfactory.db.session import make_engine, make_session_factory
+from vidfactory.jobs.screening import PromptScreens
+from vidfactory.jobs.submit import VideoRequest, submit
+from vidfactory.tenancy import authenticate
 
-from conftest import assert_ledger_clean, new_tenant
+from conftest import assert_ledger_clean, make_settings, new_tenant
 
 pytestmark = pytest.mark.slow
 server_start_s_max = 90
@@ -136,6 +143,60 @@ def test_worker_killed_mid_job_is_recovered(tmp_path, database_url, models_dir, 
                 process.send_signal(signal.SIGTERM)
                 process.wait(30)
     assert_ledger_clean(sessions_for)
+
+
+def test_a_worker_sent_sigterm_hands_back_or_finishes_its_job(tmp_path, sqlite_url, models_dir):
+    """What Kubernetes does on scale-down or a node drain: SIGTERM. With no grace left the job goes back to
+    the queue, its attempt unused and its hold kept; with grace the next worker's job is finished first.
+    Either way the worker exits cleanly, and the job is charged once."""
+    slow_model = [{"id": "wan-tiny", "engine": "wan-tiny", "default_size": "128x128", "default_seconds": 2,
+                   "steps": 24}]
+    env = env_for(tmp_path, sqlite_url, models_dir, VIDFACTORY_MODELS=json.dumps(slow_model),
+                  VIDFACTORY_POLL_S="0.1", VIDFACTORY_PROGRESS_WRITE_INTERVAL_S="0.1")
+    engine = make_engine(sqlite_url)
+    sessions_for = make_session_factory(engine)
+    tenant = new_tenant(sessions_for, tokens=50_000)
+    settings = make_settings(tmp_path, sqlite_url, models_dir, models=slow_model)
+    with sessions_for() as s:
+        caller = authenticate(s, tenant.key)
+    job_id = submit(sessions_for, settings, TokenCounters(settings.models_dir), caller,
+                    VideoRequest(prompt="a lighthouse", model="wan-tiny"), video_object,
+                    screens=PromptScreens.from_settings(settings)).body["id"]
+
+    def job() -> Job:
+        with sessions_for() as s:
+            return s.get(Job, job_id)
+
+    def stop_mid_job(grace_s: str) -> None:
+        log = tmp_path / f"worker-{grace_s}.log"
+        with log.open("wb") as stderr:
+            worker = subprocess.Popen(cli("worker"), env={**env, "VIDFACTORY_SHUTDOWN_GRACE_S": grace_s},
+                                      stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            wait_until(lambda: job().status == "in_progress" and job().progress > 0, job_wait_s_max, "progress")
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(job_wait_s_max) == 0, log.read_text()[-3000:]
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(10)
+
+    stop_mid_job("0")
+    handed_back = job()
+    assert (handed_back.status, handed_back.attempts, handed_back.lease_owner) == ("queued", 0, None)
+    assert handed_back.error_type == "worker_lost"
+    with sessions_for() as s:
+        assert ledger.balance(s, tenant.id).pending == handed_back.total_tokens  # the hold stays
+    stop_mid_job("600")
+    finished = job()
+    assert (finished.status, finished.attempts) == ("completed", 1)
+    with sessions_for() as s:
+        posts = s.scalar(select(func.count()).select_from(Transfer).where(Transfer.job_id == job_id,
+                                                                         Transfer.kind == "post"))
+        balance = ledger.balance(s, tenant.id)
+    assert posts == 1 and balance.pending == 0 and balance.available == 50_000 - finished.total_tokens
+    assert_ledger_clean(sessions_for)
+    engine.dispose()
 
 
 def _healthy(base: str) -> bool:

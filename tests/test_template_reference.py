@@ -49,7 +49,7 @@ def sha(data: bytes) -> str:
 
 
 def template_files(ctx, tenant) -> list[bytes]:
-    return [path.read_bytes() for path in sorted((ctx.storage.root / tenant.id / "templates").rglob("*.*"))]
+    return [path.read_bytes() for path in sorted((ctx.storage.root / "tenants" / tenant.id / "templates").rglob("*.*"))]
 
 
 def first_frame_in(data: bytes) -> np.ndarray:
@@ -82,7 +82,7 @@ def test_every_video_and_batch_item_from_the_template_starts_from_its_image(clie
     assert [item["input_reference"] for item in items] == [image, image]
     # Each job its own copy of the template's bytes.
     jobs = [video.json()["id"], *(item["id"] for item in items)]
-    assert all(ctx.storage.read(f"{tenant.id}/{job}/reference.png") == lake for job in jobs)
+    assert all(ctx.storage.read(f"tenants/{tenant.id}/{job}/reference.png") == lake for job in jobs)
 
     [recorder] = run_worker(ctx, 4)
     frames = {request.prompt: (request.image, made) for request, made in recorder.runs}

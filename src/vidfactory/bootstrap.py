@@ -16,11 +16,12 @@ __all__ = ["register_models", "upgrade_and_seed"]
 
 
 def upgrade_and_seed(engine: Engine) -> None:
-    migrate.upgrade(engine)
-    with make_session_factory(engine).begin() as session:
-        ensure_plans(session)
-        ledger.ensure_operator_accounts(session)
-        pricebooks.ensure_default(session, default_price_book())
+    with migrate.schema_change_lock(engine):
+        migrate.upgrade(engine)
+        with make_session_factory(engine).begin() as session:
+            ensure_plans(session)
+            ledger.ensure_operator_accounts(session)
+            pricebooks.ensure_default(session, default_price_book())
 
 
 def register_models(sessions: SessionFactory, model_ids: list[str]) -> None:

@@ -24,6 +24,8 @@ ledger_app = typer.Typer(no_args_is_help=True, help="The token ledger.")
 lexicon_app = typer.Typer(no_args_is_help=True, help="A tenant's own prompt-screening terms.")
 template_app = typer.Typer(no_args_is_help=True, help="A tenant's templates (and the built-in library).")
 batch_app = typer.Typer(no_args_is_help=True, help="A tenant's batches.")
+style_app = typer.Typer(no_args_is_help=True, help="A tenant's styles (LoRA adapters).")
+user_app = typer.Typer(no_args_is_help=True, help="Console users: a tenant's people and platform operators.")
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(tenant_app, name="tenant")
@@ -31,6 +33,8 @@ admin_app.add_typer(key_app, name="key")
 admin_app.add_typer(lexicon_app, name="lexicon")
 admin_app.add_typer(template_app, name="template")
 admin_app.add_typer(batch_app, name="batch")
+admin_app.add_typer(style_app, name="style")
+admin_app.add_typer(user_app, name="user")
 app.add_typer(ledger_app, name="ledger")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -241,6 +245,108 @@ def key_revoke(key_id: str, as_json: JsonFlag = False) -> None:
     _emit(as_json, revoked, f"revoked {revoked['id']} ({revoked['prefix']}…)")
 
 
+def _user_object(user) -> dict:
+    return {"id": user.id, "email": user.email, "role": user.role, "tenant_id": user.tenant_id,
+            "created_at": user.created_at.isoformat(),
+            "disabled_at": None if user.disabled_at is None else user.disabled_at.isoformat(),
+            "locked": user.locked_at is not None}
+
+
+def _user_line(user: dict) -> str:
+    state = "disabled" if user["disabled_at"] else "locked" if user["locked"] else "active"
+    return f"{user['id']}\t{user['email']}\t{user['role']}\t{user['tenant_id'] or '-'}\t{state}"
+
+
+@user_app.command("create")
+def user_create(email: str, role: Annotated[str, typer.Option(help="owner | member | viewer | operator | reviewer")],
+                tenant: Annotated[str | None, typer.Option(help="The tenant (id or name) of an owner, member "
+                                                                "or viewer; none for operators.")] = None,
+                password_stdin: Annotated[bool, typer.Option(help="Read the password from standard input "
+                                                                  "(default: a generated one, shown once).")] = False,
+                as_json: JsonFlag = False) -> None:
+    """Create a console user who signs in with EMAIL and a password."""
+    from vidfactory.accounts import AccountError, PasswordHasher, create_user
+    from vidfactory.accounts.passwords import generated_password
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else generated_password()
+    try:
+        with _sessions().begin() as session:
+            tenant_id = None if tenant is None else find_tenant(session, tenant).id
+            user = _user_object(create_user(session, PasswordHasher.from_settings(_settings()), email, role,
+                                            password, tenant_id, actor=cli_actor))
+    except (AccountError, TenancyError) as exc:
+        _fail(str(exc))
+    shown = {**user, **({} if password_stdin else {"password": password})}
+    _emit(as_json, shown, _user_line(user) + ("" if password_stdin else f"\npassword (shown once): {password}"))
+
+
+@user_app.command("list")
+def user_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant's (id or name).")] = None,
+              as_json: JsonFlag = False) -> None:
+    """Console users, oldest first."""
+    from vidfactory.accounts import list_users
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    try:
+        with _sessions()() as session:
+            tenant_id = None if tenant is None else find_tenant(session, tenant).id
+            users = [_user_object(user) for user in list_users(session, tenant_id)]
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"data": users}, "\n".join(_user_line(user) for user in users) or "no users")
+
+
+def _user_change(change, user: str, as_json: bool, verb: str) -> None:
+    from vidfactory.accounts import AccountError
+
+    try:
+        with _sessions().begin() as session:
+            shown = _user_object(change(session, user))
+    except AccountError as exc:
+        _fail(str(exc))
+    _emit(as_json, shown, f"{verb} {shown['email']}")
+
+
+@user_app.command("disable")
+def user_disable(user: str, as_json: JsonFlag = False) -> None:
+    """Disable USER (id or email): no more sign-ins, and every open session ends now."""
+    from vidfactory.accounts import disable_user
+
+    _user_change(lambda session, u: disable_user(session, _user_id(session, u), actor=cli_actor), user,
+                 as_json, "disabled")
+
+
+@user_app.command("unlock")
+def user_unlock(user: str, as_json: JsonFlag = False) -> None:
+    """Unlock USER (id or email) after repeated failed sign-ins."""
+    from vidfactory.accounts import unlock_user
+
+    _user_change(lambda session, u: unlock_user(session, _user_id(session, u), actor=cli_actor), user,
+                 as_json, "unlocked")
+
+
+@user_app.command("reset-password")
+def user_reset_password(user: str, as_json: JsonFlag = False) -> None:
+    """Give USER (id or email) a new generated password, shown once; their sessions end and a lock lifts."""
+    from vidfactory.accounts import AccountError, PasswordHasher, reset_password
+
+    try:
+        with _sessions().begin() as session:
+            row, password = reset_password(session, PasswordHasher.from_settings(_settings()),
+                                           _user_id(session, user), actor=cli_actor)
+            shown = _user_object(row)
+    except AccountError as exc:
+        _fail(str(exc))
+    _emit(as_json, {**shown, "password": password}, f"{shown['email']}: new password (shown once): {password}")
+
+
+def _user_id(session, user: str) -> str:
+    from vidfactory.accounts import find_user
+
+    return find_user(session, user).id
+
+
 @admin_app.command("credit")
 def admin_credit(tenant: str, tokens: int, as_json: JsonFlag = False) -> None:
     """Top up TENANT (id or name) by TOKENS."""
@@ -268,10 +374,10 @@ def admin_sweep(orphans: Annotated[bool, typer.Option(help="Also delete stored o
     (workers scan every VIDFACTORY_ORPHAN_SCAN_INTERVAL_S). Runs until nothing expired is left."""
     from vidfactory.db.types import utcnow
     from vidfactory.jobs.maintenance import delete_orphans, sweep_expired_content
-    from vidfactory.storage.local import LocalStorage
+    from vidfactory.storage import make_storage
 
     settings, sessions, now = _settings(), _sessions(), utcnow()
-    storage = LocalStorage(settings.resolved_storage_dir)
+    storage = make_storage(settings)
     expired = 0
     while swept := sweep_expired_content(sessions, storage, now):
         expired += swept
@@ -425,6 +531,77 @@ def template_show(tenant: str, name: str, as_json: JsonFlag = False) -> None:
                                      f"variables: {', '.join(shown['variables']) or '-'}", "", shown["body"]]))
 
 
+def _style_line(style: dict) -> str:
+    return (f"{style['name']}\t{style['id']}\t{style['model']}\t{style['status']}\t{style['source']}\t"
+            f"rank {style['rank']}\tscale {style['default_scale']:g}")
+
+
+@style_app.command("list")
+def style_list(tenant: str, as_json: JsonFlag = False) -> None:
+    """TENANT's styles, by name."""
+    from sqlalchemy import select
+
+    from vidfactory.db.models import Style
+    from vidfactory.styles.service import describe
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    try:
+        with _sessions()() as session:
+            found = find_tenant(session, tenant)
+            listed = [describe(style) for style in session.scalars(
+                select(Style).where(Style.tenant_id == found.id).order_by(Style.name))]
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"tenant_id": found.id, "data": listed},
+          "\n".join(_style_line(style) for style in listed) or f"{found.name}: no styles")
+
+
+@style_app.command("add")
+def style_add(tenant: str, name: str, file: Path,
+              model: Annotated[str | None, typer.Option(help="The model it adapts (default: the first).")] = None,
+              scale: Annotated[float, typer.Option(help="Its default scale.")] = 1.0,
+              description: Annotated[str, typer.Option()] = "", as_json: JsonFlag = False) -> None:
+    """Upload FILE (a .safetensors LoRA adapter) as TENANT's style NAME, checked as the API checks it."""
+    from vidfactory.storage import make_storage
+    from vidfactory.styles.errors import StyleError
+    from vidfactory.styles.service import upload_style
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    settings = _settings()
+    if not file.is_file() or file.stat().st_size > settings.style_upload_bytes_max:
+        _fail(f"{file} is not a file of at most {settings.style_upload_bytes_max} bytes")
+    sessions = _sessions()
+    try:
+        with sessions() as session:
+            tenant_id = find_tenant(session, tenant).id
+        style = upload_style(sessions, make_storage(settings), settings, tenant_id, name=name,
+                             model=model, data=file.read_bytes(), filename=file.name, default_scale=scale,
+                             description=description)
+    except (TenancyError, StyleError) as exc:
+        _fail(str(exc))
+    _emit(as_json, style, _style_line(style))
+
+
+@style_app.command("remove")
+def style_remove(tenant: str, style: str, as_json: JsonFlag = False) -> None:
+    """Delete TENANT's STYLE (name or id) and its adapter; refused while queued or running videos use it."""
+    from vidfactory.storage import make_storage
+    from vidfactory.styles.errors import StyleError
+    from vidfactory.styles.service import delete_style
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    sessions = _sessions()
+    try:
+        with sessions() as session:
+            tenant_id = find_tenant(session, tenant).id
+        deleted = delete_style(sessions, make_storage(_settings()), tenant_id, style)
+    except (TenancyError, StyleError) as exc:
+        _fail(str(exc))
+    if deleted is None:
+        _fail(f"{tenant} has no style {style!r}")
+    _emit(as_json, deleted, f"deleted style {deleted['name']} ({deleted['id']})")
+
+
 def _batch_object(batch, counts: dict[str, int]) -> dict:
     return {"id": batch.id, "template": batch.template, "mode": batch.mode, "atomic": batch.atomic,
             "items_total": batch.items_total, "total_tokens": batch.total_tokens,
@@ -491,6 +668,7 @@ def admin_demo(port: int = 8000, as_json: JsonFlag = False) -> None:
     in the data directory, readable by its owner only)."""
     from sqlalchemy import select
 
+    from vidfactory.accounts import PasswordHasher, demo_user
     from vidfactory.billing import ledger
     from vidfactory.db.models import Tenant
     from vidfactory.tenancy import create_tenant, demo_key, demo_key_file, ensure_admin_token
@@ -502,11 +680,14 @@ def admin_demo(port: int = 8000, as_json: JsonFlag = False) -> None:
             tenant = create_tenant(session, demo_tenant_name, plan="pro")
             ledger.credit(session, tenant.id, demo_credit_tokens, memo="demo balance")
         plaintext = demo_key(session, settings, tenant.id)
+        email, password = demo_user(session, PasswordHasher.from_settings(settings), settings.data_dir, tenant.id)
         available = ledger.balance(session, tenant.id).available
     ensure_admin_token(settings)
     base = f"http://127.0.0.1:{port}/v1"
+    sign_in = f"http://127.0.0.1:{port}/sign-in"
     if as_json:
         _emit(True, {"tenant_id": tenant.id, "available": available, "key": plaintext, "base_url": base,
+                     "sign_in_url": sign_in, "email": email, "password": password,
                      "key_file": str(settings.data_dir / demo_key_file),
                      "admin_token_file": str(settings.data_dir / "admin_token")}, "")
         return
@@ -516,6 +697,8 @@ def admin_demo(port: int = 8000, as_json: JsonFlag = False) -> None:
                          (kept in {settings.data_dir / demo_key_file}; the same after a restart)
   Base URL:              {base}
   Admin token:           in {settings.data_dir / 'admin_token'}
+  Console:               {sign_in}
+                         {email} / {password}
 
   curl -s {base}/videos -H "Authorization: Bearer {plaintext}" \\
        -H "Content-Type: application/json" -d '{{"prompt": "a red fox running through snow"}}'
@@ -590,7 +773,7 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     from vidfactory.jobs.multidevice import LeaderEngine, follow, stop_followers
     from vidfactory.jobs.worker import Worker, speed_settings
     from vidfactory.notify.delivery import start_dispatcher
-    from vidfactory.storage.local import LocalStorage
+    from vidfactory.storage import make_storage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
@@ -608,7 +791,7 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     if devices.parallel:
         def loader(config, models_dir):
             return LeaderEngine(load_engine(config, models_dir, speed_settings(settings), devices))
-    loop = Worker(settings, sessions, LocalStorage(settings.resolved_storage_dir), models=model,
+    loop = Worker(settings, sessions, make_storage(settings), models=model,
                   engine_loader=loader, devices=devices)
     if devices.parallel:
         loop.engine_for(spanned.id)  # every rank loads together: the device mesh is built collectively

@@ -135,6 +135,29 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     database_url: str = ""  # default: sqlite file under data_dir
     storage_dir: Path | None = None  # default: data_dir/storage
+    # Object storage for several hosts: s3://bucket/prefix on any S3-compatible service (empty: storage_dir).
+    # Endpoint, region and credentials come from the standard AWS variables and chain (AWS_ENDPOINT_URL,
+    # AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, roles); these override them.
+    storage_url: str = Field(default="", pattern=r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[A-Za-z0-9_\-./]*)?)?$")
+    storage_endpoint_url: str = Field(default="", pattern=r"^(https?://.+)?$")
+    storage_region: str = Field(default="", max_length=64)
+    storage_access_key_id: str = Field(default="", max_length=128)
+    storage_secret_access_key: SecretStr = SecretStr("")
+    storage_addressing_style: Literal["auto", "path", "virtual"] = "auto"  # MinIO and Ceph usually want path
+    storage_multipart_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)  # S3's minimum part
+    storage_timeout_s: float = Field(default=10.0, gt=0, le=300)  # connect and read, per request
+    # Links. GET /v1/videos/{id}/content redirects to a signed link (object storage or CDN) unless proxied;
+    # download_links adds each variant's signed link to the video object. Links expire after link_ttl_s.
+    content_delivery: Literal["redirect", "proxy"] = "redirect"
+    download_links: bool = False
+    link_ttl_s: int = Field(default=600, ge=1, le=7 * 24 * 3600)
+    # A CDN in front of the bucket (its origin path the storage prefix): links become
+    # {cdn_base_url}/{key}, signed by cdn_signing.
+    cdn_base_url: str = Field(default="", pattern=r"^(https?://[^?#]+[^/?#])?$")
+    cdn_signing: Literal["none", "cloudfront", "aliyun-a"] = "none"
+    cdn_key_id: str = Field(default="", max_length=128)  # CloudFront: the key pair or public key id
+    cdn_private_key_file: Path | None = None  # CloudFront: the RSA private key, PEM
+    cdn_auth_key: SecretStr = SecretStr("")  # Alibaba Cloud CDN type A: the primary key
     admin_token: str = ""  # default: generated once into data_dir/admin_token
     models_path: Path | None = None  # where wan-tiny is built; default: data_dir/models
 
@@ -266,6 +289,20 @@ class Settings(BaseSettings):
     # Retry-After when a tenant has its plan's active jobs already (we cannot know when one finishes).
     active_jobs_retry_after_s: int = 10
 
+    # The web console (accounts/, web/): sessions in a cookie holding a random token (stored hashed),
+    # a sign-in locked after this many failures in a row per account (until an operator unlocks it), and
+    # every sign-in from a client address refused while it has this many failures in the last minute.
+    console_session_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    signin_failures_max: int = Field(default=5, ge=1, le=100)
+    signin_address_failures_per_minute: int = Field(default=5, ge=1)
+    # Argon2id cost (RFC 9106's second recommended profile by default); lower only for tests.
+    password_hash_time_cost: int = Field(default=3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(default=65536, ge=8, le=4 * 1024 * 1024)
+    # Server-Sent Events: how often a stream looks for new events in the outbox when Redis is not
+    # configured (with redis_url set, a publish wakes it at once and this is only the fallback).
+    events_poll_s: float = Field(default=0.5, gt=0, le=30)
+    events_heartbeat_s: float = Field(default=15.0, gt=0, le=300)  # a comment line keeps proxies open
+
     # Webhooks: a durable outbox delivered by a loop in `serve` and in `worker`.
     webhooks_enabled: bool = True
     webhook_poll_s: float = 1.0
@@ -314,10 +351,29 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _cdn_signing_complete(self) -> Settings:
+        if self.cdn_signing != "none" and not self.cdn_base_url:
+            raise ValueError("cdn_signing needs cdn_base_url")
+        if self.cdn_signing == "cloudfront" and not (self.cdn_key_id and self.cdn_private_key_file):
+            raise ValueError("cdn_signing=cloudfront needs cdn_key_id and cdn_private_key_file")
+        if self.cdn_signing == "aliyun-a" and not self.cdn_auth_key.get_secret_value():
+            raise ValueError("cdn_signing=aliyun-a needs cdn_auth_key")
+        return self
+
+    @model_validator(mode="after")
     def _operator_webhook_signed(self) -> Settings:
         if self.operator_webhook_url and not self.operator_webhook_secret.get_secret_value().startswith("whsec_"):
             raise ValueError("operator_webhook_url needs operator_webhook_secret, a whsec_ secret")
         return self
+
+    # Styles (LoRA adapters, vidfactory.styles): what an upload may be, how many a job may name, the scale
+    # range, and how many adapters a worker keeps loaded per pipeline (least recently used unloaded first).
+    style_upload_bytes_max: int = Field(default=512_000_000, ge=1)
+    style_rank_max: int = Field(default=128, ge=1, le=4096)
+    styles_per_job_max: int = Field(default=3, ge=1, le=16)
+    style_scale_max: float = Field(default=2.0, gt=0, le=16)
+    styles_resident_max: int = Field(default=4, ge=1, le=64)
+    styles_per_tenant_max: int = Field(default=100, ge=1)
 
     # Prompts: batches, and enhancement by an OpenAI-compatible chat endpoint (rules when no URL is set).
     batch_items_max: int = Field(default=100, ge=1, le=10_000)

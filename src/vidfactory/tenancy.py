@@ -47,6 +47,7 @@ __all__ = [
     "revoke_keys",
     "suspend_tenant",
     "update_plan",
+    "write_private",
 ]
 
 key_prefix = "vf_"
@@ -340,7 +341,7 @@ def ensure_admin_token(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write `text` to `path` readable by its owner only (0600), never visible with wider permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
@@ -363,5 +364,5 @@ def demo_key(session: Session, settings: Settings, tenant_id: str) -> str:
             return stored
     revoke_keys(session, tenant_id, label=demo_key_label)
     _, plaintext = create_key(session, tenant_id, label=demo_key_label)
-    _write_private(path, plaintext)
+    write_private(path, plaintext)
     return plaintext

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
-from vidfactory import __version__
+from vidfactory import __version__, web
 from vidfactory.api.context import AppContext
 from vidfactory.api.errors import error_responses, install_error_handlers
 from vidfactory.api.ratelimit import QuotaHeaders
@@ -19,8 +20,10 @@ from vidfactory.api.routes import (
     balance,
     batches,
     brand,
+    events,
     lexicon,
     models,
+    ops,
     plans,
     preferences,
     price_books,
@@ -28,6 +31,7 @@ from vidfactory.api.routes import (
     quotes,
     reviews,
     statements,
+    styles,
     templates,
     verify,
     videos,
@@ -59,6 +63,18 @@ def start_workers(ctx: AppContext, count: int, stop: threading.Event) -> list[th
     return threads
 
 
+def with_bearer_auth(app: FastAPI) -> dict:
+    """The OpenAPI document with one bearer scheme (an API key, or the admin token on admin routes), so the
+    docs page's "Authorize" button sends it on every request. Built once, as FastAPI does."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "an API key (vf_...) or the admin token"}}
+        schema["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app(settings: Settings | None = None, *, workers: int | None = None) -> FastAPI:
     """`workers` in-process worker threads (default: settings.workers_in_process; 0 for API-only)."""
     settings = settings or Settings()
@@ -78,7 +94,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
             thread.join(settings.shutdown_grace_s + worker_join_s)
         ctx.engine.dispose()
 
-    app = FastAPI(title="vidfactory", version=__version__, lifespan=lifespan,
+    # /docs is served by the console from vendored assets (no CDN); ReDoc would need one, so there is none.
+    app = FastAPI(title="vidfactory", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Self-hosted text-to-video with token metering; OpenAI-compatible /v1/videos.")
     install_error_handlers(app)
     app.add_middleware(QuotaHeaders)
@@ -86,13 +103,12 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     routers = (videos.router, quotes.router, balance.router, models.router, admin.router, plans.router,
                reviews.router,
                price_books.router, vouchers.router, statements.router, audit.router, lexicon.router, brand.router,
-               verify.router, templates.router, prompts.router, batches.router, preferences.router,
+               verify.router, events.router, templates.router, styles.router, prompts.router, batches.router,
+               preferences.router,
                workers_routes.router, webhook_endpoints.router, webhook_deliveries.router, webhook_secret.router)
     for router in routers:
         app.include_router(router, responses=error_responses)
-
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.include_router(ops.router)
+    web.mount(app)
+    app.openapi = lambda: with_bearer_auth(app)  # type: ignore[method-assign]
     return app

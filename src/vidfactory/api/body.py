@@ -27,8 +27,8 @@ from vidfactory.media.reference import (
     reference_bytes_max,
 )
 
-__all__ = ["VideoInput", "data_url_reference", "read_remix", "read_upload", "read_video_create", "remix_openapi",
-           "upload_openapi", "video_create_openapi"]
+__all__ = ["FormUpload", "VideoInput", "data_url_reference", "read_form_upload", "read_remix", "read_upload",
+           "read_video_create", "remix_openapi", "upload_openapi", "validated", "video_create_openapi"]
 
 form_fields_max = 32
 # ASCII digits only: str.isdigit() also passes "²", which int() then refuses.
@@ -126,7 +126,7 @@ async def _form_fields(request: Request, content_type: str, bytes_max: int,
 
 
 def _form_value(name: str, value: str) -> Any:
-    """Form fields arrive as text: metadata and variables are JSON, seed an integer, enhance_prompt a
+    """Form fields arrive as text: metadata, variables and styles are JSON, seed an integer, enhance_prompt a
     boolean; the rest stay text."""
     if name == "metadata":
         try:
@@ -138,6 +138,12 @@ def _form_value(name: str, value: str) -> Any:
             return json.loads(value)
         except (ValueError, RecursionError) as exc:
             raise ApiError(400, "invalid_value", "variables must be a JSON object", param="variables") from exc
+    if name == "styles":
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            raise ApiError(400, "invalid_value", 'styles must be a JSON list ([{"style": ..., "scale": ...}])',
+                           param="styles") from exc
     if name == "seed" and form_integer.fullmatch(value.strip()):
         return int(value)
     if name == "enhance_prompt" and value.strip().lower() in ("true", "false"):
@@ -168,7 +174,7 @@ async def _json_or_form(request: Request, bytes_max: int, file_field: str | None
     return fields
 
 
-def _validated(schema: type[BaseModel], fields: dict[str, Any]) -> Any:
+def validated(schema: type[BaseModel], fields: dict[str, Any]) -> Any:
     try:
         return schema.model_validate(fields)
     except ValidationError as exc:
@@ -180,7 +186,7 @@ def _validated(schema: type[BaseModel], fields: dict[str, Any]) -> Any:
 
 async def read_remix(request: Request, bytes_max: int) -> RemixCreate:
     """The remix body, from JSON or a form (no file)."""
-    return _validated(RemixCreate, await _json_or_form(request, bytes_max, file_field=None))
+    return validated(RemixCreate, await _json_or_form(request, bytes_max, file_field=None))
 
 
 async def read_video_create(request: Request, bytes_max: int, gate: ImageGate | None = None) -> VideoInput:
@@ -195,7 +201,7 @@ async def read_video_create(request: Request, bytes_max: int, gate: ImageGate | 
         raise ApiError(400, "invalid_value", "template: send a prompt or a template, not both", param="template")
     if fields.get("variables") is not None and fields.get("template") is None:
         raise ApiError(400, "invalid_value", "variables: variables belong to a template", param="variables")
-    body = _validated(VideoCreate, fields)
+    body = validated(VideoCreate, fields)
     # An empty text field is no image (as before images were taken); an empty file is refused.
     # Decoding a large image takes a while: not on the event loop.
     reference = None if sent_reference in (None, "") else await run_in_threadpool(_reference, sent_reference,
@@ -253,8 +259,21 @@ def _data_url_bytes(text: str, field: str, ways: str) -> bytes:
                        param=field) from exc
 
 
+@dataclass(frozen=True)
+class FormUpload:
+    data: bytes
+    filename: str  # as the client named it ("" when it sent none)
+    fields: dict[str, str]  # the form's text fields
+
+
 async def read_upload(request: Request, field: str, bytes_max: int) -> bytes:
     """The one file sent as multipart field `field`, whole (the body is capped at `bytes_max`)."""
+    return (await read_form_upload(request, field, bytes_max)).data
+
+
+async def read_form_upload(request: Request, field: str, bytes_max: int) -> FormUpload:
+    """The one file sent as multipart field `field` (whole; the body is capped at `bytes_max`), with the
+    form's text fields."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", f"send the file as multipart/form-data field {field!r}")
@@ -269,7 +288,8 @@ async def read_upload(request: Request, field: str, bytes_max: int) -> bytes:
     if not isinstance(upload, UploadFile):
         raise ApiError(400, "missing_file", f"send the file as multipart field {field!r}", param=field)
     content = await upload.read()
+    fields = {name: value for name, value in form.items() if isinstance(value, str)}
     await form.close()
     if not content:
         raise ApiError(400, "empty_file", "the file is empty", param=field)
-    return content
+    return FormUpload(data=content, filename=upload.filename or "", fields=fields)

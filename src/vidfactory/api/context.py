@@ -16,7 +16,8 @@ from vidfactory.engines.registry import model_path
 from vidfactory.jobs.output import Provenance, load_provenance
 from vidfactory.jobs.screening import PromptScreens
 from vidfactory.settings import ModelConfig, Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage, make_storage
+from vidfactory.storage.links import Links
 from vidfactory.tenancy import ensure_admin_token
 
 __all__ = ["AppContext", "TokenCounters"]
@@ -42,7 +43,8 @@ class AppContext:
     settings: Settings
     engine: Engine
     sessions: SessionFactory
-    storage: LocalStorage
+    storage: Storage
+    links: Links  # signed links to stored objects (the storage's own or the CDN's)
     counters: TokenCounters
     admin_token: str
     provenance: Provenance  # the C2PA signing identity and what verify trusts
@@ -55,8 +57,9 @@ class AppContext:
     @classmethod
     def from_settings(cls, settings: Settings) -> AppContext:
         engine = make_engine(settings.resolved_database_url)
+        storage = make_storage(settings)
         return cls(settings=settings, engine=engine, sessions=make_session_factory(engine),
-                   storage=LocalStorage(settings.resolved_storage_dir), counters=TokenCounters(settings.models_dir),
+                   storage=storage, links=Links(settings, storage), counters=TokenCounters(settings.models_dir),
                    admin_token=ensure_admin_token(settings), provenance=load_provenance(settings),
                    screens=PromptScreens.from_settings(settings),
                    limiter=make_limiter(settings.redis_url, prefix=settings.redis_prefix,

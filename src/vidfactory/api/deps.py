@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
+from vidfactory.accounts import session_cookie, signed_in
 from vidfactory.api.context import AppContext
 from vidfactory.api.errors import ApiError
 from vidfactory.api.ratelimit import LimiterUnavailable, Window, client_address, enforce, retry_after_s
@@ -16,7 +17,8 @@ from vidfactory.jobs.verification import Scope
 from vidfactory.observability.requests import set_request_tenant
 from vidfactory.tenancy import Caller, authenticate
 
-__all__ = ["AdminDep", "CallerDep", "ContextDep", "IdempotencyKeyHeader", "ScopeDep", "SessionDep"]
+__all__ = ["AdminDep", "CallerDep", "ContextDep", "IdempotencyKeyHeader", "ScopeDep", "SessionDep",
+           "StreamTenantDep"]
 
 idempotency_key_chars_max = 255
 
@@ -108,6 +110,26 @@ def get_scope(request: Request, ctx: ContextDep) -> Scope:
 
 
 ScopeDep = Annotated[Scope, Depends(get_scope)]
+
+
+def get_stream_tenant(request: Request, ctx: ContextDep) -> str:
+    """The tenant of an event stream: an API key, or a console session's cookie (a browser's EventSource
+    cannot send headers). Only streams take the cookie: no API route that changes anything does, so no
+    cross-site form can act through it."""
+    if "authorization" in request.headers:
+        return get_caller(request, ctx).tenant_id
+    token = request.cookies.get(session_cookie)
+    if token:
+        with ctx.sessions() as session:
+            principal = signed_in(session, token)
+        if principal is not None and principal.tenant_id is not None:
+            set_request_tenant(request.state, principal.tenant_id)
+            return principal.tenant_id
+    raise ApiError(401, "missing_api_key", "send your API key as 'Authorization: Bearer <key>', or sign in to "
+                   "the console as one of the tenant's people")
+
+
+StreamTenantDep = Annotated[str, Depends(get_stream_tenant)]
 
 
 # Visible ASCII and spaces, as an HTTP field value should be; it is stored, and PostgreSQL refuses NUL.

@@ -22,6 +22,7 @@ from vidfactory.jobs.submit import ActiveJobsLimit
 from vidfactory.prompts.errors import PromptError
 from vidfactory.idempotency import IdempotencyConflict, IdempotencyInProgress
 from vidfactory.observability.redact import redact_paths
+from vidfactory.styles.errors import StyleError
 from vidfactory.tenancy import TenantSuspended
 
 __all__ = ["ApiError", "checked_id", "error_responses", "install_error_handlers", "not_found", "validation_message"]
@@ -110,6 +111,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidRequest)
     async def _invalid(_: Request, exc: InvalidRequest):
         return envelope(400, exc.code, str(exc), exc.param)
+
+    @app.exception_handler(StyleError)
+    async def _style(_: Request, exc: StyleError):
+        return envelope(exc.status, exc.code, str(exc), exc.param)
 
     @app.exception_handler(PromptError)
     async def _prompt(_: Request, exc: PromptError):

@@ -1,7 +1,8 @@
 """Requests per minute, per API key and per tenant, over a sliding one-minute window, with separate
 budgets for reading (GET, HEAD, OPTIONS: polling a video, listing) and writing (everything else:
 creating videos), so a client polling its jobs never spends the budget it needs to submit them; failed
-API-key attempts per client address (`client_address`); requests in flight at once (`ConcurrencyCaps`);
+API-key attempts per client address (`client_address`); failed console sign-ins per client address
+(`signin_window`; the per-account lock lives with the account, in the database); requests in flight at once (`ConcurrencyCaps`);
 pixels being decoded at once (`PixelBudget`).
 
 `MemoryLimiter` counts inside one process (the embedded default). `RedisLimiter` keeps the windows in
@@ -33,7 +34,8 @@ from vidfactory.tenancy import Caller
 
 __all__ = ["CapReached", "ConcurrencyCaps", "Limiter", "LimiterUnavailable", "MemoryLimiter", "PixelBudget", "Quota",
            "QuotaHeaders", "RedisLimiter", "Verdict", "Window", "budget", "caller_windows", "client_address",
-           "enforce", "make_limiter", "quota_headers", "read_methods", "retry_after_s"]
+           "enforce", "make_limiter", "quota_headers", "read_methods", "retry_after_s", "signin_refused",
+           "signin_window"]
 
 log = logging.getLogger(__name__)
 window_s = 60.0
@@ -225,6 +227,21 @@ def enforce(limiter: Limiter, caller: Caller, method: str) -> Quota | None:
     raise ApiError(429, "rate_limit_exceeded",
                    f"plan {caller.plan} allows {verdict.window.per_minute} {kind} requests per minute per {scope}",
                    headers={"Retry-After": str(retry_after_s(verdict.wait_s)), **quota_headers(verdict.quota)})
+
+
+def signin_window(address: str, failures_max: int) -> Window:
+    """Failed console sign-ins from one client address in the last minute."""
+    return Window(f"signin-failures:{address}", failures_max)
+
+
+def signin_refused(limiter: Limiter, address: str, failures_max: int, *, record: bool) -> float | None:
+    """Seconds until the address may try again once it has `failures_max` failures in the window, else None
+    (`record`: count one more failure first). Raises LimiterUnavailable as `check` does."""
+    window = signin_window(address, failures_max)
+    verdict = limiter.check([window], record=record)
+    if verdict.window is None and record:  # the failure just counted may have been the last one allowed
+        verdict = limiter.check([window], record=False)
+    return None if verdict.window is None else verdict.wait_s
 
 
 def quota_headers(quota: Quota | None) -> dict[str, str]:

@@ -86,6 +86,9 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
         "input_reference": None if job.reference_sha256 is None else {
             "sha256": job.reference_sha256, "width": job.reference_width, "height": job.reference_height,
             "content_type": job.reference_content_type},
+        # The styles (LoRA adapters) it is made with, as resolved when it was submitted.
+        "styles": [{"id": s["id"], "name": s["name"], "sha256": s["sha256"], "scale": s["scale"]}
+                   for s in job.styles or ()],
         "negative_prompt": job.negative_prompt,
         "seed": job.seed,
         "metadata": job.request_metadata,

@@ -24,6 +24,8 @@ __all__ = [
     "FeedbackCreate",
     "RegenerateCreate",
     "RemixCreate",
+    "StyleCreate",
+    "StyleUse",
     "TemplateCreate",
     "TemplateForm",
     "data_url_chars_max",
@@ -84,6 +86,29 @@ Variables = Annotated[dict[VariableName, VariableValue], Field(max_length=tpl.va
 batch_values_max = 100  # values in one variable's list
 
 
+# A style as a request names it: its name, or its id (style_<hex>), which the same pattern admits.
+StyleRefText = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+style_scale_limit = 16.0  # the schema's bound; the platform's own (settings.style_scale_max) is checked after
+
+
+class StyleUse(BaseModel):
+    """One style a video is made with, at `scale` (default: the style's default_scale)."""
+
+    model_config = ConfigDict(extra="forbid")
+    style: StyleRefText
+    scale: float | None = Field(default=None, ge=0.0, le=style_scale_limit, allow_inf_nan=False)
+
+
+class StyleCreate(BaseModel):
+    """The text fields of POST /v1/styles (multipart, beside the `file`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: StyleRefText
+    model: str | None = Field(default=None, min_length=1, max_length=64)
+    default_scale: float = Field(default=1.0, ge=0.0, le=style_scale_limit, allow_inf_nan=False)
+    description: PlainText = Field(default="", max_length=500)
+
+
 def _seconds_also_integer(schema: dict) -> None:
     schema["anyOf"].insert(1, {"type": "integer", "minimum": 0, "maximum": 999})
 
@@ -113,6 +138,10 @@ class VideoCreate(BaseModel):
     cache: Literal["exact", "similar", "off"] = "exact"
     # Receives this video's events, signed with the tenant's job webhook secret (GET /v1/webhook_secret).
     webhook_url: str | None = Field(default=None, min_length=1, max_length=url_chars_max)
+    # The tenant's styles (LoRA adapters): one by name or id, or several with their scales. None: the
+    # template's default style, if any.
+    style: StyleRefText | None = None
+    styles: list[StyleUse] | None = Field(default=None, max_length=16)
 
     @field_validator("seconds", mode="before")
     @classmethod
@@ -132,6 +161,8 @@ class VideoCreate(BaseModel):
             raise ValueError("send either prompt or template (with variables)")
         if self.variables is not None and self.template is None:
             raise ValueError("variables belong to a template")
+        if self.style is not None and self.styles is not None:
+            raise ValueError("send style or styles, not both")
         return self
 
 
@@ -387,6 +418,10 @@ class TemplateUpdate(BaseModel):
     # Render the defaults and generate them when saved (billed as a job), so that the first request for
     # the template as it stands is a result-cache hit.
     pre_generate: bool = False
+    # The tenant's style (name or id) its videos get unless a request names its own, at style_scale
+    # (default: the style's default_scale).
+    style: StyleRefText | None = None
+    style_scale: float | None = Field(default=None, ge=0.0, le=style_scale_limit, allow_inf_nan=False)
 
 
 class TemplateCreate(TemplateUpdate):
@@ -420,6 +455,14 @@ class BatchCreate(BaseModel):
     negative_prompt: PlainText = Field(default="", max_length=prompt_chars_max)
     seed: int | None = Field(default=None, ge=0, le=seed_max, strict=True)
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=metadata_keys_max)
+    style: StyleRefText | None = None
+    styles: list[StyleUse] | None = Field(default=None, max_length=16)
+
+    @model_validator(mode="after")
+    def _style_or_styles(self) -> BatchCreate:
+        if self.style is not None and self.styles is not None:
+            raise ValueError("send style or styles, not both")
+        return self
 
 
 class FeedbackCreate(BaseModel):

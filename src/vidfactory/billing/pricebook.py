@@ -93,6 +93,7 @@ extension_baselines: dict[str, Any] = {
                      "error_types": ["engine_error", "timeout", "out_of_memory", "worker_lost", "internal_error",
                                     "media_error", "storage_error", "database_error", "hold_expired"]},
     "models": {},
+    "styled_output_ratio": "1",
 }
 
 
@@ -136,6 +137,8 @@ class PriceBookBody(BaseModel):
     # A cache hit is held at the full quote and posted at this share of it; the rest is released.
     cache_hit_charge_ratio: Decimal = Field(default=Decimal("0.2"), ge=0, le=1, max_digits=6, decimal_places=4)
     compensation: CompensationPolicy = Field(default_factory=CompensationPolicy)
+    # A video made with styles (LoRA adapters): its output tokens times this, rounded up to whole tokens.
+    styled_output_ratio: Decimal = Field(default=Decimal("1"), gt=0, le=100, max_digits=8, decimal_places=4)
     # Per model (its id as configured): its own token tables; a model not listed is priced by the book's.
     models: dict[ModelId, ModelPrice] = Field(default_factory=dict, max_length=models_priced_max)
 
@@ -240,7 +243,7 @@ def model_price(book: PriceBookBody, version: int, model_id: str) -> dict[str, A
         {"table_output_tokens": priced.table_output_tokens}
     return {"price_book_version": version, "model": model_id, "source": "model" if model_id in book.models else "book",
             "method": priced.method, "currency": priced.currency, "unit_price": str(priced.unit_price), **table,
-            "audio_output_tokens": priced.audio_output_tokens}
+            "audio_output_tokens": priced.audio_output_tokens, "styled_output_ratio": str(priced.styled_output_ratio)}
 
 
 def money(book: PriceBookBody, tokens: int) -> Decimal:
@@ -248,7 +251,7 @@ def money(book: PriceBookBody, tokens: int) -> Decimal:
 
 
 def quote(book: PriceBookBody, *, input_tokens: int, width: int, height: int, seconds: int,
-          audio: bool = False) -> Quote:
+          audio: bool = False, styled: bool = False) -> Quote:
     assert 0 <= input_tokens <= book.prompt_tokens_max, "prompt must be truncated before quoting"
     tier = resolution_tier(book, width, height)
     bucket = duration_bucket(book, seconds)
@@ -258,6 +261,8 @@ def quote(book: PriceBookBody, *, input_tokens: int, width: int, height: int, se
         output_tokens = book.table_output_tokens[tier][str(bucket)]
     if audio:
         output_tokens += book.audio_output_tokens
+    if styled:
+        output_tokens = int((Decimal(output_tokens) * book.styled_output_ratio).to_integral_value(ROUND_CEILING))
     total = input_tokens + output_tokens
     return Quote(
         method=book.method,

@@ -30,6 +30,7 @@ class CacheSpec:
     negative_prompt: str
     seed: int | None
     reference_sha256: str | None = None  # image-to-video: the first frame the clip starts from
+    styles: tuple[tuple[str, float], ...] = ()  # (adapter SHA-256, scale) of each style, in the order applied
 
 
 def _digest(value: object) -> str:
@@ -37,12 +38,14 @@ def _digest(value: object) -> str:
 
 
 def shape_key(spec: CacheSpec) -> str:
-    """The reference image is part of the shape, so that even `similar` lookups (which compare prompts
-    within one shape) never serve a clip made from another image, or from none. Left out when there is
-    none, so that text-to-video keys stay what they were before images existed."""
+    """The reference image and the styles are part of the shape, so that even `similar` lookups (which
+    compare prompts within one shape) never serve a clip made from another image or style, or from none.
+    Each is left out when there is none, so that keys stay what they were before images and styles existed."""
     fields = asdict(spec)
     if fields["reference_sha256"] is None:
         del fields["reference_sha256"]
+    if not fields["styles"]:  # likewise: unstyled keys stay what they were before styles existed
+        del fields["styles"]
     return _digest({"v": 1, **fields})
 
 

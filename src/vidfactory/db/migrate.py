@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
-__all__ = ["current_revision", "head_revision", "upgrade"]
+__all__ = ["current_revision", "head_revision", "schema_change_lock", "upgrade"]
 
 migrations_dir = Path(__file__).parent / "migrations"
+schema_lock_key = 0x7669646661637479  # the PostgreSQL advisory lock held while the schema changes
+
+
+@contextmanager
+def schema_change_lock(engine: Engine) -> Iterator[None]:
+    """One process at a time brings the schema up to date. A release starts the migration step and
+    workers (which migrate too) together; on PostgreSQL all but one of their concurrent CREATE TABLEs
+    would fail, so the others wait here and then find nothing left to do. SQLite serialises writers."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": schema_lock_key})
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": schema_lock_key})
 
 
 def alembic_config() -> Config:

@@ -32,6 +32,7 @@ __all__ = [
     "Base",
     "Batch",
     "CacheEntry",
+    "ConsoleSession",
     "EngineBreaker",
     "Feedback",
     "IdempotencyRecord",
@@ -41,11 +42,13 @@ __all__ = [
     "RegisteredWorker",
     "ServedModel",
     "Statement",
+    "Style",
     "Template",
     "Tenant",
     "TenantLexiconEntry",
     "TenantWebhookSecret",
     "Transfer",
+    "User",
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookEvent",
@@ -108,6 +111,43 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class User(Base):
+    """A person who signs in to the console: a tenant's owner, member or viewer, or a platform operator or
+    reviewer (no tenant). The password is kept as an Argon2id hash only."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), index=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)  # stored lower-cased
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Failed sign-ins in a row; at the settings' limit the account is locked until an operator unlocks it.
+    failed_signins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        CheckConstraint("role IN ('owner', 'member', 'viewer', 'operator', 'reviewer')", "user_role_known"),
+        CheckConstraint("(role IN ('operator', 'reviewer')) = (tenant_id IS NULL)", "user_tenant_matches_role"),
+    )
+
+
+class ConsoleSession(Base):
+    """A signed-in browser: the cookie holds a random token, the database its SHA-256 only."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
@@ -270,6 +310,10 @@ class Job(Base):
     reference_width: Mapped[int | None] = mapped_column(Integer, default=None)
     reference_height: Mapped[int | None] = mapped_column(Integer, default=None)
     reference_content_type: Mapped[str | None] = mapped_column(String(16), default=None)
+    # The styles (LoRA adapters) it is made with, as resolved at submission: [{"id", "name", "sha256",
+    # "scale", "key"}]. Each names its adapter's file and hash, so the job runs what was priced and cached.
+    # NULL: unstyled.
+    styles: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
     # Retention: set when the job ends (its end + its tenant's plan's retention), when its stored files go.
     # content_status: NULL while they are kept; "expiring" once the sweeper marked it (its content answers
     # 410 from then; files and references are being deleted); "expired" when both are gone.
@@ -329,10 +373,45 @@ class Template(Base):
     reference_content_type: Mapped[str | None] = mapped_column(String(16), default=None)
     defaults: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     pre_generate: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The style its videos get unless a request names its own; cleared when that style is deleted.
+    style_id: Mapped[str | None] = mapped_column(ForeignKey("styles.id"), default=None)
+    style_scale: Mapped[float | None] = mapped_column(Float, default=None)  # None: the style's default_scale
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+
+class Style(Base):
+    """A tenant's LoRA adapter for one base model (a Wan preset id, engines/presets.py). Uploaded styles
+    are `ready` at once; a trained one is `training` until its adapter exists (then `ready`, or `failed`).
+    The adapter's file, hash, rank and size are NULL until it exists."""
+
+    __tablename__ = "styles"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    base_model: Mapped[str] = mapped_column(String(32))  # the preset whose modules the adapter fits
+    status: Mapped[str] = mapped_column(String(16), default="ready")
+    source: Mapped[str] = mapped_column(String(8))  # uploaded | trained
+    default_scale: Mapped[float] = mapped_column(Float, default=1.0)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    rank: Mapped[int | None] = mapped_column(Integer, default=None)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    storage_key: Mapped[str | None] = mapped_column(String(300), default=None)
+    # Provenance of a trained style (dataset, steps, loss curve ...), written by its training. NULL: uploaded.
+    training: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name"),
+        CheckConstraint("status IN ('training', 'ready', 'failed')", "style_status_known"),
+        CheckConstraint("source IN ('uploaded', 'trained')", "style_source_known"),
+        Index("ix_styles_tenant_created", "tenant_id", "created_at"),
+    )
 
 
 class Batch(Base):
@@ -584,6 +663,13 @@ class WebhookEvent(Base):
     type: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None)  # the video it is about, if any
+
+    # The event streams read a tenant's events, or one video's, in order after the last one a client saw.
+    __table_args__ = (
+        Index("ix_webhook_events_tenant_seq", "tenant_id", "seq"),
+        Index("ix_webhook_events_job_seq", "job_id", "seq"),
+    )
 
 
 class WebhookDelivery(Base):

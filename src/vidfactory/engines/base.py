@@ -23,6 +23,7 @@ __all__ = [
     "ProgressCallback",
     "CancelCheck",
     "RemoteTaskCallback",
+    "StyleAdapter",
 ]
 
 ProgressCallback = Callable[[int, int], None]  # (steps_done, steps_total)
@@ -31,6 +32,17 @@ CancelCheck = Callable[[], bool]
 # caller records it, so that a later attempt resumes the task (GenerationRequest.resume_task_id) instead of
 # paying for another. An exception from it stops the attempt; the task just created is cancelled.
 RemoteTaskCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StyleAdapter:
+    """A LoRA adapter a generation applies at `scale`, named by its SHA-256 (the same bytes are the same
+    adapter, whoever uploaded them). `read` returns its safetensors bytes, called only when it is not
+    already loaded."""
+
+    sha256: str
+    scale: float
+    read: Callable[[], bytes] = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,7 @@ class GenerationRequest:
     # Hosted engines: the remote task an earlier attempt of this job created. It is polled instead of
     # creating a new one while it is pending, running or succeeded; failed, cancelled or gone, a new one runs.
     resume_task_id: str | None = None
+    adapters: tuple[StyleAdapter, ...] = ()  # styles (local Wan engines only); none: the base model exactly
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ torch: settings and the API read it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vidfactory.engines.base import InvalidInput
 
@@ -19,6 +19,7 @@ __all__ = [
     "TINY",
     "TINY_I2V",
     "TINY_PRESETS",
+    "TrainingDefaults",
     "TransformerShape",
     "VaeShape",
     "WanPreset",
@@ -58,6 +59,35 @@ class VaeShape:
 
 
 @dataclass(frozen=True)
+class TrainingDefaults:
+    """What a LoRA style trains at on this checkpoint unless the tenant overrides it (within the limits in
+    engines/lora_training.py and the plan's step cap)."""
+
+    rank: int
+    learning_rate: float
+    steps: int
+    buckets: tuple[tuple[int, int], ...]  # (width, height): each sample is cropped to the nearest aspect
+    num_frames: int  # frames a clip is cut to (4k+1); images train as one frame
+    checkpoint_every: int  # steps between resumable checkpoints
+    gradient_checkpointing: bool  # recompute activations in backward: what fits a 14B transformer's training
+
+
+# Wan LoRA trainers in common use (diffusers' examples, musubi-tuner, the hosted trainers) train the 1.3B at
+# rank 16-32, learning rate 1e-4, a few hundred to a few thousand steps, 480p buckets and 33-81 frames.
+def _train_at(buckets: tuple[tuple[int, int], ...]) -> TrainingDefaults:
+    return TrainingDefaults(rank=32, learning_rate=1e-4, steps=1000, buckets=buckets, num_frames=33,
+                            checkpoint_every=100, gradient_checkpointing=True)
+
+
+TRAIN_480P = _train_at(((832, 480), (480, 832), (624, 624)))
+TRAIN_720P = _train_at(((1280, 720), (720, 1280), (960, 960)))
+TRAIN_704P = _train_at(((1280, 704), (704, 1280), (960, 960)))
+# The tiny model learns a colour in a few dozen steps at 32 px.
+TRAIN_TINY = TrainingDefaults(rank=8, learning_rate=1e-2, steps=40, buckets=((32, 32),), num_frames=5,
+                              checkpoint_every=10, gradient_checkpointing=False)
+
+
+@dataclass(frozen=True)
 class WanPreset:
     id: str
     hub_id: str  # the diffusers checkpoint on the Hugging Face hub (only read from the local cache)
@@ -77,6 +107,7 @@ class WanPreset:
     expand_timesteps: bool = False  # Wan2.2 TI2V: a timestep per latent token (first frame kept clean)
     image_to_video: bool = False  # takes a reference image as the first frame
     text_encoder_params: int = 5_680_910_336  # UMT5-XXL encoder
+    training: TrainingDefaults = TRAIN_480P
 
     def __post_init__(self) -> None:
         assert self.experts in (1, 2) and (self.experts == 2) == (self.boundary_ratio is not None), self.id
@@ -120,14 +151,15 @@ PRESETS: dict[str, WanPreset] = {
                   guidance_scale=5.0, flow_shift=3.0, sizes=P480),
         WanPreset(id="wan2.1-t2v-14b", hub_id="Wan-AI/Wan2.1-T2V-14B-Diffusers", transformer=T_14B,
                   vae=VAE_2_1, experts=1, width=1280, height=720, num_frames=81, fps=16, steps=50,
-                  guidance_scale=5.0, flow_shift=5.0, sizes=P720 + P480),
+                  guidance_scale=5.0, flow_shift=5.0, sizes=P720 + P480, training=TRAIN_720P),
         WanPreset(id="wan2.2-t2v-a14b", hub_id="Wan-AI/Wan2.2-T2V-A14B-Diffusers", transformer=T_14B,
                   vae=VAE_2_1, experts=2, width=1280, height=720, num_frames=81, fps=16, steps=40,
                   guidance_scale=4.0, guidance_scale_2=3.0, boundary_ratio=0.875, flow_shift=12.0,
-                  sizes=P720 + P480),
+                  sizes=P720 + P480, training=TRAIN_720P),
         WanPreset(id="wan2.2-ti2v-5b", hub_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers", transformer=T_5B,
                   vae=VAE_2_2, experts=1, width=1280, height=704, num_frames=121, fps=24, steps=50,
-                  guidance_scale=5.0, flow_shift=5.0, sizes=P704, expand_timesteps=True, image_to_video=True),
+                  guidance_scale=5.0, flow_shift=5.0, sizes=P704, expand_timesteps=True, image_to_video=True,
+                  training=TRAIN_704P),
     )
 }
 
@@ -135,7 +167,7 @@ PRESETS: dict[str, WanPreset] = {
 TINY_TRANSFORMER_PARAMS = {16: 40_864, 48: 49_184}  # by latent channels (the patch embedding and head grow)
 TINY = WanPreset(
     id="wan-tiny", hub_id="", experts=1, width=128, height=128, num_frames=17, fps=8, steps=4,
-    guidance_scale=5.0, flow_shift=3.0, sizes=((128, 128),), text_encoder_params=48_352,
+    guidance_scale=5.0, flow_shift=3.0, sizes=((128, 128),), text_encoder_params=48_352, training=TRAIN_TINY,
     transformer=TransformerShape(num_layers=2, num_attention_heads=2, attention_head_dim=16, ffn_dim=64,
                                  text_dim=32, freq_dim=32, params=TINY_TRANSFORMER_PARAMS[16]),
     vae=VaeShape(z_dim=16, spatial=8, params=70_803, decode_channels_per_px=8, residual=False),
@@ -145,7 +177,7 @@ TINY = WanPreset(
 TINY_I2V = WanPreset(
     id="wan-tiny-i2v", hub_id="", experts=1, width=128, height=128, num_frames=9, fps=8, steps=4,
     guidance_scale=5.0, flow_shift=5.0, sizes=((128, 128),), text_encoder_params=48_352, expand_timesteps=True,
-    image_to_video=True,
+    image_to_video=True, training=replace(TRAIN_TINY, buckets=((64, 64),)),  # sides: multiples of 32 px
     transformer=TransformerShape(num_layers=2, num_attention_heads=2, attention_head_dim=16, ffn_dim=64,
                                  text_dim=32, freq_dim=32, params=TINY_TRANSFORMER_PARAMS[48]),
     vae=VaeShape(z_dim=48, spatial=16, params=109_196, decode_channels_per_px=8, residual=True),

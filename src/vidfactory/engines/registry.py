@@ -48,7 +48,7 @@ def model_path(config: ModelConfig, models_dir: Path) -> str:
 
 
 def load_engine(config: ModelConfig, models_dir: Path, speed: SpeedSettings = SpeedSettings(),
-                devices: DevicePlan = DevicePlan()) -> Engine:
+                devices: DevicePlan = DevicePlan(), styles_resident_max: int = 4) -> Engine:
     """Load the model once; the engine keeps it in memory for every later generation. Hosted engines
     load nothing: they keep an HTTP connection pool, and never span devices."""
     if devices.parallel and config.is_hosted:
@@ -60,7 +60,8 @@ def load_engine(config: ModelConfig, models_dir: Path, speed: SpeedSettings = Sp
         assert config.hosted is not None
         return OpenAIVideoEngine(config.id, config.hosted)
     return WanEngine(config.id, model_path(config, models_dir), preset=config.wan_preset, speed=speed,
-                     mag_ratios=tuple(config.step_cache_mag_ratios), devices=devices)
+                     mag_ratios=tuple(config.step_cache_mag_ratios), devices=devices,
+                     styles_resident_max=styles_resident_max)
 
 
 def _checkpoint_dir(config: ModelConfig, path: str) -> Path:

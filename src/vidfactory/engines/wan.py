@@ -23,6 +23,7 @@ from vidfactory.engines.base import (
     OutOfMemory,
     ProgressCallback,
 )
+from vidfactory.engines.lora import ResidentAdapters
 from vidfactory.engines.memory import MEMORY_MODES
 from vidfactory.engines.parallel import DevicePlan, agree_with_leader, enable_context_parallel, join_group
 from vidfactory.engines.presets import FRAME_STRIDE, WanPreset, check_shape
@@ -59,7 +60,7 @@ class WanEngine:
 
     def __init__(self, model_id: str, path: str, device: str | None = None, *, frames_max: int = FRAMES_MAX,
                  preset: WanPreset | None = None, speed: SpeedSettings = SpeedSettings(),
-                 mag_ratios: tuple[float, ...] = (), devices: DevicePlan = DevicePlan()):
+                 mag_ratios: tuple[float, ...] = (), devices: DevicePlan = DevicePlan(), styles_resident_max: int = 4):
         self.model_id = model_id
         self.path = path
         self.frames_max = frames_max
@@ -72,6 +73,7 @@ class WanEngine:
             device = device or str(devices.device())
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._lock = threading.Lock()
+        self.adapters = ResidentAdapters(styles_resident_max)
         started = time.perf_counter()
         self._load()
         self.load_s = time.perf_counter() - started  # the model switch cost the worker records
@@ -85,6 +87,7 @@ class WanEngine:
         self.speed_applied = apply_speed(self.pipeline, self.speed, self.device)
         self.memory_mode = "none"
         self._image_pipeline: DiffusionPipeline | None = None
+        self.adapters.forget()
 
     def generate(
         self, request: GenerationRequest, on_progress: ProgressCallback, is_cancelled: CancelCheck
@@ -98,12 +101,14 @@ class WanEngine:
                 raise GenerationCancelled("cancelled before the first denoising step")
             # 3. The memory mode this attempt runs in (an out-of-memory retry asks for a more frugal one).
             mode_applied = self._use_memory_mode(request.memory_mode)
-            # 4. Denoise and decode; errors from the caller's callbacks pass through untouched.
+            # 4. This request's styles and only those (none: the base weights exactly).
+            self.adapters.apply(self.pipeline, request.adapters)
+            # 5. Denoise and decode; errors from the caller's callbacks pass through untouched.
             try:
                 frames, cache_applied = self._run(request, on_progress, is_cancelled)
             except _CallbackRaised as wrapped:
                 raise wrapped.__cause__ from None  # the caller's own exception, as they raised it
-        # 5. [F, H, W, 3] floats in [0, 1] -> uint8, with the settings that produced them.
+        # 6. [F, H, W, 3] floats in [0, 1] -> uint8, with the settings that produced them.
         settings = {**self.speed_applied, "memory_mode": mode_applied, "step_cache": cache_applied}
         if self.devices.parallel:
             settings["context_parallel"] = f"ulysses x{self.devices.world_size}"

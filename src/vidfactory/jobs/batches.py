@@ -24,11 +24,13 @@ from vidfactory.idempotency import Outcome
 from vidfactory.jobs.prompting import PromptRequest, find_template, resolve_prompt, template_reference
 from vidfactory.jobs.queue import Review
 from vidfactory.jobs.screening import PromptRejected, PromptScreens, screen_prompt
+from vidfactory.jobs.styling import requested, resolve_styles
 from vidfactory.jobs.submit import Priced, StagedFiles, VideoRequest, enqueue, price, run_once_staged
 from vidfactory.media.reference import ReferenceImage
 from vidfactory.prompts.batch import BatchItem, expand
 from vidfactory.settings import ModelConfig, Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage
+from vidfactory.styles.catalog import StyleRef
 from vidfactory.tenancy import Caller
 
 __all__ = ["BatchSpec", "batch_quote", "batch_reference", "find_batch", "job_states", "status_counts", "submit_batch",
@@ -51,6 +53,8 @@ class BatchSpec:
     negative_prompt: str = ""
     seed: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    style: str | None = None  # the tenant's style for every item, or several with scales (none: the
+    styles: list[StyleRef] | None = None  # template's default style, if it has one)
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class PreparedItem:
     review: Review | None
 
 
-def batch_reference(sessions: SessionFactory, storage: LocalStorage, tenant_id: str,
+def batch_reference(sessions: SessionFactory, storage: Storage, tenant_id: str,
                     template: str) -> ReferenceImage | None:
     """The template's reference image, as every item will carry it (None without one)."""
     with sessions() as session:
@@ -80,6 +84,10 @@ def _prepare(sessions: SessionFactory, settings: Settings, counter_for: Callable
     with sessions() as session:
         template = find_template(session, caller.tenant_id, spec.template)
         version, book = pricebooks.for_tenant(session, caller.tenant_id)  # one book for the whole batch
+    default = None if template.default_style is None else StyleRef(template.default_style,
+                                                                   template.default_style_scale)
+    refs, param = requested(spec.style, spec.styles, default)
+    styles = resolve_styles(sessions, settings, caller.tenant_id, spec.model or settings.models[0].id, refs, param)
     prepared, blocked = [], []
     for item in items:
         resolved = resolve_prompt(sessions, settings, caller.tenant_id,
@@ -92,7 +100,7 @@ def _prepare(sessions: SessionFactory, settings: Settings, counter_for: Callable
             metadata=dict(spec.metadata), user_prompt=resolved.user_prompt, template=resolved.template,
             variables=resolved.variables, enhancement=resolved.enhancement, warnings=resolved.warnings,
             batch_id=batch_id, batch_item=item.index, ab_group=item.ab_group, reference=reference,
-            reference_from_template=reference is not None)
+            reference_from_template=reference is not None, styles=styles)
         priced = price(settings, counter_for, request, version, book)
         try:
             with sessions() as session:
@@ -111,7 +119,7 @@ def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Call
                  caller: Caller, spec: BatchSpec, chars_max: int,
                  render: Callable[[Session, Batch], dict[str, Any]],
                  idempotency: tuple[str, str] | None = None, *, screens: PromptScreens,
-                 storage: LocalStorage, reference: ReferenceImage | None = None) -> Outcome:
+                 storage: Storage, reference: ReferenceImage | None = None) -> Outcome:
     """`reference`: the template's image (`batch_reference`), copied to each job in `storage`. Raises
     PromptError / InvalidRequest / ImageRejected (nothing created), PromptRejected or InsufficientBalance
     when `atomic` and an item is blocked or the balance cannot hold every item (nothing held), IdempotencyConflict;

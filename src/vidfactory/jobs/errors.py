@@ -12,7 +12,7 @@ from vidfactory.engines.base import EngineError, GenerationAbandoned
 from vidfactory.failures import ErrorType
 from vidfactory.media.errors import MediaError
 from vidfactory.safety.frames import OutputScreeningError
-from vidfactory.storage.local import StorageError
+from vidfactory.storage import StorageError
 
 __all__ = ["Classified", "JobTimedOut", "LeaseExpired", "WorkerStopping", "classify"]
 

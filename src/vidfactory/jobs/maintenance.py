@@ -14,7 +14,7 @@ from vidfactory.failures import ErrorType
 from vidfactory.jobs import queue
 from vidfactory.notify.alerts import raise_alert, recent_alerts
 from vidfactory.settings import Settings
-from vidfactory.storage.local import LocalStorage, StorageError
+from vidfactory.storage.base import Storage, StorageError
 from vidfactory.storage.retention import expiring_keys, referenced_keys
 
 __all__ = ["alert_on_failure_rate", "decide_overdue_reviews", "delete_orphans", "expire_vouchers",
@@ -120,7 +120,7 @@ def alert_on_failure_rate(sessions: SessionFactory, settings: Settings, now: dat
     return True
 
 
-def sweep_expired_content(sessions: SessionFactory, storage: LocalStorage, now: datetime,
+def sweep_expired_content(sessions: SessionFactory, storage: Storage, now: datetime,
                           limit: int = expiring_jobs_max) -> int:
     """Delete the files of jobs past their expiry (clip, previews, reference copy) and the rows that name
     them. Per job, in this order: mark it expiring (its content answers 410 from then), delete its
@@ -151,7 +151,7 @@ def sweep_expired_content(sessions: SessionFactory, storage: LocalStorage, now: 
     return swept
 
 
-def delete_orphans(sessions: SessionFactory, storage: LocalStorage, now: datetime, grace_s: float,
+def delete_orphans(sessions: SessionFactory, storage: Storage, now: datetime, grace_s: float,
                    limit: int = orphans_max) -> int:
     """Delete stored objects that no row names and that are older than `grace_s` (an upload whose
     transaction never committed: a crash between the two). The grace period outlasts any upload's wait
@@ -170,7 +170,7 @@ def delete_orphans(sessions: SessionFactory, storage: LocalStorage, now: datetim
     return deleted + _delete_unreferenced(sessions, storage, old, limit - deleted)
 
 
-def _delete_unreferenced(sessions: SessionFactory, storage: LocalStorage, keys: list[str], limit: int) -> int:
+def _delete_unreferenced(sessions: SessionFactory, storage: Storage, keys: list[str], limit: int) -> int:
     with sessions() as session:
         named = referenced_keys(session, keys)
     orphans = [key for key in keys if key not in named][:limit]

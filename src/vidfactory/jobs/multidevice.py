@@ -8,7 +8,9 @@ never touches the database, storage or the queue.
 
 from __future__ import annotations
 
+import functools
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from vidfactory.engines.base import CancelCheck, Engine, EngineError, GeneratedVideo, GenerationRequest, ProgressCallback
@@ -31,11 +33,19 @@ class LeaderEngine:
 
     def generate(self, request: GenerationRequest, on_progress: ProgressCallback,
                  is_cancelled: CancelCheck) -> GeneratedVideo:
-        send_to_followers(request)
+        send_to_followers(_portable(request))
         return self.engine.generate(request, on_progress, is_cancelled)
 
     def __getattr__(self, name: str):  # load_s, speed_applied...: what the worker reads off an engine
         return getattr(self.engine, name)
+
+
+def _portable(request: GenerationRequest) -> GenerationRequest:
+    """What can travel to the followers: a style's reader reads the leader's storage, so its bytes go."""
+    if not request.adapters:
+        return request
+    adapters = tuple(replace(a, read=functools.partial(bytes, a.read())) for a in request.adapters)
+    return replace(request, adapters=adapters)
 
 
 def stop_followers() -> None:

@@ -32,7 +32,7 @@ from vidfactory.media.provenance import AIGC_KEY, AigcLabel, SigningKey, sign_c2
 from vidfactory.media.qc import QcReport, QcThresholds, run_qc
 from vidfactory.media.watermark import embed_watermark
 from vidfactory.settings import Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage, tenant_key
 
 __all__ = [
     "ClipIdentity",
@@ -107,14 +107,20 @@ class Rendition:
 
 
 class _Stopwatch:
-    def __init__(self) -> None:
+    def __init__(self, stages: int = 0, on_stage: Callable[[int, int], None] | None = None) -> None:
         self.stage_s: dict[str, float] = {}
+        self.stages = stages
+        self.done = 0
+        self.on_stage = on_stage
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
         yield
         self.stage_s[name] = self.stage_s.get(name, 0.0) + time.perf_counter() - start
+        self.done += 1
+        if self.on_stage is not None:
+            self.on_stage(self.done, self.stages)
 
 
 def check_quality(frames: np.ndarray, settings: Settings) -> QcReport:
@@ -158,9 +164,11 @@ def delivered_frames(mp4: bytes) -> np.ndarray:
 
 
 def render(frames: np.ndarray, fps: int, clip: ClipIdentity, provenance: Provenance, *,
-           steps: tuple[tuple[str, FrameStep], ...]) -> Rendition:
-    """Every deliverable file of one clip; `steps` (see `frame_steps`) change the frames first."""
-    watch = _Stopwatch()
+           steps: tuple[tuple[str, FrameStep], ...], on_stage: Callable[[int, int], None] | None = None
+           ) -> Rendition:
+    """Every deliverable file of one clip; `steps` (see `frame_steps`) change the frames first.
+    `on_stage(done, total)` is told after each stage, for the job's progress."""
+    watch = _Stopwatch(len(steps) + 4, on_stage)
     # 1. Frame steps: label, brand, watermark.
     for name, step in steps:
         with watch.stage(name):
@@ -187,12 +195,12 @@ def render(frames: np.ndarray, fps: int, clip: ClipIdentity, provenance: Provena
     return Rendition(files, watch.stage_s)
 
 
-def store(rendition: Rendition, clip: ClipIdentity, storage: LocalStorage) -> list[AssetRecord]:
+def store(rendition: Rendition, clip: ClipIdentity, storage: Storage) -> list[AssetRecord]:
     """Write each file under the tenant's and job's prefix; the records are committed with the job."""
     records = []
     for file in rendition.files:
-        key = f"{clip.tenant_id}/{clip.job_id}/{file.filename}"
-        storage.put(key, file.data)
+        key = tenant_key(clip.tenant_id, clip.job_id, file.filename)
+        storage.put(key, file.data, content_type=file.content_type)
         records.append(AssetRecord(file.variant, key, file.content_type, len(file.data), file.hashes.sha256,
                                    md5=file.hashes.md5))
     return records

@@ -17,7 +17,8 @@ from vidfactory.prompts import enhance as enhancement
 from vidfactory.prompts.library import builtin
 from vidfactory.prompts.templates import Template, TemplateImage, render
 from vidfactory.settings import Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage
+from vidfactory.styles.catalog import StyleRef
 
 __all__ = ["PromptRequest", "ResolvedPrompt", "enhance_mode", "find_template", "llm_endpoint", "resolve_prompt",
            "template_from_row", "template_reference", "tenant_templates"]
@@ -48,6 +49,7 @@ class ResolvedPrompt:
     size: str | None
     warnings: tuple[str, ...]
     reference: TemplateImage | None = None  # the template's image (not yet read from storage)
+    style: StyleRef | None = None  # the template's default style
 
 
 def template_from_row(row: TemplateRow) -> Template:
@@ -57,7 +59,7 @@ def template_from_row(row: TemplateRow) -> Template:
                     keywords=tuple(form.get("keywords", ())), camera=form.get("camera", ""),
                     mood=form.get("mood", ""), seconds=row.seconds, size=row.size,
                     reference_image=row.reference_image, reference=_stored_image(row),
-                    defaults=dict(row.defaults))
+                    defaults=dict(row.defaults), default_style=row.style_id, default_style_scale=row.style_scale)
 
 
 def _stored_image(row: TemplateRow) -> TemplateImage | None:
@@ -69,7 +71,7 @@ def _stored_image(row: TemplateRow) -> TemplateImage | None:
                          height=row.reference_height, content_type=row.reference_content_type)
 
 
-def template_reference(storage: LocalStorage, template: str, image: TemplateImage) -> ReferenceImage:
+def template_reference(storage: Storage, template: str, image: TemplateImage) -> ReferenceImage:
     """The template's image, read back and checked: the job stores its own copy of these bytes."""
     try:
         reference = read_reference(storage.read(image.key))
@@ -141,4 +143,6 @@ def resolve_prompt(sessions: SessionFactory, settings: Settings, tenant_id: str,
     return ResolvedPrompt(prompt=prompt, user_prompt=user_prompt, template=request.template,
                           variables=None if request.template is None else dict(request.variables or {}),
                           enhancement=mode, seconds=seconds, size=size, warnings=tuple(warnings),
-                          reference=None if template is None else template.reference)
+                          reference=None if template is None else template.reference,
+                          style=None if template is None or template.default_style is None else
+                          StyleRef(template.default_style, template.default_style_scale))

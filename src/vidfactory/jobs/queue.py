@@ -7,6 +7,7 @@ that end a job resolve its hold in the same transaction.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,6 +67,7 @@ __all__ = [
     "serve_from_cache",
     "should_stop",
     "stop_reason",
+    "worker_demand_sql",
 ]
 
 terminal_states = ("completed", "failed", "cancelled")
@@ -74,6 +76,7 @@ review_reason_chars_max = 500
 review_sources = ("prompt", "qc", "output_safety")
 review_deadline_actions = ("approve", "refund")
 review_alert_kind = "review_required"
+model_id_sql_pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")  # a model id safe as an SQL literal
 review_deadline_actor = "review_deadline"  # the audit log's actor for what a deadline decided
 
 
@@ -507,6 +510,17 @@ def expired_leases(session: Session, now: datetime, limit: int = 100) -> list[Jo
     return list(session.scalars(
         select(Job).where(Job.status == "in_progress", Job.lease_expires_at < now)
         .order_by(Job.lease_expires_at).limit(limit)))
+
+
+def worker_demand_sql(models: list[str]) -> str:
+    """The jobs a class of workers serving `models` has to run: queued and running, less those waiting for
+    an admin's review (no worker can take them). The autoscaler's query (a KEDA PostgreSQL trigger in
+    deploy/k8s), so a literal statement: KEDA sends it as text, with no parameters. Zero means the class
+    may sleep."""
+    assert models and all(model_id_sql_pattern.match(m) for m in models), f"model ids unsafe in SQL: {models}"
+    listed = ", ".join(f"'{m}'" for m in sorted(set(models)))
+    return ("SELECT count(*) FROM jobs WHERE status IN ('queued', 'in_progress') "
+            f"AND model IN ({listed}) AND (review_status IS NULL OR review_status <> 'pending')")
 
 
 def content_due(session: Session, now: datetime, limit: int) -> list[str]:

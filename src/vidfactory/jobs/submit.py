@@ -33,7 +33,9 @@ from vidfactory.media.reference import ReferenceImage
 from vidfactory.notify.events import billing_event, ensure_job_secret, video_event
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
 from vidfactory.settings import ModelConfig, Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage, tenant_key
+from vidfactory.styles import catalog as styles_catalog
+from vidfactory.styles.catalog import JobStyle
 from vidfactory.tenancy import Caller, check_not_suspended
 
 __all__ = ["ActiveJobsLimit", "Priced", "StagedFiles", "VideoRequest", "clean_prompt", "enqueue", "price",
@@ -74,6 +76,7 @@ class VideoRequest:
     webhook_url: str | None = None
     reference: ReferenceImage | None = None  # image-to-video: the first frame, checked (media/reference.py)
     reference_from_template: bool = False  # the image is the template's, not the request's own
+    styles: tuple[JobStyle, ...] = ()  # resolved from the tenant's styles (jobs/styling.py)
 
 
 class ActiveJobsLimit(Exception):
@@ -121,7 +124,7 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
         raise InvalidRequest("prompt", "prompt is empty")
     try:
         priced_quote = quote(book.for_model(model.id), input_tokens=truncation.tokens, width=shape.width,
-                             height=shape.height, seconds=shape.seconds)
+                             height=shape.height, seconds=shape.seconds, styled=bool(request.styles))
     except ValueError as exc:
         raise InvalidRequest("size", str(exc)) from exc
     architecture = model.wan_preset
@@ -187,12 +190,13 @@ def cache_spec(priced: Priced, request: VideoRequest) -> CacheSpec:
     return CacheSpec(model=priced.model.id, width=shape.width, height=shape.height, num_frames=shape.num_frames,
                      fps=shape.fps, steps=priced.model.steps, guidance_scale=priced.model.guidance_scale,
                      negative_prompt=request.negative_prompt, seed=request.seed,
-                     reference_sha256=None if request.reference is None else request.reference.sha256)
+                     reference_sha256=None if request.reference is None else request.reference.sha256,
+                     styles=tuple((style.sha256, style.scale) for style in request.styles))
 
 
 def reference_key(tenant_id: str, job_id: str, reference: ReferenceImage) -> str:
     """Each job keeps its own copy: deleting one video never takes another's first frame."""
-    return f"{tenant_id}/{job_id}/reference.{reference.extension}"
+    return tenant_key(tenant_id, job_id, f"reference.{reference.extension}")
 
 
 def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: Priced, hold: ledger.Hold,
@@ -225,7 +229,8 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
         reference_sha256=None if reference is None else reference.sha256,
         reference_width=None if reference is None else reference.width,
         reference_height=None if reference is None else reference.height,
-        reference_content_type=None if reference is None else reference.content_type)
+        reference_content_type=None if reference is None else reference.content_type,
+        styles=[style.as_json() for style in request.styles] or None)
 
 
 def enqueue(session: Session, settings: Settings, caller: Caller, request: VideoRequest, priced: Priced,
@@ -234,6 +239,7 @@ def enqueue(session: Session, settings: Settings, caller: Caller, request: Video
     a job goes through here, so each job has exactly one hold."""
     assert priced.quote.total_tokens > 0
     check_not_suspended(session, caller.tenant_id)
+    styles_catalog.confirm(session, caller.tenant_id, request.styles)
     job_id = f"video_{uuid.uuid4().hex}"
     hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
                        expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
@@ -280,7 +286,7 @@ def submit(
     review: Review | None = None,
     *,
     screens: PromptScreens,
-    storage: LocalStorage | None = None,
+    storage: Storage | None = None,
 ) -> Outcome:
     """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision.
     The prompt the model will read is screened first (`screens`): a `review` match holds the job too.
@@ -323,7 +329,7 @@ class StagedFiles:
     """Files a submission writes inside its transaction for the jobs it creates. Each key names its job,
     so nobody else reads it; `forget` deletes them when that transaction was not this request's own."""
 
-    def __init__(self, storage: LocalStorage | None) -> None:
+    def __init__(self, storage: Storage | None) -> None:
         self.storage = storage
         self.keys: list[str] = []
 
@@ -333,7 +339,7 @@ class StagedFiles:
             return
         assert self.storage is not None and job.reference_key is not None, "a reference needs the storage"
         self.keys.append(job.reference_key)
-        self.storage.put(job.reference_key, reference.data)
+        self.storage.put(job.reference_key, reference.data, content_type=reference.content_type)
 
     def forget(self) -> None:
         for key in self.keys:
@@ -343,7 +349,7 @@ class StagedFiles:
 
 def run_once_staged(sessions: SessionFactory, tenant_id: str, idempotency: tuple[str, str] | None,
                     effect: Callable[[Session, StagedFiles], tuple[int, dict[str, Any]]],
-                    storage: LocalStorage | None) -> Outcome:
+                    storage: Storage | None) -> Outcome:
     """`run_once`, with the files `effect` stores removed again unless its transaction commits as ours:
     on any error, and on a replay (a concurrent request with the key won: its jobs, not ours, exist)."""
     files = StagedFiles(storage)

@@ -33,7 +33,7 @@ from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
 from vidfactory.engines.base import (Engine, EngineError, GeneratedVideo, GenerationAbandoned,
                                      GenerationCancelled, GenerationRequest, HostedEngine, InvalidInput,
-                                     RemoteTaskCallback)
+                                     RemoteTaskCallback, StyleAdapter)
 from vidfactory.engines.hosted import HostedError, HostedRejected
 from vidfactory.engines.memory import (
     MEMORY_MODES,
@@ -54,7 +54,8 @@ from vidfactory.media.errors import MediaError
 from vidfactory.media.reference import center_crop, decode_rgb
 from vidfactory.safety.frames import FrameClassifier, nsfw_classifier, screen_frames
 from vidfactory.settings import ModelConfig, Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage, StorageError
+from vidfactory.styles.catalog import JobStyle, job_styles
 
 __all__ = ["Worker", "device_report", "new_worker_id", "speed_settings"]
 
@@ -62,8 +63,14 @@ log = logging.getLogger(__name__)
 
 EngineLoader = Callable[[ModelConfig, Path], Engine]
 ClassifierLoader = Callable[[], FrameClassifier]
-generation_share_pct = 90  # progress 0–90 is denoising; post-processing takes the rest
-stored_progress_pct = 95
+# Progress through a job: denoising 0–80, then the VAE's decode (85 once it returns), the checks, each stage
+# of the output pipeline (to 96) and storage (98), so a client watching it never sees it stand still for
+# the long tail of a clip (the decode alone is most of a tiny model's time).
+generation_share_pct = 80
+decoded_progress_pct = 85
+checked_progress_pct = 87
+rendered_progress_pct = 96
+stored_progress_pct = 98
 watermark_id_bytes = 4  # the watermark's 32-bit payload
 watermark_draws_max = 5
 seed_max = 2**31 - 1  # the API's seed range
@@ -91,7 +98,7 @@ def device_report(settings: Settings, devices: DevicePlan = DevicePlan()) -> wor
 
 
 class Worker:
-    def __init__(self, settings: Settings, sessions: SessionFactory, storage: LocalStorage, *,
+    def __init__(self, settings: Settings, sessions: SessionFactory, storage: Storage, *,
                  worker_id: str | None = None, models: list[str] | None = None,
                  engine_loader: EngineLoader | None = None,
                  classifier_loader: ClassifierLoader = nsfw_classifier,
@@ -234,7 +241,8 @@ class Worker:
             self.post_thread = None
 
     def _load_engine(self, config: ModelConfig, models_dir: Path) -> Engine:
-        return load_engine(config, models_dir, speed_settings(self.settings))
+        return load_engine(config, models_dir, speed_settings(self.settings),
+                           styles_resident_max=self.settings.styles_resident_max)
 
     def engine_for(self, model_id: str) -> Engine:
         if model_id not in self.engines:
@@ -365,7 +373,7 @@ class Worker:
             guidance_scale_2=None if config is None else config.guidance_scale_2,
             image=self._reference_frame(job), memory_mode=memory_mode,
             step_cache=self.settings.step_cache if step_cache_allowed else "none",
-            resume_task_id=self._remote_task_of(job))
+            resume_task_id=self._remote_task_of(job), adapters=self._adapters(job))
         deadline = time.monotonic() + self.settings.job_timeout_s
         progress, stop = self._progress_reporter(lease), self._stop_check(lease, deadline)
         if self.is_hosted(job.model):  # its remote task is recorded at once, for a retry to resume
@@ -373,11 +381,31 @@ class Worker:
             video = hosted.generate(request, progress, stop, on_remote_task=self._task_recorder(job, lease))
         else:
             video = self.engines[job.model].generate(request, progress, stop)
+        self._set_progress(lease, decoded_progress_pct)
         # 3. What it ran with, and the model load it paid.
         applied = {"memory_mode": memory_mode, "step_cache": request.step_cache, **video.engine_settings}
+        if request.adapters:
+            applied["styles"] = [{"sha256": a.sha256, "scale": a.scale} for a in request.adapters]
         lease.transact(lambda session: queue.record_run(session, job.id, self.worker_id, engine_settings=applied,
                                                         model_load_s=load_s), "the run's settings")
         return video
+
+    def _adapters(self, job: Job) -> tuple[StyleAdapter, ...]:
+        """The job's styles; each adapter's bytes are read from storage only if the engine lacks it."""
+        styles = job_styles(job)
+        if styles and self.is_hosted(job.model):
+            raise InvalidInput(f"{job.model} is a hosted model: styles apply to local Wan models only")
+        return tuple(StyleAdapter(sha256=style.sha256, scale=style.scale, read=self._adapter_reader(style))
+                     for style in styles)
+
+    def _adapter_reader(self, style: JobStyle) -> Callable[[], bytes]:
+        def read() -> bytes:
+            data = self.storage.read(style.key)
+            if hashlib.sha256(data).hexdigest() != style.sha256:
+                raise StorageError(f"the stored adapter of style {style.name} does not match its SHA-256")
+            return data
+
+        return read
 
     def _remote_task_of(self, job: Job) -> str | None:
         """The remote task an earlier attempt recorded, if it was made by the engine the model uses now."""
@@ -439,7 +467,9 @@ class Worker:
         brand = lease.transact(lambda session: load_brand(session, job.tenant_id), "reading the brand")
         clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job, lease), brand)
         # 5. Render every file (label, brand, watermark, encode, metadata, C2PA, previews, hashes), then store.
-        rendition = output.render(video.frames, video.fps, clip, self._provenance(), steps=self.frame_steps)
+        self._set_progress(lease, checked_progress_pct)
+        rendition = output.render(video.frames, video.fps, clip, self._provenance(), steps=self.frame_steps,
+                                  on_stage=self._stage_reporter(lease))
         self._set_progress(lease, stored_progress_pct)
         assets = output.store(rendition, clip, self.storage)
 
@@ -473,7 +503,8 @@ class Worker:
         frames = output.delivered_frames(source)
         # 3. Render every file under this job's identity, store, deliver and settle.
         clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job, lease))
-        rendition = output.render(frames, job.fps, clip, self._provenance(), steps=self.relabel_steps)
+        rendition = output.render(frames, job.fps, clip, self._provenance(), steps=self.relabel_steps,
+                                  on_stage=self._stage_reporter(lease))
         self._set_progress(lease, stored_progress_pct)
         assets = output.store(rendition, clip, self.storage)
         charge = lease.transact(lambda session: queue.complete_cache_hit(session, job, self.worker_id, assets),
@@ -569,6 +600,14 @@ class Worker:
                 return
             last_write = now
             self._set_progress(lease, generation_share_pct * done // max(total, 1))
+
+        return report
+
+    def _stage_reporter(self, lease: Lease) -> Callable[[int, int], None]:
+        span = rendered_progress_pct - checked_progress_pct
+
+        def report(done: int, total: int) -> None:
+            self._set_progress(lease, checked_progress_pct + span * done // max(total, 1))
 
         return report
 

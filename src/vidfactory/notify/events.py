@@ -2,7 +2,8 @@
 caller's transaction, so a webhook exists exactly when the change it reports committed.
 
 Targets are the tenant's enabled endpoints subscribed to the type, and the job's own `webhook_url`.
-Nothing is written when there is no target.
+Every tenant event is kept, targets or not: the event streams (`events_after`, Server-Sent Events) read
+the same rows the webhooks are sent from, in the order of their `seq`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ __all__ = [
     "billing_event",
     "ensure_job_secret",
     "event_types",
+    "events_after",
+    "terminal_video_types",
     "operator_event_types",
     "record_event",
     "record_operator_event",
@@ -42,6 +45,7 @@ event_types = (
 )
 
 operator_event_types = ("alert.raised",)
+terminal_video_types = ("video.completed", "video.failed", "video.cancelled")
 
 
 def _subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
@@ -49,16 +53,14 @@ def _subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
 
 
 def record_event(session: Session, tenant_id: str, type: str, data: dict[str, Any], *,  # noqa: A002
-                 job_id: str | None = None, job_webhook_url: str | None = None) -> WebhookEvent | None:
-    """The event and its outbox rows, in the caller's transaction. Returns None when nobody listens."""
+                 job_id: str | None = None, job_webhook_url: str | None = None) -> WebhookEvent:
+    """The event and its outbox rows (none when no webhook listens), in the caller's transaction."""
     assert type in event_types, f"unknown event type {type!r}"
     endpoints = [e for e in session.scalars(select(WebhookEndpoint).where(
         WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.status == "enabled",
         WebhookEndpoint.deleted_at.is_(None))) if _subscribed(e, type)]
-    if not endpoints and job_webhook_url is None:
-        return None
     now = utcnow()
-    event = WebhookEvent(id=f"msg_{uuid.uuid4().hex}", tenant_id=tenant_id, type=type, created_at=now,
+    event = WebhookEvent(id=f"msg_{uuid.uuid4().hex}", tenant_id=tenant_id, type=type, created_at=now, job_id=job_id,
                          payload={"type": type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data})
     session.add(event)
     session.flush()  # before its deliveries: no ORM relationship orders the two inserts
@@ -69,6 +71,17 @@ def record_event(session: Session, tenant_id: str, type: str, data: dict[str, An
                                     attempts=0, next_attempt_at=now, created_at=now))
     session.flush()
     return event
+
+
+def events_after(session: Session, tenant_id: str, after_seq: int, *, job_id: str | None = None,
+                 limit: int = 100) -> list[WebhookEvent]:
+    """A tenant's events (or one of its videos') recorded after `after_seq`, oldest first."""
+    assert 1 <= limit <= 1000
+    query = (select(WebhookEvent).where(WebhookEvent.tenant_id == tenant_id, WebhookEvent.seq > after_seq)
+             .order_by(WebhookEvent.seq).limit(limit))
+    if job_id is not None:
+        query = query.where(WebhookEvent.job_id == job_id)
+    return list(session.scalars(query))
 
 
 def record_operator_event(session: Session, type: str, data: dict[str, Any]) -> WebhookEvent:  # noqa: A002

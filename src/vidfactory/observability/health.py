@@ -1,5 +1,6 @@
 """Dependency probes: is each thing this deployment needs there and usable? `vidfactory doctor` runs them
-all; readiness (`readiness`) runs the ones every request depends on.
+all; readiness (`readiness`, `GET /readyz`) runs the ones every request depends on; liveness (`alive`,
+`GET /healthz`) runs none, so an orchestrator never restarts a process for a database outage.
 
 Each probe returns one `Check` (never raises): its status (`ok`, `warn` — works, but not as configured
 for production —, `fail`), and one line saying what was found or what is wrong and how to fix it. Lines
@@ -18,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from vidfactory.settings import ConfigurationError, Settings, load_settings
 
-__all__ = ["Check", "doctor", "probe_database", "probe_gpu", "probe_models", "probe_redis", "probe_storage",
+__all__ = ["Check", "alive", "doctor", "probe_database", "probe_gpu", "probe_models", "probe_redis", "probe_storage",
            "readiness"]
 
 Status = Literal["ok", "warn", "fail"]
@@ -95,13 +96,13 @@ def probe_redis(settings: Settings) -> Check:
 
 def probe_storage(settings: Settings) -> Check:
     """Writable, readable and deletable, through the storage the workers use."""
-    from vidfactory.storage.local import LocalStorage
+    from vidfactory.storage import make_storage
 
-    root = settings.resolved_storage_dir
     key = f"{storage_probe_prefix}/probe-{secrets.token_hex(8)}"
     payload = secrets.token_bytes(16)
+    root = settings.storage_url or settings.resolved_storage_dir
     try:
-        storage = LocalStorage(root)
+        storage = make_storage(settings)
         storage.put(key, payload)
         read_back = storage.read(key)
         storage.delete(key)
@@ -140,6 +141,11 @@ def probe_gpu(settings: Settings) -> Check:
         return Check("gpu", "warn", f"no CUDA device (torch {torch.__version__}): {', '.join(checkpoints)} would "
                                     "run on the CPU, far too slowly for a real checkpoint")
     return Check("gpu", "ok", f"none (torch {torch.__version__}); the configured models need none")
+
+
+def alive() -> Check:
+    """The process answers. Nothing else is checked: a dependency's outage is readiness's to report."""
+    return Check("process", "ok", "alive")
 
 
 def readiness(settings: Settings) -> list[Check]:

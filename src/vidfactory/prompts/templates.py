@@ -84,6 +84,8 @@ class Template:
     reference_image: str | None = None  # an http(s) URL saved before images were stored: never fetched
     reference: TemplateImage | None = None  # the stored image, for models that accept one
     defaults: dict[str, str] = field(default_factory=dict)
+    default_style: str | None = None  # the tenant's style (its id) the template's videos get by default
+    default_style_scale: float | None = None  # None: that style's own default scale
 
     def form(self) -> dict[str, str]:
         """The form fields that are filled in: an empty one is undefined to the body, so `|default`

@@ -13,21 +13,21 @@ that folds to the same skeleton:
    `breaks` marks each character that had a separator (or the start of the text) before it, and
    `spaced` those whose separator included white space: punctuation alone joins ("Blue.Cow").
 
-Speed: no step loops over the characters in Python. Steps 1–3 are one table built once per process; a
-regular expression finds the few characters of a prompt that fold to something else, and `re.split`
-finds the separators. Only a prompt with leetspeak, or with a character that folds to more or fewer than
-one character, takes a slower path for those parts; the offset map is built only when a match needs it.
+Speed: no step loops over the characters in Python. Steps 1–3 are one table built once per process and
+applied to the prompt's code points as one array lookup; step 5 is one more lookup (which code points are
+separators). Only a prompt with leetspeak, or with a character that folds to more or fewer than one
+character, takes a slower path for those parts. Where the pieces start, and the offset map back to the
+original text, are computed only when a match needs them: most prompts match no term.
 """
 
 from __future__ import annotations
 
-import bisect
 import re
 import unicodedata
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from itertools import accumulate, compress
 
+import numpy as np
 import opencc
 
 __all__ = ["Normalised", "han_class", "is_han", "is_word", "normalise"]
@@ -53,7 +53,6 @@ invisible_letters = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 opencc_config = "t2s"
 han_class = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff"
 _han = re.compile(f"[{han_class}]")
-_separators = re.compile(r"([\W_]+)")  # what isalnum() refuses, as one run
 _white = re.compile(r"\s")
 _leet_chars = re.compile("[" + re.escape("".join(leet)) + "]")
 # A run of non-Han word characters and leet symbols (a word as leetspeak writes it), found only from
@@ -111,9 +110,33 @@ class _Folding:
             if len(out) == 1 and out != table.get(ch, ch):
                 table[ch] = out
         self.table = table
+        # The same folding for text without irregular characters, as one array lookup per prompt; and
+        # which characters step 5 treats as separators, white space, and step 4 as leetspeak.
+        self.codes = np.arange(bmp_size, dtype=np.uint32)
+        for ch, out in table.items():
+            if len(out) == 1:
+                self.codes[ord(ch)] = ord(out)
+        # Beyond the BMP nothing is white space or leetspeak; separators there are looked up on sight.
+        bmp = [chr(code) for code in range(bmp_size)]
+        self.separator = np.array([not ch.isalnum() for ch in bmp], dtype=bool)
+        self.white = np.array([ch.isspace() for ch in bmp], dtype=bool)
+        self.leet = np.zeros(bmp_size, dtype=bool)
+        self.leet[[ord(ch) for ch in leet]] = True
         astral = "\U00010000-\U0010ffff"
         self.changing = re.compile("[" + _char_class(table) + astral + "]")
         self.irregular = re.compile("[" + _char_class({k: v for k, v in table.items() if len(v) != 1}) + astral + "]")
+
+    def separators(self, codes: np.ndarray) -> np.ndarray:
+        """Which code points step 5 removes: what `isalnum()` refuses (the underscore included)."""
+        if codes.size == 0 or codes.max() < bmp_size:
+            return self.separator[codes]
+        separator = self.separator[np.minimum(codes, bmp_size - 1)]
+        astral = np.flatnonzero(codes >= bmp_size)
+        separator[astral] = [not chr(code).isalnum() for code in codes[astral].tolist()]
+        return separator
+
+    def irregular_fold(self, text: str) -> str:
+        return self.changing.sub(lambda m: self.fold(m.group()), text)
 
     def fold(self, ch: str) -> str:
         out = self.table.get(ch)
@@ -138,23 +161,59 @@ def _folding() -> _Folding:
     return _Folding()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Normalised:
-    """`text` holds only word and Han characters. `break_list` holds the positions with a separator (or
-    the start) before them, `spaced_list` those whose separator included white space, `leet_at` those
-    that were a digit or symbol read as a letter. The per-character views (`breaks`, `origin`) are
-    computed when first asked for."""
+    """`text` holds only word and Han characters. Everything else is computed when first asked for, as
+    most prompts match no term and need nothing more: `break_list` holds the positions with a separator
+    (or the start) before them (`is_break` and `breaks_within` answer for one match without it),
+    `leet_at` those that were a digit or symbol read as a letter; `breaks` and `origin` per character."""
 
     text: str
-    break_list: tuple[int, ...]
-    spaced_list: tuple[int, ...]
-    leet_at: frozenset[int]
-    _folded_at: tuple[int, ...]  # index in the folded text of each break's character
+    _folded: np.ndarray  # steps 1–4 as code points
+    _kept: np.ndarray  # the folded index of each character of `text`
+    _leet_folded: tuple[int, ...]  # folded indices of digits and symbols read as letters
     _folded_origin: tuple[int, ...] | None  # folded index → original index; None: the same index
+
+    @cached_property
+    def _starts(self) -> np.ndarray:
+        return np.flatnonzero(np.diff(self._kept, prepend=-2) > 1)
+
+    @cached_property
+    def break_list(self) -> tuple[int, ...]:
+        return tuple(self._starts.tolist())
 
     @cached_property
     def break_set(self) -> frozenset[int]:
         return frozenset(self.break_list)
+
+    @cached_property
+    def _kept_list(self) -> list[int]:
+        return self._kept.tolist()
+
+    @cached_property
+    def _folded_text(self) -> str:
+        return _text(self._folded)
+
+    def is_break(self, i: int) -> bool:
+        """Whether a separator (or the start of the text) comes before `text[i]`."""
+        kept = self._kept_list
+        return i == 0 or kept[i] - kept[i - 1] > 1
+
+    def breaks_within(self, start: int, end: int, spaced: bool = False) -> list[int]:
+        """The positions in (start, end) with a separator before them; with `spaced`, only those whose
+        separator held white space."""
+        kept = self._kept_list
+        inner = [i for i in range(start + 1, end) if kept[i] - kept[i - 1] > 1]
+        if spaced and inner:
+            folded = self._folded_text
+            inner = [i for i in inner if _white.search(folded, kept[i - 1] + 1, kept[i]) is not None]
+        return inner
+
+    @cached_property
+    def leet_at(self) -> frozenset[int]:
+        if not self._leet_folded:
+            return frozenset()
+        return frozenset(np.searchsorted(self._kept, self._leet_folded).tolist())
 
     @cached_property
     def has_han(self) -> bool:
@@ -165,8 +224,7 @@ class Normalised:
         return tuple(i in self.break_set for i in range(len(self.text)))
 
     def _origin_of(self, i: int) -> int:
-        segment = bisect.bisect_right(self.break_list, i) - 1
-        folded = self._folded_at[segment] + i - self.break_list[segment]
+        folded = int(self._kept[i])
         return folded if self._folded_origin is None else self._folded_origin[folded]
 
     @cached_property
@@ -179,18 +237,25 @@ class Normalised:
         return self._origin_of(start), self._origin_of(end - 1) + 1
 
 
-def _fold_text(text: str) -> tuple[str, tuple[int, ...] | None]:
-    """Steps 1–3, and the folded text's offset map when some character did not fold to one."""
+def _codes(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+def _text(codes: np.ndarray) -> str:
+    return codes.astype(np.uint32, copy=False).tobytes().decode("utf-32-le")
+
+
+def _fold_text(text: str) -> tuple[np.ndarray, tuple[int, ...] | None]:
+    """Steps 1–3 as code points, and the folded text's offset map when some character did not fold to
+    exactly one."""
     folding = _folding()
-    if folding.changing.search(text) is None:
-        return text, None
-    folded = folding.changing.sub(lambda m: folding.fold(m.group()), text)
-    if len(folded) == len(text) and folding.irregular.search(text) is None:
-        return folded, None
+    if folding.irregular.search(text) is None:
+        return folding.codes[_codes(text)], None
+    folded = folding.irregular_fold(text)
     origin: list[int] = []
     for index, ch in enumerate(text):
         origin.extend([index] * len(folding.fold(ch)))
-    return folded, tuple(origin)
+    return _codes(folded), tuple(origin)
 
 
 def _apply_leet(folded: str) -> tuple[str, list[int]]:
@@ -208,32 +273,16 @@ def _apply_leet(folded: str) -> tuple[str, list[int]]:
 
 
 def normalise(text: str) -> Normalised:
-    folded, origin = _fold_text(text)
+    folding = _folding()
+    codes, origin = _fold_text(text)
     leet_folded: list[int] = []
-    if _leet_chars.search(folded) is not None:
-        folded, leet_folded = _apply_leet(folded)
-    # Step 5: [kept, separators, kept, ..., kept]; only the first and the last may be empty.
-    parts = _separators.split(folded)
-    folded_starts = [0, *accumulate(map(len, parts))][:-1]  # where each part starts in the folded text
-    kept, gaps, kept_at = parts[0::2], parts[1::2], folded_starts[0::2]
-    # Whether white space came before each kept part; the start of the text counts as white space.
-    spaced = [True, *map(_white.search, gaps)]
-    first, last = (1 if kept and not kept[0] else 0), (len(kept) - 1 if kept and not kept[-1] else len(kept))
-    kept, kept_at, spaced = kept[first:last], kept_at[first:last], spaced[first:last]
-    if spaced:
-        spaced[0] = True
-    break_list = tuple([0, *accumulate(map(len, kept))][:-1])
-    folded_at = tuple(kept_at)
-    spaced_list = tuple(compress(break_list, spaced))
-    leet_at: frozenset[int] = frozenset()
-    if leet_folded:
-        leet_at = frozenset(_compact_index(break_list, folded_at, i) for i in leet_folded)
-    compact = "".join(kept).replace("l", "i")  # the skeleton: only word characters are ever "l"
-    return Normalised(text=compact, break_list=break_list, spaced_list=spaced_list, leet_at=leet_at,
-                      _folded_at=folded_at, _folded_origin=origin)
+    if folding.leet[np.minimum(codes, bmp_size - 1)].any():  # U+FFFF and beyond: never leetspeak
+        folded, leet_folded = _apply_leet(_text(codes))
+        codes = _codes(folded)
+    # Step 5: keep the word characters.
+    kept = np.flatnonzero(~folding.separators(codes))
+    compact = codes[kept]
+    compact = np.where(compact == ord("l"), ord("i"), compact)  # the skeleton: only word characters are "l"
+    return Normalised(text=_text(compact), _folded=codes, _kept=kept, _leet_folded=tuple(leet_folded),
+                      _folded_origin=origin)
 
-
-def _compact_index(break_list: tuple[int, ...], folded_at: tuple[int, ...], folded: int) -> int:
-    """The position in `text` of a kept folded character."""
-    segment = bisect.bisect_right(folded_at, folded) - 1
-    return break_list[segment] + folded - folded_at[segment]

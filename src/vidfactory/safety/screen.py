@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
+from itertools import accumulate
 
 import ahocorasick
 from pypinyin import Style, lazy_pinyin
@@ -77,11 +78,12 @@ class _Sounds(dict):
 
     def __missing__(self, code_point: int) -> str:
         if not is_han(chr(code_point)):
-            return chr(code_point)  # the space between runs of Han characters
-        syllable = _syllable(chr(code_point))
-        with self.lock:
-            code = "" if not syllable else self.codes.setdefault(syllable, chr(sound_codes_first + len(self.codes)))
-            self[code_point] = code
+            code = chr(code_point)  # the space between runs of Han characters
+        else:
+            syllable = _syllable(chr(code_point))
+            with self.lock:
+                code = "" if not syllable else self.codes.setdefault(syllable, chr(sound_codes_first + len(self.codes)))
+        self[code_point] = code
         return code
 
     def code(self, ch: str) -> str:
@@ -102,13 +104,38 @@ class Prepared:
     normalised: Normalised
 
     @cached_property
-    def sounds(self) -> str:
-        """The normalised text's Han characters as syllable codes; anything else becomes a space."""
-        return _not_han_runs.sub(" ", self.normalised.text).translate(_sounds)
+    def _spaced(self) -> str:
+        """The normalised text with every run of non-Han characters as one space."""
+        return _not_han_runs.sub(" ", self.normalised.text)
 
     @cached_property
-    def sound_index(self) -> tuple[int, ...]:
-        """The normalised index of each character of `sounds` (-1 for a space); built on a sound match."""
+    def sounds(self) -> str:
+        """The normalised text's Han characters as syllable codes; anything else becomes a space."""
+        return self._spaced.translate(_sounds)
+
+    @cached_property
+    def _gaps(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """Where each non-Han run sits in `sounds`, and how many characters it has shed before the next
+        run there; None when some Han character has no reading (then `sounds` is shorter still)."""
+        if len(self.sounds) != len(self._spaced):
+            return None
+        runs = [(m.start(), m.end()) for m in _not_han_runs.finditer(self.normalised.text)]
+        shed = list(accumulate(end - start - 1 for start, end in runs))
+        at = [start - before for (start, _), before in zip(runs, [0, *shed])]
+        return tuple(at), tuple(shed)
+
+    def normalised_index(self, position: int) -> int:
+        """The normalised text's index of the Han character at `position` in `sounds`."""
+        gaps = self._gaps
+        if gaps is None:
+            return self._sound_index[position]
+        at, shed = gaps
+        before = bisect.bisect_right(at, position) - 1
+        return position + (shed[before] if before >= 0 else 0)
+
+    @cached_property
+    def _sound_index(self) -> tuple[int, ...]:
+        """The normalised index of each character of `sounds` (-1 for a space), character by character."""
         index: list[int] = []
         for run in _han_runs_or_not.finditer(self.normalised.text):
             if not is_han(run.group()[0]):
@@ -182,10 +209,9 @@ def _automaton(pairs: Iterable[tuple[str, _Key]]) -> ahocorasick.Automaton | Non
     return automaton
 
 
-def _pieces_ok(breaks: Sequence[int], start: int, end: int, allowed: frozenset[int]) -> bool:
-    """Separators inside [start, end) (`breaks` is sorted) cut it into pieces; each piece is spelled out
-    (short) or lies between separators the term itself has ("p.i.p.e-bomb" for "pipe bomb")."""
-    inner = breaks[bisect.bisect_right(breaks, start):bisect.bisect_left(breaks, end)]
+def _pieces_ok(inner: Sequence[int], start: int, end: int, allowed: frozenset[int]) -> bool:
+    """Separators at `inner` (sorted, inside (start, end)) cut [start, end) into pieces; each piece is
+    spelled out (short) or lies between separators the term itself has ("p.i.p.e-bomb" for "pipe bomb")."""
     if not inner:
         return True
     edges = [start, *inner, end]
@@ -225,20 +251,19 @@ class Screener:
         text, leets = n.text, n.leet_at
         spelled, typed = [], []
         for last, keys in self._text.iter(text):
-            starts = n.break_set  # built on the first hit only: most prompts have none
             for key in keys:
                 start, end = last - key.length + 1, last + 1
                 if key.typed:
-                    if (start in starts or is_han(text[start - 1])) and (
-                            end == len(text) or end in starts or is_han(text[end])) and (
-                            _pieces_ok(n.break_list, start, end, key.breaks)):
+                    if (n.is_break(start) or is_han(text[start - 1])) and (
+                            end == len(text) or n.is_break(end) or is_han(text[end])) and (
+                            _pieces_ok(n.breaks_within(start, end), start, end, key.breaks)):
                         typed.append(self._match(key, n.span(start, end), pinyin_score))
                     continue
-                if key.latin_start and not (start in starts or is_han(text[start - 1]) or start - 1 in leets):
+                if key.latin_start and not (n.is_break(start) or is_han(text[start - 1]) or start - 1 in leets):
                     continue
-                if key.latin_end and not (end == len(text) or end in starts or is_han(text[end]) or end in leets):
+                if key.latin_end and not (end == len(text) or n.is_break(end) or is_han(text[end]) or end in leets):
                     continue
-                if not _pieces_ok(n.spaced_list, start, end, key.breaks):
+                if not _pieces_ok(n.breaks_within(start, end, spaced=True), start, end, key.breaks):
                     continue
                 spelled.append(self._match(key, n.span(start, end), exact_score))
         return spelled, typed
@@ -248,9 +273,9 @@ class Screener:
             return []
         found = []
         for last, keys in self._sound.iter(prepared.sounds):
-            index = prepared.sound_index
             for key in keys:
-                first, final = index[last - key.length + 1], index[last]
+                first = prepared.normalised_index(last - key.length + 1)
+                final = prepared.normalised_index(last)
                 found.append(self._match(key, prepared.normalised.span(first, final + 1), pinyin_score))
         return found
 

@@ -3,51 +3,42 @@
 from __future__ import annotations
 
 import os
-import re
+import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
-from vidfactory.failures import ErrorType
+from vidfactory.storage.base import ObjectMissing, StorageError, StoredObject, check_key
 
-__all__ = ["LocalStorage", "StorageError", "StoredObject"]
+__all__ = ["LocalStorage", "StorageError"]
 
-key_pattern = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*$")
-
-
-class StorageError(OSError):
-    error_type = ErrorType.storage_error
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    key: str  # relative to the storage's root, as passed to `put`
-    size_bytes: int
-    modified_at: datetime  # timezone-aware UTC
+temp_prefix = ".tmp-"  # a write in flight; never listed
 
 
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.location = str(self.root)
 
     def path(self, key: str) -> Path:
-        if not key_pattern.match(key) or ".." in key:
-            raise StorageError(f"invalid storage key {key!r}")
-        return self.root / key
+        return self.root / check_key(key)
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | BinaryIO, *, content_type: str = "application/octet-stream") -> None:
         target = self.path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=temp_prefix)
         except OSError as exc:  # its directory cannot be made (a file in the way, a full or read-only disk)
             raise StorageError(f"could not store {key}: {exc}") from exc
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                if isinstance(data, bytes):
+                    handle.write(data)
+                else:
+                    shutil.copyfileobj(data, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, target)
@@ -55,16 +46,55 @@ class LocalStorage:
             Path(tmp).unlink(missing_ok=True)
             raise StorageError(f"could not store {key}: {exc}") from exc
 
+    def open(self, key: str) -> BinaryIO:
+        path = self.path(key)
+        try:
+            return path.open("rb")
+        except FileNotFoundError as exc:
+            raise ObjectMissing(f"{key} is not stored") from exc
+        except OSError as exc:
+            raise StorageError(f"could not read {key}: {exc}") from exc
+
     def read(self, key: str) -> bytes:
-        return self.path(key).read_bytes()
+        with self.open(key) as stream:
+            return stream.read()
 
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        try:
+            self.path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"could not delete {key}: {exc}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self.path(key).stat().st_size
+        except FileNotFoundError as exc:
+            raise ObjectMissing(f"{key} is not stored") from exc
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
-        """Every object whose key starts with `prefix` (a string prefix, as S3 has it), by key."""
-        for path in sorted(self.root.rglob("*")):
-            key = path.relative_to(self.root).as_posix()
-            if key.startswith(prefix) and path.is_file():
-                stat = path.stat()
-                yield StoredObject(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
+        if ".." in prefix:
+            raise StorageError(f"invalid storage prefix {prefix!r}")
+        # Walk only the deepest directory the prefix names; the rest of the prefix filters names.
+        folder = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
+        if not folder.is_dir():
+            return
+        found = []
+        for directory, _, names in os.walk(folder):
+            for name in names:
+                path = Path(directory, name)
+                key = path.relative_to(self.root).as_posix()
+                if name.startswith(temp_prefix) or not key.startswith(prefix):
+                    continue
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # deleted while listing
+                    continue
+                found.append(StoredObject(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
+        yield from sorted(found, key=lambda item: item.key)
+
+    def signed_url(self, key: str, expires_s: int, *, content_type: str | None = None,
+                   filename: str | None = None) -> str | None:
+        return None  # a directory has no URLs: the API streams its files

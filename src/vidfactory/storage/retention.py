@@ -10,12 +10,13 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vidfactory.db.models import Asset, Job, Template
+from vidfactory.db.models import Asset, Job, Style, Template
 
 __all__ = ["expiring_keys", "key_columns", "referenced_keys"]
 
-# A job's clip, previews and reference copy expire with it; templates' images never expire.
-key_columns = (Asset.storage_key, Job.reference_key, Template.reference_key)
+# A job's clip, previews and reference copy expire with it; templates' images and styles' adapters never
+# expire (a style's file goes when the style is deleted).
+key_columns = (Asset.storage_key, Job.reference_key, Template.reference_key, Style.storage_key)
 keys_per_query_max = 500  # bound on an IN (...) list
 
 

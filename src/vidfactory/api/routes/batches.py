@@ -7,6 +7,7 @@ import csv
 import functools
 import io
 import json
+import shutil
 import zipfile
 from datetime import datetime
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ from vidfactory.db.types import utcnow
 from vidfactory.idempotency import fingerprint
 from vidfactory.jobs.batches import (BatchSpec, batch_quote, batch_reference, find_batch, status_counts,
                                     submit_batch, tenant_batches)
+from vidfactory.styles.catalog import StyleRef
 from vidfactory.tenancy import Caller
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -72,7 +74,8 @@ async def create_batch(body: BatchCreate, ctx: ContextDep, caller: CallerDep,
     spec = BatchSpec(template=body.template, variables=dict(body.variables), mode=body.mode,
                      ab_groups=body.ab_groups, atomic=body.atomic, enhance=body.enhance_prompt, model=body.model,
                      seconds=body.seconds, size=body.size, negative_prompt=body.negative_prompt, seed=body.seed,
-                     metadata=dict(body.metadata))
+                     metadata=dict(body.metadata), style=body.style,
+                     styles=None if body.styles is None else [StyleRef(u.style, u.scale) for u in body.styles])
     reference = await run_in_threadpool(batch_reference, ctx.sessions, ctx.storage, caller.tenant_id,
                                         body.template)
     idempotency = None
@@ -135,7 +138,8 @@ def batch_archive(batch_id: str, ctx: ContextDep, session: SessionDep, caller: C
             if job.status == "completed" and job.deleted_at is None and not job.content_expired(now) \
                     and asset is not None:
                 name = f"item-{job.batch_item:04d}.mp4"
-                archive.writestr(zipfile.ZipInfo(name), ctx.storage.read(asset.storage_key))  # MP4: stored as is
+                with ctx.storage.open(asset.storage_key) as clip, archive.open(zipfile.ZipInfo(name), "w") as entry:
+                    shutil.copyfileobj(clip, entry)  # MP4: stored as is
                 writer.writerow(_manifest_row(job, name, asset.sha256, now))
             else:
                 writer.writerow(_manifest_row(job, "", "", now))

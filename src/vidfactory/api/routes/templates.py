@@ -32,7 +32,9 @@ from vidfactory.prompts.library import library
 from vidfactory.jobs.submit import submit
 from vidfactory.media.reference import ReferenceImage
 from vidfactory.prompts.templates import Template, TemplateImage, check_template, name_pattern, render
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage, tenant_key
+from vidfactory.styles import catalog as styles_catalog
+from vidfactory.styles.errors import InvalidStyle
 from vidfactory.tenancy import Caller
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
@@ -53,6 +55,8 @@ def template_object(template: Template, source: str, row: TemplateRow | None = N
         "reference_image": _image_object(template),
         "defaults": dict(template.defaults),
         "pre_generate": row is not None and row.pre_generate,
+        "style": None if template.default_style is None else {"id": template.default_style,
+                                                               "scale": template.default_style_scale},
         "variables": sorted(check_template(template)),
         "created_at": None if row is None else timestamp(row.created_at),
         "updated_at": None if row is None else timestamp(row.updated_at),
@@ -84,18 +88,32 @@ def _stored_as(tenant_id: str, row_id: str, image: ReferenceImage | None) -> Tem
     (until the old one is removed), and never finds other bytes under the name it read."""
     if image is None:
         return None
-    key = f"{tenant_id}/templates/{row_id}/reference-{image.sha256}.{image.extension}"
+    key = tenant_key(tenant_id, "templates", row_id, f"reference-{image.sha256}.{image.extension}")
     return TemplateImage(key=key, sha256=image.sha256, width=image.width, height=image.height,
                          content_type=image.content_type)
 
 
+def _default_style(ctx: AppContext, caller: Caller, body: TemplateCreate | TemplateUpdate) -> str | None:
+    """The id of the tenant's style the template names (400 naming `style` when it has none such)."""
+    if body.style is None:
+        return None
+    with ctx.sessions() as session:
+        style = styles_catalog.find(session, caller.tenant_id, body.style)
+    if style is None:
+        raise InvalidStyle("style", f"no style {body.style!r}", code="style_not_found")
+    if body.style_scale is not None and body.style_scale > ctx.settings.style_scale_max:
+        raise InvalidStyle("style_scale", f"a style's scale must be between 0 and {ctx.settings.style_scale_max:g}")
+    return style.id
+
+
 def _as_template(name: str, body: TemplateCreate | TemplateUpdate,
-                 reference: TemplateImage | None) -> Template:
+                 reference: TemplateImage | None, style_id: str | None = None) -> Template:
     """Checked before it is stored: refuses bad syntax, what the sandbox forbids, stray defaults."""
     template = Template(name=name, body=body.body, language=body.language, description=body.description,
                         industry=body.form.industry, style=body.form.style, keywords=tuple(body.form.keywords),
                         camera=body.form.camera, mood=body.form.mood, seconds=body.seconds, size=body.size,
-                        reference=reference, defaults=dict(body.defaults))
+                        reference=reference, defaults=dict(body.defaults), default_style=style_id,
+                        default_style_scale=None if style_id is None else body.style_scale)
     check_template(template)
     return template
 
@@ -111,10 +129,11 @@ def _row_values(template: Template) -> dict[str, Any]:
             "reference_width": None if image is None else image.width,
             "reference_height": None if image is None else image.height,
             "reference_content_type": None if image is None else image.content_type,
-            "defaults": dict(template.defaults)}
+            "defaults": dict(template.defaults), "style_id": template.default_style,
+            "style_scale": template.default_style_scale}
 
 
-def _forget(storage: LocalStorage, key: str | None, kept: str | None = None) -> None:
+def _forget(storage: Storage, key: str | None, kept: str | None = None) -> None:
     """Removes a template's file that no committed row names (`kept` is the one that still does)."""
     if key is not None and key != kept:
         storage.delete(key)
@@ -157,14 +176,15 @@ def create_template(body: TemplateCreate, ctx: ContextDep, caller: CallerDep) ->
         raise ApiError(409, "template_exists", f"{body.name!r} is a built-in template name", param="name")
     image = _sent_image(ctx, body)
     row_id = f"tpl_{uuid.uuid4().hex}"
-    template = _as_template(body.name, body, _stored_as(caller.tenant_id, row_id, image))
+    template = _as_template(body.name, body, _stored_as(caller.tenant_id, row_id, image),
+                            _default_style(ctx, caller, body))
     if body.pre_generate:
         _defaults_rendered(template)
     key = None if template.reference is None else template.reference.key
     try:
         with ctx.sessions.begin() as session:
             if image is not None and key is not None:  # the file exists before the row that names it
-                ctx.storage.put(key, image.data)
+                ctx.storage.put(key, image.data, content_type=image.content_type)
             row = TemplateRow(id=row_id, tenant_id=caller.tenant_id, name=template.name,
                               pre_generate=body.pre_generate, **_row_values(template))
             session.add(row)
@@ -218,7 +238,7 @@ def replace_template(name: str, body: TemplateUpdate, ctx: ContextDep, caller: C
     image = _sent_image(ctx, body)
     with ctx.sessions() as session:  # the row's id names its image file
         row_id = _owned(session, caller, name).id
-    template = _as_template(name, body, _stored_as(caller.tenant_id, row_id, image))
+    template = _as_template(name, body, _stored_as(caller.tenant_id, row_id, image), _default_style(ctx, caller, body))
     rendered = _defaults_rendered(template) if body.pre_generate else None
     new_key = None if template.reference is None else template.reference.key
     try:
@@ -232,7 +252,7 @@ def replace_template(name: str, body: TemplateUpdate, ctx: ContextDep, caller: C
             stale = rendered is not None and (not row.pre_generate or _renders_otherwise(previous, rendered)
                                               or old_key != new_key)
             if image is not None and new_key is not None and new_key != old_key:
-                ctx.storage.put(new_key, image.data)
+                ctx.storage.put(new_key, image.data, content_type=image.content_type)
             for key, value in {**_row_values(template), "pre_generate": body.pre_generate}.items():
                 setattr(row, key, value)
             row.updated_at = utcnow()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator
+from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select, tuple_
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from vidfactory.api.body import VideoInput, read_remix, read_video_create, remix_openapi, video_create_openapi
@@ -21,9 +24,11 @@ from vidfactory.api.uploads import image_gate
 from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Feedback, Job
 from vidfactory.db.types import utcnow
-from vidfactory.jobs import queue
+from vidfactory.jobs import library, queue
 from vidfactory.idempotency import Outcome, fingerprint
 from vidfactory.jobs.prompting import PromptRequest, resolve_prompt, template_reference
+from vidfactory.jobs.styling import requested, resolve_styles
+from vidfactory.styles.catalog import StyleRef, job_styles
 from vidfactory.jobs.submit import VideoRequest, regeneration_seed, submit
 from vidfactory.media.preview import ImageFormat, content_types, transcode
 from vidfactory.media.reference import ReferenceImage, read_reference
@@ -60,22 +65,29 @@ def to_video_request(ctx: AppContext, caller: Caller, sent: VideoInput) -> Video
         assert body.template is not None
         reference = template_reference(ctx.storage, body.template, resolved.reference)
         from_template = True
-    return VideoRequest(prompt=resolved.prompt, model=body.model or ctx.settings.models[0].id,
+    model = body.model or ctx.settings.models[0].id
+    asked = None if body.styles is None else [StyleRef(use.style, use.scale) for use in body.styles]
+    refs, param = requested(body.style, asked, resolved.style)
+    styles = resolve_styles(ctx.sessions, ctx.settings, caller.tenant_id, model, refs, param)
+    return VideoRequest(prompt=resolved.prompt, model=model,
                         seconds=body.seconds if body.seconds is not None else _text(resolved.seconds),
                         size=body.size or resolved.size, negative_prompt=body.negative_prompt, seed=body.seed,
                         metadata=dict(body.metadata), cache=body.cache, webhook_url=body.webhook_url,
                         user_prompt=resolved.user_prompt, template=resolved.template,
                         variables=resolved.variables, enhancement=resolved.enhancement,
                         warnings=resolved.warnings, reference=reference,
-                        reference_from_template=from_template)
+                        reference_from_template=from_template, styles=styles)
 
 
 def request_fingerprint(path: str, fields: dict[str, Any], request: VideoRequest) -> str:
-    """What was sent, and the template's image when it is the one used: the same key sent again after
-    the template's image changed is another request (409), not a replay of the old clip."""
+    """What was sent, the template's image when it is the one used, and each style's adapter and scale:
+    the same key sent again after the template's image or a style changed is another request (409), not
+    a replay of the old clip."""
     if request.reference_from_template:
         assert request.reference is not None
         fields = {**fields, "template_reference": {"sha256": request.reference.sha256}}
+    if request.styles:  # the adapters named: the same name sent after the style was replaced is another request
+        fields = {**fields, "styles_applied": [{"sha256": s.sha256, "scale": s.scale} for s in request.styles]}
     return fingerprint(path, fields)
 
 
@@ -87,8 +99,7 @@ def owned_job(session, caller: Caller, video_id: str, param: str = "id", *, dele
     """Another tenant's video answers exactly like a missing one; a deleted one too, unless `deleted_too`
     (a list cursor: the page after a video deleted since still has its place)."""
     checked_id("video", video_id, param)
-    statement = select(Job).where(Job.id == video_id, Job.tenant_id == caller.tenant_id)
-    job = session.scalar(statement if deleted_too else statement.where(Job.deleted_at.is_(None)))
+    job = library.find_video(session, caller.tenant_id, video_id, deleted_too=deleted_too)
     if job is None:
         raise not_found("video", video_id, param)
     return job
@@ -112,31 +123,25 @@ async def create_video(
 
 @router.get("")
 def list_videos(
-    session: SessionDep, caller: CallerDep,
+    ctx: ContextDep, session: SessionDep, caller: CallerDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=0, le=page_size_max)] = 20,
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:
-    statement = select(Job).where(Job.tenant_id == caller.tenant_id, Job.deleted_at.is_(None))
-    if after is not None:
-        cursor = owned_job(session, caller, after, param="after", deleted_too=True)
-        position = tuple_(Job.created_at, Job.id)
-        mark = tuple_(cursor.created_at, cursor.id)
-        statement = statement.where(position < mark if order == "desc" else position > mark)
-    ordering = (Job.created_at.desc(), Job.id.desc()) if order == "desc" else (Job.created_at, Job.id)
-    jobs = list(session.scalars(statement.order_by(*ordering).limit(limit + 1)))
-    page = jobs[:limit]
+    cursor = None if after is None else owned_job(session, caller, after, param="after", deleted_too=True)
+    page, has_more = library.videos_page(session, caller.tenant_id, cursor, limit, order)
     resolutions = ledger.hold_resolutions(session, [leg for job in page for leg in job.hold_leg_ids])
     hashes = file_hashes_by_job(session, [job.id for job in page])
-    return {"object": "list", "data": [video_object(session, job, resolutions, hashes) for job in page],
+    videos = [video_object(session, job, resolutions, hashes) for job in page]
+    return {"object": "list", "data": with_download_urls(ctx, session, videos),
             "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
-            "has_more": len(jobs) > limit}
+            "has_more": has_more}
 
 
 @router.get("/{video_id}")
 def retrieve_video(video_id: str, ctx: ContextDep, session: SessionDep, caller: CallerDep,
                    response: Response) -> dict[str, Any]:
-    video = video_object(session, owned_job(session, caller, video_id))
+    [video] = with_download_urls(ctx, session, [video_object(session, owned_job(session, caller, video_id))])
     response.headers.update(poll_headers(ctx, video))
     return video
 
@@ -205,18 +210,60 @@ def download_content(
         raise expired(job)
     if job.status != "completed":
         raise ApiError(409, "video_not_ready", f"video {video_id} is {job.status}; content exists once completed")
-    asset = session.scalar(select(Asset).where(Asset.job_id == job.id, Asset.variant == variant))
+    asset = library.video_asset(session, job.id, variant)
     if asset is None:
         raise ApiError(404, "variant_not_available", f"video {video_id} has no {variant}", param="variant")
-    data, content_type, sha256 = ctx.storage.read(asset.storage_key), asset.content_type, asset.sha256
     if variant != "video":
         wanted = preview_format(request.headers.get("accept", ""))
-        if content_types[wanted] != content_type:  # a JPEG asked for, or a preview stored before WebP
-            data, content_type = transcode(data, wanted), content_types[wanted]
-            sha256 = hashlib.sha256(data).hexdigest()
-    return Response(data, media_type=content_type,
-                    headers={"Content-Disposition": f'inline; filename="{video_id}.{extensions[content_type]}"',
-                             "X-Content-SHA256": sha256, "Vary": "Accept"})
+        if content_types[wanted] != asset.content_type:  # a JPEG asked for, or a preview stored before WebP
+            data = transcode(ctx.storage.read(asset.storage_key), wanted)
+            return Response(data, media_type=content_types[wanted],
+                            headers=content_headers(video_id, content_types[wanted], hashlib.sha256(data).hexdigest()))
+    headers = content_headers(video_id, asset.content_type, asset.sha256)
+    if ctx.settings.content_delivery == "redirect":
+        url = ctx.links.url(asset.storage_key, content_type=asset.content_type, filename=file_name(video_id, asset))
+        if url is not None:  # the bytes go from the bucket or the CDN, not through this process
+            return RedirectResponse(url, status_code=307, headers={**headers, "Cache-Control": "private, no-store"})
+    size = ctx.storage.size(asset.storage_key)
+    return StreamingResponse(chunks(ctx.storage.open(asset.storage_key)), media_type=asset.content_type,
+                             headers={**headers, "Content-Length": str(size)})
+
+
+def file_name(video_id: str, asset: Asset) -> str:
+    return f"{video_id}.{extensions[asset.content_type]}"
+
+
+def content_headers(video_id: str, content_type: str, sha256: str) -> dict[str, str]:
+    return {"Content-Disposition": f'inline; filename="{video_id}.{extensions[content_type]}"',
+            "X-Content-SHA256": sha256, "Vary": "Accept"}
+
+
+def chunks(stream: BinaryIO, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """A stored object, a chunk at a time: a proxied clip is never whole in the API's memory."""
+    with stream:
+        while chunk := stream.read(chunk_bytes):
+            yield chunk
+
+
+def with_download_urls(ctx: AppContext, session, videos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each completed video's signed link per variant (`download_urls`, valid until
+    `download_urls_expire_at`), where the operator enables them and the storage or a CDN can sign. None
+    for a video past its `expires_at`: its files are gone, or go at the next sweep."""
+    now = timestamp(utcnow())
+    done = [video["id"] for video in videos if video["status"] == "completed"
+            and (video["expires_at"] is None or video["expires_at"] > now)]
+    if not ctx.settings.download_links or not done:
+        return videos
+    urls: dict[str, dict[str, str]] = {}
+    for asset in session.scalars(select(Asset).where(Asset.job_id.in_(done)).order_by(Asset.variant)):
+        url = ctx.links.url(asset.storage_key, content_type=asset.content_type,
+                            filename=file_name(asset.job_id, asset))
+        if url is None:  # a local directory without a CDN: /content serves the bytes
+            return videos
+        urls.setdefault(asset.job_id, {})[asset.variant] = url
+    expires_at = ctx.links.expires_at()
+    return [video | {"download_urls": urls[video["id"]], "download_urls_expire_at": expires_at}
+            if video["id"] in urls else video for video in videos]
 
 
 def parent_reference(ctx: AppContext, parent: Job) -> ReferenceImage | None:
@@ -232,12 +279,12 @@ def parent_reference(ctx: AppContext, parent: Job) -> ReferenceImage | None:
 
 
 def regenerated_request(ctx: AppContext, caller: Caller, parent: Job, body: RegenerateCreate) -> VideoRequest:
-    """The parent's settings (its reference image too) with a new seed, or with an edited prompt (then the
+    """The parent's settings (its reference image and styles too) with a new seed, or with an edited prompt (then the
     parent's seed, unless one is given, so that the prompt is the only change). Without either, the seed is
     one no clip of the family was made with, and the cache is not asked: regenerating makes a new clip."""
     common = dict(model=parent.model, seconds=str(parent.seconds), size=f"{parent.width}x{parent.height}",
                   negative_prompt=parent.negative_prompt, metadata=dict(parent.request_metadata),
-                  parent_id=parent.id, reference=parent_reference(ctx, parent))
+                  parent_id=parent.id, reference=parent_reference(ctx, parent), styles=job_styles(parent))
     if body.prompt is None:
         if body.seed is None:
             with ctx.sessions() as session:

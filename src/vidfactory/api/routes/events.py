@@ -1,0 +1,112 @@
+"""Server-Sent Events: a tenant's events (`/v1/events`, the ones its webhooks get) and one video's
+(`/v1/videos/{id}/events`, with its progress), read from the one outbox in `seq` order. Each event's
+`id:` is its seq: a client that reconnects with `Last-Event-ID` (browsers do it by themselves) resumes
+right after the last event it saw. A video's stream ends once the video has finished."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from vidfactory.api.context import AppContext
+from vidfactory.api.deps import ContextDep, StreamTenantDep
+from vidfactory.api.errors import ApiError, checked_id, not_found
+from vidfactory.db.models import Job, WebhookEvent
+from vidfactory.notify.events import events_after
+
+router = APIRouter(tags=["events"])
+
+events_per_read = 100
+reconnect_ms = 2000  # the `retry:` a browser waits before reconnecting a dropped stream
+finished_states = ("completed", "failed", "cancelled")
+stream_headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+event_stream_openapi = {"responses": {"200": {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                                              "description": "Server-Sent Events"}}}
+
+LastEventIdHeader = Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)]
+
+
+def _after_seq(last_event_id: str | None) -> int:
+    if last_event_id is None or last_event_id == "":
+        return 0
+    if not last_event_id.isdigit():
+        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be the id of an event this stream sent",
+                       param="Last-Event-ID")
+    return int(last_event_id)
+
+
+def _frame(event: WebhookEvent) -> str:
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {json.dumps(event.payload, separators=(',', ':'))}\n\n"
+
+
+def _progress_frame(job: Job) -> str:
+    """The video's state and progress; it has no id, so a reconnect resumes from the last outbox event."""
+    data: dict[str, Any] = {"id": job.id, "object": "video", "status": job.status, "progress": job.progress}
+    return f"event: video.progress\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _read(ctx: AppContext, tenant_id: str, after_seq: int, job_id: str | None
+          ) -> tuple[Job | None, list[WebhookEvent]]:
+    # The job before its events: a job read as finished has its last event committed already.
+    with ctx.sessions() as session:
+        job = None if job_id is None else session.get(Job, job_id)
+        events = events_after(session, tenant_id, after_seq, job_id=job_id, limit=events_per_read)
+        session.expunge_all()
+        return job, events
+
+
+async def _stream(ctx: AppContext, tenant_id: str, after_seq: int, job_id: str | None) -> AsyncIterator[str]:
+    yield f"retry: {reconnect_ms}\n\n"
+    shown: tuple[str, int] | None = None
+    quiet_since = time.monotonic()
+    while True:
+        job, events = await run_in_threadpool(_read, ctx, tenant_id, after_seq, job_id)
+        for event in events:
+            after_seq = event.seq
+            quiet_since = time.monotonic()
+            yield _frame(event)
+        if job is not None and (job.status, job.progress) != shown:
+            shown = (job.status, job.progress)
+            quiet_since = time.monotonic()
+            yield _progress_frame(job)
+        if job is not None and job.status in finished_states and len(events) < events_per_read:
+            yield "event: end\ndata: {}\n\n"  # says it ends here: a browser would reconnect otherwise
+            return
+        if time.monotonic() - quiet_since >= ctx.settings.events_heartbeat_s:
+            quiet_since = time.monotonic()
+            yield ": keep-alive\n\n"  # a comment: proxies keep the connection open, clients ignore it
+        await asyncio.sleep(ctx.settings.events_poll_s)
+
+
+def _response(stream: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(stream, media_type="text/event-stream", headers=stream_headers)
+
+
+@router.get("/v1/events", openapi_extra=event_stream_openapi, response_class=StreamingResponse)
+def tenant_events(ctx: ContextDep, tenant_id: StreamTenantDep, last_event_id: LastEventIdHeader = None,
+                  after: Annotated[str | None, Query(max_length=20, description="Like Last-Event-ID.")] = None,
+                  ) -> StreamingResponse:
+    """The tenant's events as they are recorded (the same events its webhooks get), after `Last-Event-ID`."""
+    return _response(_stream(ctx, tenant_id, _after_seq(last_event_id or after), None))
+
+
+@router.get("/v1/videos/{video_id}/events", openapi_extra=event_stream_openapi, response_class=StreamingResponse)
+def video_events(video_id: str, ctx: ContextDep, tenant_id: StreamTenantDep, last_event_id: LastEventIdHeader = None,
+                 after: Annotated[str | None, Query(max_length=20, description="Like Last-Event-ID.")] = None,
+                 ) -> StreamingResponse:
+    """One video's events and `video.progress` while it runs; the stream ends when the video has finished."""
+    checked_id("video", video_id)
+    with ctx.sessions() as session:
+        owned = session.scalar(select(Job.id).where(Job.id == video_id, Job.tenant_id == tenant_id,
+                                                    Job.deleted_at.is_(None)))
+    if owned is None:
+        raise not_found("video", video_id)
+    return _response(_stream(ctx, tenant_id, _after_seq(last_event_id or after), video_id))

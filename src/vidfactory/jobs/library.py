@@ -1,0 +1,33 @@
+"""A tenant's videos as the API and the console read them: one by id, a page in creation order, a stored
+file. Every query is scoped by the tenant: another tenant's video is simply not found."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from vidfactory.db.models import Asset, Job
+
+__all__ = ["find_video", "video_asset", "videos_page"]
+
+
+def find_video(session: Session, tenant_id: str, video_id: str, *, deleted_too: bool = False) -> Job | None:
+    """`deleted_too`: a deleted video still has its place (a list cursor naming it)."""
+    statement = select(Job).where(Job.id == video_id, Job.tenant_id == tenant_id)
+    return session.scalar(statement if deleted_too else statement.where(Job.deleted_at.is_(None)))
+
+
+def videos_page(session: Session, tenant_id: str, after: Job | None, limit: int, order: str) -> tuple[list[Job], bool]:
+    """Up to `limit` videos after the cursor, newest first (`desc`) or oldest first, and whether more follow."""
+    assert order in ("asc", "desc") and limit >= 0
+    statement = select(Job).where(Job.tenant_id == tenant_id, Job.deleted_at.is_(None))
+    if after is not None:
+        position, mark = tuple_(Job.created_at, Job.id), tuple_(after.created_at, after.id)
+        statement = statement.where(position < mark if order == "desc" else position > mark)
+    ordering = (Job.created_at.desc(), Job.id.desc()) if order == "desc" else (Job.created_at, Job.id)
+    jobs = list(session.scalars(statement.order_by(*ordering).limit(limit + 1)))
+    return jobs[:limit], len(jobs) > limit
+
+
+def video_asset(session: Session, job_id: str, variant: str) -> Asset | None:
+    return session.scalar(select(Asset).where(Asset.job_id == job_id, Asset.variant == variant))

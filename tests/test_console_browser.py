@@ -1,0 +1,106 @@
+"""The console in a real browser (Chromium through Playwright): signing in and out, the lock after five
+wrong passwords, a form refused without its CSRF token, what a member may not open, another tenant's
+video answering 404, both languages, and the API docs served without any CDN."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from vidfactory.accounts import session_cookie
+
+from browser import browser, console, new_person, page, password, sign_in  # noqa: F401  (fixtures)
+
+
+def test_sign_in_lands_on_the_videos_and_sign_out_ends_the_session(page, console):
+    email, _ = new_person(console, "owner")
+    page.goto("/")
+    assert page.url.endswith("/sign-in")
+    sign_in(page, email)
+    page.wait_for_url(re.compile(r"/videos$"))
+    nav = page.get_by_role("navigation")
+    for label in ("Videos", "Billing", "Developers", "Account"):
+        assert nav.get_by_role("link", name=label).is_visible()
+    cookie = next(c for c in page.context.cookies() if c["name"] == session_cookie)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/sign-in$"))
+    page.goto("/videos")
+    assert "/sign-in" in page.url  # the old cookie no longer opens anything
+    reused = httpx.get(f"{console.url}/videos", cookies={session_cookie: cookie["value"]}, follow_redirects=False,
+                       timeout=60)
+    assert reused.status_code == 303
+
+
+def test_five_wrong_passwords_lock_sign_in(page, console):
+    email, _ = new_person(console, "member")
+    for _ in range(5):
+        sign_in(page, email, "not the password")
+        assert page.get_by_role("alert").inner_text() == "The email or password is not right."
+    sign_in(page, email)
+    assert "locked" in page.get_by_role("alert").inner_text()
+    assert page.url.endswith("/sign-in") and not any(c["name"] == session_cookie for c in page.context.cookies())
+
+
+def test_a_form_posted_without_its_csrf_token_is_refused(page, console):
+    email, _ = new_person(console, "viewer")
+    sign_in(page, email)
+    page.wait_for_url(re.compile(r"/videos$"))
+    page.goto("/account")
+    page.get_by_label("Current password").fill(password)
+    page.get_by_label("New password").fill("another long password")
+    page.locator("form[action='/account/password'] input[name=csrf_token]").evaluate("input => input.remove()")
+    with page.expect_response(lambda r: r.url.endswith("/account/password")) as answer:
+        page.get_by_role("button", name="Save").click()
+    assert answer.value.status == 403
+    assert "did not come from this page" in page.get_by_role("alert").inner_text()
+    page.context.clear_cookies()
+    sign_in(page, email)  # the password did not change
+    page.wait_for_url(re.compile(r"/videos$"))
+
+
+def test_a_member_cannot_reach_billing_or_keys(page, console):
+    email, _ = new_person(console, "member")
+    sign_in(page, email)
+    page.wait_for_url(re.compile(r"/videos$"))
+    nav = page.get_by_role("navigation")
+    assert nav.get_by_role("link", name="Videos").is_visible()
+    assert nav.get_by_role("link", name="Billing").count() == 0 and nav.get_by_role("link", name="Developers").count() == 0
+    for path in ("/billing", "/developers"):
+        assert page.goto(path).status == 403
+        assert page.get_by_role("alert").inner_text() == "Your role does not allow this page."
+
+
+def test_another_tenants_video_page_is_404(page, console):
+    _, tenant_a = new_person(console, "owner", tokens=100_000)
+    created = httpx.post(f"{console.url}/v1/videos", headers=tenant_a.headers,
+                         json={"prompt": "a lighthouse at dusk", "size": "64x64", "seconds": "1"}, timeout=120)
+    assert created.status_code == 200, created.text
+    video_id = created.json()["id"]
+    email_b, _ = new_person(console, "owner")
+    sign_in(page, email_b)
+    page.wait_for_url(re.compile(r"/videos$"))
+    assert page.goto(f"/videos/{video_id}").status == 404
+    assert page.goto(f"/videos/{video_id}/status").status == 404
+    assert page.goto(f"/videos/{video_id}/file?variant=video").status == 404
+
+
+def test_the_console_speaks_the_browsers_language_and_switches(browser, console):
+    context = browser.new_context(base_url=console.url, locale="zh-CN")
+    chinese = context.new_page()
+    chinese.goto("/sign-in")
+    assert chinese.get_by_role("heading").inner_text() == "登录"
+    chinese.get_by_role("link", name="English").click()
+    chinese.wait_for_url(re.compile(r"/sign-in$"))
+    assert chinese.get_by_role("heading").inner_text() == "Sign in"
+    context.close()
+
+
+def test_the_api_docs_load_nothing_from_elsewhere_and_offer_authorize(page, console):
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto("/docs")
+    page.get_by_role("button", name="Authorize").click()
+    assert page.get_by_text("an API key (vf_...) or the admin token").is_visible()
+    assert requested and all(url.startswith(console.url) for url in requested), requested
