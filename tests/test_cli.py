@@ -20,6 +20,7 @@ from sqlalchemy import select, text
 from vidfactory.billing import ledger
 from vidfactory.db.models import ApiKey, AuditEntry, Plan, PriceBook
 from vidfactory.db.session import make_engine, make_session_factory
+from vidfactory.jobs.maintenance import last_check, ledger_verify_check
 from vidfactory.media.encode import probe_mp4
 from vidfactory.tenancy import authenticate
 
@@ -141,6 +142,8 @@ def test_ledger_verify_names_a_tampered_balance(tmp_path, database_url, models_d
     tenant = new_tenant(sessions, tokens=500)
     clean = cli.ok("ledger", "verify")
     assert "no breaches" in clean.stdout
+    with sessions() as session:  # recorded for /metrics (vidfactory_ledger_verify_ok)
+        assert last_check(session, ledger_verify_check).ok
     with sessions.begin() as session:
         session.execute(text("UPDATE accounts SET credits_posted = 507 WHERE tenant_id = :tenant"),
                         {"tenant": tenant.id})
@@ -150,6 +153,9 @@ def test_ledger_verify_names_a_tampered_balance(tmp_path, database_url, models_d
     as_json = cli("ledger", "verify", "--json")
     assert as_json.returncode == 1
     assert json.loads(as_json.stdout) == {"ok": False, "breaches": [breach]}
+    with sessions() as session:
+        check = last_check(session, ledger_verify_check)
+        assert (check.ok, check.detail) == (False, breach)
 
 
 def test_generate_writes_an_h264_mp4(cli, tmp_path):

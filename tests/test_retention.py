@@ -249,7 +249,7 @@ def test_videos_that_exist_at_the_upgrade_expire_at_the_upgrade_time_plus_retent
     engine = make_engine(ctx.settings.resolved_database_url)
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.downgrade(config, "0024_console_users")
+        command.downgrade(config, "0026_training_jobs")
     upgraded_from = utcnow()
     with engine.begin() as connection:
         config.attributes["connection"] = connection

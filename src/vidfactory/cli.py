@@ -710,9 +710,14 @@ def ledger_verify(as_json: JsonFlag = False) -> None:
     """Check every ledger invariant and the audit log's hash chain on the live database; exit 1 on any
     breach (a broken chain is reported at its first broken link)."""
     from vidfactory.billing.verify import verify
+    from vidfactory.db.types import utcnow
+    from vidfactory.jobs.maintenance import ledger_verify_check, record_check
 
-    with _sessions()() as session:
+    sessions = _sessions()
+    with sessions() as session:
         breaches = verify(session)
+    with sessions.begin() as session:  # for /metrics (vidfactory_ledger_verify_ok) and its alert
+        record_check(session, ledger_verify_check, not breaches, "\n".join(breaches), utcnow())
     _emit(as_json, {"ok": not breaches, "breaches": breaches},
           "\n".join(breaches) if breaches else "ledger verified: no breaches")
     raise typer.Exit(1 if breaches else 0)
@@ -725,10 +730,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
     import uvicorn
 
     from vidfactory.api.app import create_app
+    from vidfactory.observability.phases import configure_phase_log
     from vidfactory.observability.requests import configure_request_log
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_request_log()
+    configure_phase_log()  # the in-process workers' phase lines
     settings = _settings()
     if (settings.workers_in_process if workers is None else workers) > 0:
         _check_served_models(settings, None)
@@ -773,9 +780,11 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     from vidfactory.jobs.multidevice import LeaderEngine, follow, stop_followers
     from vidfactory.jobs.worker import Worker, speed_settings
     from vidfactory.notify.delivery import start_dispatcher
+    from vidfactory.observability.phases import configure_phase_log
     from vidfactory.storage import make_storage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_phase_log()
     settings = _settings()
     _check_served_models(settings, model)
     devices = DevicePlan.from_environment()

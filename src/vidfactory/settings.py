@@ -188,6 +188,7 @@ class Settings(BaseSettings):
     attempts_max: int = 3
     retry_backoff_s: float = 2.0
     job_timeout_s: float = 3600.0
+    training_timeout_s: float = 12 * 3600.0  # one attempt at a style training (it resumes from checkpoints)
     progress_write_interval_s: float = 0.5
     # A stopping worker (SIGTERM, scale-down) finishes the job in hand within this, else hands it back to
     # the queue without using its attempt; below Kubernetes' default 30 s before SIGKILL.
@@ -270,6 +271,7 @@ class Settings(BaseSettings):
     # The CA certificate(s) verify trusts (PEM); default: the development CA when it is in use.
     c2pa_trust_anchor_path: Path | None = None
     verify_upload_bytes_max: int = 200_000_000
+    training_upload_bytes_max: int = 500_000_000  # a style training's dataset ZIP (the request body)
 
     # Limits: requests per minute per key and per tenant (the plan's), and active jobs per plan.
     rate_limit_enabled: bool = True

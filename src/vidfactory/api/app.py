@@ -33,6 +33,7 @@ from vidfactory.api.routes import (
     statements,
     styles,
     templates,
+    trainings,
     verify,
     videos,
     vouchers,
@@ -100,7 +101,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     install_error_handlers(app)
     app.add_middleware(QuotaHeaders)
     app.add_middleware(RequestIdMiddleware)
-    routers = (videos.router, quotes.router, balance.router, models.router, admin.router, plans.router,
+    # Trainings before styles: /v1/styles/train is not a style named "train".
+    routers = (videos.router, trainings.router, quotes.router, balance.router, models.router, admin.router, plans.router,
                reviews.router,
                price_books.router, vouchers.router, statements.router, audit.router, lexicon.router, brand.router,
                verify.router, events.router, templates.router, styles.router, prompts.router, batches.router,

@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartParser
 
 from vidfactory.api.errors import ApiError, validation_message
-from vidfactory.api.schemas import RemixCreate, VideoCreate, data_url_chars_max
+from vidfactory.api.schemas import RemixCreate, TrainingCreate, VideoCreate, data_url_chars_max
 from vidfactory.media.reference import (
     ReferenceImage,
     ReferenceRefused,
@@ -293,3 +293,19 @@ async def read_form_upload(request: Request, field: str, bytes_max: int) -> Form
     if not content:
         raise ApiError(400, "empty_file", "the file is empty", param=field)
     return FormUpload(data=content, filename=upload.filename or "", fields=fields)
+
+
+async def read_training_create(request: Request, bytes_max: int) -> tuple[TrainingCreate, bytes | None]:
+    """A style training's fields and its dataset ZIP (multipart `dataset`; None when `video_ids` name the
+    clips instead). Exactly one of the two."""
+    fields = await _json_or_form(request, bytes_max, file_field="dataset")
+    dataset = fields.pop("dataset", None)
+    if isinstance(fields.get("video_ids"), str):  # a form sends them as one comma-separated field
+        fields["video_ids"] = [part.strip() for part in fields["video_ids"].split(",") if part.strip()]
+    body = validated(TrainingCreate, fields)
+    if (dataset is None) == (body.video_ids is None):
+        raise ApiError(400, "invalid_value", "send either a dataset ZIP (multipart field dataset) or video_ids",
+                       param="dataset")
+    if dataset is not None and not isinstance(dataset, bytes):
+        raise ApiError(400, "invalid_value", "dataset must be a file (a ZIP)", param="dataset")
+    return body, dataset

@@ -19,6 +19,7 @@ from vidfactory.jobs.queue import StaleJob
 from vidfactory.jobs.screening import ImageRejected, PromptRejected
 from vidfactory.jobs.spec import InvalidRequest
 from vidfactory.jobs.submit import ActiveJobsLimit
+from vidfactory.jobs.training import TrainingsLimit
 from vidfactory.prompts.errors import PromptError
 from vidfactory.idempotency import IdempotencyConflict, IdempotencyInProgress
 from vidfactory.observability.redact import redact_paths
@@ -128,6 +129,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _active_jobs(request: Request, exc: ActiveJobsLimit):
         retry_after = str(request.app.state.ctx.settings.active_jobs_retry_after_s)
         return envelope(429, "active_jobs_limit", str(exc), None, {"Retry-After": retry_after})
+
+    @app.exception_handler(TrainingsLimit)
+    async def _trainings(request: Request, exc: TrainingsLimit):
+        if exc.limit == 0:
+            return envelope(403, "plan_limit", str(exc), None)
+        retry_after = str(request.app.state.ctx.settings.active_jobs_retry_after_s)
+        return envelope(429, "trainings_limit", str(exc), None, {"Retry-After": retry_after})
 
     @app.exception_handler(IdempotencyConflict)
     async def _idempotency(_: Request, exc: IdempotencyConflict):

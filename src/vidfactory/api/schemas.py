@@ -284,6 +284,12 @@ PlanRetention = Annotated[int, Field(ge=1, le=3650, strict=True, description=(
     "content answers 410 video_expired"))]
 PlanStepCache = Annotated[bool, Field(strict=True, description="step caching (First Block Cache, MagCache, "
                                       "TaylorSeer) may run: faster, but it changes the output")]
+PlanTrainingSamples = Annotated[int, Field(ge=1, le=10_000, strict=True, description=(
+    "images and clips one style training may learn from"))]
+PlanTrainingSteps = Annotated[int, Field(ge=1, le=20_000, strict=True, description=(
+    "training steps one style training may run (each step is billed)"))]
+PlanTrainingsAtOnce = Annotated[int, Field(ge=0, le=64, strict=True, description=(
+    "style trainings queued or running at once (0: the plan cannot train styles)"))]
 
 
 class PlanCreate(BaseModel):
@@ -299,6 +305,9 @@ class PlanCreate(BaseModel):
     step_cache_allowed: PlanStepCache = False
     review_deadline_s: PlanReviewDeadline = 3600
     review_deadline_action: PlanReviewAction = "refund"
+    training_samples_max: PlanTrainingSamples = 50
+    training_steps_max: PlanTrainingSteps = 2000
+    concurrent_trainings: PlanTrainingsAtOnce = 1
     retention_days: PlanRetention = 30
 
 
@@ -317,6 +326,9 @@ class PlanUpdate(BaseModel):
     step_cache_allowed: PlanStepCache = None
     review_deadline_s: PlanReviewDeadline = None
     review_deadline_action: PlanReviewAction = None
+    training_samples_max: PlanTrainingSamples = None
+    training_steps_max: PlanTrainingSteps = None
+    concurrent_trainings: PlanTrainingsAtOnce = None
     retention_days: PlanRetention = None
 
 
@@ -333,6 +345,9 @@ class PlanPublic(BaseModel):
     step_cache_allowed: bool
     review_deadline_s: int
     review_deadline_action: str
+    training_samples_max: int
+    training_steps_max: int
+    concurrent_trainings: int
     retention_days: int
     tenants: int = Field(description="tenants on this plan")
 
@@ -487,6 +502,25 @@ class RegenerateCreate(BaseModel):
         if value is not None and not value.strip():
             raise ValueError("must not be blank")
         return value
+
+
+class TrainingCreate(BaseModel):
+    """POST /v1/styles/train: the style to make and how; the dataset is the multipart file `dataset` (a ZIP
+    of images and clips, each captioned by a same-named .txt or by `caption`), or `video_ids`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64, description="the style's name (unique per tenant)")
+    model: str = Field(min_length=1, max_length=64, description="the Wan model whose transformer it adapts")
+    video_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, min_length=1, max_length=1_000, description="the tenant's own completed videos")
+    caption: str | None = Field(default=None, min_length=1, max_length=2_000,
+                                description="for files without their own caption")
+    steps: int | None = Field(default=None, ge=1, le=20_000, description="default: the model's preset")
+    rank: int | None = Field(default=None, ge=1, le=128)
+    learning_rate: float | None = Field(default=None, gt=0, le=0.05)
+    default_scale: float = Field(default=1.0, ge=0, le=16)
+    description: str = Field(default="", max_length=500)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
 class RemixCreate(BaseModel):

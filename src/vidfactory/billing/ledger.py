@@ -44,6 +44,7 @@ __all__ = [
     "hold",
     "hold_resolution",
     "hold_resolutions",
+    "outstanding_holds",
     "post",
     "settle",
     "tenant_account_id",
@@ -378,6 +379,16 @@ def transfers_page(session: Session, tenant_id: str, *, after_seq: int, limit: i
     return list(session.scalars(
         select(Transfer).where(Transfer.tenant_id == tenant_id, Transfer.seq > after_seq)
         .order_by(Transfer.seq).limit(limit)))
+
+
+def outstanding_holds(session: Session) -> tuple[int, int]:
+    """(holds not yet resolved, tokens they hold). Every post or void resolves exactly one hold (the
+    unique pending_id), so the count is holds minus resolutions; the tokens are the accounts' pending
+    debits, which every hold raises and every resolution lowers."""
+    kinds = {kind: int(count) for kind, count in session.execute(
+        select(Transfer.kind, func.count()).where(Transfer.kind.in_(("hold", "post", "void"))).group_by(Transfer.kind))}
+    tokens = session.scalar(select(func.coalesce(func.sum(Account.debits_pending), 0)))
+    return kinds.get("hold", 0) - kinds.get("post", 0) - kinds.get("void", 0), int(tokens or 0)
 
 
 def unresolved_expired_holds(session: Session, now: datetime, limit: int = 100) -> list[Transfer]:

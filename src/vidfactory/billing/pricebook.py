@@ -30,6 +30,7 @@ __all__ = [
     "model_price",
     "quote",
     "resolution_tier",
+    "training_quote",
     "duration_bucket",
 ]
 
@@ -94,6 +95,7 @@ extension_baselines: dict[str, Any] = {
                                     "media_error", "storage_error", "database_error", "hold_expired"]},
     "models": {},
     "styled_output_ratio": "1",
+    "training_step_tokens": 20,
 }
 
 
@@ -141,6 +143,8 @@ class PriceBookBody(BaseModel):
     styled_output_ratio: Decimal = Field(default=Decimal("1"), gt=0, le=100, max_digits=8, decimal_places=4)
     # Per model (its id as configured): its own token tables; a model not listed is priced by the book's.
     models: dict[ModelId, ModelPrice] = Field(default_factory=dict, max_length=models_priced_max)
+    # Style training is billed per step (a step is a forward and backward pass: a few denoising steps' work).
+    training_step_tokens: int = Field(default=20, ge=1, le=table_value_max)
 
     @model_validator(mode="after")
     def _tables_cover_every_tier_and_bucket(self) -> PriceBookBody:
@@ -274,3 +278,11 @@ def quote(book: PriceBookBody, *, input_tokens: int, width: int, height: int, se
         currency=book.currency,
         amount=money(book, total),
     )
+
+
+def training_quote(book: PriceBookBody, steps: int) -> Quote:
+    """A style training: `steps` × the book's price per step, all of it output (nothing is read as a prompt)."""
+    assert steps >= 1
+    total = steps * book.training_step_tokens
+    return Quote(method="steps", tier="training", duration_bucket_s=0, input_tokens=0,
+                 output_tokens=total, total_tokens=total, currency=book.currency, amount=money(book, total))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +48,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
+@functools.cache  # read from the migration scripts once: readiness asks on every probe
 def head_revision() -> str:
     """The newest migration this code ships (there is exactly one head)."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()

@@ -37,6 +37,8 @@ __all__ = [
     "Feedback",
     "IdempotencyRecord",
     "Job",
+    "JobPhaseBucket",
+    "MaintenanceRun",
     "Plan",
     "PriceBook",
     "RegisteredWorker",
@@ -81,6 +83,10 @@ class Plan(Base):
     # "approve" (it runs, or its clip is delivered and charged) or "refund" (it fails, nothing charged).
     review_deadline_s: Mapped[int] = mapped_column(Integer, default=3600, server_default="3600")
     review_deadline_action: Mapped[str] = mapped_column(String(8), default="refund", server_default="refund")
+    # Style training: samples in one dataset, steps in one training, trainings queued or running at once.
+    training_samples_max: Mapped[int] = mapped_column(Integer, default=50, server_default="50")
+    training_steps_max: Mapped[int] = mapped_column(Integer, default=2000, server_default="2000")
+    concurrent_trainings: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # A finished job's stored files (clip, previews, its reference copy) are deleted this many days after it
     # ends; the job record and its ledger history stay.
     retention_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
@@ -207,6 +213,7 @@ class Transfer(Base):
         CheckConstraint("kind IN ('credit', 'hold', 'post', 'void', 'grant', 'expire')", "kind_known"),
         Index("ix_transfers_tenant_seq", "tenant_id", "seq"),
         Index("ix_transfers_job", "job_id"),
+        Index("ix_transfers_kind", "kind"),  # /metrics counts unresolved holds from the index alone
     )
 
 
@@ -314,6 +321,10 @@ class Job(Base):
     # "scale", "key"}]. Each names its adapter's file and hash, so the job runs what was priced and cached.
     # NULL: unstyled.
     styles: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    # What the job makes: "video", or "training" (a LoRA style; never listed among videos). A training's
+    # own description: {"style_id", "name", "caption", "settings": {...}, "dataset": {...}, "step", "loss"}.
+    job_type: Mapped[str] = mapped_column(String(16), default="video", server_default="video")
+    training: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
     # Retention: set when the job ends (its end + its tenant's plan's retention), when its stored files go.
     # content_status: NULL while they are kept; "expiring" once the sweeper marked it (its content answers
     # 410 from then; files and references are being deleted); "expired" when both are gone.
@@ -336,6 +347,8 @@ class Job(Base):
         Index("ix_jobs_tenant_status", "tenant_id", "status"),
         Index("ix_jobs_batch", "batch_id", "batch_item"),
         Index("ix_jobs_completed", "completed_at"),  # the failure-rate alert reads a recent window
+        # /metrics counts jobs by state, model and priority from this index alone, whatever the history.
+        Index("ix_jobs_status_model", "status", "model", "priority"),
         Index("ix_jobs_retention", "content_status", "expires_at"),  # the sweeper: kept and due, oldest first
     )
 
@@ -502,6 +515,32 @@ class RegisteredWorker(Base):
     __table_args__ = (
         CheckConstraint("memory_total_bytes >= 0 AND memory_free_bytes >= 0", "memory_nonneg"),
     )
+
+
+class JobPhaseBucket(Base):
+    """One bucket of a job phase's duration histogram (what `/metrics` exports), kept in the database
+    because workers run in other processes and hosts than the API that is scraped. `le` is the bucket's
+    upper bound as Prometheus writes it ("0.5", "+Inf"); `jobs` counts the phases that fell in it (not
+    cumulative), `seconds` sums them. Workers add to it with an upsert; nothing else writes it."""
+
+    __tablename__ = "job_phase_buckets"
+
+    phase: Mapped[str] = mapped_column(String(16), primary_key=True)
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    le: Mapped[str] = mapped_column(String(16), primary_key=True)
+    jobs: Mapped[int] = mapped_column(BigInteger)
+    seconds: Mapped[float] = mapped_column(Float)
+
+
+class MaintenanceRun(Base):
+    """The last outcome of a periodic check any process may run (`ledger verify`), for `/metrics`."""
+
+    __tablename__ = "maintenance_runs"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    ran_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Alert(Base):

@@ -42,6 +42,7 @@ __all__ = [
     "TrainingSample",
     "TrainingSettings",
     "CheckpointCallback",
+    "check_settings",
     "settings_for",
     "train_lora",
 ]
@@ -153,6 +154,11 @@ def _check_inputs(samples: list[TrainingSample], settings: TrainingSettings) -> 
                                f"{frames.dtype} {list(frames.shape)}")
         if not sample.caption.strip() or len(sample.caption) > CAPTION_CHARS_MAX:
             raise InvalidInput(f"sample {index}: a caption of 1 to {CAPTION_CHARS_MAX} characters is required")
+    check_settings(settings)
+
+
+def check_settings(settings: TrainingSettings) -> None:
+    """Raise InvalidInput naming the first setting out of range."""
     if not 1 <= settings.rank <= RANK_MAX:
         raise InvalidInput(f"rank must be between 1 and {RANK_MAX}, got {settings.rank}")
     if not 0 < settings.learning_rate <= LEARNING_RATE_MAX or not math.isfinite(settings.learning_rate):
@@ -217,7 +223,10 @@ def _add_adapter(transformer: torch.nn.Module, settings: TrainingSettings) -> li
     config = LoraConfig(r=settings.rank, lora_alpha=settings.rank, init_lora_weights=True,
                         target_modules=list(TARGET_MODULES))
     transformer.add_adapter(config, adapter_name=ADAPTER_NAME)
+    # Only this adapter, and on: styles resident for serving stay loaded but out of the way, and LoRA
+    # layers an unstyled generation bypassed (disable_lora) would bypass the new adapter too.
     transformer.set_adapter(ADAPTER_NAME)
+    transformer.enable_lora()
     params = [p for name, p in transformer.named_parameters() if f".{ADAPTER_NAME}." in name]
     for param in params:
         param.data = param.data.float()
@@ -283,3 +292,4 @@ def _restore(checkpoint: bytes, transformer: torch.nn.Module, optimizer: torch.o
 def _export(transformer: torch.nn.Module) -> bytes:
     tensors = {f"transformer.{key}": value for key, value in _adapter_state(transformer).items()}
     return save_safetensors(tensors, metadata={"format": "pt"})
+

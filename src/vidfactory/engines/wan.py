@@ -24,6 +24,14 @@ from vidfactory.engines.base import (
     ProgressCallback,
 )
 from vidfactory.engines.lora import ResidentAdapters
+from vidfactory.engines.lora_training import (
+    CheckpointCallback,
+    TrainingProgress,
+    TrainingResult,
+    TrainingSample,
+    TrainingSettings,
+    train_lora,
+)
 from vidfactory.engines.memory import MEMORY_MODES
 from vidfactory.engines.parallel import DevicePlan, agree_with_leader, enable_context_parallel, join_group
 from vidfactory.engines.presets import FRAME_STRIDE, WanPreset, check_shape
@@ -113,6 +121,14 @@ class WanEngine:
         if self.devices.parallel:
             settings["context_parallel"] = f"ulysses x{self.devices.world_size}"
         return GeneratedVideo(frames=_to_uint8(frames, request), fps=request.fps, engine_settings=settings)
+
+    def train_style(self, samples: list[TrainingSample], settings: TrainingSettings, on_progress: TrainingProgress,
+                    is_cancelled: CancelCheck, on_checkpoint: CheckpointCallback,
+                    resume_from: bytes | None = None) -> TrainingResult:
+        """A LoRA style on this model's transformer (engines/lora_training.py); generations wait meanwhile."""
+        with self._lock:
+            return train_lora(self.pipeline, samples, settings, on_progress, is_cancelled, on_checkpoint,
+                              resume_from)
 
     def _check_for_model(self, request: GenerationRequest) -> None:
         if self.preset is not None:

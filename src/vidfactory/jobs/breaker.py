@@ -23,7 +23,7 @@ from vidfactory.db.models import EngineBreaker
 from vidfactory.db.types import utcnow
 from vidfactory.notify.alerts import raise_alert
 
-__all__ = ["BreakerPolicy", "admits", "extend_probe", "record_failure", "record_success", "state_of"]
+__all__ = ["BreakerPolicy", "admits", "extend_probe", "holding_back", "record_failure", "record_success", "state_of"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,12 @@ class BreakerPolicy:
 
 def state_of(session: Session, model: str) -> EngineBreaker | None:
     return session.get(EngineBreaker, model, populate_existing=True)
+
+
+def holding_back(session: Session) -> dict[str, bool]:
+    """Per model with a breaker row: does it hold its jobs back (open, or half-open: one probe at most)?"""
+    return {model: state != "closed" for model, state in session.execute(
+        select(EngineBreaker.model, EngineBreaker.state))}
 
 
 def admits(session: Session, model: str, *, worker_id: str, now: datetime, policy: BreakerPolicy) -> bool:

@@ -13,14 +13,14 @@ __all__ = ["find_video", "video_asset", "videos_page"]
 
 def find_video(session: Session, tenant_id: str, video_id: str, *, deleted_too: bool = False) -> Job | None:
     """`deleted_too`: a deleted video still has its place (a list cursor naming it)."""
-    statement = select(Job).where(Job.id == video_id, Job.tenant_id == tenant_id)
+    statement = select(Job).where(Job.id == video_id, Job.tenant_id == tenant_id, Job.job_type == "video")
     return session.scalar(statement if deleted_too else statement.where(Job.deleted_at.is_(None)))
 
 
 def videos_page(session: Session, tenant_id: str, after: Job | None, limit: int, order: str) -> tuple[list[Job], bool]:
     """Up to `limit` videos after the cursor, newest first (`desc`) or oldest first, and whether more follow."""
     assert order in ("asc", "desc") and limit >= 0
-    statement = select(Job).where(Job.tenant_id == tenant_id, Job.deleted_at.is_(None))
+    statement = select(Job).where(Job.tenant_id == tenant_id, Job.deleted_at.is_(None), Job.job_type == "video")
     if after is not None:
         position, mark = tuple_(Job.created_at, Job.id), tuple_(after.created_at, after.id)
         statement = statement.where(position < mark if order == "desc" else position > mark)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from sqlalchemy.orm import Session
+
 from vidfactory.billing import ledger
-from vidfactory.db.models import Job
+from vidfactory.db.models import Job, MaintenanceRun
 from vidfactory.db.session import SessionFactory
 from vidfactory.failures import ErrorType
 from vidfactory.jobs import queue
@@ -18,9 +20,12 @@ from vidfactory.storage.base import Storage, StorageError
 from vidfactory.storage.retention import expiring_keys, referenced_keys
 
 __all__ = ["alert_on_failure_rate", "decide_overdue_reviews", "delete_orphans", "expire_vouchers",
-           "failure_rate_alert_kind", "reap_expired_leases", "sweep_expired_content", "sweep_expired_holds"]
+           "failure_rate_alert_kind", "last_check", "ledger_verify_check", "reap_expired_leases", "record_check",
+           "sweep_expired_content", "sweep_expired_holds"]
 
 failure_rate_alert_kind = "job_failure_rate"
+ledger_verify_check = "ledger_verify"
+check_detail_chars_max = 2000
 expiring_jobs_max = 100  # jobs one content sweep handles
 orphans_max = 1000  # objects one orphan scan deletes
 orphan_keys_per_check = 500  # listed keys looked up in the database at once
@@ -120,6 +125,19 @@ def alert_on_failure_rate(sessions: SessionFactory, settings: Settings, now: dat
     return True
 
 
+def record_check(session: Session, name: str, ok: bool, detail: str, now: datetime) -> None:
+    """The outcome of a periodic check (`ledger verify`), replacing the previous one: `/metrics` exports it."""
+    row = session.get(MaintenanceRun, name, with_for_update=True)
+    if row is None:
+        session.add(MaintenanceRun(name=name, ok=ok, detail=detail[:check_detail_chars_max], ran_at=now))
+        return
+    row.ok, row.detail, row.ran_at = ok, detail[:check_detail_chars_max], now
+
+
+def last_check(session: Session, name: str) -> MaintenanceRun | None:
+    return session.get(MaintenanceRun, name)
+
+
 def sweep_expired_content(sessions: SessionFactory, storage: Storage, now: datetime,
                           limit: int = expiring_jobs_max) -> int:
     """Delete the files of jobs past their expiry (clip, previews, reference copy) and the rows that name
@@ -137,7 +155,9 @@ def sweep_expired_content(sessions: SessionFactory, storage: Storage, now: datet
                 with sessions.begin() as session:
                     queue.mark_content_expiring(session, job_id, now)
             with sessions() as session:
-                keys = expiring_keys(session, job_id)
+                keys, folder = expiring_keys(session, job_id)
+            if folder is not None:  # a training's dataset and checkpoints
+                keys += [stored.key for stored in storage.list(folder)]
             for key in keys:
                 storage.delete(key)
             with sessions.begin() as session:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -18,11 +18,12 @@ from sqlalchemy.orm import Session, aliased
 from vidfactory.billing import audit, ledger, pricebooks, vouchers
 from vidfactory.billing.pricebook import cache_hit_charge
 from vidfactory.cache import index as cache_index
-from vidfactory.db.models import Asset, CacheEntry, Job, Plan, Tenant, Transfer
+from vidfactory.db.models import Asset, CacheEntry, Job, Plan, Style, Tenant, Transfer
 from vidfactory.db.types import utcnow
 from vidfactory.failures import ErrorType, caller_caused, failure_types
 from vidfactory.notify.alerts import raise_alert
-from vidfactory.notify.events import billing_event, review_required_event, video_event, voucher_event
+from vidfactory.notify.events import (billing_event, review_required_event, training_event, video_event,
+                                      voucher_event)
 from vidfactory.observability.redact import redact_paths
 
 __all__ = [
@@ -39,10 +40,13 @@ __all__ = [
     "content_due",
     "content_expiring",
     "complete_cache_hit",
+    "complete_training",
+    "depth",
     "delivered_video_key",
     "expired_leases",
     "finish_content_expiry",
     "mark_content_expiring",
+    "finished_counts",
     "finished_since",
     "fail",
     "finish_cancelled",
@@ -50,6 +54,7 @@ __all__ = [
     "hand_back",
     "heartbeat",
     "hold_for_review",
+    "oldest_queued",
     "overdue_reviews",
     "pending_reviews",
     "record_qc",
@@ -58,7 +63,9 @@ __all__ = [
     "record_remote_task",
     "record_run",
     "reject_review",
+    "job_types",
     "report_progress",
+    "report_training_progress",
     "request_cancel",
     "requeue",
     "require_review",
@@ -71,6 +78,7 @@ __all__ = [
 ]
 
 terminal_states = ("completed", "failed", "cancelled")
+job_types = ("video", "training")
 error_message_chars_max = 2000
 review_reason_chars_max = 500
 review_sources = ("prompt", "qc", "output_safety")
@@ -133,12 +141,25 @@ def _retention(session: Session, job_id: str) -> timedelta:
 
 def _announce(session: Session, job_id: str, video_type: str, billing: tuple[str, Any] | None = None) -> None:
     """Webhook events for a change just made, in its transaction (the outbox): the video's new state and,
-    when its hold moved, the billing event with the transfer."""
+    when its hold moved, the billing event with the transfer. A training announces how it ended (its
+    progress has its own event), and one that failed or was cancelled leaves its style failed."""
     job = session.get(Job, job_id, populate_existing=True)
     assert job is not None
-    video_event(session, job, video_type)
+    if job.job_type == "training":
+        _training_changed(session, job)
+    else:
+        video_event(session, job, video_type)
     if billing is not None:
         billing_event(session, job, *billing)
+
+
+def _training_changed(session: Session, job: Job) -> None:
+    if job.status == "completed":
+        training_event(session, job, "training.completed")
+    elif job.status in ("failed", "cancelled"):
+        session.execute(update(Style).where(Style.id == job.training["style_id"], Style.status == "training")
+                        .values(status="failed", updated_at=utcnow()).execution_options(synchronize_session=False))
+        training_event(session, job, "training.failed")
 
 
 @dataclass(frozen=True)
@@ -156,7 +177,8 @@ class Residency:
 
 
 def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float, now: datetime,
-          residency: Residency = Residency(), aging_s: float = 600.0) -> Job | None:
+          residency: Residency = Residency(), aging_s: float = 600.0,
+          types: tuple[str, ...] = job_types) -> Job | None:
     """Take the next job this worker fits, skipping tenants at their concurrency limit:
     1. a job queued at least `aging_s` ago, oldest first, whatever its priority or model (aging: a job
        that has waited that long is never overtaken by one queued after it, so paid traffic cannot
@@ -165,13 +187,13 @@ def claim(session: Session, *, worker_id: str, models: list[str], lease_s: float
        then highest plan priority, then oldest.
     Each tier is its own index-ordered lookup (`ix_jobs_queued_created`, `ix_jobs_claim`), the first that
     finds a job wins. One statement; `SKIP LOCKED` lets PostgreSQL workers claim in parallel (SQLite
-    serialises writers)."""
+    serialises writers). `types`: the job types this worker runs (videos, style trainings)."""
     assert aging_s > 0, "aging_s must be positive"
     running = aliased(Job)
     running_for_tenant = (select(func.count()).select_from(running)
                           .where(running.tenant_id == Job.tenant_id, running.status == "in_progress")
                           .scalar_subquery())
-    conditions = [Job.status == "queued", Job.run_after <= now, Job.model.in_(models),
+    conditions = [Job.status == "queued", Job.run_after <= now, Job.model.in_(models), Job.job_type.in_(types),
                   or_(Job.review_status.is_(None), Job.review_status != "pending"),
                   running_for_tenant < Job.concurrent_jobs_max]
     if residency.memory_bytes is not None:
@@ -215,6 +237,35 @@ def heartbeat(session: Session, job_id: str, worker_id: str, *, lease_s: float, 
 def report_progress(session: Session, job_id: str, worker_id: str, progress: int) -> None:
     assert 0 <= progress <= 100
     _transition(session, job_id, expected=("in_progress",), owner=worker_id, values={"progress": progress})
+
+
+def report_training_progress(session: Session, job_id: str, worker_id: str, *, step: int, loss: float,
+                             announce: bool) -> None:
+    """A training's step and loss on the job (its progress in percent), and `training.progress` when
+    `announce` (the caller spaces them: one event per step would flood the outbox)."""
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None and job.job_type == "training" and 0 < step <= job.steps
+    _transition(session, job_id, expected=("in_progress",), owner=worker_id, values={
+        "progress": min(99, step * 100 // job.steps), "training": {**job.training, "step": step, "loss": loss}})
+    if announce:
+        training_event(session, session.get(Job, job_id, populate_existing=True), "training.progress")
+
+
+def complete_training(session: Session, job: Job, worker_id: str, assets: list[AssetRecord],
+                      style_values: dict[str, Any]) -> None:
+    """The trained style ready (`style_values`: its adapter file and provenance), the preview clip
+    recorded, the job completed and its hold posted: one transaction (the caller's)."""
+    _transition(session, job.id, expected=("in_progress",), owner=worker_id, values={
+        "status": "completed", "progress": 100, "completed_at": utcnow(), "lease_owner": None,
+        "lease_expires_at": None})
+    styled = session.execute(update(Style).where(Style.id == job.training["style_id"], Style.status == "training")
+                             .values(status="ready", updated_at=utcnow(), **style_values)
+                             .execution_options(synchronize_session=False))
+    if styled.rowcount != 1:
+        raise StaleJob(f"the style of training {job.id} was deleted while it trained")
+    _record_assets(session, job, assets)
+    ledger.settle(session, job.hold_leg_ids, job.total_tokens, memo=f"settle {job.id}: {job.steps} training steps")
+    _announce(session, job.id, "training.completed", ("billing.settled", job.total_tokens))
 
 
 def stop_reason(session: Session, job_id: str, worker_id: str) -> str | None:
@@ -504,6 +555,38 @@ def finished_since(session: Session, since: datetime) -> tuple[int, int]:
         select(func.count().filter(platform_failure), func.count())
         .where(Job.status.in_(("completed", "failed")), Job.completed_at >= since)).one()
     return int(failed or 0), int(finished or 0)
+
+
+def depth(session: Session) -> list[tuple[str, int, str, int]]:
+    """(model, priority, status, jobs) of the unfinished jobs: the queue gauges and the autoscaler's
+    measure. A range of `ix_jobs_claim` (status first); finished jobs are never read."""
+    rows = session.execute(select(Job.model, Job.priority, Job.status, func.count())
+                           .where(Job.status.in_(("queued", "in_progress")))
+                           .group_by(Job.model, Job.priority, Job.status))
+    return [(model, int(priority), status, int(jobs)) for model, priority, status, jobs in rows]
+
+
+def oldest_queued(session: Session) -> dict[str, datetime]:
+    """When the oldest job still waiting for a worker was submitted, per model. Jobs held for an admin's
+    review wait for a person, not a worker, and are left out (the review deadline bounds them)."""
+    rows = session.execute(select(Job.model, func.min(Job.created_at))
+                           .where(Job.status == "queued",
+                                  or_(Job.review_status.is_(None), Job.review_status != "pending"))
+                           .group_by(Job.model))
+    return {model: _aware(created) for model, created in rows if created is not None}
+
+
+def _aware(value: datetime | str) -> datetime:
+    """An aggregate bypasses the column type: SQLite returns min(created_at) as text, without a zone."""
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def finished_counts(session: Session) -> list[tuple[str, str, int]]:
+    """(model, status, jobs) of every job that ended (completed, failed, cancelled), ever."""
+    rows = session.execute(select(Job.model, Job.status, func.count())
+                           .where(Job.status.in_(terminal_states)).group_by(Job.model, Job.status))
+    return [(model, status, int(jobs)) for model, status, jobs in rows]
 
 
 def expired_leases(session: Session, now: datetime, limit: int = 100) -> list[Job]:

@@ -32,6 +32,7 @@ from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
 from vidfactory.media.reference import ReferenceImage
 from vidfactory.notify.events import billing_event, ensure_job_secret, video_event
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
+from vidfactory.observability.metrics import cache_lookups
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage import Storage, tenant_key
 from vidfactory.styles import catalog as styles_catalog
@@ -315,6 +316,8 @@ def submit(
             session, tenant_id=caller.tenant_id, mode=request.cache, fingerprint=job.cache_fingerprint,
             shape_key=job.cache_shape_key, prompt=job.prompt, candidates_max=settings.cache_candidates_max,
             shared=settings.cache_shared)
+        if request.cache != "off":
+            cache_lookups.labels(result="miss" if hit is None else "hit").inc()
         if hit is not None:  # a worker re-labels the source's clip as this job's own (no media work here)
             queue.serve_from_cache(session, job, hit.job_id, hit.score)
             session.refresh(job)

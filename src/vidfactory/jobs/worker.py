@@ -46,12 +46,13 @@ from vidfactory.engines.parallel import DevicePlan
 from vidfactory.engines.registry import load_engine
 from vidfactory.engines.speed import SpeedSettings
 from vidfactory.failures import ErrorType
-from vidfactory.jobs import breaker, maintenance, output, queue, workers
+from vidfactory.jobs import breaker, maintenance, output, queue, training, workers
 from vidfactory.jobs.errors import JobTimedOut, LeaseExpired, WorkerStopping, classify
 from vidfactory.jobs.lease import Lease, outage_retry_first_s
 from vidfactory.jobs.output import ClipIdentity
 from vidfactory.media.errors import MediaError
 from vidfactory.media.reference import center_crop, decode_rgb
+from vidfactory.observability import phases
 from vidfactory.safety.frames import FrameClassifier, nsfw_classifier, screen_frames
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage import Storage, StorageError
@@ -76,6 +77,28 @@ watermark_draws_max = 5
 seed_max = 2**31 - 1  # the API's seed range
 maintenance_interval_s = 5.0
 database_retry_max_s = 5.0  # the serving loop's longest wait for an unreachable database
+
+
+class _DenoiseClock:
+    """Splits a generation's wall time at its last denoising step (the engine's last progress report):
+    `denoise` before it, `decode` (the VAE, frames out) after. An engine that never reports the last
+    step (a hosted one) has it all counted as `denoise`."""
+
+    def __init__(self, report: Callable[[int, int], None]) -> None:
+        self.report = report
+        self.started = time.perf_counter()
+        self.last_step: float | None = None
+
+    def step(self, done: int, total: int) -> None:
+        if done >= total:
+            self.last_step = time.perf_counter()
+        self.report(done, total)
+
+    def phases(self) -> dict[str, float]:
+        ended = time.perf_counter()
+        if self.last_step is None:
+            return {"denoise": ended - self.started}
+        return {"denoise": self.last_step - self.started, "decode": ended - self.last_step}
 
 
 def new_worker_id() -> str:
@@ -212,7 +235,8 @@ class Worker:
         if job is None:
             return False
         log.info("job %s claimed by %s (attempt %d)", job.id, self.worker_id, job.attempts)
-        self.execute(job, self._lease(job, claimed_at), wait=wait)
+        waited_s = (now - max(job.created_at, job.run_after)).total_seconds()  # queued and eligible to run
+        self.execute(job, self._lease(job, claimed_at), wait=wait, waited_s=waited_s)
         return True
 
     def _lease(self, job: Job, claimed_at: float) -> Lease:
@@ -287,29 +311,35 @@ class Worker:
                               devices=self.devices.world_size)
         return fits or forced or MEMORY_MODES[-1]
 
-    def execute(self, job: Job, lease: Lease, wait: bool = True) -> None:
+    def execute(self, job: Job, lease: Lease, wait: bool = True, waited_s: float | None = None) -> None:
         """Run one claimed attempt. Invariant: `lease` is released on every way out of here, or by the
-        post-processing thread it is passed to, once the outcome is recorded, handed back or given up."""
+        post-processing thread it is passed to, once the outcome is recorded, handed back or given up.
+        Each phase's duration is measured on the way (`timings`) and recorded once the clip is delivered."""
         post_processing = False
+        timings: dict[str, float] = {} if waited_s is None else {"wait": max(0.0, waited_s)}
         try:
+            if job.job_type == "training":
+                self._train_or_end(job, lease)
+                return
             if job.cache_hit_job_id is not None:
                 # A cache hit needs no engine: re-labelling its source's clip is all post-processing.
-                post_processing = self._post_process(job, lease, lambda: self._relabel(job, lease), wait)
+                post_processing = self._post_process(job, lease, lambda: self._relabel(job, lease, timings), wait)
                 return
-            video = self._generate_or_end(job, lease)
+            video = self._generate_or_end(job, lease, timings)
             if video is None:
                 return
-            post_processing = self._post_process(job, lease, lambda: self._deliver(job, lease, video), wait)
+            post_processing = self._post_process(job, lease, lambda: self._deliver(job, lease, video, timings),
+                                                 wait)
         finally:
             if not post_processing:
                 lease.release()
 
-    def _generate_or_end(self, job: Job, lease: Lease) -> GeneratedVideo | None:
+    def _generate_or_end(self, job: Job, lease: Lease, timings: dict[str, float]) -> GeneratedVideo | None:
         """1. Generate: the only step that needs the engine. None when the attempt ended here: recorded
         (failed, requeued, cancelled), handed back, or another worker's now."""
         memory_mode = self.memory_mode_for(job)
         try:
-            return self._generate(job, lease, memory_mode)
+            return self._generate(job, lease, memory_mode, timings)
         except (LeaseExpired, WorkerStopping) as exc:
             self._hand_back(job, lease, exc)
         except GenerationAbandoned as exc:  # nothing to record: the job is another worker's now
@@ -319,6 +349,43 @@ class Worker:
         except Exception as exc:  # every failure is classified, recorded and refunded below
             self._handle_failure(job, lease, exc, memory_mode)
         return None
+
+    def _train_or_end(self, job: Job, lease: Lease) -> None:
+        """A style training: the lease, cancellation, hand-back and failure handling of a generation."""
+        try:
+            self._train(job, lease)
+        except (LeaseExpired, WorkerStopping) as exc:
+            self._hand_back(job, lease, exc)
+        except GenerationAbandoned as exc:
+            log.warning("training %s: %s; its new owner resumes it", job.id, exc)
+        except GenerationCancelled:
+            self._finish(lease, lambda s: queue.finish_cancelled(s, job.id, self.worker_id), job, "cancelled")
+        except queue.StaleJob as exc:
+            log.warning("training %s moved on before %s recorded it: %s", job.id, self.worker_id, exc)
+        except Exception as exc:  # every failure is classified, recorded and refunded below
+            self._handle_failure(job, lease, exc)
+
+    def _train(self, job: Job, lease: Lease) -> None:
+        # 1. The base model, loaded unless held; the training from its checkpoint, if an attempt left one.
+        if job.model not in self.engines:
+            self._load(job.model)
+        engine, config = self.engines[job.model], self.settings.model(job.model)
+        assert config is not None and config.wan_preset is not None, f"training {job.id} for {job.model}"
+        run = training.TrainingRun(job, self.storage, lease, self.worker_id, self.settings)
+        stop = self._stop_check(lease, time.monotonic() + self.settings.training_timeout_s)
+        result, caption = run.train(engine, stop)
+        # 2. The adapter, checked as an upload would be, stored; a preview clip made with it.
+        style_values = run.store_style(config.wan_preset, result)
+        video = run.preview(engine, config.wan_preset, result, caption, stop)
+        # 3. The preview through the output pipeline (label, brand, watermark, encode, C2PA), stored.
+        brand = lease.transact(lambda session: load_brand(session, job.tenant_id), "reading the brand")
+        clip = ClipIdentity(job.id, job.tenant_id, job.watermark_id or self._assign_watermark(job, lease), brand)
+        rendition = output.render(video.frames, video.fps, clip, self._provenance(), steps=self.frame_steps)
+        assets = output.store(rendition, clip, self.storage)
+        # 4. The style ready, the job completed and its hold posted: one transaction.
+        lease.transact(lambda session: queue.complete_training(session, job, self.worker_id, assets, style_values),
+                       "the outcome")
+        log.info("training %s completed: %d steps, final loss %.4f", job.id, result.steps, result.losses[-1])
 
     def _post_process(self, job: Job, lease: Lease, deliver: Callable[[], None], wait: bool) -> bool:
         """2. Post-process, one clip at a time: the previous one must be recorded before this one starts.
@@ -360,9 +427,11 @@ class Worker:
                     return
                 time.sleep(delay)  # backing off: nothing else to do for this job meanwhile
 
-    def _generate(self, job: Job, lease: Lease, memory_mode: str) -> GeneratedVideo:
+    def _generate(self, job: Job, lease: Lease, memory_mode: str, timings: dict[str, float]) -> GeneratedVideo:
         # 1. The model, loaded unless this worker holds it already (a switch: its cost is recorded).
         load_s = None if job.model in self.engines else self._load(job.model)
+        if load_s is not None:
+            timings["model_load"] = load_s
         config = self.settings.model(job.model)
         step_cache_allowed = bool((job.engine_settings or {}).get("step_cache_allowed"))
         # 2. Generate, reporting progress and stopping at the next step when told to.
@@ -375,12 +444,14 @@ class Worker:
             step_cache=self.settings.step_cache if step_cache_allowed else "none",
             resume_task_id=self._remote_task_of(job), adapters=self._adapters(job))
         deadline = time.monotonic() + self.settings.job_timeout_s
-        progress, stop = self._progress_reporter(lease), self._stop_check(lease, deadline)
+        clock = _DenoiseClock(self._progress_reporter(lease))
+        stop = self._stop_check(lease, deadline)
         if self.is_hosted(job.model):  # its remote task is recorded at once, for a retry to resume
             hosted = cast(HostedEngine, self.engines[job.model])
-            video = hosted.generate(request, progress, stop, on_remote_task=self._task_recorder(job, lease))
+            video = hosted.generate(request, clock.step, stop, on_remote_task=self._task_recorder(job, lease))
         else:
-            video = self.engines[job.model].generate(request, progress, stop)
+            video = self.engines[job.model].generate(request, clock.step, stop)
+        timings.update(clock.phases())
         self._set_progress(lease, decoded_progress_pct)
         # 3. What it ran with, and the model load it paid.
         applied = {"memory_mode": memory_mode, "step_cache": request.step_cache, **video.engine_settings}
@@ -449,7 +520,8 @@ class Worker:
         finally:
             lease.release()
 
-    def _deliver(self, job: Job, lease: Lease, video: GeneratedVideo) -> None:
+    def _deliver(self, job: Job, lease: Lease, video: GeneratedVideo, timings: dict[str, float]) -> None:
+        started = time.perf_counter()
         # 1. Stop here if the job was cancelled, or its lease lost, while it generated.
         if self._stopped_meanwhile(job, lease):
             return
@@ -471,7 +543,8 @@ class Worker:
         rendition = output.render(video.frames, video.fps, clip, self._provenance(), steps=self.frame_steps,
                                   on_stage=self._stage_reporter(lease))
         self._set_progress(lease, stored_progress_pct)
-        assets = output.store(rendition, clip, self.storage)
+        timings["postprocess"] = time.perf_counter() - started
+        assets = self._upload(rendition, clip, timings)
 
         # 6. Deliver and settle, or hold for review: one transaction either way.
         def settle(session: Session) -> None:
@@ -486,11 +559,32 @@ class Worker:
         log.info("job %s %s: %d frames, %d bytes, %d tokens; %s", job.id,
                  "held for review" if reviews else "completed", len(video.frames), assets[0].size_bytes,
                  job.total_tokens, ", ".join(f"{name} {s:.2f} s" for name, s in rendition.stage_s.items()))
+        self._record_phases(job, timings)
 
-    def _relabel(self, job: Job, lease: Lease) -> None:
+    def _upload(self, rendition: output.Rendition, clip: ClipIdentity,
+                timings: dict[str, float]) -> list[queue.AssetRecord]:
+        started = time.perf_counter()
+        assets = output.store(rendition, clip, self.storage)
+        timings["upload"] = time.perf_counter() - started
+        return assets
+
+    def _record_phases(self, job: Job, timings: dict[str, float]) -> None:
+        """A delivered job's phase durations: a JSON log line each, and the fleet's histograms (`/metrics`),
+        in a transaction of their own: a statistic never holds up or undoes a delivery."""
+        phases.log_phases(job.id, job.model, self.worker_id, timings)
+        try:
+            with self.sessions.begin() as session:
+                phases.observe(session, job.model, timings)
+        except SQLAlchemyError as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("job %s: phase durations not recorded, the database is unreachable", job.id)
+
+    def _relabel(self, job: Job, lease: Lease, timings: dict[str, float]) -> None:
         """A cache hit: the source's delivered clip, decoded and rendered again as this job's own (its
         watermark, AIGC ProduceID and C2PA manifest name this job), posted at the cache rate. The label and
         brand are in the source's pixels already, and its quality checks and screening passed."""
+        started = time.perf_counter()
         # 1. Stop here if the job was cancelled, or its lease lost, while it waited.
         if self._stopped_meanwhile(job, lease):
             return
@@ -506,11 +600,13 @@ class Worker:
         rendition = output.render(frames, job.fps, clip, self._provenance(), steps=self.relabel_steps,
                                   on_stage=self._stage_reporter(lease))
         self._set_progress(lease, stored_progress_pct)
-        assets = output.store(rendition, clip, self.storage)
+        timings["postprocess"] = time.perf_counter() - started
+        assets = self._upload(rendition, clip, timings)
         charge = lease.transact(lambda session: queue.complete_cache_hit(session, job, self.worker_id, assets),
                                 "the outcome")
         log.info("job %s completed from the cache (%s): %d bytes, %d tokens; %s", job.id, job.cache_hit_job_id,
                  assets[0].size_bytes, charge, ", ".join(f"{name} {s:.2f} s" for name, s in rendition.stage_s.items()))
+        self._record_phases(job, timings)
 
     def _source_clip(self, job: Job, lease: Lease) -> bytes | None:
         """The bytes of the video a cache hit copies, or None when it was deleted since the hit."""

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -48,7 +48,7 @@ from vidfactory.notify.targets import RefusedTarget, UnresolvedHost, parse_netwo
 from vidfactory.settings import Settings
 
 __all__ = ["Attempt", "Circuits", "Dispatcher", "OperatorWebhook", "Outcome", "claim_due", "endpoint_key",
-           "record_outcome", "start_dispatcher"]
+           "failed_deliveries", "record_outcome", "start_dispatcher"]
 
 log = logging.getLogger(__name__)
 error_chars_max = 500
@@ -196,6 +196,13 @@ def record_outcome(session: Session, settings: Settings, attempt: Attempt, outco
     if attempt.endpoint_id is not None and not attempt.unsendable and outcome.sent:
         _endpoint_health(session, settings, attempt, outcome)
     return True
+
+
+def failed_deliveries(session: Session) -> int:
+    """Deliveries that ended failed (attempts spent, 410 Gone, refused), ever: a range of
+    `ix_webhook_deliveries_due`. A failed delivery is never retried, so the count only grows."""
+    return int(session.scalar(select(func.count()).select_from(WebhookDelivery)
+                              .where(WebhookDelivery.status == "failed")) or 0)
 
 
 def _endpoint_health(session: Session, settings: Settings, attempt: Attempt, outcome: Outcome) -> None:

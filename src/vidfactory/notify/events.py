@@ -34,6 +34,8 @@ __all__ = [
     "review_required_event",
     "rotate",
     "secrets_in_force",
+    "training_data",
+    "training_event",
     "video_event",
     "voucher_event",
 ]
@@ -42,6 +44,7 @@ event_types = (
     "video.queued", "video.in_progress", "video.completed", "video.failed", "video.cancelled",
     "video.review_required",
     "billing.hold_created", "billing.settled", "billing.released", "billing.voucher_granted",
+    "training.progress", "training.completed", "training.failed",
 )
 
 operator_event_types = ("alert.raised",)
@@ -113,6 +116,23 @@ def video_event(session: Session, job: Job, type: str) -> None:  # noqa: A002
     record_event(session, job.tenant_id, type, video_data(job), job_id=job.id, job_webhook_url=job.webhook_url)
 
 
+def training_data(job: Job) -> dict[str, Any]:
+    """A style training as its events and its API object show it."""
+    training = job.training or {}
+    error = failure_object(job.error_type, job.error_message) if job.status == "failed" else None
+    return {"id": job.id, "object": "style.training", "status": job.status, "model": job.model,
+            "style_id": training.get("style_id"), "step": training.get("step", 0), "steps": job.steps,
+            "loss": training.get("loss"), "progress": job.progress, "error": error,
+            "usage": {"total_tokens": job.total_tokens}}
+
+
+def training_event(session: Session, job: Job, type: str) -> None:  # noqa: A002
+    """`training.progress` (step, steps, loss), `training.completed` or `training.failed` (a cancelled
+    training is failed for its listeners: no style came of it; its status says cancelled)."""
+    assert job.job_type == "training", f"{job.id} is not a training"
+    record_event(session, job.tenant_id, type, training_data(job), job_id=job.id, job_webhook_url=job.webhook_url)
+
+
 def review_required_event(session: Session, job: Job) -> None:
     """The job waits for an admin's review (its state stays queued or in_progress); the review says until
     when, and what happens then. The reason stays with the admins."""
@@ -133,7 +153,7 @@ def review_data(job: Job) -> dict[str, Any] | None:
 def billing_event(session: Session, job: Job, type: str, charged: int | None) -> None:  # noqa: A002
     """A hold created (`charged` None), settled (`charged` tokens, the rest released) or released (0)."""
     held = job.total_tokens
-    data = {"object": "billing", "video_id": job.id, "hold_id": job.hold_id, "held": held,
+    data = {"object": "billing", f"{job.job_type}_id": job.id, "hold_id": job.hold_id, "held": held,
             "settled": charged, "released": None if charged is None else held - charged}
     record_event(session, job.tenant_id, type, data, job_id=job.id, job_webhook_url=job.webhook_url)
 

@@ -1,6 +1,7 @@
 """Every response carries `x-request-id` (the caller's own `X-Request-Id` when it is a sane token, else a
 new `req_…` id), and every request is logged as one JSON line: request id, tenant, method, route, status,
-duration. A pure ASGI middleware, so streamed responses (SSE, downloads) pass through untouched.
+duration; and counted in the request metrics (observability/metrics.py) by route template. A pure ASGI
+middleware, so streamed responses (SSE, downloads) pass through untouched.
 
 An exception that escapes every handler still gets the error envelope and the request id, and is then
 re-raised for the server to log; the line names the route, never the query string or a header.
@@ -17,6 +18,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vidfactory.observability.metrics import http_request_duration, http_requests
+
 __all__ = ["RequestIdMiddleware", "configure_request_log", "request_id_header", "request_log",
            "set_request_tenant"]
 
@@ -26,6 +29,7 @@ request_id_header = "x-request-id"
 # quotes, control characters, a megabyte) is replaced, never reflected into headers and logs.
 incoming_id_pattern = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 unmatched_path_chars_max = 200
+unmatched_route = "(unmatched)"  # the metrics' label for a path no route matched: scanners must not mint series
 internal_error_body = json.dumps({"error": {"code": "internal_error", "type": "api_error", "param": None,
                                             "message": "the server failed to answer this request; quote the "
                                                        "x-request-id header when reporting it"}}).encode()
@@ -46,12 +50,15 @@ def _request_id(scope: Scope) -> str:
     return f"req_{secrets.token_hex(16)}"
 
 
+def _template(scope: Scope) -> str | None:
+    """The matched route's template (/v1/videos/{video_id}): ids stay out of the aggregate."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else None
+
+
 def _route(scope: Scope) -> str:
-    """The route's template (/v1/videos/{video_id}): ids stay out of the aggregate; an unmatched path is
-    cut short."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else scope.get("path", "")[:unmatched_path_chars_max]
+    """For the log: the template, or an unmatched path cut short."""
+    return _template(scope) or scope.get("path", "")[:unmatched_path_chars_max]
 
 
 class RequestIdMiddleware:
@@ -88,7 +95,9 @@ class RequestIdMiddleware:
                 await send({"type": "http.response.body", "body": internal_error_body})
             raise
         finally:
-            _log(scope, request_id, status, time.perf_counter() - started)
+            duration_s = time.perf_counter() - started
+            _log(scope, request_id, status, duration_s)
+            _count(scope, status, duration_s)
 
 
 def _log(scope: Scope, request_id: str, status: int, duration_s: float) -> None:
@@ -97,6 +106,12 @@ def _log(scope: Scope, request_id: str, status: int, duration_s: float) -> None:
         "request_id": request_id, "tenant": state.get("tenant_id"), "method": scope.get("method"),
         "route": _route(scope), "status": status, "duration_ms": round(duration_s * 1000, 2)},
         ensure_ascii=False, separators=(",", ":")))
+
+
+def _count(scope: Scope, status: int, duration_s: float) -> None:
+    route, method = _template(scope) or unmatched_route, scope.get("method", "")
+    http_requests.labels(route=route, method=method, status=str(status)).inc()
+    http_request_duration.labels(route=route, method=method).observe(duration_s)
 
 
 def configure_request_log() -> None:

@@ -106,6 +106,8 @@ def delete(session: Session, style: Style) -> str | None:
     default style. Returns its adapter's key: the caller removes the file once this commits."""
     locked = find(session, style.tenant_id, style.id, lock=True)
     assert locked is not None, "the style vanished under its own deletion"
+    if locked.status == "training":
+        raise StyleInUse(f"style {locked.name!r} is being trained; cancel its training first")
     in_use = users(session, locked)
     if in_use:
         raise StyleInUse(f"style {locked.name!r} is used by queued or running videos ({', '.join(in_use)}); "

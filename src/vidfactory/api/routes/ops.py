@@ -1,17 +1,20 @@
-"""Operations endpoints for load balancers and orchestrators: liveness and readiness. No credentials: they
-say only whether the process answers and which dependency probe failed, never where a dependency lives
-(the details go to the server log and to `vidfactory doctor`)."""
+"""Operations endpoints for load balancers, orchestrators and Prometheus: liveness, readiness, metrics. No
+credentials: readiness says only which dependency probe failed, never where a dependency lives (the
+details go to the server log and to `vidfactory doctor`); metrics carry no tenant's name or data, but
+keep `/metrics` off the public ingress all the same."""
 
 from __future__ import annotations
 
 import logging
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from vidfactory.api.deps import ContextDep
 from vidfactory.api.errors import types_by_status
-from vidfactory.observability import health
+from vidfactory.observability import health, metrics
+from vidfactory.observability.fleet import FleetCollector
 
 __all__ = ["router"]
 
@@ -43,3 +46,11 @@ def readyz(ctx: ContextDep) -> JSONResponse:
         "code": "not_ready", "type": types_by_status[503], "param": failed[0].name,
         "message": f"not ready: {names} failed (the server log and `vidfactory doctor` say why)"},
         "checks": statuses})
+
+
+@router.get("/metrics", response_class=Response, responses={200: {
+    "content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text exposition format"}})
+def prometheus_metrics(ctx: ContextDep) -> Response:
+    """Prometheus metrics: this process's requests and cache lookups, and the fleet's queue, jobs, workers,
+    holds, webhooks and breakers read from the database (the README lists them)."""
+    return Response(metrics.render(FleetCollector(ctx.sessions, ctx.settings)), media_type=CONTENT_TYPE_LATEST)

@@ -2,8 +2,8 @@
 ended before the upgrade expire at the upgrade time + their tenant's plan's retention, so the first sweep
 after the upgrade deletes nothing
 
-Revision ID: 0025_retention
-Revises: 0024_console_users
+Revision ID: 0027_retention
+Revises: 0026_training_jobs
 Create Date: 2026-12-06
 """
 
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from vidfactory.db.types import UTCDateTime
 
 
-revision = '0025_retention'
-down_revision = '0024_console_users'
+revision = '0027_retention'
+down_revision = '0026_training_jobs'
 branch_labels = None
 depends_on = None
 
