@@ -8,16 +8,24 @@ import threading
 from datetime import timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 
 from vidfactory import idempotency
+from vidfactory.api.app import create_app
 from vidfactory.billing import ledger
 from vidfactory.db.models import IdempotencyRecord
 from vidfactory.db.types import utcnow
 from vidfactory.idempotency import IdempotencyConflict, IdempotencyInProgress, run_once
 
-from conftest import assert_ledger_clean, new_tenant
+from conftest import assert_ledger_clean, make_settings, new_tenant
+from faultproxy import wait_for
 
 small = {"size": "64x64", "seconds": "1"}
+reservation_s = 120.0
+
+
+def once(ctx, tenant, idempotency, effect, reservation_s: float = reservation_s):
+    return run_once(ctx.sessions, tenant.id, idempotency, effect, reservation_s=reservation_s)
 admin = {"Authorization": "Bearer test-admin-token"}
 
 
@@ -60,16 +68,16 @@ def test_a_request_still_running_is_in_progress_not_a_conflict(ctx, monkeypatch)
         return 201, {"made": "first"}
 
     first: list = []
-    thread = threading.Thread(target=lambda: first.append(run_once(ctx.sessions, tenant.id, ("k", "a"), slow)))
+    thread = threading.Thread(target=lambda: first.append(once(ctx, tenant, ("k", "a"), slow)))
     thread.start()
     assert entered.wait(30)
     with pytest.raises(IdempotencyInProgress):
-        run_once(ctx.sessions, tenant.id, ("k", "a"), lambda s: (201, {"made": "second"}))
+        once(ctx, tenant, ("k", "a"), lambda s: (201, {"made": "second"}))
     with pytest.raises(IdempotencyConflict):  # another body under the key is still a conflict
-        run_once(ctx.sessions, tenant.id, ("k", "b"), lambda s: (201, {"made": "other"}))
+        once(ctx, tenant, ("k", "b"), lambda s: (201, {"made": "other"}))
     release.set()
     thread.join(30)
-    again = run_once(ctx.sessions, tenant.id, ("k", "a"), lambda s: (201, {"made": "second"}))
+    again = once(ctx, tenant, ("k", "a"), lambda s: (201, {"made": "second"}))
     assert (again.replayed, again.body, first[0].replayed, effects) == (True, {"made": "first"}, False, ["first"])
 
 
@@ -80,14 +88,53 @@ def test_a_failed_request_frees_its_key_and_a_dead_ones_is_taken_over(ctx):
         raise RuntimeError("402 from the balance check")
 
     with pytest.raises(RuntimeError):
-        run_once(ctx.sessions, tenant.id, ("k", "a"), refused)
-    assert run_once(ctx.sessions, tenant.id, ("k", "a"), lambda s: (201, {"ok": 1})).replayed is False
+        once(ctx, tenant, ("k", "a"), refused)
+    assert once(ctx, tenant, ("k", "a"), lambda s: (201, {"ok": 1})).replayed is False
     with ctx.sessions.begin() as session:  # a process killed after reserving: its reservation has run out
         session.add(IdempotencyRecord(tenant_id=tenant.id, key="dead", request_sha256="a", reservation="x" * 32,
                                       reserved_until=utcnow() - timedelta(seconds=1)))
-    taken = run_once(ctx.sessions, tenant.id, ("dead", "a"), lambda s: (201, {"ok": 2}))
+    taken = once(ctx, tenant, ("dead", "a"), lambda s: (201, {"ok": 2}))
     assert (taken.replayed, taken.body) == (False, {"ok": 2})
-    assert run_once(ctx.sessions, tenant.id, ("dead", "a"), lambda s: (201, {"ok": 3})).body == {"ok": 2}
+    assert once(ctx, tenant, ("dead", "a"), lambda s: (201, {"ok": 3})).body == {"ok": 2}
+
+
+def test_a_key_whose_request_outlives_its_reservation_goes_to_the_retry_and_applies_once(
+        tmp_path, postgres_url, models_dir, monkeypatch):
+    """A request still holding its key after `idempotency_reservation_s` (its API process hung, or was
+    killed: nobody is left to release the key) loses it to the client's retry, so a client is not kept
+    waiting on a dead process; the retry's effect commits, the first one's rolls back: credited once."""
+    monkeypatch.setattr(idempotency, "in_flight_wait_s", 0.1)
+    entered, release = threading.Event(), threading.Event()
+    credit = ledger.credit
+
+    def stalled_credit(*args, **kwargs):
+        if not entered.is_set():  # the first request only
+            entered.set()
+            assert release.wait(30)
+        return credit(*args, **kwargs)
+
+    monkeypatch.setattr(ledger, "credit", stalled_credit)
+    settings = make_settings(tmp_path, postgres_url, models_dir, idempotency_reservation_s=1.0)
+    with TestClient(create_app(settings, workers=0)) as client:
+        ctx = client.app.state.ctx
+        tenant = new_tenant(ctx.sessions)
+        url, headers = f"/v1/admin/tenants/{tenant.id}/credits", {**admin, "Idempotency-Key": "topup-9"}
+        first: list = []
+        thread = threading.Thread(target=lambda: first.append(client.post(url, headers=headers, json={"tokens": 50})))
+        thread.start()
+        assert entered.wait(30)
+        waiting = client.post(url, headers=headers, json={"tokens": 50})
+        assert (waiting.status_code, waiting.json()["error"]["code"]) == (409, "idempotency_in_progress")
+        retried = wait_for(lambda: (r := client.post(url, headers=headers, json={"tokens": 50})).status_code == 201
+                           and r, 30, "the reservation to lapse")
+        release.set()
+        thread.join(30)
+        assert (first[0].status_code, first[0].json()["error"]["code"]) == (409, "idempotency_in_progress")
+        replayed = client.post(url, headers=headers, json={"tokens": 50})
+        assert replayed.headers["idempotent-replayed"] == "true" and replayed.json() == retried.json()
+        with ctx.sessions() as session:
+            assert ledger.balance(session, tenant.id).posted == 50
+        assert_ledger_clean(ctx.sessions)
 
 
 def test_tenant_keys_cannot_occupy_or_probe_the_operators(client, ctx):

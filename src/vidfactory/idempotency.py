@@ -10,7 +10,8 @@ Invariants:
   idempotency_in_progress, distinct from IdempotencyConflict: another body under the key). It never runs
   the effect itself, so it never sees a 402 or 429 caused by the first request's own hold.
 - A request that fails releases its reservation: the key is free again, as if never sent. A request
-  that died holding one (a killed process) is taken over once `reservation_s` has passed.
+  that died holding one (a killed process) is taken over once its `reservation_s` has passed; the first
+  request, should it still be running then, cannot store its outcome and its effect rolls back.
 - Key spaces are separate: a tenant's keys (scope "tenant") never meet the operator's (admin-credit,
   admin-voucher), so a tenant can neither block nor probe them.
 """
@@ -39,7 +40,6 @@ __all__ = ["IdempotencyConflict", "IdempotencyInProgress", "Outcome", "fingerpri
 scopes = ("tenant", "admin-credit", "admin-voucher")
 in_flight_wait_s = 5.0
 in_flight_poll_s = 0.05
-reservation_s = 120.0
 
 
 class IdempotencyConflict(Exception):
@@ -70,8 +70,8 @@ def fingerprint(path: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _reserve(sessions: SessionFactory, tenant_id: str, scope: str, key: str,
-             request_sha256: str) -> Outcome | _Reserved | object:
+def _reserve(sessions: SessionFactory, tenant_id: str, scope: str, key: str, request_sha256: str,
+             reservation_s: float) -> Outcome | _Reserved | object:
     """The stored outcome (a replay), our reservation, or `_in_flight` (another request holds the key)."""
     now, token = utcnow(), uuid.uuid4().hex
     until = now + timedelta(seconds=reservation_s)
@@ -107,11 +107,11 @@ def _release(sessions: SessionFactory, tenant_id: str, scope: str, key: str, tok
             IdempotencyRecord.status_code.is_(None)))
 
 
-def _claim_key(sessions: SessionFactory, tenant_id: str, scope: str, key: str, request_sha256: str
-               ) -> Outcome | _Reserved:
+def _claim_key(sessions: SessionFactory, tenant_id: str, scope: str, key: str, request_sha256: str,
+               reservation_s: float) -> Outcome | _Reserved:
     deadline = time.monotonic() + in_flight_wait_s
     while True:
-        state = _reserve(sessions, tenant_id, scope, key, request_sha256)
+        state = _reserve(sessions, tenant_id, scope, key, request_sha256, reservation_s)
         if state is not _in_flight:
             assert isinstance(state, (Outcome, _Reserved))
             return state
@@ -122,16 +122,18 @@ def _claim_key(sessions: SessionFactory, tenant_id: str, scope: str, key: str, r
 
 
 def run_once(sessions: SessionFactory, tenant_id: str, idempotency: tuple[str, str] | None,
-             effect: Callable[[Session], tuple[int, dict[str, Any]]], *, scope: str = "tenant") -> Outcome:
+             effect: Callable[[Session], tuple[int, dict[str, Any]]], *, reservation_s: float,
+             scope: str = "tenant") -> Outcome:
     """Run `effect` in one transaction, at most once per (tenant, scope, key). `idempotency` is
-    (key, fingerprint). Raises IdempotencyConflict, IdempotencyInProgress, or what `effect` raises."""
+    (key, fingerprint); `reservation_s` how long the key waits for this request before a retry may take
+    it over. Raises IdempotencyConflict, IdempotencyInProgress, or what `effect` raises."""
     assert scope in scopes, f"unknown idempotency scope {scope!r}"
     if idempotency is None:
         with sessions.begin() as session:
             status_code, body = effect(session)
         return Outcome(status_code, body, replayed=False)
     key, request_sha256 = idempotency
-    state = _claim_key(sessions, tenant_id, scope, key, request_sha256)
+    state = _claim_key(sessions, tenant_id, scope, key, request_sha256, reservation_s)
     if isinstance(state, Outcome):
         return state
     try:

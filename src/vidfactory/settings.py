@@ -179,6 +179,10 @@ class Settings(BaseSettings):
     model_aliases: dict[Annotated[str, Field(min_length=1, max_length=64)], str] = Field(
         default_factory=dict, max_length=64)
     hold_timeout_s: int = 24 * 3600
+    # An Idempotency-Key waits this long for its first request before a retry may take it over: a request
+    # whose API process died (a crash, a SIGKILL after the shutdown grace) holds its key no longer. Above
+    # the slowest admission; set near the load balancer's request timeout.
+    idempotency_reservation_s: float = Field(default=120.0, gt=0)
 
     # Queue and worker.
     workers_in_process: int = 1

@@ -28,6 +28,7 @@ __all__ = [
     "TenantSuspended",
     "authenticate",
     "check_not_suspended",
+    "console_caller",
     "change_plan",
     "create_key",
     "create_plan",
@@ -173,7 +174,7 @@ class Caller:
     """Who is calling: resolved from an API key on every request."""
 
     tenant_id: str
-    api_key_id: str
+    api_key_id: str | None  # None: one of the tenant's people, through the console
     plan: str
     priority: int
     requests_per_minute: int  # this key's writes (POST, PATCH, DELETE)
@@ -325,6 +326,17 @@ def authenticate(session: Session, key: str) -> Caller | None:
         return None
     api_key, plan = row
     return Caller(tenant_id=api_key.tenant_id, api_key_id=api_key.id, plan=plan.id, priority=plan.priority,
+                  requests_per_minute=plan.requests_per_minute, concurrent_jobs=plan.concurrent_jobs,
+                  tenant_requests_per_minute=plan.tenant_requests_per_minute,
+                  active_jobs_max=plan.active_jobs_max, read_requests_per_minute=plan.read_requests_per_minute,
+                  tenant_read_requests_per_minute=plan.tenant_read_requests_per_minute)
+
+
+def console_caller(session: Session, tenant_id: str) -> Caller:
+    """The tenant as its people act through the console: its plan's limits, and no API key."""
+    tenant, plan = session.execute(select(Tenant, Plan).join(Plan, Plan.id == Tenant.plan_id)
+                                   .where(Tenant.id == tenant_id)).one()
+    return Caller(tenant_id=tenant.id, api_key_id=None, plan=plan.id, priority=plan.priority,
                   requests_per_minute=plan.requests_per_minute, concurrent_jobs=plan.concurrent_jobs,
                   tenant_requests_per_minute=plan.tenant_requests_per_minute,
                   active_jobs_max=plan.active_jobs_max, read_requests_per_minute=plan.read_requests_per_minute,

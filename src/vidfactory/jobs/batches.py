@@ -159,7 +159,7 @@ def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Call
         session.flush()
         return 202, render(session, batch)
 
-    return run_once_staged(sessions, caller.tenant_id, idempotency, hold_and_enqueue, storage)
+    return run_once_staged(sessions, settings, caller.tenant_id, idempotency, hold_and_enqueue, storage)
 
 
 def batch_quote(session: Session, batch: Batch) -> dict[str, Any]:

@@ -325,7 +325,7 @@ def submit(
         files.store_reference(job, request.reference)
         return 200, render(session, job)
 
-    return run_once_staged(sessions, caller.tenant_id, idempotency, hold_and_enqueue, storage)
+    return run_once_staged(sessions, settings, caller.tenant_id, idempotency, hold_and_enqueue, storage)
 
 
 class StagedFiles:
@@ -350,14 +350,16 @@ class StagedFiles:
             self.storage.delete(key)
 
 
-def run_once_staged(sessions: SessionFactory, tenant_id: str, idempotency: tuple[str, str] | None,
+def run_once_staged(sessions: SessionFactory, settings: Settings, tenant_id: str,
+                    idempotency: tuple[str, str] | None,
                     effect: Callable[[Session, StagedFiles], tuple[int, dict[str, Any]]],
                     storage: Storage | None) -> Outcome:
     """`run_once`, with the files `effect` stores removed again unless its transaction commits as ours:
     on any error, and on a replay (a concurrent request with the key won: its jobs, not ours, exist)."""
     files = StagedFiles(storage)
     try:
-        outcome = run_once(sessions, tenant_id, idempotency, lambda session: effect(session, files))
+        outcome = run_once(sessions, tenant_id, idempotency, lambda session: effect(session, files),
+                           reservation_s=settings.idempotency_reservation_s)
     except BaseException:
         files.forget()
         raise

@@ -117,6 +117,7 @@ def admin_credit(tenant_id: str, body: CreditCreate, ctx: ContextDep, _admin: Ad
     if idempotency_key is not None:
         idempotency = (idempotency_key, fingerprint(f"/v1/admin/tenants/{tenant_id}/credits", body.model_dump()))
     # The operator's key space: a tenant's own keys never meet it.
-    outcome = run_once(ctx.sessions, tenant_id, idempotency, credit, scope="admin-credit")
+    outcome = run_once(ctx.sessions, tenant_id, idempotency, credit, scope="admin-credit",
+                       reservation_s=ctx.settings.idempotency_reservation_s)
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     return JSONResponse(outcome.body, status_code=outcome.status_code, headers=headers)

@@ -62,6 +62,7 @@ def grant_voucher(tenant_id: str, body: VoucherGrant, ctx: ContextDep, _admin: A
     idempotency = None
     if idempotency_key is not None:
         idempotency = (idempotency_key, fingerprint(f"/v1/admin/tenants/{tenant_id}/vouchers", body.model_dump()))
-    outcome = run_once(ctx.sessions, tenant_id, idempotency, grant, scope="admin-voucher")
+    outcome = run_once(ctx.sessions, tenant_id, idempotency, grant, scope="admin-voucher",
+                       reservation_s=ctx.settings.idempotency_reservation_s)
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
     return JSONResponse(outcome.body, status_code=outcome.status_code, headers=headers)
