@@ -4,6 +4,7 @@ video answering 404, both languages, and the API docs served without any CDN."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import httpx
@@ -104,3 +105,41 @@ def test_the_api_docs_load_nothing_from_elsewhere_and_offer_authorize(page, cons
     page.get_by_role("button", name="Authorize").click()
     assert page.get_by_text("an API key (vf_...) or the admin token").is_visible()
     assert requested and all(url.startswith(console.url) for url in requested), requested
+
+
+def test_create_quotes_live_flags_a_blocked_word_and_the_clip_plays_and_downloads(page, console, tmp_path):
+    email, tenant = new_person(console, "member", tokens=1_000_000)
+    sign_in(page, email)
+    page.wait_for_url(re.compile(r"/videos$"))
+    page.get_by_role("navigation").get_by_role("link", name="Create").click()
+    total = page.locator("#quote-total")
+    first = total.inner_text()
+    page.get_by_label("Size").select_option("1280x720")
+    page.wait_for_function("before => document.querySelector('#quote-total').innerText !== before", arg=first)
+    bigger = total.inner_text()
+    page.get_by_label("Duration (seconds)").select_option("8")
+    page.wait_for_function("before => document.querySelector('#quote-total').innerText !== before", arg=bigger)
+    # A blocked word is flagged while typing, by its category only: the page never spells out the list.
+    page.get_by_label("Keywords").fill("csam")
+    screening = page.locator("#screening[data-action=block]")
+    screening.wait_for()
+    assert "minors" in screening.inner_text() and "csam" not in screening.inner_text()
+    page.get_by_label("Keywords").fill("a lighthouse at dusk")
+    page.locator("#screening[data-action=pass]").wait_for()
+    page.get_by_label("Size").select_option("64x64")
+    page.get_by_label("Duration (seconds)").select_option("1")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_url(re.compile(r"/videos/video_"))
+    video_id = page.url.rsplit("/", 1)[1]
+    # The stream brings the finished state into the page without a reload.
+    page.locator("#status-panel[data-status=completed]").wait_for(timeout=180_000)
+    duration = page.locator("video").evaluate(
+        "v => new Promise(done => v.readyState >= 1 ? done(v.duration) : "
+        "v.addEventListener('loadedmetadata', () => done(v.duration)))")
+    assert duration > 0
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download").click()
+    saved = tmp_path / "clip.mp4"
+    download.value.save_as(saved)
+    api = httpx.get(f"{console.url}/v1/videos/{video_id}", headers=tenant.headers, timeout=60).json()
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == api["hashes"]["video"]["sha256"]

@@ -263,6 +263,7 @@ def test_compose_settings_load_with_the_example_environment(monkeypatch):
     settings = _settings_from(environment, monkeypatch)
     assert settings.resolved_database_url.startswith("postgresql+psycopg://vidfactory:")
     assert settings.redis_url == "redis://redis:6379/0"
+    assert settings.storage_url == "s3://vidfactory/clips" and settings.storage_addressing_style == "path"
     grace_s = settings.shutdown_grace_s
     stop_s = float(services["worker"]["stop_grace_period"].removesuffix("s"))
     assert stop_s >= grace_s + settings.webhook_send_deadline_s + dispatcher_join_extra_s

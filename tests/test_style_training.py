@@ -222,6 +222,11 @@ def test_plan_limits_and_bad_datasets_answer_clear_errors(client, ctx):
     assert not_zip.status_code == 400 and not_zip.json()["error"]["code"] == "invalid_dataset"
     uncaptioned = train(client, tenant, files={"a.png": png()}, caption="")
     assert uncaptioned.status_code == 400
+    unknown = client.post("/v1/styles/train", headers=tenant.headers,
+                          json={"name": "v", "model": "wan-tiny", "video_ids": ["video_0"]})
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (400, "video_not_found")
+    both = client.post("/v1/styles/train", headers=tenant.headers, json={"name": "v", "model": "wan-tiny"})
+    assert both.status_code == 400 and both.json()["error"]["param"] == "dataset"
     nothing_held(client, ctx, tenant)
     # One training at a time on this plan; a plan without training says so.
     assert train(client, tenant).status_code == 200

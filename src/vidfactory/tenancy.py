@@ -28,6 +28,7 @@ __all__ = [
     "TenantSuspended",
     "authenticate",
     "check_not_suspended",
+    "console_caller",
     "change_plan",
     "create_key",
     "create_plan",
@@ -85,21 +86,21 @@ class InvalidPlan(TenancyError):
 plan_fields = ("priority", "requests_per_minute", "tenant_requests_per_minute", "read_requests_per_minute",
                "tenant_read_requests_per_minute", "concurrent_jobs", "active_jobs_max", "step_cache_allowed",
                "review_deadline_s", "review_deadline_action", "training_samples_max", "training_steps_max",
-               "concurrent_trainings")
+               "concurrent_trainings", "retention_days")
 
 
 def default_plans() -> list[Plan]:
     return [
         Plan(id="free", priority=0, requests_per_minute=30, concurrent_jobs=1, tenant_requests_per_minute=60,
              read_requests_per_minute=300, tenant_read_requests_per_minute=600, active_jobs_max=4,
-             training_samples_max=20, training_steps_max=500, concurrent_trainings=1),
+             training_samples_max=20, training_steps_max=500, concurrent_trainings=1, retention_days=7),
         Plan(id="pro", priority=5, requests_per_minute=120, concurrent_jobs=4, tenant_requests_per_minute=300,
              read_requests_per_minute=1200, tenant_read_requests_per_minute=3000, active_jobs_max=50,
-             training_samples_max=100, training_steps_max=3000, concurrent_trainings=2),
+             training_samples_max=100, training_steps_max=3000, concurrent_trainings=2, retention_days=30),
         Plan(id="enterprise", priority=10, requests_per_minute=600, concurrent_jobs=16,
              tenant_requests_per_minute=1500, read_requests_per_minute=6000,
              tenant_read_requests_per_minute=15000, active_jobs_max=200, training_samples_max=500,
-             training_steps_max=10000, concurrent_trainings=4),
+             training_steps_max=10000, concurrent_trainings=4, retention_days=90),
     ]
 
 
@@ -173,7 +174,7 @@ class Caller:
     """Who is calling: resolved from an API key on every request."""
 
     tenant_id: str
-    api_key_id: str
+    api_key_id: str | None  # None: one of the tenant's people, through the console
     plan: str
     priority: int
     requests_per_minute: int  # this key's writes (POST, PATCH, DELETE)
@@ -325,6 +326,17 @@ def authenticate(session: Session, key: str) -> Caller | None:
         return None
     api_key, plan = row
     return Caller(tenant_id=api_key.tenant_id, api_key_id=api_key.id, plan=plan.id, priority=plan.priority,
+                  requests_per_minute=plan.requests_per_minute, concurrent_jobs=plan.concurrent_jobs,
+                  tenant_requests_per_minute=plan.tenant_requests_per_minute,
+                  active_jobs_max=plan.active_jobs_max, read_requests_per_minute=plan.read_requests_per_minute,
+                  tenant_read_requests_per_minute=plan.tenant_read_requests_per_minute)
+
+
+def console_caller(session: Session, tenant_id: str) -> Caller:
+    """The tenant as its people act through the console: its plan's limits, and no API key."""
+    tenant, plan = session.execute(select(Tenant, Plan).join(Plan, Plan.id == Tenant.plan_id)
+                                   .where(Tenant.id == tenant_id)).one()
+    return Caller(tenant_id=tenant.id, api_key_id=None, plan=plan.id, priority=plan.priority,
                   requests_per_minute=plan.requests_per_minute, concurrent_jobs=plan.concurrent_jobs,
                   tenant_requests_per_minute=plan.tenant_requests_per_minute,
                   active_jobs_max=plan.active_jobs_max, read_requests_per_minute=plan.read_requests_per_minute,

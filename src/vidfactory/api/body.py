@@ -38,6 +38,23 @@ reference_field = "input_reference"
 data_url_prefix = re.compile(r"^data:image/(png|jpeg|webp);base64,")
 
 
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with its `$defs` (nested models: a style and its scale) written in place: this schema
+    is embedded in the OpenAPI document, where `#/$defs/...` resolves to nothing."""
+    definitions = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("$ref", "").startswith("#/$defs/"):
+                return walk(definitions[node["$ref"].removeprefix("#/$defs/")])
+            return {key: walk(value) for key, value in node.items() if key != "$defs"}
+        if isinstance(node, list):
+            return [walk(value) for value in node]
+        return node
+
+    return walk(schema)
+
+
 def _with_reference(schema: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "properties": {**schema["properties"], reference_field: reference}}
 
@@ -49,12 +66,12 @@ video_create_openapi: dict[str, Any] = {
         "required": True,
         "content": {
             # Empty or null: no image, as for the other optional fields.
-            "application/json": {"schema": _with_reference(VideoCreate.model_json_schema(), {
+            "application/json": {"schema": _with_reference(_inlined(VideoCreate.model_json_schema()), {
                 "anyOf": [{"type": "string", "maxLength": data_url_chars_max, "pattern": data_url_prefix.pattern},
                           {"type": "string", "maxLength": 0}, {"type": "null"}],
                 "description": f"{_reference_description}, as a data URL (data:image/png;base64,...)"})},
             # As the openai SDK sends it: a file part.
-            "multipart/form-data": {"schema": _with_reference(VideoCreate.model_json_schema(), {
+            "multipart/form-data": {"schema": _with_reference(_inlined(VideoCreate.model_json_schema()), {
                 "type": "string", "format": "binary", "description": _reference_description})},
         },
     }

@@ -39,7 +39,7 @@ from vidfactory.jobs.screening import ImageScreen
 from vidfactory.jobs.spec import InvalidRequest
 from vidfactory.notify.events import billing_event, training_data
 from vidfactory.settings import ModelConfig, Settings
-from vidfactory.storage.local import LocalStorage
+from vidfactory.storage import Storage
 from vidfactory.styles.adapters import check_adapter
 from vidfactory.styles.catalog import adapter_key, name_pattern, new_style_id
 from vidfactory.styles.training import DatasetRefused, read_dataset, screen_dataset, training_samples
@@ -125,7 +125,7 @@ def _check_active_trainings(session: Session, tenant_id: str, plan: Plan) -> Non
 
 
 def submit_training(sessions: SessionFactory, settings: Settings, caller: Caller, request: TrainingRequest,
-                    images: ImageScreen, storage: LocalStorage) -> dict[str, Any]:
+                    images: ImageScreen, storage: Storage) -> dict[str, Any]:
     """Check everything, then hold the quote, reserve the style's name and queue the job in one
     transaction; the dataset is stored before it commits and removed if it does not. Raises
     InvalidRequest, ImageRejected, InsufficientBalance, TrainingsLimit, TenantSuspended; on any of them
@@ -204,7 +204,7 @@ def _dataset_summary(items, data: bytes) -> dict[str, Any]:
             "clips": sum(item.kind == "clip" for item in items)}
 
 
-def dataset_from_videos(session: Session, storage: LocalStorage, tenant_id: str, video_ids: list[str]
+def dataset_from_videos(session: Session, storage: Storage, tenant_id: str, video_ids: list[str]
                         ) -> bytes:
     """A dataset ZIP of the tenant's own delivered videos, each captioned with the prompt that made it."""
     from vidfactory.styles.training import dataset_zip
@@ -236,7 +236,7 @@ def training_object(session: Session, job: Job) -> dict[str, Any]:
 class TrainingRun:
     """One attempt at a training on a worker: its dataset, its checkpoint, its progress."""
 
-    def __init__(self, job: Job, storage: LocalStorage, lease: Lease, worker_id: str, settings: Settings) -> None:
+    def __init__(self, job: Job, storage: Storage, lease: Lease, worker_id: str, settings: Settings) -> None:
         self.job, self.storage, self.lease, self.worker_id = job, storage, lease, worker_id
         self.settings = settings
         spec = job.training or {}

@@ -3,7 +3,8 @@ phase durations, workers, holds, webhook failures, breakers and the last ledger 
 reports the same values, whatever process or host did the work, across restarts (observability/metrics.py
 says which metrics are counted in the process instead, and why).
 
-Every query reads an index range or a small table, so a scrape stays cheap with many jobs
+Every query reads an index (index-only where it counts history: `ix_jobs_status_model`,
+`ix_transfers_kind`) or a small table: 100,000 jobs scrape in about 0.16 s on PostgreSQL
 (bench/metrics_scrape.py).
 """
 

@@ -70,16 +70,18 @@ def adapter_key(tenant_id: str, style_id: str, sha256: str) -> str:
     return f"tenants/{tenant_id}/styles/{style_id}/{sha256}.safetensors"
 
 
-def find(session: Session, tenant_id: str, ref: str, *, lock: bool = False) -> Style | None:
-    """The tenant's style named `ref` (or with id `ref`); another tenant's is never found."""
+def find(session: Session, tenant_id: str, ref: str, *, lock: str | None = None) -> Style | None:
+    """The tenant's style named `ref` (or with id `ref`); another tenant's is never found. `lock`: "share"
+    (a submission using it) or "update" (its deletion): the two exclude each other until commit."""
     if id_pattern.fullmatch(ref):
         statement = select(Style).where(Style.tenant_id == tenant_id, Style.id == ref)
     elif name_pattern.fullmatch(ref):
         statement = select(Style).where(Style.tenant_id == tenant_id, Style.name == ref)
     else:
         return None
-    # Shared: submissions using the style queue side by side; a deletion waits for them (and they for it).
-    return session.scalar(statement.with_for_update(read=True) if lock else statement)
+    if lock is not None:
+        statement = statement.with_for_update(read=lock == "share")
+    return session.scalar(statement)
 
 
 def add_uploaded(session: Session, *, tenant_id: str, style_id: str, name: str, base_model: str,
@@ -101,11 +103,10 @@ def users(session: Session, style: Style) -> list[str]:
     return [job_id for job_id, styles in jobs if any(s["id"] == style.id for s in styles)][:users_listed_max]
 
 
-def delete(session: Session, style: Style) -> str | None:
-    """Delete `style` unless queued or running jobs use it (StyleInUse); templates naming it lose their
-    default style. Returns its adapter's key: the caller removes the file once this commits."""
-    locked = find(session, style.tenant_id, style.id, lock=True)
-    assert locked is not None, "the style vanished under its own deletion"
+def delete(session: Session, locked: Style) -> str | None:
+    """Delete `locked` (found with lock="update") unless queued or running jobs use it, or it is being
+    trained (StyleInUse); templates naming it lose their default style. Returns its adapter's key: the
+    caller removes the file once this commits."""
     if locked.status == "training":
         raise StyleInUse(f"style {locked.name!r} is being trained; cancel its training first")
     in_use = users(session, locked)
@@ -150,7 +151,7 @@ def confirm(session: Session, tenant_id: str, styles: tuple[JobStyle, ...]) -> N
     """Inside the transaction that queues the job: each style still exists with the adapter resolved (its
     row locked against deletion until that transaction ends)."""
     for used in styles:
-        style = find(session, tenant_id, used.id, lock=True)
+        style = find(session, tenant_id, used.id, lock="share")
         if style is None or style.sha256 != used.sha256:
             raise InvalidStyle("styles", f"style {used.name!r} was deleted or replaced while the video was "
                                          f"submitted; send it again", code="style_not_found")

@@ -110,7 +110,7 @@ def delete_style(sessions: SessionFactory, storage: Storage, tenant_id: str, ref
     """Delete the tenant's style `ref` (name or id) and its adapter file; None when it has none of that
     name. StyleInUse (409) while queued or running jobs use it."""
     with sessions.begin() as session:
-        style = catalog.find(session, tenant_id, ref)
+        style = catalog.find(session, tenant_id, ref, lock="update")
         if style is None:
             return None
         deleted = {"object": "style.deleted", "id": style.id, "name": style.name, "deleted": True}

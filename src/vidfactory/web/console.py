@@ -36,12 +36,13 @@ class NavItem:
 
 # Which pages each role reaches; the pages check the same table.
 page_roles: dict[str, tuple[str, ...]] = {
+    "create": ("owner", "member"),
     "videos": ("owner", "member", "viewer"),
     "billing": ("owner",),
     "developers": ("owner",),
     "account": ("owner", "member", "viewer", "operator", "reviewer"),
 }
-nav_pages = (("videos", "/videos", "nav.videos"), ("billing", "/billing", "nav.billing"),
+nav_pages = (("create", "/create", "nav.create"), ("videos", "/videos", "nav.videos"), ("billing", "/billing", "nav.billing"),
              ("developers", "/developers", "nav.developers"), ("account", "/account", "nav.account"))
 
 

@@ -20,6 +20,7 @@ from vidfactory.api.render import video_object
 from vidfactory.billing import ledger
 from vidfactory.jobs import library
 from vidfactory.tenancy import list_keys
+from vidfactory.web import create
 from vidfactory.web.console import Console, csrf_field, here, login_csrf_cookie
 from vidfactory.web.i18n import locale_cookie, locales
 
@@ -34,6 +35,7 @@ locale_cookie_max_age_s = 365 * 24 * 3600
 
 def mount(app: FastAPI) -> None:
     app.include_router(router)
+    app.include_router(create.router)
     app.mount("/static", StaticFiles(directory=here / "static"), name="static")
 
 
