@@ -14,8 +14,10 @@ from datetime import timedelta
 
 import pytest
 from alembic import command
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from vidfactory.api.app import create_app
 from vidfactory.db.migrate import alembic_config
 from vidfactory.db.models import Asset, Job, Plan
 from vidfactory.db.session import make_engine
@@ -24,7 +26,7 @@ from vidfactory.jobs import maintenance, queue
 from vidfactory.jobs.worker import Worker
 from vidfactory.storage.retention import key_columns
 
-from conftest import assert_ledger_clean, new_tenant
+from conftest import assert_ledger_clean, make_settings, new_bucket, new_tenant
 from test_cli import Cli
 from test_image_to_video import picture
 
@@ -287,3 +289,35 @@ def test_a_batch_archive_loses_each_clip_as_it_expires_and_expires_with_the_last
     assert sweep(ctx, expires_at(ctx, last[1]) + timedelta(microseconds=1)) == 1
     gone = client.get(f"/v1/batches/{batch['id']}/archive", headers=tenant.headers)
     assert gone.status_code == 410 and gone.json()["error"]["code"] == "batch_expired"
+
+
+def test_on_an_s3_bucket_orphans_and_expired_videos_go_and_nothing_dangles(tmp_path, sqlite_url, models_dir,
+                                                                            s3_server, monkeypatch):
+    settings = make_settings(tmp_path, sqlite_url, models_dir, **new_bucket(s3_server))
+    with TestClient(create_app(settings, workers=0)) as client:
+        ctx = client.app.state.ctx
+        tenant = new_tenant(ctx.sessions, 100_000, plan="free")
+        kept = submit(client, tenant, seed=1)
+        work(ctx)
+        crashed = submit(client, tenant, seed=2)
+        with monkeypatch.context() as patched:
+            patched.setattr(queue, "complete", lambda *args, **kwargs: (_ for _ in ()).throw(
+                SweepCrash("the worker dies after uploading, before its transaction commits")))
+            with pytest.raises(SweepCrash):
+                work(ctx)
+        orphans = stored(ctx) - named(ctx)
+        assert len(orphans) == 3 and all(crashed in key for key in orphans)
+        later = utcnow() + timedelta(seconds=settings.orphan_grace_s + 1)
+        assert maintenance.delete_orphans(ctx.sessions, ctx.storage, utcnow(), settings.orphan_grace_s) == 0
+        assert maintenance.delete_orphans(ctx.sessions, ctx.storage, later, settings.orphan_grace_s) == 3
+        assert stored(ctx) == named(ctx) and len(stored(ctx)) == 3
+        # A sweep that dies after deleting one of the clip's objects; the next one finishes it.
+        at = expires_at(ctx, kept) + timedelta(seconds=1)
+        with pytest.raises(SweepCrash):
+            sweep(ctx, at, CrashingStorage(ctx.storage, kept, 2, False))
+        assert named(ctx) - stored(ctx) <= expiring_names(ctx) and stored(ctx) <= named(ctx)
+        assert sweep(ctx, at) == 1
+        assert stored(ctx) == named(ctx) == set()
+        gone = client.get(f"/v1/videos/{kept}/content", headers=tenant.headers)
+        assert gone.status_code == 410 and gone.json()["error"]["code"] == "video_expired"
+        assert_ledger_clean(ctx.sessions)
