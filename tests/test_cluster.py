@@ -1,11 +1,12 @@
-"""The whole cluster under fire: two API processes and three workers on PostgreSQL and Redis, sharing one
-storage, take 200 tiny jobs from three tenants on three plans, submitted through both APIs by clients that
+"""The whole cluster under fire: two API processes and three workers on PostgreSQL, Redis and an S3 server
+take 200 tiny jobs from three tenants on three plans, submitted through both APIs by clients that
 retry with their Idempotency-Key as real clients do, while workers are SIGKILLed mid-job (and restarted)
 and one API process is SIGKILLed mid-submission (and restarted). Afterwards every job has ended exactly
 once (one final state, one terminal event, its hold settled or released once), no hold is left open,
 `vidfactory ledger verify` is clean, every stored object is referenced and every reference is stored, and
 the metered tenant got no more submissions accepted than its plan's per-minute write budget, counted
-across both APIs together.
+across both APIs together. `/metrics`, scraped all along, shows the queue fill and drain to zero and the
+finished-job counters add up to every job.
 
 Cheap by design (about 0.3 s of CPU per job): the smallest clip the API accepts, one denoising step, no
 guidance pass, no output screening (tested on its own). Most of the test's time is its nine process
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from vidfactory.billing import ledger
@@ -34,9 +36,10 @@ from vidfactory.db.models import Asset, Job, Plan, Transfer, WebhookEvent
 from vidfactory.db.session import make_engine, make_session_factory
 from vidfactory.engines.tiny import ensure_tiny_model
 from vidfactory.notify import endpoints
+from vidfactory.storage import make_storage
 from vidfactory.tenancy import create_plan, plan_fields
 
-from conftest import new_tenant
+from conftest import make_settings, new_bucket, new_tenant
 from receivers import start_receiver
 from test_limits import redis_prefix, redis_url  # noqa: F401 (a fixture)
 from test_processes import cli, env_for, free_port
@@ -185,6 +188,43 @@ def submit(submission: Submission, bases: list[str], first: int, retries: Retrie
     raise AssertionError(f"no answer for {submission.idempotency_key} before the deadline")
 
 
+class MetricsScraper:
+    """Reads an API's `/metrics` until stopped, as Prometheus would: the fleet's unfinished jobs (queued
+    and running) and its finished-job counters, summed over their labels."""
+
+    def __init__(self, bases: list[str]) -> None:
+        self.bases = bases
+        self.unfinished_max = 0
+        self.scrapes = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+        self.thread.start()
+
+    def scrape(self) -> tuple[float, float] | None:
+        """(unfinished, finished) from the first API that answers; None when none does."""
+        for base in self.bases:
+            try:
+                text = httpx.get(f"{base}/metrics", timeout=5).text
+            except httpx.TransportError:
+                continue  # killed, or not up yet: Prometheus marks the target down and moves on
+            totals = Counter()
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    totals[sample.name] += sample.value
+            self.scrapes += 1
+            return totals["vidfactory_queue_jobs"], totals["vidfactory_jobs_finished_total"]
+        return None
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.5):
+            if (scraped := self.scrape()) is not None:
+                self.unfinished_max = max(self.unfinished_max, int(scraped[0]))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
 def state_counts(sessions, tenant_ids: list[str]) -> Counter:
     with sessions() as session:
         rows = session.execute(select(Job.status, func.count()).where(Job.tenant_id.in_(tenant_ids))
@@ -192,14 +232,16 @@ def state_counts(sessions, tenant_ids: list[str]) -> Counter:
     return Counter(dict(rows))
 
 
-def test_the_cluster_survives_sigkills_and_accounts_for_every_job(tmp_path, postgres_url, models_dir,
+def test_the_cluster_survives_sigkills_and_accounts_for_every_job(tmp_path, postgres_url, models_dir, s3_server,
                                                                    redis_prefix):  # noqa: F811
     began = time.monotonic()
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     ensure_tiny_model(models_dir / "wan-tiny")  # built here once, not raced by three workers
     receiver = start_receiver()
+    bucket = new_bucket(s3_server)
     env = env_for(tmp_path, postgres_url, models_dir, VIDFACTORY_MODELS=json.dumps(tiny_models),
+                  **{f"VIDFACTORY_{name.upper()}": value for name, value in bucket.items()},
                   VIDFACTORY_REDIS_URL=redis_url, VIDFACTORY_REDIS_PREFIX=redis_prefix,
                   VIDFACTORY_RATE_LIMIT_REDIS_FAILURE="closed",
                   VIDFACTORY_LEASE_S="4", VIDFACTORY_HEARTBEAT_S="0.5", VIDFACTORY_POLL_S="0.1",
@@ -221,6 +263,7 @@ def test_the_cluster_survives_sigkills_and_accounts_for_every_job(tmp_path, post
     tenant_ids = [t.id for t in tenants.values()]
     cluster = Cluster(env=env, log_dir=tmp_path, ports=[free_port(), free_port()])
     retries, kills = Retries(), Counter()
+    scraper = MetricsScraper(cluster.bases)
     try:
         for port in cluster.ports:
             cluster.start_api(port)
@@ -274,16 +317,22 @@ def test_the_cluster_survives_sigkills_and_accounts_for_every_job(tmp_path, post
         # 3. Every job ends: nothing queued or running once the workers have drained the queue.
         final = poll_until(lambda: (c := state_counts(sessions, tenant_ids)) and not (c["queued"] or c["in_progress"])
                            and c, deadline - time.monotonic(), "the queue to drain")
+        scraper.close()
+        assert scraper.scrape() == (0, jobs_total)  # read from the database: right across both APIs
     finally:
+        scraper.close()
         cluster.stop_all()
         receiver.server.shutdown()
-    _assert_accounted(sessions, tenants, ids, final, tmp_path / "var" / "storage")
+    storage = make_storage(make_settings(tmp_path, postgres_url, models_dir, **bucket))
+    _assert_accounted(sessions, tenants, ids, final, {stored.key for stored in storage.list("")})
+    assert scraper.unfinished_max > 0, "no scrape saw the queue before it drained"
     verified = subprocess.run(cli("ledger", "verify"), env=env, capture_output=True, text=True, timeout=120)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     engine.dispose()
     print(f"\ncluster chaos (seed {seed}): {jobs_total} jobs, states {dict(final)}, kills {dict(kills)}, "
           f"client retries {dict(retries.causes)}, metered tenant {metered_accepted} of {metered_attempts} accepted "
-          f"(budget {metered_budget}/min), processes started {cluster.started} (up in {started_s:.0f} s), "
+          f"(budget {metered_budget}/min), /metrics scraped {scraper.scrapes} times (queue up to "
+          f"{scraper.unfinished_max}), processes started {cluster.started} (up in {started_s:.0f} s), "
           f"{time.monotonic() - began:.0f} s in all")
 
 
@@ -304,7 +353,7 @@ def _kill_a_busy_worker(cluster: Cluster, sessions, tenant_ids: list[str], mark:
     cluster.start_worker()
 
 
-def _assert_accounted(sessions, tenants, ids: list[str], final: Counter, storage: Path) -> None:
+def _assert_accounted(sessions, tenants, ids: list[str], final: Counter, stored: set[str]) -> None:
     assert set(final) <= {"completed", "failed"} and sum(final.values()) == jobs_total, final
     with sessions() as session:
         jobs = session.scalars(select(Job).where(Job.id.in_(ids))).all()
@@ -320,5 +369,4 @@ def _assert_accounted(sessions, tenants, ids: list[str], final: Counter, storage
             assert [events[(job.id, kind)] for kind in terminal_events] == [int(settled), int(not settled)], job.id
         assert [ledger.balance(session, t.id).pending for t in tenants.values()] == [0, 0, 0]
         referenced = set(session.scalars(select(Asset.storage_key)).all())
-    stored = {str(path.relative_to(storage)) for path in storage.rglob("*") if path.is_file()}
     assert stored == referenced, (sorted(stored - referenced)[:10], sorted(referenced - stored)[:10])

@@ -143,3 +143,26 @@ def test_create_quotes_live_flags_a_blocked_word_and_the_clip_plays_and_download
     download.value.save_as(saved)
     api = httpx.get(f"{console.url}/v1/videos/{video_id}", headers=tenant.headers, timeout=60).json()
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == api["hashes"]["video"]["sha256"]
+
+
+def test_a_reviewer_approves_a_held_job_and_the_owners_page_follows_by_itself(browser, page, console):
+    owner_email, tenant = new_person(console, "owner", tokens=1_000_000)
+    created = httpx.post(f"{console.url}/v1/videos", headers=tenant.headers, timeout=120,
+                         json={"prompt": "a nude marble statue in a museum", "size": "64x64", "seconds": "1"})
+    assert created.status_code == 200, created.text
+    video_id = created.json()["id"]
+    sign_in(page, owner_email)
+    page.wait_for_url(re.compile(r"/videos$"))
+    page.goto(f"/videos/{video_id}")
+    assert page.locator("#status-panel").get_attribute("data-status") == "queued"
+    reviewer_email, _ = new_person(console, "reviewer")
+    desk = browser.new_context(base_url=console.url, locale="en-US")
+    desk.set_default_timeout(60_000)
+    reviewer = desk.new_page()
+    sign_in(reviewer, reviewer_email)
+    reviewer.wait_for_url(re.compile(r"/review$"))
+    reviewer.locator(f"#review-{video_id}").get_by_role("button", name="Approve").click()
+    reviewer.wait_for_url(re.compile(r"/review$"))
+    assert reviewer.locator(f"#review-{video_id}").count() == 0
+    desk.close()
+    page.locator("#status-panel[data-status=completed]").wait_for(timeout=180_000)  # no reload

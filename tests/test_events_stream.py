@@ -45,7 +45,8 @@ def read_events(response: httpx.Response, count: int | None = None) -> list[dict
 
 
 def submit(server, tenant) -> str:
-    created = httpx.post(f"{server.url}/v1/videos", headers=tenant.headers, json={"prompt": "a red fox", **small})
+    created = httpx.post(f"{server.url}/v1/videos", headers=tenant.headers, json={"prompt": "a red fox", **small},
+                         timeout=read_deadline_s)
     assert created.status_code == 200, created.text
     return created.json()["id"]
 
@@ -107,7 +108,7 @@ def test_streams_take_a_console_session_and_hide_other_tenants_videos(server):
     with httpx.stream("GET", f"{server.url}/v1/events", cookies={session_cookie: token},
                       timeout=read_deadline_s) as response:
         assert [e["event"] for e in read_events(response, count=1)] == ["video.queued"]
-    assert httpx.get(f"{server.url}/v1/events").status_code == 401
+    assert httpx.get(f"{server.url}/v1/events", timeout=read_deadline_s).status_code == 401
     assert httpx.get(f"{server.url}/v1/events", cookies={session_cookie: "forged"}).status_code == 401
     missing = httpx.get(f"{server.url}/v1/videos/{video_id}/events", headers=stranger.headers)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"

@@ -52,7 +52,8 @@ def tight_plan(sessions, **limits) -> str:
     plan_id = f"tight{uuid.uuid4().hex[:6]}"
     values = dict(priority=0, requests_per_minute=2, tenant_requests_per_minute=4, read_requests_per_minute=3,
                   tenant_read_requests_per_minute=6, concurrent_jobs=1, active_jobs_max=4, step_cache_allowed=False,
-                  review_deadline_s=3600, review_deadline_action="refund")
+                  review_deadline_s=3600, review_deadline_action="refund", training_samples_max=20,
+                  training_steps_max=500, concurrent_trainings=1, retention_days=30)
     values.update(limits)
     assert set(values) == set(plan_fields)
     with sessions.begin() as session:

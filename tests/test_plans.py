@@ -66,7 +66,7 @@ def test_admin_lists_reads_and_creates_plans(client, ctx):
                     "tenant_read_requests_per_minute": 600, "concurrent_jobs": 1, "active_jobs_max": 4,
                     "step_cache_allowed": False, "review_deadline_s": 3600, "review_deadline_action": "refund",
                     "training_samples_max": 20, "training_steps_max": 500, "concurrent_trainings": 1,
-                    "tenants": 1}
+                    "retention_days": 7, "tenants": 1}
     created = client.post("/v1/admin/plans", headers=admin, json={"id": "studio", "priority": 7,
                                                                   "step_cache_allowed": True})
     assert created.status_code == 201, created.text

@@ -366,6 +366,26 @@ def admin_credit(tenant: str, tokens: int, as_json: JsonFlag = False) -> None:
           f"credited {tokens} tokens to {found.name}; available {current.available}")
 
 
+@admin_app.command("sweep")
+def admin_sweep(orphans: Annotated[bool, typer.Option(help="Also delete stored objects no row names, older "
+                                                       "than VIDFACTORY_ORPHAN_GRACE_S.")] = True,
+                as_json: JsonFlag = False) -> None:
+    """Delete expired videos' files now (workers also do this every few seconds), and orphaned objects
+    (workers scan every VIDFACTORY_ORPHAN_SCAN_INTERVAL_S). Runs until nothing expired is left."""
+    from vidfactory.db.types import utcnow
+    from vidfactory.jobs.maintenance import delete_orphans, sweep_expired_content
+    from vidfactory.storage import make_storage
+
+    settings, sessions, now = _settings(), _sessions(), utcnow()
+    storage = make_storage(settings)
+    expired = 0
+    while swept := sweep_expired_content(sessions, storage, now):
+        expired += swept
+    deleted = delete_orphans(sessions, storage, now, settings.orphan_grace_s) if orphans else 0
+    _emit(as_json, {"expired_videos": expired, "orphans_deleted": deleted},
+          f"deleted the files of {expired} expired videos and {deleted} orphaned objects")
+
+
 @admin_app.command("voucher")
 def admin_voucher(tenant: str, tokens: int, reason: Annotated[str, typer.Option(help="Why (kept in the ledger).")],
                   days: Annotated[int, typer.Option(help="Days until it expires.")] = 30,

@@ -201,6 +201,10 @@ class Settings(BaseSettings):
     # queue), let one probe job through after the cooldown.
     breaker_failures_max: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=60.0, ge=0)
+    # Retention: objects in storage that no database row names (an upload whose commit never happened)
+    # are deleted once older than the grace period, by a scan every interval (per worker).
+    orphan_grace_s: float = Field(default=24 * 3600.0, ge=3600)
+    orphan_scan_interval_s: float = Field(default=3600.0, ge=60)
     # An operator alert when, within the window, at least `failure_alert_jobs_min` jobs failed through no
     # fault of their input and they are at least `failure_alert_ratio_min` of the jobs that finished.
     failure_alert_window_s: float = Field(default=600.0, ge=10)

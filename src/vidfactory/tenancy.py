@@ -86,21 +86,21 @@ class InvalidPlan(TenancyError):
 plan_fields = ("priority", "requests_per_minute", "tenant_requests_per_minute", "read_requests_per_minute",
                "tenant_read_requests_per_minute", "concurrent_jobs", "active_jobs_max", "step_cache_allowed",
                "review_deadline_s", "review_deadline_action", "training_samples_max", "training_steps_max",
-               "concurrent_trainings")
+               "concurrent_trainings", "retention_days")
 
 
 def default_plans() -> list[Plan]:
     return [
         Plan(id="free", priority=0, requests_per_minute=30, concurrent_jobs=1, tenant_requests_per_minute=60,
              read_requests_per_minute=300, tenant_read_requests_per_minute=600, active_jobs_max=4,
-             training_samples_max=20, training_steps_max=500, concurrent_trainings=1),
+             training_samples_max=20, training_steps_max=500, concurrent_trainings=1, retention_days=7),
         Plan(id="pro", priority=5, requests_per_minute=120, concurrent_jobs=4, tenant_requests_per_minute=300,
              read_requests_per_minute=1200, tenant_read_requests_per_minute=3000, active_jobs_max=50,
-             training_samples_max=100, training_steps_max=3000, concurrent_trainings=2),
+             training_samples_max=100, training_steps_max=3000, concurrent_trainings=2, retention_days=30),
         Plan(id="enterprise", priority=10, requests_per_minute=600, concurrent_jobs=16,
              tenant_requests_per_minute=1500, read_requests_per_minute=6000,
              tenant_read_requests_per_minute=15000, active_jobs_max=200, training_samples_max=500,
-             training_steps_max=10000, concurrent_trainings=4),
+             training_steps_max=10000, concurrent_trainings=4, retention_days=90),
     ]
 
 

@@ -45,6 +45,7 @@ types_by_status = {
     404: "not_found_error",
     405: "invalid_request_error",
     409: "conflict_error",
+    410: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
     429: "rate_limit_error",

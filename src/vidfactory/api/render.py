@@ -72,7 +72,8 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
         "object": "video",
         "created_at": timestamp(job.created_at),
         "completed_at": timestamp(job.completed_at),
-        "expires_at": None,
+        # When its stored files (clip, previews, reference image) are deleted; set as the job ends.
+        "expires_at": timestamp(job.expires_at),
         "model": job.model,
         "status": job.status,
         "progress": job.progress,

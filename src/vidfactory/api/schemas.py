@@ -279,6 +279,9 @@ PlanReviewDeadline = Annotated[int, Field(ge=60, le=30 * 24 * 3600, strict=True,
 PlanReviewAction = Annotated[Literal["approve", "refund"], Field(description=(
     "at the review deadline: approve (it runs, or its clip is delivered and charged) or refund (it fails, "
     "charged nothing)"))]
+PlanRetention = Annotated[int, Field(ge=1, le=3650, strict=True, description=(
+    "days a finished video's files (clip, previews, reference image) are kept; then they are deleted and its "
+    "content answers 410 video_expired"))]
 PlanStepCache = Annotated[bool, Field(strict=True, description="step caching (First Block Cache, MagCache, "
                                       "TaylorSeer) may run: faster, but it changes the output")]
 PlanTrainingSamples = Annotated[int, Field(ge=1, le=10_000, strict=True, description=(
@@ -305,6 +308,7 @@ class PlanCreate(BaseModel):
     training_samples_max: PlanTrainingSamples = 50
     training_steps_max: PlanTrainingSteps = 2000
     concurrent_trainings: PlanTrainingsAtOnce = 1
+    retention_days: PlanRetention = 30
 
 
 class PlanUpdate(BaseModel):
@@ -325,6 +329,7 @@ class PlanUpdate(BaseModel):
     training_samples_max: PlanTrainingSamples = None
     training_steps_max: PlanTrainingSteps = None
     concurrent_trainings: PlanTrainingsAtOnce = None
+    retention_days: PlanRetention = None
 
 
 class PlanPublic(BaseModel):
@@ -343,6 +348,7 @@ class PlanPublic(BaseModel):
     training_samples_max: int
     training_steps_max: int
     concurrent_trainings: int
+    retention_days: int
     tenants: int = Field(description="tenants on this plan")
 
 

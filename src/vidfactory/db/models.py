@@ -87,6 +87,9 @@ class Plan(Base):
     training_samples_max: Mapped[int] = mapped_column(Integer, default=50, server_default="50")
     training_steps_max: Mapped[int] = mapped_column(Integer, default=2000, server_default="2000")
     concurrent_trainings: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # A finished job's stored files (clip, previews, its reference copy) are deleted this many days after it
+    # ends; the job record and its ledger history stay.
+    retention_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
 
 
 class Tenant(Base):
@@ -322,6 +325,11 @@ class Job(Base):
     # own description: {"style_id", "name", "caption", "settings": {...}, "dataset": {...}, "step", "loss"}.
     job_type: Mapped[str] = mapped_column(String(16), default="video", server_default="video")
     training: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    # Retention: set when the job ends (its end + its tenant's plan's retention), when its stored files go.
+    # content_status: NULL while they are kept; "expiring" once the sweeper marked it (its content answers
+    # 410 from then; files and references are being deleted); "expired" when both are gone.
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    content_status: Mapped[str | None] = mapped_column(String(8), default=None)
 
     __table_args__ = (
         CheckConstraint(
@@ -341,11 +349,16 @@ class Job(Base):
         Index("ix_jobs_completed", "completed_at"),  # the failure-rate alert reads a recent window
         # /metrics counts jobs by state, model and priority from this index alone, whatever the history.
         Index("ix_jobs_status_model", "status", "model", "priority"),
+        Index("ix_jobs_retention", "content_status", "expires_at"),  # the sweeper: kept and due, oldest first
     )
 
     @property
     def hold_leg_ids(self) -> list[str]:
         return [self.hold_id] + ([self.voucher_hold_id] if self.voucher_hold_id else [])
+
+    def content_expired(self, now: datetime) -> bool:
+        """Past its expiry, swept or not: its content answers 410 from that moment on."""
+        return self.content_status is not None or (self.expires_at is not None and self.expires_at <= now)
 
 
 class Template(Base):

@@ -1,5 +1,6 @@
 """Recovery passes any process may run: expired leases go back to the queue (or fail), expired holds
-are voided with their jobs. Each job is handled in its own transaction, guarded like every change."""
+are voided with their jobs, expired content is deleted from storage. Each job is handled in its own
+transaction, guarded like every change."""
 
 from __future__ import annotations
 
@@ -15,13 +16,19 @@ from vidfactory.failures import ErrorType
 from vidfactory.jobs import queue
 from vidfactory.notify.alerts import raise_alert, recent_alerts
 from vidfactory.settings import Settings
+from vidfactory.storage.base import Storage, StorageError
+from vidfactory.storage.retention import expiring_keys, referenced_keys
 
-__all__ = ["alert_on_failure_rate", "decide_overdue_reviews", "expire_vouchers", "failure_rate_alert_kind",
-           "last_check", "ledger_verify_check", "reap_expired_leases", "record_check", "sweep_expired_holds"]
+__all__ = ["alert_on_failure_rate", "decide_overdue_reviews", "delete_orphans", "expire_vouchers",
+           "failure_rate_alert_kind", "last_check", "ledger_verify_check", "reap_expired_leases", "record_check",
+           "sweep_expired_content", "sweep_expired_holds"]
 
 failure_rate_alert_kind = "job_failure_rate"
 ledger_verify_check = "ledger_verify"
 check_detail_chars_max = 2000
+expiring_jobs_max = 100  # jobs one content sweep handles
+orphans_max = 1000  # objects one orphan scan deletes
+orphan_keys_per_check = 500  # listed keys looked up in the database at once
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +136,65 @@ def record_check(session: Session, name: str, ok: bool, detail: str, now: dateti
 
 def last_check(session: Session, name: str) -> MaintenanceRun | None:
     return session.get(MaintenanceRun, name)
+
+
+def sweep_expired_content(sessions: SessionFactory, storage: Storage, now: datetime,
+                          limit: int = expiring_jobs_max) -> int:
+    """Delete the files of jobs past their expiry (clip, previews, reference copy) and the rows that name
+    them. Per job, in this order: mark it expiring (its content answers 410 from then), delete its
+    files, forget them. A sweep that stops anywhere leaves the job marked, and the next sweep, which
+    starts with marked jobs, finishes it: no row ever names a deleted file of a job not marked, and no
+    file outlives its rows. Returns the jobs finished."""
+    with sessions() as session:
+        unfinished = queue.content_expiring(session, limit)
+        due = queue.content_due(session, now, limit - len(unfinished))
+    swept = 0
+    for job_id in unfinished + due:
+        try:
+            if job_id in due:
+                with sessions.begin() as session:
+                    queue.mark_content_expiring(session, job_id, now)
+            with sessions() as session:
+                keys, folder = expiring_keys(session, job_id)
+            if folder is not None:  # a training's dataset and checkpoints
+                keys += [stored.key for stored in storage.list(folder)]
+            for key in keys:
+                storage.delete(key)
+            with sessions.begin() as session:
+                queue.finish_content_expiry(session, job_id)
+        except queue.StaleJob:
+            continue  # another sweep got there first
+        except StorageError as exc:  # it stays marked: the next sweep retries it
+            log.error("video %s: could not delete its expired files: %s", job_id, exc)
+            continue
+        swept += 1
+    return swept
+
+
+def delete_orphans(sessions: SessionFactory, storage: Storage, now: datetime, grace_s: float,
+                   limit: int = orphans_max) -> int:
+    """Delete stored objects that no row names and that are older than `grace_s` (an upload whose
+    transaction never committed: a crash between the two). The grace period outlasts any upload's wait
+    for its commit, so an object about to be named is never taken. Returns the objects deleted."""
+    cutoff = now - timedelta(seconds=grace_s)
+    deleted = 0
+    old: list[str] = []
+    for stored in storage.list(""):
+        if stored.modified_at <= cutoff:
+            old.append(stored.key)
+        if len(old) == orphan_keys_per_check:
+            deleted += _delete_unreferenced(sessions, storage, old, limit - deleted)
+            old = []
+        if deleted >= limit:
+            return deleted
+    return deleted + _delete_unreferenced(sessions, storage, old, limit - deleted)
+
+
+def _delete_unreferenced(sessions: SessionFactory, storage: Storage, keys: list[str], limit: int) -> int:
+    with sessions() as session:
+        named = referenced_keys(session, keys)
+    orphans = [key for key in keys if key not in named][:limit]
+    for key in orphans:
+        storage.delete(key)
+        log.warning("deleted orphan object %s: no database row names it", key)
+    return len(orphans)

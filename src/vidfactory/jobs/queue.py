@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from vidfactory.billing import audit, ledger, pricebooks, vouchers
 from vidfactory.billing.pricebook import cache_hit_charge
 from vidfactory.cache import index as cache_index
-from vidfactory.db.models import Asset, Job, Plan, Style, Tenant, Transfer
+from vidfactory.db.models import Asset, CacheEntry, Job, Plan, Style, Tenant, Transfer
 from vidfactory.db.types import utcnow
 from vidfactory.failures import ErrorType, caller_caused, failure_types
 from vidfactory.notify.alerts import raise_alert
@@ -37,11 +37,15 @@ __all__ = [
     "assign_watermark",
     "claim",
     "complete",
+    "content_due",
+    "content_expiring",
     "complete_cache_hit",
     "complete_training",
     "depth",
     "delivered_video_key",
     "expired_leases",
+    "finish_content_expiry",
+    "mark_content_expiring",
     "finished_counts",
     "finished_since",
     "fail",
@@ -111,7 +115,10 @@ class AssetRecord:
 
 def _transition(session: Session, job_id: str, *, expected: tuple[str, ...], owner: str | None,
                 values: dict[str, Any], review: str | None = None) -> None:
-    """`review`: the review status the job must have too ("pending" for admin decisions)."""
+    """`review`: the review status the job must have too ("pending" for admin decisions). A change that
+    ends the job (it sets `completed_at`) also sets when its stored files expire."""
+    if "completed_at" in values:
+        values = {**values, "expires_at": values["completed_at"] + _retention(session, job_id)}
     conditions = [Job.id == job_id, Job.status.in_(expected)]
     if owner is not None:
         conditions.append(Job.lease_owner == owner)
@@ -123,6 +130,13 @@ def _transition(session: Session, job_id: str, *, expected: tuple[str, ...], own
             raise StaleJob(f"job {job_id} is not {'/'.join(expected)}"
                        + (f" under lease {owner}" if owner else "")
                        + (f" with review {review}" if review else ""))
+
+
+def _retention(session: Session, job_id: str) -> timedelta:
+    """How long the job's files are kept: its tenant's plan's retention now, as the job ends."""
+    days = session.scalars(select(Plan.retention_days).join(Tenant, Tenant.plan_id == Plan.id)
+                           .join(Job, Job.tenant_id == Tenant.id).where(Job.id == job_id)).one()
+    return timedelta(days=days)
 
 
 def _announce(session: Session, job_id: str, video_type: str, billing: tuple[str, Any] | None = None) -> None:
@@ -311,7 +325,8 @@ def complete_cache_hit(session: Session, job: Job, worker_id: str, assets: list[
 def delivered_video_key(session: Session, job_id: str) -> str | None:
     """Where a delivered (completed, not deleted) job's video is stored; None when it is not."""
     return session.scalar(select(Asset.storage_key).join(Job, Job.id == Asset.job_id).where(
-        Job.id == job_id, Job.status == "completed", Job.deleted_at.is_(None), Asset.variant == "video"))
+        Job.id == job_id, Job.status == "completed", Job.deleted_at.is_(None), Job.content_status.is_(None),
+        Asset.variant == "video"))
 
 
 def forget_cache_hit(session: Session, job_id: str, *, owner: str) -> None:
@@ -589,3 +604,37 @@ def worker_demand_sql(models: list[str]) -> str:
     listed = ", ".join(f"'{m}'" for m in sorted(set(models)))
     return ("SELECT count(*) FROM jobs WHERE status IN ('queued', 'in_progress') "
             f"AND model IN ({listed}) AND (review_status IS NULL OR review_status <> 'pending')")
+
+
+def content_due(session: Session, now: datetime, limit: int) -> list[str]:
+    """Ended jobs whose files are still kept past their expiry, the longest expired first."""
+    return list(session.scalars(select(Job.id).where(Job.content_status.is_(None), Job.expires_at <= now)
+                                .order_by(Job.expires_at, Job.id).limit(limit)))
+
+
+def content_expiring(session: Session, limit: int) -> list[str]:
+    """Jobs a sweep marked and did not finish (it stopped between deleting files and forgetting them)."""
+    return list(session.scalars(select(Job.id).where(Job.content_status == "expiring")
+                                .order_by(Job.expires_at, Job.id).limit(limit)))
+
+
+def mark_content_expiring(session: Session, job_id: str, now: datetime) -> None:
+    """The first step of expiring a job's content, before any file is deleted: from here its content
+    answers 410 and the result cache no longer serves it. StaleJob when another sweep marked it first."""
+    result = session.execute(update(Job).where(
+        Job.id == job_id, Job.content_status.is_(None), Job.expires_at <= now).values(content_status="expiring")
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        raise StaleJob(f"video {job_id} is not due to expire")
+    session.execute(delete(CacheEntry).where(CacheEntry.job_id == job_id))
+
+
+def finish_content_expiry(session: Session, job_id: str) -> None:
+    """The last step, once its files are deleted: the rows that named them go. StaleJob when another
+    sweep finished it first."""
+    result = session.execute(update(Job).where(Job.id == job_id, Job.content_status == "expiring")
+                             .values(content_status="expired", reference_key=None)
+                             .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        raise StaleJob(f"video {job_id} is not expiring")
+    session.execute(delete(Asset).where(Asset.job_id == job_id))

@@ -138,6 +138,7 @@ class Worker:
         self.device = device_report(settings, devices)
         self.registered = False
         self.last_maintenance = 0.0
+        self.last_orphan_scan: float | None = None  # the first maintenance pass scans
         # A probe whose heartbeats stopped for a lease is presumed lost with its worker; another may probe.
         self.breaker_policy = breaker.BreakerPolicy(failures_max=settings.breaker_failures_max,
                                                     cooldown_s=settings.breaker_cooldown_s, probe_s=settings.lease_s)
@@ -186,6 +187,11 @@ class Worker:
         maintenance.expire_vouchers(self.sessions, now)
         maintenance.alert_on_failure_rate(self.sessions, self.settings, now)
         maintenance.decide_overdue_reviews(self.sessions, now)
+        maintenance.sweep_expired_content(self.sessions, self.storage, now)
+        if self.last_orphan_scan is None or \
+                time.monotonic() - self.last_orphan_scan >= self.settings.orphan_scan_interval_s:
+            self.last_orphan_scan = time.monotonic()
+            maintenance.delete_orphans(self.sessions, self.storage, now, self.settings.orphan_grace_s)
 
     def _report(self, now: datetime) -> None:
         """Register once, then heartbeat: free memory and the models held now."""

@@ -37,13 +37,14 @@ class NavItem:
 # Which pages each role reaches; the pages check the same table.
 page_roles: dict[str, tuple[str, ...]] = {
     "create": ("owner", "member"),
+    "review": ("operator", "reviewer"),
     "videos": ("owner", "member", "viewer"),
     "billing": ("owner",),
     "developers": ("owner",),
     "account": ("owner", "member", "viewer", "operator", "reviewer"),
 }
 nav_pages = (("create", "/create", "nav.create"), ("videos", "/videos", "nav.videos"), ("billing", "/billing", "nav.billing"),
-             ("developers", "/developers", "nav.developers"), ("account", "/account", "nav.account"))
+             ("developers", "/developers", "nav.developers"), ("review", "/review", "nav.review"), ("account", "/account", "nav.account"))
 
 
 def nav_for(role: str) -> list[NavItem]:

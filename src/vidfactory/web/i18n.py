@@ -112,6 +112,8 @@ messages: dict[str, dict[str, str]] = {
         "industry.tech": "Technology", "industry.food": "Food", "industry.fashion": "Fashion",
         "industry.travel": "Travel", "industry.education": "Education", "industry.finance": "Finance",
         "style.tech": "Tech", "style.warm": "Warm", "style.cool": "Cool",
+        "review.title": "Review desk", "review.video": "Video", "review.reason": "Why it is held",
+        "review.approve": "Approve", "review.empty": "Nothing is waiting for review.",
     },
     "zh": {
         "app.name": "vidfactory",
@@ -213,6 +215,8 @@ messages: dict[str, dict[str, str]] = {
         "industry.tech": "科技", "industry.food": "餐饮", "industry.fashion": "时尚",
         "industry.travel": "旅游", "industry.education": "教育", "industry.finance": "金融",
         "style.tech": "科技感", "style.warm": "暖色", "style.cool": "冷色",
+        "review.title": "审核台", "review.video": "视频", "review.reason": "拦截原因",
+        "review.approve": "通过", "review.empty": "暂无待审核内容。",
     },
 }
 

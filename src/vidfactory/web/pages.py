@@ -20,7 +20,7 @@ from vidfactory.api.render import video_object
 from vidfactory.billing import ledger
 from vidfactory.jobs import library
 from vidfactory.tenancy import list_keys
-from vidfactory.web import create
+from vidfactory.web import create, review
 from vidfactory.web.console import Console, csrf_field, here, login_csrf_cookie
 from vidfactory.web.i18n import locale_cookie, locales
 
@@ -36,6 +36,7 @@ locale_cookie_max_age_s = 365 * 24 * 3600
 def mount(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(create.router)
+    app.include_router(review.router)
     app.mount("/static", StaticFiles(directory=here / "static"), name="static")
 
 
@@ -56,7 +57,7 @@ def home(request: Request) -> Response:
     page = Console(request)
     if page.principal is None:
         return RedirectResponse("/sign-in", status_code=303)
-    return RedirectResponse("/account" if page.principal.is_operator else "/videos", status_code=303)
+    return RedirectResponse("/review" if page.principal.is_operator else "/videos", status_code=303)
 
 
 @router.get("/sign-in")

@@ -181,6 +181,13 @@ def delete_video(video_id: str, ctx: ContextDep, caller: CallerDep) -> dict[str,
     return {"id": video_id, "object": "video.deleted", "deleted": True}
 
 
+def expired(job: Job) -> ApiError:
+    """The record stays (retrieve answers it); its files are gone, or go at the next sweep."""
+    assert job.expires_at is not None
+    return ApiError(410, "video_expired", f"video {job.id} expired at {job.expires_at.isoformat(timespec='seconds')}"
+                    "; its files are deleted after its plan's retention period")
+
+
 def preview_format(accept: str) -> ImageFormat:
     """WebP, as OpenAI serves previews; JPEG for a client whose Accept names JPEG and not WebP."""
     listed = {part.split(";")[0].strip().lower() for part in accept.split(",")}
@@ -199,6 +206,8 @@ def download_content(
     variant: Literal["video", "thumbnail", "spritesheet"] = "video",
 ) -> Response:
     job = owned_job(session, caller, video_id)
+    if job.content_expired(utcnow()):
+        raise expired(job)
     if job.status != "completed":
         raise ApiError(409, "video_not_ready", f"video {video_id} is {job.status}; content exists once completed")
     asset = library.video_asset(session, job.id, variant)
@@ -238,8 +247,11 @@ def chunks(stream: BinaryIO, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
 
 def with_download_urls(ctx: AppContext, session, videos: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each completed video's signed link per variant (`download_urls`, valid until
-    `download_urls_expire_at`), where the operator enables them and the storage or a CDN can sign."""
-    done = [video["id"] for video in videos if video["status"] == "completed"]
+    `download_urls_expire_at`), where the operator enables them and the storage or a CDN can sign. None
+    for a video past its `expires_at`: its files are gone, or go at the next sweep."""
+    now = timestamp(utcnow())
+    done = [video["id"] for video in videos if video["status"] == "completed"
+            and (video["expires_at"] is None or video["expires_at"] > now)]
     if not ctx.settings.download_links or not done:
         return videos
     urls: dict[str, dict[str, str]] = {}
@@ -256,8 +268,11 @@ def with_download_urls(ctx: AppContext, session, videos: list[dict[str, Any]]) -
 
 def parent_reference(ctx: AppContext, parent: Job) -> ReferenceImage | None:
     """The parent's reference image, read back from its stored copy (the child stores its own)."""
-    if parent.reference_key is None:
+    if parent.reference_sha256 is None:
         return None
+    if parent.content_expired(utcnow()):  # its first frame went with its files
+        raise expired(parent)
+    assert parent.reference_key is not None, f"video {parent.id}: its reference copy is not named"
     reference = read_reference(ctx.storage.read(parent.reference_key))
     assert reference.sha256 == parent.reference_sha256, f"video {parent.id}: its reference image changed"
     return reference
