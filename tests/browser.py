@@ -1,4 +1,4 @@
-"""Browser tests' shared pieces: one Chromium per test process (Debian's, driven by Playwright) and one
+"""Browser tests' shared pieces: one Chromium per test module (Debian's, driven by Playwright) and one
 console server per test process; each test gets its own browser context (its own cookies)."""
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ password = "correct horse battery"
 action_timeout_ms = 60_000  # a loaded test machine: Swagger UI alone is 1.8 MB of script
 
 
-@pytest.fixture(scope="session")
+# Per module: Playwright's sync API keeps an event loop running on this thread while it is open, and
+# code that calls asyncio.run() (webhook delivery) must not meet it in the next module's tests.
+@pytest.fixture(scope="module")
 def browser():
     if not chromium_path.exists():
         message = f"{chromium_path} is missing: run `make system-packages` (as root) to install Chromium"
