@@ -108,28 +108,33 @@ def _assess(page: Console, form: CreateForm) -> dict[str, Any]:
     return {"quote": priced.quote, "warnings": priced.warnings, "hint": hint, "error": None}
 
 
-@router.post("/create/quote")
-async def create_quote(request: Request) -> Response:
+async def _posted_form(request: Request) -> tuple[Console, CreateForm] | Response:
+    """The signed-in page and its form, or the answer that ends the request (sign-in, CSRF refusal)."""
     page = _page(request)
     if not isinstance(page, Console):
         return page
     fields = {key: str(value) for key, value in (await request.form()).items() if isinstance(value, str)}
     if not page.csrf_ok(fields):
         return page.error(403, "error.csrf")
-    form = CreateForm.read(fields, page.ctx.settings.models[0].id)
+    return page, CreateForm.read(fields, page.ctx.settings.models[0].id)
+
+
+@router.post("/create/quote")
+async def create_quote(request: Request) -> Response:
+    posted = await _posted_form(request)
+    if isinstance(posted, Response):
+        return posted
+    page, form = posted
     assessed = await run_in_threadpool(_assess, page, form)
     return page.render("partials/quote.html", prompt=compose_prompt(form), **assessed)
 
 
 @router.post("/create")
 async def create_submit(request: Request) -> Response:
-    page = _page(request)
-    if not isinstance(page, Console):
-        return page
-    fields = {key: str(value) for key, value in (await request.form()).items() if isinstance(value, str)}
-    if not page.csrf_ok(fields):
-        return page.error(403, "error.csrf")
-    form = CreateForm.read(fields, page.ctx.settings.models[0].id)
+    posted = await _posted_form(request)
+    if isinstance(posted, Response):
+        return posted
+    page, form = posted
     ctx, tenant_id = page.ctx, page.principal.tenant_id
 
     def generate() -> dict[str, Any]:
