@@ -1,0 +1,41 @@
+"""Signing in and the account page."""
+
+en = {
+    "sign_in.title": "Sign in",
+    "sign_in.email": "Email",
+    "sign_in.password": "Password",
+    "sign_in.submit": "Sign in",
+    "sign_in.bad_credentials": "The email or password is not right.",
+    "sign_in.locked": "This account is locked after repeated failed sign-ins. An operator can unlock it.",
+    "sign_in.address_limited": "Too many failed sign-ins from your address. Try again in {seconds} s.",
+    "sign_in.unavailable": "Sign-in is unavailable for a moment. Try again shortly.",
+    "sign_in.keys_note": "API keys are for the API; people sign in here with their email.",
+    "account.title": "Account",
+    "account.change_password": "Change password",
+    "account.current_password": "Current password",
+    "account.new_password": "New password",
+    "account.save": "Save",
+    "account.changed": "Your password is changed. Your other sessions have ended.",
+    "account.wrong_current": "The current password is not right.",
+    "account.password_rule": "A password has {min}–{max} characters.",
+}
+
+zh = {
+    "sign_in.title": "登录",
+    "sign_in.email": "邮箱",
+    "sign_in.password": "密码",
+    "sign_in.submit": "登录",
+    "sign_in.bad_credentials": "邮箱或密码不正确。",
+    "sign_in.locked": "多次登录失败，此账户已被锁定。请联系运营人员解锁。",
+    "sign_in.address_limited": "你的地址登录失败次数过多，请 {seconds} 秒后再试。",
+    "sign_in.unavailable": "登录暂时不可用，请稍后再试。",
+    "sign_in.keys_note": "API 密钥用于 API；用户请在此用邮箱登录。",
+    "account.title": "账户",
+    "account.change_password": "修改密码",
+    "account.current_password": "当前密码",
+    "account.new_password": "新密码",
+    "account.save": "保存",
+    "account.changed": "密码已修改，你的其他会话已结束。",
+    "account.wrong_current": "当前密码不正确。",
+    "account.password_rule": "密码长度为 {min}–{max} 个字符。",
+}
