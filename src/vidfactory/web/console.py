@@ -39,11 +39,17 @@ page_roles: dict[str, tuple[str, ...]] = {
     "create": ("owner", "member"),
     "review": ("operator", "reviewer"),
     "videos": ("owner", "member", "viewer"),
+    "templates": ("owner", "member", "viewer"),
+    "templates_edit": ("owner", "member"),
+    "batches": ("owner", "member", "viewer"),
+    "batches_create": ("owner", "member"),
     "billing": ("owner",),
     "developers": ("owner",),
     "account": ("owner", "member", "viewer", "operator", "reviewer"),
 }
-nav_pages = (("create", "/create", "nav.create"), ("videos", "/videos", "nav.videos"), ("billing", "/billing", "nav.billing"),
+nav_pages = (("create", "/create", "nav.create"), ("videos", "/videos", "nav.videos"),
+             ("templates", "/templates", "nav.templates"), ("batches", "/batches", "nav.batches"),
+             ("billing", "/billing", "nav.billing"),
              ("developers", "/developers", "nav.developers"), ("review", "/review", "nav.review"), ("account", "/account", "nav.account"))
 
 
