@@ -19,7 +19,8 @@ from vidfactory.notify.events import voucher_event
 from vidfactory.tenancy import (TenancyError, TenantExists, change_plan, create_tenant, find_tenant, plans_with_tenants,
                                 resume_tenant, suspend_tenant, tenants_page)
 from vidfactory.web.console import Console
-from vidfactory.web.operators import field_errors, number, opened, posted
+from vidfactory.web.forms import opened, posted
+from vidfactory.web.operators import field_errors, number
 
 __all__ = ["router"]
 
