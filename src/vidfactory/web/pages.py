@@ -20,7 +20,7 @@ from vidfactory.api.render import video_object
 from vidfactory.billing import ledger
 from vidfactory.jobs import library
 from vidfactory.tenancy import list_keys
-from vidfactory.web import create, prompt_templates, review, tenants
+from vidfactory.web import admin_users, create, prompt_templates, review, tenants
 from vidfactory.web.console import Console, csrf_field, here, login_csrf_cookie
 from vidfactory.web.i18n import locale_cookie, locales
 
@@ -39,6 +39,7 @@ def mount(app: FastAPI) -> None:
     app.include_router(review.router)
     app.include_router(prompt_templates.router)
     app.include_router(tenants.router)
+    app.include_router(admin_users.router)
     app.mount("/static", StaticFiles(directory=here / "static"), name="static")
 
 
