@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,6 +47,7 @@ __all__ = [
     "revoke_key",
     "revoke_keys",
     "suspend_tenant",
+    "tenants_page",
     "update_plan",
     "write_private",
 ]
@@ -216,6 +217,18 @@ def find_tenant(session: Session, id_or_name: str) -> Tenant:
 def list_tenants(session: Session) -> list[Tenant]:
     """Every tenant, oldest first."""
     return list(session.scalars(select(Tenant).order_by(Tenant.created_at, Tenant.id)))
+
+
+def tenants_page(session: Session, after: str | None, limit: int) -> tuple[list[Tenant], bool]:
+    """Up to `limit` tenants, oldest first, after the tenant with id `after` (None: from the start; an
+    unknown id: from the start too); and whether more follow."""
+    query = select(Tenant).order_by(Tenant.created_at, Tenant.id)
+    cursor = None if after is None else session.get(Tenant, after)
+    if cursor is not None:
+        query = query.where(or_(Tenant.created_at > cursor.created_at,
+                                and_(Tenant.created_at == cursor.created_at, Tenant.id > cursor.id)))
+    rows = list(session.scalars(query.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
 
 
 def change_plan(session: Session, tenant_id: str, plan_id: str, actor: str = audit.system_actor) -> Tenant:

@@ -16,7 +16,8 @@ from vidfactory.billing.pricebook import PriceBookBody, model_price, quote
 from vidfactory.billing.statements import StatementError, statement, statement_file, usage
 from vidfactory.db.types import utcnow
 from vidfactory.tenancy import find_tenant
-from vidfactory.web.console import Console, open_page
+from vidfactory.web.console import Console
+from vidfactory.web.forms import opened
 
 __all__ = ["router"]
 
@@ -80,7 +81,7 @@ def _price_book(session: Session, tenant_id: str, model_ids: list[str]) -> dict[
 
 @router.get("/billing")
 def billing(request: Request) -> Response:
-    page = open_page(request, page_name)
+    page = opened(request, page_name)
     if not isinstance(page, Console):
         return page
     tenant_id = page.principal.tenant_id
@@ -102,7 +103,7 @@ def billing(request: Request) -> Response:
 @router.get("/billing/statements/{month}")
 def download_statement(request: Request, month: str, format: Literal["csv", "pdf"] = "csv") -> Response:  # noqa: A002
     """The month's statement as the API serves it (`GET /v1/statements/{month}?format=`), same bytes."""
-    page = open_page(request, page_name)
+    page = opened(request, page_name)
     if not isinstance(page, Console):
         return page
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from vidfactory.accounts import Principal, csrf_token, session_cookie, signed_in
@@ -17,13 +17,12 @@ from vidfactory.accounts.sessions import csrf_matches
 from vidfactory.api.context import AppContext
 from vidfactory.web.i18n import locale_cookie, pick_locale, translator
 
-__all__ = ["Console", "csrf_field", "login_csrf_cookie", "nav_for", "open_page", "posted_form", "templates"]
+__all__ = ["Console", "csrf_field", "login_csrf_cookie", "nav_for", "templates"]
 
 here = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=here / "templates")
 csrf_field = "csrf_token"
 login_csrf_cookie = "vf_login_csrf"  # before there is a session, the sign-in form is double-submitted
-form_field_chars_max = 1000  # any one field of a console form, cut here before anything reads it
 # Scripts and styles come from this origin only (vendored); media may be blob/data (previews).
 content_security_policy = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
                            "style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'")
@@ -40,12 +39,27 @@ page_roles: dict[str, tuple[str, ...]] = {
     "create": ("owner", "member"),
     "review": ("operator", "reviewer"),
     "videos": ("owner", "member", "viewer"),
+    "templates": ("owner", "member", "viewer"),
+    "templates_edit": ("owner", "member"),
+    "batches": ("owner", "member", "viewer"),
+    "batches_create": ("owner", "member"),
     "billing": ("owner",),
     "developers": ("owner",),
     "account": ("owner", "member", "viewer", "operator", "reviewer"),
+    "tenants": ("operator",),
+    "plans": ("operator",),
+    "price_books": ("operator",),
+    "workers": ("operator",),
+    "alerts": ("operator",),
+    "users": ("operator",),
 }
-nav_pages = (("create", "/create", "nav.create"), ("videos", "/videos", "nav.videos"), ("billing", "/billing", "nav.billing"),
-             ("developers", "/developers", "nav.developers"), ("review", "/review", "nav.review"), ("account", "/account", "nav.account"))
+nav_pages = (("create", "/create", "nav.create"), ("videos", "/videos", "nav.videos"),
+             ("templates", "/templates", "nav.templates"), ("batches", "/batches", "nav.batches"),
+             ("billing", "/billing", "nav.billing"),
+             ("developers", "/developers", "nav.developers"), ("review", "/review", "nav.review"),
+             ("tenants", "/tenants", "nav.tenants"), ("plans", "/plans", "nav.plans"),
+             ("price_books", "/price-books", "nav.price_books"), ("workers", "/workers", "nav.workers"),
+             ("alerts", "/alerts", "nav.alerts"), ("users", "/users", "nav.users"), ("account", "/account", "nav.account"))
 
 
 def nav_for(role: str) -> list[NavItem]:
@@ -102,26 +116,3 @@ class Console:
 
     def to_sign_in(self) -> RedirectResponse:
         return RedirectResponse(f"/sign-in?next={self.request.url.path}", status_code=303)
-
-
-def open_page(request: Request, page: str) -> Console | Response:
-    """The request's console when its user may open `page`; else the answer: sign in, or 403."""
-    console = Console(request)
-    if console.principal is None:
-        return console.to_sign_in()
-    if not console.allowed(page):
-        return console.error(403, "error.forbidden")
-    return console
-
-
-async def posted_form(request: Request, page: str) -> tuple[Console, dict[str, str]] | Response:
-    """A form posted to `page`: the console and its text fields (each bounded), once the role and the CSRF
-    token are checked; else the answer that ends the request."""
-    form = await request.form()
-    console = open_page(request, page)
-    if not isinstance(console, Console):
-        return console
-    fields = {key: str(value)[:form_field_chars_max] for key, value in form.items() if isinstance(value, str)}
-    if not console.csrf_ok(fields):
-        return console.error(403, "error.csrf")
-    return console, fields

@@ -17,7 +17,8 @@ from vidfactory.notify import endpoints
 from vidfactory.notify.events import record_test_event
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
 from vidfactory.tenancy import TenantSuspended, create_key, list_keys, revoke_key
-from vidfactory.web.console import Console, open_page, posted_form
+from vidfactory.web.console import Console
+from vidfactory.web.forms import opened, posted
 
 __all__ = ["router"]
 
@@ -56,16 +57,16 @@ def _render(page: Console, status_code: int = 200, **shown: Any) -> Response:
 
 @router.get("/developers")
 def developers(request: Request) -> Response:
-    page = open_page(request, page_name)
+    page = opened(request, page_name)
     return _render(page) if isinstance(page, Console) else page
 
 
 @router.post("/developers/keys")
 async def create_api_key(request: Request) -> Response:
-    posted = await posted_form(request, page_name)
-    if isinstance(posted, Response):
-        return posted
-    page, form = posted
+    outcome = await posted(request, page_name)
+    if isinstance(outcome, Response):
+        return outcome
+    page, form = outcome
     label = form.get("label", "").strip()
     if len(label) > key_label_chars_max:
         return _render(page, 400, key_error=page.t("developers.label_too_long", max=key_label_chars_max), form=form)
@@ -79,10 +80,10 @@ async def create_api_key(request: Request) -> Response:
 
 @router.post("/developers/keys/{key_id}/revoke")
 async def revoke_api_key(request: Request, key_id: str) -> Response:
-    posted = await posted_form(request, page_name)
-    if isinstance(posted, Response):
-        return posted
-    page, _ = posted
+    outcome = await posted(request, page_name)
+    if isinstance(outcome, Response):
+        return outcome
+    page, _ = outcome
     if id_pattern.fullmatch(key_id) is None:
         return page.error(404, "error.not_found")
     with page.ctx.sessions.begin() as session:
@@ -94,10 +95,10 @@ async def revoke_api_key(request: Request, key_id: str) -> Response:
 
 @router.post("/developers/webhooks")
 async def add_endpoint(request: Request) -> Response:
-    posted = await posted_form(request, page_name)
-    if isinstance(posted, Response):
-        return posted
-    page, form = posted
+    outcome = await posted(request, page_name)
+    if isinstance(outcome, Response):
+        return outcome
+    page, form = outcome
     try:  # the API's own request schema, so the page refuses exactly what the API refuses
         body = WebhookEndpointCreate(url=form.get("url", "").strip(), description=form.get("description", "").strip())
         resolve_target(body.url, parse_networks(page.ctx.settings.webhook_allowed_networks))
@@ -118,10 +119,10 @@ async def add_endpoint(request: Request) -> Response:
 
 async def _owned_endpoint_action(request: Request, endpoint_id: str, action) -> Response:
     """Runs `action(session, endpoint)` on one of this tenant's endpoints; another's answers 404."""
-    posted = await posted_form(request, page_name)
-    if isinstance(posted, Response):
-        return posted
-    page, _ = posted
+    outcome = await posted(request, page_name)
+    if isinstance(outcome, Response):
+        return outcome
+    page, _ = outcome
     if id_pattern.fullmatch(endpoint_id) is None:
         return page.error(404, "error.not_found")
     with page.ctx.sessions.begin() as session:
@@ -145,7 +146,7 @@ async def send_test_event(request: Request, endpoint_id: str) -> Response:
 @router.get("/developers/webhooks/{endpoint_id}/deliveries")
 def endpoint_deliveries(request: Request, endpoint_id: str) -> Response:
     """One endpoint's recent deliveries alone: htmx polls it while one is pending."""
-    page = open_page(request, page_name)
+    page = opened(request, page_name)
     if not isinstance(page, Console):
         return page
     tenant_id = page.principal.tenant_id
