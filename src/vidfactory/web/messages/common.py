@@ -9,6 +9,13 @@ en = {
     "nav.developers": "Developers",
     "nav.account": "Account",
     "nav.review": "Review desk",
+    "nav.templates": "Templates",
+    "nav.batches": "Batches",
+    "nav.tenants": "Tenants",
+    "nav.plans": "Plans",
+    "nav.price_books": "Price books",
+    "nav.workers": "Workers",
+    "nav.alerts": "Alerts",
     "nav.users": "Users",
     "nav.api_docs": "API docs",
     "nav.sign_out": "Sign out",
@@ -30,6 +37,8 @@ en = {
     "status.completed": "completed",
     "status.failed": "failed",
     "status.cancelled": "cancelled",
+    "forms.blocked": "Refused by the content policy (category: {category}). Nothing was charged.",
+    "forms.insufficient": "Your balance is too low for this. Nothing was held.",
 }
 
 zh = {
@@ -41,6 +50,13 @@ zh = {
     "nav.developers": "开发者",
     "nav.account": "账户",
     "nav.review": "审核台",
+    "nav.templates": "模板",
+    "nav.batches": "批量",
+    "nav.tenants": "租户",
+    "nav.plans": "套餐",
+    "nav.price_books": "价目表",
+    "nav.workers": "工作节点",
+    "nav.alerts": "告警",
     "nav.users": "用户",
     "nav.api_docs": "API 文档",
     "nav.sign_out": "退出登录",
@@ -62,4 +78,6 @@ zh = {
     "status.completed": "已完成",
     "status.failed": "失败",
     "status.cancelled": "已取消",
+    "forms.blocked": "内容策略拒绝了此请求（类别：{category}），未扣费。",
+    "forms.insufficient": "余额不足，未冻结任何额度。",
 }
