@@ -318,10 +318,12 @@ def revoke_keys(session: Session, tenant_id: str, label: str, actor: str = audit
     return len(revoked)
 
 
-def revoke_key(session: Session, key_id: str, actor: str = audit.system_actor) -> ApiKey | None:
-    """Revoke one key by id; None when there is no such key. Revoking twice is a no-op (audited once)."""
+def revoke_key(session: Session, key_id: str, actor: str = audit.system_actor, tenant_id: str | None = None
+               ) -> ApiKey | None:
+    """Revoke one key by id; None when there is no such key (or, with `tenant_id`, when it is another
+    tenant's). Revoking twice is a no-op (audited once)."""
     row = session.get(ApiKey, key_id)
-    if row is None:
+    if row is None or tenant_id not in (None, row.tenant_id):
         return None
     result = session.execute(update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
                              .values(revoked_at=utcnow()).execution_options(synchronize_session=False))
