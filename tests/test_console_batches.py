@@ -59,8 +59,8 @@ def template_fields(**overrides) -> dict[str, str]:
 
 
 def field_error(html: str, field: str) -> str:
-    found = re.search(rf'<p class="error field-error" id="{field}-error" role="alert" data-param="{field}">([^<]*)</p>',
-                      html)
+    """The words in the message slot under `field` (the console's words, then the API's own)."""
+    found = re.search(rf'<p id="{field}-error" class="field-error"[^>]* data-code="[a-z_]+">(.*?)</p>', html, re.S)
     assert found, f"no error next to {field}: {html}"
     return found.group(1)
 
