@@ -49,7 +49,8 @@ def refusal(page: Console, exc: Exception, fields: tuple[str, ...], field_of: di
     """The error by the page's field it names: an API param is mapped by `field_of` (a dotted one, such as
     the schema's `form.keywords.0`, by its longest listed prefix)."""
     if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
+        # A union (a string, or a list of strings) reports a type mismatch for the branch not taken.
+        first = next((e for e in exc.errors() if not e["type"].endswith("_type")), exc.errors()[0])
         param = ".".join(str(part) for part in first.get("loc", ()))
         envelope = {"error": {"code": "invalid_value", "param": param, "message": validation_message(first)}}
         return field_error(page.locale, envelope, fields, {param: _field(param, field_of)})

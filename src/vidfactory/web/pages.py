@@ -20,7 +20,7 @@ from vidfactory.api.render import video_object
 from vidfactory.billing import ledger
 from vidfactory.jobs import library
 from vidfactory.tenancy import list_keys
-from vidfactory.web import create, prompt_templates, review
+from vidfactory.web import batches, create, prompt_templates, review
 from vidfactory.web.console import Console, csrf_field, here, login_csrf_cookie
 from vidfactory.web.i18n import locale_cookie, locales
 
@@ -38,6 +38,7 @@ def mount(app: FastAPI) -> None:
     app.include_router(create.router)
     app.include_router(review.router)
     app.include_router(prompt_templates.router)
+    app.include_router(batches.router)
     app.mount("/static", StaticFiles(directory=here / "static"), name="static")
 
 

@@ -53,6 +53,14 @@ def batch_object(session: Session, batch: Batch) -> dict[str, Any]:
             "metadata": batch.request_metadata}
 
 
+def batch_spec(body: BatchCreate) -> BatchSpec:
+    return BatchSpec(template=body.template, variables=dict(body.variables), mode=body.mode,
+                     ab_groups=body.ab_groups, atomic=body.atomic, enhance=body.enhance_prompt, model=body.model,
+                     seconds=body.seconds, size=body.size, negative_prompt=body.negative_prompt, seed=body.seed,
+                     metadata=dict(body.metadata), style=body.style,
+                     styles=None if body.styles is None else [StyleRef(u.style, u.scale) for u in body.styles])
+
+
 def owned_batch(session: Session, caller: Caller, batch_id: str) -> Batch:
     checked_id("batch", batch_id)
     batch = find_batch(session, caller.tenant_id, batch_id)
@@ -67,11 +75,7 @@ async def create_batch(body: BatchCreate, ctx: ContextDep, caller: CallerDep,
     """Every item is priced before anything is held; the response quotes the whole batch. `atomic`:
     all items held and queued, or none (402 when the balance cannot hold them all). Every item starts
     from the template's reference image, when it has one."""
-    spec = BatchSpec(template=body.template, variables=dict(body.variables), mode=body.mode,
-                     ab_groups=body.ab_groups, atomic=body.atomic, enhance=body.enhance_prompt, model=body.model,
-                     seconds=body.seconds, size=body.size, negative_prompt=body.negative_prompt, seed=body.seed,
-                     metadata=dict(body.metadata), style=body.style,
-                     styles=None if body.styles is None else [StyleRef(u.style, u.scale) for u in body.styles])
+    spec = batch_spec(body)
     reference = await run_in_threadpool(batch_reference, ctx.sessions, ctx.storage, caller.tenant_id,
                                         body.template)
     idempotency = None
