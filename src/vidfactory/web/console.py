@@ -46,11 +46,20 @@ page_roles: dict[str, tuple[str, ...]] = {
     "billing": ("owner",),
     "developers": ("owner",),
     "account": ("owner", "member", "viewer", "operator", "reviewer"),
+    "tenants": ("operator",),
+    "plans": ("operator",),
+    "price_books": ("operator",),
+    "workers": ("operator",),
+    "alerts": ("operator",),
+    "users": ("operator",),
 }
 nav_pages = (("create", "/create", "nav.create"), ("videos", "/videos", "nav.videos"),
              ("templates", "/templates", "nav.templates"), ("batches", "/batches", "nav.batches"),
              ("billing", "/billing", "nav.billing"),
-             ("developers", "/developers", "nav.developers"), ("review", "/review", "nav.review"), ("account", "/account", "nav.account"))
+             ("developers", "/developers", "nav.developers"), ("review", "/review", "nav.review"),
+             ("tenants", "/tenants", "nav.tenants"), ("plans", "/plans", "nav.plans"),
+             ("price_books", "/price-books", "nav.price_books"), ("workers", "/workers", "nav.workers"),
+             ("alerts", "/alerts", "nav.alerts"), ("users", "/users", "nav.users"), ("account", "/account", "nav.account"))
 
 
 def nav_for(role: str) -> list[NavItem]:
