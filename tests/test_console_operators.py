@@ -19,7 +19,7 @@ from vidfactory.db.models import AuditEntry, Tenant
 from conftest import make_settings, new_tenant
 
 password = "correct horse battery"
-operator_pages = ("/tenants",)
+operator_pages = ("/tenants", "/users")
 
 
 @pytest.fixture
@@ -142,3 +142,52 @@ def test_the_tenant_list_pages(console):
     shown = set(re.findall(r'href="/tenants/(ten_\w+)"', first)) | set(re.findall(r'href="/tenants/(ten_\w+)"', second))
     assert set(made) <= shown and 'rel="next"' not in second
     assert operator.client.get("/tenants/ten_nosuchtenant").status_code == 404
+
+
+def test_operator_manages_users_and_every_change_is_audited(console):
+    operator = person(console, "operator")
+    actor = f"user:{operator.user_id}"
+    tenant = new_tenant(console.app.state.ctx.sessions)
+    created = operator.post("/users", email="Nia@Example.com", role="member", tenant=tenant.id)
+    assert created.status_code == 200 and "Created nia@example.com." in created.text
+    first_password = re.search(r'id="shown-password">([^<]+)<', created.text).group(1)
+    ctx = console.app.state.ctx
+    hasher = PasswordHasher.from_settings(ctx.settings)
+    for _ in range(5):
+        with ctx.sessions.begin() as session:
+            sign_in(session, hasher, "nia@example.com", "not the password", ttl_s=3600, failures_max=5)
+    listed = operator.client.get("/users").text
+    user_id = re.search(r'id="user-(usr_\w+)" data-email="nia@example.com"', listed).group(1)
+    assert re.search(rf'id="user-{user_id}".*?locked', listed, re.S)
+    assert operator.post(f"/users/{user_id}/unlock").status_code == 303
+    with ctx.sessions.begin() as session:
+        assert sign_in(session, hasher, "nia@example.com", first_password, ttl_s=3600, failures_max=5).error is None
+    reset = operator.post(f"/users/{user_id}/reset-password")
+    new_password = re.search(r'id="shown-password">([^<]+)<', reset.text).group(1)
+    assert new_password != first_password
+    with ctx.sessions.begin() as session:
+        token = sign_in(session, hasher, "nia@example.com", new_password, ttl_s=3600, failures_max=5).token
+    member = TestClient(console.app, follow_redirects=False)
+    member.cookies.set(session_cookie, token)
+    assert member.get("/videos").status_code == 200
+    assert operator.post(f"/users/{user_id}/sign-out").status_code == 303
+    assert member.get("/videos").status_code == 303  # signed out
+    assert operator.post(f"/users/{user_id}/disable").status_code == 303
+    assert "disabled" in re.search(rf'id="user-{user_id}".*?</tr>', operator.client.get("/users").text, re.S).group(0)
+    for kind in ("user.created", "user.unlocked", "user.password_reset", "user.sessions_revoked", "user.disabled"):
+        assert [entry.subject for entry in audited(console, kind, actor)] == [f"user:{user_id}"], kind
+
+
+def test_user_forms_answer_bad_input_next_to_the_field(console):
+    operator = person(console, "operator")
+    no_tenant = operator.post("/users", email="solo@example.com", role="owner", tenant="")
+    assert no_tenant.status_code == 400 and 'id="create-tenant-error"' in no_tenant.text
+    unknown = operator.post("/users", email="solo@example.com", role="member", tenant="no such tenant")
+    assert re.search(r'id="create-tenant-error"[^>]*>There is no such tenant\.<', unknown.text)
+    bad_email = operator.post("/users", email="not-an-address", role="operator", tenant="")
+    assert 'id="create-email-error"' in bad_email.text and 'value="not-an-address"' in bad_email.text
+    again = operator.post("/users", email="twice@example.com", role="reviewer")
+    assert again.status_code == 200
+    assert operator.post("/users", email="twice@example.com", role="reviewer").status_code == 409
+    assert operator.post("/users/usr_nosuchuser/unlock").status_code == 404
+    assert operator.client.post("/users", data={"email": "x@example.com", "role": "operator"}).status_code == 403
