@@ -18,7 +18,7 @@ from vidfactory.api.errors import id_pattern
 from vidfactory.api.ratelimit import LimiterUnavailable, client_address, retry_after_s, signin_refused
 from vidfactory.api.render import video_object
 from vidfactory.jobs import library
-from vidfactory.web import admin_users, batches, billing, create, developers, prompt_templates, review, tenants
+from vidfactory.web import admin_fleet, admin_users, batches, billing, create, developers, prompt_templates, review, tenants
 from vidfactory.web.console import Console, csrf_field, here, login_csrf_cookie
 from vidfactory.web.i18n import locale_cookie, locales
 
@@ -41,6 +41,7 @@ def mount(app: FastAPI) -> None:
     app.include_router(billing.router)
     app.include_router(developers.router)
     app.include_router(admin_users.router)
+    app.include_router(admin_fleet.router)
     app.mount("/static", StaticFiles(directory=here / "static"), name="static")
 
 
