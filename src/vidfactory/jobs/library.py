@@ -3,12 +3,12 @@ file. Every query is scoped by the tenant: another tenant's video is simply not 
 
 from __future__ import annotations
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
-from vidfactory.db.models import Asset, Job
+from vidfactory.db.models import Asset, Feedback, Job
 
-__all__ = ["find_video", "video_asset", "videos_page"]
+__all__ = ["feedback_counts", "find_video", "video_asset", "videos_page"]
 
 
 def find_video(session: Session, tenant_id: str, video_id: str, *, deleted_too: bool = False) -> Job | None:
@@ -31,3 +31,14 @@ def videos_page(session: Session, tenant_id: str, after: Job | None, limit: int,
 
 def video_asset(session: Session, job_id: str, variant: str) -> Asset | None:
     return session.scalar(select(Asset).where(Asset.job_id == job_id, Asset.variant == variant))
+
+
+def feedback_counts(session: Session, job_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Per video: its thumbs up and down (every rating counts; feedback is append-only)."""
+    counts = {job_id: {"up": 0, "down": 0} for job_id in job_ids}
+    if job_ids:
+        for job_id, rating, count in session.execute(
+                select(Feedback.job_id, Feedback.rating, func.count()).where(Feedback.job_id.in_(job_ids))
+                .group_by(Feedback.job_id, Feedback.rating)):
+            counts[job_id][rating] = count
+    return counts

@@ -11,12 +11,10 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidfactory.api.render import video_object
-from vidfactory.billing.ledger import InsufficientBalance
-from vidfactory.jobs.screening import PromptRejected
-from vidfactory.jobs.spec import InvalidRequest
-from vidfactory.jobs.submit import ActiveJobsLimit, VideoRequest, price_now, submit
-from vidfactory.tenancy import TenantSuspended, console_caller
+from vidfactory.jobs.submit import VideoRequest, price_now, submit
+from vidfactory.tenancy import console_caller
 from vidfactory.web.console import Console
+from vidfactory.web.errors import FieldError, field_error, service_errors
 
 __all__ = ["compose_prompt", "router"]
 
@@ -27,6 +25,10 @@ sizes = ("64x64", "128x128", "832x480", "480x832", "1280x720")
 durations = ("1", "2", "5", "8")
 field_chars_max = 300
 seed_max = 2**32 - 1
+# The form's fields, where an error naming one of them is shown; the API calls the composed text "prompt".
+form_fields = ("industry", "style", "keywords", "camera", "mood", "model", "size", "seconds", "negative_prompt",
+               "seed")
+renamed = {"prompt": "keywords"}
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,11 @@ def _page(request: Request, role_page: str = "create") -> Console | Response:
 
 def _choices(page: Console) -> dict[str, Any]:
     return {"industries": industries, "styles": styles, "sizes": sizes, "durations": durations,
-            "models": [model.id for model in page.ctx.settings.models]}
+            "models": [model.id for model in page.ctx.settings.models], "fields": form_fields}
+
+
+def _error(page: Console, exc: BaseException) -> FieldError:
+    return field_error(page.locale, exc, form_fields, renamed)
 
 
 @router.get("/create")
@@ -100,8 +106,8 @@ def _assess(page: Console, form: CreateForm) -> dict[str, Any]:
     ctx, tenant_id = page.ctx, page.principal.tenant_id
     try:
         priced = price_now(ctx.sessions, ctx.settings, ctx.counters, _request(form), tenant_id)
-    except InvalidRequest as exc:
-        return {"quote": None, "hint": None, "error": {"param": exc.param, "message": str(exc)}}
+    except service_errors as exc:
+        return {"quote": None, "hint": None, "error": _error(page, exc)}
     with ctx.sessions() as session:
         verdict = ctx.screens.verdict(session, tenant_id, priced.prompt)
     hint = None if verdict.action == "pass" else {"action": verdict.action, "category": verdict.category}
@@ -126,7 +132,7 @@ async def create_quote(request: Request) -> Response:
         return posted
     page, form = posted
     assessed = await run_in_threadpool(_assess, page, form)
-    return page.render("partials/quote.html", prompt=compose_prompt(form), **assessed)
+    return page.render("partials/quote.html", prompt=compose_prompt(form), fields=form_fields, **assessed)
 
 
 @router.post("/create")
@@ -143,18 +149,10 @@ async def create_submit(request: Request) -> Response:
         return submit(ctx.sessions, ctx.settings, ctx.counters, caller, _request(form), video_object,
                       screens=ctx.screens).body
 
-    error: dict[str, str] | None = None
     try:
         video = await run_in_threadpool(generate)
-    except InvalidRequest as exc:
-        error = {"param": exc.param, "message": str(exc)}
-    except PromptRejected as exc:
-        error = {"param": "keywords", "message": page.t("create.blocked", category=exc.category)}
-    except InsufficientBalance:
-        error = {"param": "", "message": page.t("create.insufficient")}
-    except (ActiveJobsLimit, TenantSuspended) as exc:
-        error = {"param": "", "message": str(exc)}
-    if error is not None:
-        return page.render("create.html", status_code=400, form=form, quote=None, hint=None, error=error,
+    except service_errors as exc:  # refused before anything was held: the form again, the error by its field
+        error = _error(page, exc)
+        return page.render("create.html", status_code=error.status, form=form, quote=None, hint=None, error=error,
                            **_choices(page))
     return RedirectResponse(f"/videos/{video['id']}", status_code=303)
