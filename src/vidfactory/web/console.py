@@ -39,6 +39,7 @@ page_roles: dict[str, tuple[str, ...]] = {
     "create": ("owner", "member"),
     "review": ("operator", "reviewer"),
     "videos": ("owner", "member", "viewer"),
+    "video_actions": ("owner", "member"),  # delete, regenerate, remix, feedback: a viewer only reads
     "billing": ("owner",),
     "developers": ("owner",),
     "account": ("owner", "member", "viewer", "operator", "reviewer"),
