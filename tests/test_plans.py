@@ -118,3 +118,14 @@ def test_a_change_to_the_same_values_is_not_audited(client):
     unchanged = client.patch("/v1/admin/plans/pro", headers=admin, json={"priority": 5})
     assert unchanged.status_code == 200 and unchanged.json()["priority"] == 5
     assert audit_entries(client, "plan.updated") == []
+
+
+def test_an_admin_moves_a_tenant_to_another_plan(client, ctx):
+    tenant = new_tenant(ctx.sessions, plan="free")
+    moved = client.post(f"/v1/admin/tenants/{tenant.id}/plan", json={"plan": "pro"}, headers=admin)
+    assert moved.status_code == 200 and moved.json()["plan"] == "pro"
+    unknown = client.post(f"/v1/admin/tenants/{tenant.id}/plan", json={"plan": "platinum"}, headers=admin)
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "plan"
+    assert client.post(f"/v1/admin/tenants/{tenant.id}/plan", json={"plan": "pro"}).status_code == 401
+    [entry] = [e for e in audit_entries(client, "tenant.plan_changed") if e["subject"] == f"tenant:{tenant.id}"]
+    assert entry["data"] == {"from": "free", "to": "pro"} and entry["actor"] == "admin"

@@ -326,6 +326,20 @@ def user_unlock(user: str, as_json: JsonFlag = False) -> None:
                  as_json, "unlocked")
 
 
+@user_app.command("sign-out")
+def user_sign_out(user: str, as_json: JsonFlag = False) -> None:
+    """End every console session of USER (id or email) now; their password still signs them in."""
+    from vidfactory.accounts import AccountError, end_sessions, find_user
+
+    try:
+        with _sessions().begin() as session:
+            revoked = end_sessions(session, _user_id(session, user), actor=cli_actor)
+            shown = _user_object(find_user(session, _user_id(session, user)))
+    except AccountError as exc:
+        _fail(str(exc))
+    _emit(as_json, {**shown, "sessions_revoked": revoked}, f"signed out {shown['email']} ({revoked} sessions)")
+
+
 @user_app.command("reset-password")
 def user_reset_password(user: str, as_json: JsonFlag = False) -> None:
     """Give USER (id or email) a new generated password, shown once; their sessions end and a lock lifts."""

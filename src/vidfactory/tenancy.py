@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,6 +47,7 @@ __all__ = [
     "revoke_key",
     "revoke_keys",
     "suspend_tenant",
+    "tenants_page",
     "update_plan",
     "write_private",
 ]
@@ -218,6 +219,18 @@ def list_tenants(session: Session) -> list[Tenant]:
     return list(session.scalars(select(Tenant).order_by(Tenant.created_at, Tenant.id)))
 
 
+def tenants_page(session: Session, after: str | None, limit: int) -> tuple[list[Tenant], bool]:
+    """Up to `limit` tenants, oldest first, after the tenant with id `after` (None: from the start; an
+    unknown id: from the start too); and whether more follow."""
+    query = select(Tenant).order_by(Tenant.created_at, Tenant.id)
+    cursor = None if after is None else session.get(Tenant, after)
+    if cursor is not None:
+        query = query.where(or_(Tenant.created_at > cursor.created_at,
+                                and_(Tenant.created_at == cursor.created_at, Tenant.id > cursor.id)))
+    rows = list(session.scalars(query.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
 def change_plan(session: Session, tenant_id: str, plan_id: str, actor: str = audit.system_actor) -> Tenant:
     """Move a tenant to another plan (audited with the old and new plan; nothing recorded when unchanged).
     Its next request gets the new plan's limits; jobs already submitted keep what they copied."""
@@ -305,10 +318,12 @@ def revoke_keys(session: Session, tenant_id: str, label: str, actor: str = audit
     return len(revoked)
 
 
-def revoke_key(session: Session, key_id: str, actor: str = audit.system_actor) -> ApiKey | None:
-    """Revoke one key by id; None when there is no such key. Revoking twice is a no-op (audited once)."""
+def revoke_key(session: Session, key_id: str, actor: str = audit.system_actor, tenant_id: str | None = None
+               ) -> ApiKey | None:
+    """Revoke one key by id; None when there is no such key (or, with `tenant_id`, when it is another
+    tenant's). Revoking twice is a no-op (audited once)."""
     row = session.get(ApiKey, key_id)
-    if row is None:
+    if row is None or tenant_id not in (None, row.tenant_id):
         return None
     result = session.execute(update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
                              .values(revoked_at=utcnow()).execution_options(synchronize_session=False))

@@ -255,6 +255,11 @@ class TenantPublic(BaseModel):
     suspended_reason: str | None = None
 
 
+class TenantPlanChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    plan: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
+
+
 class TenantSuspend(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: PlainText = Field(min_length=1, max_length=200, description="shown to the tenant in its 403s")
@@ -391,6 +396,7 @@ class WorkerPublic(BaseModel):
     live: bool
     started_at: int
     heartbeat_at: int
+    current_jobs: list[str] = Field(description="the videos and trainings it runs now (in progress under its lease)")
 
 
 class WorkerList(BaseModel):

@@ -16,6 +16,7 @@ import io
 import json
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -28,7 +29,8 @@ from vidfactory.billing.pricebook import model_price, money
 from vidfactory.db.models import Job, Statement, Transfer
 from vidfactory.db.types import utcnow
 
-__all__ = ["StatementError", "month_bounds", "statement", "statement_csv", "statement_pdf", "usage"]
+__all__ = ["StatementError", "StatementFile", "month_bounds", "statement", "statement_csv", "statement_file",
+           "statement_pdf", "usage"]
 
 month_pattern = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 posted_kinds = ("credit", "post", "grant", "expire")
@@ -211,6 +213,22 @@ def statement_pdf(body: dict[str, Any]) -> bytes:
             pdf.cell(width, 6, _latin1(value), border=1)
         pdf.ln()
     return bytes(pdf.output())
+
+
+@dataclass(frozen=True)
+class StatementFile:
+    content: bytes
+    media_type: str
+    filename: str
+
+
+def statement_file(body: dict[str, Any], fmt: str) -> StatementFile:
+    """The statement as a download ("csv" or "pdf"), named the same wherever it is fetched from."""
+    filename = f"statement-{body['tenant_id']}-{body['month']}.{fmt}"
+    if fmt == "csv":
+        return StatementFile(statement_csv(body).encode(), "text/csv", filename)
+    assert fmt == "pdf", f"unknown statement format {fmt!r}"
+    return StatementFile(statement_pdf(body), "application/pdf", filename)
 
 
 def _parse_day(value: str, param: str) -> datetime:

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from vidfactory.db.models import Asset, Feedback, Job
 from vidfactory.db.types import utcnow
 from vidfactory.jobs import queue
 
-__all__ = ["VideoRunning", "delete_video", "find_video", "record_feedback", "video_asset", "videos_page"]
+__all__ = ["VideoRunning", "delete_video", "feedback_counts", "find_video", "record_feedback", "video_asset",
+           "videos_page"]
 
 
 class VideoRunning(Exception):
@@ -67,3 +68,14 @@ def record_feedback(session: Session, job: Job, rating: str, reason: str, commen
     session.add(feedback)
     session.flush()
     return feedback
+
+
+def feedback_counts(session: Session, job_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Per video: its thumbs up and down (every rating counts; feedback is append-only)."""
+    counts = {job_id: {"up": 0, "down": 0} for job_id in job_ids}
+    if job_ids:
+        for job_id, rating, count in session.execute(
+                select(Feedback.job_id, Feedback.rating, func.count()).where(Feedback.job_id.in_(job_ids))
+                .group_by(Feedback.job_id, Feedback.rating)):
+            counts[job_id][rating] = count
+    return counts

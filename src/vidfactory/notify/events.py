@@ -27,9 +27,11 @@ __all__ = [
     "event_types",
     "events_after",
     "terminal_video_types",
+    "test_event_type",
     "operator_event_types",
     "record_event",
     "record_operator_event",
+    "record_test_event",
     "review_data",
     "review_required_event",
     "rotate",
@@ -48,6 +50,7 @@ event_types = (
 )
 
 operator_event_types = ("alert.raised",)
+test_event_type = "webhook.test"  # sent on request to one endpoint; no endpoint subscribes to it
 terminal_video_types = ("video.completed", "video.failed", "video.cancelled")
 
 
@@ -62,18 +65,33 @@ def record_event(session: Session, tenant_id: str, type: str, data: dict[str, An
     endpoints = [e for e in session.scalars(select(WebhookEndpoint).where(
         WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.status == "enabled",
         WebhookEndpoint.deleted_at.is_(None))) if _subscribed(e, type)]
+    targets = [(e.id, e.url) for e in endpoints] + ([(None, job_webhook_url)] if job_webhook_url else [])
+    return _event_to(session, tenant_id, type, data, targets, job_id)
+
+
+def _event_to(session: Session, tenant_id: str, type: str, data: dict[str, Any],  # noqa: A002
+              targets: list[tuple[str | None, str]], job_id: str | None = None) -> WebhookEvent:
+    """The event and one pending delivery per (endpoint id, url) target."""
     now = utcnow()
     event = WebhookEvent(id=f"msg_{uuid.uuid4().hex}", tenant_id=tenant_id, type=type, created_at=now, job_id=job_id,
                          payload={"type": type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data})
     session.add(event)
     session.flush()  # before its deliveries: no ORM relationship orders the two inserts
-    targets = [(e.id, e.url) for e in endpoints] + ([(None, job_webhook_url)] if job_webhook_url else [])
     for endpoint_id, url in targets:
         session.add(WebhookDelivery(id=f"whd_{uuid.uuid4().hex}", event_id=event.id, tenant_id=tenant_id,
                                     endpoint_id=endpoint_id, job_id=job_id, url=url, status="pending",
                                     attempts=0, next_attempt_at=now, created_at=now))
     session.flush()
     return event
+
+
+def record_test_event(session: Session, endpoint: WebhookEndpoint) -> WebhookDelivery:
+    """A `webhook.test` event for this one endpoint, whatever types it subscribes to (its owner asked for
+    it), signed and sent like any other; returns its delivery."""
+    data = {"object": "webhook_test", "endpoint_id": endpoint.id,
+            "message": "A test event: your endpoint receives and verifies vidfactory webhooks."}
+    event = _event_to(session, endpoint.tenant_id, test_event_type, data, [(endpoint.id, endpoint.url)])
+    return session.scalars(select(WebhookDelivery).where(WebhookDelivery.event_id == event.id)).one()
 
 
 def events_after(session: Session, tenant_id: str, after_seq: int, *, job_id: str | None = None,

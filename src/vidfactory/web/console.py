@@ -40,12 +40,27 @@ page_roles: dict[str, tuple[str, ...]] = {
     "review": ("operator", "reviewer"),
     "videos": ("owner", "member", "viewer"),
     "video_actions": ("owner", "member"),  # delete, regenerate, remix, feedback: a viewer only reads
+    "templates": ("owner", "member", "viewer"),
+    "templates_edit": ("owner", "member"),
+    "batches": ("owner", "member", "viewer"),
+    "batches_create": ("owner", "member"),
     "billing": ("owner",),
     "developers": ("owner",),
     "account": ("owner", "member", "viewer", "operator", "reviewer"),
+    "tenants": ("operator",),
+    "plans": ("operator",),
+    "price_books": ("operator",),
+    "workers": ("operator",),
+    "alerts": ("operator",),
+    "users": ("operator",),
 }
-nav_pages = (("create", "/create", "nav.create"), ("videos", "/videos", "nav.videos"), ("billing", "/billing", "nav.billing"),
-             ("developers", "/developers", "nav.developers"), ("review", "/review", "nav.review"), ("account", "/account", "nav.account"))
+nav_pages = (("create", "/create", "nav.create"), ("videos", "/videos", "nav.videos"),
+             ("templates", "/templates", "nav.templates"), ("batches", "/batches", "nav.batches"),
+             ("billing", "/billing", "nav.billing"),
+             ("developers", "/developers", "nav.developers"), ("review", "/review", "nav.review"),
+             ("tenants", "/tenants", "nav.tenants"), ("plans", "/plans", "nav.plans"),
+             ("price_books", "/price-books", "nav.price_books"), ("workers", "/workers", "nav.workers"),
+             ("alerts", "/alerts", "nav.alerts"), ("users", "/users", "nav.users"), ("account", "/account", "nav.account"))
 
 
 def nav_for(role: str) -> list[NavItem]:

@@ -15,9 +15,8 @@ from vidfactory.accounts import AccountError, BadCredentials, PasswordHasher, ch
 from vidfactory.accounts import session_cookie, sign_in
 from vidfactory.accounts.users import password_chars_max, password_chars_min
 from vidfactory.api.ratelimit import LimiterUnavailable, client_address, retry_after_s, signin_refused
-from vidfactory.billing import ledger
-from vidfactory.tenancy import list_keys
-from vidfactory.web import create, review, videos
+from vidfactory.web import (admin_fleet, admin_users, batches, billing, create, developers, prompt_templates, review,
+                            tenants, videos)
 from vidfactory.web.console import Console, csrf_field, here, login_csrf_cookie
 from vidfactory.web.i18n import locale_cookie, locales
 
@@ -33,6 +32,13 @@ def mount(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(create.router)
     app.include_router(review.router)
+    app.include_router(prompt_templates.router)
+    app.include_router(batches.router)
+    app.include_router(tenants.router)
+    app.include_router(billing.router)
+    app.include_router(developers.router)
+    app.include_router(admin_users.router)
+    app.include_router(admin_fleet.router)
     app.include_router(videos.router)
     app.mount("/static", StaticFiles(directory=here / "static"), name="static")
 
@@ -180,31 +186,6 @@ async def account_password(request: Request) -> Response:
             else page.t(failure)
         return page.render("account.html", status_code=400, message="", error=error)
     return page.render("account.html", message=page.t("account.changed"), error="")
-
-
-@router.get("/billing")
-def billing(request: Request) -> Response:
-    page = Console(request)
-    if page.principal is None:
-        return page.to_sign_in()
-    if not page.allowed("billing"):
-        return page.error(403, "error.forbidden")
-    with page.ctx.sessions() as session:
-        balance = ledger.balance(session, page.principal.tenant_id)
-    return page.render("billing.html", balance=balance)
-
-
-@router.get("/developers")
-def developers(request: Request) -> Response:
-    page = Console(request)
-    if page.principal is None:
-        return page.to_sign_in()
-    if not page.allowed("developers"):
-        return page.error(403, "error.forbidden")
-    with page.ctx.sessions() as session:
-        keys = [{"prefix": key.prefix, "label": key.label, "created_at": key.created_at,
-                 "revoked": key.revoked_at is not None} for key in list_keys(session, page.principal.tenant_id)]
-    return page.render("developers.html", keys=keys)
 
 
 @router.get("/docs")

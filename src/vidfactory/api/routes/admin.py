@@ -6,21 +6,22 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vidfactory.api.deps import AdminDep, ContextDep, IdempotencyKeyHeader, SessionDep
 from vidfactory.api.errors import ApiError, checked_id, not_found
 from vidfactory.api.render import timestamp, transfer_object
-from vidfactory.api.schemas import CreditCreate, KeyPublic, TenantCreate, TenantPublic, TenantSuspend
+from vidfactory.api.schemas import CreditCreate, KeyPublic, TenantCreate, TenantPlanChange, TenantPublic, TenantSuspend
 from vidfactory.billing import ledger
 from vidfactory.db.models import Plan, Tenant
 from vidfactory.idempotency import fingerprint, run_once
 from vidfactory.tenancy import (
     TenancyError,
     TenantExists,
+    change_plan,
     create_key,
     create_tenant,
+    list_tenants,
     resume_tenant,
     revoke_key,
     suspend_tenant,
@@ -52,8 +53,7 @@ def admin_create_tenant(body: TenantCreate, ctx: ContextDep, _admin: AdminDep) -
 
 @router.get("/tenants")
 def admin_list_tenants(session: SessionDep, _admin: AdminDep) -> dict[str, Any]:
-    tenants = session.scalars(select(Tenant).order_by(Tenant.created_at))
-    return {"object": "list", "data": [tenant_public(t) for t in tenants]}
+    return {"object": "list", "data": [tenant_public(t) for t in list_tenants(session)]}
 
 
 @router.post("/tenants/{tenant_id}/suspend")
@@ -66,6 +66,19 @@ def admin_suspend_tenant(tenant_id: str, body: TenantSuspend, ctx: ContextDep, _
         if session.get(Tenant, tenant_id) is None:
             raise not_found("tenant", tenant_id)
         return tenant_public(suspend_tenant(session, tenant_id, body.reason, actor=admin_actor))
+
+
+@router.post("/tenants/{tenant_id}/plan")
+def admin_change_plan(tenant_id: str, body: TenantPlanChange, ctx: ContextDep, _admin: AdminDep) -> TenantPublic:
+    """Move the tenant to another plan (audited with the old and new plan). Its next request gets the new
+    plan's limits; jobs already submitted keep what they copied."""
+    checked_id("tenant", tenant_id)
+    with ctx.sessions.begin() as session:
+        if session.get(Tenant, tenant_id) is None:
+            raise not_found("tenant", tenant_id)
+        if session.get(Plan, body.plan) is None:
+            raise ApiError(400, "invalid_value", f"unknown plan {body.plan!r}", param="plan")
+        return tenant_public(change_plan(session, tenant_id, body.plan, actor=admin_actor))
 
 
 @router.post("/tenants/{tenant_id}/resume")

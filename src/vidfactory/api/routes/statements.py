@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from vidfactory.api.deps import AdminDep, CallerDep, ContextDep
 from vidfactory.api.errors import ApiError, checked_id, not_found
-from vidfactory.billing.statements import StatementError, statement, statement_csv, statement_pdf, usage
+from vidfactory.billing.statements import StatementError, statement, statement_file, usage
 from vidfactory.db.models import Tenant
 
 router = APIRouter(tags=["billing"])
@@ -38,14 +38,11 @@ def _statement(ctx: ContextDep, tenant_id: str, month: str, fmt: str) -> Respons
             body = statement(session, tenant_id, month)
     except StatementError as exc:
         raise ApiError(400, "invalid_value", str(exc), param="month") from exc
-    filename = f"statement-{tenant_id}-{month}"
-    if fmt == "csv":
-        return Response(statement_csv(body), media_type="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'})
-    if fmt == "pdf":
-        return Response(statement_pdf(body), media_type="application/pdf",
-                        headers={"Content-Disposition": f'attachment; filename="{filename}.pdf"'})
-    return body
+    if fmt == "json":
+        return body
+    download = statement_file(body, fmt)
+    return Response(download.content, media_type=download.media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{download.filename}"'})
 
 
 def _tenant_exists(session: Session, tenant_id: str) -> None:

@@ -12,7 +12,7 @@ from vidfactory.api.render import delivery_object, timestamp
 from vidfactory.api.schemas import WebhookEndpointCreate, WebhookEndpointUpdate
 from vidfactory.db.models import WebhookEndpoint
 from vidfactory.notify import endpoints
-from vidfactory.notify.events import rotate
+from vidfactory.notify.events import record_test_event, rotate, test_event_type
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
 from vidfactory.settings import Settings
 
@@ -103,6 +103,15 @@ def rotate_secret(endpoint_id: str, ctx: ContextDep, caller: CallerDep) -> dict[
         endpoint = _owned(session, caller.tenant_id, endpoint_id)
         secret = rotate(endpoint, ctx.settings.webhook_secret_overlap_s)
         return endpoint_object(endpoint, secret=secret)
+
+
+@router.post("/{endpoint_id}/test", status_code=201)
+def send_test_event(endpoint_id: str, ctx: ContextDep, caller: CallerDep) -> dict[str, Any]:
+    """Send this endpoint a `webhook.test` event now (signed like every event); answers its delivery,
+    pending until sent: follow it in the endpoint's delivery log."""
+    with ctx.sessions.begin() as session:
+        delivery = record_test_event(session, _owned(session, caller.tenant_id, endpoint_id))
+        return delivery_object(delivery, test_event_type)
 
 
 @router.get("/{endpoint_id}/deliveries")
