@@ -98,6 +98,7 @@ class Priced:
     quote: Quote
     warnings: list[str]
     memory_bytes_min: int  # the least device memory that can run it (0: unknown architecture)
+    prompt_tokens: int  # before truncation at book.prompt_tokens_max (the quote counts what is kept)
 
 
 def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter], request: VideoRequest,
@@ -132,7 +133,8 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
     memory_min = (0 if architecture is None else
                   frugal_peak_bytes(architecture, shape.width, shape.height, shape.num_frames))
     return Priced(model=model, shape=shape, prompt=truncation.text, price_book_version=version, book=book,
-                  quote=priced_quote, warnings=warnings, memory_bytes_min=memory_min)
+                  quote=priced_quote, warnings=warnings, memory_bytes_min=memory_min,
+                  prompt_tokens=truncation.original_tokens)
 
 
 def substitutions(request: VideoRequest, model: ModelConfig, shape: Shape) -> list[str]:
