@@ -103,6 +103,8 @@ def test_pre_generation_makes_the_defaults_video_when_saved(app):
     video_id = re.search(r"video=(video_[0-9a-f]+)", created.headers["location"]).group(1)
     page = owner.client.get(created.headers["location"]).text
     assert f'href="/videos/{video_id}" id="pre-generated"' in page
+    assert 'id="pre_generate" checked' in page  # an edit keeps it on unless unticked
+    assert "pre-generated</span>" in owner.client.get("/templates").text
     assert owner.client.get(f"/videos/{video_id}").status_code == 200
 
 
@@ -112,7 +114,8 @@ def test_a_viewer_reads_templates_but_cannot_create_or_edit_them(app):
     assert owner.post("/templates/new", fields).status_code == 303
     viewer = person(app, "viewer", owner.tenant)
     assert viewer.client.get("/templates").status_code == 200
-    assert "/templates/new" not in viewer.client.get("/templates").text
+    listed = viewer.client.get("/templates").text
+    assert "/templates/new" not in listed and "/batches/new" not in listed
     shown = viewer.client.get(f"/templates/{fields['name']}")
     assert shown.status_code == 200 and "<fieldset disabled>" in shown.text
     assert viewer.client.get("/templates/new").status_code == 403

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from vidfactory.api.errors import id_pattern
 from vidfactory.api.routes import templates as template_routes
 from vidfactory.api.schemas import TemplateCreate, TemplateUpdate
-from vidfactory.jobs.prompting import find_template, tenant_templates
+from vidfactory.jobs.prompting import template_from_row, template_row, template_rows
 from vidfactory.jobs.spec import InvalidRequest
 from vidfactory.prompts.library import library
 from vidfactory.prompts.templates import name_pattern
@@ -48,8 +48,8 @@ def _templates(page: Console) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     tenant_id = page.principal.tenant_id
     with page.ctx.sessions() as session:
         built_in = [template_routes.template_object(t, "library") for t in sorted(library.values(), key=lambda t: t.name)]
-        own = [_shown(session, tenant_id, template_routes.template_object(t, "tenant")) for t in
-               tenant_templates(session, tenant_id)]
+        own = [_shown(session, tenant_id, template_routes.template_object(template_from_row(row), "tenant", row))
+               for row in template_rows(session, tenant_id)]
     return built_in, own
 
 
@@ -59,7 +59,8 @@ def templates_page(request: Request) -> Response:
     if not isinstance(page, Console):
         return page
     built_in, own = _templates(page)
-    return page.render("templates.html", library=built_in, own=own, can_edit=page.allowed("templates_edit"))
+    return page.render("templates.html", library=built_in, own=own, can_edit=page.allowed("templates_edit"),
+                       can_batch=page.allowed("batches_create"))
 
 
 def _values(template: dict[str, Any] | None) -> dict[str, str]:
@@ -83,7 +84,7 @@ def _form_page(page: Console, values: dict[str, str], *, editing: str | None, so
                saved: dict[str, Any] | None = None) -> Response:
     read_only = source == "library" or not page.allowed("templates_edit")
     return page.render("template_form.html", status_code=status_code, values=values, editing=editing,
-                       read_only=read_only, source=source, error=error, languages=languages, shown=template,
+                       read_only=read_only, can_batch=page.allowed("batches_create"), source=source, error=error, languages=languages, shown=template,
                        saved=saved)
 
 
@@ -99,14 +100,14 @@ def _find(page: Console, name: str) -> dict[str, Any] | None:
     """The library's or the tenant's template as the API shows it; None when it names nothing of theirs."""
     if name_pattern.fullmatch(name) is None:
         return None
+    if name in library:  # a tenant cannot take a built-in name
+        return template_routes.template_object(library[name], "library")
     tenant_id = page.principal.tenant_id
     with page.ctx.sessions() as session:
-        try:
-            found = find_template(session, tenant_id, name)
-        except InvalidRequest:
+        row = template_row(session, tenant_id, name)
+        if row is None:
             return None
-        source = "library" if name in library else "tenant"  # a tenant cannot take a built-in name
-        return _shown(session, tenant_id, template_routes.template_object(found, source))
+        return _shown(session, tenant_id, template_routes.template_object(template_from_row(row), "tenant", row))
 
 
 @router.get("/templates/{name}")
