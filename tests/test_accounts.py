@@ -199,6 +199,7 @@ def test_admin_user_commands(tmp_path, sqlite_url, models_dir):
     assert [u["email"] for u in listed] == ["ana@example.com"]
     assert cli.json("admin", "user", "disable", "ana@example.com")["disabled_at"] is not None
     reset = cli.json("admin", "user", "reset-password", made["id"])
+    assert cli.json("admin", "user", "sign-out", "op@example.com")["sessions_revoked"] == 0
     assert reset["password"] != made["password"]
     assert "password" not in cli.ok("admin", "user", "list").stdout
 

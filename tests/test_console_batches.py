@@ -59,8 +59,8 @@ def template_fields(**overrides) -> dict[str, str]:
 
 
 def field_error(html: str, field: str) -> str:
-    found = re.search(rf'<p class="error field-error" id="{field}-error" role="alert" data-param="{field}">([^<]*)</p>',
-                      html)
+    """The words in the message slot under `field` (the console's words, then the API's own)."""
+    found = re.search(rf'<p id="{field}-error" class="field-error"[^>]* data-code="[a-z_]+">(.*?)</p>', html, re.S)
     assert found, f"no error next to {field}: {html}"
     return found.group(1)
 
@@ -103,6 +103,8 @@ def test_pre_generation_makes_the_defaults_video_when_saved(app):
     video_id = re.search(r"video=(video_[0-9a-f]+)", created.headers["location"]).group(1)
     page = owner.client.get(created.headers["location"]).text
     assert f'href="/videos/{video_id}" id="pre-generated"' in page
+    assert 'id="pre_generate" checked' in page  # an edit keeps it on unless unticked
+    assert "pre-generated</span>" in owner.client.get("/templates").text
     assert owner.client.get(f"/videos/{video_id}").status_code == 200
 
 
@@ -112,7 +114,8 @@ def test_a_viewer_reads_templates_but_cannot_create_or_edit_them(app):
     assert owner.post("/templates/new", fields).status_code == 303
     viewer = person(app, "viewer", owner.tenant)
     assert viewer.client.get("/templates").status_code == 200
-    assert "/templates/new" not in viewer.client.get("/templates").text
+    listed = viewer.client.get("/templates").text
+    assert "/templates/new" not in listed and "/batches/new" not in listed
     shown = viewer.client.get(f"/templates/{fields['name']}")
     assert shown.status_code == 200 and "<fieldset disabled>" in shown.text
     assert viewer.client.get("/templates/new").status_code == 403
@@ -130,3 +133,78 @@ def test_another_tenants_template_is_404_and_a_form_without_its_token_is_refused
     assert stranger.client.get("/templates/..%2F..").status_code == 404
     refused = owner.post("/templates/new", template_fields(), csrf=False)
     assert refused.status_code == 403 and "did not come from this page" in refused.text
+
+
+def owner_with_template(app, tokens: int = 1_000_000) -> tuple[Person, str]:
+    owner = person(app, "owner", tokens=tokens)
+    fields = template_fields(body="A {{ style }} clip of {{ product }}.", defaults="")
+    assert owner.post("/templates/new", fields).status_code == 303
+    return owner, fields["name"]
+
+
+def grid(template: str, *products: str, **overrides) -> dict[str, str | list[str]]:
+    return {"template": template, "cell.product": list(products), "groups": "A, B", "size": "64x64",
+            "seconds": "1"} | overrides
+
+
+def test_a_batch_is_quoted_whole_then_made_from_the_grid(app):
+    owner, template = owner_with_template(app)
+    page = owner.client.get(f"/batches/new?template={template}")
+    assert page.status_code == 200 and page.text.count('name="cell.product"') == 2
+    quote = owner.post("/batches/quote", grid(template, "a red kettle", "", "a blue kettle"))
+    assert quote.status_code == 200
+    assert re.search(r'id="batch-quote-items">2<', quote.text)  # the empty row is left out
+    assert re.search(r"<td>1</td><td>A</td>", quote.text) and re.search(r"<td>2</td><td>B</td>", quote.text)
+    added = owner.post("/batches", grid(template, "a red kettle") | {"action": "add_row"})
+    assert added.status_code == 200 and added.text.count('name="cell.product"') == 2
+    created = owner.post("/batches", grid(template, "a red kettle", "a blue kettle"))
+    assert created.status_code == 303
+    batch_id = created.headers["location"].rsplit("/", 1)[1]
+    shown = owner.client.get(created.headers["location"]).text
+    assert 'data-done="false"' in shown and f'hx-get="/batches/{batch_id}/progress"' in shown
+    assert 'id="item-0" data-status="queued"' in shown and 'id="compare-link"' in shown
+    assert 'id="item-1"' in owner.client.get(f"/batches/{batch_id}/progress").text
+    assert 'data-group="A"' in owner.client.get(f"/batches/{batch_id}/compare").text
+    assert batch_id in owner.client.get("/batches").text
+    archive = owner.client.get(f"/batches/{batch_id}/archive")
+    assert archive.status_code == 200 and archive.headers["content-type"] == "application/zip"
+
+
+def test_a_batchs_refusals_sit_next_to_their_fields(app):
+    owner, template = owner_with_template(app)
+    repeated = owner.post("/batches/quote", grid(template, "a kettle", groups="A, A"))
+    assert "distinct" in field_error(repeated.text, "groups")  # the live quote fills the field's slot
+    not_a_seed = owner.post("/batches", grid(template, "a kettle", seed="soon"))
+    assert not_a_seed.status_code == 400 and field_error(not_a_seed.text, "seed")
+    assert 'value="a kettle"' in not_a_seed.text  # the grid stays as typed
+    too_long = owner.post("/batches", grid(template, "k" * 600))
+    assert too_long.status_code == 400 and "500" in field_error(too_long.text, "grid")
+    poor, poor_template = owner_with_template(app, tokens=0)
+    broke = poor.post("/batches", grid(poor_template, "a kettle"))
+    assert broke.status_code == 303  # not atomic: the item is reported as not made, nothing is held
+    assert "the balance could not hold it" in poor.client.get(broke.headers["location"]).text
+    assert owner.client.get("/batches/new?template=nosuch").status_code == 404
+
+
+def test_a_viewer_reads_batches_and_another_tenant_gets_404(app):
+    owner, template = owner_with_template(app)
+    batch_path = owner.post("/batches", grid(template, "a kettle", "a pot")).headers["location"]
+    viewer = person(app, "viewer", owner.tenant)
+    assert viewer.client.get("/batches").status_code == 200 and "/batches/new" not in viewer.client.get("/batches").text
+    assert viewer.client.get(batch_path).status_code == 200
+    assert viewer.client.get(f"/batches/new?template={template}").status_code == 403
+    assert viewer.post("/batches", grid(template, "a kettle")).status_code == 403
+    assert viewer.post("/batches/quote", grid(template, "a kettle")).status_code == 403
+    stranger = person(app, "owner", tokens=1_000_000)
+    for suffix in ("", "/progress", "/compare", "/archive"):
+        assert stranger.client.get(batch_path + suffix).status_code == 404
+    assert stranger.client.get(f"/batches/new?template={template}").status_code == 404
+    assert stranger.post("/batches", grid(template, "a kettle")).status_code == 404
+
+
+def test_batch_forms_without_their_token_are_refused(app):
+    owner, template = owner_with_template(app)
+    assert owner.post("/batches/quote", grid(template, "a kettle"), csrf=False).status_code == 403
+    refused = owner.post("/batches", grid(template, "a kettle"), csrf=False)
+    assert refused.status_code == 403 and "did not come from this page" in refused.text
+    assert owner.client.get("/batches").text.count('id="batch-') == 0

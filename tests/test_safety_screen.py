@@ -114,3 +114,24 @@ def test_offsets_survive_characters_that_fold_to_more_or_fewer_than_one(platform
     verdict = screen_text(prompt, [platform])
     spans = {m.term: prompt[m.start:m.end] for m in verdict.matches}
     assert spans == {"kill": "ｋ\u200bｉｌｌ", "bomb": "ｂｏｍｂ", "毒品": "毒\u200b品"}
+
+
+def test_the_fast_normalisation_equals_the_general_one_and_sounds_map_back():
+    """Prompts without leetspeak or irregular characters take a shortcut; it must agree with the general
+    path on every field a match reads, and each sound code must sit on a Han character."""
+    import random
+
+    from vidfactory.safety.normalize import _normalise_general, is_han
+
+    rng = random.Random(20261206)
+    pool = [chr(c) for c in [*range(32, 127), *range(0x4E00, 0x4E60), 0x3000, 0xFF0C, 0x430, 0xE9, 0x2460, 0x200B]]
+    for _ in range(1500):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(1, 60)))
+        fast, general = normalise(text), _normalise_general(text)
+        assert (fast.text, fast.break_list, fast.leet_at, fast.origin, fast.breaks_within(0, len(fast.text), spaced=True)) == (
+            general.text, general.break_list, general.leet_at, general.origin,
+            general.breaks_within(0, len(general.text), spaced=True)), text
+        prepared = prepare(text)
+        for position, code in enumerate(prepared.sounds):
+            if code != " ":
+                assert is_han(prepared.normalised.text[prepared.normalised_index(position)]), text

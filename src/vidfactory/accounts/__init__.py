@@ -21,6 +21,7 @@ from vidfactory.accounts.users import (
     create_user,
     demo_user,
     disable_user,
+    end_sessions,
     find_user,
     list_users,
     operator_roles,
@@ -28,6 +29,7 @@ from vidfactory.accounts.users import (
     roles,
     tenant_roles,
     unlock_user,
+    users_page,
 )
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "csrf_token",
     "demo_user",
     "disable_user",
+    "end_sessions",
     "find_user",
     "list_users",
     "operator_roles",
@@ -54,4 +57,5 @@ __all__ = [
     "signed_in",
     "tenant_roles",
     "unlock_user",
+    "users_page",
 ]

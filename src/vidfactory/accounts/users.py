@@ -6,7 +6,7 @@ import re
 import uuid
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,8 +17,8 @@ from vidfactory.db.types import utcnow
 from vidfactory.tenancy import write_private
 
 __all__ = ["AccountError", "AccountLocked", "BadCredentials", "InvalidPassword", "UserExists", "change_password",
-           "create_user", "demo_user", "disable_user", "find_user", "list_users", "operator_roles", "password_chars_max",
-           "password_chars_min", "reset_password", "revoke_user_sessions", "roles", "tenant_roles", "unlock_user"]
+           "create_user", "demo_user", "disable_user", "end_sessions", "find_user", "list_users", "operator_roles", "password_chars_max",
+           "password_chars_min", "reset_password", "revoke_user_sessions", "roles", "tenant_roles", "unlock_user", "users_page"]
 
 tenant_roles = ("owner", "member", "viewer")
 operator_roles = ("operator", "reviewer")
@@ -104,6 +104,27 @@ def list_users(session: Session, tenant_id: str | None = None) -> list[User]:
     if tenant_id is not None:
         query = query.where(User.tenant_id == tenant_id)
     return list(session.scalars(query))
+
+
+def users_page(session: Session, after: str | None, limit: int) -> tuple[list[User], bool]:
+    """Up to `limit` users, oldest first, after the user with id `after` (None or unknown: from the start);
+    and whether more follow."""
+    query = select(User).order_by(User.created_at, User.id)
+    cursor = None if after is None else session.get(User, after)
+    if cursor is not None:
+        query = query.where(or_(User.created_at > cursor.created_at,
+                                and_(User.created_at == cursor.created_at, User.id > cursor.id)))
+    rows = list(session.scalars(query.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def end_sessions(session: Session, user_id: str, actor: str = audit.system_actor) -> int:
+    """An operator signs the user out everywhere (audited with how many sessions ended); they may sign in
+    again with their password."""
+    user = find_user(session, user_id)
+    revoked = revoke_user_sessions(session, user.id)
+    audit.append(session, "user.sessions_revoked", f"user:{user.id}", {"sessions_revoked": revoked}, actor)
+    return revoked
 
 
 def revoke_user_sessions(session: Session, user_id: str, keep_session_id: str | None = None) -> int:

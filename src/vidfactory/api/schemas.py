@@ -412,6 +412,7 @@ class WorkerPublic(BaseModel):
     live: bool
     started_at: int
     heartbeat_at: int
+    current_jobs: list[str] = Field(description="the videos and trainings it runs now (in progress under its lease)")
 
 
 class WorkerList(BaseModel):

@@ -6,9 +6,16 @@ job (as POST /v1/videos does for one)."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import shutil
 import uuid
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
@@ -18,7 +25,7 @@ from vidfactory.billing import pricebooks
 from vidfactory.billing.ledger import InsufficientBalance
 from vidfactory.billing.pricebook import money
 from vidfactory.billing.tokens import TokenCounter
-from vidfactory.db.models import Batch, Job
+from vidfactory.db.models import Asset, Batch, Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.idempotency import Outcome
 from vidfactory.jobs.prompting import PromptRequest, find_template, resolve_prompt, template_reference
@@ -33,10 +40,16 @@ from vidfactory.storage import Storage
 from vidfactory.styles.catalog import StyleRef
 from vidfactory.tenancy import Caller
 
-__all__ = ["BatchSpec", "batch_quote", "batch_reference", "find_batch", "job_states", "status_counts", "submit_batch",
+__all__ = ["BatchExpired", "BatchQuote", "BatchSpec", "archive_bytes", "batch_jobs", "batch_quote", "batch_reference",
+           "find_batch", "job_states", "manifest_columns", "quote_batch", "status_counts", "submit_batch",
            "tenant_batches"]
 
 job_states = ("queued", "in_progress", "completed", "failed", "cancelled")
+manifest_columns = ("item", "video_id", "file", "variables", "ab_group", "prompt", "seed", "status", "sha256")
+
+
+class BatchExpired(Exception):
+    """Every clip of the batch has passed its retention: there is no archive to make."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,41 @@ def _prepare(sessions: SessionFactory, settings: Settings, counter_for: Callable
     return prepared, blocked
 
 
+@dataclass(frozen=True)
+class BatchQuote:
+    """What a batch would cost, creating nothing: the items that would be made (each with its prompt and
+    group) and those the content policy would refuse (by category only)."""
+
+    items: list[dict[str, Any]]
+    blocked: list[dict[str, Any]]
+    total_tokens: int
+    currency: str
+    amount: Decimal
+    price_book_version: int | None
+
+
+def quote_batch(sessions: SessionFactory, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
+                caller: Caller, spec: BatchSpec, chars_max: int, *, screens: PromptScreens,
+                reference: ReferenceImage | None = None) -> BatchQuote:
+    """Rendered, screened and priced exactly as `submit_batch` would (one price book for all), nothing
+    written. Raises what `submit_batch` raises before it holds anything."""
+    screens.images.check(reference, "template")
+    prepared, blocked = _prepare(sessions, settings, counter_for, caller, spec, "batch_quote", chars_max, screens,
+                                 reference)
+    total_tokens = sum(p.priced.quote.total_tokens for p in prepared)
+    if prepared:
+        book, version = prepared[0].priced.book, prepared[0].priced.price_book_version
+    else:
+        with sessions() as session:
+            version, book = pricebooks.for_tenant(session, caller.tenant_id)
+    items = [{"item": p.item.index, "ab_group": p.item.ab_group, "variables": p.item.variables,
+              "prompt": p.priced.prompt, "total_tokens": p.priced.quote.total_tokens, "held": p.review is not None}
+             for p in prepared]
+    return BatchQuote(items=items, blocked=[{key: b[key] for key in ("item", "ab_group", "category")} for b in blocked],
+                      total_tokens=total_tokens, currency=book.currency, amount=money(book, total_tokens),
+                      price_book_version=version)
+
+
 def submit_batch(sessions: SessionFactory, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
                  caller: Caller, spec: BatchSpec, chars_max: int,
                  render: Callable[[Session, Batch], dict[str, Any]],
@@ -190,3 +238,47 @@ def status_counts(session: Session, batches: list[Batch]) -> dict[str, dict[str,
                 .group_by(Job.batch_id, Job.status)):
             counts[batch_id][status] = count
     return counts
+
+
+def batch_jobs(session: Session, batch: Batch) -> list[Job]:
+    """The batch's jobs in item order."""
+    return list(session.scalars(select(Job).where(Job.batch_id == batch.id).order_by(Job.batch_item)))
+
+
+def _manifest_row(job: Job, file: str, sha256: str, now: datetime) -> dict[str, Any]:
+    status = "deleted" if job.deleted_at is not None else "expired" if job.content_expired(now) else job.status
+    return {"item": job.batch_item, "video_id": job.id, "file": file,
+            "variables": json.dumps(job.variables or {}, ensure_ascii=False, sort_keys=True),
+            "ab_group": job.ab_group or "", "prompt": job.prompt, "seed": job.seed, "status": status,
+            "sha256": sha256}
+
+
+def archive_bytes(session: Session, storage: Storage, batch: Batch, now: datetime) -> bytes:
+    """A ZIP: each finished clip as item-NNNN.mp4, and manifest.csv with one row per item (finished or
+    not, rejected ones too). An expired clip is left out (its status says `expired`); BatchExpired once
+    every clip has."""
+    jobs = batch_jobs(session, batch)
+    if jobs and all(job.content_expired(now) for job in jobs):
+        raise BatchExpired(batch.id)
+    videos = {asset.job_id: asset for asset in session.scalars(
+        select(Asset).where(Asset.job_id.in_([job.id for job in jobs]), Asset.variant == "video"))} if jobs else {}
+    buffer, manifest = io.BytesIO(), io.StringIO()
+    writer = csv.DictWriter(manifest, fieldnames=manifest_columns, lineterminator="\n")
+    writer.writeheader()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for job in jobs:
+            asset = videos.get(job.id)
+            if job.status == "completed" and job.deleted_at is None and not job.content_expired(now) \
+                    and asset is not None:
+                name = f"item-{job.batch_item:04d}.mp4"
+                with storage.open(asset.storage_key) as clip, archive.open(zipfile.ZipInfo(name), "w") as entry:
+                    shutil.copyfileobj(clip, entry)  # MP4: stored as is
+                writer.writerow(_manifest_row(job, name, asset.sha256, now))
+            else:
+                writer.writerow(_manifest_row(job, "", "", now))
+        for rejected in batch.rejected:
+            writer.writerow({"item": rejected["item"], "ab_group": rejected["ab_group"] or "",
+                             "variables": json.dumps(rejected["variables"], ensure_ascii=False, sort_keys=True),
+                             "status": f"rejected: {rejected['code']}"})
+        archive.writestr("manifest.csv", manifest.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()

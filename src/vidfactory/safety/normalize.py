@@ -14,9 +14,10 @@ that folds to the same skeleton:
    `spaced` those whose separator included white space: punctuation alone joins ("Blue.Cow").
 
 Speed: no step loops over the characters in Python. Steps 1–3 are one table built once per process and
-applied to the prompt's code points as one array lookup; step 5 is one more lookup (which code points are
-separators). Only a prompt with leetspeak, or with a character that folds to more or fewer than one
-character, takes a slower path for those parts. Where the pieces start, and the offset map back to the
+applied to the prompt's code points as one array lookup; a second lookup classes each code point (a word
+character or not, leetspeak or not, folding to other than one character), so a prompt without leetspeak
+or irregular characters is normalised in a handful of array operations. Leetspeak is resolved only in
+the runs around the prompt's digits and symbols. Where the pieces start, and the offset map back to the
 original text, are computed only when a match needs them: most prompts match no term.
 """
 
@@ -55,11 +56,10 @@ han_class = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff"
 _han = re.compile(f"[{han_class}]")
 _white = re.compile(r"\s")
 _leet_chars = re.compile("[" + re.escape("".join(leet)) + "]")
-# A run of non-Han word characters and leet symbols (a word as leetspeak writes it), found only from
-# its first character; then the caller keeps those with a letter and a digit or symbol.
-_word_or_leet = f"(?:[^\\W_{han_class}]|[{re.escape(''.join(leet_symbols))}])"
-_leet_run = re.compile(f"(?<!{_word_or_leet}){_word_or_leet}+")
+# A word as leetspeak writes it: word characters that are not Han, and symbols that stand for letters.
+_leet_run = re.compile(f"(?:[^\\W_{han_class}]|[{re.escape(''.join(leet_symbols))}])*")
 bmp_size = 0x10000
+word_class, leet_class, irregular_class = 1, 2, 4
 
 
 @lru_cache(maxsize=1)
@@ -122,6 +122,13 @@ class _Folding:
         self.white = np.array([ch.isspace() for ch in bmp], dtype=bool)
         self.leet = np.zeros(bmp_size, dtype=bool)
         self.leet[[ord(ch) for ch in leet]] = True
+        # The common case in two lookups by the prompt's own code points: what each folds to with the
+        # skeleton applied, and a class saying whether that is a word character, a leetspeak one, or
+        # whether the character folds to other than one character (then the general path runs).
+        self.skeleton_codes = np.where(self.codes == ord("l"), ord("i"), self.codes).astype(np.uint32)
+        self.char_class = np.where(self.separators(self.codes), 0, word_class).astype(np.uint8)
+        self.char_class[self.leet[np.minimum(self.codes, bmp_size - 1)]] |= leet_class
+        self.char_class[[ord(ch) for ch, out in table.items() if len(out) != 1]] |= irregular_class
         astral = "\U00010000-\U0010ffff"
         self.changing = re.compile("[" + _char_class(table) + astral + "]")
         self.irregular = re.compile("[" + _char_class({k: v for k, v in table.items() if len(v) != 1}) + astral + "]")
@@ -258,27 +265,49 @@ def _fold_text(text: str) -> tuple[np.ndarray, tuple[int, ...] | None]:
     return _codes(folded), tuple(origin)
 
 
-def _apply_leet(folded: str) -> tuple[str, list[int]]:
+def _apply_leet(folded: str, codes: np.ndarray) -> tuple[np.ndarray, list[int]]:
     """Step 4's leetspeak: in a run of word characters and leet symbols holding a letter, digits and
-    symbols that stand for letters become those letters ("a$$", "k1ll", but not "2024" or "$5")."""
-    at = [run.start() + k for run in _leet_run.finditer(folded)
-          if _leet_chars.search(run.group()) is not None and any(ch.isalpha() for ch in run.group())
-          for k, ch in enumerate(run.group()) if ch in leet]
+    symbols that stand for letters become those letters ("a$$", "k1ll", but not "2024" or "$5").
+    Only the runs around the prompt's few digits and symbols are looked at; `codes` is `folded`."""
+    backwards = folded[::-1]
+    at: list[int] = []
+    run_end = -1
+    run_has_letter = False
+    for candidate in _leet_chars.finditer(folded):
+        position = candidate.start()
+        if position >= run_end:
+            run_start = len(folded) - _leet_run.match(backwards, len(folded) - position).end()
+            run_end = _leet_run.match(folded, position).end()
+            run_has_letter = any(ch.isalpha() for ch in folded[run_start:run_end])
+        if run_has_letter:
+            at.append(position)
     if not at:
-        return folded, at
-    chars = list(folded)
-    for i in at:
-        chars[i] = leet[chars[i]]
-    return "".join(chars), at
+        return codes, at
+    codes = codes.copy()
+    codes[at] = [ord(leet[folded[i]]) for i in at]
+    return codes, at
 
 
 def normalise(text: str) -> Normalised:
     folding = _folding()
+    raw = _codes(text)
+    if raw.size and raw.max() < bmp_size:
+        classes = folding.char_class[raw]
+        if not (classes & (leet_class | irregular_class)).any():
+            kept = np.flatnonzero(classes)
+            return Normalised(text=_text(folding.skeleton_codes[raw[kept]]), _folded=folding.codes[raw], _kept=kept,
+                              _leet_folded=(), _folded_origin=None)
+    return _normalise_general(text)
+
+
+def _normalise_general(text: str) -> Normalised:
+    """Any text: characters beyond the Basic Multilingual Plane, folding to more or fewer than one
+    character, or leetspeak."""
+    folding = _folding()
     codes, origin = _fold_text(text)
     leet_folded: list[int] = []
     if folding.leet[np.minimum(codes, bmp_size - 1)].any():  # U+FFFF and beyond: never leetspeak
-        folded, leet_folded = _apply_leet(_text(codes))
-        codes = _codes(folded)
+        codes, leet_folded = _apply_leet(_text(codes), codes)
     # Step 5: keep the word characters.
     kept = np.flatnonzero(~folding.separators(codes))
     compact = codes[kept]

@@ -18,19 +18,17 @@ tenant's allow list never lifts a platform `block`.
 
 from __future__ import annotations
 
-import bisect
-import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from itertools import accumulate
 
 import ahocorasick
+import numpy as np
 from pypinyin import Style, lazy_pinyin
 
 from vidfactory.safety.lexicon import Entry
-from vidfactory.safety.normalize import Normalised, han_class, is_han, is_word, normalise, skeleton
+from vidfactory.safety.normalize import Normalised, is_han, is_word, normalise, skeleton
 
 __all__ = ["Match", "Prepared", "Screener", "Verdict", "decide", "prepare", "screen_text"]
 
@@ -66,34 +64,55 @@ def _syllable(ch: str) -> str:
     return reading[0] if reading else ""
 
 
-class _Sounds(dict):
+class _SoundTable:
     """Each toned syllable gets one private-use character, so Han text read aloud is one character per
-    syllable: a sound-alike match is a plain substring match, always on syllable edges. As a
-    `str.translate` table: Han character → its syllable's code ('' without a reading), filled on sight."""
+    syllable: a sound-alike match is a plain substring match, always on syllable edges. Built once per
+    process for every Han character of the Basic Multilingual Plane (one pypinyin call, a third of a
+    second); characters beyond it are read on sight. In `by_code_point`, a Han character maps to its
+    syllable's code (0 without a reading) and anything else to a space."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.codes: dict[str, str] = {}
         self.lock = threading.Lock()
+        self.by_code_point = np.full(bmp_size, ord(" "), dtype=np.uint32)
+        han = [chr(code) for code in range(bmp_size) if is_han(chr(code))]
+        readings = lazy_pinyin(han, style=Style.TONE3, errors=lambda chars: [""] * len(chars))
+        assert len(readings) == len(han)
+        for ch, syllable in zip(han, readings):
+            self.by_code_point[ord(ch)] = ord(self._code_of(syllable)) if syllable else 0
 
-    def __missing__(self, code_point: int) -> str:
-        if not is_han(chr(code_point)):
-            code = chr(code_point)  # the space between runs of Han characters
-        else:
-            syllable = _syllable(chr(code_point))
-            with self.lock:
-                code = "" if not syllable else self.codes.setdefault(syllable, chr(sound_codes_first + len(self.codes)))
-        self[code_point] = code
-        return code
+    def _code_of(self, syllable: str) -> str:
+        with self.lock:
+            return self.codes.setdefault(syllable, chr(sound_codes_first + len(self.codes)))
 
     def code(self, ch: str) -> str:
-        return self[ord(ch)]
+        """The Han character's syllable code ('' without a reading)."""
+        if ord(ch) < bmp_size:
+            code = int(self.by_code_point[ord(ch)])
+            return chr(code) if code else ""
+        syllable = _syllable(ch)
+        return self._code_of(syllable) if syllable else ""
+
+    def read(self, text: str) -> tuple[str, np.ndarray]:
+        """`text` read aloud: each run of non-Han characters becomes one space and each Han character its
+        syllable's code (dropped without a reading); and the index in `text` of each character kept."""
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        sounds = self.by_code_point[np.minimum(codes, bmp_size - 1)]
+        for at in np.flatnonzero(codes >= bmp_size).tolist():
+            code = self.code(text[at]) if is_han(text[at]) else " "
+            sounds[at] = ord(code) if code else 0
+        space = sounds == ord(" ")
+        kept = np.flatnonzero((sounds != 0) & ~(space & np.concatenate(([False], space[:-1]))))
+        return sounds[kept].tobytes().decode("utf-32-le"), kept
 
 
 sound_codes_first = 0xF0000  # Supplementary Private Use Area-A: never a prompt's own character
-_sounds = _Sounds()
-_not_han_runs = re.compile(f"[^{han_class}]+")
-_han_runs_or_not = re.compile(f"[{han_class}]+|[^{han_class}]+")
+bmp_size = 0x10000
+
+
+@lru_cache(maxsize=1)
+def _sound_table() -> _SoundTable:
+    return _SoundTable()
 
 
 @dataclass(frozen=True)
@@ -104,46 +123,17 @@ class Prepared:
     normalised: Normalised
 
     @cached_property
-    def _spaced(self) -> str:
-        """The normalised text with every run of non-Han characters as one space."""
-        return _not_han_runs.sub(" ", self.normalised.text)
+    def _read(self) -> tuple[str, np.ndarray]:
+        return _sound_table().read(self.normalised.text)
 
-    @cached_property
+    @property
     def sounds(self) -> str:
-        """The normalised text's Han characters as syllable codes; anything else becomes a space."""
-        return self._spaced.translate(_sounds)
-
-    @cached_property
-    def _gaps(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-        """Where each non-Han run sits in `sounds`, and how many characters it has shed before the next
-        run there; None when some Han character has no reading (then `sounds` is shorter still)."""
-        if len(self.sounds) != len(self._spaced):
-            return None
-        runs = [(m.start(), m.end()) for m in _not_han_runs.finditer(self.normalised.text)]
-        shed = list(accumulate(end - start - 1 for start, end in runs))
-        at = [start - before for (start, _), before in zip(runs, [0, *shed])]
-        return tuple(at), tuple(shed)
+        """The normalised text's Han characters as syllable codes; each run of anything else a space."""
+        return self._read[0]
 
     def normalised_index(self, position: int) -> int:
         """The normalised text's index of the Han character at `position` in `sounds`."""
-        gaps = self._gaps
-        if gaps is None:
-            return self._sound_index[position]
-        at, shed = gaps
-        before = bisect.bisect_right(at, position) - 1
-        return position + (shed[before] if before >= 0 else 0)
-
-    @cached_property
-    def _sound_index(self) -> tuple[int, ...]:
-        """The normalised index of each character of `sounds` (-1 for a space), character by character."""
-        index: list[int] = []
-        for run in _han_runs_or_not.finditer(self.normalised.text):
-            if not is_han(run.group()[0]):
-                index.append(-1)
-                continue
-            # A character without a reading is skipped: its neighbours read as adjacent.
-            index.extend(run.start() + k for k, ch in enumerate(run.group()) if _sounds.code(ch))
-        return tuple(index)
+        return int(self._read[1][position])
 
 
 def prepare(text: str) -> Prepared:
@@ -183,7 +173,7 @@ def _sound_key(entry: Entry) -> tuple[str, _Key] | None:
     syllables = _han_syllables(entry)
     if syllables is None:
         return None
-    codes = "".join(map(_sounds.code, normalise(entry.term).text))
+    codes = "".join(map(_sound_table().code, normalise(entry.term).text))
     return codes, _Key(entry, len(codes), frozenset(), False, False)
 
 

@@ -1,5 +1,6 @@
 """What the console's form pages share: the signed-in page a role may open, the posted form with its CSRF
-check, and a refusal (the API's own exceptions and schema errors) as the field it names and its message."""
+check, and a refusal (the API's own exceptions, and its schema's errors) as a `FieldError` by the field
+it names (web/errors.py)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,14 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from vidfactory.api.errors import ApiError, validation_message
-from vidfactory.billing.ledger import InsufficientBalance
-from vidfactory.jobs.screening import ImageRejected, PromptRejected
-from vidfactory.jobs.spec import InvalidRequest
-from vidfactory.jobs.submit import ActiveJobsLimit
-from vidfactory.prompts.errors import PromptError
-from vidfactory.styles.errors import StyleError
-from vidfactory.tenancy import TenantSuspended
+from vidfactory.api.errors import validation_message
 from vidfactory.web.console import Console
+from vidfactory.web.errors import FieldError, field_error, service_errors
 
 __all__ = ["field_chars_max", "opened", "posted", "posted_lists", "refusal", "refusals"]
 
 field_chars_max = 4000  # any one field of these forms (a template's body is the longest)
-# What a submission may raise that the person can act on: shown next to the field it names.
-refusals = (ApiError, InvalidRequest, PromptError, StyleError, PromptRejected, ImageRejected, InsufficientBalance,
-            ActiveJobsLimit, TenantSuspended, ValidationError)
+refusals = (*service_errors, ValidationError)
 
 
 def opened(request: Request, role_page: str) -> Console | Response:
@@ -47,22 +40,22 @@ async def posted(request: Request, role_page: str) -> tuple[Console, dict[str, s
     return page, fields
 
 
-def refusal(page: Console, exc: Exception, field_of: dict[str, str] | None = None) -> dict[str, str]:
-    """{"param", "message"}: `param` is the form field at fault ("" for the form as a whole); the API's
-    param is mapped to the page's field by `field_of`."""
+async def posted_lists(request: Request, name: str) -> list[str]:
+    """Every value of a field the form repeats (a grid's column), in the order the page sent them."""
+    return [str(value)[:field_chars_max] for value in (await request.form()).getlist(name) if isinstance(value, str)]
+
+
+def refusal(page: Console, exc: Exception, fields: tuple[str, ...], field_of: dict[str, str]) -> FieldError:
+    """The error by the page's field it names: an API param is mapped by `field_of` (a dotted one, such as
+    the schema's `form.keywords.0`, by its longest listed prefix)."""
     if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        loc = [str(part) for part in first.get("loc", ())]
-        param, message = ".".join(loc), validation_message(first)
-    elif isinstance(exc, ApiError):
-        param, message = exc.param or "", exc.message
-    elif isinstance(exc, PromptRejected):
-        param, message = "prompt", page.t("forms.blocked", category=exc.category)
-    elif isinstance(exc, InsufficientBalance):
-        param, message = "", page.t("forms.insufficient")
-    else:
-        param, message = str(getattr(exc, "param", "") or ""), str(exc)
-    return {"param": _field(param, field_of or {}), "message": message}
+        # A union (a string, or a list of strings) reports a type mismatch for the branch not taken.
+        first = next((e for e in exc.errors() if not e["type"].endswith("_type")), exc.errors()[0])
+        param = ".".join(str(part) for part in first.get("loc", ()))
+        envelope = {"error": {"code": "invalid_value", "param": param, "message": validation_message(first)}}
+        return field_error(page.locale, envelope, fields, {param: _field(param, field_of)})
+    param = str(getattr(exc, "param", "") or "")
+    return field_error(page.locale, exc, fields, {param: _field(param, field_of)})
 
 
 def _field(param: str, field_of: dict[str, str]) -> str:
@@ -72,8 +65,3 @@ def _field(param: str, field_of: dict[str, str]) -> str:
         if ".".join(parts[:end]) in field_of:
             return field_of[".".join(parts[:end])]
     return parts[0]
-
-
-async def posted_lists(request: Request, name: str) -> list[str]:
-    """Every value of a field the form repeats (a grid's column), in the order the page sent them."""
-    return [str(value)[:field_chars_max] for value in (await request.form()).getlist(name) if isinstance(value, str)]

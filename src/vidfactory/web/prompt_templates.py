@@ -13,13 +13,14 @@ from starlette.concurrency import run_in_threadpool
 from vidfactory.api.errors import id_pattern
 from vidfactory.api.routes import templates as template_routes
 from vidfactory.api.schemas import TemplateCreate, TemplateUpdate
-from vidfactory.jobs.prompting import find_template, tenant_templates
+from vidfactory.jobs.prompting import template_from_row, template_row, template_rows
 from vidfactory.jobs.spec import InvalidRequest
 from vidfactory.prompts.library import library
 from vidfactory.prompts.templates import name_pattern
 from vidfactory.styles import catalog as styles_catalog
 from vidfactory.tenancy import console_caller
 from vidfactory.web.console import Console
+from vidfactory.web.errors import FieldError
 from vidfactory.web.forms import opened, posted, refusal, refusals
 
 __all__ = ["router"]
@@ -30,6 +31,8 @@ form_fields = ("industry", "style", "keywords", "camera", "mood")
 # The API's params as this page's fields: the form's parts are fields of their own here.
 field_of = {**{f"form.{name}": name for name in form_fields}, "form": "industry", "style": "default_style",
             "variables": "defaults", "prompt": "body", "template": "body"}
+page_fields = ("name", "description", "language", "body", *form_fields, "seconds", "size", "defaults",
+               "default_style", "style_scale", "pre_generate")
 
 
 def _shown(session: Any, tenant_id: str, template: dict[str, Any]) -> dict[str, Any]:
@@ -45,8 +48,8 @@ def _templates(page: Console) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     tenant_id = page.principal.tenant_id
     with page.ctx.sessions() as session:
         built_in = [template_routes.template_object(t, "library") for t in sorted(library.values(), key=lambda t: t.name)]
-        own = [_shown(session, tenant_id, template_routes.template_object(t, "tenant")) for t in
-               tenant_templates(session, tenant_id)]
+        own = [_shown(session, tenant_id, template_routes.template_object(template_from_row(row), "tenant", row))
+               for row in template_rows(session, tenant_id)]
     return built_in, own
 
 
@@ -56,7 +59,8 @@ def templates_page(request: Request) -> Response:
     if not isinstance(page, Console):
         return page
     built_in, own = _templates(page)
-    return page.render("templates.html", library=built_in, own=own, can_edit=page.allowed("templates_edit"))
+    return page.render("templates.html", library=built_in, own=own, can_edit=page.allowed("templates_edit"),
+                       can_batch=page.allowed("batches_create"))
 
 
 def _values(template: dict[str, Any] | None) -> dict[str, str]:
@@ -76,11 +80,11 @@ def _values(template: dict[str, Any] | None) -> dict[str, str]:
 
 
 def _form_page(page: Console, values: dict[str, str], *, editing: str | None, source: str = "tenant",
-               error: dict[str, str] | None = None, status_code: int = 200, template: dict[str, Any] | None = None,
+               error: FieldError | None = None, status_code: int = 200, template: dict[str, Any] | None = None,
                saved: dict[str, Any] | None = None) -> Response:
     read_only = source == "library" or not page.allowed("templates_edit")
     return page.render("template_form.html", status_code=status_code, values=values, editing=editing,
-                       read_only=read_only, source=source, error=error, languages=languages, shown=template,
+                       read_only=read_only, can_batch=page.allowed("batches_create"), source=source, error=error, languages=languages, shown=template,
                        saved=saved)
 
 
@@ -96,14 +100,14 @@ def _find(page: Console, name: str) -> dict[str, Any] | None:
     """The library's or the tenant's template as the API shows it; None when it names nothing of theirs."""
     if name_pattern.fullmatch(name) is None:
         return None
+    if name in library:  # a tenant cannot take a built-in name
+        return template_routes.template_object(library[name], "library")
     tenant_id = page.principal.tenant_id
     with page.ctx.sessions() as session:
-        try:
-            found = find_template(session, tenant_id, name)
-        except InvalidRequest:
+        row = template_row(session, tenant_id, name)
+        if row is None:
             return None
-        source = "library" if name in library else "tenant"  # a tenant cannot take a built-in name
-        return _shown(session, tenant_id, template_routes.template_object(found, source))
+        return _shown(session, tenant_id, template_routes.template_object(template_from_row(row), "tenant", row))
 
 
 @router.get("/templates/{name}")
@@ -134,13 +138,13 @@ def _lines(text: str) -> dict[str, str] | str:
     return pairs
 
 
-def _body(page: Console, fields: dict[str, str]) -> dict[str, Any]:
-    """The API's request body from the form; a value the form cannot even shape raises ValidationError-like
-    refusals through the schema (a non-numeric duration reaches it as text, and it names `seconds`)."""
+def _body(fields: dict[str, str]) -> dict[str, Any]:
+    """The API's request body from the form; a value the form cannot shape goes to the schema as typed,
+    which refuses it by name (a duration of "soon" is the schema's error about `seconds`)."""
     seconds, scale = fields.get("seconds", "").strip(), fields.get("style_scale", "").strip()
     defaults = _lines(fields.get("defaults", ""))
     if isinstance(defaults, str):
-        raise InvalidRequest("defaults", page.t("templates.defaults_line", line=defaults[:80]))
+        raise InvalidRequest("defaults", f"the line {defaults[:80]!r} is not name=value")
     return {"description": fields.get("description", "").strip(), "language": fields.get("language", "en"),
             "body": fields.get("body", ""),
             "form": {"industry": fields.get("industry", "").strip(), "style": fields.get("style", "").strip(),
@@ -166,7 +170,7 @@ def _save(page: Console, fields: dict[str, str], editing: str | None) -> dict[st
     ctx = page.ctx
     with ctx.sessions() as session:
         caller = console_caller(session, page.principal.tenant_id)
-    body = _body(page, fields)
+    body = _body(fields)
     if editing is None:
         return template_routes.create_template(TemplateCreate.model_validate({**body, "name": fields.get("name", "")}),
                                                ctx, caller)
@@ -183,8 +187,8 @@ async def _submit(request: Request, editing: str | None) -> Response:
     try:
         saved = await run_in_threadpool(_save, page, fields, editing)
     except refusals as exc:
-        error = refusal(page, exc, field_of)
-        return _form_page(page, fields, editing=editing, error=error, status_code=400)
+        error = refusal(page, exc, page_fields, field_of)
+        return _form_page(page, fields, editing=editing, error=error, status_code=error.status)
     name = saved["name"]
     pre_generated = saved.get("pre_generated")
     target = f"/templates/{name}?saved=1" + (f"&video={pre_generated['id']}" if pre_generated else "")

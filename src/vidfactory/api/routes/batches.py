@@ -3,18 +3,12 @@ a ZIP of the finished clips with a manifest."""
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
-import json
-import shutil
-import zipfile
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -22,18 +16,18 @@ from vidfactory.api.deps import CallerDep, ContextDep, IdempotencyKeyHeader, Ses
 from vidfactory.api.errors import ApiError, checked_id, not_found
 from vidfactory.api.render import timestamp
 from vidfactory.api.schemas import BatchCreate, prompt_chars_max
-from vidfactory.db.models import Asset, Batch, Job
+from vidfactory.db.models import Batch, Job
 from vidfactory.db.types import utcnow
 from vidfactory.idempotency import fingerprint
-from vidfactory.jobs.batches import (BatchSpec, batch_quote, batch_reference, find_batch, status_counts,
-                                    submit_batch, tenant_batches)
+from vidfactory.jobs.batches import (BatchExpired, BatchSpec, archive_bytes, batch_jobs, batch_quote,
+                                    batch_reference, find_batch, status_counts, submit_batch, tenant_batches)
+from vidfactory.jobs.library import feedback_counts
 from vidfactory.styles.catalog import StyleRef
 from vidfactory.tenancy import Caller
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 page_size_max = 100
-manifest_columns = ("item", "video_id", "file", "variables", "ab_group", "prompt", "seed", "status", "sha256")
 
 
 def archive_expires_at(jobs: list[Job]) -> datetime | None:
@@ -46,15 +40,25 @@ def archive_expires_at(jobs: list[Job]) -> datetime | None:
 
 
 def batch_object(session: Session, batch: Batch) -> dict[str, Any]:
-    jobs = list(session.scalars(select(Job).where(Job.batch_id == batch.id).order_by(Job.batch_item)))
+    jobs = batch_jobs(session, batch)
     counts = status_counts(session, [batch])[batch.id]
+    feedback = feedback_counts(session, [job.id for job in jobs])
     items = [{"item": job.batch_item, "video_id": job.id, "status": job.status, "ab_group": job.ab_group,
-              "variables": job.variables, "expires_at": timestamp(job.expires_at)} for job in jobs]
+              "variables": job.variables, "expires_at": timestamp(job.expires_at), "feedback": feedback[job.id]}
+             for job in jobs]
     return {"id": batch.id, "object": "batch", "created_at": timestamp(batch.created_at),
             "expires_at": timestamp(archive_expires_at(jobs)), "template": batch.template,
             "mode": batch.mode, "atomic": batch.atomic, "items_total": batch.items_total, "counts": counts,
             "quote": batch_quote(session, batch), "items": items, "rejected": list(batch.rejected),
             "metadata": batch.request_metadata}
+
+
+def batch_spec(body: BatchCreate) -> BatchSpec:
+    return BatchSpec(template=body.template, variables=dict(body.variables), mode=body.mode,
+                     ab_groups=body.ab_groups, atomic=body.atomic, enhance=body.enhance_prompt, model=body.model,
+                     seconds=body.seconds, size=body.size, negative_prompt=body.negative_prompt, seed=body.seed,
+                     metadata=dict(body.metadata), style=body.style,
+                     styles=None if body.styles is None else [StyleRef(u.style, u.scale) for u in body.styles])
 
 
 def owned_batch(session: Session, caller: Caller, batch_id: str) -> Batch:
@@ -71,11 +75,7 @@ async def create_batch(body: BatchCreate, ctx: ContextDep, caller: CallerDep,
     """Every item is priced before anything is held; the response quotes the whole batch. `atomic`:
     all items held and queued, or none (402 when the balance cannot hold them all). Every item starts
     from the template's reference image, when it has one."""
-    spec = BatchSpec(template=body.template, variables=dict(body.variables), mode=body.mode,
-                     ab_groups=body.ab_groups, atomic=body.atomic, enhance=body.enhance_prompt, model=body.model,
-                     seconds=body.seconds, size=body.size, negative_prompt=body.negative_prompt, seed=body.seed,
-                     metadata=dict(body.metadata), style=body.style,
-                     styles=None if body.styles is None else [StyleRef(u.style, u.scale) for u in body.styles])
+    spec = batch_spec(body)
     reference = await run_in_threadpool(batch_reference, ctx.sessions, ctx.storage, caller.tenant_id,
                                         body.template)
     idempotency = None
@@ -107,14 +107,6 @@ def retrieve_batch(batch_id: str, session: SessionDep, caller: CallerDep) -> dic
     return batch_object(session, owned_batch(session, caller, batch_id))
 
 
-def _manifest_row(job: Job, file: str, sha256: str, now: datetime) -> dict[str, Any]:
-    status = "deleted" if job.deleted_at is not None else "expired" if job.content_expired(now) else job.status
-    return {"item": job.batch_item, "video_id": job.id, "file": file,
-            "variables": json.dumps(job.variables or {}, ensure_ascii=False, sort_keys=True),
-            "ab_group": job.ab_group or "", "prompt": job.prompt, "seed": job.seed, "status": status,
-            "sha256": sha256}
-
-
 @router.get("/{batch_id}/archive", response_class=Response,
             responses={200: {"content": {"application/zip": {}}}})
 def batch_archive(batch_id: str, ctx: ContextDep, session: SessionDep, caller: CallerDep) -> Response:
@@ -122,31 +114,10 @@ def batch_archive(batch_id: str, ctx: ContextDep, session: SessionDep, caller: C
     not): item, video_id, file, variables, ab_group, prompt, seed, status, sha256 (of the clip). An expired
     clip is left out (its status says `expired`); once every clip has expired, 410 `batch_expired`."""
     batch = owned_batch(session, caller, batch_id)
-    jobs = list(session.scalars(select(Job).where(Job.batch_id == batch.id).order_by(Job.batch_item)))
-    now = utcnow()
-    if jobs and all(job.content_expired(now) for job in jobs):
+    try:
+        archive = archive_bytes(session, ctx.storage, batch, utcnow())
+    except BatchExpired as exc:
         raise ApiError(410, "batch_expired", f"batch {batch.id} expired: the files of all its videos were deleted "
-                       "after their plan's retention period")
-    videos = {asset.job_id: asset for asset in session.scalars(
-        select(Asset).where(Asset.job_id.in_([job.id for job in jobs]), Asset.variant == "video"))} if jobs else {}
-    buffer, manifest = io.BytesIO(), io.StringIO()
-    writer = csv.DictWriter(manifest, fieldnames=manifest_columns, lineterminator="\n")
-    writer.writeheader()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for job in jobs:
-            asset = videos.get(job.id)
-            if job.status == "completed" and job.deleted_at is None and not job.content_expired(now) \
-                    and asset is not None:
-                name = f"item-{job.batch_item:04d}.mp4"
-                with ctx.storage.open(asset.storage_key) as clip, archive.open(zipfile.ZipInfo(name), "w") as entry:
-                    shutil.copyfileobj(clip, entry)  # MP4: stored as is
-                writer.writerow(_manifest_row(job, name, asset.sha256, now))
-            else:
-                writer.writerow(_manifest_row(job, "", "", now))
-        for rejected in batch.rejected:
-            writer.writerow({"item": rejected["item"], "ab_group": rejected["ab_group"] or "",
-                             "variables": json.dumps(rejected["variables"], ensure_ascii=False, sort_keys=True),
-                             "status": f"rejected: {rejected['code']}"})
-        archive.writestr("manifest.csv", manifest.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
-    return Response(buffer.getvalue(), media_type="application/zip",
+                       "after their plan's retention period") from exc
+    return Response(archive, media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{batch.id}.zip"'})

@@ -37,8 +37,6 @@ en = {
     "status.completed": "completed",
     "status.failed": "failed",
     "status.cancelled": "cancelled",
-    "forms.blocked": "Refused by the content policy (category: {category}). Nothing was charged.",
-    "forms.insufficient": "Your balance is too low for this. Nothing was held.",
 }
 
 zh = {
@@ -78,6 +76,4 @@ zh = {
     "status.completed": "已完成",
     "status.failed": "失败",
     "status.cancelled": "已取消",
-    "forms.blocked": "内容策略拒绝了此请求（类别：{category}），未扣费。",
-    "forms.insufficient": "余额不足，未冻结任何额度。",
 }

@@ -41,6 +41,13 @@ en = {
     "errors.webhook_url_refused": "This address cannot receive webhooks (it is private or not allowed).",
     "errors.rate_limit_exceeded": "Too many requests. Try again in a moment.",
     "errors.database_unavailable": "The service is briefly unavailable. Try again.",
+    "errors.template_exists": "A template of this name exists already: choose another name.",
+    "errors.read_only_template": "A built-in template cannot be changed: save a copy under another name.",
+    "errors.style_not_found": "You have no style of this name.",
+    "errors.invalid_value.defaults": "Write one name=value a line, for variables the body uses.",
+    "errors.template_error.defaults": "The defaults do not fit the body: each names a variable it uses, and "
+                                      "pre-generation needs a value for every variable.",
+    "errors.batch_too_large": "This batch has more videos than one batch may hold.",
 }
 
 zh = {
@@ -79,4 +86,10 @@ zh = {
     "errors.webhook_url_refused": "此地址无法接收 Webhook（属于内网或不被允许）。",
     "errors.rate_limit_exceeded": "请求过于频繁，请稍后再试。",
     "errors.database_unavailable": "服务暂时不可用，请重试。",
+    "errors.template_exists": "已有同名模板，请换一个名称。",
+    "errors.read_only_template": "内置模板不能修改：请以其他名称另存一份。",
+    "errors.style_not_found": "你没有此名称的风格。",
+    "errors.invalid_value.defaults": "每行写一个 名称=值，且变量须出现在正文中。",
+    "errors.template_error.defaults": "默认值与正文不符：每个默认值须对应正文使用的变量，且预生成需要为每个变量提供值。",
+    "errors.batch_too_large": "此批次的视频数量超出单个批次的上限。",
 }

@@ -1,8 +1,8 @@
 """API keys remember when they were last used (to the minute); voucher codes an operator issues and a
 tenant redeems once for a voucher grant
 
-Revision ID: 0028_keys_used_and_voucher_codes
-Revises: 0027_retention
+Revision ID: 0029_keys_used_and_voucher_codes
+Revises: 0028_alert_acknowledgement
 Create Date: 2026-12-06
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0028_keys_used_and_voucher_codes'
-down_revision = '0027_retention'
+revision = '0029_keys_used_and_voucher_codes'
+down_revision = '0028_alert_acknowledgement'
 branch_labels = None
 depends_on = None
 
