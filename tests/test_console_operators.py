@@ -14,12 +14,18 @@ from sqlalchemy import select
 from vidfactory.accounts import PasswordHasher, create_user, csrf_token, session_cookie, sign_in
 from vidfactory.api.app import create_app
 from vidfactory.billing import ledger
+from vidfactory.api.render import video_object
 from vidfactory.db.models import AuditEntry, Tenant
+from vidfactory.db.types import utcnow
+from vidfactory.jobs import queue, workers
+from vidfactory.jobs.submit import VideoRequest, submit
+from vidfactory.notify.alerts import raise_alert
+from vidfactory.tenancy import authenticate
 
 from conftest import make_settings, new_tenant
 
 password = "correct horse battery"
-operator_pages = ("/tenants", "/users")
+operator_pages = ("/tenants", "/users", "/workers", "/alerts")
 
 
 @pytest.fixture
@@ -191,3 +197,47 @@ def test_user_forms_answer_bad_input_next_to_the_field(console):
     assert operator.post("/users", email="twice@example.com", role="reviewer").status_code == 409
     assert operator.post("/users/usr_nosuchuser/unlock").status_code == 404
     assert operator.client.post("/users", data={"email": "x@example.com", "role": "operator"}).status_code == 403
+
+
+def test_workers_show_device_memory_models_current_job_and_last_seen(console):
+    operator = person(console, "operator")
+    ctx = console.app.state.ctx
+    assert "No worker has registered" in operator.client.get("/workers").text
+    tenant = new_tenant(ctx.sessions, tokens=100_000)
+    with ctx.sessions() as session:
+        caller = authenticate(session, tenant.key)
+    video_id = submit(ctx.sessions, ctx.settings, ctx.counters, caller,
+                      VideoRequest(prompt="a quiet harbour at dawn", model="wan-tiny", size="64x64", seconds="1"),
+                      video_object, screens=ctx.screens).body["id"]
+    with ctx.sessions.begin() as session:
+        workers.register(session, "w-console", workers.DeviceReport("Test GPU", 80 * 1024**3, 60 * 1024**3, devices=2),
+                         ["wan-tiny"], utcnow())
+        workers.heartbeat(session, "w-console", memory_free_bytes=60 * 1024**3, models_held=["wan-tiny"], now=utcnow())
+        assert queue.claim(session, worker_id="w-console", models=["wan-tiny"], lease_s=30.0, now=utcnow()).id == video_id
+    row = re.search(r'id="worker-w-console".*?</tr>', operator.client.get("/workers").text, re.S).group(0)
+    assert "Test GPU × 2" in row and "60.0 of 80.0 GiB free" in row and "wan-tiny" in row
+    assert video_id in row and "live" in row and " s ago" in row
+    api = console.get("/v1/admin/workers", headers={"Authorization": "Bearer test-admin-token"}).json()
+    assert [w["current_jobs"] for w in api["data"] if w["id"] == "w-console"] == [[video_id]]
+
+
+def test_operator_acknowledges_an_alert_once_and_it_is_audited(console):
+    operator = person(console, "operator")
+    ctx = console.app.state.ctx
+    assert "No alerts" in operator.client.get("/alerts").text
+    with ctx.sessions.begin() as session:
+        alert_id = raise_alert(session, "failure_rate", "9 of 10 jobs failed in 5 minutes").id
+    page = operator.client.get("/alerts").text
+    assert "9 of 10 jobs failed" in page and f'action="/alerts/{alert_id}/acknowledge"' in page
+    assert operator.client.post(f"/alerts/{alert_id}/acknowledge").status_code == 403  # no CSRF token
+    assert operator.post(f"/alerts/{alert_id}/acknowledge").status_code == 303
+    assert operator.post(f"/alerts/{alert_id}/acknowledge").status_code == 303  # again: nothing changes
+    page = operator.client.get("/alerts").text
+    assert f'action="/alerts/{alert_id}/acknowledge"' not in page
+    assert f"acknowledged by user:{operator.user_id}" in page
+    assert [e.subject for e in audited(console, "alert.acknowledged", f"user:{operator.user_id}")] == [f"alert:{alert_id}"]
+    admin = {"Authorization": "Bearer test-admin-token"}
+    [listed] = [a for a in console.get("/v1/admin/alerts", headers=admin).json()["data"] if a["id"] == alert_id]
+    assert listed["acknowledged_by"] == f"user:{operator.user_id}" and listed["acknowledged_at"] is not None
+    assert console.post("/v1/admin/alerts/alert_nosuch/acknowledge", headers=admin).status_code == 404
+    assert operator.post("/alerts/alert_nosuch/acknowledge").status_code == 404

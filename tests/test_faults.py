@@ -6,6 +6,7 @@ nobody runs."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from vidfactory.db.types import utcnow
 from vidfactory.engines.registry import load_engine
 from vidfactory.jobs import queue
 from vidfactory.jobs.errors import LeaseExpired, WorkerStopping
+from vidfactory.jobs.lease import Lease
 from vidfactory.jobs.screening import PromptScreens
 from vidfactory.jobs.submit import VideoRequest, submit
 from vidfactory.jobs.worker import Worker
@@ -256,6 +258,46 @@ def test_hand_back_gives_the_attempt_back_once_and_only_to_the_lease_owner(setti
     with sessions() as s:
         assert ledger.balance(s, tenant.id).pending == back.total_tokens  # the hold stays
     assert_ledger_clean(sessions)
+
+
+class GatedSessions:
+    """The test's session factory, except that one thread's first transaction waits at its start until
+    `proceed` is set (`opened` says it got there)."""
+
+    def __init__(self, sessions, thread_name: str) -> None:
+        self.sessions = sessions
+        self.thread_name = thread_name
+        self.opened = threading.Event()
+        self.proceed = threading.Event()
+
+    def begin(self):
+        if threading.current_thread().name == self.thread_name and not self.opened.is_set():
+            self.opened.set()
+            assert self.proceed.wait(fault_wait_s), "the test never let the transaction go on"
+        return self.sessions.begin()
+
+
+def test_an_outcome_recorded_while_a_renewal_is_under_way_is_no_lost_lease(settings, sessions, caplog):
+    """The heartbeat wakes to renew; before its renewal is sent, the attempt records its outcome (which
+    clears the owner). The renewal must not be sent and read as another worker's claim."""
+    tenant = new_tenant(sessions, tokens=1000)
+    job_id = submit_small(sessions, settings, tenant)
+    with sessions.begin() as s:
+        assert queue.claim(s, worker_id="w", models=["wan-tiny"], lease_s=30.0, now=utcnow()) is not None
+    gated = GatedSessions(sessions, f"lease-{job_id}")
+    caplog.set_level(logging.WARNING, logger="vidfactory.jobs.lease")
+    lease = Lease(gated, job_id, "w", lease_s=30.0, heartbeat_s=0.1, claimed_at=time.monotonic())
+    assert gated.opened.wait(fault_wait_s), "the heartbeat never woke"
+    lease.conclude(lambda s: queue.hand_back(s, job_id, owner="w", error_type="worker_lost", message="stopping"),
+                   "the outcome")
+    gated.proceed.set()
+    lease.beat.join(fault_wait_s)  # the heartbeat ends by itself: the outcome ended the lease
+    assert not lease.beat.is_alive()
+    lease.release()
+    assert not lease.lost.is_set()
+    assert [r.getMessage() for r in caplog.records if r.name == "vidfactory.jobs.lease"] == []
+    back = job(sessions, job_id)
+    assert (back.status, back.lease_owner, back.lease_expires_at) == ("queued", None, None)
 
 
 @pytest.fixture

@@ -45,6 +45,10 @@ admin_token = "test-admin-token"
 credit_tokens = 50_000  # enough for dozens of jobs, few enough that a long run meets 402
 examples = 25  # per operation, media type and mode: the module stays well under a minute on 2 cores
 checks = [not_a_server_error, status_code_conformance, response_schema_conformance]
+# An event stream never ends by itself (a video's ends when the video finishes; no worker runs here): a case
+# reads its status, headers and first event, or what came within the read, and checks those.
+stream_events_max = 1
+stream_read_s = 2.0
 
 
 def _negatable(operation: dict) -> bool:
@@ -89,6 +93,7 @@ def fuzz_target(tmp_path, database_url, models_dir):
     # Every call sends its credential itself (below), so a case "without" it is not invalid input: the
     # document's security scheme (for Swagger's Authorize button) is left out of what is fuzzed.
     schema.raw_schema.pop("security", None)
+    schema.config.max_stream_events = stream_events_max
     try:
         auth = {"Authorization": f"Bearer {tenant.key}"}
         with asgi.get_client(app) as client:
@@ -121,6 +126,12 @@ def cases(operation, mode: GenerationMode, media_type: str | None, real_ids: dic
         real = operation.as_strategy(generation_mode=mode, path_parameters={n: real_ids[n] for n in names})
         strategy = st.one_of(strategy, real)
     return strategy
+
+
+def streams(operation) -> bool:
+    """Whether the operation answers with an event stream."""
+    responses = operation.definition.raw.get("responses", {}).values()
+    return any("text/event-stream" in response.get("content", {}) for response in responses)
 
 
 def assert_error_envelope(response) -> None:
@@ -161,6 +172,7 @@ def test_fuzz(fuzz_target, method, path, media_type, mode):
     operation = schema[path][method]
     token = admin_token if path.startswith("/v1/admin") else tenant.key
     operation_checks = checks + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
+    transport = {"timeout": stream_read_s} if streams(operation) else {}
 
     @hypothesis_settings(max_examples=examples, derandomize=True, database=None, deadline=None,
                          phases=[Phase.explicit, Phase.generate, Phase.shrink],
@@ -168,7 +180,7 @@ def test_fuzz(fuzz_target, method, path, media_type, mode):
     @given(case=cases(operation, mode, media_type, real_ids))
     def fuzz(case):
         response = case.call_and_validate(headers={"Authorization": f"Bearer {token}"},
-                                          checks=operation_checks)
+                                          checks=operation_checks, **transport)
         if 400 <= response.status_code < 500:
             assert_error_envelope(response)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,13 +20,27 @@ class SessionFactory(sessionmaker[Session]):
     """`factory()` gives a session that only reads (it is never committed); `factory.begin()` one that
     writes, committed at the end of its block. On SQLite the difference matters: a writing transaction
     takes the database's one write lock at BEGIN (BEGIN IMMEDIATE), while a reading one stays deferred, so
-    WAL readers (authentication, price lookups, polling) never queue behind writers."""
+    WAL readers (authentication, price lookups, polling) never queue behind writers.
+
+    On SQLite the writers of this process also queue on one lock before BEGIN IMMEDIATE: SQLite's busy
+    handler polls with sleeps of up to 100 ms, so writers left to it are served in no order, and under
+    load some wait seconds while later ones pass (the admission tail). Other processes still meet the
+    busy handler."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Re-entrant: a thread that opens a second writer while holding one meets SQLite's busy timeout,
+        # as it always did, instead of a deadlock here.
+        self._sqlite_writers = threading.RLock() if is_sqlite(str(self.kw["bind"].url)) else None
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Session]:  # type: ignore[override]
         writer = self.kw["bind"].execution_options(**{_writer_option: True})
-        with self(bind=writer) as session, session.begin():
+        with self._writers_queue(), self(bind=writer) as session, session.begin():
             yield session
+
+    def _writers_queue(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext() if self._sqlite_writers is None else self._sqlite_writers
 
 
 def is_sqlite(url: str) -> bool:

@@ -12,6 +12,9 @@ Invariants (each pinned in tests/test_faults.py):
   an outcome is recorded by this worker or by no one (the job is then handed back, or the reaper requeues
   it). Every write is a compare-and-set under the lease owner, so a retry of a commit that did land fails
   with StaleJob instead of applying twice.
+- `conclude` records the attempt's outcome and ends the heartbeat in one step, under the lock each renewal
+  also takes: a renewal either lands before the outcome (the job was still ours) or is never sent, so the
+  outcome's commit (which clears the owner) is never read as a lost lease.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Lease:
         self.expires_at = claimed_at + lease_s
         self.lost = threading.Event()
         self.done = threading.Event()
+        self._concluding = threading.Lock()  # a renewal's check-and-send against the outcome's commit
         self.beat = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
         self.beat.start()
 
@@ -69,11 +73,28 @@ class Lease:
 
     def transact(self, change: Callable[[Session], T], what: str) -> T:
         """`change` in one transaction, retried through a database outage while the lease holds."""
+        return self._retried(lambda: self._commit(change), what)
+
+    def conclude(self, change: Callable[[Session], T], what: str) -> T:
+        """`transact` for the attempt's outcome (`change` ends the lease in the database): once it
+        commits, the heartbeat stops without renewing again."""
+        return self._retried(lambda: self._commit_outcome(change), what)
+
+    def _commit(self, change: Callable[[Session], T]) -> T:
+        with self.sessions.begin() as session:
+            return change(session)
+
+    def _commit_outcome(self, change: Callable[[Session], T]) -> T:
+        with self._concluding:
+            result = self._commit(change)
+            self.done.set()
+        return result
+
+    def _retried(self, commit: Callable[[], T], what: str) -> T:
         backoff = Backoff(outage_retry_first_s, self.heartbeat_s)
         while True:
             try:
-                with self.sessions.begin() as session:
-                    return change(session)
+                return commit()
             except SQLAlchemyError as exc:
                 if not is_outage(exc):
                     raise
@@ -111,14 +132,10 @@ class Lease:
         while not self.done.wait(delay):
             sent_at = time.monotonic()
             try:
-                with self.sessions.begin() as session:
-                    now = utcnow()
-                    queue.heartbeat(session, self.job_id, self.owner, lease_s=self.lease_s, now=now)
-                    if self.renew_also is not None:
-                        self.renew_also(session, now)
+                if not self._renew():
+                    return
             except queue.StaleJob:
-                if not self.done.is_set():  # else the attempt just recorded its outcome: nothing was lost
-                    log.warning("job %s: lease lost by %s; stopping", self.job_id, self.owner)
+                log.warning("job %s: lease lost by %s; stopping", self.job_id, self.owner)
                 return
             except SQLAlchemyError as exc:
                 if not is_outage(exc):
@@ -134,3 +151,16 @@ class Lease:
             self.expires_at = sent_at + self.lease_s
             backoff.reset()
             delay = self.heartbeat_s
+
+    def _renew(self) -> bool:
+        """One renewal; False when the outcome was recorded first (nothing to renew). The renewal's
+        statements run under the outcome's lock, so StaleJob here means another worker has the job."""
+        with self.sessions.begin() as session:
+            with self._concluding:
+                if self.done.is_set():
+                    return False
+                now = utcnow()
+                queue.heartbeat(session, self.job_id, self.owner, lease_s=self.lease_s, now=now)
+                if self.renew_also is not None:
+                    self.renew_also(session, now)
+        return True

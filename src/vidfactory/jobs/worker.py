@@ -383,7 +383,7 @@ class Worker:
         rendition = output.render(video.frames, video.fps, clip, self._provenance(), steps=self.frame_steps)
         assets = output.store(rendition, clip, self.storage)
         # 4. The style ready, the job completed and its hold posted: one transaction.
-        lease.transact(lambda session: queue.complete_training(session, job, self.worker_id, assets, style_values),
+        lease.conclude(lambda session: queue.complete_training(session, job, self.worker_id, assets, style_values),
                        "the outcome")
         log.info("training %s completed: %d steps, final loss %.4f", job.id, result.steps, result.losses[-1])
 
@@ -555,7 +555,7 @@ class Worker:
             else:
                 queue.complete(session, job, self.worker_id, assets, charge=job.total_tokens)
 
-        lease.transact(settle, "the outcome")
+        lease.conclude(settle, "the outcome")
         log.info("job %s %s: %d frames, %d bytes, %d tokens; %s", job.id,
                  "held for review" if reviews else "completed", len(video.frames), assets[0].size_bytes,
                  job.total_tokens, ", ".join(f"{name} {s:.2f} s" for name, s in rendition.stage_s.items()))
@@ -602,7 +602,7 @@ class Worker:
         self._set_progress(lease, stored_progress_pct)
         timings["postprocess"] = time.perf_counter() - started
         assets = self._upload(rendition, clip, timings)
-        charge = lease.transact(lambda session: queue.complete_cache_hit(session, job, self.worker_id, assets),
+        charge = lease.conclude(lambda session: queue.complete_cache_hit(session, job, self.worker_id, assets),
                                 "the outcome")
         log.info("job %s completed from the cache (%s): %d bytes, %d tokens; %s", job.id, job.cache_hit_job_id,
                  assets[0].size_bytes, charge, ", ".join(f"{name} {s:.2f} s" for name, s in rendition.stage_s.items()))
@@ -803,7 +803,7 @@ class Worker:
             change(session)
 
         try:
-            lease.transact(record, outcome)
+            lease.conclude(record, outcome)
             log.info("job %s %s", job.id, outcome)
         except (queue.StaleJob, LeaseExpired) as exc:
             log.warning("job %s: could not record %s: %s", job.id, outcome, exc)

@@ -39,6 +39,7 @@ page_roles: dict[str, tuple[str, ...]] = {
     "create": ("owner", "member"),
     "review": ("operator", "reviewer"),
     "videos": ("owner", "member", "viewer"),
+    "video_actions": ("owner", "member"),  # delete, regenerate, remix, feedback: a viewer only reads
     "templates": ("owner", "member", "viewer"),
     "templates_edit": ("owner", "member"),
     "batches": ("owner", "member", "viewer"),
