@@ -241,6 +241,22 @@ class VoucherGrant(BaseModel):
     reason: PlainText = Field(min_length=1, max_length=200)
 
 
+class VoucherCodeCreate(BaseModel):
+    """A code worth a voucher of `tokens`, valid `expires_days` after its redemption; `redeem_within_days`
+    bounds when it can be redeemed (null: no deadline)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tokens: int = Field(gt=0, le=10**12, strict=True)
+    expires_days: int = Field(default=30, ge=1, le=3650, strict=True)
+    reason: PlainText = Field(min_length=1, max_length=200)
+    redeem_within_days: int | None = Field(default=None, ge=1, le=3650, strict=True)
+
+
+class VoucherRedeem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(min_length=1, max_length=64)
+
+
 class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: PlainText = Field(min_length=1, max_length=100)
