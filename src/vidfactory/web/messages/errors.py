@@ -48,6 +48,11 @@ en = {
     "errors.template_error.defaults": "The defaults do not fit the body: each names a variable it uses, and "
                                       "pre-generation needs a value for every variable.",
     "errors.batch_too_large": "This batch has more videos than one batch may hold.",
+    "errors.too_many_endpoints": "You have as many webhook endpoints as a tenant may have: remove one first.",
+    "errors.voucher_code_invalid": "This code is unknown, already used or expired. Check it and try again.",
+    "errors.invalid_value.label": "A key's label is at most 100 characters.",
+    "errors.invalid_value.url": "Write the endpoint's full address, starting with https:// or http://.",
+    "errors.invalid_value.description": "The description is too long or holds characters that cannot be shown.",
 }
 
 zh = {
@@ -92,4 +97,9 @@ zh = {
     "errors.invalid_value.defaults": "每行写一个 名称=值，且变量须出现在正文中。",
     "errors.template_error.defaults": "默认值与正文不符：每个默认值须对应正文使用的变量，且预生成需要为每个变量提供值。",
     "errors.batch_too_large": "此批次的视频数量超出单个批次的上限。",
+    "errors.too_many_endpoints": "Webhook 端点数量已达上限：请先移除一个。",
+    "errors.voucher_code_invalid": "此兑换码不存在、已使用或已过期。请核对后重试。",
+    "errors.invalid_value.label": "密钥标签最多 100 个字符。",
+    "errors.invalid_value.url": "请填写端点的完整地址，以 https:// 或 http:// 开头。",
+    "errors.invalid_value.description": "描述过长，或包含无法显示的字符。",
 }
