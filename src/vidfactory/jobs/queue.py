@@ -77,6 +77,7 @@ __all__ = [
     "serve_from_cache",
     "should_stop",
     "stop_reason",
+    "withdraw_content",
     "worker_demand_sql",
 ]
 
@@ -669,6 +670,16 @@ def mark_content_expiring(session: Session, job_id: str, now: datetime) -> None:
     if result.rowcount != 1:
         raise StaleJob(f"video {job_id} is not due to expire")
     session.execute(delete(CacheEntry).where(CacheEntry.job_id == job_id))
+
+
+def withdraw_content(session: Session, job_id: str) -> bool:
+    """`mark_content_expiring` before the job's expiry: its content goes now (a trained style deleted takes
+    its training's dataset, checkpoints and preview with it). False when its content is already going or
+    gone (a sweep finishes what it started)."""
+    result = session.execute(update(Job).where(Job.id == job_id, Job.content_status.is_(None))
+                             .values(content_status="expiring").execution_options(synchronize_session=False))
+    session.execute(delete(CacheEntry).where(CacheEntry.job_id == job_id))
+    return result.rowcount == 1
 
 
 def finish_content_expiry(session: Session, job_id: str) -> None:

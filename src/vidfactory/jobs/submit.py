@@ -346,6 +346,12 @@ class StagedFiles:
         self.keys.append(job.reference_key)
         self.storage.put(job.reference_key, reference.data, content_type=reference.content_type)
 
+    def put(self, key: str, data: bytes) -> None:
+        """Another file of a job being created (a training's dataset)."""
+        assert self.storage is not None, "staging a file needs the storage"
+        self.keys.append(key)
+        self.storage.put(key, data)
+
     def forget(self) -> None:
         for key in self.keys:
             assert self.storage is not None

@@ -32,7 +32,7 @@ time_format = "%Y-%m-%d %H:%M:%S"  # UTC, as stored
 def _keys(page: Console) -> list[dict[str, Any]]:
     with page.ctx.sessions() as session:
         return [{"id": key.id, "prefix": key.prefix, "label": key.label, "created_at": key.created_at,
-                 "revoked": key.revoked_at is not None} for key in list_keys(session, page.principal.tenant_id)]
+                 "last_used_at": key.last_used_at, "revoked": key.revoked_at is not None} for key in list_keys(session, page.principal.tenant_id)]
 
 
 def _deliveries(session, tenant_id: str, endpoint_id: str) -> list[dict[str, Any]]:

@@ -48,6 +48,17 @@ en = {
     "errors.template_error.defaults": "The defaults do not fit the body: each names a variable it uses, and "
                                       "pre-generation needs a value for every variable.",
     "errors.batch_too_large": "This batch has more videos than one batch may hold.",
+    "errors.invalid_adapter": "This adapter cannot be used: the details below say what is wrong in it.",
+    "errors.not_safetensors": "Only .safetensors adapters are accepted (a pickled .pt, .bin or .ckpt never is).",
+    "errors.adapter_too_large": "This adapter is larger than the platform accepts.",
+    "errors.rank_too_large": "This adapter's rank is above the platform's limit.",
+    "errors.adapter_base_mismatch": "This adapter was made for another base model: its layers do not fit this one.",
+    "errors.style_exists": "You already have a style of this name.",
+    "errors.styles_limit": "You keep as many styles as allowed: delete one first.",
+    "errors.missing_file": "Choose a file to send.",
+    "errors.invalid_dataset": "This dataset cannot be trained on: the details below name the file and why.",
+    "errors.video_not_found": "One of these videos is not a completed video of yours.",
+    "errors.content_policy.dataset": "A picture in the dataset was refused by the content policy.",
 }
 
 zh = {
@@ -92,4 +103,15 @@ zh = {
     "errors.invalid_value.defaults": "每行写一个 名称=值，且变量须出现在正文中。",
     "errors.template_error.defaults": "默认值与正文不符：每个默认值须对应正文使用的变量，且预生成需要为每个变量提供值。",
     "errors.batch_too_large": "此批次的视频数量超出单个批次的上限。",
+    "errors.invalid_adapter": "无法使用此适配器：原因见下方详情。",
+    "errors.not_safetensors": "只接受 .safetensors 适配器（绝不接受 pickle 格式的 .pt、.bin 或 .ckpt）。",
+    "errors.adapter_too_large": "此适配器超过平台允许的大小。",
+    "errors.rank_too_large": "此适配器的秩超过平台上限。",
+    "errors.adapter_base_mismatch": "此适配器是为其他基础模型制作的：其层与本模型不匹配。",
+    "errors.style_exists": "你已有同名的风格。",
+    "errors.styles_limit": "风格数量已达上限：请先删除一个。",
+    "errors.missing_file": "请选择要发送的文件。",
+    "errors.invalid_dataset": "无法用此数据集训练：详情中列出了文件和原因。",
+    "errors.video_not_found": "其中有视频不是你已完成的视频。",
+    "errors.content_policy.dataset": "数据集中有图片被内容策略拒绝。",
 }
