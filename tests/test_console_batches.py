@@ -4,11 +4,14 @@ refused."""
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import uuid
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from vidfactory.accounts import PasswordHasher, create_user
 from vidfactory.api.app import create_app
@@ -208,3 +211,19 @@ def test_batch_forms_without_their_token_are_refused(app):
     refused = owner.post("/batches", grid(template, "a kettle"), csrf=False)
     assert refused.status_code == 403 and "did not come from this page" in refused.text
     assert owner.client.get("/batches").text.count('id="batch-') == 0
+
+
+def test_an_edit_in_the_console_keeps_the_templates_reference_image(app):
+    owner = person(app, "owner")
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(buffer, format="PNG")
+    api = TestClient(app)
+    sent = {"name": "with-image", "body": "A clip of {{ product }}.", "size": "64x64", "seconds": 1,
+            "reference_image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}
+    saved = api.post("/v1/templates", json=sent, headers=owner.tenant.headers)
+    assert saved.status_code == 201, saved.text
+    image = saved.json()["reference_image"]
+    edited = owner.post("/templates/with-image", template_fields(body="A close clip of {{ product }}.", defaults=""))
+    assert edited.status_code == 303
+    after = api.get("/v1/templates/with-image", headers=owner.tenant.headers).json()
+    assert after["body"] == "A close clip of {{ product }}." and after["reference_image"] == image

@@ -4,6 +4,7 @@ template's default style. Owners and members edit; viewers read."""
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -171,10 +172,23 @@ def _save(page: Console, fields: dict[str, str], editing: str | None) -> dict[st
     with ctx.sessions() as session:
         caller = console_caller(session, page.principal.tenant_id)
     body = _body(fields)
+    if editing is not None:
+        body["reference_image"] = _kept_image(page, editing)
     if editing is None:
         return template_routes.create_template(TemplateCreate.model_validate({**body, "name": fields.get("name", "")}),
                                                ctx, caller)
     return template_routes.replace_template(editing, TemplateUpdate.model_validate(body), ctx, caller)
+
+
+def _kept_image(page: Console, name: str) -> str | None:
+    """The template's stored reference image, sent back as it is: a PUT replaces the whole template, and
+    this form does not change the image (its file keeps its SHA-256 name, so nothing is stored again)."""
+    with page.ctx.sessions() as session:
+        row = template_row(session, page.principal.tenant_id, name)
+        key, content_type = (None, None) if row is None else (row.reference_key, row.reference_content_type)
+    if key is None:
+        return None
+    return f"data:{content_type};base64,{base64.b64encode(page.ctx.storage.read(key)).decode()}"
 
 
 async def _submit(request: Request, editing: str | None) -> Response:
