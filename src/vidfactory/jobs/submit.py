@@ -98,6 +98,7 @@ class Priced:
     quote: Quote
     warnings: list[str]
     memory_bytes_min: int  # the least device memory that can run it (0: unknown architecture)
+    prompt_tokens: int  # before truncation at book.prompt_tokens_max (the quote counts what is kept)
 
 
 def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter], request: VideoRequest,
@@ -132,7 +133,8 @@ def price(settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter]
     memory_min = (0 if architecture is None else
                   frugal_peak_bytes(architecture, shape.width, shape.height, shape.num_frames))
     return Priced(model=model, shape=shape, prompt=truncation.text, price_book_version=version, book=book,
-                  quote=priced_quote, warnings=warnings, memory_bytes_min=memory_min)
+                  quote=priced_quote, warnings=warnings, memory_bytes_min=memory_min,
+                  prompt_tokens=truncation.original_tokens)
 
 
 def substitutions(request: VideoRequest, model: ModelConfig, shape: Shape) -> list[str]:
@@ -348,6 +350,12 @@ class StagedFiles:
         assert self.storage is not None and job.reference_key is not None, "a reference needs the storage"
         self.keys.append(job.reference_key)
         self.storage.put(job.reference_key, reference.data, content_type=reference.content_type)
+
+    def put(self, key: str, data: bytes) -> None:
+        """Another file of a job being created (a training's dataset)."""
+        assert self.storage is not None, "staging a file needs the storage"
+        self.keys.append(key)
+        self.storage.put(key, data)
 
     def forget(self) -> None:
         for key in self.keys:
