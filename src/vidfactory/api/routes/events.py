@@ -1,7 +1,8 @@
 """Server-Sent Events: a tenant's events (`/v1/events`, the ones its webhooks get) and one video's
-(`/v1/videos/{id}/events`, with its progress), read from the one outbox in `seq` order. Each event's
-`id:` is its seq: a client that reconnects with `Last-Event-ID` (browsers do it by themselves) resumes
-right after the last event it saw. A video's stream ends once the video has finished."""
+(`/v1/videos/{id}/events`, with its progress) or style training's (`/v1/styles/train/{id}/events`), read
+from the one outbox in `seq` order. Each event's `id:` is its seq: a client that reconnects with
+`Last-Event-ID` (browsers do it by themselves) resumes right after the last event it saw. A video's or
+training's stream ends once it has finished."""
 
 from __future__ import annotations
 
@@ -135,3 +136,18 @@ def video_events(video_id: str, ctx: ContextDep, tenant_id: StreamTenantDep, las
     if owned is None:
         raise not_found("video", video_id)
     return _response(_stream(ctx, tenant_id, _after_seq(last_event_id or after), video_id))
+
+
+@router.get("/v1/styles/train/{training_id}/events", openapi_extra=event_stream_openapi,
+            response_class=StreamingResponse)
+def training_events(training_id: str, ctx: ContextDep, tenant_id: StreamTenantDep,
+                    last_event_id: LastEventIdHeader = None, after: AfterQuery = None) -> StreamingResponse:
+    """One style training's events (`training.progress` with step and loss) and its progress while it runs
+    (`video.progress` frames: status and percent); the stream ends when the training has ended."""
+    checked_id("training", training_id)
+    with ctx.sessions() as session:
+        owned = session.scalar(select(Job.id).where(Job.id == training_id, Job.tenant_id == tenant_id,
+                                                    Job.job_type == "training"))
+    if owned is None:
+        raise not_found("training", training_id)
+    return _response(_stream(ctx, tenant_id, _after_seq(last_event_id or after), training_id))
