@@ -89,6 +89,8 @@ batch_values_max = 100  # values in one variable's list
 # A style as a request names it: its name, or its id (style_<hex>), which the same pattern admits.
 StyleRefText = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 style_scale_limit = 16.0  # the schema's bound; the platform's own (settings.style_scale_max) is checked after
+training_rank_max = 128
+training_learning_rate_max = 0.05
 
 
 class StyleUse(BaseModel):
@@ -237,6 +239,22 @@ class VoucherGrant(BaseModel):
     tokens: int = Field(gt=0, le=10**12, strict=True)
     expires_days: int = Field(default=30, ge=1, le=3650, strict=True)
     reason: PlainText = Field(min_length=1, max_length=200)
+
+
+class VoucherCodeCreate(BaseModel):
+    """A code worth a voucher of `tokens`, valid `expires_days` after its redemption; `redeem_within_days`
+    bounds when it can be redeemed (null: no deadline)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tokens: int = Field(gt=0, le=10**12, strict=True)
+    expires_days: int = Field(default=30, ge=1, le=3650, strict=True)
+    reason: PlainText = Field(min_length=1, max_length=200)
+    redeem_within_days: int | None = Field(default=None, ge=1, le=3650, strict=True)
+
+
+class VoucherRedeem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(min_length=1, max_length=64)
 
 
 class TenantCreate(BaseModel):
@@ -540,8 +558,8 @@ class TrainingCreate(BaseModel):
     caption: str | None = Field(default=None, min_length=1, max_length=2_000,
                                 description="for files without their own caption")
     steps: int | None = Field(default=None, ge=1, le=20_000, description="default: the model's preset")
-    rank: int | None = Field(default=None, ge=1, le=128)
-    learning_rate: float | None = Field(default=None, gt=0, le=0.05)
+    rank: int | None = Field(default=None, ge=1, le=training_rank_max)
+    learning_rate: float | None = Field(default=None, gt=0, le=training_learning_rate_max)
     default_scale: float = Field(default=1.0, ge=0, le=16)
     description: str = Field(default="", max_length=500)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)

@@ -44,10 +44,10 @@ def list_reviews(session: SessionDep, _admin: AdminDep,
 
 def _pending_job(session, video_id: str) -> Job:
     checked_id("video", video_id)
-    job = session.get(Job, video_id)
-    if job is None:
+    job = queue.held_for_review(session, video_id)
+    if job is None and session.get(Job, video_id) is None:
         raise not_found("video", video_id)
-    if job.review_status != "pending":
+    if job is None:
         raise ApiError(409, "invalid_state", f"video {video_id} is not waiting for review")
     return job
 
