@@ -11,10 +11,11 @@ TEST_WORKERS ?= auto
 TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
 # Debian packages the tests need, installed by `make system-packages` when missing (apt-get, as root):
-# prometheus for promtool (the alert rules); chromium and its driver for the console's browser tests.
-SYSTEM_PACKAGES ?= prometheus chromium chromium-driver
+# prometheus for promtool (the alert rules); chromium and its driver for the console's browser tests; a
+# Chinese font, so the console's Chinese pages render (and `make screenshots` shows them) as words.
+SYSTEM_PACKAGES ?= prometheus chromium chromium-driver fonts-wqy-microhei
 
-.PHONY: run test venv system-packages bench gpu-wheels clean
+.PHONY: run test venv system-packages bench screenshots gpu-wheels clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,11 @@ system-packages:
 
 test: venv system-packages
 	VIDFACTORY_TEST_POSTGRES_URL="$${VIDFACTORY_TEST_POSTGRES_URL:-$(TEST_POSTGRES_URL)}" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=25
+
+# The console's main pages in English and Chinese, as PNGs in docs/screenshots/ (the README shows some):
+# the browser tests' server and Chromium, through tests/test_screenshots.py.
+screenshots: venv system-packages
+	VIDFACTORY_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q -n 0 tests/test_screenshots.py
 
 # Every CPU bench script, one after another (minutes; the GPU ones run through bench/gpu_device.sh).
 bench: venv

@@ -4,11 +4,14 @@ refused."""
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import uuid
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from vidfactory.accounts import PasswordHasher, create_user
 from vidfactory.api.app import create_app
@@ -103,6 +106,8 @@ def test_pre_generation_makes_the_defaults_video_when_saved(app):
     video_id = re.search(r"video=(video_[0-9a-f]+)", created.headers["location"]).group(1)
     page = owner.client.get(created.headers["location"]).text
     assert f'href="/videos/{video_id}" id="pre-generated"' in page
+    assert 'id="pre_generate" checked' in page  # an edit keeps it on unless unticked
+    assert "pre-generated</span>" in owner.client.get("/templates").text
     assert owner.client.get(f"/videos/{video_id}").status_code == 200
 
 
@@ -112,7 +117,8 @@ def test_a_viewer_reads_templates_but_cannot_create_or_edit_them(app):
     assert owner.post("/templates/new", fields).status_code == 303
     viewer = person(app, "viewer", owner.tenant)
     assert viewer.client.get("/templates").status_code == 200
-    assert "/templates/new" not in viewer.client.get("/templates").text
+    listed = viewer.client.get("/templates").text
+    assert "/templates/new" not in listed and "/batches/new" not in listed
     shown = viewer.client.get(f"/templates/{fields['name']}")
     assert shown.status_code == 200 and "<fieldset disabled>" in shown.text
     assert viewer.client.get("/templates/new").status_code == 403
@@ -205,3 +211,19 @@ def test_batch_forms_without_their_token_are_refused(app):
     refused = owner.post("/batches", grid(template, "a kettle"), csrf=False)
     assert refused.status_code == 403 and "did not come from this page" in refused.text
     assert owner.client.get("/batches").text.count('id="batch-') == 0
+
+
+def test_an_edit_in_the_console_keeps_the_templates_reference_image(app):
+    owner = person(app, "owner")
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(buffer, format="PNG")
+    api = TestClient(app)
+    sent = {"name": "with-image", "body": "A clip of {{ product }}.", "size": "64x64", "seconds": 1,
+            "reference_image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}
+    saved = api.post("/v1/templates", json=sent, headers=owner.tenant.headers)
+    assert saved.status_code == 201, saved.text
+    image = saved.json()["reference_image"]
+    edited = owner.post("/templates/with-image", template_fields(body="A close clip of {{ product }}.", defaults=""))
+    assert edited.status_code == 303
+    after = api.get("/v1/templates/with-image", headers=owner.tenant.headers).json()
+    assert after["body"] == "A close clip of {{ product }}." and after["reference_image"] == image

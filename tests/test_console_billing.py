@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from vidfactory.accounts import PasswordHasher, create_user, session_cookie, sign_in
 from vidfactory.accounts.sessions import csrf_token
+from vidfactory.db.models import VoucherCode
 from vidfactory.db.types import utcnow
 from vidfactory.notify import endpoints
+from vidfactory.tenancy import key_use_resolution_s, list_keys, note_key_used
 
 from billing_support import admin, finish_without_media, small
 from conftest import TenantHandle, new_tenant
@@ -50,8 +54,8 @@ def test_only_owners_reach_billing_and_developers(client):
         for path in ("/billing", "/developers", f"/billing/statements/{utcnow():%Y-%m}?format=csv"):
             answer = as_user(client, token).get(path)
             assert answer.status_code == 403 and "Your role does not allow this page." in answer.text
-        for path in ("/developers/keys", "/developers/webhooks"):
-            assert post(client, token, path, label="x", url="https://example.com/h").status_code == 403
+        for path in ("/developers/keys", "/developers/webhooks", "/billing/vouchers/redeem"):
+            assert post(client, token, path, label="x", url="https://example.com/h", code="x").status_code == 403
     page = as_user(client, owner).get("/developers")
     assert page.status_code == 200 and 'href="/developers"' in page.text and 'href="/billing"' in page.text
     client.cookies.clear()
@@ -65,7 +69,7 @@ def test_every_form_is_refused_without_its_token(client):
         endpoint = endpoints.create_endpoint(session, tenant.id, "https://example.com/hook", "", [])
         endpoint_id = endpoint.id
     key_id = re.search(r'<tr id="(key_[0-9a-f]+)"', as_user(client, owner).get("/developers").text).group(1)
-    for path in ("/developers/keys", f"/developers/keys/{key_id}/revoke", "/developers/webhooks",
+    for path in ("/billing/vouchers/redeem", "/developers/keys", f"/developers/keys/{key_id}/revoke", "/developers/webhooks",
                  f"/developers/webhooks/{endpoint_id}/test", f"/developers/webhooks/{endpoint_id}/delete"):
         for token in ("", "not-the-token"):
             answer = as_user(client, owner).post(path, data={"csrf_token": token, "label": "x",
@@ -83,10 +87,12 @@ def test_a_console_key_works_for_the_api_is_shown_once_and_revocation_stops_it(c
     assert created.status_code == 201
     secret = re.search(r'id="new-key-secret" type="text" readonly value="([^"]+)"', created.text).group(1)
     key_id = re.search(r'data-key-id="([^"]+)"', created.text).group(1)
+    assert re.search(rf'<tr id="{key_id}">.*?<td>never</td>', created.text, re.S)
     bearer = {"Authorization": f"Bearer {secret}"}
     assert client.get("/v1/balance", headers=bearer).json()["available"] == 1000
     later = as_user(client, owner).get("/developers").text
     assert secret not in later and f"<code>{secret[:10]}…</code>" in later and "ci pipeline" in later
+    assert re.search(rf'<tr id="{key_id}">.*?<td>{utcnow():%Y-%m-%d} ', later, re.S)  # its last use
     other_owner, _ = person(client, "owner")
     assert post(client, other_owner, f"/developers/keys/{key_id}/revoke").status_code == 404  # not theirs
     assert client.get("/v1/balance", headers=bearer).status_code == 200
@@ -95,14 +101,19 @@ def test_a_console_key_works_for_the_api_is_shown_once_and_revocation_stops_it(c
     assert client.get("/v1/balance", headers=bearer).status_code == 401
     assert client.get("/v1/balance", headers=tenant.headers).status_code == 200  # the tenant's other key lives
     too_long = post(client, owner, "/developers/keys", label="x" * 101)
-    assert too_long.status_code == 400 and 'data-param="label"' in too_long.text and "new-key-secret" not in too_long.text
+    assert too_long.status_code == 400 and "new-key-secret" not in too_long.text
+    assert re.search(r'id="label-error"[^>]*data-code="invalid_value">A key&#39;s label is at most 100', too_long.text)
 
 
 def test_a_webhook_endpoint_is_added_tested_and_removed_from_the_page(client):
     owner, tenant = person(client, "owner")
     refused = post(client, owner, "/developers/webhooks", url="http://127.0.0.1:9/hook")
-    assert refused.status_code == 400 and 'id="url-error" data-param="url"' in refused.text
-    assert "non-public address" in refused.text and 'value="http://127.0.0.1:9/hook"' in refused.text
+    assert refused.status_code == 400 and re.search(r'id="url-error"[^>]*data-code="webhook_url_refused"', refused.text)
+    assert "cannot receive webhooks" in refused.text and "non-public address" in refused.text  # words, then detail
+    assert 'value="http://127.0.0.1:9/hook"' in refused.text
+    zh = as_user(client, owner).post("/developers/webhooks", headers={"Accept-Language": "zh-CN"},
+                                     data={"csrf_token": csrf_token(owner), "url": "ftp://example.com/x"})
+    assert zh.status_code == 400 and "此地址无法接收 Webhook" in zh.text
     added = post(client, owner, "/developers/webhooks", url="http://93.184.215.14/hook", description="orders")
     assert added.status_code == 201
     secret = re.search(r'id="new-endpoint-secret" type="text" readonly value="(whsec_[^"]+)"', added.text).group(1)
@@ -171,3 +182,45 @@ def test_the_billing_page_draws_usage_vouchers_and_prices(client):
     assert "Prices in force" in page and "×2" in page and "CNY 0.3" in page  # 100 + 100 × 2 tokens at 0.001
     zh = as_user(client, owner).get("/billing", headers={"Accept-Language": "zh-CN"}).text
     assert "当前价格" in zh and "对账单" in zh
+
+
+def test_a_voucher_code_is_redeemed_once_from_the_page(client):
+    owner, tenant = person(client, "owner")
+    issued = client.post("/v1/admin/voucher_codes", headers=admin, json={"tokens": 500, "reason": "spring promotion"})
+    assert issued.status_code == 201 and issued.json()["code"].startswith("VF-")
+    code = issued.json()["code"]
+    wrong = post(client, owner, "/billing/vouchers/redeem", code="VF-0000-0000-0000-0000-0000")
+    assert wrong.status_code == 400 and re.search(r'id="code-error"[^>]*data-code="voucher_code_invalid"', wrong.text)
+    redeemed = post(client, owner, "/billing/vouchers/redeem", code=f"  {code.lower()} ")
+    assert redeemed.status_code == 200 and "Redeemed: 500 tokens" in redeemed.text
+    assert 'id="vouchers-available">500 tokens' in redeemed.text and "spring promotion" in redeemed.text
+    assert client.get("/v1/vouchers", headers=tenant.headers).json()["available"] == 500
+    again = post(client, owner, "/billing/vouchers/redeem", code=code)
+    assert again.status_code == 400 and "already used" in again.text
+    other = new_tenant(client.app.state.ctx.sessions)
+    refused = client.post("/v1/vouchers/redeem", headers=other.headers, json={"code": code})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "voucher_code_invalid"
+    assert client.get("/v1/vouchers", headers=other.headers).json()["available"] == 0
+
+
+def test_the_api_redeems_a_code_before_its_deadline_only(client):
+    tenant = new_tenant(client.app.state.ctx.sessions)
+    code = client.post("/v1/admin/voucher_codes", headers=admin,
+                       json={"tokens": 9, "reason": "r", "redeem_within_days": 1}).json()["code"]
+    with client.app.state.ctx.sessions.begin() as session:
+        session.execute(update(VoucherCode).values(redeem_by=utcnow() - timedelta(seconds=1)))
+    assert client.post("/v1/vouchers/redeem", headers=tenant.headers, json={"code": code}).status_code == 400
+    assert client.post("/v1/vouchers/redeem", headers=tenant.headers, json={"code": "x" * 65}).status_code == 400
+    assert client.post("/v1/admin/voucher_codes", headers=tenant.headers,
+                       json={"tokens": 9, "reason": "r"}).status_code == 403
+
+
+def test_a_keys_last_use_is_written_once_a_minute(client):
+    tenant = new_tenant(client.app.state.ctx.sessions)
+    with client.app.state.ctx.sessions() as session:
+        key_id = list_keys(session, tenant.id)[0].id
+    now = utcnow()
+    with client.app.state.ctx.sessions.begin() as session:
+        assert note_key_used(session, key_id, now)
+        assert not note_key_used(session, key_id, now + timedelta(seconds=key_use_resolution_s - 1))
+        assert note_key_used(session, key_id, now + timedelta(seconds=key_use_resolution_s))

@@ -1,6 +1,7 @@
 """The console in a real browser (Chromium through Playwright): signing in and out, the lock after five
 wrong passwords, a form refused without its CSRF token, what a member may not open, another tenant's
-video answering 404, both languages, and the API docs served without any CDN."""
+video answering 404, both languages, the API docs served without any CDN, the gallery's pages and live
+tiles, and the review desk driven by its keys."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 import httpx
 
 from vidfactory.accounts import session_cookie
+from vidfactory.web import videos as videos_page
 
 from browser import browser, console, new_person, page, password, sign_in  # noqa: F401  (fixtures)
 
@@ -166,3 +168,59 @@ def test_a_reviewer_approves_a_held_job_and_the_owners_page_follows_by_itself(br
     assert reviewer.locator(f"#review-{video_id}").count() == 0
     desk.close()
     page.locator("#status-panel[data-status=completed]").wait_for(timeout=180_000)  # no reload
+
+
+def _video(console, tenant, prompt: str) -> str:
+    created = httpx.post(f"{console.url}/v1/videos", headers=tenant.headers, timeout=120,
+                         json={"prompt": prompt, "size": "64x64", "seconds": "1"})
+    assert created.status_code == 200, created.text
+    return created.json()["id"]
+
+
+def test_a_reviewer_rejects_by_keyboard_with_a_note_and_the_owners_page_shows_it_by_itself(browser, page, console):
+    owner_email, tenant = new_person(console, "owner", tokens=1_000_000)
+    video_id = _video(console, tenant, "a nude marble statue in a museum")
+    sign_in(page, owner_email)
+    page.wait_for_url(re.compile(r"/videos$"))
+    page.goto(f"/videos/{video_id}")
+    assert page.locator("#status-panel .held").is_visible()
+    reviewer_email, _ = new_person(console, "reviewer")
+    desk = browser.new_context(base_url=console.url, locale="en-US")
+    desk.set_default_timeout(60_000)
+    reviewer = desk.new_page()
+    sign_in(reviewer, reviewer_email)
+    reviewer.wait_for_url(re.compile(r"/review$"))
+    item = reviewer.locator(f"#review-{video_id}")
+    assert "nude" in item.locator(".reason").inner_text()
+    for _ in range(reviewer.locator("[data-review-item]").count()):  # j moves down to this job's item
+        if item.get_attribute("aria-current") is not None:
+            break
+        reviewer.keyboard.press("j")
+    reviewer.keyboard.press("r")
+    note = "Nudity is not allowed here"
+    reviewer.keyboard.type(note)
+    reviewer.keyboard.press("Enter")
+    item.wait_for(state="detached")
+    desk.close()
+    page.locator("#status-panel[data-status=failed]").wait_for(timeout=60_000)  # no reload
+    assert note in page.locator("#failure").inner_text()
+
+
+def test_the_gallery_pages_and_a_tile_follows_its_video_without_reloading(page, console, monkeypatch):
+    monkeypatch.setattr(videos_page, "videos_per_page", 2)
+    email, tenant = new_person(console, "member", tokens=1_000_000)
+    oldest, middle = (_video(console, tenant, f"filler clip {n}") for n in range(2))
+    for video_id in (oldest, middle):  # only the newest is made: the others wait for no worker
+        httpx.post(f"{console.url}/v1/videos/{video_id}/cancel", headers=tenant.headers, timeout=60)
+    newest = _video(console, tenant, "a lighthouse at dusk")
+    sign_in(page, email)
+    page.wait_for_url(re.compile(r"/videos$"))
+    tiles = page.locator(".gallery .tile")
+    assert tiles.evaluate_all("tiles => tiles.map(t => t.id)") == [f"tile-{newest}", f"tile-{middle}"]
+    page.evaluate("window.notReloaded = true")
+    page.locator(f"#tile-{newest}[data-status=completed] img").wait_for(timeout=180_000)
+    assert page.evaluate("window.notReloaded") is True
+    page.get_by_role("link", name="Older").click()
+    page.wait_for_url(re.compile(r"/videos\?after="))
+    assert tiles.evaluate_all("tiles => tiles.map(t => t.id)") == [f"tile-{oldest}"]
+    assert page.get_by_role("link", name="Older").count() == 0 and page.get_by_role("link", name="Newest").is_visible()

@@ -3,7 +3,9 @@ language (translated by the API's code and param); nothing held when it is refus
 
 from __future__ import annotations
 
+import hashlib
 import html
+import io
 import re
 import uuid
 
@@ -12,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from vidfactory.accounts import PasswordHasher, create_user
 from vidfactory.api.app import create_app
+from vidfactory.db.models import Job
 from vidfactory.jobs.spec import InvalidRequest
 from vidfactory.web.errors import field_error
 
@@ -84,3 +87,52 @@ def test_an_invalid_size_is_shown_beside_the_size_field_in_chinese_and_holds_not
     # The live quote says the same beside the field, swapped in out of band.
     quote = client.post("/create/quote", data=form(size="1000x1000", csrf_token=csrf(page.text)))
     assert 'hx-swap-oob="true"' in quote.text and slot(quote.text, "size").startswith("The model cannot make")
+
+
+def picture(width: int = 192, height: int = 128) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_reference_picture_is_taken_by_an_image_model_and_refused_beside_its_field_otherwise(client):
+    tenant = sign_in(client)
+    token = csrf(client.get("/create").text)
+    sent = client.post("/create", data=form(model="wan-tiny-i2v", size="128x128", csrf_token=token),
+                       files={"reference": ("first.png", picture(), "image/png")}, follow_redirects=False)
+    assert sent.status_code == 303, sent.text
+    video_id = sent.headers["location"].rsplit("/", 1)[1]
+    with client.app.state.ctx.sessions() as session:
+        job = session.get(Job, video_id)
+        assert job.reference_sha256 == hashlib.sha256(picture()).hexdigest()
+    held = client.get("/v1/balance", headers=tenant.headers).json()["pending"]
+    refusals = {
+        "This model makes videos from text only": (form(model="wan-tiny", csrf_token=token), picture()),
+        "This picture cannot be used": (form(model="wan-tiny-i2v", csrf_token=token), b"not a picture"),
+    }
+    for words, (fields, data) in refusals.items():
+        answer = client.post("/create", data=fields, files={"reference": ("x.png", data, "image/png")})
+        assert answer.status_code == 400 and slot(answer.text, "reference").startswith(words), answer.text
+    client.app.state.ctx.settings.output_nsfw_threshold = 0.0  # the API's image screen flags every picture
+    answer = client.post("/create", data=form(model="wan-tiny-i2v", size="128x128", csrf_token=token),
+                         files={"reference": ("first.png", picture(), "image/png")})
+    assert answer.status_code == 400 and slot(answer.text, "reference").startswith("This picture was refused")
+    assert client.get("/v1/balance", headers=tenant.headers).json()["pending"] == held
+    assert [video["id"] for video in client.get("/v1/videos", headers=tenant.headers).json()["data"]] == [video_id]
+
+
+def test_the_live_quote_warns_past_the_token_limit_and_shows_the_enhanced_prompt(client):
+    sign_in(client)
+    token = csrf(client.get("/create").text)
+    short = client.post("/create/quote", data=form(csrf_token=token))
+    assert 'id="token-limit"' not in short.text and 'id="quote-total"' in short.text
+    long = client.post("/create/quote", headers={"Accept-Language": "zh"},
+                       data=form(keywords="lighthouse " * 180, csrf_token=token))
+    limit = re.search(r'id="token-limit"[^>]*>(.*?)</p>', long.text).group(1)
+    assert "模型只读取前 512 个" in limit
+    assert re.search(r'id="quote-input">512<', long.text)
+    enhanced = client.post("/create/quote", data=form(enhance="on", csrf_token=token))
+    shown = re.search(r'id="quote-prompt" data-enhanced="rules">(.*?)</span>', enhanced.text, re.S).group(1)
+    assert shown.startswith("a lighthouse at dusk") and len(shown.split()) >= 60

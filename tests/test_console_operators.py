@@ -4,6 +4,7 @@ input is answered next to the field it names."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -14,12 +15,18 @@ from sqlalchemy import select
 from vidfactory.accounts import PasswordHasher, create_user, csrf_token, session_cookie, sign_in
 from vidfactory.api.app import create_app
 from vidfactory.billing import ledger
-from vidfactory.db.models import AuditEntry, Tenant
+from vidfactory.api.render import video_object
+from vidfactory.db.models import AuditEntry, Plan, Tenant
+from vidfactory.db.types import utcnow
+from vidfactory.jobs import queue, workers
+from vidfactory.jobs.submit import VideoRequest, submit
+from vidfactory.notify.alerts import raise_alert
+from vidfactory.tenancy import authenticate, plan_fields
 
 from conftest import make_settings, new_tenant
 
 password = "correct horse battery"
-operator_pages = ("/tenants", "/users")
+operator_pages = ("/tenants", "/plans", "/price-books", "/workers", "/alerts", "/users")
 
 
 @pytest.fixture
@@ -191,3 +198,110 @@ def test_user_forms_answer_bad_input_next_to_the_field(console):
     assert operator.post("/users", email="twice@example.com", role="reviewer").status_code == 409
     assert operator.post("/users/usr_nosuchuser/unlock").status_code == 404
     assert operator.client.post("/users", data={"email": "x@example.com", "role": "operator"}).status_code == 403
+
+
+def test_workers_show_device_memory_models_current_job_and_last_seen(console):
+    operator = person(console, "operator")
+    ctx = console.app.state.ctx
+    assert "No worker has registered" in operator.client.get("/workers").text
+    tenant = new_tenant(ctx.sessions, tokens=100_000)
+    with ctx.sessions() as session:
+        caller = authenticate(session, tenant.key)
+    video_id = submit(ctx.sessions, ctx.settings, ctx.counters, caller,
+                      VideoRequest(prompt="a quiet harbour at dawn", model="wan-tiny", size="64x64", seconds="1"),
+                      video_object, screens=ctx.screens).body["id"]
+    with ctx.sessions.begin() as session:
+        workers.register(session, "w-console", workers.DeviceReport("Test GPU", 80 * 1024**3, 60 * 1024**3, devices=2),
+                         ["wan-tiny"], utcnow())
+        workers.heartbeat(session, "w-console", memory_free_bytes=60 * 1024**3, models_held=["wan-tiny"], now=utcnow())
+        assert queue.claim(session, worker_id="w-console", models=["wan-tiny"], lease_s=30.0, now=utcnow()).id == video_id
+    row = re.search(r'id="worker-w-console".*?</tr>', operator.client.get("/workers").text, re.S).group(0)
+    assert "Test GPU × 2" in row and "60.0 of 80.0 GiB free" in row and "wan-tiny" in row
+    assert video_id in row and "live" in row and " s ago" in row
+    api = console.get("/v1/admin/workers", headers={"Authorization": "Bearer test-admin-token"}).json()
+    assert [w["current_jobs"] for w in api["data"] if w["id"] == "w-console"] == [[video_id]]
+
+
+def test_operator_acknowledges_an_alert_once_and_it_is_audited(console):
+    operator = person(console, "operator")
+    ctx = console.app.state.ctx
+    assert "No alerts" in operator.client.get("/alerts").text
+    with ctx.sessions.begin() as session:
+        alert_id = raise_alert(session, "failure_rate", "9 of 10 jobs failed in 5 minutes").id
+    page = operator.client.get("/alerts").text
+    assert "9 of 10 jobs failed" in page and f'action="/alerts/{alert_id}/acknowledge"' in page
+    assert operator.client.post(f"/alerts/{alert_id}/acknowledge").status_code == 403  # no CSRF token
+    assert operator.post(f"/alerts/{alert_id}/acknowledge").status_code == 303
+    assert operator.post(f"/alerts/{alert_id}/acknowledge").status_code == 303  # again: nothing changes
+    page = operator.client.get("/alerts").text
+    assert f'action="/alerts/{alert_id}/acknowledge"' not in page
+    assert f"acknowledged by user:{operator.user_id}" in page
+    assert [e.subject for e in audited(console, "alert.acknowledged", f"user:{operator.user_id}")] == [f"alert:{alert_id}"]
+    admin = {"Authorization": "Bearer test-admin-token"}
+    [listed] = [a for a in console.get("/v1/admin/alerts", headers=admin).json()["data"] if a["id"] == alert_id]
+    assert listed["acknowledged_by"] == f"user:{operator.user_id}" and listed["acknowledged_at"] is not None
+    assert console.post("/v1/admin/alerts/alert_nosuch/acknowledge", headers=admin).status_code == 404
+    assert operator.post("/alerts/alert_nosuch/acknowledge").status_code == 404
+
+
+def test_every_plan_field_is_shown_and_edited_within_its_limits(console):
+    operator = person(console, "operator")
+    listed = operator.client.get("/plans").text
+    for name in plan_fields:
+        assert f'name="{name}"' not in listed  # the list shows; the plan's page edits
+    page = operator.client.get("/plans/pro").text
+    for name in plan_fields:
+        assert f'name="{name}"' in page, name
+    current = {name: re.search(rf'name="{name}"[^>]*value="([^"]*)"', page) for name in plan_fields}
+    form = {name: match.group(1) for name, match in current.items() if match}
+    form.update(priority="7", retention_days="45", review_deadline_action="approve", step_cache_allowed="on")
+    assert operator.post("/plans/pro", **form).status_code == 303
+    too_big = operator.post("/plans/pro", **{**form, "priority": "101", "concurrent_jobs": "many"})
+    assert too_big.status_code == 400
+    assert re.search(r'id="priority-error"[^>]*>Must be at most 100\.<', too_big.text)
+    assert re.search(r'id="concurrent_jobs-error"[^>]*>Enter a whole number\.<', too_big.text)
+    contradicts = operator.post("/plans/pro", **{**form, "concurrent_jobs": "9", "active_jobs_max": "3"})
+    assert re.search(r'id="active_jobs_max-error"[^>]*>Must be at least the jobs running at once', contradicts.text)
+    with console.app.state.ctx.sessions() as session:
+        plan = session.get(Plan, "pro")
+        assert (plan.priority, plan.retention_days, plan.review_deadline_action, plan.step_cache_allowed) == \
+            (7, 45, "approve", True)
+    [entry] = audited(console, "plan.updated", f"user:{operator.user_id}")
+    assert entry.data["priority"] == {"from": 5, "to": 7} and set(entry.data) == {
+        "priority", "retention_days", "review_deadline_action", "step_cache_allowed"}
+    assert operator.client.get("/plans/platinum").status_code == 404
+
+
+def test_a_price_book_is_previewed_against_the_one_in_force_then_published(console):
+    operator = person(console, "operator")
+    page = operator.client.get("/price-books").text
+    body = json.loads(re.search(r'<textarea id="body" name="body"[^>]*>(.*?)</textarea>', page, re.S).group(1)
+                      .replace("&#34;", '"').replace("&quot;", '"'))
+    body["unit_price"] = str(2 * float(body["unit_price"]))
+    sample = {"model": "wan-tiny", "size": "832x480", "seconds": "5", "input_tokens": "100"}
+    preview = operator.post("/price-books", action="preview", body=json.dumps(body), **sample)
+    assert preview.status_code == 200
+    amounts = re.findall(r'<td class="amount">([^<]+)</td>', preview.text)
+    assert len(amounts) == 2
+    in_force, proposed = (float(amount.split()[1]) for amount in amounts)
+    assert proposed == 2 * in_force > 0
+    assert 'id="version-2"' not in operator.client.get("/price-books").text  # a preview publishes nothing
+    too_long = operator.post("/price-books", action="preview", body=json.dumps(body), **{**sample, "seconds": "3000"})
+    assert "Cannot price this sample" in too_long.text
+    broken = operator.post("/price-books", action="publish", body="{not json", **sample)
+    assert broken.status_code == 400 and re.search(r'id="body-error"[^>]*>This is not JSON', broken.text)
+    assert "{not json" in broken.text
+    negative = operator.post("/price-books", action="preview", body=json.dumps({**body, "unit_price": "-1"}), **sample)
+    assert re.search(r'id="body-error"[^>]*>Not a valid price book at unit_price', negative.text)
+    bad_sample = operator.post("/price-books", action="preview", body=json.dumps(body), **{**sample, "seconds": "-3"})
+    assert re.search(r'id="seconds-error"[^>]*>Must be at least 1\.<', bad_sample.text)
+    published = operator.post("/price-books", action="publish", body=json.dumps(body), **sample)
+    assert published.status_code == 303
+    listing = operator.client.get(published.headers["location"]).text
+    assert re.search(r'id="version-2">.*?in force', listing, re.S)
+    [entry] = audited(console, "price_book.published", f"user:{operator.user_id}")
+    assert entry.subject == "price_book:2"
+    admin = {"Authorization": "Bearer test-admin-token"}
+    api = console.post("/v1/admin/price_books/preview", headers=admin,
+                       json={"body": body, "sample": {"model": "wan-tiny", "size": "832x480", "seconds": 5}}).json()
+    assert api["in_force"]["version"] == 2 and api["in_force"]["quote"] == api["proposed"]["quote"]

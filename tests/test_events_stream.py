@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from vidfactory.accounts import PasswordHasher, create_user, session_cookie, sign_in
+from vidfactory.db.models import Job
+from vidfactory.db.types import utcnow
 from vidfactory.jobs import queue, worker as worker_module
 
 from conftest import make_settings, new_tenant
@@ -133,3 +135,22 @@ def test_progress_moves_through_decoding_and_post_processing(client, ctx, monkey
     assert written == sorted(written)
     # The decode, each stage of the output pipeline and storage each move it on.
     assert len(set(after_denoising)) >= 5 and max(after_denoising) == worker_module.stored_progress_pct
+
+
+def test_a_queued_videos_stream_says_its_place_in_the_queue_and_when_it_should_start(server):
+    tenant = new_tenant(server.ctx.sessions, tokens=10_000)
+    first, second = submit(server, tenant), submit(server, tenant)
+    with httpx.stream("GET", f"{server.url}/v1/videos/{second}/events", headers=tenant.headers,
+                      timeout=read_deadline_s) as response:
+        events = read_events(response, count=3)  # video.queued, billing.hold_created, then its progress
+    assert events[-1]["event"] == "video.progress"
+    assert events[-1]["data"] | {"id": None} == {"id": None, "object": "video", "status": "queued", "progress": 0,
+                                                 "queue_position": 2, "estimated_start_s": None}
+    with server.ctx.sessions.begin() as session:  # a worker runs the first: the second is next, with an estimate
+        job = queue.claim(session, worker_id="w", models=[server.ctx.settings.models[0].id], lease_s=30,
+                          now=utcnow())
+        assert job.id == first
+        queue.complete(session, job, "w", [], charge=job.total_tokens)
+    with server.ctx.sessions() as session:
+        place = queue.queue_place(session, session.get(Job, second), utcnow())
+    assert place.position == 1 and place.estimated_start_s is not None and place.estimated_start_s >= 0

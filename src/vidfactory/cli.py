@@ -616,6 +616,87 @@ def style_remove(tenant: str, style: str, as_json: JsonFlag = False) -> None:
     _emit(as_json, deleted, f"deleted style {deleted['name']} ({deleted['id']})")
 
 
+def _training_line(training: dict) -> str:
+    loss = "-" if training["loss"] is None else f"{training['loss']:.4f}"
+    return (f"{training['id']}\t{training['name']}\t{training['model']}\t{training['status']}\t"
+            f"step {training['step']}/{training['steps']}\tloss {loss}\t{training['usage']['total_tokens']} tokens")
+
+
+@style_app.command("train")
+def style_train(tenant: str, name: str, dataset: Path,
+                model: Annotated[str | None, typer.Option(help="The Wan model to adapt (default: the first).")] = None,
+                steps: Annotated[int | None, typer.Option(help="Training steps (default: the model's).")] = None,
+                rank: Annotated[int | None, typer.Option(help="LoRA rank (default: the model's).")] = None,
+                learning_rate: Annotated[float | None, typer.Option(help="Default: the model's.")] = None,
+                caption: Annotated[str | None, typer.Option(help="For files without their own caption.")] = None,
+                scale: Annotated[float, typer.Option(help="The style's default scale.")] = 1.0,
+                seed: Annotated[int | None, typer.Option()] = None,
+                description: Annotated[str, typer.Option()] = "", as_json: JsonFlag = False) -> None:
+    """Train TENANT's style NAME from DATASET (a ZIP of images and clips with captions): queued, quoted and
+    held as `POST /v1/styles/train` does; a worker trains it."""
+    from vidfactory.billing.ledger import InsufficientBalance
+    from vidfactory.jobs.screening import ImageRejected, ImageScreen
+    from vidfactory.jobs.spec import InvalidRequest
+    from vidfactory.jobs.training import TrainingRequest, TrainingsLimit, submit_training
+    from vidfactory.storage import make_storage
+    from vidfactory.tenancy import TenancyError, console_caller, find_tenant
+
+    settings = _settings()
+    if not dataset.is_file() or dataset.stat().st_size > settings.training_upload_bytes_max:
+        _fail(f"{dataset} is not a file of at most {settings.training_upload_bytes_max} bytes")
+    sessions = _sessions()
+    request = TrainingRequest(name=name, model=model or settings.models[0].id, dataset=dataset.read_bytes(),
+                              caption=caption, steps=steps, rank=rank, learning_rate=learning_rate,
+                              default_scale=scale, description=description, seed=seed)
+    try:
+        with sessions() as session:
+            caller = console_caller(session, find_tenant(session, tenant).id)
+        training = submit_training(sessions, settings, caller, request, ImageScreen(settings),
+                                   make_storage(settings)).body
+    except (TenancyError, InvalidRequest, ImageRejected, InsufficientBalance, TrainingsLimit) as exc:
+        _fail(str(exc))
+    _emit(as_json, training, _training_line(training))
+
+
+@style_app.command("trainings")
+def style_trainings(tenant: str, limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+                    as_json: JsonFlag = False) -> None:
+    """TENANT's style trainings, newest first."""
+    from vidfactory.jobs.training import training_object, trainings_page
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    try:
+        with _sessions()() as session:
+            found = find_tenant(session, tenant)
+            page, _ = trainings_page(session, found.id, None, limit)
+            listed = [training_object(session, job) for job in page]
+    except TenancyError as exc:
+        _fail(str(exc))
+    _emit(as_json, {"tenant_id": found.id, "data": listed},
+          "\n".join(_training_line(training) for training in listed) or f"{found.name}: no trainings")
+
+
+@style_app.command("training")
+def style_training(tenant: str, training_id: str, as_json: JsonFlag = False) -> None:
+    """One of TENANT's trainings: its state, step and loss, settings and dataset."""
+    from vidfactory.jobs.training import find_training, training_object
+    from vidfactory.tenancy import TenancyError, find_tenant
+
+    try:
+        with _sessions()() as session:
+            job = find_training(session, find_tenant(session, tenant).id, training_id)
+            shown = None if job is None else training_object(session, job)
+    except TenancyError as exc:
+        _fail(str(exc))
+    if shown is None:
+        _fail(f"{tenant} has no training {training_id!r}")
+    settings = shown["settings"] or {}
+    _emit(as_json, shown, "\n".join([_training_line(shown),
+                                     f"style: {shown['style']['name'] if shown['style'] else '-'}",
+                                     f"rank {settings.get('rank')}, learning rate {settings.get('learning_rate')}",
+                                     f"dataset: {shown['dataset']['samples']} samples"]))
+
+
 def _batch_object(batch, counts: dict[str, int]) -> dict:
     return {"id": batch.id, "template": batch.template, "mode": batch.mode, "atomic": batch.atomic,
             "items_total": batch.items_total, "total_tokens": batch.total_tokens,

@@ -7,6 +7,7 @@ import os
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,11 @@ __all__ = [
     "ensure_plans",
     "find_tenant",
     "hash_key",
+    "key_use_due",
+    "key_use_resolution_s",
     "list_keys",
     "list_tenants",
+    "note_key_used",
     "plan_fields",
     "plans_with_tenants",
     "resume_tenant",
@@ -57,6 +61,7 @@ tenant_name_chars_max = 100
 suspended_reason_chars_max = 200
 demo_key_label = "demo"
 demo_key_file = "demo_key"
+key_use_resolution_s = 60  # a key's last use is written at most once a minute, not on every request
 
 
 class TenancyError(Exception):
@@ -184,6 +189,7 @@ class Caller:
     active_jobs_max: int = 8  # queued + running
     read_requests_per_minute: int = 300  # this key's reads (GET, HEAD, OPTIONS)
     tenant_read_requests_per_minute: int = 600  # all the tenant's keys' reads together
+    key_last_used_at: datetime | None = None  # as read when the key was checked
 
 
 def hash_key(key: str) -> str:
@@ -340,11 +346,27 @@ def authenticate(session: Session, key: str) -> Caller | None:
     if row is None:
         return None
     api_key, plan = row
-    return Caller(tenant_id=api_key.tenant_id, api_key_id=api_key.id, plan=plan.id, priority=plan.priority,
+    return Caller(tenant_id=api_key.tenant_id, api_key_id=api_key.id, key_last_used_at=api_key.last_used_at,
+                  plan=plan.id, priority=plan.priority,
                   requests_per_minute=plan.requests_per_minute, concurrent_jobs=plan.concurrent_jobs,
                   tenant_requests_per_minute=plan.tenant_requests_per_minute,
                   active_jobs_max=plan.active_jobs_max, read_requests_per_minute=plan.read_requests_per_minute,
                   tenant_read_requests_per_minute=plan.tenant_read_requests_per_minute)
+
+
+def key_use_due(last_used_at: datetime | None, now: datetime) -> bool:
+    """Whether a key's last use is older than key_use_resolution_s (so this use should be written)."""
+    return last_used_at is None or now - last_used_at >= timedelta(seconds=key_use_resolution_s)
+
+
+def note_key_used(session: Session, key_id: str, now: datetime) -> bool:
+    """Record the key's use at `now`, unless another request recorded one within key_use_resolution_s
+    (guarded by that previous value, so concurrent requests write once). True when this one wrote."""
+    stale = now - timedelta(seconds=key_use_resolution_s)
+    result = session.execute(update(ApiKey).where(ApiKey.id == key_id, or_(ApiKey.last_used_at.is_(None),
+                                                                           ApiKey.last_used_at <= stale))
+                             .values(last_used_at=now).execution_options(synchronize_session=False))
+    return result.rowcount == 1
 
 
 def console_caller(session: Session, tenant_id: str) -> Caller:

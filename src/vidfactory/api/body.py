@@ -27,8 +27,9 @@ from vidfactory.media.reference import (
     reference_bytes_max,
 )
 
-__all__ = ["FormUpload", "VideoInput", "data_url_reference", "read_form_upload", "read_remix", "read_upload",
-           "read_video_create", "remix_openapi", "upload_openapi", "validated", "video_create_openapi"]
+__all__ = ["FormUpload", "VideoInput", "checked_reference", "data_url_reference", "read_form", "read_form_upload",
+           "read_remix", "read_upload", "read_video_create", "remix_openapi", "upload_openapi", "validated",
+           "video_create_openapi"]
 
 form_fields_max = 32
 # ASCII digits only: str.isdigit() also passes "²", which int() then refuses.
@@ -168,6 +169,15 @@ def _form_value(name: str, value: str) -> Any:
     return value
 
 
+async def read_form(request: Request, bytes_max: int, file_field: str | None) -> dict[str, Any]:
+    """A form (multipart or URL-encoded) read as the API reads one: capped at `bytes_max`, each field once,
+    a file only in `file_field` (its bytes), seed and enhance_prompt typed. The console's forms use it."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        raise ApiError(415, "unsupported_media_type", "send multipart/form-data or application/x-www-form-urlencoded")
+    return await _form_fields(request, content_type, bytes_max, file_field)
+
+
 # Entered after the header was read and before the pixels are decoded: (the body, the image's pixels).
 ImageGate = Callable[[VideoCreate, int], AbstractContextManager[None]]
 
@@ -221,7 +231,7 @@ async def read_video_create(request: Request, bytes_max: int, gate: ImageGate | 
     body = validated(VideoCreate, fields)
     # An empty text field is no image (as before images were taken); an empty file is refused.
     # Decoding a large image takes a while: not on the event loop.
-    reference = None if sent_reference in (None, "") else await run_in_threadpool(_reference, sent_reference,
+    reference = None if sent_reference in (None, "") else await run_in_threadpool(checked_reference, sent_reference,
                                                                                      body, gate)
     if reference is not None:
         # The same image as a file or as a data URL is the same request.
@@ -229,7 +239,7 @@ async def read_video_create(request: Request, bytes_max: int, gate: ImageGate | 
     return VideoInput(body=body, fields=fields, reference=reference)
 
 
-def _reference(sent: Any, body: VideoCreate, gate: ImageGate | None) -> ReferenceImage:
+def checked_reference(sent: Any, body: VideoCreate, gate: ImageGate | None) -> ReferenceImage:
     """A multipart file's bytes, or a data URL (JSON, or a text form field): its header checked, then
     decoded inside `gate`."""
     if isinstance(sent, str):

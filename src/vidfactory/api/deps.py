@@ -13,9 +13,10 @@ from vidfactory.accounts import session_cookie, signed_in
 from vidfactory.api.context import AppContext
 from vidfactory.api.errors import ApiError
 from vidfactory.api.ratelimit import LimiterUnavailable, Window, client_address, enforce, retry_after_s
+from vidfactory.db.types import utcnow
 from vidfactory.jobs.verification import Scope
 from vidfactory.observability.requests import set_request_tenant
-from vidfactory.tenancy import Caller, authenticate
+from vidfactory.tenancy import Caller, authenticate, key_use_due, note_key_used
 
 __all__ = ["AdminDep", "CallerDep", "ContextDep", "IdempotencyKeyHeader", "ScopeDep", "SessionDep",
            "StreamTenantDep"]
@@ -75,6 +76,10 @@ def get_caller(request: Request, ctx: ContextDep) -> Caller:
     if caller is None:
         _check_failed_auth(request, ctx, record=True)
         raise ApiError(401, "invalid_api_key", "the API key is not valid or was revoked")
+    now = utcnow()
+    if key_use_due(caller.key_last_used_at, now):
+        with ctx.sessions.begin() as session:
+            note_key_used(session, caller.api_key_id, now)
     set_request_tenant(request.state, caller.tenant_id)
     if ctx.settings.rate_limit_enabled:
         # What the limiter knows (limit, remaining, reset) stays on the request for the response headers.

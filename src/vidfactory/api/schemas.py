@@ -89,6 +89,8 @@ batch_values_max = 100  # values in one variable's list
 # A style as a request names it: its name, or its id (style_<hex>), which the same pattern admits.
 StyleRefText = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 style_scale_limit = 16.0  # the schema's bound; the platform's own (settings.style_scale_max) is checked after
+training_rank_max = 128
+training_learning_rate_max = 0.05
 
 
 class StyleUse(BaseModel):
@@ -239,6 +241,22 @@ class VoucherGrant(BaseModel):
     reason: PlainText = Field(min_length=1, max_length=200)
 
 
+class VoucherCodeCreate(BaseModel):
+    """A code worth a voucher of `tokens`, valid `expires_days` after its redemption; `redeem_within_days`
+    bounds when it can be redeemed (null: no deadline)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tokens: int = Field(gt=0, le=10**12, strict=True)
+    expires_days: int = Field(default=30, ge=1, le=3650, strict=True)
+    reason: PlainText = Field(min_length=1, max_length=200)
+    redeem_within_days: int | None = Field(default=None, ge=1, le=3650, strict=True)
+
+
+class VoucherRedeem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(min_length=1, max_length=64)
+
+
 class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: PlainText = Field(min_length=1, max_length=100)
@@ -372,6 +390,24 @@ class CreditCreate(BaseModel):
     memo: PlainText = Field(default="top-up", max_length=200)
 
 
+class PriceBookSample(BaseModel):
+    """A request to price under a price book: model, size, duration and the prompt's billed tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:/-]+$")
+    size: str = Field(default="832x480", pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$", max_length=11)
+    seconds: int = Field(default=5, ge=1, le=3600, strict=True)
+    input_tokens: int = Field(default=100, ge=0, le=100_000, strict=True)
+
+
+class PriceBookPreviewRequest(BaseModel):
+    """A proposed price book (not published) and the sample request to price under it and the book in force."""
+
+    model_config = ConfigDict(extra="forbid")
+    body: dict[str, Any] = Field(description="the proposed price book, as POST /v1/admin/price_books takes it")
+    sample: PriceBookSample
+
+
 class PriceBookPin(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int | None = Field(ge=1, le=2**31 - 1, strict=True,
@@ -396,6 +432,7 @@ class WorkerPublic(BaseModel):
     live: bool
     started_at: int
     heartbeat_at: int
+    current_jobs: list[str] = Field(description="the videos and trainings it runs now (in progress under its lease)")
 
 
 class WorkerList(BaseModel):
@@ -521,8 +558,8 @@ class TrainingCreate(BaseModel):
     caption: str | None = Field(default=None, min_length=1, max_length=2_000,
                                 description="for files without their own caption")
     steps: int | None = Field(default=None, ge=1, le=20_000, description="default: the model's preset")
-    rank: int | None = Field(default=None, ge=1, le=128)
-    learning_rate: float | None = Field(default=None, gt=0, le=0.05)
+    rank: int | None = Field(default=None, ge=1, le=training_rank_max)
+    learning_rate: float | None = Field(default=None, gt=0, le=training_learning_rate_max)
     default_scale: float = Field(default=1.0, ge=0, le=16)
     description: str = Field(default="", max_length=500)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)

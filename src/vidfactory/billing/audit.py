@@ -1,10 +1,16 @@
 """The audit trail: an append-only log whose entries are hash-chained.
 
 Each entry's hash is sha256(previous hash + canonical JSON of the entry), so changing, removing or
-reordering any entry breaks every link after it. Appends lock the one audit-head row (`FOR UPDATE` on
-PostgreSQL; SQLite's write transaction is already exclusive), take the next seq from it and move it on:
-concurrent appends chain one after another, never both onto the same predecessor. Every function runs
-inside the caller's transaction, so an entry commits with the change it records.
+reordering any entry breaks every link after it. Chaining locks the one audit-head row (`FOR UPDATE` on
+PostgreSQL; SQLite's write transaction is already exclusive), takes the next seq from it and moves it on:
+concurrent transactions chain one after another, never both onto the same predecessor.
+
+`append` queues an entry on the caller's transaction; the session chains its queued entries when that
+transaction (or a savepoint inside it) commits, so an entry still commits with the change it records,
+and one rolled back with its savepoint is never written. Why at commit: the head row is every writer's
+one shared lock, held until the commit; taken last, it is held for the commit alone instead of for the
+rest of the transaction (a submission's job, events and response), which made every writer of every
+tenant wait in line on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, insert, select, update
+from sqlalchemy.orm import Session, SessionTransaction
 
 from vidfactory.db.models import AuditEntry, AuditHead, Transfer
 from vidfactory.db.types import utcnow
@@ -42,27 +48,72 @@ def entry_hash(prev_hash: str, seq: int, kind: str, actor: str, subject: str, da
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def append(session: Session, kind: str, subject: str, data: dict[str, Any], actor: str = system_actor) -> AuditEntry:
-    """Chain one entry onto the log under the locked head."""
+@dataclass(frozen=True)
+class _Queued:
+    transaction: SessionTransaction  # the innermost transaction when appended: its rollback drops the entry
+    kind: str
+    actor: str
+    subject: str
+    data: dict[str, Any]
+
+
+_queue_key = "vidfactory.audit.queued"
+
+
+def append(session: Session, kind: str, subject: str, data: dict[str, Any], actor: str = system_actor) -> None:
+    """Queue one entry on the session's transaction; it is chained when that transaction commits."""
     assert kind and len(kind) <= 40, f"audit kind out of range: {kind!r}"
-    head = session.scalars(select(AuditHead).where(AuditHead.id == head_id).with_for_update()
-                           .execution_options(populate_existing=True)).one()
+    if not session.in_transaction():
+        session.begin()
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    assert transaction is not None
     # Stored as JSON and read back as JSON: normalise now so the hash covers what is read later.
     data = json.loads(json.dumps(data, default=str))
+    session.info.setdefault(_queue_key, []).append(
+        _Queued(transaction, kind, actor[:actor_chars_max], subject[:subject_chars_max], data))
+
+
+@event.listens_for(Session, "before_commit")
+def _chain_queued(session: Session) -> None:
+    """Chain the queued entries onto the log under the locked head, in the order they were appended. A
+    savepoint's commit chains them too: they are then rows inside it, rolled back with it by the database."""
+    queued = session.info.pop(_queue_key, None)
+    if not queued:
+        return
+    seq, prev_hash = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == head_id)
+                                     .with_for_update()).one()
     created_at = utcnow()
-    seq = head.seq + 1
-    digest = entry_hash(head.hash, seq, kind, actor[:actor_chars_max], subject[:subject_chars_max], data,
-                        created_at)
-    entry = AuditEntry(seq=seq, kind=kind, actor=actor[:actor_chars_max], subject=subject[:subject_chars_max],
-                       data=data, prev_hash=head.hash, hash=digest, created_at=created_at)
-    session.add(entry)
-    head.seq, head.hash = seq, digest
-    session.flush()
-    return entry
+    rows = []
+    for entry in queued:
+        seq += 1
+        digest = entry_hash(prev_hash, seq, entry.kind, entry.actor, entry.subject, entry.data, created_at)
+        rows.append({"seq": seq, "kind": entry.kind, "actor": entry.actor, "subject": entry.subject,
+                     "data": entry.data, "prev_hash": prev_hash, "hash": digest, "created_at": created_at})
+        prev_hash = digest
+    session.execute(insert(AuditEntry), rows)
+    session.execute(update(AuditHead).where(AuditHead.id == head_id).values(seq=seq, hash=prev_hash)
+                    .execution_options(synchronize_session=False))
 
 
-def record_transfer(session: Session, transfer: Transfer, actor: str = system_actor) -> AuditEntry:
-    return append(session, f"ledger.{transfer.kind}", transfer.id, {
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    """Entries appended inside the transaction (or savepoint) just rolled back go with it."""
+    queued = session.info.get(_queue_key)
+    if queued:
+        session.info[_queue_key] = [entry for entry in queued
+                                    if not _inside(entry.transaction, previous_transaction)]
+
+
+def _inside(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+def record_transfer(session: Session, transfer: Transfer, actor: str = system_actor) -> None:
+    append(session, f"ledger.{transfer.kind}", transfer.id, {
         "amount": transfer.amount, "debit": transfer.debit_account_id, "credit": transfer.credit_account_id,
         "pending_id": transfer.pending_id, "tenant_id": transfer.tenant_id, "job_id": transfer.job_id,
         "memo": transfer.memo,

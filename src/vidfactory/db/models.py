@@ -51,6 +51,7 @@ __all__ = [
     "TenantWebhookSecret",
     "Transfer",
     "User",
+    "VoucherCode",
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookEvent",
@@ -118,6 +119,31 @@ class ApiKey(Base):
     key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)  # to tenancy.key_use_resolution_s
+
+
+class VoucherCode(Base):
+    """A code an operator issues (its SHA-256 kept, never the code) that one tenant redeems, once, for a
+    voucher grant of `tokens` expiring `expires_days` after the redemption."""
+
+    __tablename__ = "voucher_codes"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    code_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    expires_days: Mapped[int] = mapped_column(Integer)
+    memo: Mapped[str] = mapped_column(String(200), default="")
+    redeem_by: Mapped[datetime | None] = mapped_column(default=None)  # NULL: no deadline
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    redeemed_at: Mapped[datetime | None] = mapped_column(default=None)
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), index=True, default=None)
+    transfer_id: Mapped[str | None] = mapped_column(String(40), default=None)  # the grant it made
+
+    __table_args__ = (
+        CheckConstraint("tokens > 0", "voucher_code_tokens_positive"),
+        CheckConstraint("(redeemed_at IS NULL) = (tenant_id IS NULL)", "voucher_code_redeemed_by_one"),
+    )
 
 
 class User(Base):
@@ -555,6 +581,9 @@ class Alert(Base):
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), default=None)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # An operator has seen it (and says so): the alert stays, marked, for the record.
+    acknowledged_at: Mapped[datetime | None] = mapped_column(default=None)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(80), default=None)
 
 
 class AuditEntry(Base):

@@ -2,6 +2,9 @@
 `set_adapters`, `disable_lora`, `delete_adapters`), a bounded number kept resident per pipeline (the least
 recently used unloaded first), switched between generations without touching the base weights.
 
+A two-expert pipeline holds each adapter in both experts under the same name, so every call below
+(`set_adapters`, `delete_adapters`, `disable_lora`) acts on both.
+
 An unstyled generation disables every LoRA layer, so its output is the base model's exactly, whatever
 ran before it.
 """
@@ -13,8 +16,11 @@ from collections import OrderedDict
 from pathlib import Path
 
 from diffusers import DiffusionPipeline
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from vidfactory.engines.base import EngineError, StyleAdapter
+from vidfactory.styles.adapters import expert_parts, read_header
 
 __all__ = ["ResidentAdapters"]
 
@@ -60,11 +66,36 @@ class ResidentAdapters:
 
 
 def _load(pipeline: DiffusionPipeline, adapter: StyleAdapter) -> None:
-    """From a file, as diffusers reads one: its safetensors metadata (a PEFT adapter's alpha) applies."""
+    """From a file, as diffusers reads one: its safetensors metadata (a PEFT adapter's alpha) applies. A
+    two-expert pipeline (Wan2.2 A14B) gets it in both experts under one name: the adapter's second-expert
+    weights into `transformer_2` where it has them, else the same weights into both."""
+    data = adapter.read()
+    if getattr(pipeline, "transformer_2", None) is None:
+        _load_file(pipeline, data, adapter.sha256, second_expert=False)
+        return
+    tensors = load_safetensors(data)
+    high, low = expert_parts(tensors)
+    if not low:
+        _load_file(pipeline, data, adapter.sha256, second_expert=False)
+        _load_file(pipeline, data, adapter.sha256, second_expert=True)
+        return
+    metadata = _metadata(data)
+    for part, second_expert in ((high, False), (low, True)):
+        if part:
+            _load_file(pipeline, save_safetensors(part, metadata=metadata), adapter.sha256, second_expert)
+
+
+def _metadata(data: bytes) -> dict[str, str] | None:
+    metadata = read_header(data).get("__metadata__")
+    return metadata if isinstance(metadata, dict) else None
+
+
+def _load_file(pipeline: DiffusionPipeline, data: bytes, name: str, second_expert: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="vidfactory-adapter-") as directory:
-        (Path(directory) / adapter_file).write_bytes(adapter.read())
+        (Path(directory) / adapter_file).write_bytes(data)
+        extra = {"load_into_transformer_2": True} if second_expert else {}
         try:
-            pipeline.load_lora_weights(directory, weight_name=adapter_file, adapter_name=adapter.sha256,
-                                       use_safetensors=True, local_files_only=True)
+            pipeline.load_lora_weights(directory, weight_name=adapter_file, adapter_name=name,
+                                       use_safetensors=True, local_files_only=True, **extra)
         except (ValueError, KeyError, RuntimeError) as exc:  # checked at upload: this is not the caller's fault
-            raise EngineError(f"the style adapter {adapter.sha256[:12]} could not be loaded: {exc}") from exc
+            raise EngineError(f"the style adapter {name[:12]} could not be loaded: {exc}") from exc

@@ -17,6 +17,7 @@ __all__ = [
     "FRAME_STRIDE",
     "PRESETS",
     "TINY",
+    "TINY_A14B",
     "TINY_I2V",
     "TINY_PRESETS",
     "TrainingDefaults",
@@ -182,7 +183,10 @@ TINY_I2V = WanPreset(
                                  text_dim=32, freq_dim=32, params=TINY_TRANSFORMER_PARAMS[48]),
     vae=VaeShape(z_dim=48, spatial=16, params=109_196, decode_channels_per_px=8, residual=True),
 )
-TINY_PRESETS: dict[str, WanPreset] = {p.id: p for p in (TINY, TINY_I2V)}
+# The Wan2.2 A14B's layout (a high-noise `transformer` and a low-noise `transformer_2`, each the tiny
+# transformer): two-expert generation and styles on a CPU.
+TINY_A14B = replace(TINY, id="wan-tiny-a14b", experts=2, boundary_ratio=0.875, guidance_scale_2=3.0, flow_shift=12.0)
+TINY_PRESETS: dict[str, WanPreset] = {p.id: p for p in (TINY, TINY_I2V, TINY_A14B)}
 
 
 def preset(preset_id: str) -> WanPreset:

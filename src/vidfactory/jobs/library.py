@@ -1,14 +1,24 @@
-"""A tenant's videos as the API and the console read them: one by id, a page in creation order, a stored
-file. Every query is scoped by the tenant: another tenant's video is simply not found."""
+"""A tenant's videos as the API and the console read and keep them: one by id, a page in creation order, a
+stored file, deleting one, rating one. Every query is scoped by the tenant: another tenant's video is
+simply not found."""
 
 from __future__ import annotations
+
+import uuid
 
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from vidfactory.db.models import Asset, Feedback, Job
+from vidfactory.db.types import utcnow
+from vidfactory.jobs import queue
 
-__all__ = ["feedback_counts", "find_video", "video_asset", "videos_page"]
+__all__ = ["VideoRunning", "delete_video", "feedback_counts", "find_video", "record_feedback", "video_asset",
+           "videos_page"]
+
+
+class VideoRunning(Exception):
+    """A running video is cancelled first, then deleted."""
 
 
 def find_video(session: Session, tenant_id: str, video_id: str, *, deleted_too: bool = False) -> Job | None:
@@ -31,6 +41,33 @@ def videos_page(session: Session, tenant_id: str, after: Job | None, limit: int,
 
 def video_asset(session: Session, job_id: str, variant: str) -> Asset | None:
     return session.scalar(select(Asset).where(Asset.job_id == job_id, Asset.variant == variant))
+
+
+def delete_video(session: Session, job: Job) -> list[str]:
+    """Marks the video deleted (a queued one is cancelled) and returns the storage keys to delete once this
+    commits: its files that no live job still names (a cache hit delivered before hits were re-labelled
+    names its source's files), and its own reference copy. The row and its ledger history stay."""
+    if job.status == "in_progress":
+        raise VideoRunning(job.id)
+    if job.status == "queued":
+        queue.request_cancel(session, job)
+    assets = list(session.scalars(select(Asset).where(Asset.job_id == job.id)))
+    job.deleted_at = utcnow()
+    session.flush()
+    kept = set(session.scalars(select(Asset.storage_key).join(Job, Job.id == Asset.job_id).where(
+        Asset.storage_key.in_([a.storage_key for a in assets]), Job.deleted_at.is_(None))))
+    keys = [asset.storage_key for asset in assets if asset.storage_key not in kept]
+    return keys + ([job.reference_key] if job.reference_key is not None else [])
+
+
+def record_feedback(session: Session, job: Job, rating: str, reason: str, comment: str) -> Feedback:
+    """A rating of a clip (up/down, a short reason, free text): kept, never changed."""
+    assert rating in ("up", "down")
+    feedback = Feedback(id=f"fb_{uuid.uuid4().hex}", tenant_id=job.tenant_id, job_id=job.id, rating=rating,
+                        reason=reason, comment=comment)
+    session.add(feedback)
+    session.flush()
+    return feedback
 
 
 def feedback_counts(session: Session, job_ids: list[str]) -> dict[str, dict[str, int]]:

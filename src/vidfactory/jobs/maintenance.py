@@ -19,8 +19,8 @@ from vidfactory.settings import Settings
 from vidfactory.storage.base import Storage, StorageError
 from vidfactory.storage.retention import expiring_keys, referenced_keys
 
-__all__ = ["alert_on_failure_rate", "decide_overdue_reviews", "delete_orphans", "expire_vouchers",
-           "failure_rate_alert_kind", "last_check", "ledger_verify_check", "reap_expired_leases", "record_check",
+__all__ = ["alert_on_failure_rate", "decide_overdue_reviews", "delete_expiring_content", "delete_orphans",
+           "expire_vouchers", "failure_rate_alert_kind", "last_check", "ledger_verify_check", "reap_expired_leases", "record_check",
            "sweep_expired_content", "sweep_expired_holds"]
 
 failure_rate_alert_kind = "job_failure_rate"
@@ -154,14 +154,7 @@ def sweep_expired_content(sessions: SessionFactory, storage: Storage, now: datet
             if job_id in due:
                 with sessions.begin() as session:
                     queue.mark_content_expiring(session, job_id, now)
-            with sessions() as session:
-                keys, folder = expiring_keys(session, job_id)
-            if folder is not None:  # a training's dataset and checkpoints
-                keys += [stored.key for stored in storage.list(folder)]
-            for key in keys:
-                storage.delete(key)
-            with sessions.begin() as session:
-                queue.finish_content_expiry(session, job_id)
+            delete_expiring_content(sessions, storage, job_id)
         except queue.StaleJob:
             continue  # another sweep got there first
         except StorageError as exc:  # it stays marked: the next sweep retries it
@@ -169,6 +162,19 @@ def sweep_expired_content(sessions: SessionFactory, storage: Storage, now: datet
             continue
         swept += 1
     return swept
+
+
+def delete_expiring_content(sessions: SessionFactory, storage: Storage, job_id: str) -> None:
+    """The files of a job marked expiring, then the rows that named them (StaleJob: another sweep finished
+    it first; StorageError: it stays marked and the next sweep retries)."""
+    with sessions() as session:
+        keys, folder = expiring_keys(session, job_id)
+    if folder is not None:  # a training's dataset and checkpoints
+        keys += [stored.key for stored in storage.list(folder)]
+    for key in keys:
+        storage.delete(key)
+    with sessions.begin() as session:
+        queue.finish_content_expiry(session, job_id)
 
 
 def delete_orphans(sessions: SessionFactory, storage: Storage, now: datetime, grace_s: float,

@@ -21,7 +21,7 @@ from vidfactory.storage import Storage
 from vidfactory.styles.catalog import StyleRef
 
 __all__ = ["PromptRequest", "ResolvedPrompt", "enhance_mode", "find_template", "llm_endpoint", "resolve_prompt",
-           "template_from_row", "template_reference", "tenant_templates"]
+           "template_from_row", "template_reference", "template_row", "template_rows", "tenant_templates"]
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def template_reference(storage: Storage, template: str, image: TemplateImage) ->
 def find_template(session: Session, tenant_id: str, name: str) -> Template:
     """The tenant's own template of that name, else the built-in one (names never collide: a tenant
     cannot create a template under a built-in name)."""
-    row = session.scalar(select(TemplateRow).where(TemplateRow.tenant_id == tenant_id, TemplateRow.name == name))
+    row = template_row(session, tenant_id, name)
     template = template_from_row(row) if row is not None else builtin(name)
     if template is None:
         raise InvalidRequest("template", f"no template {name!r}; GET /v1/templates lists them",
@@ -101,8 +101,18 @@ def find_template(session: Session, tenant_id: str, name: str) -> Template:
 
 def tenant_templates(session: Session, tenant_id: str) -> list[Template]:
     """The tenant's own templates by name (the built-in library is `prompts.library.library`)."""
-    rows = session.scalars(select(TemplateRow).where(TemplateRow.tenant_id == tenant_id).order_by(TemplateRow.name))
-    return [template_from_row(row) for row in rows]
+    return [template_from_row(row) for row in template_rows(session, tenant_id)]
+
+
+def template_rows(session: Session, tenant_id: str) -> list[TemplateRow]:
+    """The tenant's own templates as stored (with when they were saved and whether they pre-generate)."""
+    return list(session.scalars(select(TemplateRow).where(TemplateRow.tenant_id == tenant_id)
+                                .order_by(TemplateRow.name)))
+
+
+def template_row(session: Session, tenant_id: str, name: str) -> TemplateRow | None:
+    """The tenant's own template of that name as stored; another tenant's is None, as a missing one."""
+    return session.scalar(select(TemplateRow).where(TemplateRow.tenant_id == tenant_id, TemplateRow.name == name))
 
 
 def llm_endpoint(settings: Settings) -> enhancement.LlmEndpoint | None:

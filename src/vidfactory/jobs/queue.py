@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from vidfactory.billing import audit, ledger, pricebooks, vouchers
 from vidfactory.billing.pricebook import cache_hit_charge
 from vidfactory.cache import index as cache_index
-from vidfactory.db.models import Asset, CacheEntry, Job, Plan, Style, Tenant, Transfer
+from vidfactory.db.models import Asset, CacheEntry, Job, Plan, RegisteredWorker, Style, Tenant, Transfer
 from vidfactory.db.types import utcnow
 from vidfactory.failures import ErrorType, caller_caused, failure_types
 from vidfactory.notify.alerts import raise_alert
@@ -57,6 +57,9 @@ __all__ = [
     "oldest_queued",
     "overdue_reviews",
     "pending_reviews",
+    "held_for_review",
+    "QueuePlace",
+    "queue_place",
     "record_qc",
     "regenerate_for_qc",
     "record_engine_metadata",
@@ -74,6 +77,7 @@ __all__ = [
     "serve_from_cache",
     "should_stop",
     "stop_reason",
+    "withdraw_content",
     "worker_demand_sql",
 ]
 
@@ -86,6 +90,7 @@ review_deadline_actions = ("approve", "refund")
 review_alert_kind = "review_required"
 model_id_sql_pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")  # a model id safe as an SQL literal
 review_deadline_actor = "review_deadline"  # the audit log's actor for what a deadline decided
+run_time_sample_jobs = 20  # the recent completed runs of a model that estimate how long one more takes
 
 
 class StaleJob(Exception):
@@ -424,6 +429,12 @@ def reject_review(session: Session, job_id: str, note: str, actor: str = audit.s
     audit.append(session, "review.rejected", f"video:{job_id}", {"note": note[:review_reason_chars_max]}, actor)
 
 
+def held_for_review(session: Session, job_id: str) -> Job | None:
+    """The job when it waits for a review decision (any tenant's: reviewers decide for all), else None."""
+    job = session.get(Job, job_id)
+    return job if job is not None and job.review_status == "pending" else None
+
+
 def pending_reviews(session: Session, limit: int) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.review_status == "pending")
                                 .order_by(Job.created_at, Job.id).limit(limit)))
@@ -576,6 +587,38 @@ def oldest_queued(session: Session) -> dict[str, datetime]:
     return {model: _aware(created) for model, created in rows if created is not None}
 
 
+@dataclass(frozen=True)
+class QueuePlace:
+    """Where a queued job stands: `position` 1 is the next one a worker of its model claims; the estimate
+    (seconds until it starts) is None until a run of its model has completed to learn from."""
+
+    position: int
+    estimated_start_s: float | None
+
+
+def queue_place(session: Session, job: Job, now: datetime) -> QueuePlace | None:
+    """The claim order's view of a queued job (None otherwise, or while it waits for a review): the claimable
+    jobs of its model ahead of it by priority then age (the order `claim` takes outside aging), and an
+    estimate from the model's recent run times shared across the workers that serve it."""
+    if job.status != "queued" or job.review_status == "pending":
+        return None
+    mark, ahead_by_age = (job.created_at, job.id), tuple_(Job.created_at, Job.id)
+    ahead = session.scalar(select(func.count()).select_from(Job).where(
+        Job.status == "queued", Job.model == job.model, Job.id != job.id,
+        or_(Job.review_status.is_(None), Job.review_status != "pending"),
+        or_(Job.priority > job.priority, and_(Job.priority == job.priority, ahead_by_age < tuple_(*mark)))))
+    position = int(ahead or 0) + 1
+    runs = session.execute(select(Job.started_at, Job.completed_at).where(
+        Job.status == "completed", Job.model == job.model, Job.started_at.is_not(None), Job.cache_hit_job_id.is_(None))
+        .order_by(Job.completed_at.desc()).limit(run_time_sample_jobs)).all()
+    if not runs:
+        return QueuePlace(position, None)
+    run_s = sum(max(0.0, (_aware(done) - _aware(start)).total_seconds()) for start, done in runs) / len(runs)
+    serving = sum(1 for models in session.scalars(select(RegisteredWorker.models_served)) if job.model in models)
+    waiting_s = max(0.0, (_aware(job.run_after) - now).total_seconds()) if job.run_after else 0.0
+    return QueuePlace(position, max(waiting_s, position * run_s / max(1, serving)))
+
+
 def _aware(value: datetime | str) -> datetime:
     """An aggregate bypasses the column type: SQLite returns min(created_at) as text, without a zone."""
     parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
@@ -627,6 +670,16 @@ def mark_content_expiring(session: Session, job_id: str, now: datetime) -> None:
     if result.rowcount != 1:
         raise StaleJob(f"video {job_id} is not due to expire")
     session.execute(delete(CacheEntry).where(CacheEntry.job_id == job_id))
+
+
+def withdraw_content(session: Session, job_id: str) -> bool:
+    """`mark_content_expiring` before the job's expiry: its content goes now (a trained style deleted takes
+    its training's dataset, checkpoints and preview with it). False when its content is already going or
+    gone (a sweep finishes what it started)."""
+    result = session.execute(update(Job).where(Job.id == job_id, Job.content_status.is_(None))
+                             .values(content_status="expiring").execution_options(synchronize_session=False))
+    session.execute(delete(CacheEntry).where(CacheEntry.job_id == job_id))
+    return result.rowcount == 1
 
 
 def finish_content_expiry(session: Session, job_id: str) -> None:

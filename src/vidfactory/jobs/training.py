@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,10 +33,12 @@ from vidfactory.engines.lora_settings import (
     settings_for,
 )
 from vidfactory.engines.presets import FRAME_STRIDE, WanPreset
+from vidfactory.idempotency import Outcome
 from vidfactory.jobs import queue
 from vidfactory.jobs.lease import Lease
 from vidfactory.jobs.screening import ImageScreen
 from vidfactory.jobs.spec import InvalidRequest
+from vidfactory.jobs.submit import StagedFiles, run_once_staged
 from vidfactory.notify.events import billing_event, training_data
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage import Storage
@@ -45,8 +47,8 @@ from vidfactory.styles.catalog import adapter_key, name_pattern, new_style_id
 from vidfactory.styles.training import DatasetRefused, read_dataset, screen_dataset, training_samples
 from vidfactory.tenancy import Caller, check_not_suspended
 
-__all__ = ["TrainingRequest", "TrainingRun", "TrainingsLimit", "dataset_from_videos", "submit_training",
-           "training_object"]
+__all__ = ["TrainingRequest", "TrainingRun", "TrainingsLimit", "dataset_from_videos", "find_training",
+           "submit_training", "training_object", "trainings_page"]
 
 seed_max = 2**31 - 1
 preview_frames_max = 33  # a short clip: two seconds at 16 fps
@@ -93,8 +95,10 @@ def _trainable(settings: Settings, name: str) -> tuple[ModelConfig, WanPreset]:
         raise InvalidRequest("model", f"model {model.id} cannot train styles: only Wan models run here do",
                              code="unsupported_parameter")
     if preset.experts != 1:
-        raise InvalidRequest("model", f"model {model.id} has two experts; styles train on one-expert Wan "
-                                      f"models", code="unsupported_parameter")
+        # Training would have to fit each expert to its own noise range; uploaded styles do work on it.
+        raise InvalidRequest("model", f"model {model.id} has two experts (high and low noise): styles are trained "
+                                      f"on one-expert Wan models only; upload an adapter for it instead",
+                             code="unsupported_parameter")
     return model, preset
 
 
@@ -125,11 +129,12 @@ def _check_active_trainings(session: Session, tenant_id: str, plan: Plan) -> Non
 
 
 def submit_training(sessions: SessionFactory, settings: Settings, caller: Caller, request: TrainingRequest,
-                    images: ImageScreen, storage: Storage) -> dict[str, Any]:
+                    images: ImageScreen, storage: Storage, idempotency: tuple[str, str] | None = None) -> Outcome:
     """Check everything, then hold the quote, reserve the style's name and queue the job in one
-    transaction; the dataset is stored before it commits and removed if it does not. Raises
-    InvalidRequest, ImageRejected, InsufficientBalance, TrainingsLimit, TenantSuspended; on any of them
-    nothing is held, queued or stored."""
+    transaction; the dataset is stored before it commits and removed if it does not. `idempotency` is
+    (key, request fingerprint): a retry replays the first outcome, never a second hold. Raises
+    InvalidRequest, ImageRejected, InsufficientBalance, TrainingsLimit, TenantSuspended,
+    IdempotencyConflict; on any of them nothing is held, queued or stored."""
     # 1. The model, the name, the plan's limits and the settings.
     model, preset = _trainable(settings, request.model)
     if not name_pattern.fullmatch(request.name):
@@ -149,50 +154,46 @@ def submit_training(sessions: SessionFactory, settings: Settings, caller: Caller
     screen_dataset(items, images.check)
     quote = training_quote(book, train.steps)
     job_id, style_id = f"train_{uuid.uuid4().hex}", new_style_id()
-    stored: list[str] = []
-    try:
-        with sessions.begin() as session:
-            # 3. Hold, then the limits counted under the hold's lock, the style, the job; the dataset last.
-            check_not_suspended(session, caller.tenant_id)
-            hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=quote.total_tokens, job_id=job_id,
-                               expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
-            _reserve_style(session, caller.tenant_id, style_id, request, model)
-            job = Job(
-                id=job_id, tenant_id=caller.tenant_id, api_key_id=caller.api_key_id, status="queued",
-                job_type="training", model=model.id, prompt=f"style {request.name}",
-                user_prompt=f"style {request.name}", seed=train.seed, width=train.buckets[0][0],
-                height=train.buckets[0][1], seconds=0, num_frames=train.num_frames, fps=preset.fps,
-                steps=train.steps, guidance_scale=0.0, priority=caller.priority,
-                concurrent_jobs_max=caller.concurrent_jobs, attempts_max=settings.attempts_max,
-                price_book_version=version, pricing_method=quote.method, input_tokens=0,
-                output_tokens=quote.output_tokens, total_tokens=quote.total_tokens, hold_id=hold.id,
-                voucher_hold_id=hold.voucher_id, cache_mode="off", run_after=utcnow(), engine_settings={},
-                training={"style_id": style_id, "name": request.name, "step": 0, "loss": None,
-                          "caption": request.caption,
-                          "settings": asdict(train), "dataset": _dataset_summary(items, request.dataset)})
-            session.add(job)
-            session.flush()
-            _check_active_trainings(session, caller.tenant_id, plan)
-            billing_event(session, job, "billing.hold_created", None)
-            stored.append(dataset_key(caller.tenant_id, job_id))
-            storage.put(stored[-1], request.dataset)
-            body = training_object(session, job)
-    except BaseException:
-        for key in stored:
-            storage.delete(key)
-        raise
-    return body
+
+    def hold_and_enqueue(session: Session, files: StagedFiles) -> tuple[int, dict[str, Any]]:
+        # 3. Hold, then the limits counted under the hold's lock, the style, the job; the dataset last.
+        check_not_suspended(session, caller.tenant_id)
+        hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=quote.total_tokens, job_id=job_id,
+                           expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
+        _reserve_style(session, caller.tenant_id, style_id, job_id, request, model)
+        job = Job(
+            id=job_id, tenant_id=caller.tenant_id, api_key_id=caller.api_key_id, status="queued",
+            job_type="training", model=model.id, prompt=f"style {request.name}",
+            user_prompt=f"style {request.name}", seed=train.seed, width=train.buckets[0][0],
+            height=train.buckets[0][1], seconds=0, num_frames=train.num_frames, fps=preset.fps,
+            steps=train.steps, guidance_scale=0.0, priority=caller.priority,
+            concurrent_jobs_max=caller.concurrent_jobs, attempts_max=settings.attempts_max,
+            price_book_version=version, pricing_method=quote.method, input_tokens=0,
+            output_tokens=quote.output_tokens, total_tokens=quote.total_tokens, hold_id=hold.id,
+            voucher_hold_id=hold.voucher_id, cache_mode="off", run_after=utcnow(), engine_settings={},
+            training={"style_id": style_id, "name": request.name, "step": 0, "loss": None,
+                      "caption": request.caption,
+                      "settings": asdict(train), "dataset": _dataset_summary(items, request.dataset)})
+        session.add(job)
+        session.flush()
+        _check_active_trainings(session, caller.tenant_id, plan)
+        billing_event(session, job, "billing.hold_created", None)
+        files.put(dataset_key(caller.tenant_id, job_id), request.dataset)
+        return 200, training_object(session, job)
+
+    return run_once_staged(sessions, settings, caller.tenant_id, idempotency, hold_and_enqueue, storage)
 
 
-def _reserve_style(session: Session, tenant_id: str, style_id: str, request: TrainingRequest,
+def _reserve_style(session: Session, tenant_id: str, style_id: str, job_id: str, request: TrainingRequest,
                    model: ModelConfig) -> None:
-    """The style's row, `training` until its adapter exists: the name is the tenant's from now on."""
+    """The style's row, `training` until its adapter exists: the name is the tenant's from now on. Its
+    provenance names its job from the start, so deleting the style finds the training's files."""
     assert model.wan_preset is not None
     try:
         with session.begin_nested():
             session.add(Style(id=style_id, tenant_id=tenant_id, name=request.name, base_model=model.wan_preset.id,
                               status="training", source="trained", default_scale=request.default_scale,
-                              description=request.description))
+                              description=request.description, training={"job_id": job_id}))
     except IntegrityError as exc:
         raise InvalidRequest("name", f"you already have a style named {request.name!r}",
                              code="style_name_taken") from exc
@@ -218,6 +219,22 @@ def dataset_from_videos(session: Session, storage: Storage, tenant_id: str, vide
             raise InvalidRequest("video_ids", f"no completed video {video_id!r}", code="video_not_found")
         clips.append((video_id, storage.read(row.storage_key), row.prompt))
     return dataset_zip(clips)
+
+
+def find_training(session: Session, tenant_id: str, training_id: str) -> Job | None:
+    """The tenant's training `training_id`; another tenant's is never found."""
+    return session.scalar(select(Job).where(Job.id == training_id, Job.tenant_id == tenant_id,
+                                            Job.job_type == "training"))
+
+
+def trainings_page(session: Session, tenant_id: str, after: Job | None, limit: int) -> tuple[list[Job], bool]:
+    """Up to `limit` of the tenant's trainings after the cursor, newest first, and whether more follow."""
+    assert limit >= 0
+    statement = select(Job).where(Job.tenant_id == tenant_id, Job.job_type == "training")
+    if after is not None:
+        statement = statement.where(tuple_(Job.created_at, Job.id) < tuple_(after.created_at, after.id))
+    jobs = list(session.scalars(statement.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    return jobs[:limit], len(jobs) > limit
 
 
 def training_object(session: Session, job: Job) -> dict[str, Any]:

@@ -12,10 +12,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from vidfactory.db.models import RegisteredWorker
+from vidfactory.db.models import Job, RegisteredWorker
 
 __all__ = [
     "DeviceReport",
+    "current_jobs",
     "deregister",
     "fleet_devices",
     "heartbeat",
@@ -75,6 +76,17 @@ def deregister(session: Session, worker_id: str) -> None:
 def list_workers(session: Session) -> list[RegisteredWorker]:
     return list(session.scalars(select(RegisteredWorker).order_by(RegisteredWorker.started_at,
                                                                    RegisteredWorker.id)))
+
+
+def current_jobs(session: Session) -> dict[str, list[str]]:
+    """The jobs each worker runs now (in progress under its lease), by worker id, oldest start first."""
+    running: dict[str, list[str]] = {}
+    rows = session.execute(select(Job.lease_owner, Job.id).where(Job.status == "in_progress",
+                                                                 Job.lease_owner.is_not(None))
+                           .order_by(Job.started_at, Job.id))
+    for worker_id, job_id in rows:
+        running.setdefault(worker_id, []).append(job_id)
+    return running
 
 
 def fleet_devices(session: Session, model: str, now: datetime, stale_s: float) -> list[tuple[int, int]]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from vidfactory.billing import audit
 from vidfactory.db.models import Alert
+from vidfactory.db.types import utcnow
 from vidfactory.notify.events import record_operator_event
 
-__all__ = ["alert_kind_chars_max", "alert_message_chars_max", "raise_alert", "recent_alerts"]
+__all__ = ["acknowledge_alert", "alert_kind_chars_max", "alert_message_chars_max", "raise_alert", "recent_alerts"]
 
 alert_kind_chars_max = 40
 alert_message_chars_max = 2000
@@ -36,3 +38,18 @@ def recent_alerts(session: Session, limit: int, kind: str | None = None) -> list
     if kind is not None:
         statement = statement.where(Alert.kind == kind)
     return list(session.scalars(statement))
+
+
+def acknowledge_alert(session: Session, alert_id: str, actor: str = audit.system_actor) -> Alert | None:
+    """Mark the alert seen by `actor` (audited); None when there is no such alert. Acknowledging twice
+    changes nothing: the first operator and time stay."""
+    alert = session.scalar(select(Alert).where(Alert.id == alert_id))
+    if alert is None:
+        return None
+    changed = session.execute(update(Alert).where(Alert.id == alert_id, Alert.acknowledged_at.is_(None))
+                              .values(acknowledged_at=utcnow(), acknowledged_by=actor)
+                              .execution_options(synchronize_session=False))
+    if changed.rowcount == 1:
+        audit.append(session, "alert.acknowledged", f"alert:{alert_id}", {"kind": alert.kind}, actor)
+    session.refresh(alert)
+    return alert

@@ -24,13 +24,16 @@ from vidfactory.styles.errors import InvalidAdapter
 if TYPE_CHECKING:  # torch itself loads only when an adapter arrives: the API's start goes without it
     import torch
 
-__all__ = ["Adapter", "base_modules", "check_adapter", "read_header"]
+__all__ = ["Adapter", "base_modules", "check_adapter", "expert_parts", "read_header", "second_expert_prefix"]
 
 header_length_bytes = 8  # safetensors: a little-endian u64, then that many bytes of JSON
 header_bytes_max = 100_000_000  # the safetensors format's own ceiling
 float_dtypes = frozenset({"F16", "BF16", "F32"})
 # A zip archive (torch.save since 1.6) or a raw pickle stream (protocol 2+ starts with 0x80).
 pickle_signatures = (b"PK\x03\x04", b"\x80")
+# A two-expert model's adapter may carry the low-noise expert's own weights under this prefix (the rest
+# adapts the high-noise one); without any, the same weights adapt both experts.
+second_expert_prefix = "transformer_2."
 lora_key = re.compile(r"^transformer\.(?P<module>.+)\.(?P<part>lora_A\.weight|lora_B\.weight|lora_B\.bias)$")
 
 
@@ -58,14 +61,31 @@ def check_adapter(data: bytes, base: WanPreset, *, bytes_max: int, rank_max: int
         tensors = load_safetensors(data)
     except SafetensorError as exc:
         raise InvalidAdapter(f"the safetensors file is corrupt: {exc}") from exc
-    layout = "diffusers" if all(key.startswith("transformer.") for key in tensors) else "wan"
-    state = _as_diffusers(tensors)
-    # 4. Every module exists in the base model, with shapes that fit it; the rank within the limit.
-    rank, modules = _check_shapes(state, base)
+    high, low = expert_parts(tensors)
+    if low and base.experts == 1:
+        raise InvalidAdapter(f"the adapter has weights for a second expert ({second_expert_prefix}...) but "
+                             f"{base.id} has one transformer", code="adapter_base_mismatch")
+    layout = "diffusers" if all(key.startswith("transformer.") for key in {**high, **low}) else "wan"
+    # 4. Every module of each expert's part exists in the base model, with shapes that fit it (both experts
+    # of a two-expert model have the same layers); the rank within the limit.
+    rank, modules = 0, 0
+    for part in (high, low):
+        if part:
+            part_rank, part_modules = _check_shapes(_as_diffusers(part), base)
+            rank, modules = max(rank, part_rank), modules + part_modules
     if rank > rank_max:
         raise InvalidAdapter(f"the adapter's rank is {rank}; at most {rank_max} is accepted", code="rank_too_large")
     return Adapter(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), rank=rank, modules=modules,
                    layout=layout)
+
+
+def expert_parts(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(the first expert's tensors, the second expert's renamed as the first's: `transformer.` keys; empty
+    when the adapter has none of its own)."""
+    low = {f"transformer.{key[len(second_expert_prefix):]}": tensor for key, tensor in tensors.items()
+           if key.startswith(second_expert_prefix)}
+    high = {key: tensor for key, tensor in tensors.items() if not key.startswith(second_expert_prefix)}
+    return high, low
 
 
 def read_header(data: bytes) -> dict[str, Any]:

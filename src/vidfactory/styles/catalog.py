@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session
 
 from vidfactory.db.models import Job, Style, Template
 from vidfactory.db.types import utcnow
+from vidfactory.jobs import queue
 from vidfactory.settings import ModelConfig
 from vidfactory.styles.adapters import Adapter
 from vidfactory.styles.errors import InvalidStyle, StyleInUse
 
-__all__ = ["JobStyle", "StyleRef", "adapter_key", "add_uploaded", "base_of", "confirm", "delete", "find", "job_styles",
+__all__ = ["Deleted", "JobStyle", "StyleRef", "adapter_key", "add_uploaded", "base_of", "confirm", "delete", "find", "job_styles",
            "name_pattern", "new_style_id", "resolve", "users"]
 
 name_pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -39,6 +40,14 @@ class StyleRef:
 
 
 @dataclass(frozen=True)
+class Deleted:
+    """What a deleted style leaves to remove from storage once its deletion commits."""
+
+    adapter_key: str | None  # None: a style whose training failed has no adapter
+    training_job_id: str | None  # a trained style's job, its content marked expiring (dataset, checkpoints, preview)
+
+
+@dataclass(frozen=True)
 class JobStyle:
     """A style as a job uses it: what the worker loads, and what the cache and fingerprints include."""
 
@@ -53,10 +62,10 @@ class JobStyle:
 
 
 def base_of(model: ModelConfig) -> str | None:
-    """The Wan preset a model's styles are made for; None when it takes none (hosted, unknown architecture,
-    or two experts, which would each need their own adapter)."""
+    """The Wan preset a model's styles are made for; None when it takes none (hosted, or an unknown
+    architecture). A two-expert model's styles adapt both its experts (engines/lora.py)."""
     architecture = model.wan_preset
-    if model.is_hosted or architecture is None or architecture.experts != 1:
+    if model.is_hosted or architecture is None:
         return None
     return architecture.id
 
@@ -103,10 +112,10 @@ def users(session: Session, style: Style) -> list[str]:
     return [job_id for job_id, styles in jobs if any(s["id"] == style.id for s in styles)][:users_listed_max]
 
 
-def delete(session: Session, locked: Style) -> str | None:
+def delete(session: Session, locked: Style) -> Deleted:
     """Delete `locked` (found with lock="update") unless queued or running jobs use it, or it is being
-    trained (StyleInUse); templates naming it lose their default style. Returns its adapter's key: the
-    caller removes the file once this commits."""
+    trained (StyleInUse); templates naming it lose their default style; a trained style's training job has
+    its content marked going. The caller removes the files named in the result once this commits."""
     if locked.status == "training":
         raise StyleInUse(f"style {locked.name!r} is being trained; cancel its training first")
     in_use = users(session, locked)
@@ -115,10 +124,12 @@ def delete(session: Session, locked: Style) -> str | None:
                          f"delete it once they finish or are cancelled")
     session.execute(update(Template).where(Template.tenant_id == locked.tenant_id, Template.style_id == locked.id)
                     .values(style_id=None, style_scale=None, updated_at=utcnow()))
-    key = locked.storage_key
+    training_job = (locked.training or {}).get("job_id")
+    withdrawn = training_job is not None and queue.withdraw_content(session, training_job)
+    deleted = Deleted(adapter_key=locked.storage_key, training_job_id=training_job if withdrawn else None)
     session.delete(locked)
     session.flush()
-    return key
+    return deleted
 
 
 def resolve(session: Session, tenant_id: str, refs: list[StyleRef], base_model: str | None, *,

@@ -7,6 +7,7 @@ and no row names a missing file.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -16,8 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from vidfactory.db.models import Style
 from vidfactory.db.session import SessionFactory
 from vidfactory.engines.presets import preset
+from vidfactory.jobs import queue
+from vidfactory.jobs.maintenance import delete_expiring_content
 from vidfactory.settings import Settings
 from vidfactory.storage import Storage
+from vidfactory.storage.base import StorageError
 from vidfactory.styles import catalog
 from vidfactory.styles.adapters import check_adapter
 from vidfactory.styles.errors import InvalidAdapter, InvalidStyle, StyleError
@@ -26,6 +30,7 @@ from vidfactory.tenancy import check_not_suspended
 __all__ = ["StyleExists", "delete_style", "describe", "upload_style"]
 
 adapter_suffix = ".safetensors"
+log = logging.getLogger(__name__)
 
 
 class StyleExists(StyleError):
@@ -56,7 +61,7 @@ def _base_for_upload(settings: Settings, model_name: str | None) -> str:
     if base is None:
         takers = ", ".join(m.id for m in settings.models if catalog.base_of(m) is not None) or "none is configured"
         raise InvalidStyle("model", f"model {model.id} takes no styles (styles are LoRA adapters for a local Wan "
-                                    f"model of one transformer); models that do: {takers}",
+                                    f"model); models that do: {takers}",
                            code="unsupported_parameter")
     return base
 
@@ -107,14 +112,24 @@ def _check_room(session, tenant_id: str, styles_max: int) -> None:
 
 
 def delete_style(sessions: SessionFactory, storage: Storage, tenant_id: str, ref: str) -> dict[str, Any] | None:
-    """Delete the tenant's style `ref` (name or id) and its adapter file; None when it has none of that
-    name. StyleInUse (409) while queued or running jobs use it."""
+    """Delete the tenant's style `ref` (name or id), its adapter file and, for a trained style, its
+    training's dataset, checkpoints and preview; None when it has none of that name. StyleInUse (409)
+    while queued or running jobs use it."""
     with sessions.begin() as session:
         style = catalog.find(session, tenant_id, ref, lock="update")
         if style is None:
             return None
         deleted = {"object": "style.deleted", "id": style.id, "name": style.name, "deleted": True}
-        key = catalog.delete(session, style)
-    if key is not None:  # after the commit: a rollback must not lose a style's file
-        storage.delete(key)
+        files = catalog.delete(session, style)
+    # After the commit: a rollback must not lose a style's files. A training's content, once marked, is
+    # finished by the content sweep should this stop halfway.
+    if files.adapter_key is not None:
+        storage.delete(files.adapter_key)
+    if files.training_job_id is not None:
+        try:
+            delete_expiring_content(sessions, storage, files.training_job_id)
+        except queue.StaleJob:
+            pass  # a content sweep finished it meanwhile
+        except StorageError as exc:  # it stays marked expiring: the next content sweep retries
+            log.error("style %s: its training's files stay for the next sweep: %s", deleted["id"], exc)
     return deleted

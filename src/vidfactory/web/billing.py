@@ -11,13 +11,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from vidfactory.billing import ledger, pricebooks
+from vidfactory.api.errors import ApiError
+from vidfactory.billing import ledger, pricebooks, voucher_codes
 from vidfactory.billing.pricebook import PriceBookBody, model_price, quote
 from vidfactory.billing.statements import StatementError, statement, statement_file, usage
 from vidfactory.db.types import utcnow
 from vidfactory.tenancy import find_tenant
 from vidfactory.web.console import Console
-from vidfactory.web.forms import opened
+from vidfactory.web.errors import field_error
+from vidfactory.web.forms import opened, posted
 
 __all__ = ["router"]
 
@@ -79,11 +81,8 @@ def _price_book(session: Session, tenant_id: str, model_ids: list[str]) -> dict[
             "models": [_model_prices(book, version, model_id) for model_id in model_ids]}
 
 
-@router.get("/billing")
-def billing(request: Request) -> Response:
-    page = opened(request, page_name)
-    if not isinstance(page, Console):
-        return page
+def _render(page: Console, status_code: int = 200, **shown: Any) -> Response:
+    """The whole page; `shown` carries what one answer adds (a redeemed voucher, or the code's error)."""
     tenant_id = page.principal.tenant_id
     with page.ctx.sessions() as session:
         grants = [{"id": grant.id, "amount": grant.amount, "memo": grant.memo, "created_at": grant.created_at,
@@ -91,13 +90,38 @@ def billing(request: Request) -> Response:
                   for grant, expiry in ledger.voucher_grants(session, tenant_id, grants_shown_max)]
         by_day = usage(session, tenant_id, start=None, end=None, group_by="day")
         by_model = usage(session, tenant_id, start=None, end=None, group_by="model")
-        shown = {"balance": ledger.balance(session, tenant_id), "vouchers": ledger.voucher_balance(session, tenant_id),
-                 "grants": grants, "days": _days(by_day), "models": _bars(by_model["data"]),
-                 "usage_from": by_day["from"], "usage_to": by_day["to"],
-                 "usage_total": by_day["total_charged_tokens"],
-                 "months": _months(find_tenant(session, tenant_id).created_at, utcnow()),
-                 "prices": _price_book(session, tenant_id, [model.id for model in page.ctx.settings.models])}
-    return page.render("billing.html", **shown)
+        values = {"balance": ledger.balance(session, tenant_id), "vouchers": ledger.voucher_balance(session, tenant_id),
+                  "grants": grants, "days": _days(by_day), "models": _bars(by_model["data"]),
+                  "usage_from": by_day["from"], "usage_to": by_day["to"],
+                  "usage_total": by_day["total_charged_tokens"],
+                  "months": _months(find_tenant(session, tenant_id).created_at, utcnow()),
+                  "prices": _price_book(session, tenant_id, [model.id for model in page.ctx.settings.models])}
+    return page.render("billing.html", status_code=status_code,
+                       **{"message": "", "redeem_error": None, "form": {}, **values, **shown})
+
+
+@router.get("/billing")
+def billing(request: Request) -> Response:
+    page = opened(request, page_name)
+    return _render(page) if isinstance(page, Console) else page
+
+
+@router.post("/billing/vouchers/redeem")
+async def redeem_code(request: Request) -> Response:
+    """A voucher code typed by the owner, redeemed as `POST /v1/vouchers/redeem` does."""
+    outcome = await posted(request, page_name)
+    if isinstance(outcome, Response):
+        return outcome
+    page, form = outcome
+    try:
+        with page.ctx.sessions.begin() as session:
+            grant = voucher_codes.redeem(session, page.principal.tenant_id, form.get("code", ""),
+                                         actor=page.principal.actor)
+            message = page.t("billing.redeemed", tokens=f"{grant.amount:,}", date=f"{grant.expires_at:%Y-%m-%d}")
+    except voucher_codes.CodeNotRedeemable as exc:  # answered as the API answers it, in the page's words
+        error = field_error(page.locale, ApiError(400, "voucher_code_invalid", str(exc), param="code"), ("code",))
+        return _render(page, error.status, redeem_error=error, form=form)
+    return _render(page, message=message)
 
 
 @router.get("/billing/statements/{month}")

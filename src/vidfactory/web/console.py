@@ -39,10 +39,15 @@ page_roles: dict[str, tuple[str, ...]] = {
     "create": ("owner", "member"),
     "review": ("operator", "reviewer"),
     "videos": ("owner", "member", "viewer"),
+    "video_actions": ("owner", "member"),  # delete, regenerate, remix, feedback: a viewer only reads
     "templates": ("owner", "member", "viewer"),
     "templates_edit": ("owner", "member"),
     "batches": ("owner", "member", "viewer"),
     "batches_create": ("owner", "member"),
+    "styles": ("owner", "member", "viewer"),
+    "styles_edit": ("owner", "member"),  # upload, delete: a viewer only reads
+    "trainings": ("owner", "member", "viewer"),
+    "trainings_edit": ("owner", "member"),  # start, cancel
     "billing": ("owner",),
     "developers": ("owner",),
     "account": ("owner", "member", "viewer", "operator", "reviewer"),
@@ -55,6 +60,7 @@ page_roles: dict[str, tuple[str, ...]] = {
 }
 nav_pages = (("create", "/create", "nav.create"), ("videos", "/videos", "nav.videos"),
              ("templates", "/templates", "nav.templates"), ("batches", "/batches", "nav.batches"),
+             ("styles", "/styles", "nav.styles"), ("trainings", "/trainings", "nav.trainings"),
              ("billing", "/billing", "nav.billing"),
              ("developers", "/developers", "nav.developers"), ("review", "/review", "nav.review"),
              ("tenants", "/tenants", "nav.tenants"), ("plans", "/plans", "nav.plans"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -14,11 +14,9 @@ from starlette.concurrency import run_in_threadpool
 from vidfactory.accounts import AccountError, BadCredentials, PasswordHasher, change_password, revoke_session
 from vidfactory.accounts import session_cookie, sign_in
 from vidfactory.accounts.users import password_chars_max, password_chars_min
-from vidfactory.api.errors import id_pattern
 from vidfactory.api.ratelimit import LimiterUnavailable, client_address, retry_after_s, signin_refused
-from vidfactory.api.render import video_object
-from vidfactory.jobs import library
-from vidfactory.web import admin_users, batches, billing, create, developers, prompt_templates, review, tenants
+from vidfactory.web import (admin_fleet, admin_plans, admin_users, batches, billing, create, developers,
+                            prompt_templates, review, styles, tenants, videos)
 from vidfactory.web.console import Console, csrf_field, here, login_csrf_cookie
 from vidfactory.web.i18n import locale_cookie, locales
 
@@ -26,7 +24,6 @@ __all__ = ["mount", "router"]
 
 router = APIRouter(include_in_schema=False)
 form_chars_max = 1000  # any one field of a console form
-videos_per_page = 24
 swagger_version = "5.36.0"
 locale_cookie_max_age_s = 365 * 24 * 3600
 
@@ -41,6 +38,10 @@ def mount(app: FastAPI) -> None:
     app.include_router(billing.router)
     app.include_router(developers.router)
     app.include_router(admin_users.router)
+    app.include_router(admin_fleet.router)
+    app.include_router(videos.router)
+    app.include_router(styles.router)
+    app.include_router(admin_plans.router)
     app.mount("/static", StaticFiles(directory=here / "static"), name="static")
 
 
@@ -187,77 +188,6 @@ async def account_password(request: Request) -> Response:
             else page.t(failure)
         return page.render("account.html", status_code=400, message="", error=error)
     return page.render("account.html", message=page.t("account.changed"), error="")
-
-
-def _video(page: Console, video_id: str) -> dict[str, Any] | None:
-    """The video as the API shows it, or None when it is missing or another tenant's (one answer: 404)."""
-    assert page.principal is not None and page.principal.tenant_id is not None
-    if id_pattern.fullmatch(video_id) is None:
-        return None
-    with page.ctx.sessions() as session:
-        job = library.find_video(session, page.principal.tenant_id, video_id)
-        return None if job is None else video_object(session, job)
-
-
-@router.get("/videos")
-def videos(request: Request, after: Annotated[str | None, Query(max_length=64)] = None) -> Response:
-    page = Console(request)
-    if page.principal is None:
-        return page.to_sign_in()
-    if not page.allowed("videos"):
-        return page.error(403, "error.forbidden")
-    tenant_id = page.principal.tenant_id
-    with page.ctx.sessions() as session:
-        cursor = None if after is None else library.find_video(session, tenant_id, after, deleted_too=True)
-        jobs, has_more = library.videos_page(session, tenant_id, cursor, videos_per_page, "desc")
-        shown = [video_object(session, job) for job in jobs]
-    return page.render("videos.html", videos=shown, next_after=shown[-1]["id"] if has_more else None)
-
-
-@router.get("/videos/{video_id}")
-def video(request: Request, video_id: str) -> Response:
-    page = Console(request)
-    if page.principal is None:
-        return page.to_sign_in()
-    if not page.allowed("videos"):
-        return page.error(403, "error.forbidden")
-    shown = _video(page, video_id)
-    if shown is None:
-        return page.error(404, "error.not_found")
-    return page.render("video.html", video=shown)
-
-
-@router.get("/videos/{video_id}/status")
-def video_status(request: Request, video_id: str) -> Response:
-    """The video's status panel alone: htmx swaps it in when the video's event stream says it moved."""
-    page = Console(request)
-    if page.principal is None or not page.allowed("videos"):
-        return page.error(403, "error.forbidden")
-    shown = _video(page, video_id)
-    if shown is None:
-        return page.error(404, "error.not_found")
-    return page.render("partials/video_status.html", video=shown)
-
-
-@router.get("/videos/{video_id}/file")
-def video_file(request: Request, video_id: str, variant: str = "video") -> Response:
-    """The stored clip or a preview, for the player and the download link (the API's bytes and SHA-256)."""
-    page = Console(request)
-    if page.principal is None or not page.allowed("videos"):
-        return page.error(403, "error.forbidden")
-    shown = _video(page, video_id)
-    if shown is None or shown["status"] != "completed" or variant not in ("video", "thumbnail", "spritesheet"):
-        return page.error(404, "error.not_found")
-    with page.ctx.sessions() as session:
-        asset = library.video_asset(session, video_id, variant)
-    if asset is None:
-        return page.error(404, "error.not_found")
-    data = page.ctx.storage.read(asset.storage_key)
-    disposition = "attachment" if request.query_params.get("download") else "inline"
-    extension = "mp4" if variant == "video" else "webp"
-    return Response(data, media_type=asset.content_type, headers={
-        "Content-Disposition": f'{disposition}; filename="{video_id}.{extension}"', "X-Content-SHA256": asset.sha256,
-        "Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/docs")

@@ -1,7 +1,8 @@
 """Server-Sent Events: a tenant's events (`/v1/events`, the ones its webhooks get) and one video's
-(`/v1/videos/{id}/events`, with its progress), read from the one outbox in `seq` order. Each event's
-`id:` is its seq: a client that reconnects with `Last-Event-ID` (browsers do it by themselves) resumes
-right after the last event it saw. A video's stream ends once the video has finished."""
+(`/v1/videos/{id}/events`, with its progress) or style training's (`/v1/styles/train/{id}/events`), read
+from the one outbox in `seq` order. Each event's `id:` is its seq: a client that reconnects with
+`Last-Event-ID` (browsers do it by themselves) resumes right after the last event it saw. A video's or
+training's stream ends once it has finished."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from vidfactory.api.context import AppContext
 from vidfactory.api.deps import ContextDep, StreamTenantDep
 from vidfactory.api.errors import ApiError, checked_id, not_found
 from vidfactory.db.models import Job, WebhookEvent
+from vidfactory.db.types import utcnow
+from vidfactory.jobs import queue
 from vidfactory.notify.events import events_after
 
 stream_query_names = frozenset({"after"})
@@ -64,36 +67,44 @@ def _frame(event: WebhookEvent) -> str:
     return f"id: {event.seq}\nevent: {event.type}\ndata: {json.dumps(event.payload, separators=(',', ':'))}\n\n"
 
 
-def _progress_frame(job: Job) -> str:
-    """The video's state and progress; it has no id, so a reconnect resumes from the last outbox event."""
+def _progress_frame(job: Job, place: queue.QueuePlace | None) -> str:
+    """The video's state and progress (and, while it is queued, its place in the queue and an estimate of
+    the seconds until it starts); it has no id, so a reconnect resumes from the last outbox event."""
     data: dict[str, Any] = {"id": job.id, "object": "video", "status": job.status, "progress": job.progress}
+    if place is not None:
+        data |= {"queue_position": place.position, "estimated_start_s": _rounded(place.estimated_start_s)}
     return f"event: video.progress\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+def _rounded(estimate_s: float | None) -> int | None:
+    return None if estimate_s is None else round(estimate_s)
+
+
 def _read(ctx: AppContext, tenant_id: str, after_seq: int, job_id: str | None
-          ) -> tuple[Job | None, list[WebhookEvent]]:
+          ) -> tuple[Job | None, queue.QueuePlace | None, list[WebhookEvent]]:
     # The job before its events: a job read as finished has its last event committed already.
     with ctx.sessions() as session:
         job = None if job_id is None else session.get(Job, job_id)
+        place = None if job is None else queue.queue_place(session, job, utcnow())
         events = events_after(session, tenant_id, after_seq, job_id=job_id, limit=events_per_read)
         session.expunge_all()
-        return job, events
+        return job, place, events
 
 
 async def _stream(ctx: AppContext, tenant_id: str, after_seq: int, job_id: str | None) -> AsyncIterator[str]:
     yield f"retry: {reconnect_ms}\n\n"
-    shown: tuple[str, int] | None = None
+    shown: tuple[str, int, int | None] | None = None
     quiet_since = time.monotonic()
     while True:
-        job, events = await run_in_threadpool(_read, ctx, tenant_id, after_seq, job_id)
+        job, place, events = await run_in_threadpool(_read, ctx, tenant_id, after_seq, job_id)
         for event in events:
             after_seq = event.seq
             quiet_since = time.monotonic()
             yield _frame(event)
-        if job is not None and (job.status, job.progress) != shown:
-            shown = (job.status, job.progress)
+        if job is not None and (job.status, job.progress, place and place.position) != shown:
+            shown = (job.status, job.progress, place and place.position)
             quiet_since = time.monotonic()
-            yield _progress_frame(job)
+            yield _progress_frame(job, place)
         if job is not None and job.status in finished_states and len(events) < events_per_read:
             yield "event: end\ndata: {}\n\n"  # says it ends here: a browser would reconnect otherwise
             return
@@ -125,3 +136,18 @@ def video_events(video_id: str, ctx: ContextDep, tenant_id: StreamTenantDep, las
     if owned is None:
         raise not_found("video", video_id)
     return _response(_stream(ctx, tenant_id, _after_seq(last_event_id or after), video_id))
+
+
+@router.get("/v1/styles/train/{training_id}/events", openapi_extra=event_stream_openapi,
+            response_class=StreamingResponse)
+def training_events(training_id: str, ctx: ContextDep, tenant_id: StreamTenantDep,
+                    last_event_id: LastEventIdHeader = None, after: AfterQuery = None) -> StreamingResponse:
+    """One style training's events (`training.progress` with step and loss) and its progress while it runs
+    (`video.progress` frames: status and percent); the stream ends when the training has ended."""
+    checked_id("training", training_id)
+    with ctx.sessions() as session:
+        owned = session.scalar(select(Job.id).where(Job.id == training_id, Job.tenant_id == tenant_id,
+                                                    Job.job_type == "training"))
+    if owned is None:
+        raise not_found("training", training_id)
+    return _response(_stream(ctx, tenant_id, _after_seq(last_event_id or after), training_id))

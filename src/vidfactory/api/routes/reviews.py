@@ -13,7 +13,7 @@ from vidfactory.api.render import timestamp, video_object
 from vidfactory.api.schemas import ReviewDecision
 from vidfactory.db.models import Alert, Job
 from vidfactory.jobs import queue
-from vidfactory.notify.alerts import recent_alerts
+from vidfactory.notify.alerts import acknowledge_alert, recent_alerts
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -30,7 +30,9 @@ def review_object(session, job: Job) -> dict[str, Any]:
 
 def alert_object(alert: Alert) -> dict[str, Any]:
     return {"id": alert.id, "object": "alert", "kind": alert.kind, "message": alert.message,
-            "tenant_id": alert.tenant_id, "video_id": alert.job_id, "created_at": timestamp(alert.created_at)}
+            "tenant_id": alert.tenant_id, "video_id": alert.job_id, "created_at": timestamp(alert.created_at),
+            "acknowledged_at": None if alert.acknowledged_at is None else timestamp(alert.acknowledged_at),
+            "acknowledged_by": alert.acknowledged_by}
 
 
 @router.get("/reviews")
@@ -42,10 +44,10 @@ def list_reviews(session: SessionDep, _admin: AdminDep,
 
 def _pending_job(session, video_id: str) -> Job:
     checked_id("video", video_id)
-    job = session.get(Job, video_id)
-    if job is None:
+    job = queue.held_for_review(session, video_id)
+    if job is None and session.get(Job, video_id) is None:
         raise not_found("video", video_id)
-    if job.review_status != "pending":
+    if job is None:
         raise ApiError(409, "invalid_state", f"video {video_id} is not waiting for review")
     return job
 
@@ -75,3 +77,14 @@ def list_alerts(session: SessionDep, _admin: AdminDep,
                 limit: Annotated[int, Query(ge=1, le=page_size_max)] = 20) -> dict[str, Any]:
     """Newest first."""
     return {"object": "list", "data": [alert_object(a) for a in recent_alerts(session, limit)]}
+
+
+@router.post("/alerts/{alert_id}/acknowledge")
+def acknowledge(alert_id: str, ctx: ContextDep, _admin: AdminDep) -> dict[str, Any]:
+    """Mark the alert seen (audited; acknowledging again keeps the first acknowledgement)."""
+    checked_id("alert", alert_id)
+    with ctx.sessions.begin() as session:
+        alert = acknowledge_alert(session, alert_id, actor="admin")
+        if alert is None:
+            raise not_found("alert", alert_id)
+        return alert_object(alert)

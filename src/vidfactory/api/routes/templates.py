@@ -13,7 +13,6 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,7 +25,7 @@ from vidfactory.api.routes.videos import to_video_request
 from vidfactory.api.schemas import TemplateCreate, TemplateUpdate, VideoCreate, prompt_chars_max
 from vidfactory.db.models import Template as TemplateRow
 from vidfactory.db.types import utcnow
-from vidfactory.jobs.prompting import template_from_row
+from vidfactory.jobs.prompting import template_from_row, template_row, template_rows
 from vidfactory.prompts.errors import PromptError
 from vidfactory.prompts.library import library
 from vidfactory.jobs.submit import submit
@@ -161,10 +160,7 @@ def _owned(session: Session, caller: Caller, name: str) -> TemplateRow:
     if name in library:
         raise ApiError(409, "read_only_template", f"{name!r} is a built-in template; copy it under another name",
                        param="name")
-    row = None
-    if name_pattern.fullmatch(name) is not None:
-        row = session.scalar(select(TemplateRow).where(TemplateRow.tenant_id == caller.tenant_id,
-                                                       TemplateRow.name == name))
+    row = template_row(session, caller.tenant_id, name) if name_pattern.fullmatch(name) is not None else None
     if row is None:
         raise not_found("template", name, "name")
     return row
@@ -216,9 +212,8 @@ def list_templates(session: SessionDep, caller: CallerDep,
     if source in ("all", "library"):
         data += [template_object(t, "library") for t in sorted(library.values(), key=lambda t: t.name)]
     if source in ("all", "tenant"):
-        rows = session.scalars(select(TemplateRow).where(TemplateRow.tenant_id == caller.tenant_id)
-                               .order_by(TemplateRow.name))
-        data += [template_object(template_from_row(row), "tenant", row) for row in rows]
+        data += [template_object(template_from_row(row), "tenant", row)
+                 for row in template_rows(session, caller.tenant_id)]
     return {"object": "list", "data": data}
 
 
@@ -277,8 +272,7 @@ def replace_template(name: str, body: TemplateUpdate, ctx: ContextDep, caller: C
 
 def _current_key(ctx: AppContext, caller: Caller, name: str) -> str | None:
     with ctx.sessions() as session:
-        row = session.scalar(select(TemplateRow).where(TemplateRow.tenant_id == caller.tenant_id,
-                                                       TemplateRow.name == name))
+        row = template_row(session, caller.tenant_id, name)
         return None if row is None else row.reference_key
 
 

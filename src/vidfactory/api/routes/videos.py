@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any, BinaryIO, Literal
 
@@ -22,16 +21,15 @@ from vidfactory.api.render import file_hashes_by_job, timestamp, video_object
 from vidfactory.api.schemas import FeedbackCreate, RegenerateCreate, prompt_chars_max
 from vidfactory.api.uploads import image_gate
 from vidfactory.billing import ledger
-from vidfactory.db.models import Asset, Feedback, Job
+from vidfactory.db.models import Asset, Job
 from vidfactory.db.types import utcnow
-from vidfactory.jobs import library, queue
+from vidfactory.jobs import library, queue, regenerate
 from vidfactory.idempotency import Outcome, fingerprint
 from vidfactory.jobs.prompting import PromptRequest, resolve_prompt, template_reference
 from vidfactory.jobs.styling import requested, resolve_styles
-from vidfactory.styles.catalog import StyleRef, job_styles
-from vidfactory.jobs.submit import VideoRequest, regeneration_seed, submit
+from vidfactory.styles.catalog import StyleRef
+from vidfactory.jobs.submit import VideoRequest, submit
 from vidfactory.media.preview import ImageFormat, content_types, transcode
-from vidfactory.media.reference import ReferenceImage, read_reference
 from vidfactory.tenancy import Caller
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
@@ -162,22 +160,12 @@ def delete_video(video_id: str, ctx: ContextDep, caller: CallerDep) -> dict[str,
     """Deletes the stored files; the job row and its ledger history stay (the ledger is append-only)."""
     with ctx.sessions.begin() as session:
         job = owned_job(session, caller, video_id)
-        if job.status == "in_progress":
-            raise ApiError(409, "invalid_state", f"video {video_id} is running; cancel it first")
-        if job.status == "queued":
-            queue.request_cancel(session, job)
-        assets = list(session.scalars(select(Asset).where(Asset.job_id == job.id)))
-        job.deleted_at = utcnow()
-        session.flush()
-        # A cache hit delivered before hits were re-labelled names its source's files: a file goes only
-        # when no job that is not deleted still names it.
-        kept = set(session.scalars(select(Asset.storage_key).join(Job, Job.id == Asset.job_id).where(
-            Asset.storage_key.in_([a.storage_key for a in assets]), Job.deleted_at.is_(None))))
-    for asset in assets:
-        if asset.storage_key not in kept:
-            ctx.storage.delete(asset.storage_key)
-    if job.reference_key is not None:  # the job's own copy (see jobs/submit.py reference_key)
-        ctx.storage.delete(job.reference_key)
+        try:
+            keys = library.delete_video(session, job)
+        except library.VideoRunning:
+            raise ApiError(409, "invalid_state", f"video {video_id} is running; cancel it first") from None
+    for key in keys:
+        ctx.storage.delete(key)
     return {"id": video_id, "object": "video.deleted", "deleted": True}
 
 
@@ -266,38 +254,13 @@ def with_download_urls(ctx: AppContext, session, videos: list[dict[str, Any]]) -
             if video["id"] in urls else video for video in videos]
 
 
-def parent_reference(ctx: AppContext, parent: Job) -> ReferenceImage | None:
-    """The parent's reference image, read back from its stored copy (the child stores its own)."""
-    if parent.reference_sha256 is None:
-        return None
-    if parent.content_expired(utcnow()):  # its first frame went with its files
-        raise expired(parent)
-    assert parent.reference_key is not None, f"video {parent.id}: its reference copy is not named"
-    reference = read_reference(ctx.storage.read(parent.reference_key))
-    assert reference.sha256 == parent.reference_sha256, f"video {parent.id}: its reference image changed"
-    return reference
-
-
-def regenerated_request(ctx: AppContext, caller: Caller, parent: Job, body: RegenerateCreate) -> VideoRequest:
-    """The parent's settings (its reference image and styles too) with a new seed, or with an edited prompt (then the
-    parent's seed, unless one is given, so that the prompt is the only change). Without either, the seed is
-    one no clip of the family was made with, and the cache is not asked: regenerating makes a new clip."""
-    common = dict(model=parent.model, seconds=str(parent.seconds), size=f"{parent.width}x{parent.height}",
-                  negative_prompt=parent.negative_prompt, metadata=dict(parent.request_metadata),
-                  parent_id=parent.id, reference=parent_reference(ctx, parent), styles=job_styles(parent))
-    if body.prompt is None:
-        if body.seed is None:
-            with ctx.sessions() as session:
-                seed, cache = regeneration_seed(session, parent), "off"
-        else:
-            seed, cache = body.seed, "exact"
-        return VideoRequest(prompt=parent.prompt, user_prompt=parent.user_prompt, template=parent.template,
-                            variables=parent.variables, enhancement=parent.enhancement, seed=seed, cache=cache,
-                            **common)
-    resolved = resolve_prompt(ctx.sessions, ctx.settings, caller.tenant_id,
-                              PromptRequest(prompt=body.prompt, enhance=body.enhance_prompt), prompt_chars_max)
-    return VideoRequest(prompt=resolved.prompt, user_prompt=resolved.user_prompt, enhancement=resolved.enhancement,
-                        warnings=resolved.warnings, seed=parent.seed if body.seed is None else body.seed, **common)
+def regenerated_request(ctx: AppContext, parent: Job, body: RegenerateCreate) -> VideoRequest:
+    try:
+        return regenerate.regenerated_request(ctx.sessions, ctx.settings, ctx.storage, parent, prompt=body.prompt,
+                                              seed=body.seed, enhance=body.enhance_prompt,
+                                              prompt_chars_max=prompt_chars_max)
+    except regenerate.ParentExpired as exc:
+        raise expired(exc.job) from None
 
 
 async def _regenerate(video_id: str, body: RegenerateCreate, ctx: AppContext, caller: Caller,
@@ -306,7 +269,7 @@ async def _regenerate(video_id: str, body: RegenerateCreate, ctx: AppContext, ca
     with ctx.sessions() as session:
         parent = owned_job(session, caller, video_id)
         session.expunge(parent)
-    video_request = await run_in_threadpool(regenerated_request, ctx, caller, parent, body)
+    video_request = await run_in_threadpool(regenerated_request, ctx, parent, body)
     idempotency = None
     if idempotency_key is not None:
         idempotency = (idempotency_key, fingerprint(path.format(video_id=video_id), body.model_dump()))
@@ -337,9 +300,6 @@ def create_feedback(video_id: str, body: FeedbackCreate, ctx: ContextDep, caller
     as preference data."""
     with ctx.sessions.begin() as session:
         job = owned_job(session, caller, video_id)
-        feedback = Feedback(id=f"fb_{uuid.uuid4().hex}", tenant_id=caller.tenant_id, job_id=job.id,
-                            rating=body.rating, reason=body.reason, comment=body.comment)
-        session.add(feedback)
-        session.flush()
+        feedback = library.record_feedback(session, job, body.rating, body.reason, body.comment)
         return {"id": feedback.id, "object": "video.feedback", "video_id": job.id, "rating": feedback.rating,
                 "reason": feedback.reason, "comment": feedback.comment, "created_at": timestamp(feedback.created_at)}
