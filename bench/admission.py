@@ -4,6 +4,8 @@ Two layers, each on both databases: (1) HTTP — `vidfactory serve --workers 0` 
 same 32 client threads first GET /healthz (the framework's own speed on this server), then POST
 /v1/videos (auth, tokenize, screen, quote, hold + insert job in one transaction), for 1 tenant and for
 32 tenants; (2) ledger — 32 threads calling `ledger.hold` directly, one transaction each.
+Beside each rate: the server process's CPU time per request (user + system, from /proc): on a machine
+shared with other work the rates move with the load, the CPU a request costs much less.
 The tenants are on a bench plan that admits every submission (only the active-jobs limit is raised).
 Run: .venv/bin/python bench/admission.py [postgres admin URL]
 """
@@ -19,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -46,10 +49,11 @@ body = {"prompt": "a red fox running through snow at dawn", "size": "64x64", "se
 def main() -> None:
     postgres_admin = sys.argv[1] if len(sys.argv) > 1 else default_postgres
     root = Path(tempfile.mkdtemp(prefix="vf-admission-"))
-    print(f"# admission throughput — {machine()}, commit {git_revision()}, {clients} concurrent clients")
-    print("| database | tenants | GET /healthz /s | p50 / p99 ms | POST /v1/videos /s | p50 / p99 ms "
-          "| POST ÷ healthz throughput | POST p99 ÷ p50 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"# admission throughput — {machine()}, commit {git_revision()}, {clients} concurrent clients, "
+          f"load average {os.getloadavg()[0]:.1f} at the start")
+    print("| database | tenants | GET /healthz /s | p50 / p99 ms | server CPU ms | POST /v1/videos /s "
+          "| p50 / p99 ms | server CPU ms | POST ÷ healthz throughput | POST p99 ÷ p50 | POST ÷ healthz CPU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     holds = []
     for name, url, drop in [("SQLite (WAL)", f"sqlite:///{root / 'bench.db'}", None),
                             ("PostgreSQL", *fresh_postgres(postgres_admin))]:
@@ -57,14 +61,15 @@ def main() -> None:
         upgrade_and_seed(engine)
         sessions = make_session_factory(engine)
         add_bench_plan(sessions)
-        with served(url, root) as base:
+        with served(url, root) as server:
             for tenants in (1, clients):
                 keys = [tenant_key(sessions, 10**9)[1] for _ in range(tenants)]
-                health = http_load(base, keys, lambda http: http.get("/healthz"))
-                posts = http_load(base, keys, lambda http: http.post("/v1/videos", json=body))
-                print(f"| {name} | {tenants} | {health[0]:.0f} | {health[1]:.1f} / {health[2]:.1f} | "
-                      f"{posts[0]:.0f} | {posts[1]:.1f} / {posts[2]:.1f} | {posts[0] / health[0]:.2f} | "
-                      f"{posts[2] / posts[1]:.1f} |", flush=True)
+                health = http_load(server, keys, lambda http: http.get("/healthz"))
+                posts = http_load(server, keys, lambda http: http.post("/v1/videos", json=body))
+                print(f"| {name} | {tenants} | {health.rate:.0f} | {health.p50_ms:.1f} / {health.p99_ms:.1f} | "
+                      f"{health.cpu_ms:.2f} | {posts.rate:.0f} | {posts.p50_ms:.1f} / {posts.p99_ms:.1f} | "
+                      f"{posts.cpu_ms:.2f} | {posts.rate / health.rate:.2f} | {posts.p99_ms / posts.p50_ms:.1f} | "
+                      f"{ratio(posts.cpu_ms, health.cpu_ms)} |", flush=True)
         holds.append((name, ledger_holds(sessions, tenants=1), ledger_holds(sessions, tenants=clients)))
         engine.dispose()
         if drop:
@@ -73,6 +78,11 @@ def main() -> None:
     print("|---|---|---|")
     for name, one_tenant, many_tenants in holds:
         print(f"| {name} | {one_tenant:.0f} | {many_tenants:.0f} |")
+
+
+def ratio(part: float, whole: float) -> str:
+    """A tiny run can measure no CPU tick (10 ms) at all."""
+    return f"{part / whole:.1f}" if whole > 0 else "n/a"
 
 
 def add_bench_plan(sessions) -> None:
@@ -104,13 +114,32 @@ def run_threads(target, count: int) -> float:
     return time.perf_counter() - started
 
 
+@dataclass(frozen=True)
+class Server:
+    base: str
+    pid: int
+
+    def cpu_s(self) -> float:
+        """The process's user + system CPU seconds so far (Linux /proc; fields 14 and 15 of its stat)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Load:
+    rate: float  # requests/s
+    p50_ms: float
+    p99_ms: float
+    cpu_ms: float  # the server's CPU time per request
+
+
 class served:
     """`vidfactory serve --workers 0` on a free port for the length of a `with` block."""
 
     def __init__(self, url: str, root: Path) -> None:
         self.url, self.root = url, root
 
-    def __enter__(self) -> str:
+    def __enter__(self) -> Server:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -124,7 +153,7 @@ class served:
         while time.monotonic() < deadline and self.server.poll() is None:
             try:
                 if httpx.get(f"{base}/healthz").status_code == 200:
-                    return base
+                    return Server(base, self.server.pid)
             except httpx.TransportError:
                 time.sleep(0.1)
         self.__exit__()
@@ -135,10 +164,10 @@ class served:
         self.server.wait(30)
 
 
-def http_load(base: str, keys: list[str], call: Callable[[httpx.Client], httpx.Response]
-              ) -> tuple[float, float, float]:
-    """Requests/s, p50 ms and p99 ms of `clients` threads making `http_requests_per_client` calls each,
-    thread i authenticated with keys[i % len(keys)]. One warm-up call per key first (tokenizer, pools)."""
+def http_load(server: Server, keys: list[str], call: Callable[[httpx.Client], httpx.Response]) -> Load:
+    """`clients` threads making `http_requests_per_client` calls each, thread i authenticated with
+    keys[i % len(keys)]. One warm-up call per key first (tokenizer, pools)."""
+    base = server.base
     for key in keys:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
             call(http).raise_for_status()
@@ -152,10 +181,12 @@ def http_load(base: str, keys: list[str], call: Callable[[httpx.Client], httpx.R
                 call(http).raise_for_status()
                 latencies.append((time.perf_counter() - started) * 1000)
 
+    cpu_before = server.cpu_s()
     elapsed = run_threads(client, clients)
+    cpu_ms = (server.cpu_s() - cpu_before) * 1000 / len(latencies)
     latencies.sort()
-    return (len(latencies) / elapsed, latencies[len(latencies) // 2],
-            latencies[max(0, int(len(latencies) * 0.99) - 1)])
+    return Load(len(latencies) / elapsed, latencies[len(latencies) // 2],
+                latencies[max(0, int(len(latencies) * 0.99) - 1)], cpu_ms)
 
 
 def ledger_holds(sessions, tenants: int) -> float:

@@ -49,5 +49,5 @@ def test_a_batch_with_ab_groups_end_to_end(page, console):
     for group, product in (("A", "a red kettle"), ("B", "a blue kettle")):
         figure = pair.locator(f"figure[data-group={group}]")
         assert product in figure.inner_text() and figure.locator("video").count() == 1
-    assert "👍 1 · 👎 0" in pair.locator("figure[data-group=A]").inner_text()
+    assert "Thumbs up 1 · down 0" in pair.locator("figure[data-group=A]").inner_text()
     assert page.locator("#totals-A .up").inner_text() == "1" and page.locator("#totals-B .up").inner_text() == "0"

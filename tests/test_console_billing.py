@@ -101,14 +101,19 @@ def test_a_console_key_works_for_the_api_is_shown_once_and_revocation_stops_it(c
     assert client.get("/v1/balance", headers=bearer).status_code == 401
     assert client.get("/v1/balance", headers=tenant.headers).status_code == 200  # the tenant's other key lives
     too_long = post(client, owner, "/developers/keys", label="x" * 101)
-    assert too_long.status_code == 400 and 'data-param="label"' in too_long.text and "new-key-secret" not in too_long.text
+    assert too_long.status_code == 400 and "new-key-secret" not in too_long.text
+    assert re.search(r'id="label-error"[^>]*data-code="invalid_value">A key&#39;s label is at most 100', too_long.text)
 
 
 def test_a_webhook_endpoint_is_added_tested_and_removed_from_the_page(client):
     owner, tenant = person(client, "owner")
     refused = post(client, owner, "/developers/webhooks", url="http://127.0.0.1:9/hook")
-    assert refused.status_code == 400 and 'id="url-error" data-param="url"' in refused.text
-    assert "non-public address" in refused.text and 'value="http://127.0.0.1:9/hook"' in refused.text
+    assert refused.status_code == 400 and re.search(r'id="url-error"[^>]*data-code="webhook_url_refused"', refused.text)
+    assert "cannot receive webhooks" in refused.text and "non-public address" in refused.text  # words, then detail
+    assert 'value="http://127.0.0.1:9/hook"' in refused.text
+    zh = as_user(client, owner).post("/developers/webhooks", headers={"Accept-Language": "zh-CN"},
+                                     data={"csrf_token": csrf_token(owner), "url": "ftp://example.com/x"})
+    assert zh.status_code == 400 and "此地址无法接收 Webhook" in zh.text
     added = post(client, owner, "/developers/webhooks", url="http://93.184.215.14/hook", description="orders")
     assert added.status_code == 201
     secret = re.search(r'id="new-endpoint-secret" type="text" readonly value="(whsec_[^"]+)"', added.text).group(1)
@@ -185,7 +190,7 @@ def test_a_voucher_code_is_redeemed_once_from_the_page(client):
     assert issued.status_code == 201 and issued.json()["code"].startswith("VF-")
     code = issued.json()["code"]
     wrong = post(client, owner, "/billing/vouchers/redeem", code="VF-0000-0000-0000-0000-0000")
-    assert wrong.status_code == 400 and 'id="code-error" data-param="code"' in wrong.text
+    assert wrong.status_code == 400 and re.search(r'id="code-error"[^>]*data-code="voucher_code_invalid"', wrong.text)
     redeemed = post(client, owner, "/billing/vouchers/redeem", code=f"  {code.lower()} ")
     assert redeemed.status_code == 200 and "Redeemed: 500 tokens" in redeemed.text
     assert 'id="vouchers-available">500 tokens' in redeemed.text and "spring promotion" in redeemed.text

@@ -4,6 +4,7 @@ input is answered next to the field it names."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -15,17 +16,17 @@ from vidfactory.accounts import PasswordHasher, create_user, csrf_token, session
 from vidfactory.api.app import create_app
 from vidfactory.billing import ledger
 from vidfactory.api.render import video_object
-from vidfactory.db.models import AuditEntry, Tenant
+from vidfactory.db.models import AuditEntry, Plan, Tenant
 from vidfactory.db.types import utcnow
 from vidfactory.jobs import queue, workers
 from vidfactory.jobs.submit import VideoRequest, submit
 from vidfactory.notify.alerts import raise_alert
-from vidfactory.tenancy import authenticate
+from vidfactory.tenancy import authenticate, plan_fields
 
 from conftest import make_settings, new_tenant
 
 password = "correct horse battery"
-operator_pages = ("/tenants", "/users", "/workers", "/alerts")
+operator_pages = ("/tenants", "/plans", "/price-books", "/workers", "/alerts", "/users")
 
 
 @pytest.fixture
@@ -241,3 +242,66 @@ def test_operator_acknowledges_an_alert_once_and_it_is_audited(console):
     assert listed["acknowledged_by"] == f"user:{operator.user_id}" and listed["acknowledged_at"] is not None
     assert console.post("/v1/admin/alerts/alert_nosuch/acknowledge", headers=admin).status_code == 404
     assert operator.post("/alerts/alert_nosuch/acknowledge").status_code == 404
+
+
+def test_every_plan_field_is_shown_and_edited_within_its_limits(console):
+    operator = person(console, "operator")
+    listed = operator.client.get("/plans").text
+    for name in plan_fields:
+        assert f'name="{name}"' not in listed  # the list shows; the plan's page edits
+    page = operator.client.get("/plans/pro").text
+    for name in plan_fields:
+        assert f'name="{name}"' in page, name
+    current = {name: re.search(rf'name="{name}"[^>]*value="([^"]*)"', page) for name in plan_fields}
+    form = {name: match.group(1) for name, match in current.items() if match}
+    form.update(priority="7", retention_days="45", review_deadline_action="approve", step_cache_allowed="on")
+    assert operator.post("/plans/pro", **form).status_code == 303
+    too_big = operator.post("/plans/pro", **{**form, "priority": "101", "concurrent_jobs": "many"})
+    assert too_big.status_code == 400
+    assert re.search(r'id="priority-error"[^>]*>Must be at most 100\.<', too_big.text)
+    assert re.search(r'id="concurrent_jobs-error"[^>]*>Enter a whole number\.<', too_big.text)
+    contradicts = operator.post("/plans/pro", **{**form, "concurrent_jobs": "9", "active_jobs_max": "3"})
+    assert re.search(r'id="active_jobs_max-error"[^>]*>Must be at least the jobs running at once', contradicts.text)
+    with console.app.state.ctx.sessions() as session:
+        plan = session.get(Plan, "pro")
+        assert (plan.priority, plan.retention_days, plan.review_deadline_action, plan.step_cache_allowed) == \
+            (7, 45, "approve", True)
+    [entry] = audited(console, "plan.updated", f"user:{operator.user_id}")
+    assert entry.data["priority"] == {"from": 5, "to": 7} and set(entry.data) == {
+        "priority", "retention_days", "review_deadline_action", "step_cache_allowed"}
+    assert operator.client.get("/plans/platinum").status_code == 404
+
+
+def test_a_price_book_is_previewed_against_the_one_in_force_then_published(console):
+    operator = person(console, "operator")
+    page = operator.client.get("/price-books").text
+    body = json.loads(re.search(r'<textarea id="body" name="body"[^>]*>(.*?)</textarea>', page, re.S).group(1)
+                      .replace("&#34;", '"').replace("&quot;", '"'))
+    body["unit_price"] = str(2 * float(body["unit_price"]))
+    sample = {"model": "wan-tiny", "size": "832x480", "seconds": "5", "input_tokens": "100"}
+    preview = operator.post("/price-books", action="preview", body=json.dumps(body), **sample)
+    assert preview.status_code == 200
+    amounts = re.findall(r'<td class="amount">([^<]+)</td>', preview.text)
+    assert len(amounts) == 2
+    in_force, proposed = (float(amount.split()[1]) for amount in amounts)
+    assert proposed == 2 * in_force > 0
+    assert 'id="version-2"' not in operator.client.get("/price-books").text  # a preview publishes nothing
+    too_long = operator.post("/price-books", action="preview", body=json.dumps(body), **{**sample, "seconds": "3000"})
+    assert "Cannot price this sample" in too_long.text
+    broken = operator.post("/price-books", action="publish", body="{not json", **sample)
+    assert broken.status_code == 400 and re.search(r'id="body-error"[^>]*>This is not JSON', broken.text)
+    assert "{not json" in broken.text
+    negative = operator.post("/price-books", action="preview", body=json.dumps({**body, "unit_price": "-1"}), **sample)
+    assert re.search(r'id="body-error"[^>]*>Not a valid price book at unit_price', negative.text)
+    bad_sample = operator.post("/price-books", action="preview", body=json.dumps(body), **{**sample, "seconds": "-3"})
+    assert re.search(r'id="seconds-error"[^>]*>Must be at least 1\.<', bad_sample.text)
+    published = operator.post("/price-books", action="publish", body=json.dumps(body), **sample)
+    assert published.status_code == 303
+    listing = operator.client.get(published.headers["location"]).text
+    assert re.search(r'id="version-2">.*?in force', listing, re.S)
+    [entry] = audited(console, "price_book.published", f"user:{operator.user_id}")
+    assert entry.subject == "price_book:2"
+    admin = {"Authorization": "Bearer test-admin-token"}
+    api = console.post("/v1/admin/price_books/preview", headers=admin,
+                       json={"body": body, "sample": {"model": "wan-tiny", "size": "832x480", "seconds": 5}}).json()
+    assert api["in_force"]["version"] == 2 and api["in_force"]["quote"] == api["proposed"]["quote"]

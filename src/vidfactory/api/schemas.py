@@ -390,6 +390,24 @@ class CreditCreate(BaseModel):
     memo: PlainText = Field(default="top-up", max_length=200)
 
 
+class PriceBookSample(BaseModel):
+    """A request to price under a price book: model, size, duration and the prompt's billed tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:/-]+$")
+    size: str = Field(default="832x480", pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$", max_length=11)
+    seconds: int = Field(default=5, ge=1, le=3600, strict=True)
+    input_tokens: int = Field(default=100, ge=0, le=100_000, strict=True)
+
+
+class PriceBookPreviewRequest(BaseModel):
+    """A proposed price book (not published) and the sample request to price under it and the book in force."""
+
+    model_config = ConfigDict(extra="forbid")
+    body: dict[str, Any] = Field(description="the proposed price book, as POST /v1/admin/price_books takes it")
+    sample: PriceBookSample
+
+
 class PriceBookPin(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int | None = Field(ge=1, le=2**31 - 1, strict=True,

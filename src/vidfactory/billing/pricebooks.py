@@ -3,14 +3,17 @@ pin, else the newest), read a pinned one. A published version is never updated: 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import audit
-from vidfactory.billing.pricebook import PriceBookBody, body_sha256
+from vidfactory.billing.pricebook import PriceBookBody, Quote, body_sha256, quote
 from vidfactory.db.models import PriceBook, Tenant
 
-__all__ = ["current", "ensure_default", "for_tenant", "get", "list_versions", "pin_tenant", "publish"]
+__all__ = ["Preview", "Sample", "current", "ensure_default", "for_tenant", "get", "list_versions", "pin_tenant",
+           "preview", "publish"]
 
 
 def publish(session: Session, body: PriceBookBody, actor: str = audit.system_actor) -> int:
@@ -64,3 +67,41 @@ def pin_tenant(session: Session, tenant_id: str, version: int | None, actor: str
     result = session.execute(update(Tenant).where(Tenant.id == tenant_id).values(price_book_version=version))
     assert result.rowcount == 1, f"no tenant {tenant_id}"
     audit.append(session, "tenant.price_book_pinned", f"tenant:{tenant_id}", {"version": version}, actor)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A request to price: which model, how large, how long, and how many prompt tokens it bills."""
+
+    model: str
+    width: int
+    height: int
+    seconds: int
+    input_tokens: int
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What the sample costs under the book in force and under a proposed one; a side that cannot price
+    it (too large or too long for its tables) carries the reason instead of a quote."""
+
+    in_force_version: int
+    in_force: Quote | str
+    proposed: Quote | str
+
+
+def _priced(book: PriceBookBody, sample: Sample) -> Quote | str:
+    priced = book.for_model(sample.model)
+    if sample.input_tokens > priced.prompt_tokens_max:
+        return f"{sample.input_tokens} prompt tokens exceed the book's {priced.prompt_tokens_max}"
+    try:
+        return quote(priced, input_tokens=sample.input_tokens, width=sample.width, height=sample.height,
+                     seconds=sample.seconds)
+    except ValueError as exc:
+        return str(exc)
+
+
+def preview(session: Session, proposed: PriceBookBody, sample: Sample) -> Preview:
+    """Price `sample` under the newest published version and under `proposed`, publishing nothing."""
+    version, in_force = current(session)
+    return Preview(version, _priced(in_force, sample), _priced(proposed, sample))

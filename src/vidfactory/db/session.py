@@ -14,33 +14,20 @@ __all__ = ["SessionFactory", "is_sqlite", "make_engine", "make_session_factory",
 
 sqlite_busy_timeout_ms = 30_000
 _writer_option = "vidfactory_writer"
+_queued_writer = "vidfactory_queued_writer"  # on a connection that holds the process's SQLite writer lock
 
 
 class SessionFactory(sessionmaker[Session]):
     """`factory()` gives a session that only reads (it is never committed); `factory.begin()` one that
     writes, committed at the end of its block. On SQLite the difference matters: a writing transaction
     takes the database's one write lock at BEGIN (BEGIN IMMEDIATE), while a reading one stays deferred, so
-    WAL readers (authentication, price lookups, polling) never queue behind writers.
-
-    On SQLite the writers of this process also queue on one lock before BEGIN IMMEDIATE: SQLite's busy
-    handler polls with sleeps of up to 100 ms, so writers left to it are served in no order, and under
-    load some wait seconds while later ones pass (the admission tail). Other processes still meet the
-    busy handler."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        # Re-entrant: a thread that opens a second writer while holding one meets SQLite's busy timeout,
-        # as it always did, instead of a deadlock here.
-        self._sqlite_writers = threading.RLock() if is_sqlite(str(self.kw["bind"].url)) else None
+    WAL readers (authentication, price lookups, polling) never queue behind writers."""
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Session]:  # type: ignore[override]
         writer = self.kw["bind"].execution_options(**{_writer_option: True})
-        with self._writers_queue(), self(bind=writer) as session, session.begin():
+        with self(bind=writer) as session, session.begin():
             yield session
-
-    def _writers_queue(self) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext() if self._sqlite_writers is None else self._sqlite_writers
 
 
 def is_sqlite(url: str) -> bool:
@@ -84,13 +71,32 @@ def make_engine(url: str) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    # The writers of this process queue on one lock before BEGIN IMMEDIATE: SQLite's busy handler polls
+    # with sleeps of up to 100 ms, so writers left to it are served in no order, and under load some
+    # waited seconds while later ones passed (the admission tail). Writers of other processes still meet
+    # the busy handler; so does one of ours that waited a whole busy timeout here.
+    writers = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:
         # A deferred transaction that later upgrades to a writer fails with SQLITE_BUSY instead of waiting,
         # so writers lock at BEGIN; readers never write (see SessionFactory).
-        writer = connection.get_execution_options().get(_writer_option, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+        if not connection.get_execution_options().get(_writer_option, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        connection.info[_queued_writer] = writers.acquire(timeout=sqlite_busy_timeout_ms / 1000)
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _leave_writers(connection)
+            raise
 
+    def _leave_writers(connection) -> None:
+        if connection.info.pop(_queued_writer, False):
+            writers.release()
+
+    event.listen(engine, "commit", _leave_writers)
+    event.listen(engine, "rollback", _leave_writers)
     return engine
 
 

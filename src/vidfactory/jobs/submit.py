@@ -30,7 +30,7 @@ from vidfactory.jobs import workers
 from vidfactory.jobs.screening import PromptScreens, screen_prompt
 from vidfactory.jobs.spec import InvalidRequest, Shape, shape_for
 from vidfactory.media.reference import ReferenceImage
-from vidfactory.notify.events import billing_event, ensure_job_secret, video_event
+from vidfactory.notify.events import ensure_job_secret, queued_events
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
 from vidfactory.observability.metrics import cache_lookups
 from vidfactory.settings import ModelConfig, Settings
@@ -40,7 +40,7 @@ from vidfactory.styles.catalog import JobStyle
 from vidfactory.tenancy import Caller, check_not_suspended
 
 __all__ = ["ActiveJobsLimit", "Priced", "StagedFiles", "VideoRequest", "clean_prompt", "enqueue", "price",
-           "price_now", "reference_key", "regeneration_seed", "run_once_staged", "submit"]
+           "price_in", "price_now", "reference_key", "regeneration_seed", "run_once_staged", "submit"]
 
 seed_max = 2**31 - 1
 whitespace_run = re.compile(r"\s+")
@@ -150,12 +150,18 @@ def substitutions(request: VideoRequest, model: ModelConfig, shape: Shape) -> li
 
 def price_now(sessions: SessionFactory, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
               request: VideoRequest, tenant_id: str) -> Priced:
+    """`price_in` a read session of its own."""
+    with sessions() as session:
+        return price_in(session, settings, counter_for, request, tenant_id)
+
+
+def price_in(session: Session, settings: Settings, counter_for: Callable[[ModelConfig], TokenCounter],
+             request: VideoRequest, tenant_id: str) -> Priced:
     """Price a request with the price book in force now for the tenant (its contract pin, else the
     newest): what a quote shows and a submission holds; refuse it when no worker could ever hold it in
     memory."""
-    with sessions() as session:
-        version, book = pricebooks.for_tenant(session, tenant_id)
-        fleet = workers.fleet_devices(session, request.model, utcnow(), settings.worker_stale_s)
+    version, book = pricebooks.for_tenant(session, tenant_id)
+    fleet = workers.fleet_devices(session, request.model, utcnow(), settings.worker_stale_s)
     priced = price(settings, counter_for, request, version, book)
     _check_fits_the_fleet(settings, priced, fleet)
     return priced
@@ -253,8 +259,7 @@ def enqueue(session: Session, settings: Settings, caller: Caller, request: Video
     session.flush()
     if job.webhook_url is not None:
         ensure_job_secret(session, caller.tenant_id)
-    video_event(session, job, "video.queued")
-    billing_event(session, job, "billing.hold_created", None)
+    queued_events(session, job)
     if review is not None:
         queue.require_review(session, job.id)
     return job
@@ -304,8 +309,8 @@ def submit(
             resolve_target(request.webhook_url, parse_networks(settings.webhook_allowed_networks))
         except RefusedTarget as exc:
             raise InvalidRequest("webhook_url", str(exc), code="webhook_url_refused") from exc
-    priced = price_now(sessions, settings, counter_for, request, caller.tenant_id)
-    with sessions() as session:
+    with sessions() as session:  # one read transaction for the price book, the fleet and the lexicon
+        priced = price_in(session, settings, counter_for, request, caller.tenant_id)
         review = screen_prompt(session, screens, caller.tenant_id, priced.prompt) or review
     screens.images.check(request.reference, "template" if request.reference_from_template else "input_reference")
 

@@ -30,6 +30,8 @@ __all__ = [
     "test_event_type",
     "operator_event_types",
     "record_event",
+    "queued_events",
+    "record_events",
     "record_operator_event",
     "record_test_event",
     "review_data",
@@ -61,28 +63,43 @@ def _subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
 def record_event(session: Session, tenant_id: str, type: str, data: dict[str, Any], *,  # noqa: A002
                  job_id: str | None = None, job_webhook_url: str | None = None) -> WebhookEvent:
     """The event and its outbox rows (none when no webhook listens), in the caller's transaction."""
-    assert type in event_types, f"unknown event type {type!r}"
-    endpoints = [e for e in session.scalars(select(WebhookEndpoint).where(
-        WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.status == "enabled",
-        WebhookEndpoint.deleted_at.is_(None))) if _subscribed(e, type)]
-    targets = [(e.id, e.url) for e in endpoints] + ([(None, job_webhook_url)] if job_webhook_url else [])
-    return _event_to(session, tenant_id, type, data, targets, job_id)
-
-
-def _event_to(session: Session, tenant_id: str, type: str, data: dict[str, Any],  # noqa: A002
-              targets: list[tuple[str | None, str]], job_id: str | None = None) -> WebhookEvent:
-    """The event and one pending delivery per (endpoint id, url) target."""
-    now = utcnow()
-    event = WebhookEvent(id=f"msg_{uuid.uuid4().hex}", tenant_id=tenant_id, type=type, created_at=now, job_id=job_id,
-                         payload={"type": type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data})
-    session.add(event)
-    session.flush()  # before its deliveries: no ORM relationship orders the two inserts
-    for endpoint_id, url in targets:
-        session.add(WebhookDelivery(id=f"whd_{uuid.uuid4().hex}", event_id=event.id, tenant_id=tenant_id,
-                                    endpoint_id=endpoint_id, job_id=job_id, url=url, status="pending",
-                                    attempts=0, next_attempt_at=now, created_at=now))
-    session.flush()
+    [event] = record_events(session, tenant_id, [(type, data)], job_id=job_id, job_webhook_url=job_webhook_url)
     return event
+
+
+def record_events(session: Session, tenant_id: str, events: list[tuple[str, dict[str, Any]]], *,
+                  job_id: str | None = None, job_webhook_url: str | None = None) -> list[WebhookEvent]:
+    """Several (type, data) events of one tenant, in this order, and their outbox rows: the tenant's
+    endpoints are read once for all of them."""
+    assert all(type in event_types for type, _ in events), f"unknown event type in {events!r}"
+    endpoints = list(session.scalars(select(WebhookEndpoint).where(
+        WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.status == "enabled",
+        WebhookEndpoint.deleted_at.is_(None))))
+    job_target = [(None, job_webhook_url)] if job_webhook_url else []
+    return _events_to(session, tenant_id, [
+        (type, data, [(e.id, e.url) for e in endpoints if _subscribed(e, type)] + job_target)
+        for type, data in events], job_id)
+
+
+def _events_to(session: Session, tenant_id: str,
+               events: list[tuple[str, dict[str, Any], list[tuple[str | None, str]]]],
+               job_id: str | None = None) -> list[WebhookEvent]:
+    """Each (type, data, targets) event, in this order, and one pending delivery per (endpoint id, url)
+    target."""
+    now = utcnow()
+    timestamp = now.isoformat().replace("+00:00", "Z")
+    rows = [WebhookEvent(id=f"msg_{uuid.uuid4().hex}", tenant_id=tenant_id, type=type, created_at=now, job_id=job_id,
+                         payload={"type": type, "timestamp": timestamp, "data": data}) for type, data, _ in events]
+    session.add_all(rows)
+    session.flush()  # before their deliveries: no ORM relationship orders the two inserts
+    deliveries = [WebhookDelivery(id=f"whd_{uuid.uuid4().hex}", event_id=event.id, tenant_id=tenant_id,
+                                  endpoint_id=endpoint_id, job_id=job_id, url=url, status="pending",
+                                  attempts=0, next_attempt_at=now, created_at=now)
+                  for event, (_, _, targets) in zip(rows, events) for endpoint_id, url in targets]
+    if deliveries:
+        session.add_all(deliveries)
+        session.flush()
+    return rows
 
 
 def record_test_event(session: Session, endpoint: WebhookEndpoint) -> WebhookDelivery:
@@ -90,7 +107,7 @@ def record_test_event(session: Session, endpoint: WebhookEndpoint) -> WebhookDel
     it), signed and sent like any other; returns its delivery."""
     data = {"object": "webhook_test", "endpoint_id": endpoint.id,
             "message": "A test event: your endpoint receives and verifies vidfactory webhooks."}
-    event = _event_to(session, endpoint.tenant_id, test_event_type, data, [(endpoint.id, endpoint.url)])
+    [event] = _events_to(session, endpoint.tenant_id, [(test_event_type, data, [(endpoint.id, endpoint.url)])])
     return session.scalars(select(WebhookDelivery).where(WebhookDelivery.event_id == event.id)).one()
 
 
@@ -168,12 +185,24 @@ def review_data(job: Job) -> dict[str, Any] | None:
             "deadline_at": None if due is None else int(due.timestamp()), "on_deadline": job.review_on_due}
 
 
+def billing_data(job: Job, charged: int | None) -> dict[str, Any]:
+    held = job.total_tokens
+    return {"object": "billing", f"{job.job_type}_id": job.id, "hold_id": job.hold_id, "held": held,
+            "settled": charged, "released": None if charged is None else held - charged}
+
+
 def billing_event(session: Session, job: Job, type: str, charged: int | None) -> None:  # noqa: A002
     """A hold created (`charged` None), settled (`charged` tokens, the rest released) or released (0)."""
-    held = job.total_tokens
-    data = {"object": "billing", f"{job.job_type}_id": job.id, "hold_id": job.hold_id, "held": held,
-            "settled": charged, "released": None if charged is None else held - charged}
-    record_event(session, job.tenant_id, type, data, job_id=job.id, job_webhook_url=job.webhook_url)
+    record_event(session, job.tenant_id, type, billing_data(job, charged), job_id=job.id,
+                 job_webhook_url=job.webhook_url)
+
+
+def queued_events(session: Session, job: Job) -> None:
+    """A new video's `video.queued` and `billing.hold_created`, recorded together."""
+    assert job.status == "queued", f"{job.id} is {job.status}"
+    record_events(session, job.tenant_id, [("video.queued", video_data(job)),
+                                           ("billing.hold_created", billing_data(job, None))],
+                  job_id=job.id, job_webhook_url=job.webhook_url)
 
 
 def voucher_event(session: Session, grant: Transfer, job: Job | None = None) -> None:

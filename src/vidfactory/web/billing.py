@@ -11,12 +11,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from vidfactory.api.errors import ApiError
 from vidfactory.billing import ledger, pricebooks, voucher_codes
 from vidfactory.billing.pricebook import PriceBookBody, model_price, quote
 from vidfactory.billing.statements import StatementError, statement, statement_file, usage
 from vidfactory.db.types import utcnow
 from vidfactory.tenancy import find_tenant
 from vidfactory.web.console import Console
+from vidfactory.web.errors import field_error
 from vidfactory.web.forms import opened, posted
 
 __all__ = ["router"]
@@ -95,7 +97,7 @@ def _render(page: Console, status_code: int = 200, **shown: Any) -> Response:
                   "months": _months(find_tenant(session, tenant_id).created_at, utcnow()),
                   "prices": _price_book(session, tenant_id, [model.id for model in page.ctx.settings.models])}
     return page.render("billing.html", status_code=status_code,
-                       **{"message": "", "redeem_error": "", "form": {}, **values, **shown})
+                       **{"message": "", "redeem_error": None, "form": {}, **values, **shown})
 
 
 @router.get("/billing")
@@ -116,8 +118,9 @@ async def redeem_code(request: Request) -> Response:
             grant = voucher_codes.redeem(session, page.principal.tenant_id, form.get("code", ""),
                                          actor=page.principal.actor)
             message = page.t("billing.redeemed", tokens=f"{grant.amount:,}", date=f"{grant.expires_at:%Y-%m-%d}")
-    except voucher_codes.CodeNotRedeemable:
-        return _render(page, 400, redeem_error=page.t("billing.code_invalid"), form=form)
+    except voucher_codes.CodeNotRedeemable as exc:  # answered as the API answers it, in the page's words
+        error = field_error(page.locale, ApiError(400, "voucher_code_invalid", str(exc), param="code"), ("code",))
+        return _render(page, error.status, redeem_error=error, form=form)
     return _render(page, message=message)
 
 

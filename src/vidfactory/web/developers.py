@@ -10,14 +10,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from vidfactory.api.errors import id_pattern
+from vidfactory.api.errors import ApiError, id_pattern, validation_message
 from vidfactory.api.render import delivery_object
+from vidfactory.api.routes.webhook_endpoints import checked_target
 from vidfactory.api.schemas import WebhookEndpointCreate
 from vidfactory.notify import endpoints
 from vidfactory.notify.events import record_test_event
-from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
 from vidfactory.tenancy import TenantSuspended, create_key, list_keys, revoke_key
 from vidfactory.web.console import Console
+from vidfactory.web.errors import field_error
 from vidfactory.web.forms import opened, posted
 
 __all__ = ["router"]
@@ -26,6 +27,7 @@ router = APIRouter(include_in_schema=False)
 page_name = "developers"
 deliveries_shown_max = 5  # per endpoint; the API's delivery log has the rest
 key_label_chars_max = 100
+webhook_fields = ("url", "description")
 time_format = "%Y-%m-%d %H:%M:%S"  # UTC, as stored
 
 
@@ -68,13 +70,14 @@ async def create_api_key(request: Request) -> Response:
         return outcome
     page, form = outcome
     label = form.get("label", "").strip()
-    if len(label) > key_label_chars_max:
-        return _render(page, 400, key_error=page.t("developers.label_too_long", max=key_label_chars_max), form=form)
     try:
+        if len(label) > key_label_chars_max:
+            raise ApiError(400, "invalid_value", f"must be at most {key_label_chars_max} characters", param="label")
         with page.ctx.sessions.begin() as session:
             row, plaintext = create_key(session, page.principal.tenant_id, label, actor=page.principal.actor)
-    except TenantSuspended:
-        return _render(page, 403, key_error=page.t("developers.suspended"), form=form)
+    except (ApiError, TenantSuspended) as exc:
+        error = field_error(page.locale, exc, fields=("label",))
+        return _render(page, error.status, key_error=error, form=form)
     return _render(page, 201, new_key={"id": row.id, "prefix": row.prefix, "secret": plaintext})
 
 
@@ -99,22 +102,23 @@ async def add_endpoint(request: Request) -> Response:
     if isinstance(outcome, Response):
         return outcome
     page, form = outcome
-    try:  # the API's own request schema, so the page refuses exactly what the API refuses
+    try:  # the API's own request schema and target check, so the page refuses what the API refuses
         body = WebhookEndpointCreate(url=form.get("url", "").strip(), description=form.get("description", "").strip())
-        resolve_target(body.url, parse_networks(page.ctx.settings.webhook_allowed_networks))
+        url = checked_target(page.ctx.settings, body.url)
         with page.ctx.sessions.begin() as session:
-            row = endpoints.create_endpoint(session, page.principal.tenant_id, body.url, body.description, [])
+            row = endpoints.create_endpoint(session, page.principal.tenant_id, url, body.description, [])
             created = {"id": row.id, "secret": row.secret}
     except ValidationError as exc:
         first = exc.errors()[0]
-        error = {"param": str(first["loc"][0]), "message": first["msg"]}
-    except RefusedTarget as exc:  # the reason names the URL's own host or address, nothing secret
-        error = {"param": "url", "message": page.t("developers.url_refused", reason=str(exc))}
-    except endpoints.TooManyEndpoints:
-        error = {"param": "url", "message": page.t("developers.too_many", max=endpoints.endpoints_max)}
+        error = field_error(page.locale, ApiError(400, "invalid_value", validation_message(first),
+                                                  param=str(first["loc"][0])), webhook_fields)
+    except endpoints.TooManyEndpoints as exc:
+        error = field_error(page.locale, ApiError(400, "too_many_endpoints", str(exc)), webhook_fields)
+    except ApiError as exc:
+        error = field_error(page.locale, exc, webhook_fields)
     else:
         return _render(page, 201, new_secret=created)
-    return _render(page, 400, webhook_error=error, form=form)
+    return _render(page, error.status, webhook_error=error, form=form)
 
 
 async def _owned_endpoint_action(request: Request, endpoint_id: str, action) -> Response:

@@ -28,12 +28,14 @@ def opened(request: Request, role_page: str) -> Console | Response:
     return page
 
 
-async def posted(request: Request, role_page: str) -> tuple[Console, dict[str, str]] | Response:
-    """The page and its form's fields (bounded), or the answer that ends the request (CSRF refusal too)."""
+async def posted(request: Request, role_page: str, chars_max: int = field_chars_max,
+                 ) -> tuple[Console, dict[str, str]] | Response:
+    """The page and its form's fields (each cut at `chars_max`), or the answer that ends the request (CSRF
+    refusal too)."""
     page = opened(request, role_page)
     if not isinstance(page, Console):
         return page
-    fields = {key: str(value)[:field_chars_max] for key, value in (await request.form()).items()
+    fields = {key: str(value)[:chars_max] for key, value in (await request.form()).items()
               if isinstance(value, str)}
     if not page.csrf_ok(fields):
         return page.error(403, "error.csrf")

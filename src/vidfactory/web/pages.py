@@ -15,8 +15,8 @@ from vidfactory.accounts import AccountError, BadCredentials, PasswordHasher, ch
 from vidfactory.accounts import session_cookie, sign_in
 from vidfactory.accounts.users import password_chars_max, password_chars_min
 from vidfactory.api.ratelimit import LimiterUnavailable, client_address, retry_after_s, signin_refused
-from vidfactory.web import (admin_fleet, admin_users, batches, billing, create, developers, prompt_templates, review,
-                            styles, tenants, videos)
+from vidfactory.web import (admin_fleet, admin_plans, admin_users, batches, billing, create, developers,
+                            prompt_templates, review, styles, tenants, videos)
 from vidfactory.web.console import Console, csrf_field, here, login_csrf_cookie
 from vidfactory.web.i18n import locale_cookie, locales
 
@@ -41,6 +41,7 @@ def mount(app: FastAPI) -> None:
     app.include_router(admin_fleet.router)
     app.include_router(videos.router)
     app.include_router(styles.router)
+    app.include_router(admin_plans.router)
     app.mount("/static", StaticFiles(directory=here / "static"), name="static")
 
 

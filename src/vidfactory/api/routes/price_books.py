@@ -6,14 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from vidfactory.api.deps import AdminDep, CallerDep, ContextDep, SessionDep
-from vidfactory.api.errors import ApiError, checked_id, not_found
+from vidfactory.api.errors import ApiError, checked_id, not_found, validation_message
 from vidfactory.api.render import timestamp
-from vidfactory.api.schemas import PriceBookPin
+from vidfactory.api.schemas import PriceBookPin, PriceBookPreviewRequest, PriceBookSample
 from vidfactory.billing import pricebooks
-from vidfactory.billing.pricebook import PriceBookBody
+from vidfactory.billing.pricebook import PriceBookBody, Quote
 from vidfactory.db.models import PriceBook, Tenant
 
 router = APIRouter(tags=["billing"])
@@ -44,6 +45,37 @@ def publish_price_book(body: PriceBookBody, ctx: ContextDep, _admin: AdminDep) -
             raise ApiError(400, "invalid_value", str(exc), param="compensation.error_types") from exc
         current, _ = pricebooks.current(session)
         return price_book_object(session.get(PriceBook, version), current)
+
+
+def sample_of(sent: PriceBookSample) -> pricebooks.Sample:
+    width, height = (int(side) for side in sent.size.split("x"))
+    return pricebooks.Sample(sent.model, width, height, sent.seconds, sent.input_tokens)
+
+
+def priced_object(priced: Quote | str) -> dict[str, Any]:
+    if isinstance(priced, str):
+        return {"quote": None, "refused": priced}
+    return {"quote": {"tier": priced.tier, "duration_bucket_s": priced.duration_bucket_s, "method": priced.method,
+                      "input_tokens": priced.input_tokens, "output_tokens": priced.output_tokens,
+                      "total_tokens": priced.total_tokens,
+                      "amount": {"currency": priced.currency, "value": str(priced.amount)}}, "refused": None}
+
+
+@router.post("/v1/admin/price_books/preview")
+def preview_price_book(request: PriceBookPreviewRequest, ctx: ContextDep, _admin: AdminDep) -> dict[str, Any]:
+    """What the sample request would cost under the proposed book and under the one in force (the newest
+    version); nothing is published. A side whose tables cannot price the sample says why in `refused`."""
+    try:
+        body = PriceBookBody.model_validate(request.body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(["body", *(str(part) for part in first["loc"])])
+        raise ApiError(400, "invalid_value", validation_message(first), param=param) from exc
+    with ctx.sessions() as session:
+        shown = pricebooks.preview(session, body, sample_of(request.sample))
+    return {"object": "price_book_preview", "in_force": {"version": shown.in_force_version,
+                                                         **priced_object(shown.in_force)},
+            "proposed": priced_object(shown.proposed)}
 
 
 def _tenant(session: Session, tenant_id: str) -> Tenant:
