@@ -868,6 +868,7 @@ def doctor(as_json: JsonFlag = False) -> None:
 def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only these models.")] = None,
            once: Annotated[bool, typer.Option(help="Process at most one job, then exit.")] = False) -> None:
     """Run a worker: claims jobs, keeps its pipeline loaded, settles each job."""
+    settings = _settings()  # a configuration error answers before the engines' seconds of imports
     from vidfactory.bootstrap import upgrade_and_seed
     from vidfactory.db.session import make_engine, make_session_factory
     from vidfactory.engines.parallel import DevicePlan, leave_group
@@ -880,7 +881,6 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_phase_log()
-    settings = _settings()
     _check_served_models(settings, model)
     devices = DevicePlan.from_environment()
     if devices.parallel:
@@ -982,13 +982,13 @@ def generate(
     """One-shot generation with no server and no ledger: prompt in (and a first frame), MP4 out, through
     the server's output pipeline (visible label, watermark, AIGC tag, C2PA manifest) under its own
     `clip_` content ID, so `vidfactory verify` vouches for it."""
+    settings = _settings()  # a configuration error answers before the engines' seconds of imports
     from tqdm import tqdm
 
     from vidfactory.engines.base import EngineError
     from vidfactory.engines.registry import load_engine
     from vidfactory.jobs.worker import speed_settings
 
-    settings = _settings()
     config = _configured_model(settings, model)
     request = _request_for(config, prompt, size, seconds, seed, steps)
     if image is not None:

@@ -43,7 +43,6 @@ from vidfactory.api.routes import (
 )
 from vidfactory.api.routes import workers as workers_routes
 from vidfactory.bootstrap import register_models, upgrade_and_seed
-from vidfactory.jobs.worker import Worker
 from vidfactory.notify.delivery import start_dispatcher
 from vidfactory.observability.requests import RequestIdMiddleware
 from vidfactory.settings import Settings
@@ -55,6 +54,12 @@ worker_join_s = 30.0
 
 
 def start_workers(ctx: AppContext, count: int, stop: threading.Event) -> list[threading.Thread]:
+    if count == 0:
+        return []
+    # Imported here: the worker brings the engines (torch, diffusers: seconds of CPU), which an API-only
+    # process (`serve --workers 0`, every test app) never needs.
+    from vidfactory.jobs.worker import Worker
+
     threads = []
     for index in range(count):
         worker = Worker(ctx.settings, ctx.sessions, ctx.storage)

@@ -12,7 +12,6 @@ from sqlalchemy import Engine
 from vidfactory.api.ratelimit import ConcurrencyCaps, Limiter, Network, PixelBudget, make_limiter
 from vidfactory.billing.tokens import TokenCounter
 from vidfactory.db.session import SessionFactory, make_engine, make_session_factory
-from vidfactory.engines.registry import model_path
 from vidfactory.jobs.output import Provenance, load_provenance
 from vidfactory.jobs.screening import PromptScreens
 from vidfactory.settings import ModelConfig, Settings
@@ -32,6 +31,9 @@ class TokenCounters:
         self._counters: dict[str, TokenCounter] = {}
 
     def __call__(self, model: ModelConfig) -> TokenCounter:
+        # Imported on first use, like the tokenizer: the registry brings the engines (torch, diffusers).
+        from vidfactory.engines.registry import model_path
+
         with self._lock:
             if model.id not in self._counters:
                 self._counters[model.id] = TokenCounter.from_model_path(model_path(model, self.models_dir))

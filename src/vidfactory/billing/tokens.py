@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tokenizers import Encoding, Tokenizer
-from transformers import AutoTokenizer
 
 __all__ = ["TokenCounter", "TokenizerUnavailable", "Truncation"]
 
@@ -40,6 +39,10 @@ class TokenCounter:
     @classmethod
     def from_model_path(cls, path: str) -> TokenCounter:
         """Load `path`/tokenizer (a diffusers-layout directory or a cached hub id), never downloading."""
+        # Imported here: AutoTokenizer imports torch (seconds of CPU), which only a process that counts
+        # tokens needs; the CLI's other commands and an API process until its first quote go without it.
+        from transformers import AutoTokenizer
+
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
         except Exception as exc:  # mapped, not swallowed: from_pretrained fails in many types

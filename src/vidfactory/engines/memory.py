@@ -25,8 +25,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import torch
-
 from vidfactory.engines.presets import WanPreset, latent_tokens
 
 __all__ = [
@@ -120,6 +118,8 @@ def next_memory_mode(mode: str) -> str | None:
 
 def probe_device() -> tuple[str, int, int]:
     """(name, total bytes, free bytes) of the device this process generates on: the GPU, else host memory."""
+    import torch  # here: the planner's arithmetic above is imported by the API, which never loads torch
+
     if torch.cuda.is_available():
         free, total = torch.cuda.mem_get_info()
         return torch.cuda.get_device_name(), total, free
@@ -129,5 +129,7 @@ def probe_device() -> tuple[str, int, int]:
 
 def free_accelerator_cache() -> None:
     """Return an unloaded model's cached blocks to the device, so that the next model can use them."""
+    import torch  # here, as in probe_device
+
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -3,9 +3,9 @@ attempt may help. Out of memory is retried once at once, with the next memory mo
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
-import torch
 from sqlalchemy.exc import OperationalError
 
 from vidfactory.engines.base import EngineError, GenerationAbandoned
@@ -38,7 +38,10 @@ class Classified:
 
 
 def classify(exc: BaseException) -> Classified:
-    if isinstance(exc, torch.OutOfMemoryError):  # raised outside the engine's own mapping
+    # Raised outside the engine's own mapping. Only a process that imported torch can meet one; the API
+    # imports this module and must not load torch (seconds of CPU) for it.
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
         return Classified(ErrorType.oom, True)
     if isinstance(exc, EngineError):
         return Classified(exc.error_type, exc.transient)

@@ -26,7 +26,7 @@ from vidfactory.db.models import Asset, Job, Plan, Style, Tenant
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
 from vidfactory.engines.base import CancelCheck, GeneratedVideo, GenerationRequest, InvalidInput, StyleAdapter
-from vidfactory.engines.lora_training import (
+from vidfactory.engines.lora_settings import (
     TrainingResult,
     TrainingSettings,
     check_settings,

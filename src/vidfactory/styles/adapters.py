@@ -14,14 +14,15 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
 
 from vidfactory.engines.presets import WanPreset, preset
 from vidfactory.styles.errors import InvalidAdapter
+
+if TYPE_CHECKING:  # torch itself loads only when an adapter arrives: the API's start goes without it
+    import torch
 
 __all__ = ["Adapter", "base_modules", "check_adapter", "expert_parts", "read_header", "second_expert_prefix"]
 
@@ -54,6 +55,8 @@ def check_adapter(data: bytes, base: WanPreset, *, bytes_max: int, rank_max: int
     # 2. A safetensors header whose tensors exactly fill the file (no pickle is ever unpickled).
     read_header(data)
     # 3. Tensors, then the keys diffusers' Wan loader would load.
+    from safetensors.torch import load as load_safetensors
+
     try:
         tensors = load_safetensors(data)
     except SafetensorError as exc:
@@ -192,6 +195,7 @@ def _layers_hint(linear: dict[str, tuple[int, int]]) -> str:
 @functools.lru_cache(maxsize=8)
 def base_modules(preset_id: str) -> dict[str, tuple[int, int]]:
     """The base transformer's linear layers (name -> weight shape [out, in]), built on the meta device."""
+    import torch
     from diffusers import WanTransformer3DModel
 
     p = preset(preset_id)

@@ -19,7 +19,7 @@ from pathlib import PurePosixPath
 import numpy as np
 from PIL import Image
 
-from vidfactory.engines.lora_training import CAPTION_CHARS_MAX, TrainingSample
+from vidfactory.engines.lora_settings import CAPTION_CHARS_MAX, TrainingSample
 from vidfactory.media.encode import MediaError, decode_mp4
 from vidfactory.media.reference import ReferenceImage, ReferenceRefused, decode_rgb, read_reference
 
