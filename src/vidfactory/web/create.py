@@ -39,6 +39,8 @@ reference_field = "reference"
 # The form's fields, where an error naming one of them is shown; the API's names differ for two.
 form_fields = ("industry", "style", "keywords", "camera", "mood", reference_field, "model", "size", "seconds",
                "negative_prompt", "seed", "enhance")
+# The quote never sees the picture: its slot keeps what Generate said about it.
+quote_fields = tuple(name for name in form_fields if name != reference_field)
 renamed = {"prompt": "keywords", "input_reference": reference_field, "enhance_prompt": "enhance"}
 whole_number = re.compile(r"[0-9]{1,12}")
 
@@ -183,7 +185,7 @@ async def create_quote(request: Request) -> Response:
         return posted
     page, form, _ = posted
     assessed = await run_in_threadpool(_assess, page, form)
-    return page.render("partials/quote.html", form=form, fields=form_fields, **assessed)
+    return page.render("partials/quote.html", form=form, fields=quote_fields, **assessed)
 
 
 def _generate(page: Console, form: CreateForm, picture: bytes | None) -> dict[str, Any]:
