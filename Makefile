@@ -5,7 +5,8 @@ TORCH_SPEC ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN := $(VENV)/bin
-# Test processes: auto = one per core (pytest-xdist); 0 runs the suite in this process.
+# Test processes: auto = one per core (pytest-xdist); 0 runs the suite in this process. worksteal: a process
+# that runs dry takes queued tests from a busy one, so the slow modules do not trail at the end.
 TEST_WORKERS ?= auto
 # The local PostgreSQL the tests use; unreachable -> those tests skip (they fail under CI=true).
 TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
@@ -42,7 +43,7 @@ system-packages:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
 
 test: venv system-packages
-	VIDFACTORY_TEST_POSTGRES_URL="$${VIDFACTORY_TEST_POSTGRES_URL:-$(TEST_POSTGRES_URL)}" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=25
+	VIDFACTORY_TEST_POSTGRES_URL="$${VIDFACTORY_TEST_POSTGRES_URL:-$(TEST_POSTGRES_URL)}" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=25
 
 # The console's main pages in English and Chinese, as PNGs in docs/screenshots/ (the README shows some):
 # the browser tests' server and Chromium, through tests/test_screenshots.py.
