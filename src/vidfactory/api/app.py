@@ -92,6 +92,9 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
         upgrade_and_seed(ctx.engine)
         register_models(ctx.sessions, [model.id for model in settings.models])
         app.state.ctx = ctx
+        # The tokenizers (and torch, which transformers brings) load before the first request is taken,
+        # which would otherwise wait seconds for them.
+        _warm_tokenizers(ctx)
         stop = threading.Event()
         threads = start_workers(ctx, worker_count, stop) + start_dispatcher(settings, ctx.sessions, stop)
         yield
@@ -119,3 +122,11 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
     web.mount(app)
     app.openapi = lambda: with_bearer_auth(app)  # type: ignore[method-assign]
     return app
+
+
+def _warm_tokenizers(ctx: AppContext) -> None:
+    for model in ctx.settings.models:
+        try:
+            ctx.counters(model)
+        except Exception:  # a missing or broken tokenizer is reported again by the request that needs it
+            logging.getLogger(__name__).exception("could not load the tokenizer of %s ahead of requests", model.id)
