@@ -25,6 +25,7 @@ from vidfactory.jobs.spec import InvalidRequest
 from vidfactory.jobs.submit import ActiveJobsLimit, submit
 from vidfactory.jobs.verification import Scope, verify_file
 from vidfactory.tenancy import TenantSuspended, console_caller
+from vidfactory.web import forms
 from vidfactory.web.console import Console
 
 __all__ = ["router"]
@@ -39,24 +40,12 @@ preview_variants = ("video", "thumbnail", "spritesheet")
 
 
 def _page(request: Request, role_page: str = "videos") -> Console | Response:
-    page = Console(request)
-    if page.principal is None:
-        return page.to_sign_in()
-    if not page.allowed(role_page):
-        return page.error(403, "error.forbidden")
-    return page
+    return forms.opened(request, role_page)
 
 
 async def _posted(request: Request) -> tuple[Console, dict[str, str]] | Response:
     """The signed-in page allowed to change videos and its form, or the answer that ends the request."""
-    page = _page(request, "video_actions")
-    if not isinstance(page, Console):
-        return page
-    form = {key: str(value)[:form_chars_max] for key, value in (await request.form()).items()
-            if isinstance(value, str)}
-    if not page.csrf_ok(form):
-        return page.error(403, "error.csrf")
-    return page, form
+    return await forms.posted(request, "video_actions", form_chars_max)
 
 
 def _job(page: Console, session, video_id: str) -> Job | None:
