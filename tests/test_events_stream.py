@@ -10,8 +10,10 @@ import time
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from vidfactory.accounts import PasswordHasher, create_user, session_cookie, sign_in
+from vidfactory.api.app import create_app
 from vidfactory.db.models import Job
 from vidfactory.db.types import utcnow
 from vidfactory.jobs import queue, worker as worker_module
@@ -98,6 +100,24 @@ def test_the_tenant_stream_carries_only_its_own_events_and_resumes(server):
                       headers={**tenant.headers, "Last-Event-ID": events[1]["id"]}) as response:
         resumed = read_events(response, count=2)
     assert [e["id"] for e in resumed] == [events[2]["id"], events[3]["id"]]
+
+
+def test_a_stream_closes_after_its_lifetime_and_the_reconnect_misses_nothing(tmp_path, sqlite_url, models_dir):
+    settings = make_settings(tmp_path, sqlite_url, models_dir, events_poll_s=0.02, events_stream_max_s=0.3,
+                             rate_limit_enabled=False)
+    with TestClient(create_app(settings, workers=0)) as client:
+        tenant = new_tenant(client.app.state.ctx.sessions, tokens=10_000)
+        first = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a red fox", **small})
+        with client.stream("GET", "/v1/events", headers=tenant.headers) as response:
+            before = read_events(response)  # to the close: no count
+        second = client.post("/v1/videos", headers=tenant.headers, json={"prompt": "a red owl", **small})
+        with client.stream("GET", "/v1/events", headers={**tenant.headers, "Last-Event-ID": before[-1]["id"]}
+                           ) as response:
+            after = read_events(response)
+    assert [(e["event"], e["data"]["data"].get("id")) for e in before] == [
+        ("video.queued", first.json()["id"]), ("billing.hold_created", None)]
+    assert [(e["event"], e["data"]["data"].get("id")) for e in after] == [
+        ("video.queued", second.json()["id"]), ("billing.hold_created", None)]
 
 
 def test_streams_take_a_console_session_and_hide_other_tenants_videos(server):

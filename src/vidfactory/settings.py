@@ -308,6 +308,9 @@ class Settings(BaseSettings):
     # configured (with redis_url set, a publish wakes it at once and this is only the fallback).
     events_poll_s: float = Field(default=0.5, gt=0, le=30)
     events_heartbeat_s: float = Field(default=15.0, gt=0, le=300)  # a comment line keeps proxies open
+    # A stream closes after this long (the client reconnects with Last-Event-ID and misses nothing), so a
+    # client that vanished without a close holds its connection and poller for at most this long.
+    events_stream_max_s: float = Field(default=600.0, gt=0, le=24 * 3600)
 
     # Webhooks: a durable outbox delivered by a loop in `serve` and in `worker`.
     webhooks_enabled: bool = True

@@ -2,7 +2,8 @@
 (`/v1/videos/{id}/events`, with its progress) or style training's (`/v1/styles/train/{id}/events`), read
 from the one outbox in `seq` order. Each event's `id:` is its seq: a client that reconnects with
 `Last-Event-ID` (browsers do it by themselves) resumes right after the last event it saw. A video's or
-training's stream ends once it has finished."""
+training's stream ends once it has finished; any stream closes after `events_stream_max_s`, and the client
+reconnects from its last event."""
 
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ async def _stream(ctx: AppContext, tenant_id: str, after_seq: int, job_id: str |
     yield f"retry: {reconnect_ms}\n\n"
     shown: tuple[str, int, int | None] | None = None
     quiet_since = time.monotonic()
-    while True:
+    closes_at = quiet_since + ctx.settings.events_stream_max_s
+    while time.monotonic() < closes_at:
         job, place, events = await run_in_threadpool(_read, ctx, tenant_id, after_seq, job_id)
         for event in events:
             after_seq = event.seq
