@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import select

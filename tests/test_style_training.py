@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import time
 import zipfile
-from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from sqlalchemy import select, update
 
 from vidfactory.db.models import Job, Plan, Style, Transfer, WebhookEndpoint, WebhookEvent
 from vidfactory.db.types import utcnow
-from vidfactory.jobs import maintenance, queue
+from vidfactory.jobs import maintenance
 from vidfactory.jobs.training import TrainingRun
 from vidfactory.jobs.worker import Worker
 from vidfactory.media.encode import encode_mp4

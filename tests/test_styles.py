@@ -11,7 +11,7 @@ import torch
 from alembic import command
 from fastapi.testclient import TestClient
 from safetensors.torch import save
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect
 
 from vidfactory.api.app import create_app
 from vidfactory.billing.pricebook import PriceBookBody, body_sha256, quote

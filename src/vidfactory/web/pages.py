@@ -17,7 +17,7 @@ from vidfactory.accounts.users import password_chars_max, password_chars_min
 from vidfactory.api.ratelimit import LimiterUnavailable, client_address, retry_after_s, signin_refused
 from vidfactory.web import (admin_fleet, admin_plans, admin_users, batches, billing, create, developers,
                             prompt_templates, review, styles, tenants, videos)
-from vidfactory.web.console import Console, csrf_field, here, login_csrf_cookie
+from vidfactory.web.console import Console, here, login_csrf_cookie
 from vidfactory.web.i18n import locale_cookie, locales
 
 __all__ = ["mount", "router"]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
