@@ -5,17 +5,22 @@ script opens 1 stream and then `streams_many` streams for one tenant (rounds int
 many), records `events_per_round` events at a steady rate, and reads every stream. Per event and stream:
 the delivery latency (recorded -> read by the client, same clock). Per round: the API process's CPU time
 (/proc utime + stime) per second of wall time. Ratios many : 1 are what to read; the machine is shared.
-Run: .venv/bin/python bench/sse_fanout.py
+`--baseline REV` serves the same rounds from another commit's `src/` too (a second API process on the same
+database), interleaved round by round, so the two trees are compared under the same load.
+Run: .venv/bin/python bench/sse_fanout.py [--baseline REV]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import io
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -54,10 +59,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_api(root: Path, database_url: str) -> tuple[subprocess.Popen, str]:
+def extract_src(revision: str, into: Path) -> Path:
+    """Another commit's `src/`, for a baseline API process to import before the installed tree."""
+    archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent.parent), "archive", revision, "src"],
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
+
+
+def start_api(root: Path, database_url: str, src: Path | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "VIDFACTORY_DATABASE_URL": database_url, "VIDFACTORY_DATA_DIR": str(root / "var"),
            "VIDFACTORY_RATE_LIMIT_ENABLED": "false"}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     process = subprocess.Popen([sys.executable, "-c", "from vidfactory.cli import app; app()", "serve",
                                 "--host", "127.0.0.1", "--port", str(port), "--workers", "0"],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -133,6 +149,9 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--baseline", help="a commit whose API serves the same rounds, interleaved")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         database_url = f"sqlite:///{root / 'bench.db'}"
@@ -143,21 +162,29 @@ def main() -> None:
             tenant = create_tenant(session, "sse-bench", "enterprise")
             _, key = create_key(session, tenant.id)
             tenant_id = tenant.id
-        api, url = start_api(root, database_url)
+        trees = {"this tree": None}
+        if args.baseline:
+            trees = {args.baseline: extract_src(args.baseline, root / "baseline"), **trees}
+        apis = {tree: start_api(root, database_url, src) for tree, src in trees.items()}
         try:
-            results: dict[int, list[tuple[list[float], float]]] = {1: [], streams_many: []}
+            results: dict[str, dict[int, list[tuple[list[float], float]]]] = {
+                tree: {1: [], streams_many: []} for tree in trees}
             for _ in range(rounds):
-                for streams in (1, streams_many):
-                    results[streams].append(asyncio.run(one_round(url, key, sessions, tenant_id, api.pid, streams)))
+                for tree, (api, url) in apis.items():
+                    for streams in (1, streams_many):
+                        results[tree][streams].append(
+                            asyncio.run(one_round(url, key, sessions, tenant_id, api.pid, streams)))
         finally:
-            api.terminate()
-            api.wait(30)
+            for api, _ in apis.values():
+                api.terminate()
+                api.wait(30)
         engine.dispose()
-    report(results)
+    for tree, tree_results in results.items():
+        report(tree, tree_results)
 
 
-def report(results: dict[int, list[tuple[list[float], float]]]) -> None:
-    print(f"machine: {machine()}; commit {git_revision()}; {events_per_round} events per round, one every "
+def report(tree: str, results: dict[int, list[tuple[list[float], float]]]) -> None:
+    print(f"{tree}: machine: {machine()}; commit {git_revision()}; {events_per_round} events per round, one every "
           f"{event_interval_s} s; rounds interleaved 1 / {streams_many} streams, {rounds} each; SQLite; "
           "events_poll_s default")
     print("| round | streams | delivery p50 ms | delivery p99 ms | API CPU s per s |")

@@ -304,8 +304,8 @@ class Settings(BaseSettings):
     # Argon2id cost (RFC 9106's second recommended profile by default); lower only for tests.
     password_hash_time_cost: int = Field(default=3, ge=1, le=20)
     password_hash_memory_kib: int = Field(default=65536, ge=8, le=4 * 1024 * 1024)
-    # Server-Sent Events: how often a stream looks for new events in the outbox when Redis is not
-    # configured (with redis_url set, a publish wakes it at once and this is only the fallback).
+    # Server-Sent Events: how often the process's one outbox reader looks for new events and for the
+    # progress of the videos its open streams follow.
     events_poll_s: float = Field(default=0.5, gt=0, le=30)
     events_heartbeat_s: float = Field(default=15.0, gt=0, le=300)  # a comment line keeps proxies open
     # A stream closes after this long (the client reconnects with Last-Event-ID and misses nothing), so a

@@ -14,6 +14,7 @@ from vidfactory.billing.tokens import TokenCounter
 from vidfactory.db.session import SessionFactory, make_engine, make_session_factory
 from vidfactory.jobs.output import Provenance, load_provenance
 from vidfactory.jobs.screening import PromptScreens
+from vidfactory.notify.hub import EventHub
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage import Storage, make_storage
 from vidfactory.storage.links import Links
@@ -55,12 +56,14 @@ class AppContext:
     caps: ConcurrencyCaps
     decode_budget: PixelBudget
     trusted_proxies: list[Network]
+    hub: EventHub  # one outbox reader for the process's open event streams
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppContext:
         engine = make_engine(settings.resolved_database_url)
         storage = make_storage(settings)
-        return cls(settings=settings, engine=engine, sessions=make_session_factory(engine),
+        sessions = make_session_factory(engine)
+        return cls(settings=settings, engine=engine, sessions=sessions,
                    storage=storage, links=Links(settings, storage), counters=TokenCounters(settings.models_dir),
                    admin_token=ensure_admin_token(settings), provenance=load_provenance(settings),
                    screens=PromptScreens.from_settings(settings),
@@ -68,4 +71,5 @@ class AppContext:
                                         failure_mode=settings.rate_limit_redis_failure,
                                         timeout_s=settings.redis_timeout_s),
                    caps=ConcurrencyCaps(), decode_budget=PixelBudget(settings.image_decode_pixels_max),
-                   trusted_proxies=[ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies])
+                   trusted_proxies=[ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies],
+                   hub=EventHub(sessions, settings.events_poll_s))

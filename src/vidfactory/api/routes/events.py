@@ -94,26 +94,39 @@ def _read(ctx: AppContext, tenant_id: str, after_seq: int, job_id: str | None
 
 async def _stream(ctx: AppContext, tenant_id: str, after_seq: int, job_id: str | None) -> AsyncIterator[str]:
     yield f"retry: {reconnect_ms}\n\n"
-    shown: tuple[str, int, int | None] | None = None
-    quiet_since = time.monotonic()
-    closes_at = quiet_since + ctx.settings.events_stream_max_s
-    while time.monotonic() < closes_at:
-        job, place, events = await run_in_threadpool(_read, ctx, tenant_id, after_seq, job_id)
-        for event in events:
-            after_seq = event.seq
-            quiet_since = time.monotonic()
-            yield _frame(event)
-        if job is not None and (job.status, job.progress, place and place.position) != shown:
-            shown = (job.status, job.progress, place and place.position)
-            quiet_since = time.monotonic()
-            yield _progress_frame(job, place)
-        if job is not None and job.status in finished_states and len(events) < events_per_read:
-            yield "event: end\ndata: {}\n\n"  # says it ends here: a browser would reconnect otherwise
-            return
-        if time.monotonic() - quiet_since >= ctx.settings.events_heartbeat_s:
-            quiet_since = time.monotonic()
-            yield ": keep-alive\n\n"  # a comment: proxies keep the connection open, clients ignore it
-        await asyncio.sleep(ctx.settings.events_poll_s)
+    # Subscribed before the first read: whatever commits after that read wakes this stream.
+    subscription = ctx.hub.subscribe(tenant_id, job_id)
+    try:
+        shown: tuple[str, int, int | None] | None = None
+        quiet_since = time.monotonic()
+        closes_at = quiet_since + ctx.settings.events_stream_max_s
+        while True:
+            job, place, events = await run_in_threadpool(_read, ctx, tenant_id, after_seq, job_id)
+            for event in events:
+                after_seq = event.seq
+                quiet_since = time.monotonic()
+                yield _frame(event)
+            if job is not None and (job.status, job.progress, place and place.position) != shown:
+                shown = (job.status, job.progress, place and place.position)
+                quiet_since = time.monotonic()
+                yield _progress_frame(job, place)
+            if job is not None and job.status in finished_states and len(events) < events_per_read:
+                yield "event: end\ndata: {}\n\n"  # says it ends here: a browser would reconnect otherwise
+                return
+            if len(events) == events_per_read:
+                continue  # catching up: read on at once
+            while True:
+                now = time.monotonic()
+                if now >= closes_at:
+                    return
+                heartbeat_at = quiet_since + ctx.settings.events_heartbeat_s
+                if await subscription.wait(min(heartbeat_at, closes_at) - now):
+                    break
+                if time.monotonic() >= heartbeat_at:
+                    quiet_since = time.monotonic()
+                    yield ": keep-alive\n\n"  # a comment: proxies keep the connection open, clients ignore it
+    finally:
+        ctx.hub.unsubscribe(subscription)
 
 
 def _response(stream: AsyncIterator[str]) -> StreamingResponse:

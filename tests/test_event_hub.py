@@ -1,0 +1,69 @@
+"""The one outbox reader behind every open event stream of a process: one read a tick whatever the number
+of streams, only the streams an event concerns woken, and nothing read once the last stream has closed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from sqlalchemy import event
+
+from vidfactory.db.session import make_engine, make_session_factory
+from vidfactory.notify import hub as hub_module
+from vidfactory.notify.events import record_event
+from vidfactory.notify.hub import EventHub
+
+from conftest import new_tenant
+
+poll_s = 0.01
+wake_deadline_s = 10.0  # generous: a loaded machine; a stream that is not woken is checked with quiet_s
+quiet_s = 0.2
+streams = 200
+
+
+def test_one_read_a_tick_for_any_number_of_streams_wakes_only_those_an_event_concerns(database_url,
+                                                                                      monkeypatch):
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    watched, other = new_tenant(sessions), new_tenant(sessions)
+    ticks: list[int] = []  # the queries each tick's read ran
+    reading = threading.local()
+    read_changes = hub_module.read_changes
+
+    def counted(*args):
+        reading.statements = 0
+        try:
+            return read_changes(*args)
+        finally:
+            ticks.append(reading.statements)
+            del reading.statements
+
+    def count(_connection, _cursor, statement: str, *_) -> None:
+        if hasattr(reading, "statements") and statement.lstrip().upper().startswith("SELECT"):
+            reading.statements += 1
+
+    monkeypatch.setattr(hub_module, "read_changes", counted)
+    event.listen(engine, "before_cursor_execute", count)
+
+    async def scenario() -> None:
+        hub = EventHub(sessions, poll_s)
+        mine = [hub.subscribe(watched.id, None) for _ in range(streams)]
+        theirs = hub.subscribe(other.id, None)
+        # The first tick starts at the newest event and wakes every stream once: each reads for itself.
+        assert all(await asyncio.gather(*(s.wait(wake_deadline_s) for s in [*mine, theirs])))
+        with sessions.begin() as session:
+            record_event(session, watched.id, "billing.voucher_granted", {"tokens": 1})
+        assert all(await asyncio.gather(*(s.wait(wake_deadline_s) for s in mine)))
+        assert not await theirs.wait(quiet_s)
+        for subscription in [*mine, theirs]:
+            hub.unsubscribe(subscription)
+        await asyncio.sleep(quiet_s)
+        closed_at = len(ticks)
+        await asyncio.sleep(quiet_s)
+        assert len(ticks) == closed_at  # nothing open, nothing read
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()
+    assert len(ticks) >= 3 and set(ticks) == {1}, ticks  # one SELECT a tick, for 201 streams
