@@ -101,7 +101,11 @@ async def _stream(ctx: AppContext, tenant_id: str, after_seq: int, job_id: str |
         quiet_since = time.monotonic()
         closes_at = quiet_since + ctx.settings.events_stream_max_s
         while True:
-            job, place, events = await run_in_threadpool(_read, ctx, tenant_id, after_seq, job_id)
+            delivered, must_read = subscription.take()
+            if must_read or job_id is not None:
+                job, place, events = await run_in_threadpool(_read, ctx, tenant_id, after_seq, job_id)
+            else:  # what the hub read once for every stream of this tenant
+                job, place, events = None, None, [event for event in delivered if event.seq > after_seq]
             for event in events:
                 after_seq = event.seq
                 quiet_since = time.monotonic()
@@ -113,8 +117,9 @@ async def _stream(ctx: AppContext, tenant_id: str, after_seq: int, job_id: str |
             if job is not None and job.status in finished_states and len(events) < events_per_read:
                 yield "event: end\ndata: {}\n\n"  # says it ends here: a browser would reconnect otherwise
                 return
-            if len(events) == events_per_read:
-                continue  # catching up: read on at once
+            if len(events) >= events_per_read:
+                subscription.must_read = True  # catching up: read on at once
+                continue
             while True:
                 now = time.monotonic()
                 if now >= closes_at:
