@@ -12,15 +12,16 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from vidfactory.api.app import create_app
 from vidfactory.db.models import Alert, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from vidfactory.db.session import make_engine, make_session_factory
 from vidfactory.db.types import utcnow
 from vidfactory.jobs.worker import Worker
 from vidfactory.notify.alerts import raise_alert
-from vidfactory.notify.delivery import Dispatcher
+from vidfactory.notify.delivery import Dispatcher, start_dispatcher
 from vidfactory.notify.events import ensure_job_secret, record_event
 from vidfactory.notify.signing import new_secret, webhook_headers
 from vidfactory.notify.targets import RefusedTarget, parse_networks, resolve_target
@@ -31,6 +32,7 @@ from receivers import start_black_hole, start_receiver
 
 small = {"size": "64x64", "seconds": "1"}
 loopback = ["127.0.0.0/8"]
+join_deadline_s = 10.0  # far below the poll of the stop test: only a dispatcher that waits it out fails
 
 
 @pytest.fixture
@@ -396,3 +398,22 @@ def test_a_black_holed_endpoint_does_not_delay_a_healthy_one(tmp_path, database_
         assert all(row.status == "pending" for row in rows)
         assert {row.last_error for row in rows if row.attempts} == {"no answer within 3 s"}
         assert black_hole.accepted == 2  # one connection per attempt: nothing was sent twice
+
+
+def test_a_stop_ends_the_idle_dispatcher_at_once_not_after_its_poll(tmp_path, sqlite_url, models_dir):
+    """A shutdown (and every test app's exit) does not wait out the dispatcher's idle poll."""
+    settings = make_settings(tmp_path, sqlite_url, models_dir, webhook_poll_s=3600.0)
+    engine = make_engine(sqlite_url)
+    claimed = threading.Event()
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_: "webhook_deliveries" in statement and claimed.set())
+    stop = threading.Event()
+    try:
+        [thread] = start_dispatcher(settings, make_session_factory(engine), stop)
+        assert claimed.wait(join_deadline_s)  # it looked for work, found none, and rests for its poll
+        stop.set()
+        thread.join(join_deadline_s)
+        assert not thread.is_alive()
+    finally:
+        stop.set()
+        engine.dispose()

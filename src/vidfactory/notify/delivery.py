@@ -324,7 +324,7 @@ class Dispatcher:
                         attempts = await asyncio.to_thread(self._claim, utcnow(), free)
                     except OperationalError as exc:
                         log.error("webhook dispatcher: database unavailable: %s", exc)
-                        await asyncio.sleep(database_retry_s)
+                        await _rest(stop, database_retry_s)
                         continue
                 self._start(attempts)
                 for attempt in attempts:
@@ -336,7 +336,7 @@ class Dispatcher:
                 if tasks:  # until a slot frees up, or the next poll
                     await asyncio.wait(tasks, timeout=settings.webhook_poll_s, return_when=asyncio.FIRST_COMPLETED)
                 else:
-                    await asyncio.sleep(settings.webhook_poll_s)
+                    await _rest(stop, settings.webhook_poll_s)
             if tasks:  # each ends by its deadline
                 await asyncio.wait(tasks)
 
@@ -401,6 +401,11 @@ class Dispatcher:
         if 200 <= status < 300:
             return Outcome(status, None)
         return Outcome(status, f"answered {status}" + (" (redirects are not followed)" if 300 <= status < 400 else ""))
+
+
+async def _rest(stop: threading.Event, seconds: float) -> None:
+    """Wait up to `seconds`, and no longer once `stop` is set: a shutdown does not wait out a poll."""
+    await asyncio.to_thread(stop.wait, seconds)
 
 
 def start_dispatcher(settings: Settings, sessions: SessionFactory, stop: threading.Event) -> list[threading.Thread]:
