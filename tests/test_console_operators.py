@@ -106,6 +106,26 @@ def test_operator_creates_a_tenant_changes_its_plan_credits_grants_and_suspends(
     assert len(audited(console, "ledger.credit", actor)) == 1 and len(audited(console, "ledger.grant", actor)) == 1
 
 
+def test_a_credit_or_voucher_form_posted_twice_moves_tokens_once(console):
+    operator = person(console, "operator")
+    tenant = new_tenant(console.app.state.ctx.sessions)
+    path = f"/tenants/{tenant.id}"
+    page = operator.client.get(path).text
+    [credit_id, voucher_id] = re.findall(r'name="submission" value="([0-9a-f]{32})"', page)
+    assert credit_id not in operator.client.get(path).text  # new with each page
+    for _ in range(2):  # a double click, or the browser resending the form
+        assert operator.post(f"{path}/credit", tokens="900", memo="top-up", submission=credit_id).status_code == 303
+        assert operator.post(f"{path}/voucher", tokens="40", expires_days="5", reason="sorry",
+                             submission=voucher_id).status_code == 303
+    assert operator.post(f"{path}/credit", tokens="100", memo="top-up",
+                         submission=uuid.uuid4().hex).status_code == 303  # another form: another credit
+    with console.app.state.ctx.sessions() as session:
+        assert ledger.balance(session, tenant.id).available == 1000
+        assert ledger.voucher_balance(session, tenant.id).available == 40
+    actor = f"user:{operator.user_id}"
+    assert len(audited(console, "ledger.credit", actor)) == 2 and len(audited(console, "ledger.grant", actor)) == 1
+
+
 def test_tenant_forms_answer_bad_input_next_to_the_field(console):
     operator = person(console, "operator")
     tenant = new_tenant(console.app.state.ctx.sessions)

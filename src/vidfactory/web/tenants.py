@@ -4,6 +4,8 @@ credit it, grant it a voucher, and suspend or resume it. The same services and s
 
 from __future__ import annotations
 
+import re
+import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -15,6 +17,7 @@ from vidfactory.api.errors import id_pattern
 from vidfactory.api.schemas import CreditCreate, TenantCreate, TenantPlanChange, TenantSuspend, VoucherGrant
 from vidfactory.billing import ledger
 from vidfactory.db.types import utcnow
+from vidfactory.idempotency import IdempotencyConflict, IdempotencyInProgress, fingerprint, run_once
 from vidfactory.notify.events import voucher_event
 from vidfactory.tenancy import (TenancyError, TenantExists, change_plan, create_tenant, find_tenant, plans_with_tenants,
                                 resume_tenant, suspend_tenant, tenants_page)
@@ -29,6 +32,10 @@ tenants_per_page = 25
 # What a tenant's page says after each action (the redirect's `done`), by the action's name.
 done_words = {action: f"tenants.done_{action}" for action in ("created", "plan", "credit", "voucher", "suspend",
                                                                "resume")}
+# The forms that move tokens carry a submission id, rendered with the page: the same form posted twice (a
+# double click, a browser resending it) applies once, through the admin API's idempotency records.
+once_scopes = {"credit": "admin-credit", "voucher": "admin-voucher"}
+submission_pattern = re.compile(r"^[0-9a-f]{32}$")
 
 
 class TenantResume(BaseModel):
@@ -71,7 +78,17 @@ def _tenant(page: Console, tenant_id: str) -> dict[str, Any] | None:
 def _show(page: Console, tenant: dict[str, Any], status_code: int = 200, errors: dict[str, str] | None = None,
           values: dict[str, str] | None = None, done: str = "") -> Response:
     return page.render("tenant.html", status_code=status_code, tenant=tenant, plans=_plans(page), errors=errors or {},
-                       values=values or {}, message=page.t(done_words[done]) if done in done_words else "")
+                       values=values or {}, message=page.t(done_words[done]) if done in done_words else "",
+                       submission=uuid.uuid4().hex)
+
+
+def _once(form: dict[str, str], action: str, tenant_id: str, body: BaseModel) -> tuple[str, str] | None:
+    """(idempotency key, request fingerprint) of a token-moving form; None for the others, or a form
+    rendered without a submission id."""
+    submission = form.get("submission", "")
+    if action not in once_scopes or not submission_pattern.match(submission):
+        return None
+    return f"console:{submission}", fingerprint(f"/tenants/{tenant_id}/{action}", body.model_dump())
 
 
 def _prefixed(form: str, errors: dict[str, str]) -> dict[str, str]:
@@ -130,11 +147,16 @@ async def _action(request: Request, tenant_id: str, action: str, schema: type, f
     try:
         body = schema.model_validate({field: number(form.get(field, "")) if field in ("tokens", "expires_days")
                                       else form.get(field, "") for field in fields})
-        with page.ctx.sessions.begin() as session:
+
+        def effect(session) -> tuple[int, dict[str, Any]]:
             apply(session, body, page.principal.actor)
+            return 201, {}
+
+        run_once(page.ctx.sessions, tenant_id, _once(form, action, tenant_id, body), effect,
+                 scope=once_scopes.get(action, "tenant"), reservation_s=page.ctx.settings.idempotency_reservation_s)
     except ValidationError as exc:
         return _show(page, tenant, 400, _prefixed(action, field_errors(page, exc)), values)
-    except TenancyError:
+    except (TenancyError, IdempotencyConflict, IdempotencyInProgress):
         return _show(page, tenant, 400, {f"{action}.{fields[0] if fields else 'form'}": page.t(f"tenants.{action}_refused")}, values)
     return RedirectResponse(f"/tenants/{tenant_id}?done={action}", status_code=303)
 
