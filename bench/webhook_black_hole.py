@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import fresh_postgres, git_revision, machine  # noqa: E402
+from common import fresh_postgres, git_revision, machine, sized  # noqa: E402
 from vidfactory.bootstrap import upgrade_and_seed  # noqa: E402
 from vidfactory.db.session import make_engine, make_session_factory  # noqa: E402
 from vidfactory.notify.delivery import start_dispatcher  # noqa: E402
@@ -32,7 +32,7 @@ from vidfactory.settings import Settings  # noqa: E402
 from vidfactory.tenancy import create_tenant  # noqa: E402
 
 default_postgres = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-produce_s = 20.0
+produce_s = sized(20.0, 2.0)
 interval_s = 0.1
 drain_s = 60.0
 

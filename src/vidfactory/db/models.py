@@ -376,6 +376,9 @@ class Job(Base):
         # /metrics counts jobs by state, model and priority from this index alone, whatever the history.
         Index("ix_jobs_status_model", "status", "model", "priority"),
         Index("ix_jobs_retention", "content_status", "expires_at"),  # the sweeper: kept and due, oldest first
+        # A queued video's start estimate reads its model's last runs: the newest 20 off an index, not a sort
+        # of every completed job of the model.
+        Index("ix_jobs_model_runs", "status", "model", "completed_at"),
     )
 
     @property
