@@ -141,10 +141,6 @@ class EventHub:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
 
-    @property
-    def streams_open(self) -> int:
-        return len(self._subscriptions)
-
     async def _run(self) -> None:
         # No await between the last check and returning: a stream that subscribes meanwhile starts a new task.
         while self._subscriptions:
@@ -160,12 +156,14 @@ class EventHub:
             await asyncio.sleep(self.poll_s)
 
     async def _tick(self) -> None:
-        job_ids = sorted({s.job_id for s in self._subscriptions if s.job_id is not None})
-        streaming = frozenset(s.tenant_id for s in self._subscriptions if s.job_id is None)
+        read_for = set(self._subscriptions)
+        job_ids = sorted({s.job_id for s in read_for if s.job_id is not None})
+        streaming = frozenset(s.tenant_id for s in read_for if s.job_id is None)
         changes = await run_in_threadpool(read_changes, self.sessions, self._last_seq, job_ids, streaming)
         jobs_before, self._jobs, self._last_seq = self._jobs, changes.jobs, changes.last_seq
         for subscription in list(self._subscriptions):
-            if changes.restarted:
+            # One that opened during the read may have missed events the read passed: it reads for itself.
+            if changes.restarted or subscription not in read_for:
                 subscription.reread()
             elif subscription.job_id is None:
                 if subscription.tenant_id in changes.events:
