@@ -73,3 +73,42 @@ def test_one_read_a_tick_for_any_number_of_streams_wakes_only_those_an_event_con
         engine.dispose()
     # One SELECT a tick, and one more for the tick that found the watched tenant's event: for 201 streams.
     assert len(ticks) >= 3 and sorted(ticks)[-2:] == [1, 2] and set(ticks) == {1, 2}, ticks
+
+
+def test_a_stream_that_opens_while_the_hub_reads_is_told_to_read_for_itself(sqlite_url, monkeypatch):
+    """The stream's own first read can come before an event the hub's read then passes: it must read again."""
+    engine = make_engine(sqlite_url)
+    sessions = make_session_factory(engine)
+    early, late_tenant = new_tenant(sessions), new_tenant(sessions)
+    read_changes = hub_module.read_changes
+
+    async def scenario() -> None:
+        loop, hub = asyncio.get_running_loop(), EventHub(sessions, poll_s)
+        opened: list = []
+
+        async def open_late_stream():
+            opened.append(hub.subscribe(late_tenant.id, None))
+            opened[0].take()  # its own first read, before the event below exists
+
+        def racing(*args):
+            if not opened and args[1] is not None:  # a tick after the first, with the early stream's read set
+                asyncio.run_coroutine_threadsafe(open_late_stream(), loop).result()
+                with sessions.begin() as session:
+                    record_event(session, late_tenant.id, "billing.voucher_granted", {"tokens": 1})
+            return read_changes(*args)
+
+        monkeypatch.setattr(hub_module, "read_changes", racing)
+        first = hub.subscribe(early.id, None)
+        while not opened:
+            await asyncio.sleep(poll_s)
+        late = opened[0]
+        assert await late.wait(wake_deadline_s)
+        delivered, must_read = late.take()
+        assert must_read and delivered == []
+        hub.unsubscribe(late)
+        hub.unsubscribe(first)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()
