@@ -196,7 +196,10 @@ def test_a_clip_from_vidfactory_generate_is_labelled_watermarked_signed_and_veri
     from vidfactory.cli import _request_for
 
     cli = Cli(tmp_path, models_dir, database_url)  # the server's data directory: the same signing CA
-    wrote = cli.ok("generate", "a paper boat", "--out", "clip.mp4", "--size", "64x64", "--seconds", "1",
+    # 128 px, not 64: the mark's payload is the clip's own content ID, new on every run, and 64 px carries
+    # too few pixels per code bit for every payload to be read back
+    side = 128
+    wrote = cli.ok("generate", "a paper boat", "--out", "clip.mp4", "--size", f"{side}x{side}", "--seconds", "1",
                    "--seed", "5", timeout=generate_timeout_s)
     mp4 = (tmp_path / "clip.mp4").read_bytes()
     # 1. The implicit labels name the clip by its own content ID, and so does the watermark in its pixels.
@@ -207,7 +210,7 @@ def test_a_clip_from_vidfactory_generate_is_labelled_watermarked_signed_and_veri
     assert reading is not None and f"{reading.payload:08x}" == label.reserved_code1
     # 2. The visible label: inside its box the clip differs from the engine's own frames far more than in
     #    the same box mirrored to the other side.
-    request = _request_for(ctx.settings.models[0], "a paper boat", "64x64", 1, 5, None)
+    request = _request_for(ctx.settings.models[0], "a paper boat", f"{side}x{side}", 1, 5, None)
     engine = load_engine(ctx.settings.models[0], ctx.settings.models_dir)
     raw = engine.generate(request, lambda *_: None, lambda: False).frames
     _, placement = apply_label(raw, request.fps, LabelSpec.from_settings(ctx.settings))
@@ -215,7 +218,7 @@ def test_a_clip_from_vidfactory_generate_is_labelled_watermarked_signed_and_veri
     with av.open(io.BytesIO(mp4)) as container:
         delivered = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
     diff = np.abs(delivered.astype(int) - raw.astype(int)).mean(axis=(0, 3))
-    inside, mirrored = diff[top:bottom, left:right].mean(), diff[top:bottom, 64 - right:64 - left].mean()
+    inside, mirrored = diff[top:bottom, left:right].mean(), diff[top:bottom, side - right:side - left].mean()
     assert inside > 2 * mirrored, (inside, mirrored)
     # 3. `vidfactory verify` and /v1/verify vouch for it: signed here, unchanged, the content ID it carries.
     found = json.loads(cli.ok("verify", "clip.mp4", "--json").stdout)
