@@ -7,7 +7,6 @@ reconnects from its last event."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator

@@ -9,8 +9,6 @@ from typing import Annotated, Any, BinaryIO, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
-from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from vidfactory.api.body import VideoInput, read_remix, read_video_create, remix_openapi, video_create_openapi
@@ -23,13 +21,13 @@ from vidfactory.api.uploads import image_gate
 from vidfactory.billing import ledger
 from vidfactory.db.models import Asset, Job
 from vidfactory.db.types import utcnow
-from vidfactory.jobs import library, queue, regenerate
 from vidfactory.idempotency import Outcome, fingerprint
+from vidfactory.jobs import library, queue, regenerate
 from vidfactory.jobs.prompting import PromptRequest, resolve_prompt, template_reference
 from vidfactory.jobs.styling import requested, resolve_styles
-from vidfactory.styles.catalog import StyleRef
 from vidfactory.jobs.submit import VideoRequest, submit
 from vidfactory.media.preview import ImageFormat, content_types, transcode
+from vidfactory.styles.catalog import StyleRef
 from vidfactory.tenancy import Caller
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
