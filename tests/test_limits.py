@@ -135,6 +135,14 @@ def test_each_method_spends_its_own_budget_and_reports_it():
     assert enforce(limiter, caller, "DELETE").remaining == 0
 
 
+def test_a_reset_never_exceeds_the_window():
+    """(now + window) - now is over 60 s in floating point at some instants; the header must not say so."""
+    now = 8161.962517661547
+    assert (now + 60.0) - now > 60.0
+    quota = MemoryLimiter().check([Window("t:key:a", 2)], now=now).quota
+    assert quota.reset_s == 60.0
+
+
 def test_memory_window_slides_and_a_refusal_counts_nowhere():
     limiter = MemoryLimiter()
     key_a, key_b, tenant = Window("t:key:a", 2), Window("t:key:b", 5), Window("t:tenant", 3)

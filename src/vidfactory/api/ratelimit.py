@@ -79,10 +79,11 @@ class Verdict:
 
 
 def _tightest(windows: list[Window], counts: list[int], reset_s: list[float]) -> Quota:
-    """The window with the fewest requests left, as a Quota."""
+    """The window with the fewest requests left, as a Quota. The reset is clamped to the window: computed as
+    (newest hit + window) - now in floating point, it can exceed the window by a rounding error."""
     remaining = [max(0, w.per_minute - count) for w, count in zip(windows, counts, strict=True)]
     index = remaining.index(min(remaining))
-    return Quota(windows[index].per_minute, remaining[index], max(0.0, reset_s[index]))
+    return Quota(windows[index].per_minute, remaining[index], min(window_s, max(0.0, reset_s[index])))
 
 
 class Limiter(Protocol):
