@@ -22,7 +22,8 @@ from vidfactory.engines.base import (
     InvalidInput,
     OutOfMemory,
 )
-from vidfactory.engines.registry import load_engine, model_path
+from vidfactory.engines.checkpoints import model_path
+from vidfactory.engines.registry import load_engine
 from vidfactory.engines.tiny import ensure_tiny_model
 from vidfactory.engines.wan import FRAMES_MAX, WanEngine
 from vidfactory.settings import ModelConfig

@@ -841,7 +841,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
 def _check_served_models(settings: Settings, served: list[str] | None) -> None:
     """Fail fast, before any job is claimed: every model asked for is configured and its files are there."""
     from vidfactory.engines.base import EngineError
-    from vidfactory.engines.registry import check_model
+    from vidfactory.engines.checkpoints import check_model
 
     for model_id in served or [m.id for m in settings.models]:
         config = _configured_model(settings, model_id)
@@ -869,6 +869,7 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
            once: Annotated[bool, typer.Option(help="Process at most one job, then exit.")] = False) -> None:
     """Run a worker: claims jobs, keeps its pipeline loaded, settles each job."""
     settings = _settings()  # a configuration error answers before the engines' seconds of imports
+    _check_served_models(settings, model)  # so does a missing model
     from vidfactory.bootstrap import upgrade_and_seed
     from vidfactory.db.session import make_engine, make_session_factory
     from vidfactory.engines.parallel import DevicePlan, leave_group
@@ -881,7 +882,6 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_phase_log()
-    _check_served_models(settings, model)
     devices = DevicePlan.from_environment()
     if devices.parallel:
         spanned = _spanned_model(settings, model)

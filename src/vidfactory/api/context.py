@@ -33,7 +33,7 @@ class TokenCounters:
 
     def __call__(self, model: ModelConfig) -> TokenCounter:
         # Imported on first use, like the tokenizer: the registry brings the engines (torch, diffusers).
-        from vidfactory.engines.registry import model_path
+        from vidfactory.engines.checkpoints import model_path
 
         with self._lock:
             if model.id not in self._counters:

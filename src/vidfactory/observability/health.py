@@ -116,7 +116,7 @@ def probe_storage(settings: Settings) -> Check:
 def probe_models(settings: Settings) -> list[Check]:
     """Each configured model's files (or hosted credentials), checked without loading weights."""
     from vidfactory.engines.base import EngineError
-    from vidfactory.engines.registry import check_model
+    from vidfactory.engines.checkpoints import check_model
 
     checks = []
     for config in settings.models:
