@@ -196,11 +196,11 @@ def wait_for(condition, timeout_s: float = 10.0) -> None:
 
 def test_a_probe_longer_than_a_lease_stays_the_only_probe(setup, sessions, service):
     settings, worker, tenant = setup(dict(poll_interval_s=0.02, task_timeout_s=60.0), breaker_failures_max=1,
-                                     breaker_cooldown_s=0.0, retry_backoff_s=0.0, lease_s=2.0, heartbeat_s=0.1)
+                                     breaker_cooldown_s=0.0, retry_backoff_s=0.0, lease_s=1.0, heartbeat_s=0.1)
     service.fail_next(2, "/video", status=503)
     job_id = submit_job(sessions, settings, tenant)
     assert worker.run_once()  # opens the breaker
-    service.polls_to_finish = 400  # the probe job's remote task runs several leases (>= 8 s)
+    service.polls_to_finish = 10**6  # the probe job's remote task runs until the test lets it finish
     runner = threading.Thread(target=worker.run_once)
     runner.start()
     # Timed from the claim, not the thread's start: on a loaded machine claiming can take a while.
@@ -208,6 +208,8 @@ def test_a_probe_longer_than_a_lease_stays_the_only_probe(setup, sessions, servi
     time.sleep(settings.lease_s + 0.5)
     with sessions.begin() as s:  # past the first probe expiry: the heartbeats kept the probe the worker's
         assert not breaker.admits(s, "wan-hosted", worker_id="other", now=utcnow(), policy=worker.breaker_policy)
+    [task] = [task for task in service.tasks.values() if task.polls_to_finish == 10**6]
+    task.polls_to_finish = task.polls + 1
     runner.join(30)
     assert job(sessions, job_id).status == "completed"
     assert_ledger_clean(sessions)
