@@ -7,6 +7,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,18 +107,28 @@ def _clone_postgres(admin_url: str, template: str) -> tuple[str, object]:
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path, sqlite_template, postgres_template) -> Iterator[str]:
-    if request.param == "sqlite":
-        path = tmp_path / "vidfactory.db"
+@contextmanager
+def fresh_database(kind: str, directory: Path, sqlite_template: Path,
+                   postgres_template: tuple[str, str] | None) -> Iterator[str]:
+    """A migrated database of its own ("sqlite": a file in `directory`; "postgres": a clone, dropped after)."""
+    if kind == "sqlite":
+        path = directory / "vidfactory.db"
         shutil.copy(sqlite_template, path)
         yield f"sqlite:///{path}"
         return
     if postgres_template is None:
         pytest.skip(f"PostgreSQL not reachable: set {postgres_env} (postgresql+psycopg://...) to run these")
     url, drop = _clone_postgres(*postgres_template)
-    yield url
-    drop()
+    try:
+        yield url
+    finally:
+        drop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path, sqlite_template, postgres_template) -> Iterator[str]:
+    with fresh_database(request.param, tmp_path, sqlite_template, postgres_template) as url:
+        yield url
 
 
 @pytest.fixture

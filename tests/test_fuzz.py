@@ -16,6 +16,8 @@ import base64
 import copy
 import io
 from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
 
 import hypothesis.strategies as st
 import pytest
@@ -40,7 +42,7 @@ from vidfactory.db.models import Job, Transfer
 from vidfactory.db.session import make_engine, make_session_factory
 from vidfactory.settings import Settings
 
-from conftest import assert_ledger_clean, make_settings, new_tenant
+from conftest import TenantHandle, assert_ledger_clean, fresh_database, make_settings, new_tenant
 
 admin_token = "test-admin-token"
 credit_tokens = 50_000  # enough for dozens of jobs, few enough that a long run meets 402
@@ -86,46 +88,86 @@ def target_id(method: str, path: str, media_type: str | None, mode: GenerationMo
     return f"{mode.value} {method} {path}" + (f" {media_type}" if media_type else "")
 
 
-@pytest.fixture
-def fuzz_target(tmp_path, database_url, models_dir):
-    """A fresh app (API only: no workers, so jobs stay queued and keep their holds), a tenant with a
-    balance, and one queued video, one template and one batch of theirs for the routes that take ids."""
-    settings = make_settings(tmp_path, database_url, models_dir, rate_limit_enabled=False, webhooks_enabled=False,
-                             webhook_allowed_networks=["127.0.0.0/8"], events_stream_max_s=stream_lifetime_s)
-    engine = make_engine(database_url)
-    sessions = make_session_factory(engine)
-    tenant = new_tenant(sessions, tokens=credit_tokens, plan="pro")
-    app = create_app(settings, workers=0)
-    if document_checked:
-        app.openapi_schema = copy.deepcopy(document)
-    else:
-        assert app.openapi() == document, "the served document depends on the settings: build it per app"
-        document_checked.append(True)
-    # Loading through the app starts its lifespan; schemathesis keeps it running until shut down.
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    # Every call sends its credential itself (below), so a case "without" it is not invalid input: the
-    # document's security scheme (for Swagger's Authorize button) is left out of what is fuzzed.
-    schema.raw_schema.pop("security", None)
-    schema.config.max_stream_events = stream_events_max
-    try:
+class FuzzedApi:
+    """An app (API only: no workers, so jobs stay queued and keep their holds) on a database of its own, with
+    the schema schemathesis fuzzes it by. Loading the schema through the app starts its lifespan, which
+    schemathesis keeps running until `asgi.shutdown_lifespans` (a later call starts it again)."""
+
+    def __init__(self, directory: Path, database_url: str, models_dir: Path) -> None:
+        settings = make_settings(directory, database_url, models_dir, rate_limit_enabled=False,
+                                 webhooks_enabled=False, webhook_allowed_networks=["127.0.0.0/8"],
+                                 events_stream_max_s=stream_lifetime_s)
+        self.engine = make_engine(database_url)
+        self.sessions = make_session_factory(self.engine)
+        self.app = create_app(settings, workers=0)
+        if document_checked:
+            self.app.openapi_schema = copy.deepcopy(document)
+        else:
+            assert self.app.openapi() == document, "the served document depends on the settings: build it per app"
+            document_checked.append(True)
+        self.schema = schemathesis.openapi.from_asgi("/openapi.json", self.app)
+        # Every call sends its credential itself (below), so a case "without" it is not invalid input: the
+        # document's security scheme (for Swagger's Authorize button) is left out of what is fuzzed.
+        self.schema.raw_schema.pop("security", None)
+        self.schema.config.max_stream_events = stream_events_max
+
+    def tenant_with_ids(self) -> tuple[TenantHandle, dict[str, str]]:
+        """A new tenant with a balance, and one queued video, template, batch and webhook endpoint of theirs
+        for the routes that take ids."""
+        tenant = new_tenant(self.sessions, tokens=credit_tokens, plan="pro")
         auth = {"Authorization": f"Bearer {tenant.key}"}
-        with asgi.get_client(app) as client:
+        with asgi.get_client(self.app) as client:
             video = client.post("/v1/videos", headers=auth,
                                 json={"prompt": "a seed video", "size": "64x64", "seconds": "1"})
-            endpoint = client.post("/v1/webhook_endpoints", headers={"Authorization": f"Bearer {tenant.key}"},
-                                   json={"url": "http://127.0.0.1:9/hook"})
+            endpoint = client.post("/v1/webhook_endpoints", headers=auth, json={"url": "http://127.0.0.1:9/hook"})
             template = client.post("/v1/templates", headers=auth,
                                    json={"name": "fuzz", "body": "a {{ thing }}", "size": "64x64", "seconds": 1})
             batch = client.post("/v1/batches", headers=auth,
                                 json={"template": "fuzz", "variables": {"thing": ["fox", "owl"]}})
         assert (video.status_code, template.status_code, batch.status_code) == (200, 201, 202), batch.text
-        real_ids = {"video_id": video.json()["id"], "tenant_id": tenant.id, "name": "fuzz", "plan_id": "pro",
-                    "batch_id": batch.json()["id"], "endpoint_id": endpoint.json()["id"]}
         assert endpoint.status_code == 201, endpoint.text
-        yield schema, sessions, tenant, real_ids
-    finally:
+        return tenant, {"video_id": video.json()["id"], "tenant_id": tenant.id, "name": "fuzz", "plan_id": "pro",
+                        "batch_id": batch.json()["id"], "endpoint_id": endpoint.json()["id"]}
+
+    def close(self) -> None:
         asgi.shutdown_lifespans()
-        engine.dispose()
+        self.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def tenant_apis(tmp_path_factory, sqlite_template, postgres_template, models_dir):
+    """One API per database for every tenant-scoped operation, each fuzzed as a tenant of its own: what one
+    tenant does reaches no other, so they share the app (and the seconds each new app spends building its
+    routes). Operator operations change what every tenant sees: each gets an API of its own."""
+    with ExitStack() as stack:
+        apis: dict[str, FuzzedApi] = {}
+
+        def api_for(kind: str) -> FuzzedApi:
+            if kind not in apis:
+                directory = tmp_path_factory.mktemp(f"fuzz-{kind}")
+                url = stack.enter_context(fresh_database(kind, directory, sqlite_template, postgres_template))
+                apis[kind] = FuzzedApi(directory, url, models_dir)
+                stack.callback(apis[kind].close)
+            return apis[kind]
+
+        yield api_for
+
+
+@pytest.fixture
+def fuzz_target(request, tenant_apis, tmp_path, sqlite_template, postgres_template, models_dir):
+    path, kind = request.node.callspec.params["path"], request.node.callspec.params["database"]
+    if not path.startswith("/v1/admin"):
+        api = tenant_apis(kind)
+        tenant, real_ids = api.tenant_with_ids()
+        yield api.schema, api.sessions, tenant, real_ids
+        return
+    with fresh_database(kind, tmp_path, sqlite_template, postgres_template) as url:
+        api = FuzzedApi(tmp_path, url, models_dir)
+        try:
+            tenant, real_ids = api.tenant_with_ids()
+            yield api.schema, api.sessions, tenant, real_ids
+        finally:
+            api.close()
 
 
 def cases(operation, mode: GenerationMode, media_type: str | None, real_ids: dict[str, str]):
@@ -180,7 +222,8 @@ def assert_charged_only_for_jobs(sessions, tenant_id: str) -> None:
 
 @pytest.mark.parametrize(("method", "path", "media_type", "mode"), targets,
                          ids=[target_id(*t) for t in targets])
-def test_fuzz(fuzz_target, method, path, media_type, mode):
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_fuzz(fuzz_target, database, method, path, media_type, mode):
     schema, sessions, tenant, real_ids = fuzz_target
     operation = schema[path][method]
     token = admin_token if path.startswith("/v1/admin") else tenant.key
