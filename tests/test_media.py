@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vidfactory.media.encode import encode_mp4, probe_mp4, sha256_hex
+from vidfactory.media.encode import (BIT_RATE_FLOOR_KBPS, VBV_BUFFER_S, bit_rate_ceiling_kbps, encode_mp4,
+                                     probe_mp4, sha256_hex)
 from vidfactory.media.preview import thumbnail_image
 from vidfactory.media.errors import MediaError
 
@@ -52,6 +53,21 @@ def test_a_single_frame_encodes() -> None:
 
 def test_a_lower_crf_gives_a_larger_file() -> None:
     assert len(encode_mp4(FRAMES, 8, crf=10)) > len(encode_mp4(FRAMES, 8, crf=40))
+
+
+def test_a_texture_clip_stays_under_the_bit_rate_ceiling() -> None:
+    """Noise at CRF 23 takes about 8 bits a pixel (some 5 MB here); the ceiling bounds the file, and the encode."""
+    frames_n, height, width, fps = 16, 480, 640, 16
+    noise = np.random.default_rng(7).integers(0, 256, (frames_n, height, width, 3), np.uint8)
+    ceiling_bits = bit_rate_ceiling_kbps(width, height, fps) * 1000 * (frames_n / fps + VBV_BUFFER_S)
+    container_bytes_max = 4096
+    assert len(encode_mp4(noise, fps)) <= ceiling_bits / 8 + container_bytes_max
+
+
+def test_small_clips_are_never_capped_below_the_floor() -> None:
+    assert bit_rate_ceiling_kbps(64, 64, 16) == BIT_RATE_FLOOR_KBPS
+    assert bit_rate_ceiling_kbps(832, 480, 16) == 2556  # 0.4 bits a pixel
+    assert bit_rate_ceiling_kbps(1280, 720, 16) > bit_rate_ceiling_kbps(832, 480, 16)
 
 
 @pytest.mark.parametrize(
