@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vidfactory.media.errors import MediaError
-from vidfactory.media.faces import FaceBox, face_distortion, face_geometry_score
+from vidfactory.media.faces import STRUCTURE_MIN, FaceBox, face_distortion, face_geometry_score, structure
 from vidfactory.media.qc import QcThresholds, run_qc
 from vidfactory.settings import Settings
 
@@ -180,3 +180,18 @@ def test_face_check_is_skipped_not_guessed_without_opencv(monkeypatch: pytest.Mo
     check = run_qc(moving_clip()).check("face_distortion")
     assert (check.verdict, check.score) == ("skipped", None)
     assert "faces" in check.detail
+
+
+def test_noise_frames_are_not_searched_but_a_noisy_face_is() -> None:
+    """White noise has no structure for the cascade to find a face in (and costs it ten times a natural
+    frame): such frames are skipped; a drawn face under strong grain is still searched, and its box found."""
+    noise = np.random.default_rng(5).integers(0, 256, (4, 128, 128, 3), np.uint8)
+    skipped = face_distortion(noise)
+    assert skipped is not None and (skipped.structureless_frames, skipped.faces) == (4, 0)
+    assert "4 of 4 sampled frames are noise" in run_qc(noise).check("face_distortion").detail
+    face = drawn_face([(47, 52, 1.0), (81, 52, 1.0)]).astype(np.float32)
+    grain = np.random.default_rng(6).normal(0, 12, face.shape)
+    grainy = np.clip(face + grain, 0, 255).astype(np.uint8)
+    assert structure(grainy[..., 0]) > STRUCTURE_MIN
+    found = face_distortion(np.stack([grainy] * 4))
+    assert found is not None and found.structureless_frames == 0 and found.faces + found.eyeless_boxes == 4

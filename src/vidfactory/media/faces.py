@@ -10,6 +10,12 @@ A box in which the eye cascade finds no eye at all is not scored: the frontal-fa
 textures (the upsampled noise of an untrained model's output at 720x1280 gave eyeless boxes on a few
 frames, which scored as distorted faces), and nothing in an eyeless box says it is a face at all.
 
+A sampled frame without spatial structure is not searched: where neighbouring pixels are uncorrelated
+(white noise, lag-1 correlation below STRUCTURE_MIN) the cascade finds no face, and it costs ten times what a
+natural frame costs, because on noise most windows pass its early stages. A photographed face under added
+noise was still found down to a correlation of 0.13 and never below 0.09; upsampled noise (an untrained
+model's output) is strongly correlated and is searched as before.
+
 OpenCV is optional (extra `faces`; 5.x ships no cascades): without it `face_distortion` returns None
 and QC reports the check as skipped.
 """
@@ -23,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EyeBox", "FaceBox", "FaceDistortion", "face_distortion", "face_geometry_score"]
+__all__ = ["EyeBox", "FaceBox", "FaceDistortion", "face_distortion", "face_geometry_score", "structure"]
 
 SAMPLE_FRAMES = 8  # frames looked at per clip, spread evenly
 FACE_SIDE_MIN_PX = 48  # smaller faces have too few pixels for the eye cascade to be meaningful
 EYE_REGION_FRACTION = 0.6  # eyes are searched in the upper 60% of the face box
 ONE_EYE_SCORE = 0.5  # one eye found: half-way suspicious (could be a wink or a shadow)
+STRUCTURE_MIN = 0.05  # lag-1 correlation of a frame's luma below which it is noise, not searched
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class FaceDistortion:
     frames_with_faces: int
     frames_sampled: int
     eyeless_boxes: int = 0  # face-cascade boxes without any eye: not faces, not scored
+    structureless_frames: int = 0  # sampled frames of noise, not searched
 
 
 def face_distortion(frames: np.ndarray) -> FaceDistortion | None:
@@ -59,9 +67,13 @@ def face_distortion(frames: np.ndarray) -> FaceDistortion | None:
     cv2, face_cascade, eye_cascade = cascades
     picks = np.unique(np.linspace(0, len(frames) - 1, min(SAMPLE_FRAMES, len(frames))).round().astype(int))
     worst_per_frame: list[float] = []
-    found = eyeless = 0
+    found = eyeless = structureless = 0
     for index in picks:
-        gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(frames[index]), cv2.COLOR_RGB2GRAY))
+        gray = cv2.cvtColor(np.ascontiguousarray(frames[index]), cv2.COLOR_RGB2GRAY)
+        if structure(gray) < STRUCTURE_MIN:
+            structureless += 1
+            continue
+        gray = cv2.equalizeHist(gray)
         boxes = [(face, _eyes(cv2, eye_cascade, gray, face)) for face in _faces(face_cascade, gray)]
         scores = [face_geometry_score(face, eyes) for face, eyes in boxes if eyes]
         eyeless += len(boxes) - len(scores)
@@ -69,7 +81,20 @@ def face_distortion(frames: np.ndarray) -> FaceDistortion | None:
         if scores:
             worst_per_frame.append(max(scores))
     score = float(np.median(worst_per_frame)) if worst_per_frame else 0.0
-    return FaceDistortion(score, found, len(worst_per_frame), len(picks), eyeless)
+    return FaceDistortion(score, found, len(worst_per_frame), len(picks), eyeless, structureless)
+
+
+def structure(gray: np.ndarray) -> float:
+    """The lag-1 correlation of a uint8 [H, W] image, the lesser of across and down: about 1 for natural
+    content, 0 for white noise (1 for a flat image, which has nothing to correlate)."""
+    centred = gray.astype(np.float32)
+    centred -= centred.mean()
+    variance = float((centred * centred).mean())
+    if variance == 0.0:
+        return 1.0
+    across = float((centred[:, 1:] * centred[:, :-1]).mean())
+    down = float((centred[1:, :] * centred[:-1, :]).mean())
+    return min(across, down) / variance
 
 
 def face_geometry_score(face: FaceBox, eyes: list[EyeBox]) -> float:

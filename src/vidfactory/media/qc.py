@@ -144,6 +144,8 @@ def _faces(frames: np.ndarray, t: QcThresholds) -> QcCheck:
     if result.faces == 0:
         detail = "no frontal face found" + (f" ({result.eyeless_boxes} eyeless boxes ignored)"
                                             if result.eyeless_boxes else "")
+        if result.structureless_frames:
+            detail += f"; {result.structureless_frames} of {result.frames_sampled} sampled frames are noise"
         return QcCheck("face_distortion", 0.0, t.face_distortion_max, "pass", detail)
     verdict: Verdict = "flag" if result.score > t.face_distortion_max else "pass"
     detail = f"{result.faces} faces in {result.frames_with_faces} of {result.frames_sampled} sampled frames"
