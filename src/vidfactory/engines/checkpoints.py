@@ -31,9 +31,12 @@ def model_path(config: ModelConfig, models_dir: Path) -> str:
     if config.engine == "wan-tiny":
         preset = config.wan_preset
         assert preset is not None, "a wan-tiny model always has a tiny preset"
+        built = Path(models_dir) / config.id
+        if (built / model_index_file).is_file():  # published whole (see ensure_tiny_model): nothing to import
+            return str(built)
         from vidfactory.engines.tiny import ensure_tiny_model  # torch and diffusers: only to build it
 
-        return str(ensure_tiny_model(Path(models_dir) / config.id, preset))
+        return str(ensure_tiny_model(built, preset))
     if config.engine == "wan":
         if not config.path:
             raise EngineError(
