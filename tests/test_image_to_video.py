@@ -43,7 +43,9 @@ def client(tmp_path, database_url, models_dir, tiny_ti2v_dir):  # noqa: F811
     # 1 s at 4 fps: 5 frames; 128 px is the 5B's smallest side (multiples of 32).
     ti2v = ModelConfig(id="ti2v", engine="wan", preset="wan2.2-ti2v-5b", path=str(tiny_ti2v_dir),
                        default_size="128x128", default_seconds=1, fps=4, steps=2)
-    settings = make_settings(tmp_path, database_url, models_dir,
+    # Four uploads race at once below; a tenant's cap on concurrent uploads (2 by default, refused beyond,
+    # tested in test_request_bounds) would answer 429 whenever three of them overlap.
+    settings = make_settings(tmp_path, database_url, models_dir, uploads_concurrent_max=4,
                              models=[ti2v, ModelConfig(id="wan-tiny", engine="wan-tiny")])
     with TestClient(create_app(settings, workers=0)) as test_client:
         yield test_client
