@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,8 @@ from fixtures_models import tiny_model_dir  # noqa: F401 - a fixture
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
-from vidfactory.billing.tokens import TokenCounter, TokenizerUnavailable, Truncation
+from vidfactory.billing.tokens import (TokenCounter, TokenizerUnavailable, Truncation, _tokenizer_class,
+                                       generic_tokenizer_classes)
 
 ENGLISH = "A red fox runs through a snowy forest at dawn, cinematic lighting, slow motion."
 CHINESE = "一只红色的狐狸在黎明时分穿过雪林，电影般的灯光，慢动作。"
@@ -111,3 +114,26 @@ def test_counts_ignore_truncation_saved_in_the_tokenizer(tiny_model_dir: Path, c
 def test_a_missing_tokenizer_raises_tokenizer_unavailable(tmp_path: Path) -> None:
     with pytest.raises(TokenizerUnavailable, match=str(tmp_path)):
         TokenCounter.from_model_path(str(tmp_path))
+
+
+def test_a_generic_tokenizer_loads_as_auto_tokenizer_would_without_torch(tiny_model_dir: Path) -> None:  # noqa: F811
+    """The tiny model's tokenizer_config names a class that loads tokenizer.json as it is: it is loaded by
+    that class directly, the very class AutoTokenizer picks, and torch stays unimported."""
+    code = ("import sys\n"
+            "from vidfactory.billing.tokens import TokenCounter, _tokenizer_class\n"
+            f"counter = TokenCounter.from_model_path({str(tiny_model_dir)!r})\n"
+            f"print(_tokenizer_class({str(tiny_model_dir)!r}), 'torch' in sys.modules, counter.count({MIXED!r}))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    named, torch_loaded, count = result.stdout.split()
+    auto = AutoTokenizer.from_pretrained(str(tiny_model_dir), subfolder="tokenizer", local_files_only=True)
+    assert named in generic_tokenizer_classes and type(auto).__name__ == named
+    assert (torch_loaded, int(count)) == ("False", len(auto(MIXED, add_special_tokens=False)["input_ids"]))
+
+
+def test_a_model_specific_tokenizer_class_goes_through_auto_tokenizer(tmp_path: Path) -> None:
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "tokenizer" / "tokenizer_config.json").write_text('{"tokenizer_class": "T5Tokenizer"}')
+    assert _tokenizer_class(str(tmp_path)) == "T5Tokenizer" not in generic_tokenizer_classes
+    (tmp_path / "tokenizer" / "tokenizer_config.json").write_text("[not an object")
+    assert _tokenizer_class(str(tmp_path)) is None

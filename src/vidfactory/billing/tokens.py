@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from tokenizers import Encoding, Tokenizer
 
@@ -39,12 +41,13 @@ class TokenCounter:
     @classmethod
     def from_model_path(cls, path: str) -> TokenCounter:
         """Load `path`/tokenizer (a diffusers-layout directory or a cached hub id), never downloading."""
-        # Imported here: AutoTokenizer imports torch (seconds of CPU), which only a process that counts
-        # tokens needs; the CLI's other commands and an API process until its first quote go without it.
-        from transformers import AutoTokenizer
+        # Imported here: transformers takes a second to import, which only a process that counts tokens needs.
+        import transformers
 
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
+            named = _tokenizer_class(path)
+            loader = getattr(transformers, named) if named in generic_tokenizer_classes else transformers.AutoTokenizer
+            tokenizer = loader.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
         except Exception as exc:  # mapped, not swallowed: from_pretrained fails in many types
             raise TokenizerUnavailable(f"cannot load the tokenizer of the model at {path!r}: {exc}") from exc
         if not getattr(tokenizer, "is_fast", False):
@@ -95,3 +98,19 @@ def _cut_offset(offsets: Sequence[tuple[int, int]], kept: int) -> int:
     starts before the kept tokens end, the boundary is inside a character: cut before it.
     """
     return min(offsets[kept - 1][1], offsets[kept][0])
+
+
+# Classes that load tokenizer.json as it is, which AutoTokenizer would pick by the same name. Loading them
+# directly skips AutoTokenizer's configuration machinery, which imports torch (a second of CPU) and takes 0.1 s
+# a load. A model's own class (T5Tokenizer for Wan) rebuilds parts of the pipeline itself: AutoTokenizer.
+generic_tokenizer_classes = frozenset({"TokenizersBackend", "PreTrainedTokenizerFast"})
+
+
+def _tokenizer_class(path: str) -> str | None:
+    """The class `path`/tokenizer/tokenizer_config.json names, when `path` is a local directory that has one."""
+    try:
+        config = json.loads((Path(path) / "tokenizer" / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    name = config.get("tokenizer_class") if isinstance(config, dict) else None
+    return name if isinstance(name, str) else None
