@@ -196,7 +196,7 @@ def wait_for(condition, timeout_s: float = 10.0) -> None:
 
 def test_a_probe_longer_than_a_lease_stays_the_only_probe(setup, sessions, service):
     settings, worker, tenant = setup(dict(poll_interval_s=0.02, task_timeout_s=60.0), breaker_failures_max=1,
-                                     breaker_cooldown_s=0.0, retry_backoff_s=0.0, lease_s=1.0, heartbeat_s=0.1)
+                                     breaker_cooldown_s=0.0, retry_backoff_s=0.0, lease_s=2.0, heartbeat_s=0.1)
     service.fail_next(2, "/video", status=503)
     job_id = submit_job(sessions, settings, tenant)
     assert worker.run_once()  # opens the breaker
