@@ -46,7 +46,8 @@ class TokenCounter:
 
         try:
             named = _tokenizer_class(path)
-            loader = getattr(transformers, named) if named in generic_tokenizer_classes else transformers.AutoTokenizer
+            generic = named in generic_tokenizer_classes
+            loader = getattr(transformers, named) if generic else transformers.AutoTokenizer
             tokenizer = loader.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
         except Exception as exc:  # mapped, not swallowed: from_pretrained fails in many types
             raise TokenizerUnavailable(f"cannot load the tokenizer of the model at {path!r}: {exc}") from exc

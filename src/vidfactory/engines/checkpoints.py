@@ -31,8 +31,8 @@ def model_path(config: ModelConfig, models_dir: Path) -> str:
     if config.engine == "wan-tiny":
         preset = config.wan_preset
         assert preset is not None, "a wan-tiny model always has a tiny preset"
-        built = Path(models_dir) / config.id
-        if (built / model_index_file).is_file():  # published whole (see ensure_tiny_model): nothing to import
+        built = _tiny_dir(config, models_dir)
+        if _is_built(built):  # nothing to import
             return str(built)
         from vidfactory.engines.tiny import ensure_tiny_model  # torch and diffusers: only to build it
 
@@ -46,6 +46,15 @@ def model_path(config: ModelConfig, models_dir: Path) -> str:
         return config.path
     raise EngineError(f"model {config.id!r}: unknown engine {config.engine!r} "
                       f"(known: 'wan', 'wan-tiny', 'dashscope', 'openai-video')")
+
+
+def _tiny_dir(config: ModelConfig, models_dir: Path) -> Path:
+    return Path(models_dir) / config.id
+
+
+def _is_built(directory: Path) -> bool:
+    """ensure_tiny_model publishes a tiny model whole, by one rename: its index means every file is there."""
+    return (directory / model_index_file).is_file()
 
 
 def _checkpoint_dir(config: ModelConfig, path: str) -> Path:
@@ -83,8 +92,8 @@ def check_model(config: ModelConfig, models_dir: Path) -> str:
     """What a worker would load for `config`, checked without loading it: one line saying what was found,
     or EngineError saying what is missing. A hosted model needs its API key and the tokenizer billing reads."""
     if config.engine == "wan-tiny":
-        built = Path(models_dir) / config.id
-        if (built / model_index_file).is_file():
+        built = _tiny_dir(config, models_dir)
+        if _is_built(built):
             return f"tiny preset at {built}"
         return f"tiny preset, built on first use at {built}"
     path = model_path(config, models_dir)
