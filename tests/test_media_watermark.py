@@ -115,3 +115,12 @@ def test_label_then_mark_then_encode_reads_back_and_passes_qc() -> None:
     assert run_qc(marked, faces_enabled=False).verdict == run_qc(clip, faces_enabled=False).verdict == "pass"
     reading = extract_watermark_from_video(encode_mp4(marked, FPS, crf=23))
     assert reading is not None and reading.payload == PAYLOAD
+
+
+def test_a_small_clip_re_encoded_hard_reads_back_through_its_one_weak_bit() -> None:
+    """128 px, 9 frames, CRF 28: one code bit's vote lands on the wrong side of zero, one of the two
+    least certain of the 48, and flipping it is what makes the CRC match."""
+    payload = watermark_payload("video_6")
+    marked = embed_watermark(scene(frames=9, height=128, width=128, seed=0), payload)
+    reading = extract_watermark_from_video(encode_mp4(marked, FPS, crf=28))
+    assert reading is not None and reading.payload == payload

@@ -11,7 +11,8 @@ Scheme (dither-modulated QIM on smooth per-cell patterns):
   the change is added equally to R, G and B, so only luma moves.
 - Decoding averages a soft vote per cell over all cells and frames of a bit, takes signs, and accepts
   the 32-bit mark only when the CRC-16 matches and the votes are confident; on unmarked video the
-  votes are near zero and the CRC rejects what chance leaves.
+  votes are near zero and the CRC rejects what chance leaves. A failed CRC is retried with either of the
+  two least certain bits flipped (single-error correction, safe at the CRC's Hamming distance of 4).
 
 Low spatial frequencies survive H.264 quantisation and downscaling; QIM removes the picture's own
 content from the vote (a static scene does not bias the bits). Measured robustness: bench/RESULTS.md.
@@ -54,6 +55,9 @@ STEP_DEFAULT = 9.0  # QIM lattice step in luma levels: ~1.6 levels of change on 
 TEXTURE_FULL_STRENGTH = 12.0  # luma std of a cell at and above which it takes the whole change
 MASKING_FLOOR = 0.5  # share of the change a flat cell takes (distortion-compensated QIM)
 CONFIDENCE_MIN = 0.1  # mean |vote| below this is noise; moving unmarked video scores ~0.04
+# A failed CRC is retried with each of these weakest bits flipped: one bit with a near-zero vote is how a
+# small clip re-encoded hard loses its mark; each retry adds 2**-16 to the odds of a false read.
+WEAK_BITS_CORRECTED = 2
 CHUNK_FRAMES = 8  # frames processed at once: bounds float32 memory to ~8 frames
 LUMA_709 = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 DEFAULT_KEY = b"vidfactory-watermark-v1"
@@ -247,13 +251,26 @@ def _decide(layout: _Layout, votes: np.ndarray, frames: int) -> WatermarkReading
     np.add.at(per_bit, layout.cell_bit.ravel(), votes.ravel())
     np.add.at(cells, layout.cell_bit.ravel(), 1.0)
     mean_vote = per_bit / (cells * frames)
-    bits = (mean_vote < 0).astype(int)
-    value = int("".join(map(str, bits)), 2)
-    payload, check = value >> CRC_BITS, value & (2**CRC_BITS - 1)
     confidence = float(np.abs(mean_vote).mean())
-    if check != crc16(payload) or confidence < CONFIDENCE_MIN:
+    if confidence < CONFIDENCE_MIN:
+        return None
+    payload = _checked_payload(mean_vote)
+    if payload is None:
         return None
     return WatermarkReading(payload=payload, confidence=confidence, frames=frames)
+
+
+def _checked_payload(mean_vote: np.ndarray) -> int | None:
+    """The payload whose CRC matches: the votes' signs as they are, else with one of the
+    WEAK_BITS_CORRECTED least certain bits flipped. CRC-16/CCITT is at Hamming distance 4 on 48 bits,
+    so a single flip never turns a word with up to two wrong bits into another valid one."""
+    value = int("".join(map(str, (mean_vote < 0).astype(int))), 2)
+    weakest = np.argsort(np.abs(mean_vote))[:WEAK_BITS_CORRECTED]
+    for flip in [0, *(1 << (CODE_BITS - 1 - int(bit)) for bit in weakest)]:
+        payload, check = (value ^ flip) >> CRC_BITS, (value ^ flip) & (2**CRC_BITS - 1)
+        if check == crc16(payload):
+            return payload
+    return None
 
 
 def _code_bits(payload: int) -> np.ndarray:
