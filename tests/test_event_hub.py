@@ -11,7 +11,7 @@ from sqlalchemy import event
 
 from vidfactory.db.session import make_engine, make_session_factory
 from vidfactory.notify import hub as hub_module
-from vidfactory.notify.events import record_event
+from vidfactory.notify.events import events_after, record_event
 from vidfactory.notify.hub import EventHub
 
 from conftest import new_tenant
@@ -54,7 +54,8 @@ def test_one_read_a_tick_for_any_number_of_streams_wakes_only_those_an_event_con
         assert all(await asyncio.gather(*(s.wait(wake_deadline_s) for s in [*mine, theirs])))
         assert {(tuple(events), must_read) for events, must_read in (s.take() for s in [*mine, theirs])} == {((), True)}
         with sessions.begin() as session:
-            recorded = record_event(session, watched.id, "billing.voucher_granted", {"tokens": 1}).seq
+            recorded = record_event(session, watched.id, "billing.voucher_granted", {"tokens": 1})
+        recorded = recorded.seq  # given at the commit
         assert all(await asyncio.gather(*(s.wait(wake_deadline_s) for s in mine)))
         assert not await theirs.wait(quiet_s)
         handed = [s.take() for s in mine]  # the event itself, read once for all 200
@@ -112,3 +113,25 @@ def test_a_stream_that_opens_while_the_hub_reads_is_told_to_read_for_itself(sqli
         asyncio.run(scenario())
     finally:
         engine.dispose()
+
+
+def test_an_event_recorded_first_but_committed_last_is_not_skipped(postgres_url):
+    """Two transactions record events of one tenant; the one that recorded first commits last. A reader
+    resuming after the last seq it was sent (a stream's Last-Event-ID, the hub's last read) still gets it:
+    seq follows commit order."""
+    engine = make_engine(postgres_url)
+    sessions = make_session_factory(engine)
+    tenant = new_tenant(sessions)
+    try:
+        with sessions.begin() as first:
+            record_event(first, tenant.id, "billing.voucher_granted", {"tokens": 1})
+            first.flush()
+            with sessions.begin() as second:
+                record_event(second, tenant.id, "billing.voucher_granted", {"tokens": 2})
+            with sessions() as reader:
+                sent = events_after(reader, tenant.id, 0)
+        with sessions() as reader:
+            sent += events_after(reader, tenant.id, sent[-1].seq)
+    finally:
+        engine.dispose()
+    assert [event.payload["data"]["tokens"] for event in sent] == [2, 1]

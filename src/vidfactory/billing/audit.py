@@ -25,9 +25,11 @@ from sqlalchemy import event, insert, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
 from vidfactory.db.models import AuditEntry, AuditHead, Transfer
+from vidfactory.db.session import inside
 from vidfactory.db.types import utcnow
 
-__all__ = ["ChainBreak", "append", "entries_page", "genesis_hash", "record_transfer", "verify_chain"]
+__all__ = ["ChainBreak", "append", "entries_page", "genesis_hash", "lock_head", "record_transfer",
+           "verify_chain"]
 
 genesis_hash = "0" * 64
 head_id = 1
@@ -80,8 +82,7 @@ def _chain_queued(session: Session) -> None:
     queued = session.info.pop(_queue_key, None)
     if not queued:
         return
-    seq, prev_hash = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == head_id)
-                                     .with_for_update()).one()
+    seq, prev_hash = lock_head(session)
     created_at = utcnow()
     rows = []
     for entry in queued:
@@ -95,21 +96,23 @@ def _chain_queued(session: Session) -> None:
                     .execution_options(synchronize_session=False))
 
 
+def lock_head(session: Session) -> tuple[int, str]:
+    """Lock the audit head until this transaction ends (PostgreSQL; SQLite's write transaction is already
+    exclusive): (its seq, its hash). Taken at commit, it is the one lock that puts writers' commits in a
+    line; whatever else must be numbered in commit order (the event outbox) takes this same lock, so two
+    such locks can never be taken in opposite orders."""
+    seq, prev_hash = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == head_id)
+                                     .with_for_update()).one()
+    return seq, prev_hash
+
+
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
     """Entries appended inside the transaction (or savepoint) just rolled back go with it."""
     queued = session.info.get(_queue_key)
     if queued:
         session.info[_queue_key] = [entry for entry in queued
-                                    if not _inside(entry.transaction, previous_transaction)]
-
-
-def _inside(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
-    while transaction is not None:
-        if transaction is outer:
-            return True
-        transaction = transaction.parent
-    return False
+                                    if not inside(entry.transaction, previous_transaction)]
 
 
 def record_transfer(session: Session, transfer: Transfer, actor: str = system_actor) -> None:

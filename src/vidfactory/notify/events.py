@@ -4,18 +4,26 @@ caller's transaction, so a webhook exists exactly when the change it reports com
 Targets are the tenant's enabled endpoints subscribed to the type, and the job's own `webhook_url`.
 Every tenant event is kept, targets or not: the event streams (`events_after`, Server-Sent Events) read
 the same rows the webhooks are sent from, in the order of their `seq`.
+
+A stream resumes after the last `seq` it sent, so an event must never commit after one with a higher
+`seq`: it would be skipped. Events are therefore queued on the transaction and written at its commit,
+under the audit head's lock (`audit.lock_head`), which is held until the commit ends: each transaction's
+events take their `seq` after every earlier commit's, and commit in that order.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
+from vidfactory.billing.audit import lock_head
+from vidfactory.db.session import inside
 from vidfactory.db.models import Job, TenantWebhookSecret, Transfer, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from vidfactory.db.types import utcnow
 from vidfactory.failures import failure_object
@@ -70,36 +78,74 @@ def record_event(session: Session, tenant_id: str, type: str, data: dict[str, An
 def record_events(session: Session, tenant_id: str, events: list[tuple[str, dict[str, Any]]], *,
                   job_id: str | None = None, job_webhook_url: str | None = None) -> list[WebhookEvent]:
     """Several (type, data) events of one tenant, in this order, and their outbox rows: the tenant's
-    endpoints are read once for all of them."""
+    endpoints are read once for all of them. Written at the transaction's commit: `seq` is None until then."""
     assert all(type in event_types for type, _ in events), f"unknown event type in {events!r}"
     endpoints = list(session.scalars(select(WebhookEndpoint).where(
         WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.status == "enabled",
         WebhookEndpoint.deleted_at.is_(None))))
     job_target = [(None, job_webhook_url)] if job_webhook_url else []
-    return _events_to(session, tenant_id, [
+    rows, _ = _events_to(session, tenant_id, [
         (type, data, [(e.id, e.url) for e in endpoints if _subscribed(e, type)] + job_target)
         for type, data in events], job_id)
+    return rows
 
 
-def _events_to(session: Session, tenant_id: str,
+def _events_to(session: Session, tenant_id: str | None,
                events: list[tuple[str, dict[str, Any], list[tuple[str | None, str]]]],
-               job_id: str | None = None) -> list[WebhookEvent]:
+               job_id: str | None = None) -> tuple[list[WebhookEvent], list[WebhookDelivery]]:
     """Each (type, data, targets) event, in this order, and one pending delivery per (endpoint id, url)
-    target."""
+    target, queued on the transaction (their `seq` is given at its commit)."""
     now = utcnow()
     timestamp = now.isoformat().replace("+00:00", "Z")
     rows = [WebhookEvent(id=f"msg_{uuid.uuid4().hex}", tenant_id=tenant_id, type=type, created_at=now, job_id=job_id,
                          payload={"type": type, "timestamp": timestamp, "data": data}) for type, data, _ in events]
-    session.add_all(rows)
-    session.flush()  # before their deliveries: no ORM relationship orders the two inserts
     deliveries = [WebhookDelivery(id=f"whd_{uuid.uuid4().hex}", event_id=event.id, tenant_id=tenant_id,
                                   endpoint_id=endpoint_id, job_id=job_id, url=url, status="pending",
                                   attempts=0, next_attempt_at=now, created_at=now)
                   for event, (_, _, targets) in zip(rows, events) for endpoint_id, url in targets]
+    if not session.in_transaction():
+        session.begin()
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    assert transaction is not None
+    session.info.setdefault(_queue_key, []).append(_Queued(transaction, rows, deliveries))
+    return rows, deliveries
+
+
+_queue_key = "vidfactory.events.queued"
+
+
+@dataclass(frozen=True)
+class _Queued:
+    transaction: SessionTransaction  # the innermost transaction when recorded: its rollback drops them
+    events: list[WebhookEvent]
+    deliveries: list[WebhookDelivery]
+
+
+@event.listens_for(Session, "before_commit")
+def _write_queued(session: Session) -> None:
+    """At the outermost commit: the queued events, then their deliveries, under the audit head's lock. A
+    savepoint's commit leaves them queued for the transaction around it."""
+    if session.get_nested_transaction() is not None:
+        return
+    committing = session.get_transaction()
+    queued = [q for q in session.info.pop(_queue_key, []) if inside(q.transaction, committing)]
+    if not queued:
+        return
+    lock_head(session)
+    session.add_all([row for q in queued for row in q.events])
+    session.flush()  # before their deliveries: no ORM relationship orders the two inserts
+    deliveries = [delivery for q in queued for delivery in q.deliveries]
     if deliveries:
         session.add_all(deliveries)
         session.flush()
-    return rows
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    """Events recorded inside the transaction (or savepoint) just rolled back go with it."""
+    queued = session.info.get(_queue_key)
+    if queued:
+        session.info[_queue_key] = [q for q in queued if not inside(q.transaction, previous_transaction)]
 
 
 def record_test_event(session: Session, endpoint: WebhookEndpoint) -> WebhookDelivery:
@@ -107,8 +153,8 @@ def record_test_event(session: Session, endpoint: WebhookEndpoint) -> WebhookDel
     it), signed and sent like any other; returns its delivery."""
     data = {"object": "webhook_test", "endpoint_id": endpoint.id,
             "message": "A test event: your endpoint receives and verifies vidfactory webhooks."}
-    [event] = _events_to(session, endpoint.tenant_id, [(test_event_type, data, [(endpoint.id, endpoint.url)])])
-    return session.scalars(select(WebhookDelivery).where(WebhookDelivery.event_id == event.id)).one()
+    _, [delivery] = _events_to(session, endpoint.tenant_id, [(test_event_type, data, [(endpoint.id, endpoint.url)])])
+    return delivery
 
 
 def events_after(session: Session, tenant_id: str, after_seq: int, *, job_id: str | None = None,
@@ -126,14 +172,7 @@ def record_operator_event(session: Session, type: str, data: dict[str, Any]) -> 
     """An event for the operator webhook (tenant None); the dispatcher sends it to the configured URL, or
     dead-letters it when none is configured."""
     assert type in operator_event_types, f"unknown operator event type {type!r}"
-    now = utcnow()
-    event = WebhookEvent(id=f"msg_{uuid.uuid4().hex}", tenant_id=None, type=type, created_at=now,
-                         payload={"type": type, "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data})
-    session.add(event)
-    session.flush()
-    session.add(WebhookDelivery(id=f"whd_{uuid.uuid4().hex}", event_id=event.id, tenant_id=None, url="",
-                                status="pending", attempts=0, next_attempt_at=now, created_at=now))
-    session.flush()
+    [event], _ = _events_to(session, None, [(type, data, [(None, "")])])
     return event
 
 
