@@ -25,7 +25,7 @@ from sqlalchemy import event, insert, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
 from vidfactory.db.models import AuditEntry, AuditHead, Transfer
-from vidfactory.db.session import inside
+from vidfactory.db.session import inside, wait_in_line
 from vidfactory.db.types import utcnow
 
 __all__ = ["ChainBreak", "append", "entries_page", "genesis_hash", "lock_head", "record_transfer",
@@ -33,6 +33,7 @@ __all__ = ["ChainBreak", "append", "entries_page", "genesis_hash", "lock_head", 
 
 genesis_hash = "0" * 64
 head_id = 1
+head_lock_space = 0x76660001  # advisory lock space of the line to the head row (`wait_in_line`)
 actor_chars_max = 80
 subject_chars_max = 80
 system_actor = "system"
@@ -101,6 +102,7 @@ def lock_head(session: Session) -> tuple[int, str]:
     exclusive): (its seq, its hash). Taken at commit, it is the one lock that puts writers' commits in a
     line; whatever else must be numbered in commit order (the event outbox) takes this same lock, so two
     such locks can never be taken in opposite orders."""
+    wait_in_line(session, head_lock_space, "audit-head")
     seq, prev_hash = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == head_id)
                                      .with_for_update()).one()
     return seq, prev_hash

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, aliased
 
 from vidfactory.billing import audit
 from vidfactory.db.models import Account, Transfer
+from vidfactory.db.session import wait_in_line
 
 __all__ = [
     "Balance",
@@ -60,6 +61,7 @@ __all__ = [
 
 issuance_account_id = "operator:issuance"
 revenue_account_id = "operator:revenue"
+accounts_lock_space = 0x76660002  # advisory lock space of the line to a tenant's accounts (`wait_in_line`)
 tokens_max = 10**15  # far above any real balance; keeps every sum inside a signed 64-bit column
 
 
@@ -128,6 +130,7 @@ def _available(account: Account) -> int:
 def _lock_accounts(session: Session, tenant_id: str) -> dict[str, Account]:
     """Both of a tenant's accounts, row-locked in one fixed order (PostgreSQL; SQLite's write
     transaction is already exclusive), read fresh."""
+    wait_in_line(session, accounts_lock_space, tenant_id)
     ids = sorted((tenant_account_id(tenant_id), voucher_account_id(tenant_id)))
     rows = session.scalars(select(Account).where(Account.id.in_(ids)).order_by(Account.id).with_for_update()
                            .execution_options(populate_existing=True))

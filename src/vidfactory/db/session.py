@@ -7,10 +7,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-__all__ = ["SessionFactory", "inside", "is_sqlite", "make_engine", "make_session_factory", "sqlalchemy_url"]
+__all__ = ["SessionFactory", "inside", "is_sqlite", "make_engine", "make_session_factory", "sqlalchemy_url",
+           "wait_in_line"]
 
 sqlite_busy_timeout_ms = 30_000
 _writer_option = "vidfactory_writer"
@@ -38,6 +39,17 @@ def inside(transaction: SessionTransaction | None, outer: SessionTransaction) ->
             return True
         transaction = transaction.parent
     return False
+
+
+def wait_in_line(session: Session, space: int, name: str) -> None:
+    """Before locking a contended row: on PostgreSQL, an advisory lock on (`space`, `name`) held until the
+    transaction ends. Its waiters are served in the order they came; a row lock's are not (one that looks just
+    as the row is released goes first), so under load some waited many turns. The row lock still decides
+    what is correct; a locker that skips the line only skips its order. SQLite: nothing (its write
+    transaction is already exclusive)."""
+    assert 0 < space < 2**31, f"advisory lock space out of range: {space}"
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"), {"space": space, "name": name})
 
 
 def is_sqlite(url: str) -> bool:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -124,7 +124,8 @@ class _Queued:
 @event.listens_for(Session, "before_commit")
 def _write_queued(session: Session) -> None:
     """At the outermost commit: the queued events, then their deliveries, under the audit head's lock. A
-    savepoint's commit leaves them queued for the transaction around it."""
+    savepoint's commit leaves them queued for the transaction around it. Core inserts: the lock is held
+    from here to the end of the commit, so the work under it is kept small."""
     if session.get_nested_transaction() is not None:
         return
     committing = session.get_transaction()
@@ -132,12 +133,18 @@ def _write_queued(session: Session) -> None:
     if not queued:
         return
     lock_head(session)
-    session.add_all([row for q in queued for row in q.events])
-    session.flush()  # before their deliveries: no ORM relationship orders the two inserts
-    deliveries = [delivery for q in queued for delivery in q.deliveries]
+    rows = [row for q in queued for row in q.events]
+    seqs = session.scalars(insert(WebhookEvent).returning(WebhookEvent.seq, sort_by_parameter_order=True), [
+        {"id": row.id, "tenant_id": row.tenant_id, "type": row.type, "payload": row.payload,
+         "created_at": row.created_at, "job_id": row.job_id} for row in rows]).all()
+    for row, seq in zip(rows, seqs, strict=True):
+        row.seq = seq
+    deliveries = [{"id": d.id, "event_id": d.event_id, "tenant_id": d.tenant_id, "endpoint_id": d.endpoint_id,
+                   "job_id": d.job_id, "url": d.url, "status": d.status, "attempts": d.attempts,
+                   "next_attempt_at": d.next_attempt_at, "created_at": d.created_at}
+                  for q in queued for d in q.deliveries]
     if deliveries:
-        session.add_all(deliveries)
-        session.flush()
+        session.execute(insert(WebhookDelivery), deliveries)
 
 
 @event.listens_for(Session, "after_soft_rollback")
