@@ -7,11 +7,14 @@ same 32 client threads first GET /healthz (the framework's own speed on this ser
 Beside each rate: the server process's CPU time per request (user + system, from /proc): on a machine
 shared with other work the rates move with the load, the CPU a request costs much less.
 The tenants are on a bench plan that admits every submission (only the active-jobs limit is raised).
-Run: .venv/bin/python bench/admission.py [postgres admin URL]
+`--baseline REV` serves the same loads from another commit's `src/` too, alternating with this tree's
+server over `baseline_rounds` rounds on the same machine and databases.
+Run: .venv/bin/python bench/admission.py [postgres admin URL] [--baseline REV]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -29,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import httpx  # noqa: E402
 
-from common import fresh_postgres, git_revision, machine, sized  # noqa: E402
+from common import extract_src, fresh_postgres, git_revision, machine, sized  # noqa: E402
 from vidfactory.billing import ledger  # noqa: E402
 from vidfactory.bootstrap import upgrade_and_seed  # noqa: E402
 from vidfactory.db.models import Plan  # noqa: E402
@@ -40,6 +43,7 @@ from vidfactory.tenancy import create_key, create_plan, create_tenant, plan_fiel
 clients = sized(32, 2)
 http_requests_per_client = sized(20, 2)
 holds_per_client = sized(50, 2)
+baseline_rounds = sized(2, 1)  # with --baseline: each tree serves the loads this many times, alternating
 bench_plan = "bench"
 start_s_max = 600  # a first start builds the tiny model; a busy machine makes that slow
 default_postgres = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -47,29 +51,31 @@ body = {"prompt": "a red fox running through snow at dawn", "size": "64x64", "se
 
 
 def main() -> None:
-    postgres_admin = sys.argv[1] if len(sys.argv) > 1 else default_postgres
+    parser = argparse.ArgumentParser()
+    parser.add_argument("postgres_admin", nargs="?", default=default_postgres)
+    parser.add_argument("--baseline", help="a commit whose server serves the same loads, alternating")
+    args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="vf-admission-"))
+    trees: dict[str, Path | None] = {"this tree": None}
+    if args.baseline:
+        trees = {args.baseline: extract_src(args.baseline, root / "baseline"), **trees}
     print(f"# admission throughput — {machine()}, commit {git_revision()}, {clients} concurrent clients, "
           f"load average {os.getloadavg()[0]:.1f} at the start")
-    print("| database | tenants | GET /healthz /s | p50 / p99 ms | server CPU ms | POST /v1/videos /s "
+    print("| database | tenants | tree | GET /healthz /s | p50 / p99 ms | server CPU ms | POST /v1/videos /s "
           "| p50 / p99 ms | server CPU ms | POST ÷ healthz throughput | POST p99 ÷ p50 | POST ÷ healthz CPU |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     holds = []
     for name, url, drop in [("SQLite (WAL)", f"sqlite:///{root / 'bench.db'}", None),
-                            ("PostgreSQL", *fresh_postgres(postgres_admin))]:
+                            ("PostgreSQL", *fresh_postgres(args.postgres_admin))]:
         engine = make_engine(url)
         upgrade_and_seed(engine)
         sessions = make_session_factory(engine)
         add_bench_plan(sessions)
-        with served(url, root) as server:
-            for tenants in (1, clients):
-                keys = [tenant_key(sessions, 10**9)[1] for _ in range(tenants)]
-                health = http_load(server, keys, lambda http: http.get("/healthz"))
-                posts = http_load(server, keys, lambda http: http.post("/v1/videos", json=body))
-                print(f"| {name} | {tenants} | {health.rate:.0f} | {health.p50_ms:.1f} / {health.p99_ms:.1f} | "
-                      f"{health.cpu_ms:.2f} | {posts.rate:.0f} | {posts.p50_ms:.1f} / {posts.p99_ms:.1f} | "
-                      f"{posts.cpu_ms:.2f} | {posts.rate / health.rate:.2f} | {posts.p99_ms / posts.p50_ms:.1f} | "
-                      f"{ratio(posts.cpu_ms, health.cpu_ms)} |", flush=True)
+        for _ in range(baseline_rounds if args.baseline else 1):
+            for tree, src in trees.items():
+                with served(url, root, src) as server:
+                    for tenants in (1, clients):
+                        print(f"| {name} | {tenants} | {tree} | {loads(server, sessions, tenants)}", flush=True)
         holds.append((name, ledger_holds(sessions, tenants=1), ledger_holds(sessions, tenants=clients)))
         engine.dispose()
         if drop:
@@ -78,6 +84,16 @@ def main() -> None:
     print("|---|---|---|")
     for name, one_tenant, many_tenants in holds:
         print(f"| {name} | {one_tenant:.0f} | {many_tenants:.0f} |")
+
+
+def loads(server: Server, sessions, tenants: int) -> str:
+    """`/healthz`, then POST /v1/videos, from `tenants` new tenants: the rest of a table row."""
+    keys = [tenant_key(sessions, 10**9)[1] for _ in range(tenants)]
+    health = http_load(server, keys, lambda http: http.get("/healthz"))
+    posts = http_load(server, keys, lambda http: http.post("/v1/videos", json=body))
+    return (f"{health.rate:.0f} | {health.p50_ms:.1f} / {health.p99_ms:.1f} | {health.cpu_ms:.2f} | {posts.rate:.0f} | "
+            f"{posts.p50_ms:.1f} / {posts.p99_ms:.1f} | {posts.cpu_ms:.2f} | {posts.rate / health.rate:.2f} | "
+            f"{posts.p99_ms / posts.p50_ms:.1f} | {ratio(posts.cpu_ms, health.cpu_ms)} |")
 
 
 def ratio(part: float, whole: float) -> str:
@@ -134,10 +150,11 @@ class Load:
 
 
 class served:
-    """`vidfactory serve --workers 0` on a free port for the length of a `with` block."""
+    """`vidfactory serve --workers 0` on a free port for the length of a `with` block; from `src` (another
+    commit's) when given, imported before the installed tree."""
 
-    def __init__(self, url: str, root: Path) -> None:
-        self.url, self.root = url, root
+    def __init__(self, url: str, root: Path, src: Path | None = None) -> None:
+        self.url, self.root, self.src = url, root, src
 
     def __enter__(self) -> Server:
         with socket.socket() as sock:
@@ -145,6 +162,8 @@ class served:
             port = sock.getsockname()[1]
         env = {**os.environ, "VIDFACTORY_DATABASE_URL": self.url, "VIDFACTORY_DATA_DIR": str(self.root / "var"),
                "VIDFACTORY_RATE_LIMIT_ENABLED": "false", "VIDFACTORY_ADMIN_TOKEN": "bench"}
+        if self.src is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.src), os.environ.get("PYTHONPATH")]))
         self.server = subprocess.Popen([sys.executable, "-m", "vidfactory.cli", "serve", "--port", str(port),
                                         "--workers", "0"], env=env, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)

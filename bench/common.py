@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -59,3 +62,12 @@ def fresh_postgres(admin_url: str) -> tuple[str, Callable[[], None]]:
         admin.dispose()
 
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
+
+
+def extract_src(revision: str, into: Path) -> Path:
+    """Another commit's `src/`, for a baseline API process to import before the installed tree."""
+    archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent.parent), "archive", revision, "src"],
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import httpx  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from common import git_revision, machine, sized  # noqa: E402
+from common import extract_src, git_revision, machine, sized  # noqa: E402
 from vidfactory.bootstrap import upgrade_and_seed  # noqa: E402
 from vidfactory.db.models import WebhookEvent  # noqa: E402
 from vidfactory.db.session import make_engine, make_session_factory  # noqa: E402
@@ -57,15 +55,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def extract_src(revision: str, into: Path) -> Path:
-    """Another commit's `src/`, for a baseline API process to import before the installed tree."""
-    archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent.parent), "archive", revision, "src"],
-                             check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "src"
 
 
 def start_api(root: Path, database_url: str, src: Path | None = None) -> tuple[subprocess.Popen, str]:
