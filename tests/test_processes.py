@@ -24,6 +24,7 @@ from vidfactory.db.models import Job, Transfer
 from vidfactory.db.session import make_engine, make_session_factory
 from vidfactory.jobs.screening import PromptScreens
 from vidfactory.jobs.submit import VideoRequest, submit
+from vidfactory.jobs.worker import generation_share_pct
 from vidfactory.tenancy import authenticate
 
 from conftest import assert_ledger_clean, make_settings, new_tenant
@@ -149,8 +150,9 @@ def test_a_worker_sent_sigterm_hands_back_or_finishes_its_job(tmp_path, sqlite_u
     """What Kubernetes does on scale-down or a node drain: SIGTERM. With no grace left the job goes back to
     the queue, its attempt unused and its hold kept; with grace the next worker's job is finished first.
     Either way the worker exits cleanly, and the job is charged once."""
+    # Denoising lasts seconds even on a fast machine, so the signal lands during it, not after it.
     slow_model = [{"id": "wan-tiny", "engine": "wan-tiny", "default_size": "128x128", "default_seconds": 2,
-                   "steps": 24}]
+                   "steps": 96}]
     env = env_for(tmp_path, sqlite_url, models_dir, VIDFACTORY_MODELS=json.dumps(slow_model),
                   VIDFACTORY_POLL_S="0.1", VIDFACTORY_PROGRESS_WRITE_INTERVAL_S="0.1")
     engine = make_engine(sqlite_url)
@@ -167,13 +169,21 @@ def test_a_worker_sent_sigterm_hands_back_or_finishes_its_job(tmp_path, sqlite_u
         with sessions_for() as s:
             return s.get(Job, job_id)
 
+    def progress_or_end() -> Job | None:
+        """The job once it is running and has reported progress, or once it has ended."""
+        current = job()
+        running = current.status == "in_progress" and current.progress > 0
+        return current if running or current.status in ("completed", "failed") else None
+
     def stop_mid_job(grace_s: str) -> None:
         log = tmp_path / f"worker-{grace_s}.log"
         with log.open("wb") as stderr:
             worker = subprocess.Popen(cli("worker"), env={**env, "VIDFACTORY_SHUTDOWN_GRACE_S": grace_s},
                                       stdout=subprocess.DEVNULL, stderr=stderr)
         try:
-            wait_until(lambda: job().status == "in_progress" and job().progress > 0, job_wait_s_max, "progress")
+            seen = wait_until(progress_or_end, job_wait_s_max, "progress")
+            assert seen.status == "in_progress" and seen.progress < generation_share_pct, (
+                f"the job was past denoising ({seen.status}, {seen.progress}%) before it could be stopped")
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(job_wait_s_max) == 0, log.read_text()[-3000:]
         finally:
