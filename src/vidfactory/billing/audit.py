@@ -25,10 +25,11 @@ from sqlalchemy import event, insert, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
 from vidfactory.db.models import AuditEntry, AuditHead, Transfer
-from vidfactory.db.session import inside, wait_in_line
+from vidfactory.db import at_commit
+from vidfactory.db.session import wait_in_line
 from vidfactory.db.types import utcnow
 
-__all__ = ["ChainBreak", "append", "entries_page", "genesis_hash", "lock_head", "record_transfer",
+__all__ = ["ChainBreak", "append", "entries_page", "genesis_hash", "hold_head", "lock_head", "record_transfer",
            "verify_chain"]
 
 genesis_hash = "0" * 64
@@ -52,35 +53,29 @@ def entry_hash(prev_hash: str, seq: int, kind: str, actor: str, subject: str, da
 
 
 @dataclass(frozen=True)
-class _Queued:
-    transaction: SessionTransaction  # the innermost transaction when appended: its rollback drops the entry
+class _Entry:
     kind: str
     actor: str
     subject: str
     data: dict[str, Any]
 
 
-_queue_key = "vidfactory.audit.queued"
+_head_held_key = "vidfactory.audit.head_held"  # the transaction that holds the head's line, once it does
 
 
 def append(session: Session, kind: str, subject: str, data: dict[str, Any], actor: str = system_actor) -> None:
     """Queue one entry on the session's transaction; it is chained when that transaction commits."""
     assert kind and len(kind) <= 40, f"audit kind out of range: {kind!r}"
-    if not session.in_transaction():
-        session.begin()
-    transaction = session.get_nested_transaction() or session.get_transaction()
-    assert transaction is not None
     # Stored as JSON and read back as JSON: normalise now so the hash covers what is read later.
     data = json.loads(json.dumps(data, default=str))
-    session.info.setdefault(_queue_key, []).append(
-        _Queued(transaction, kind, actor[:actor_chars_max], subject[:subject_chars_max], data))
+    at_commit.queue(session, "audit", _Entry(kind, actor[:actor_chars_max], subject[:subject_chars_max], data))
 
 
 @event.listens_for(Session, "before_commit")
 def _chain_queued(session: Session) -> None:
     """Chain the queued entries onto the log under the locked head, in the order they were appended. A
     savepoint's commit chains them too: they are then rows inside it, rolled back with it by the database."""
-    queued = session.info.pop(_queue_key, None)
+    queued = at_commit.take(session, "audit")
     if not queued:
         return
     seq, prev_hash = lock_head(session)
@@ -100,21 +95,27 @@ def _chain_queued(session: Session) -> None:
 def lock_head(session: Session) -> tuple[int, str]:
     """Lock the audit head until this transaction ends (PostgreSQL; SQLite's write transaction is already
     exclusive): (its seq, its hash). Taken at commit, it is the one lock that puts writers' commits in a
-    line; whatever else must be numbered in commit order (the event outbox) takes this same lock, so two
-    such locks can never be taken in opposite orders."""
-    wait_in_line(session, head_lock_space, "audit-head")
+    line; whatever else must be numbered in commit order (the event outbox) takes this same lock
+    (`hold_head`), so two such locks can never be taken in opposite orders."""
+    transaction = session.get_transaction()
+    if session.info.get(_head_held_key) is not transaction:
+        wait_in_line(session, head_lock_space, "audit-head")
+        session.info[_head_held_key] = transaction
     seq, prev_hash = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == head_id)
                                      .with_for_update()).one()
     return seq, prev_hash
 
 
+def hold_head(session: Session) -> None:
+    """`lock_head` for a writer that needs no value from it: nothing to do once this transaction holds it."""
+    if session.info.get(_head_held_key) is not session.get_transaction():
+        lock_head(session)
+
+
 @event.listens_for(Session, "after_soft_rollback")
-def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
-    """Entries appended inside the transaction (or savepoint) just rolled back go with it."""
-    queued = session.info.get(_queue_key)
-    if queued:
-        session.info[_queue_key] = [entry for entry in queued
-                                    if not inside(entry.transaction, previous_transaction)]
+def _forget_head(session: Session, previous_transaction: SessionTransaction) -> None:
+    """A savepoint's rollback releases the locks taken inside it: the next writer takes the head again."""
+    session.info.pop(_head_held_key, None)
 
 
 def record_transfer(session: Session, transfer: Transfer, actor: str = system_actor) -> None:

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["SessionFactory", "inside", "is_sqlite", "make_engine", "make_session_factory", "sqlalchemy_url",
+__all__ = ["SessionFactory", "is_sqlite", "make_engine", "make_session_factory", "sqlalchemy_url",
            "wait_in_line"]
 
 sqlite_busy_timeout_ms = 30_000
@@ -29,16 +29,6 @@ class SessionFactory(sessionmaker[Session]):
         writer = self.kw["bind"].execution_options(**{_writer_option: True})
         with self(bind=writer) as session, session.begin():
             yield session
-
-
-def inside(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
-    """Whether `transaction` is `outer` or a savepoint within it: work queued on a transaction to be
-    written at its commit goes when that transaction, or one around it, rolls back."""
-    while transaction is not None:
-        if transaction is outer:
-            return True
-        transaction = transaction.parent
-    return False
 
 
 def wait_in_line(session: Session, space: int, name: str) -> None:

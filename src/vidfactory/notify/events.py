@@ -7,23 +7,22 @@ the same rows the webhooks are sent from, in the order of their `seq`.
 
 A stream resumes after the last `seq` it sent, so an event must never commit after one with a higher
 `seq`: it would be skipped. Events are therefore queued on the transaction and written at its commit,
-under the audit head's lock (`audit.lock_head`), which is held until the commit ends: each transaction's
+under the audit head's lock (`audit.hold_head`), which is held until the commit ends: each transaction's
 events take their `seq` after every earlier commit's, and commit in that order.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session
 
-from vidfactory.billing.audit import lock_head
-from vidfactory.db.session import inside
+from vidfactory.billing.audit import hold_head
+from vidfactory.db import at_commit
 from vidfactory.db.models import Job, TenantWebhookSecret, Transfer, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from vidfactory.db.types import utcnow
 from vidfactory.failures import failure_object
@@ -103,22 +102,8 @@ def _events_to(session: Session, tenant_id: str | None,
                                   endpoint_id=endpoint_id, job_id=job_id, url=url, status="pending",
                                   attempts=0, next_attempt_at=now, created_at=now)
                   for event, (_, _, targets) in zip(rows, events) for endpoint_id, url in targets]
-    if not session.in_transaction():
-        session.begin()
-    transaction = session.get_nested_transaction() or session.get_transaction()
-    assert transaction is not None
-    session.info.setdefault(_queue_key, []).append(_Queued(transaction, rows, deliveries))
+    at_commit.queue(session, "events", (rows, deliveries))
     return rows, deliveries
-
-
-_queue_key = "vidfactory.events.queued"
-
-
-@dataclass(frozen=True)
-class _Queued:
-    transaction: SessionTransaction  # the innermost transaction when recorded: its rollback drops them
-    events: list[WebhookEvent]
-    deliveries: list[WebhookDelivery]
 
 
 @event.listens_for(Session, "before_commit")
@@ -128,12 +113,11 @@ def _write_queued(session: Session) -> None:
     from here to the end of the commit, so the work under it is kept small."""
     if session.get_nested_transaction() is not None:
         return
-    committing = session.get_transaction()
-    queued = [q for q in session.info.pop(_queue_key, []) if inside(q.transaction, committing)]
+    queued = at_commit.take(session, "events")
     if not queued:
         return
-    lock_head(session)
-    rows = [row for q in queued for row in q.events]
+    hold_head(session)
+    rows = [row for events, _ in queued for row in events]
     seqs = session.scalars(insert(WebhookEvent).returning(WebhookEvent.seq, sort_by_parameter_order=True), [
         {"id": row.id, "tenant_id": row.tenant_id, "type": row.type, "payload": row.payload,
          "created_at": row.created_at, "job_id": row.job_id} for row in rows]).all()
@@ -142,17 +126,9 @@ def _write_queued(session: Session) -> None:
     deliveries = [{"id": d.id, "event_id": d.event_id, "tenant_id": d.tenant_id, "endpoint_id": d.endpoint_id,
                    "job_id": d.job_id, "url": d.url, "status": d.status, "attempts": d.attempts,
                    "next_attempt_at": d.next_attempt_at, "created_at": d.created_at}
-                  for q in queued for d in q.deliveries]
+                  for _, targets in queued for d in targets]
     if deliveries:
         session.execute(insert(WebhookDelivery), deliveries)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
-    """Events recorded inside the transaction (or savepoint) just rolled back go with it."""
-    queued = session.info.get(_queue_key)
-    if queued:
-        session.info[_queue_key] = [q for q in queued if not inside(q.transaction, previous_transaction)]
 
 
 def record_test_event(session: Session, endpoint: WebhookEndpoint) -> WebhookDelivery:
