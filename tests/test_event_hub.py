@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
 from sqlalchemy import event
 
 from vidfactory.db.session import make_engine, make_session_factory
@@ -135,3 +136,23 @@ def test_an_event_recorded_first_but_committed_last_is_not_skipped(postgres_url)
     finally:
         engine.dispose()
     assert [event.payload["data"]["tokens"] for event in sent] == [2, 1]
+
+
+def test_events_of_a_rolled_back_savepoint_or_an_uncommitted_transaction_are_never_written(database_url):
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    tenant = new_tenant(sessions)
+    try:
+        with sessions.begin() as session:
+            record_event(session, tenant.id, "billing.voucher_granted", {"tokens": 1})
+            with pytest.raises(RuntimeError), session.begin_nested():
+                record_event(session, tenant.id, "billing.voucher_granted", {"tokens": 2})
+                raise RuntimeError("the savepoint rolls back")
+        with sessions() as session:  # a reading session is closed, never committed
+            record_event(session, tenant.id, "billing.voucher_granted", {"tokens": 3})
+        session.commit()  # the same session again: what its closed transaction queued is gone
+        with sessions() as reader:
+            written = events_after(reader, tenant.id, 0)
+    finally:
+        engine.dispose()
+    assert [event.payload["data"]["tokens"] for event in written] == [1]
