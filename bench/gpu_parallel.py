@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from gpu_wan import (describe, relative_difference, shape_arguments, timed, tiny_pipeline, true_size_pipeline,
                      with_shape_defaults)
-from vidfactory.engines.parallel import DevicePlan, enable_context_parallel, join_group, leave_group
+from vidfactory.engines.parallel import DevicePlan, enable_context_parallel, end_process, join_group, leave_group
 
 
 def main() -> None:
@@ -47,6 +47,7 @@ def main() -> None:
     if plan.is_leader:
         report(args, device, plan, single, split, relative_difference(single_frames, split_frames))
     leave_group()
+    end_process(0)
 
 
 def report(args, device, plan: DevicePlan, single, split, difference: float) -> None:

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from vidfactory.engines.base import GenerationRequest
-from vidfactory.engines.parallel import DevicePlan, leave_group
+from vidfactory.engines.parallel import DevicePlan, end_process, leave_group
 from vidfactory.engines.wan import WanEngine
 
 model_dir, out_path = sys.argv[1], sys.argv[2]
@@ -17,5 +17,6 @@ request = GenerationRequest(prompt="a red fox running through snow", negative_pr
 video = engine.generate(request, lambda step, total: None, lambda: False)
 if plan.is_leader:
     np.save(out_path, video.frames)
-    print("settings", video.engine_settings)
+    print("settings", video.engine_settings, flush=True)
 leave_group()
+end_process(0)

@@ -27,7 +27,8 @@ generate_script = Path(__file__).parent / "parallel_generate.py"
 def torchrun(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                f"--master_port={free_port()}", *args]
-    environment = {**(env or os.environ), "OMP_NUM_THREADS": "1"}
+    # A rank that aborts prints every thread's Python stack: where it stood, in the failure's message.
+    environment = {**(env or os.environ), "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=run_s_max)
 
 

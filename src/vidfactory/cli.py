@@ -872,11 +872,10 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     _check_served_models(settings, model)  # so does a missing model
     from vidfactory.bootstrap import upgrade_and_seed
     from vidfactory.db.session import make_engine, make_session_factory
-    from vidfactory.engines.parallel import DevicePlan, leave_group
+    from vidfactory.engines.parallel import DevicePlan, end_process, leave_group
     from vidfactory.engines.registry import load_engine
     from vidfactory.jobs.multidevice import LeaderEngine, follow, stop_followers
     from vidfactory.jobs.worker import Worker, speed_settings
-    from vidfactory.notify.delivery import start_dispatcher
     from vidfactory.observability.phases import configure_phase_log
     from vidfactory.storage import make_storage
 
@@ -887,7 +886,7 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
         spanned = _spanned_model(settings, model)
         if not devices.is_leader:  # a follower only generates, in step with the leader
             follow(spanned, settings.models_dir, speed_settings(settings), devices)
-            return
+            end_process(0)
     engine = make_engine(settings.resolved_database_url)
     upgrade_and_seed(engine)
     sessions = make_session_factory(engine)
@@ -900,21 +899,30 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     if devices.parallel:
         loop.engine_for(spanned.id)  # every rank loads together: the device mesh is built collectively
     try:
-        if once:
-            loop.maintain(force=True)
-            loop.run_once()
-            return
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        dispatchers = start_dispatcher(settings, sessions, stop)  # the outbox is drained by workers too
-        loop.run(stop)
-        for thread in dispatchers:
-            thread.join(settings.webhook_send_deadline_s + 5)
+        _work(loop, settings, sessions, once)
     finally:
         if devices.parallel:
             stop_followers()
             leave_group()
+    if devices.parallel:
+        end_process(0)
+
+
+def _work(loop, settings: Settings, sessions, once: bool) -> None:
+    """One job (`once`), or jobs until SIGTERM or SIGINT, with the webhook dispatcher beside them."""
+    from vidfactory.notify.delivery import start_dispatcher
+
+    if once:
+        loop.maintain(force=True)
+        loop.run_once()
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    dispatchers = start_dispatcher(settings, sessions, stop)  # the outbox is drained by workers too
+    loop.run(stop)
+    for thread in dispatchers:
+        thread.join(settings.webhook_send_deadline_s + 5)
 
 
 def _spanned_model(settings: Settings, model: list[str] | None):

@@ -12,10 +12,12 @@ the others left).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -25,6 +27,7 @@ __all__ = [
     "ParallelError",
     "agree_with_leader",
     "enable_context_parallel",
+    "end_process",
     "join_group",
     "leave_group",
     "receive_from_leader",
@@ -88,6 +91,20 @@ def join_group(plan: DevicePlan) -> None:
 def leave_group() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit a rank that has left its group, skipping the interpreter's teardown.
+
+    After `leave_group` a rank has nothing left to finish but its logs. What the teardown would still do is
+    free the pipeline's collective state and the backend's objects in whatever order modules are cleared,
+    racing the backend's own threads: now and then a SIGABRT ("terminate called without an active
+    exception") after the job was recorded, which torchrun reports as the whole worker failing.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def enable_context_parallel(pipeline: Any, plan: DevicePlan) -> None:
