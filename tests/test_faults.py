@@ -406,7 +406,13 @@ def test_redis_gone_then_back_fails_as_configured_within_its_timeout_and_counts_
                 response = client.post("/v1/videos", headers=tenant.headers, json=small)
                 outcomes.append((response.status_code, time.monotonic() - started))
             proxy.restore()
-            assert client.post("/v1/videos", headers=tenant.headers, json=small).status_code == 200
+            # Back within one more 0.25 s timeout, which a stalled shared machine can still miss once: then
+            # the answer is the limiter's 503, and the client's retry (Retry-After: 1) gets through.
+            answers = [client.post("/v1/videos", headers=tenant.headers, json=small)]
+            if answers[0].status_code == 503:
+                answers.append(client.post("/v1/videos", headers=tenant.headers, json=small))
+            assert answers[-1].status_code == 200, [answer.text for answer in answers]
+            assert all(answer.json()["error"]["code"] == "rate_limiter_unavailable" for answer in answers[:-1])
             counted = redis.Redis(port=6379).scan_iter(f"{prefix}*")
             assert any(True for _ in counted)  # the limiter writes to Redis again
             expected = 200 if failure_mode == "open" else 503
