@@ -116,43 +116,34 @@ def test_a_stream_that_opens_while_the_hub_reads_is_told_to_read_for_itself(sqli
         engine.dispose()
 
 
-def test_an_event_recorded_first_but_committed_last_is_not_skipped(postgres_url):
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite runs one writer at a time
+def test_an_event_recorded_first_but_committed_last_is_not_skipped(sessions):
     """Two transactions record events of one tenant; the one that recorded first commits last. A reader
     resuming after the last seq it was sent (a stream's Last-Event-ID, the hub's last read) still gets it:
     seq follows commit order."""
-    engine = make_engine(postgres_url)
-    sessions = make_session_factory(engine)
     tenant = new_tenant(sessions)
-    try:
-        with sessions.begin() as first:
-            record_event(first, tenant.id, "billing.voucher_granted", {"tokens": 1})
-            first.flush()
-            with sessions.begin() as second:
-                record_event(second, tenant.id, "billing.voucher_granted", {"tokens": 2})
-            with sessions() as reader:
-                sent = events_after(reader, tenant.id, 0)
+    with sessions.begin() as first:
+        record_event(first, tenant.id, "billing.voucher_granted", {"tokens": 1})
+        first.flush()
+        with sessions.begin() as second:
+            record_event(second, tenant.id, "billing.voucher_granted", {"tokens": 2})
         with sessions() as reader:
-            sent += events_after(reader, tenant.id, sent[-1].seq)
-    finally:
-        engine.dispose()
+            sent = events_after(reader, tenant.id, 0)
+    with sessions() as reader:
+        sent += events_after(reader, tenant.id, sent[-1].seq)
     assert [event.payload["data"]["tokens"] for event in sent] == [2, 1]
 
 
-def test_events_of_a_rolled_back_savepoint_or_an_uncommitted_transaction_are_never_written(database_url):
-    engine = make_engine(database_url)
-    sessions = make_session_factory(engine)
+def test_events_of_a_rolled_back_savepoint_or_an_uncommitted_transaction_are_never_written(sessions):
     tenant = new_tenant(sessions)
-    try:
-        with sessions.begin() as session:
-            record_event(session, tenant.id, "billing.voucher_granted", {"tokens": 1})
-            with pytest.raises(RuntimeError), session.begin_nested():
-                record_event(session, tenant.id, "billing.voucher_granted", {"tokens": 2})
-                raise RuntimeError("the savepoint rolls back")
-        with sessions() as session:  # a reading session is closed, never committed
-            record_event(session, tenant.id, "billing.voucher_granted", {"tokens": 3})
-        session.commit()  # the same session again: what its closed transaction queued is gone
-        with sessions() as reader:
-            written = events_after(reader, tenant.id, 0)
-    finally:
-        engine.dispose()
+    with sessions.begin() as session:
+        record_event(session, tenant.id, "billing.voucher_granted", {"tokens": 1})
+        with pytest.raises(RuntimeError), session.begin_nested():
+            record_event(session, tenant.id, "billing.voucher_granted", {"tokens": 2})
+            raise RuntimeError("the savepoint rolls back")
+    with sessions() as session:  # a reading session is closed, never committed
+        record_event(session, tenant.id, "billing.voucher_granted", {"tokens": 3})
+    session.commit()  # the same session again: what its closed transaction queued is gone
+    with sessions() as reader:
+        written = events_after(reader, tenant.id, 0)
     assert [event.payload["data"]["tokens"] for event in written] == [1]
