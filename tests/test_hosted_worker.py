@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -18,7 +19,7 @@ from fixtures_models import tiny_model_dir  # noqa: F401  (fixture)
 from vidfactory.api.context import TokenCounters
 from vidfactory.api.render import video_object
 from vidfactory.billing import ledger
-from vidfactory.db.models import Job
+from vidfactory.db.models import EngineBreaker, Job
 from vidfactory.db.types import utcnow
 from vidfactory.jobs import breaker, maintenance, queue
 from vidfactory.jobs.screening import PromptScreens
@@ -119,7 +120,8 @@ def test_input_the_service_refuses_fails_as_invalid_input_and_voids(setup, sessi
 
 
 def test_breaker_keeps_jobs_queued_while_the_service_is_down_then_recovers(setup, sessions, service):
-    settings, worker, tenant = setup(breaker_failures_max=2, breaker_cooldown_s=0.5, retry_backoff_s=0.0)
+    # A cooldown no stalled machine outlasts between the steps below; step 4 lets it pass.
+    settings, worker, tenant = setup(breaker_failures_max=2, breaker_cooldown_s=600, retry_backoff_s=0.0)
     service.fail_next(4, "/video", status=503)  # two attempts of two HTTP tries each
     job_id = submit_job(sessions, settings, tenant)
     # 1. First failure: an ordinary transient retry (attempt used, hold kept).
@@ -140,7 +142,9 @@ def test_breaker_keeps_jobs_queued_while_the_service_is_down_then_recovers(setup
     assert not worker.run_once() and not worker.run_once()
     assert len(service.requests) == requests_before and job(sessions, job_id).status == "queued"
     # 4. After the cooldown one probe runs; the service is back, so the job completes and the breaker closes.
-    time.sleep(0.55)
+    with sessions.begin() as s:
+        opened = s.get(EngineBreaker, "wan-hosted")
+        opened.opened_at -= timedelta(seconds=settings.breaker_cooldown_s)  # the cooldown has passed
     assert worker.run_once()
     done = job(sessions, job_id)
     assert (done.status, done.attempts) == ("completed", 2)
