@@ -73,6 +73,23 @@ def test_submit_generate_settle_download(client, ctx):
     assert_ledger_clean(ctx.sessions)
 
 
+def test_a_submission_answers_with_the_video_a_read_then_shows(client, ctx):
+    """The answer is rendered from what the submitting transaction knows (no hold resolution or file can
+    exist yet): a read right after agrees field by field, for a new clip and for a result-cache hit."""
+    tenant = new_tenant(ctx.sessions, tokens=10_000)
+    body = {"prompt": "a lighthouse in fog", "seed": 7, **small}
+    answers = []
+    for _ in range(2):
+        created = client.post("/v1/videos", headers=tenant.headers, json=body)
+        assert created.status_code == 200, created.text
+        answers.append(created.json())
+        read = client.get(f"/v1/videos/{answers[-1]['id']}", headers=tenant.headers)
+        assert read.json() == answers[-1]
+        work(ctx)
+    assert answers[0]["cache_hit"] is None and answers[1]["cache_hit"]["video_id"] == answers[0]["id"]
+    assert [a["billing"]["status"] for a in answers] == ["held", "held"]
+
+
 def test_quote_matches_the_hold_and_creates_nothing(client, ctx):
     tenant = new_tenant(ctx.sessions, tokens=10_000)
     body = {"prompt": "城市夜景，霓虹灯下的雨", "size": "1280x720", "seconds": "30"}

@@ -24,6 +24,7 @@ __all__ = [
     "Caller",
     "InvalidPlan",
     "PlanExists",
+    "PlanTerms",
     "TenancyError",
     "TenantExists",
     "TenantSuspended",
@@ -192,6 +193,13 @@ class Caller:
     key_last_used_at: datetime | None = None  # as read when the key was checked
 
 
+@dataclass(frozen=True)
+class PlanTerms:
+    """What the tenant's plan lets new work do, as read when the work is admitted."""
+
+    step_cache_allowed: bool
+
+
 def hash_key(key: str) -> str:
     # API keys carry 256 bits of randomness, so a plain digest is enough (no password stretching).
     return hashlib.sha256(key.encode()).hexdigest()
@@ -277,13 +285,16 @@ def create_key(session: Session, tenant_id: str, label: str = "", actor: str = a
     return row, plaintext
 
 
-def check_not_suspended(session: Session, tenant_id: str) -> None:
-    """Raises TenantSuspended; called where new work or new keys are made, inside their transaction."""
-    tenant = session.get(Tenant, tenant_id)
-    assert tenant is not None, f"no tenant {tenant_id}"
-    if tenant.suspended_at is not None:
-        raise TenantSuspended(f"tenant {tenant_id} is suspended ({tenant.suspended_reason}); what was queued "
+def check_not_suspended(session: Session, tenant_id: str) -> PlanTerms:
+    """Raises TenantSuspended; called where new work or new keys are made, inside their transaction.
+    Returns what the tenant's plan lets that work do, read in the same statement."""
+    row = session.execute(select(Tenant.suspended_at, Tenant.suspended_reason, Plan.step_cache_allowed)
+                          .join(Plan, Plan.id == Tenant.plan_id).where(Tenant.id == tenant_id)).one_or_none()
+    assert row is not None, f"no tenant {tenant_id}"
+    if row.suspended_at is not None:
+        raise TenantSuspended(f"tenant {tenant_id} is suspended ({row.suspended_reason}); what was queued "
                               "or running finishes, but nothing new is accepted")
+    return PlanTerms(step_cache_allowed=row.step_cache_allowed)
 
 
 def suspend_tenant(session: Session, tenant_id: str, reason: str, actor: str = audit.system_actor) -> Tenant:
@@ -340,13 +351,16 @@ def revoke_key(session: Session, key_id: str, actor: str = audit.system_actor, t
 
 
 def authenticate(session: Session, key: str) -> Caller | None:
-    row = session.execute(
-        select(ApiKey, Plan).join(Tenant, Tenant.id == ApiKey.tenant_id).join(Plan, Plan.id == Tenant.plan_id)
+    # Columns, not ORM objects: every request authenticates, and a caller needs no identity map.
+    plan = session.execute(
+        select(ApiKey.tenant_id, ApiKey.id.label("api_key_id"), ApiKey.last_used_at, Plan.id, Plan.priority,
+               Plan.requests_per_minute, Plan.concurrent_jobs, Plan.tenant_requests_per_minute,
+               Plan.active_jobs_max, Plan.read_requests_per_minute, Plan.tenant_read_requests_per_minute)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id).join(Plan, Plan.id == Tenant.plan_id)
         .where(ApiKey.key_sha256 == hash_key(key), ApiKey.revoked_at.is_(None))).one_or_none()
-    if row is None:
+    if plan is None:
         return None
-    api_key, plan = row
-    return Caller(tenant_id=api_key.tenant_id, api_key_id=api_key.id, key_last_used_at=api_key.last_used_at,
+    return Caller(tenant_id=plan.tenant_id, api_key_id=plan.api_key_id, key_last_used_at=plan.last_used_at,
                   plan=plan.id, priority=plan.priority,
                   requests_per_minute=plan.requests_per_minute, concurrent_jobs=plan.concurrent_jobs,
                   tenant_requests_per_minute=plan.tenant_requests_per_minute,

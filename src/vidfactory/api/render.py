@@ -13,8 +13,8 @@ from vidfactory.db.models import Asset, Job, Transfer, WebhookDelivery
 from vidfactory.failures import failure_object
 from vidfactory.notify.events import review_data
 
-__all__ = ["billing_object", "delivery_object", "engine_settings_object", "file_hashes_by_job", "timestamp",
-           "transfer_object", "video_object"]
+__all__ = ["billing_object", "delivery_object", "engine_settings_object", "file_hashes_by_job", "new_video_object",
+           "timestamp", "transfer_object", "video_object"]
 
 # Entries of job.engine_settings that say what the job may do, not how its clip was made: kept internal.
 internal_engine_settings = frozenset({"step_cache_allowed"})
@@ -119,6 +119,12 @@ def video_object(session: Session, job: Job, resolutions: dict[str, Transfer] | 
         # Held for review: until when (deadline_at), and what happens then (on_deadline: approve|refund).
         "review": review_data(job),
     }
+
+
+def new_video_object(session: Session, job: Job) -> dict[str, Any]:
+    """`video_object` of a job created in this transaction, without reading what cannot exist yet: its
+    hold is resolved and its files are recorded only by a worker that claimed it, after it committed."""
+    return video_object(session, job, resolutions={}, hashes={job.id: {}})
 
 
 def transfer_object(transfer: Transfer) -> dict[str, Any]:

@@ -49,11 +49,15 @@ def current(session: Session) -> tuple[int, PriceBookBody]:
 
 
 def for_tenant(session: Session, tenant_id: str) -> tuple[int, PriceBookBody]:
-    """The version a tenant's contract pins, or the newest when it pins none."""
-    pinned = session.scalar(select(Tenant.price_book_version).where(Tenant.id == tenant_id))
-    if pinned is None:
-        return current(session)
-    return pinned, get(session, pinned)
+    """The version a tenant's contract pins, or the newest when it pins none (one statement: every
+    submission and quote reads it)."""
+    pinned = select(Tenant.price_book_version).where(Tenant.id == tenant_id).scalar_subquery()
+    newest = select(func.max(PriceBook.version)).scalar_subquery()
+    row = session.execute(select(PriceBook.version, PriceBook.body)
+                          .where(PriceBook.version == func.coalesce(pinned, newest))).one_or_none()
+    if row is None:
+        raise LookupError("no price book is published; run `vidfactory db upgrade`")
+    return row.version, PriceBookBody.model_validate(row.body)
 
 
 def list_versions(session: Session) -> list[PriceBook]:

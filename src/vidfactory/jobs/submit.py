@@ -19,7 +19,7 @@ from vidfactory.billing.pricebook import PriceBookBody, Quote, quote
 from vidfactory.billing.tokens import TokenCounter
 from vidfactory.cache import index as cache_index
 from vidfactory.cache.keys import CacheSpec, fingerprint, shape_key
-from vidfactory.db.models import Job, Plan, Tenant
+from vidfactory.db.models import Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
 from vidfactory.engines.memory import GIB, frugal_peak_bytes
@@ -247,14 +247,12 @@ def enqueue(session: Session, settings: Settings, caller: Caller, request: Video
     """Hold the quote and insert the queued job, in the caller's transaction: every path that creates
     a job goes through here, so each job has exactly one hold."""
     assert priced.quote.total_tokens > 0
-    check_not_suspended(session, caller.tenant_id)
+    terms = check_not_suspended(session, caller.tenant_id)
     styles_catalog.confirm(session, caller.tenant_id, request.styles)
     job_id = f"video_{uuid.uuid4().hex}"
     hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
                        expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
-    step_cache_allowed = session.scalars(select(Plan.step_cache_allowed).join(
-        Tenant, Tenant.plan_id == Plan.id).where(Tenant.id == caller.tenant_id)).one()
-    job = _new_job(settings, caller, request, priced, hold, job_id, review, step_cache_allowed)
+    job = _new_job(settings, caller, request, priced, hold, job_id, review, terms.step_cache_allowed)
     session.add(job)
     session.flush()
     if job.webhook_url is not None:

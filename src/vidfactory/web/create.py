@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from vidfactory.api.body import VideoInput, checked_reference, read_form, validated
-from vidfactory.api.render import video_object
+from vidfactory.api.render import new_video_object
 from vidfactory.api.routes.videos import to_video_request
 from vidfactory.api.schemas import VideoCreate
 from vidfactory.api.uploads import image_gate
@@ -196,7 +196,7 @@ def _generate(page: Console, form: CreateForm, picture: bytes | None) -> dict[st
         body = validated(VideoCreate, form.api_fields())
         reference = checked_reference(picture, body, image_gate(ctx, caller, needs_balance=True))
     request = _video_request(page, caller, form, reference)
-    return submit(ctx.sessions, ctx.settings, ctx.counters, caller, request, video_object, screens=ctx.screens,
+    return submit(ctx.sessions, ctx.settings, ctx.counters, caller, request, new_video_object, screens=ctx.screens,
                   storage=ctx.storage).body
 
 

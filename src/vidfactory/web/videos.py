@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from vidfactory.api.errors import id_pattern
-from vidfactory.api.render import video_object
+from vidfactory.api.render import new_video_object, video_object
 from vidfactory.api.schemas import FeedbackCreate, RegenerateCreate, prompt_chars_max
 from vidfactory.billing.ledger import InsufficientBalance
 from vidfactory.db.models import Job
@@ -221,7 +221,7 @@ def _make_child(page: Console, video_id: str, body: RegenerateCreate) -> Callabl
         request = regenerate.regenerated_request(ctx.sessions, ctx.settings, ctx.storage, parent, prompt=body.prompt,
                                                  seed=body.seed, enhance=body.enhance_prompt,
                                                  prompt_chars_max=prompt_chars_max)
-        return submit(ctx.sessions, ctx.settings, ctx.counters, caller, request, video_object, screens=ctx.screens,
+        return submit(ctx.sessions, ctx.settings, ctx.counters, caller, request, new_video_object, screens=ctx.screens,
                       storage=ctx.storage).body
 
     return make

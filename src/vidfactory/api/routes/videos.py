@@ -15,7 +15,7 @@ from vidfactory.api.body import VideoInput, read_remix, read_video_create, remix
 from vidfactory.api.context import AppContext
 from vidfactory.api.deps import CallerDep, ContextDep, IdempotencyKeyHeader, SessionDep
 from vidfactory.api.errors import ApiError, checked_id, not_found
-from vidfactory.api.render import file_hashes_by_job, timestamp, video_object
+from vidfactory.api.render import file_hashes_by_job, new_video_object, timestamp, video_object
 from vidfactory.api.schemas import FeedbackCreate, RegenerateCreate, prompt_chars_max
 from vidfactory.api.uploads import image_gate
 from vidfactory.billing import ledger
@@ -113,7 +113,7 @@ async def create_video(
     if idempotency_key is not None:
         idempotency = (idempotency_key, request_fingerprint("/v1/videos", sent.fields, video_request))
     submitted = await run_in_threadpool(submit, ctx.sessions, ctx.settings, ctx.counters, caller, video_request,
-                                        video_object, idempotency, screens=ctx.screens, storage=ctx.storage)
+                                        new_video_object, idempotency, screens=ctx.screens, storage=ctx.storage)
     return created_response(ctx, submitted)
 
 
@@ -272,7 +272,7 @@ async def _regenerate(video_id: str, body: RegenerateCreate, ctx: AppContext, ca
     if idempotency_key is not None:
         idempotency = (idempotency_key, fingerprint(path.format(video_id=video_id), body.model_dump()))
     submitted = await run_in_threadpool(submit, ctx.sessions, ctx.settings, ctx.counters, caller, video_request,
-                                        video_object, idempotency, screens=ctx.screens, storage=ctx.storage)
+                                        new_video_object, idempotency, screens=ctx.screens, storage=ctx.storage)
     return created_response(ctx, submitted)
 
 

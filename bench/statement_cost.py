@@ -1,0 +1,133 @@
+"""What one SQL statement costs the API process, and how many a submission runs: the floor under admission.
+
+Per database (SQLite, PostgreSQL), the CPU time (user + system, this process) of one statement of the two
+shapes a submission runs most, a primary-key read and a guarded UPDATE, issued four ways: through an ORM
+session (entities, or columns), through SQLAlchemy Core on the session's connection, and on the driver's
+own cursor. Then one whole submission (`authenticate` + `jobs.submit.submit`, no HTTP): its statements,
+counted as SQLAlchemy sends them, and its CPU time. Single thread, no contention: what is left is the cost
+of the code path itself.
+Run: .venv/bin/python bench/statement_cost.py [postgres admin URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from sqlalchemy import event, select, update  # noqa: E402
+
+from admission import add_bench_plan, body, tenant_key  # noqa: E402
+from common import fresh_postgres, git_revision, machine, sized  # noqa: E402
+from vidfactory.api.context import AppContext  # noqa: E402
+from vidfactory.api.render import new_video_object  # noqa: E402
+from vidfactory.bootstrap import upgrade_and_seed  # noqa: E402
+from vidfactory.db.models import AuditHead  # noqa: E402
+from vidfactory.jobs.submit import VideoRequest, submit  # noqa: E402
+from vidfactory.settings import Settings  # noqa: E402
+from vidfactory.tenancy import authenticate  # noqa: E402
+
+statements_per_shape = sized(2000, 20)
+submissions = sized(300, 3)
+warm_up = sized(30, 2)
+default_postgres = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("postgres_admin", nargs="?", default=default_postgres)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="vf-statements-"))
+    print(f"# statement cost — {machine()}, commit {git_revision()}, one thread, {statements_per_shape} "
+          f"statements a shape, {submissions} submissions")
+    print("| database | statement | ORM entity µs | ORM columns µs | Core µs | driver µs | ORM entity ÷ driver |")
+    print("|---|---|---|---|---|---|---|")
+    totals = []
+    postgres_url, drop = fresh_postgres(args.postgres_admin)
+    for name, url in [("SQLite (WAL)", f"sqlite:///{root / 'bench.db'}"), ("PostgreSQL", postgres_url)]:
+        os.environ["VIDFACTORY_DATABASE_URL"] = url
+        os.environ["VIDFACTORY_DATA_DIR"] = str(root / "var")
+        ctx = AppContext.from_settings(Settings())
+        upgrade_and_seed(ctx.engine)
+        for shape, row in statement_rows(ctx).items():
+            print(f"| {name} | {shape} | {' | '.join(f'{us:.0f}' for us in row)} | {row[0] / row[3]:.1f} |")
+        totals.append((name, *one_submission(ctx)))
+        ctx.engine.dispose()
+    drop()
+    print("\n| database | statements a submission | CPU ms a submission | CPU ms ÷ statements |")
+    print("|---|---|---|---|")
+    for name, count, cpu_ms in totals:
+        print(f"| {name} | {count} | {cpu_ms:.2f} | {cpu_ms * 1000 / count:.0f} µs |")
+
+
+def cpu_us(call: Callable[[], object]) -> float:
+    for _ in range(warm_up):
+        call()
+    started = time.process_time()
+    for _ in range(statements_per_shape):
+        call()
+    return (time.process_time() - started) * 1e6 / statements_per_shape
+
+
+def statement_rows(ctx: AppContext) -> dict[str, list[float]]:
+    """µs of CPU for each way of sending each shape, in one read transaction (rolled back)."""
+    head = AuditHead.id == 1
+    with ctx.sessions() as session:
+        connection = session.connection()
+        cursor = connection.connection.driver_connection.cursor()
+        marker = "%s" if ctx.engine.dialect.name == "postgresql" else "?"
+        read = [
+            lambda: session.get(AuditHead, 1, populate_existing=True),
+            lambda: session.execute(select(AuditHead.seq, AuditHead.hash).where(head)).one(),
+            lambda: connection.execute(select(AuditHead.seq, AuditHead.hash).where(head)).one(),
+            lambda: cursor.execute(f"SELECT seq, hash FROM audit_head WHERE id = {marker}", (1,)).fetchone()]
+        guarded = update(AuditHead).where(head, AuditHead.seq >= 0).values(seq=AuditHead.seq)
+        write = [
+            lambda: session.execute(guarded),
+            lambda: session.execute(guarded.execution_options(synchronize_session=False)),
+            lambda: connection.execute(guarded),
+            lambda: cursor.execute(f"UPDATE audit_head SET seq = seq WHERE id = {marker} AND seq >= 0", (1,))]
+        rows = {"primary-key read": [cpu_us(call) for call in read],
+                "guarded UPDATE": [cpu_us(call) for call in write]}
+        session.rollback()
+    return rows
+
+
+def one_submission(ctx: AppContext) -> tuple[int, float]:
+    """(statements, CPU ms) of `authenticate` + `submit` for one new video, as POST /v1/videos runs them."""
+    add_bench_plan(ctx.sessions)
+    _, key = tenant_key(ctx.sessions, 10**9)
+    request = VideoRequest(prompt=body["prompt"], model=ctx.settings.models[0].id, seconds=body["seconds"],
+                           size=body["size"])
+
+    def submit_one() -> None:
+        with ctx.sessions() as session:
+            caller = authenticate(session, key)
+        assert caller is not None
+        submit(ctx.sessions, ctx.settings, ctx.counters, caller, request, new_video_object, screens=ctx.screens,
+               storage=ctx.storage)
+
+    for _ in range(warm_up):
+        submit_one()
+    sent: list[str] = []
+
+    def count(*_: object) -> None:
+        sent.append("")
+
+    event.listen(ctx.engine, "before_cursor_execute", count)
+    submit_one()
+    event.remove(ctx.engine, "before_cursor_execute", count)
+    started = time.process_time()
+    for _ in range(submissions):
+        submit_one()
+    return len(sent), (time.process_time() - started) * 1000 / submissions
+
+
+if __name__ == "__main__":
+    main()
