@@ -198,6 +198,11 @@ def wait_for(condition, timeout_s: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def probe_expiry(sessions):
+    with sessions() as s:
+        return breaker.state_of(s, "wan-hosted").probe_expires_at
+
+
 def test_a_probe_longer_than_a_lease_stays_the_only_probe(setup, sessions, service):
     settings, worker, tenant = setup(dict(poll_interval_s=0.02, task_timeout_s=60.0), breaker_failures_max=1,
                                      breaker_cooldown_s=0.0, retry_backoff_s=0.0, lease_s=2.0, heartbeat_s=0.1)
@@ -207,11 +212,13 @@ def test_a_probe_longer_than_a_lease_stays_the_only_probe(setup, sessions, servi
     service.polls_to_finish = 10**6  # the probe job's remote task runs until the test lets it finish
     runner = threading.Thread(target=worker.run_once)
     runner.start()
-    # Timed from the claim, not the thread's start: on a loaded machine claiming can take a while.
     wait_for(lambda: job(sessions, job_id).status == "in_progress")
-    time.sleep(settings.lease_s + 0.5)
-    with sessions.begin() as s:  # past the first probe expiry: the heartbeats kept the probe the worker's
-        assert not breaker.admits(s, "wan-hosted", worker_id="other", now=utcnow(), policy=worker.breaker_policy)
+    first_expiry = probe_expiry(sessions)
+    # The probe's heartbeats move its expiry on, past the one taking it set (the lease is 2 s)...
+    wait_for(lambda: probe_expiry(sessions) > first_expiry + timedelta(seconds=1))
+    with sessions.begin() as s:  # ...so past that first expiry, no other worker may take it
+        assert not breaker.admits(s, "wan-hosted", worker_id="other", now=first_expiry + timedelta(seconds=0.5),
+                                  policy=worker.breaker_policy)
     [task] = [task for task in service.tasks.values() if task.polls_to_finish == 10**6]
     task.polls_to_finish = task.polls + 1
     runner.join(30)
