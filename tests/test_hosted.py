@@ -142,12 +142,13 @@ def test_dashscope_wrong_key_is_an_engine_failure_and_the_key_is_never_shown(das
 
 
 def test_dashscope_hung_request_times_out_and_is_retried(dashscope):
-    dashscope.hang_next(1, "/video-synthesis", seconds=1.0)
-    video, _ = run(DashScopeEngine("wan-hosted", config(dashscope, request_timeout_s=0.3)))
+    # The requests it answers must beat the timeout too: 1 s leaves a busy machine room; a hang is far past it.
+    dashscope.hang_next(1, "/video-synthesis", seconds=5.0)
+    video, _ = run(DashScopeEngine("wan-hosted", config(dashscope, request_timeout_s=1.0)))
     assert video.frames.shape[0] == 5 and len(dashscope.calls("POST", "/video-synthesis")) == 2
-    dashscope.hang_next(2, "/video-synthesis", seconds=1.0)
+    dashscope.hang_next(2, "/video-synthesis", seconds=5.0)
     with pytest.raises(HostedTimeout) as caught:
-        run(DashScopeEngine("wan-hosted", config(dashscope, request_timeout_s=0.3, http_attempts_max=2)))
+        run(DashScopeEngine("wan-hosted", config(dashscope, request_timeout_s=1.0, http_attempts_max=2)))
     assert (classify(caught.value).error_type, classify(caught.value).transient) == ("timeout", True)
 
 
