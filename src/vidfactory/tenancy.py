@@ -352,20 +352,20 @@ def revoke_key(session: Session, key_id: str, actor: str = audit.system_actor, t
 
 def authenticate(session: Session, key: str) -> Caller | None:
     # Columns, not ORM objects: every request authenticates, and a caller needs no identity map.
-    plan = session.execute(
-        select(ApiKey.tenant_id, ApiKey.id.label("api_key_id"), ApiKey.last_used_at, Plan.id, Plan.priority,
-               Plan.requests_per_minute, Plan.concurrent_jobs, Plan.tenant_requests_per_minute,
+    found = session.execute(
+        select(ApiKey.tenant_id, ApiKey.id.label("api_key_id"), ApiKey.last_used_at, Plan.id.label("plan_id"),
+               Plan.priority, Plan.requests_per_minute, Plan.concurrent_jobs, Plan.tenant_requests_per_minute,
                Plan.active_jobs_max, Plan.read_requests_per_minute, Plan.tenant_read_requests_per_minute)
         .join(Tenant, Tenant.id == ApiKey.tenant_id).join(Plan, Plan.id == Tenant.plan_id)
         .where(ApiKey.key_sha256 == hash_key(key), ApiKey.revoked_at.is_(None))).one_or_none()
-    if plan is None:
+    if found is None:
         return None
-    return Caller(tenant_id=plan.tenant_id, api_key_id=plan.api_key_id, key_last_used_at=plan.last_used_at,
-                  plan=plan.id, priority=plan.priority,
-                  requests_per_minute=plan.requests_per_minute, concurrent_jobs=plan.concurrent_jobs,
-                  tenant_requests_per_minute=plan.tenant_requests_per_minute,
-                  active_jobs_max=plan.active_jobs_max, read_requests_per_minute=plan.read_requests_per_minute,
-                  tenant_read_requests_per_minute=plan.tenant_read_requests_per_minute)
+    return Caller(tenant_id=found.tenant_id, api_key_id=found.api_key_id, key_last_used_at=found.last_used_at,
+                  plan=found.plan_id, priority=found.priority,
+                  requests_per_minute=found.requests_per_minute, concurrent_jobs=found.concurrent_jobs,
+                  tenant_requests_per_minute=found.tenant_requests_per_minute,
+                  active_jobs_max=found.active_jobs_max, read_requests_per_minute=found.read_requests_per_minute,
+                  tenant_read_requests_per_minute=found.tenant_read_requests_per_minute)
 
 
 def key_use_due(last_used_at: datetime | None, now: datetime) -> bool:

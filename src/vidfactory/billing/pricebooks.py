@@ -29,6 +29,9 @@ def publish(session: Session, body: PriceBookBody, actor: str = audit.system_act
     return version
 
 
+none_published = "no price book is published; run `vidfactory db upgrade`"
+
+
 def ensure_default(session: Session, body: PriceBookBody) -> None:
     if session.scalar(select(func.count()).select_from(PriceBook)) == 0:
         publish(session, body)
@@ -44,7 +47,7 @@ def get(session: Session, version: int) -> PriceBookBody:
 def current(session: Session) -> tuple[int, PriceBookBody]:
     row = session.scalars(select(PriceBook).order_by(PriceBook.version.desc()).limit(1)).one_or_none()
     if row is None:
-        raise LookupError("no price book is published; run `vidfactory db upgrade`")
+        raise LookupError(none_published)
     return row.version, PriceBookBody.model_validate(row.body)
 
 
@@ -56,7 +59,7 @@ def for_tenant(session: Session, tenant_id: str) -> tuple[int, PriceBookBody]:
     row = session.execute(select(PriceBook.version, PriceBook.body)
                           .where(PriceBook.version == func.coalesce(pinned, newest))).one_or_none()
     if row is None:
-        raise LookupError("no price book is published; run `vidfactory db upgrade`")
+        raise LookupError(none_published)
     return row.version, PriceBookBody.model_validate(row.body)
 
 
