@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from sqlalchemy import event, select, update  # noqa: E402
 
-from admission import add_bench_plan, body, tenant_key  # noqa: E402
+from admission import add_bench_plan, body, default_postgres, tenant_key  # noqa: E402
 from common import fresh_postgres, git_revision, machine, sized  # noqa: E402
 from vidfactory.api.context import AppContext  # noqa: E402
 from vidfactory.api.render import new_video_object  # noqa: E402
@@ -36,7 +36,6 @@ from vidfactory.tenancy import authenticate  # noqa: E402
 statements_per_shape = sized(2000, 20)
 submissions = sized(300, 3)
 warm_up = sized(30, 2)
-default_postgres = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def main() -> None:
