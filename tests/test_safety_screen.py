@@ -3,7 +3,10 @@ pinned evasion and innocent sets (recall and false-positive rate are printed).""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +138,24 @@ def test_the_fast_normalisation_equals_the_general_one_and_sounds_map_back():
         for position, code in enumerate(prepared.sounds):
             if code != " ":
                 assert is_han(prepared.normalised.text[prepared.normalised_index(position)]), text
+
+
+sound_table_digest = """
+import hashlib, sys
+if sys.argv[1] == "phrases":
+    import pypinyin  # before vidfactory sets PYPINYIN_NO_PHRASES: the phrase dictionary loads
+    assert pypinyin.constants.PHRASES_DICT
+from vidfactory.safety.screen import _sound_table
+table = _sound_table()
+extension_b = "".join(chr(code) for code in range(0x20000, 0x20400))
+print(hashlib.sha256(table.by_code_point.tobytes() + "".join(map(table.code, extension_b)).encode()).hexdigest())
+"""
+
+
+def test_sound_table_is_the_same_without_phrases():
+    """The screening process skips pypinyin's phrase dictionary: every reading it takes, of the Basic
+    Multilingual Plane and beyond it, is the one the dictionary would give."""
+    env = {name: value for name, value in os.environ.items() if name != "PYPINYIN_NO_PHRASES"}  # ours set it
+    digests = [subprocess.run([sys.executable, "-c", sound_table_digest, mode], capture_output=True, text=True,
+                              check=True, timeout=120, env=env).stdout for mode in ("phrases", "no phrases")]
+    assert digests[0] == digests[1] and len(digests[0].strip()) == 64

@@ -282,6 +282,13 @@ class TenantSuspend(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: PlainText = Field(min_length=1, max_length=200, description="shown to the tenant in its 403s")
 
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
 
 # A plan's limits. Jobs copy priority, concurrency and the step-cache permission at submission, so a change
 # applies to jobs submitted afterwards; rate and active-job limits apply to the next request.

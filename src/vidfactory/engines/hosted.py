@@ -48,6 +48,7 @@ from vidfactory.media.encode import decode_mp4
 from vidfactory.failures import ErrorType
 from vidfactory.media.errors import MediaError
 from vidfactory.settings import HostedConfig
+from vidfactory.tls import verifying_context
 
 __all__ = [
     "HostedClient",
@@ -165,9 +166,10 @@ class HostedClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.config = config
         self._http = httpx.Client(base_url=config.base_url, headers=headers, timeout=config.request_timeout_s,
-                                  follow_redirects=False)
+                                  follow_redirects=False, verify=verifying_context(trust_env=True))
         # Downloads go to other hosts (signed storage URLs): a separate client without the key.
-        self._downloads = httpx.Client(timeout=config.request_timeout_s, follow_redirects=True)
+        self._downloads = httpx.Client(timeout=config.request_timeout_s, follow_redirects=True,
+                                       verify=verifying_context(trust_env=True))
 
     def close(self) -> None:
         self._http.close()

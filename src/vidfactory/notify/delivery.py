@@ -46,6 +46,7 @@ from vidfactory.notify.events import secrets_in_force
 from vidfactory.notify.signing import webhook_headers
 from vidfactory.notify.targets import RefusedTarget, UnresolvedHost, parse_networks, resolve_target
 from vidfactory.settings import Settings
+from vidfactory.tls import verifying_context
 
 __all__ = ["Attempt", "Circuits", "Dispatcher", "OperatorWebhook", "Outcome", "claim_due", "endpoint_key",
            "failed_deliveries", "record_outcome", "start_dispatcher"]
@@ -295,6 +296,7 @@ class Dispatcher:
                                 write=settings.webhook_read_timeout_s, pool=settings.webhook_send_deadline_s)
         # Redirects are never followed: a public URL could otherwise bounce the request inside.
         return httpx.AsyncClient(follow_redirects=False, timeout=timeout, trust_env=False,
+                                 verify=verifying_context(trust_env=False),
                                  limits=httpx.Limits(max_connections=settings.webhook_concurrency_max))
 
     def run(self, stop: threading.Event) -> None:

@@ -50,14 +50,15 @@ event_stream_openapi = {"responses": {"200": {"content": {"text/event-stream": {
                                               "description": "Server-Sent Events"}}}
 
 event_id_pattern = r"^[0-9]*$"  # an outbox sequence number, as the stream's `id:` lines send it
-LastEventIdHeader = Annotated[str | None, Header(alias="Last-Event-ID", max_length=20, pattern=event_id_pattern)]
-AfterQuery = Annotated[str | None, Query(max_length=20, pattern=event_id_pattern, description="Like Last-Event-ID.")]
+event_seq_max = 2**63 - 1  # the outbox's sequence is a BIGINT: a larger id was never sent, and PostgreSQL refuses it
+LastEventIdHeader = Annotated[str | None, Header(alias="Last-Event-ID", max_length=19, pattern=event_id_pattern)]
+AfterQuery = Annotated[str | None, Query(max_length=19, pattern=event_id_pattern, description="Like Last-Event-ID.")]
 
 
 def _after_seq(last_event_id: str | None) -> int:
     if last_event_id is None or last_event_id == "":
         return 0
-    if not last_event_id.isdigit():
+    if not last_event_id.isdigit() or int(last_event_id) > event_seq_max:
         raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be the id of an event this stream sent",
                        param="Last-Event-ID")
     return int(last_event_id)
