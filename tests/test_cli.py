@@ -106,6 +106,21 @@ def test_db_upgrade_creates_then_is_idempotent(tmp_path, models_dir, sessions_fo
         assert list(session.scalars(select(PriceBook.version))) == [1]  # seeded once, not twice
 
 
+def test_a_command_on_a_database_it_cannot_use_says_what_to_do(tmp_path, models_dir):
+    cli = Cli(tmp_path, models_dir, database_url=None)  # the embedded default, never migrated
+    assert_refused(cli("admin", "tenant", "list"),
+                   "error: the database has no vidfactory schema yet: run `vidfactory db upgrade`")
+    cli.ok("db", "upgrade")
+    assert cli.json("admin", "tenant", "list") == {"data": []}
+    with make_engine(f"sqlite:///{tmp_path / 'var' / 'vidfactory.db'}").begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0001_initial'"))
+    assert_refused(cli("admin", "tenant", "list"), "error: the database's schema is at migration 0001_initial and")
+    unreachable = Cli(tmp_path, models_dir, "postgresql://vidfactory:secret-password@127.0.0.1:1/vidfactory")
+    refused = unreachable("admin", "tenant", "list")
+    assert_refused(refused, "error: cannot reach the database: ")
+    assert "secret-password" not in refused.stderr and len(refused.stderr.splitlines()) == 1, refused.stderr
+
+
 def test_tenant_create(cli):
     created = cli.json("admin", "tenant", "create", "acme", "--plan", "pro")
     assert created["name"] == "acme" and created["plan"] == "pro" and created["id"].startswith("ten_")

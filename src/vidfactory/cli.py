@@ -80,9 +80,24 @@ def _engine():
 
 
 def _sessions():
+    """Sessions on the configured database, or exit with one line when it cannot be reached or holds
+    another schema than this code's (`vidfactory db upgrade` brings it there)."""
+    from sqlalchemy.exc import OperationalError
+
+    from vidfactory.db.migrate import current_revision, head_revision
     from vidfactory.db.session import make_session_factory
 
-    return make_session_factory(_engine())
+    engine = _engine()
+    try:
+        revision = current_revision(engine)
+    except OperationalError as exc:
+        _fail(f"cannot reach the database: {' '.join(str(exc.orig).split())}")
+    if revision is None:
+        _fail("the database has no vidfactory schema yet: run `vidfactory db upgrade`")
+    if revision != head_revision():
+        _fail(f"the database's schema is at migration {revision} and this vidfactory's at {head_revision()}: "
+              "run `vidfactory db upgrade` from the newer of the two")
+    return make_session_factory(engine)
 
 
 def _emit(as_json: bool, payload: dict, text: str) -> None:
