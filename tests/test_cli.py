@@ -64,13 +64,16 @@ def assert_refused(result: subprocess.CompletedProcess[str], message: str) -> No
 
 
 def test_the_api_and_the_commands_without_an_engine_start_without_torch(cli):
-    """Importing the API and the CLI, migrating, creating a tenant: none loads torch, diffusers or transformers
-    (seconds of CPU on every process start); only workers, engines and token counting do."""
+    """Importing the API and the CLI, migrating, creating a tenant, refusing a generation's bad size or
+    unknown model: none loads torch, diffusers or transformers (seconds of CPU on every process start, and
+    a mistyped option is told at once); only workers, engines and token counting do."""
     code = ("import sys\n"
             "import vidfactory.api.app\n"
             "from vidfactory.cli import app\n"
             "app(['db', 'upgrade'], standalone_mode=False)\n"
             "app(['admin', 'tenant', 'create', 'acme', '--json'], standalone_mode=False)\n"
+            "for refused in (['generate', 'x', '--size', '64x50'], ['calibrate-magcache', 'wan-huge']):\n"
+            "    assert app(refused, standalone_mode=False) == 2\n"
             "print(sorted(name for name in ('torch', 'diffusers', 'transformers') if name in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], env=cli.env, cwd=cli.cwd, capture_output=True, text=True,
                             timeout=command_timeout_s)

@@ -1005,19 +1005,20 @@ def generate(
     """One-shot generation with no server and no ledger: prompt in (and a first frame), MP4 out, through
     the server's output pipeline (visible label, watermark, AIGC tag, C2PA manifest) under its own
     `clip_` content ID, so `vidfactory verify` vouches for it."""
-    settings = _settings()  # a configuration error answers before the engines' seconds of imports
-    from tqdm import tqdm
-
-    from vidfactory.engines.base import EngineError
-    from vidfactory.engines.registry import load_engine
-    from vidfactory.jobs.worker import speed_settings
-
+    settings = _settings()
     config = _configured_model(settings, model)
     request = _request_for(config, prompt, size, seconds, seed, steps)
     if image is not None:
         request = replace(request, image=_first_frame(config, image, request.width, request.height))
     if not out.parent.is_dir():
         _fail(f"--out: directory {out.parent} does not exist")
+    # Bad input is answered above, before the engines' seconds of imports.
+    from tqdm import tqdm
+
+    from vidfactory.engines.base import EngineError
+    from vidfactory.engines.registry import load_engine
+    from vidfactory.jobs.worker import speed_settings
+
     try:
         engine = load_engine(config, settings.models_dir, speed_settings(settings))
         with tqdm(total=request.num_inference_steps, unit="step", file=sys.stderr) as bar:
@@ -1063,17 +1064,18 @@ def calibrate_magcache(
 ) -> None:
     """Measure MODEL's MagCache ratios on one generation and print them as JSON: set them as the
     model's `step_cache_mag_ratios` to let `VIDFACTORY_STEP_CACHE=mag` skip steps for it."""
+    settings = _settings()
+    config = _configured_model(settings, model)
+    if config.is_hosted:
+        _fail(f"model {model!r} runs on a hosted service ({config.engine}): no local transformer to calibrate")
+    request = _request_for(config, prompt, size, seconds, seed, steps)
+    # Bad input is answered above, before the engines' seconds of imports.
     from vidfactory.engines.base import EngineError
     from vidfactory.engines.calibrate import mag_ratios
     from vidfactory.engines.registry import load_engine
     from vidfactory.engines.wan import WanEngine
     from vidfactory.jobs.worker import speed_settings
 
-    settings = _settings()
-    config = _configured_model(settings, model)
-    if config.is_hosted:
-        _fail(f"model {model!r} runs on a hosted service ({config.engine}): no local transformer to calibrate")
-    request = _request_for(config, prompt, size, seconds, seed, steps)
     try:
         engine = load_engine(config, settings.models_dir, speed_settings(settings))
         assert isinstance(engine, WanEngine)
