@@ -80,24 +80,28 @@ def _engine():
 
 
 def _sessions():
-    """Sessions on the configured database, or exit with one line when it cannot be reached or holds
-    another schema than this code's (`vidfactory db upgrade` brings it there)."""
+    from vidfactory.db.session import make_session_factory
+
+    return make_session_factory(_engine())
+
+
+def _database_problem() -> str | None:
+    """Why the configured database cannot serve this code: unreachable, never migrated, or at another
+    migration; None when it can."""
     from sqlalchemy.exc import OperationalError
 
     from vidfactory.db.migrate import current_revision, head_revision
-    from vidfactory.db.session import make_session_factory
 
-    engine = _engine()
     try:
-        revision = current_revision(engine)
+        revision = current_revision(_engine())
     except OperationalError as exc:
-        _fail(f"cannot reach the database: {' '.join(str(exc.orig).split())}")
+        return f"cannot reach the database: {' '.join(str(exc.orig).split())}"
     if revision is None:
-        _fail("the database has no vidfactory schema yet: run `vidfactory db upgrade`")
+        return "the database has no vidfactory schema yet: run `vidfactory db upgrade`"
     if revision != head_revision():
-        _fail(f"the database's schema is at migration {revision} and this vidfactory's at {head_revision()}: "
-              "run `vidfactory db upgrade` from the newer of the two")
-    return make_session_factory(engine)
+        return (f"the database's schema is at migration {revision} and this vidfactory's at {head_revision()}: "
+                "run `vidfactory db upgrade` from the newer of the two")
+    return None
 
 
 def _emit(as_json: bool, payload: dict, text: str) -> None:
@@ -1116,5 +1120,20 @@ def verify(file: Path, as_json: JsonFlag = False) -> None:
     raise typer.Exit(0 if report["altered"] is False else 1)
 
 
+def run() -> None:
+    """The `vidfactory` command. A database error is looked into once it happens (the check costs every
+    command a quarter of a second of imports): a database the command cannot use is named in one line."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        app()
+    except DBAPIError:
+        problem = _database_problem()
+        if problem is None:
+            raise
+        typer.echo(f"error: {problem}", err=True)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app()
+    run()
