@@ -74,6 +74,15 @@ def _without_control_characters(value: str) -> str:
 PlainText = Annotated[str, AfterValidator(_without_control_characters)]
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+NonBlankText = Annotated[PlainText, AfterValidator(_not_blank)]  # a prompt or a reason: white space says nothing
+
+
 # Echoed into webhooks, consoles and logs: no NUL, ESC or other control characters.
 MetadataKey = Annotated[PlainText, StringConstraints(min_length=1, max_length=metadata_key_chars_max)]
 MetadataValue = Annotated[PlainText, StringConstraints(max_length=metadata_value_chars_max)]
@@ -122,7 +131,7 @@ class VideoCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: PlainText | None = Field(default=None, min_length=1, max_length=prompt_chars_max)
+    prompt: NonBlankText | None = Field(default=None, min_length=1, max_length=prompt_chars_max)
     template: TemplateName | None = None
     variables: Variables | None = None
     enhance_prompt: bool = Field(default=False, strict=True)
@@ -149,13 +158,6 @@ class VideoCreate(BaseModel):
     @classmethod
     def _seconds_as_text(cls, value: object) -> object:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must not be blank")
-        return value
 
     @model_validator(mode="after")
     def _prompt_or_template(self) -> VideoCreate:
@@ -280,14 +282,7 @@ class TenantPlanChange(BaseModel):
 
 class TenantSuspend(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: PlainText = Field(min_length=1, max_length=200, description="shown to the tenant in its 403s")
-
-    @field_validator("reason")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
+    reason: NonBlankText = Field(min_length=1, max_length=200, description="shown to the tenant in its 403s")
 
 
 # A plan's limits. Jobs copy priority, concurrency and the step-cache permission at submission, so a change
@@ -541,16 +536,9 @@ class RegenerateCreate(BaseModel):
     is given, so the prompt is the only change)."""
 
     model_config = ConfigDict(extra="forbid")
-    prompt: PlainText | None = Field(default=None, min_length=1, max_length=prompt_chars_max)
+    prompt: NonBlankText | None = Field(default=None, min_length=1, max_length=prompt_chars_max)
     seed: int | None = Field(default=None, ge=0, le=seed_max, strict=True)
     enhance_prompt: bool = Field(default=False, strict=True)
-
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must not be blank")
-        return value
 
 
 class TrainingCreate(BaseModel):
@@ -576,14 +564,7 @@ class RemixCreate(BaseModel):
     """OpenAI's remix: the same video settings with a new prompt."""
 
     model_config = ConfigDict(extra="forbid")
-    prompt: PlainText = Field(min_length=1, max_length=prompt_chars_max)
-
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
+    prompt: NonBlankText = Field(min_length=1, max_length=prompt_chars_max)
 
 
 class LexiconEntryCreate(BaseModel):
