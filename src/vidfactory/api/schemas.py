@@ -75,7 +75,7 @@ PlainText = Annotated[str, AfterValidator(_without_control_characters)]
 
 
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    if value and not value.strip():  # empty: the field's min_length says "at least 1 character"
         raise ValueError("must not be blank")
     return value
 
