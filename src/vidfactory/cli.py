@@ -98,8 +98,9 @@ def _database_problem() -> str | None:
         return f"cannot reach the database: {' '.join(str(exc.orig).split())}"
     if revision is None:
         return "the database has no vidfactory schema yet: run `vidfactory db upgrade`"
-    if revision != head_revision():
-        return (f"the database's schema is at migration {revision} and this vidfactory's at {head_revision()}: "
+    head = head_revision()
+    if revision != head:
+        return (f"the database's schema is at migration {revision} and this vidfactory's at {head}: "
                 "run `vidfactory db upgrade` from the newer of the two")
     return None
 

@@ -58,10 +58,11 @@ AfterQuery = Annotated[str | None, Query(max_length=19, pattern=event_id_pattern
 def _after_seq(last_event_id: str | None) -> int:
     if last_event_id is None or last_event_id == "":
         return 0
-    if not last_event_id.isdigit() or int(last_event_id) > event_seq_max:
+    seq = int(last_event_id) if last_event_id.isdigit() else event_seq_max + 1
+    if seq > event_seq_max:
         raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be the id of an event this stream sent",
                        param="Last-Event-ID")
-    return int(last_event_id)
+    return seq
 
 
 def _frame(event: WebhookEvent) -> str:
