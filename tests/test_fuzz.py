@@ -350,6 +350,20 @@ edge_cases = [
     ("POST", "/v1/admin/tenants/{tenant}/suspend", {"json": {"reason": "\r"}}, 400, invalid),
     ("GET", "/v1/events", {"headers": {"Last-Event-ID": "9" * 19}}, 400, "invalid_last_event_id"),
     ("GET", "/v1/events?after=9223372036854775808", {}, 400, "invalid_last_event_id"),
+    # JSON's 0, "true" and "5" are no boolean or number: refused as the schema says, not coerced.
+    ("PATCH", "/v1/webhook_endpoints/we_none", {"json": {"enabled": 0}}, 400, invalid),
+    ("POST", "/v1/templates", {"json": {"name": "t", "body": "x", "pre_generate": "true"}}, 400, invalid),
+    ("POST", "/v1/templates", {"json": {"name": "t", "body": "x", "style_scale": "1"}}, 400, invalid),
+    ("PUT", "/v1/admin/tenants/{tenant}/brand", {"json": {"text": "Acme", "opacity": "0.5"}}, 400, invalid),
+    ("POST", "/v1/styles/train", {"json": {"name": "s", "model": "wan-tiny", "video_ids": ["v"], "steps": "5"}},
+     400, invalid),
+    ("POST", "/v1/styles/train", {"json": {"name": "s", "model": "wan-tiny", "video_ids": ["v"], "rank": True}},
+     400, invalid),
+    ("POST", "/v1/styles/train", {"data": {"name": "s", "model": "wan-tiny", "video_ids": "v", "rank": "four"}},
+     400, invalid),
+    ("POST", "/v1/videos", {"json": {"prompt": "x", "styles": [{"style": "s", "scale": "1"}]}}, 400, invalid),
+    ("POST", "/v1/admin/price_books", {"json": {"audio_output_tokens": True}}, 400, invalid),
+    ("POST", "/v1/admin/price_books", {"json": {"duration_buckets_s": [5, "10", 30]}}, 400, invalid),
 ]
 
 

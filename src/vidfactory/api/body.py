@@ -34,6 +34,10 @@ __all__ = ["FormUpload", "VideoInput", "checked_reference", "data_url_reference"
 form_fields_max = 32
 # ASCII digits only: str.isdigit() also passes "²", which int() then refuses.
 form_integer = re.compile(r"-?[0-9]{1,12}")
+form_number = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,12})?([eE][-+]?[0-9]{1,3})?")  # JSON's grammar, bounded
+# The fields a form sends as text that the schemas take as numbers (strictly: JSON's "5" is no number).
+form_integer_fields = frozenset({"seed", "steps", "rank"})
+form_number_fields = frozenset({"default_scale", "learning_rate"})
 # The reference image in JSON (or as a text form field): a base64 data URL of a PNG, JPEG or WebP.
 reference_field = "input_reference"
 data_url_prefix = re.compile(r"^data:image/(png|jpeg|webp);base64,")
@@ -144,8 +148,9 @@ async def _form_fields(request: Request, content_type: str, bytes_max: int,
 
 
 def _form_value(name: str, value: str) -> Any:
-    """Form fields arrive as text: metadata, variables and styles are JSON, seed an integer, enhance_prompt a
-    boolean; the rest stay text."""
+    """Form fields arrive as text: metadata, variables and styles are JSON; seed, steps and rank integers;
+    default_scale and learning_rate numbers; enhance_prompt a boolean; the rest stay text (a number field
+    that does not parse stays text too, for the schema to refuse by name)."""
     if name == "metadata":
         try:
             return json.loads(value)
@@ -162,8 +167,10 @@ def _form_value(name: str, value: str) -> Any:
         except (ValueError, RecursionError) as exc:
             raise ApiError(400, "invalid_value", 'styles must be a JSON list ([{"style": ..., "scale": ...}])',
                            param="styles") from exc
-    if name == "seed" and form_integer.fullmatch(value.strip()):
+    if name in form_integer_fields and form_integer.fullmatch(value.strip()):
         return int(value)
+    if name in form_number_fields and form_number.fullmatch(value.strip()):
+        return float(value)
     if name == "enhance_prompt" and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     return value
@@ -290,7 +297,7 @@ def _data_url_bytes(text: str, field: str, ways: str) -> bytes:
 class FormUpload:
     data: bytes
     filename: str  # as the client named it ("" when it sent none)
-    fields: dict[str, str]  # the form's text fields
+    fields: dict[str, Any]  # the form's text fields, numbers typed as `read_form` types them
 
 
 async def read_upload(request: Request, field: str, bytes_max: int) -> bytes:
@@ -315,7 +322,7 @@ async def read_form_upload(request: Request, field: str, bytes_max: int) -> Form
     if not isinstance(upload, UploadFile):
         raise ApiError(400, "missing_file", f"send the file as multipart field {field!r}", param=field)
     content = await upload.read()
-    fields = {name: value for name, value in form.items() if isinstance(value, str)}
+    fields = {name: _form_value(name, value) for name, value in form.items() if isinstance(value, str)}
     await form.close()
     if not content:
         raise ApiError(400, "empty_file", "the file is empty", param=field)

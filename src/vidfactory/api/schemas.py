@@ -107,7 +107,7 @@ class StyleUse(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     style: StyleRefText
-    scale: float | None = Field(default=None, ge=0.0, le=style_scale_limit, allow_inf_nan=False)
+    scale: float | None = Field(default=None, ge=0.0, le=style_scale_limit, allow_inf_nan=False, strict=True)
 
 
 class StyleCreate(BaseModel):
@@ -116,7 +116,7 @@ class StyleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: StyleRefText
     model: str | None = Field(default=None, min_length=1, max_length=64)
-    default_scale: float = Field(default=1.0, ge=0.0, le=style_scale_limit, allow_inf_nan=False)
+    default_scale: float = Field(default=1.0, ge=0.0, le=style_scale_limit, allow_inf_nan=False, strict=True)
     description: PlainText = Field(default="", max_length=500)
 
 
@@ -476,11 +476,12 @@ class TemplateUpdate(BaseModel):
     defaults: Variables = Field(default_factory=dict)
     # Render the defaults and generate them when saved (billed as a job), so that the first request for
     # the template as it stands is a result-cache hit.
-    pre_generate: bool = False
+    pre_generate: bool = Field(default=False, strict=True)
     # The tenant's style (name or id) its videos get unless a request names its own, at style_scale
     # (default: the style's default_scale).
     style: StyleRefText | None = None
-    style_scale: float | None = Field(default=None, ge=0.0, le=style_scale_limit, allow_inf_nan=False)
+    style_scale: float | None = Field(default=None, ge=0.0, le=style_scale_limit, allow_inf_nan=False,
+                                      strict=True)
 
 
 class TemplateCreate(TemplateUpdate):
@@ -552,12 +553,12 @@ class TrainingCreate(BaseModel):
         default=None, min_length=1, max_length=1_000, description="the tenant's own completed videos")
     caption: str | None = Field(default=None, min_length=1, max_length=2_000,
                                 description="for files without their own caption")
-    steps: int | None = Field(default=None, ge=1, le=20_000, description="default: the model's preset")
-    rank: int | None = Field(default=None, ge=1, le=training_rank_max)
-    learning_rate: float | None = Field(default=None, gt=0, le=training_learning_rate_max)
-    default_scale: float = Field(default=1.0, ge=0, le=16)
+    steps: int | None = Field(default=None, ge=1, le=20_000, strict=True, description="default: the model's preset")
+    rank: int | None = Field(default=None, ge=1, le=training_rank_max, strict=True)
+    learning_rate: float | None = Field(default=None, gt=0, le=training_learning_rate_max, strict=True)
+    default_scale: float = Field(default=1.0, ge=0, le=16, strict=True)
     description: str = Field(default="", max_length=500)
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, strict=True)
 
 
 class RemixCreate(BaseModel):
@@ -588,7 +589,7 @@ class BrandSet(BaseModel):
     logo_png_base64: str | None = Field(default=None, min_length=4, max_length=4 * -(-brand_logo_bytes_max // 3),
                                         pattern=r"^[A-Za-z0-9+/]+={0,2}$", description="a PNG, base64")
     corner: Literal["top-left", "top-right", "bottom-left", "bottom-right"] = "bottom-right"
-    opacity: float = Field(default=0.6, ge=0.05, le=1.0)
+    opacity: float = Field(default=0.6, ge=0.05, le=1.0, strict=True)
 
 
 class BrandPublic(BaseModel):
@@ -625,4 +626,4 @@ class WebhookEndpointUpdate(BaseModel):
     url: str | None = Field(default=None, min_length=1, max_length=url_chars_max)
     description: PlainText | None = Field(default=None, max_length=description_chars_max)
     event_types: list[EventType] | None = Field(default=None, max_length=len(event_types))
-    enabled: bool | None = None
+    enabled: bool | None = Field(default=None, strict=True)

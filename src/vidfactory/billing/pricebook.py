@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
 from vidfactory import failures
 
@@ -34,7 +34,9 @@ __all__ = [
     "duration_bucket",
 ]
 
-DurationTable = dict[str, dict[str, int]]  # tier name -> duration bucket ("5", "10", "30") -> value
+# tier name -> duration bucket ("5", "10", "30") -> value. Every integer here is strict: JSON's true or "5"
+# is no number of tokens, and is refused rather than read as 1 or 5.
+DurationTable = dict[str, dict[str, StrictInt]]
 
 
 table_value_max = 1_000_000  # output tokens, or a ratio k: keeps every quote far inside tokens_max
@@ -47,7 +49,7 @@ ModelId = Annotated[str, StringConstraints(min_length=1, max_length=64)]  # as s
 class ResolutionTier(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str = Field(min_length=1, max_length=16)
-    short_side_max_px: int = Field(ge=16, le=8192)
+    short_side_max_px: int = Field(ge=16, le=8192, strict=True)
 
 
 class CompensationPolicy(BaseModel):
@@ -58,7 +60,7 @@ class CompensationPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ratio: Decimal = Field(default=Decimal("0"), ge=0, le=10, max_digits=6, decimal_places=4)
-    expires_days: int = Field(default=30, ge=1, le=3650)
+    expires_days: int = Field(default=30, ge=1, le=3650, strict=True)
     error_types: list[Annotated[str, StringConstraints(min_length=1, max_length=40)]] = Field(
         default_factory=lambda: [str(t) for t in failures.compensated_by_default], max_length=32)
 
@@ -79,7 +81,7 @@ class ModelPrice(BaseModel):
 
     ratio_k: DurationTable | None = None
     table_output_tokens: DurationTable | None = None
-    audio_output_tokens: int | None = Field(default=None, ge=0, le=10**9)
+    audio_output_tokens: int | None = Field(default=None, ge=0, le=10**9, strict=True)
 
     def overrides(self) -> dict[str, Any]:
         return {name: value for name, value in self if value is not None}
@@ -108,7 +110,7 @@ class PriceBookBody(BaseModel):
     unit_price: Decimal = Field(default=Decimal("0.001"), gt=0, le=1_000_000, max_digits=18, decimal_places=9)
     amount_quantum: Decimal = Field(default=Decimal("0.001"), gt=0, le=1, max_digits=12, decimal_places=9)
     method: Literal["ratio", "table"] = "ratio"
-    prompt_tokens_max: int = Field(default=512, ge=1, le=100_000)
+    prompt_tokens_max: int = Field(default=512, ge=1, le=100_000, strict=True)
     resolution_tiers: list[ResolutionTier] = Field(
         min_length=1, max_length=tiers_max,
         default_factory=lambda: [
@@ -117,7 +119,7 @@ class PriceBookBody(BaseModel):
             ResolutionTier(name="1080p", short_side_max_px=8192),
         ]
     )
-    duration_buckets_s: list[Annotated[int, Field(ge=1, le=3600)]] = Field(
+    duration_buckets_s: list[Annotated[int, Field(ge=1, le=3600, strict=True)]] = Field(
         default_factory=lambda: [5, 10, 30], min_length=1, max_length=buckets_max)
     # ratio method: output tokens = input tokens × k[tier][bucket]
     ratio_k: DurationTable = Field(
@@ -135,7 +137,7 @@ class PriceBookBody(BaseModel):
             "1080p": {"5": 512, "10": 1024, "30": 2048},
         }
     )
-    audio_output_tokens: int = Field(default=256, ge=0, le=10**9)
+    audio_output_tokens: int = Field(default=256, ge=0, le=10**9, strict=True)
     # A cache hit is held at the full quote and posted at this share of it; the rest is released.
     cache_hit_charge_ratio: Decimal = Field(default=Decimal("0.2"), ge=0, le=1, max_digits=6, decimal_places=4)
     compensation: CompensationPolicy = Field(default_factory=CompensationPolicy)
@@ -144,7 +146,7 @@ class PriceBookBody(BaseModel):
     # Per model (its id as configured): its own token tables; a model not listed is priced by the book's.
     models: dict[ModelId, ModelPrice] = Field(default_factory=dict, max_length=models_priced_max)
     # Style training is billed per step (a step is a forward and backward pass: a few denoising steps' work).
-    training_step_tokens: int = Field(default=20, ge=1, le=table_value_max)
+    training_step_tokens: int = Field(default=20, ge=1, le=table_value_max, strict=True)
 
     @model_validator(mode="after")
     def _tables_cover_every_tier_and_bucket(self) -> PriceBookBody:
