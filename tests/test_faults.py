@@ -40,7 +40,7 @@ from conftest import assert_ledger_clean, make_settings, new_tenant
 from faultproxy import FaultProxy, wait_for
 
 fault_wait_s = 30.0  # generous: two shared cores; every wait ends as soon as its condition holds
-redis_fault_s_max = 2.0  # a request meeting a dead or hung Redis: its 0.25 s timeout, plus a slow CPU
+redis_fault_s_max = 5.0  # a request meeting a dead or hung Redis: its 0.25 s timeout, plus a stalled CPU (2.1 s seen)
 
 
 class ParkingEngine:
