@@ -42,7 +42,10 @@ system-packages:
 		echo "system-packages: missing $$missing (run 'make system-packages' as root on Debian)"; exit 0; fi; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
 
+# The suite starts a few hundred Python processes (servers, workers, CLI commands): each reads the bytecode
+# the first one cached instead of compiling the package again, also where the environment turns caching off.
 test: venv system-packages
+	PYTHONDONTWRITEBYTECODE= \
 	VIDFACTORY_TEST_POSTGRES_URL="$${VIDFACTORY_TEST_POSTGRES_URL:-$(TEST_POSTGRES_URL)}" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=25
 
 # The console's main pages in English and Chinese, as PNGs in docs/screenshots/ (the README shows some):
