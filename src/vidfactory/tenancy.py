@@ -222,7 +222,9 @@ def create_tenant(session: Session, name: str, plan: str = "free", actor: str = 
 
 
 def find_tenant(session: Session, id_or_name: str) -> Tenant:
-    tenant = session.get(Tenant, id_or_name) or session.scalar(select(Tenant).where(Tenant.name == id_or_name))
+    # NUL is in no tenant's id or name, and PostgreSQL refuses it in a query outright.
+    tenant = None if "\x00" in id_or_name else (
+        session.get(Tenant, id_or_name) or session.scalar(select(Tenant).where(Tenant.name == id_or_name)))
     if tenant is None:
         raise TenancyError(f"no tenant {id_or_name!r}")
     return tenant

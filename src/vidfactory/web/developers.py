@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from vidfactory.api.errors import ApiError, id_pattern, validation_message
 from vidfactory.api.render import delivery_object
 from vidfactory.api.routes.webhook_endpoints import checked_target
-from vidfactory.api.schemas import WebhookEndpointCreate
+from vidfactory.api.schemas import WebhookEndpointCreate, has_control_characters
 from vidfactory.notify import endpoints
 from vidfactory.notify.events import record_test_event
 from vidfactory.tenancy import TenantSuspended, create_key, list_keys, revoke_key
@@ -73,6 +73,8 @@ async def create_api_key(request: Request) -> Response:
     try:
         if len(label) > key_label_chars_max:
             raise ApiError(400, "invalid_value", f"must be at most {key_label_chars_max} characters", param="label")
+        if has_control_characters(label):
+            raise ApiError(400, "invalid_value", "must not contain control characters", param="label")
         with page.ctx.sessions.begin() as session:
             row, plaintext = create_key(session, page.principal.tenant_id, label, actor=page.principal.actor)
     except (ApiError, TenantSuspended) as exc:
