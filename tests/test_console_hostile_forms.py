@@ -1,6 +1,7 @@
 """Every form the console shows an owner and an operator, sent with hostile values one field at a time
-(empty, too long, NUL, control characters, not a number, beyond any integer the database holds): each is
-answered without a server error, and the ledger stays whole. What the API's fuzzing does for the API."""
+(empty, too long, NUL, control characters, not a number, beyond any integer the database holds), and every
+page and action named by an id or a list cursor, with ids no page issues: each is answered without a server
+error, and the ledger stays whole. What the API's fuzzing does for the API."""
 
 from __future__ import annotations
 
@@ -16,6 +17,20 @@ from test_console_operators import person
 hostile_values = ["", "x" * 5000, "a\x00b", "\r", "-1", "abc", "1e400", "9223372036854775808"]
 owner_pages = ["/create", "/billing", "/developers", "/styles", "/trainings", "/templates/new", "/batches/new"]
 operator_pages = ["/tenants", "/price-books", "/users", "/plans/pro"]
+# Pages and actions that take an id or a cursor ({x}), sent ids no page could have issued.
+hostile_ids = ["a%00b", "%0d", "9" * 30, "x" * 3000]
+pages_by_id = ["/batches/{x}", "/batches/{x}/archive", "/batches/{x}/compare", "/batches/{x}/progress",
+               "/billing/statements/{x}", "/developers/webhooks/{x}/deliveries", "/plans/{x}", "/review/{x}/frame/1",
+               "/review/{x}/preview/video", "/styles/{x}/download", "/templates/{x}", "/tenants/{x}", "/trainings/{x}",
+               "/trainings/{x}/preview", "/trainings/{x}/status", "/videos/{x}", "/videos/{x}/file",
+               "/videos/{x}/provenance", "/videos/{x}/status", "/videos/{x}/tile", "/videos?after={x}",
+               "/tenants?after={x}", "/users?after={x}"]
+actions_by_id = ["/videos/{x}/delete", "/videos/{x}/feedback", "/videos/{x}/regenerate", "/videos/{x}/remix",
+                 "/review/{x}/approve", "/review/{x}/reject", "/styles/{x}/delete", "/templates/{x}",
+                 "/tenants/{x}/credit", "/tenants/{x}/plan", "/tenants/{x}/resume", "/tenants/{x}/suspend",
+                 "/tenants/{x}/voucher", "/trainings/{x}/cancel", "/users/{x}/disable", "/users/{x}/reset-password",
+                 "/users/{x}/sign-out", "/users/{x}/unlock", "/alerts/{x}/acknowledge", "/plans/{x}",
+                 "/developers/keys/{x}/revoke", "/developers/webhooks/{x}/delete", "/developers/webhooks/{x}/test"]
 skipped_actions = ("/sign-out", "/account/password")  # they end the session the rest of the test uses
 form_pattern = re.compile(r'<form[^>]*action="([^"]+)"[^>]*>(.*?)</form>', re.S)
 field_pattern = re.compile(r'name="([a-z_]+)"')
@@ -56,3 +71,22 @@ def test_no_console_form_answers_a_server_error(tmp_path, database_url, models_d
     assert sent > 500, sent  # the pages still have their forms
     assert not failures, failures
     assert_ledger_clean(sessions)
+
+
+def test_no_console_page_or_action_answers_a_server_error_for_an_id_it_never_issued(tmp_path, database_url,
+                                                                                   models_dir):
+    settings = make_settings(tmp_path, database_url, models_dir, password_hash_time_cost=1,
+                             password_hash_memory_kib=1024, rate_limit_enabled=False)
+    app = create_app(settings, workers=0)
+    with TestClient(app, follow_redirects=False, raise_server_exceptions=False) as client:
+        tenant = new_tenant(app.state.ctx.sessions, tokens=1000)
+        failures = []
+        for role in ("owner", "operator"):
+            user = person(client, role, tenant.id if role == "owner" else None)
+            for x in hostile_ids:
+                answers = [("GET", path, user.client.get(path.format(x=x))) for path in pages_by_id]
+                answers += [("POST", path, user.post(path.format(x=x))) for path in actions_by_id]
+                failures += [(role, method, path, x[:10], answer.status_code) for method, path, answer in answers
+                             if answer.status_code >= 500]
+            client.cookies.clear()
+    assert not failures, failures

@@ -15,7 +15,7 @@ from vidfactory.accounts import (AccountError, PasswordHasher, UserExists, creat
 from vidfactory.accounts.passwords import generated_password
 from vidfactory.api.errors import id_pattern
 from vidfactory.tenancy import TenancyError, find_tenant
-from vidfactory.web.console import Console
+from vidfactory.web.console import Console, list_cursor
 from vidfactory.web.forms import opened, posted
 
 __all__ = ["router"]
@@ -46,7 +46,7 @@ def users(request: Request, after: Annotated[str | None, Query(max_length=64)] =
     page = opened(request, "users")
     if isinstance(page, Response):
         return page
-    return _list(page, after, message=page.t(done_words[done]) if done in done_words else "")
+    return _list(page, list_cursor(after), message=page.t(done_words[done]) if done in done_words else "")
 
 
 @router.post("/users")

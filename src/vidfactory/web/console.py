@@ -15,9 +15,10 @@ from fastapi.templating import Jinja2Templates
 from vidfactory.accounts import Principal, csrf_token, session_cookie, signed_in
 from vidfactory.accounts.sessions import csrf_matches
 from vidfactory.api.context import AppContext
+from vidfactory.api.errors import id_pattern
 from vidfactory.web.i18n import locale_cookie, pick_locale, translator
 
-__all__ = ["Console", "csrf_field", "login_csrf_cookie", "nav_for", "templates"]
+__all__ = ["Console", "csrf_field", "list_cursor", "login_csrf_cookie", "nav_for", "templates"]
 
 here = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=here / "templates")
@@ -122,3 +123,9 @@ class Console:
 
     def to_sign_in(self) -> RedirectResponse:
         return RedirectResponse(f"/sign-in?next={self.request.url.path}", status_code=303)
+
+
+def list_cursor(after: str | None) -> str | None:
+    """A list page's `after`, when it is an id the page could have issued; else None, from the start, as
+    for an id that names nothing (some characters, NUL, make PostgreSQL refuse the query itself)."""
+    return after if after is not None and id_pattern.fullmatch(after) else None
