@@ -15,7 +15,7 @@ from conftest import assert_ledger_clean, make_settings, new_tenant
 from test_console_operators import person
 
 hostile_values = ["", "x" * 5000, "a\x00b", "\r", "-1", "abc", "1e400", "9223372036854775808"]
-owner_pages = ["/create", "/billing", "/developers", "/styles", "/trainings", "/templates/new", "/batches/new"]
+owner_pages = ["/create", "/billing", "/developers", "/styles", "/trainings", "/templates/new"]
 operator_pages = ["/tenants", "/price-books", "/users", "/plans/pro"]
 # Pages and actions that take an id or a cursor ({x}), sent ids no page could have issued.
 hostile_ids = ["a%00b", "%0d", "9" * 30, "x" * 3000]
@@ -32,14 +32,22 @@ actions_by_id = ["/videos/{x}/delete", "/videos/{x}/feedback", "/videos/{x}/rege
                  "/users/{x}/sign-out", "/users/{x}/unlock", "/alerts/{x}/acknowledge", "/plans/{x}",
                  "/developers/keys/{x}/revoke", "/developers/webhooks/{x}/delete", "/developers/webhooks/{x}/test"]
 skipped_actions = ("/sign-out", "/account/password")  # they end the session the rest of the test uses
-form_pattern = re.compile(r'<form[^>]*action="([^"]+)"[^>]*>(.*?)</form>', re.S)
+form_pattern = re.compile(r'<form([^>]*)>(.*?)</form>', re.S)
+target_pattern = re.compile(r'(?:hx-post|action)="([^"]+)"')
 field_pattern = re.compile(r'name="([a-z_]+)"')
 
 
 def forms(html: str) -> list[tuple[str, list[str]]]:
-    """(action, field names) of each form on a page, its CSRF token left to `Person.post`."""
-    return [(action, sorted(set(field_pattern.findall(body)) - {"csrf_token"}))
-            for action, body in form_pattern.findall(html) if not action.startswith(skipped_actions)]
+    """(where it posts, field names) of each form on a page, its live quote (hx-post) too; the CSRF token
+    is left to `Person.post`."""
+    found = []
+    for attributes, body in form_pattern.findall(html):
+        if 'method="get"' in attributes:
+            continue
+        names = sorted(set(field_pattern.findall(body)) - {"csrf_token"})
+        found += [(target, names) for target in target_pattern.findall(attributes)
+                  if not target.startswith(skipped_actions)]
+    return found
 
 
 def test_no_console_form_answers_a_server_error(tmp_path, database_url, models_dir):
@@ -54,7 +62,8 @@ def test_no_console_form_answers_a_server_error(tmp_path, database_url, models_d
         template = client.post("/v1/templates", headers=auth,
                                json={"name": "tpl", "body": "a {{ thing }}", "size": "64x64", "seconds": 1})
         assert (video.status_code, template.status_code) == (200, 201)
-        pages = {"owner": [*owner_pages, f"/videos/{video.json()['id']}", "/templates/tpl"],
+        owned = [f"/videos/{video.json()['id']}", "/templates/tpl", "/batches/new?template=tpl"]
+        pages = {"owner": [*owner_pages, *owned],
                  "operator": [*operator_pages, f"/tenants/{tenant.id}"]}
         failures, sent = [], 0
         for role, paths in pages.items():
