@@ -103,6 +103,9 @@ def test_a_console_key_works_for_the_api_is_shown_once_and_revocation_stops_it(c
     too_long = post(client, owner, "/developers/keys", label="x" * 101)
     assert too_long.status_code == 400 and "new-key-secret" not in too_long.text
     assert re.search(r'id="label-error"[^>]*data-code="invalid_value">A key&#39;s label is at most 100', too_long.text)
+    controlled = post(client, owner, "/developers/keys", label="ci\x1bpipeline")
+    assert controlled.status_code == 400 and "new-key-secret" not in controlled.text
+    assert re.search(r'id="label-error"[^>]*data-code="invalid_value">[^<]*no control characters', controlled.text)
 
 
 def test_a_webhook_endpoint_is_added_tested_and_removed_from_the_page(client):

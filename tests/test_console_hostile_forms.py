@@ -24,7 +24,7 @@ pages_by_id = ["/batches/{x}", "/batches/{x}/archive", "/batches/{x}/compare", "
                "/review/{x}/preview/video", "/styles/{x}/download", "/templates/{x}", "/tenants/{x}", "/trainings/{x}",
                "/trainings/{x}/preview", "/trainings/{x}/status", "/videos/{x}", "/videos/{x}/file",
                "/videos/{x}/provenance", "/videos/{x}/status", "/videos/{x}/tile", "/videos?after={x}",
-               "/tenants?after={x}", "/users?after={x}"]
+               "/tenants?after={x}", "/users?after={x}", "/trainings?after={x}"]
 actions_by_id = ["/videos/{x}/delete", "/videos/{x}/feedback", "/videos/{x}/regenerate", "/videos/{x}/remix",
                  "/review/{x}/approve", "/review/{x}/reject", "/styles/{x}/delete", "/templates/{x}",
                  "/tenants/{x}/credit", "/tenants/{x}/plan", "/tenants/{x}/resume", "/tenants/{x}/suspend",

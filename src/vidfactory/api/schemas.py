@@ -611,6 +611,13 @@ class LexiconEntryPublic(BaseModel):
 EventType = Literal[event_types]  # type: ignore[valid-type]
 
 
+class KeyCreate(BaseModel):
+    """The label the console's developer page gives a new API key (the admin API's keys have none)."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: PlainText = Field(default="", max_length=100)
+
+
 class WebhookEndpointCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(min_length=1, max_length=url_chars_max)

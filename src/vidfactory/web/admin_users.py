@@ -15,7 +15,7 @@ from vidfactory.accounts import (AccountError, PasswordHasher, UserExists, creat
 from vidfactory.accounts.passwords import generated_password
 from vidfactory.api.errors import id_pattern
 from vidfactory.tenancy import TenancyError, find_tenant
-from vidfactory.web.console import Console, list_cursor
+from vidfactory.web.console import Console, ListCursor
 from vidfactory.web.forms import opened, posted
 
 __all__ = ["router"]
@@ -41,12 +41,12 @@ def _list(page: Console, after: str | None = None, status_code: int = 200, error
 
 
 @router.get("/users")
-def users(request: Request, after: Annotated[str | None, Query(max_length=64)] = None,
+def users(request: Request, after: ListCursor,
           done: Annotated[str, Query(max_length=16)] = "") -> Response:
     page = opened(request, "users")
     if isinstance(page, Response):
         return page
-    return _list(page, list_cursor(after), message=page.t(done_words[done]) if done in done_words else "")
+    return _list(page, after, message=page.t(done_words[done]) if done in done_words else "")
 
 
 @router.post("/users")

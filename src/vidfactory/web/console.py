@@ -6,9 +6,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
@@ -18,7 +18,7 @@ from vidfactory.api.context import AppContext
 from vidfactory.api.errors import id_pattern
 from vidfactory.web.i18n import locale_cookie, pick_locale, translator
 
-__all__ = ["Console", "csrf_field", "list_cursor", "login_csrf_cookie", "nav_for", "templates"]
+__all__ = ["Console", "ListCursor", "csrf_field", "login_csrf_cookie", "nav_for", "templates"]
 
 here = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=here / "templates")
@@ -125,7 +125,10 @@ class Console:
         return RedirectResponse(f"/sign-in?next={self.request.url.path}", status_code=303)
 
 
-def list_cursor(after: str | None) -> str | None:
+def _list_cursor(after: Annotated[str | None, Query(max_length=64)] = None) -> str | None:
     """A list page's `after`, when it is an id the page could have issued; else None, from the start, as
     for an id that names nothing (some characters, NUL, make PostgreSQL refuse the query itself)."""
     return after if after is not None and id_pattern.fullmatch(after) else None
+
+
+ListCursor = Annotated[str | None, Depends(_list_cursor)]

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from vidfactory.api.errors import ApiError, id_pattern, validation_message
 from vidfactory.api.render import delivery_object
 from vidfactory.api.routes.webhook_endpoints import checked_target
-from vidfactory.api.schemas import WebhookEndpointCreate, has_control_characters
+from vidfactory.api.body import validated
+from vidfactory.api.schemas import KeyCreate, WebhookEndpointCreate
 from vidfactory.notify import endpoints
 from vidfactory.notify.events import record_test_event
 from vidfactory.tenancy import TenantSuspended, create_key, list_keys, revoke_key
@@ -26,7 +27,6 @@ __all__ = ["router"]
 router = APIRouter(include_in_schema=False)
 page_name = "developers"
 deliveries_shown_max = 5  # per endpoint; the API's delivery log has the rest
-key_label_chars_max = 100
 webhook_fields = ("url", "description")
 time_format = "%Y-%m-%d %H:%M:%S"  # UTC, as stored
 
@@ -69,14 +69,10 @@ async def create_api_key(request: Request) -> Response:
     if isinstance(outcome, Response):
         return outcome
     page, form = outcome
-    label = form.get("label", "").strip()
     try:
-        if len(label) > key_label_chars_max:
-            raise ApiError(400, "invalid_value", f"must be at most {key_label_chars_max} characters", param="label")
-        if has_control_characters(label):
-            raise ApiError(400, "invalid_value", "must not contain control characters", param="label")
+        body: KeyCreate = validated(KeyCreate, {"label": form.get("label", "").strip()})
         with page.ctx.sessions.begin() as session:
-            row, plaintext = create_key(session, page.principal.tenant_id, label, actor=page.principal.actor)
+            row, plaintext = create_key(session, page.principal.tenant_id, body.label, actor=page.principal.actor)
     except (ApiError, TenantSuspended) as exc:
         error = field_error(page.locale, exc, fields=("label",))
         return _render(page, error.status, key_error=error, form=form)

@@ -25,7 +25,7 @@ from vidfactory.jobs.training import find_training, submit_training, training_ob
 from vidfactory.styles import catalog
 from vidfactory.styles.service import delete_style, describe, upload_style
 from vidfactory.tenancy import console_caller
-from vidfactory.web.console import Console, csrf_field
+from vidfactory.web.console import Console, ListCursor, csrf_field
 from vidfactory.web.errors import FieldError, field_error, service_errors
 from vidfactory.web.forms import opened, posted
 
@@ -166,8 +166,7 @@ def _trainings_page(page: Console, after: str | None = None, *, error: FieldErro
                     values: dict[str, str] | None = None, status_code: int = 200) -> Response:
     tenant_id = page.principal.tenant_id
     with page.ctx.sessions() as session:
-        cursor = None if after is None or id_pattern.fullmatch(after) is None else \
-            find_training(session, tenant_id, after)
+        cursor = None if after is None else find_training(session, tenant_id, after)
         jobs, has_more = trainings_page(session, tenant_id, cursor, trainings_per_page)
         shown = [training_object(session, job) for job in jobs]
     return page.render("trainings.html", status_code=status_code, trainings=shown,
@@ -176,7 +175,7 @@ def _trainings_page(page: Console, after: str | None = None, *, error: FieldErro
 
 
 @router.get("/trainings")
-def trainings(request: Request, after: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+def trainings(request: Request, after: ListCursor) -> Response:
     page = opened(request, "trainings")
     if not isinstance(page, Console):
         return page

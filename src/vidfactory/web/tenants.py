@@ -21,7 +21,7 @@ from vidfactory.idempotency import IdempotencyConflict, IdempotencyInProgress, f
 from vidfactory.notify.events import voucher_event
 from vidfactory.tenancy import (TenancyError, TenantExists, change_plan, create_tenant, find_tenant, plans_with_tenants,
                                 resume_tenant, suspend_tenant, tenants_page)
-from vidfactory.web.console import Console, list_cursor
+from vidfactory.web.console import Console, ListCursor
 from vidfactory.web.forms import opened, posted
 from vidfactory.web.operators import field_errors, number
 
@@ -96,9 +96,9 @@ def _prefixed(form: str, errors: dict[str, str]) -> dict[str, str]:
 
 
 @router.get("/tenants")
-def tenants(request: Request, after: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+def tenants(request: Request, after: ListCursor) -> Response:
     page = opened(request, "tenants")
-    return page if isinstance(page, Response) else _list(page, list_cursor(after))
+    return page if isinstance(page, Response) else _list(page, after)
 
 
 @router.post("/tenants")

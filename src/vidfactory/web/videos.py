@@ -26,7 +26,7 @@ from vidfactory.jobs.submit import ActiveJobsLimit, submit
 from vidfactory.jobs.verification import Scope, verify_file
 from vidfactory.tenancy import TenantSuspended, console_caller
 from vidfactory.web import forms
-from vidfactory.web.console import Console, list_cursor
+from vidfactory.web.console import Console, ListCursor
 
 __all__ = ["router"]
 
@@ -72,13 +72,12 @@ def _shown(page: Console, video_id: str) -> tuple[dict[str, Any], queue.QueuePla
 
 
 @router.get("/videos")
-def gallery(request: Request, after: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+def gallery(request: Request, after: ListCursor) -> Response:
     page = _page(request)
     if not isinstance(page, Console):
         return page
     tenant_id = page.principal.tenant_id
     with page.ctx.sessions() as session:
-        after = list_cursor(after)
         cursor = None if after is None else library.find_video(session, tenant_id, after, deleted_too=True)
         jobs, has_more = library.videos_page(session, tenant_id, cursor, videos_per_page, "desc")
         tiles = [_tile(session, job) for job in jobs]

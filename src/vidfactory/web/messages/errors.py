@@ -61,7 +61,7 @@ en = {
     "errors.content_policy.dataset": "A picture in the dataset was refused by the content policy.",
     "errors.too_many_endpoints": "You have as many webhook endpoints as a tenant may have: remove one first.",
     "errors.voucher_code_invalid": "This code is unknown, already used or expired. Check it and try again.",
-    "errors.invalid_value.label": "A key's label is at most 100 characters.",
+    "errors.invalid_value.label": "A key's label is at most 100 characters, with no control characters.",
     "errors.invalid_value.url": "Write the endpoint's full address, starting with https:// or http://.",
     "errors.invalid_value.description": "The description is too long or holds characters that cannot be shown.",
 }
@@ -121,7 +121,7 @@ zh = {
     "errors.content_policy.dataset": "数据集中有图片被内容策略拒绝。",
     "errors.too_many_endpoints": "Webhook 端点数量已达上限：请先移除一个。",
     "errors.voucher_code_invalid": "此兑换码不存在、已使用或已过期。请核对后重试。",
-    "errors.invalid_value.label": "密钥标签最多 100 个字符。",
+    "errors.invalid_value.label": "密钥标签最多 100 个字符，且不含控制字符。",
     "errors.invalid_value.url": "请填写端点的完整地址，以 https:// 或 http:// 开头。",
     "errors.invalid_value.description": "描述过长，或包含无法显示的字符。",
 }
