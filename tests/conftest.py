@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from fastapi.testclient import TestClient
 
 from vidfactory.api.app import create_app
@@ -23,6 +22,8 @@ from vidfactory.bootstrap import upgrade_and_seed
 from vidfactory.db.session import SessionFactory, make_engine, make_session_factory
 from vidfactory.settings import Settings
 from vidfactory.tenancy import create_key, create_tenant
+
+from postgres_databases import PostgresDatabases
 
 postgres_env = "VIDFACTORY_TEST_POSTGRES_URL"
 in_ci = os.environ.get("CI", "").lower() == "true"
@@ -74,8 +75,9 @@ def sqlite_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_template() -> Iterator[tuple[str, str] | None]:
-    """(admin url, template database name), migrated once; per-test databases are cloned from it."""
+def postgres_databases() -> Iterator[PostgresDatabases | None]:
+    """This test process's PostgreSQL databases: a template migrated once, per-test databases cloned from it
+    and reused (see postgres_databases.py)."""
     admin_url = _postgres_admin_url()
     if admin_url is None:
         yield None
@@ -84,50 +86,39 @@ def postgres_template() -> Iterator[tuple[str, str] | None]:
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(make_url(admin_url).set(database=name).render_as_string(hide_password=False))
+    databases = PostgresDatabases(admin_url, name)
+    engine = make_engine(databases.url(name))
     upgrade_and_seed(engine)
     engine.dispose()
-    yield admin_url, name
+    yield databases
+    databases.close()
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
 
 
-def _clone_postgres(admin_url: str, template: str) -> tuple[str, object]:
-    name = f"vf_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
-
-
 @contextmanager
 def fresh_database(kind: str, directory: Path, sqlite_template: Path,
-                   postgres_template: tuple[str, str] | None) -> Iterator[str]:
-    """A migrated database of its own ("sqlite": a file in `directory`; "postgres": a clone, dropped after)."""
+                   postgres_databases: PostgresDatabases | None) -> Iterator[str]:
+    """A migrated database of its own ("sqlite": a file in `directory`; "postgres": the template's schema and
+    rows, reset after)."""
     if kind == "sqlite":
         path = directory / "vidfactory.db"
         shutil.copy(sqlite_template, path)
         yield f"sqlite:///{path}"
         return
-    if postgres_template is None:
+    if postgres_databases is None:
         pytest.skip(f"PostgreSQL not reachable: set {postgres_env} (postgresql+psycopg://...) to run these")
-    url, drop = _clone_postgres(*postgres_template)
+    url = postgres_databases.take()
     try:
         yield url
     finally:
-        drop()
+        postgres_databases.give_back(url)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path, sqlite_template, postgres_template) -> Iterator[str]:
-    with fresh_database(request.param, tmp_path, sqlite_template, postgres_template) as url:
+def database_url(request, tmp_path, sqlite_template, postgres_databases) -> Iterator[str]:
+    with fresh_database(request.param, tmp_path, sqlite_template, postgres_databases) as url:
         yield url
 
 
@@ -139,12 +130,12 @@ def sqlite_url(tmp_path, sqlite_template) -> str:
 
 
 @pytest.fixture
-def postgres_url(postgres_template) -> Iterator[str]:
-    if postgres_template is None:
+def postgres_url(postgres_databases) -> Iterator[str]:
+    if postgres_databases is None:
         pytest.skip(f"PostgreSQL not reachable: set {postgres_env} (postgresql+psycopg://...) to run these")
-    url, drop = _clone_postgres(*postgres_template)
+    url = postgres_databases.take()
     yield url
-    drop()
+    postgres_databases.give_back(url)
 
 
 def make_settings(tmp_path: Path, database_url: str, models_dir: Path, **overrides) -> Settings:

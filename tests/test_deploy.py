@@ -512,11 +512,11 @@ def test_the_guide_shows_the_memory_planner_and_the_scaling_query_as_they_are():
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_processes_migrating_one_empty_database_together_all_succeed(postgres_template):
+def test_processes_migrating_one_empty_database_together_all_succeed(postgres_databases):
     """On a release the migration Job and restarting workers may all run `db upgrade` at once."""
-    if postgres_template is None:
+    if postgres_databases is None:
         pytest.skip("PostgreSQL not reachable")
-    admin_url = postgres_template[0]
+    admin_url = postgres_databases.admin_url
     name = f"vf_deploy_{uuid.uuid4().hex[:10]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:

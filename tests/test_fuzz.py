@@ -142,7 +142,7 @@ class FuzzedApi:
 
 
 @pytest.fixture(scope="module")
-def tenant_apis(tmp_path_factory, sqlite_template, postgres_template, models_dir):
+def tenant_apis(tmp_path_factory, sqlite_template, postgres_databases, models_dir):
     """One API per database for every tenant-scoped operation, each fuzzed as a tenant of its own: what one
     tenant does reaches no other, so they share the app (and the seconds each new app spends building its
     routes). An operator's writes change what every tenant sees: each gets an API of its own. An operator's
@@ -153,7 +153,7 @@ def tenant_apis(tmp_path_factory, sqlite_template, postgres_template, models_dir
         def api_for(kind: str) -> FuzzedApi:
             if kind not in apis:
                 directory = tmp_path_factory.mktemp(f"fuzz-{kind}")
-                url = stack.enter_context(fresh_database(kind, directory, sqlite_template, postgres_template))
+                url = stack.enter_context(fresh_database(kind, directory, sqlite_template, postgres_databases))
                 apis[kind] = FuzzedApi(directory, url, models_dir)
                 stack.callback(apis[kind].close)
             return apis[kind]
@@ -162,7 +162,7 @@ def tenant_apis(tmp_path_factory, sqlite_template, postgres_template, models_dir
 
 
 @pytest.fixture
-def fuzz_target(request, tenant_apis, tmp_path, sqlite_template, postgres_template, models_dir):
+def fuzz_target(request, tenant_apis, tmp_path, sqlite_template, postgres_databases, models_dir):
     params = request.node.callspec.params
     path, kind = params["path"], params["database"]
     if not path.startswith("/v1/admin") or params["method"] == "GET":
@@ -170,7 +170,7 @@ def fuzz_target(request, tenant_apis, tmp_path, sqlite_template, postgres_templa
         tenant, real_ids = api.tenant_with_ids()
         yield api.schema, api.sessions, tenant, real_ids
         return
-    with fresh_database(kind, tmp_path, sqlite_template, postgres_template) as url:
+    with fresh_database(kind, tmp_path, sqlite_template, postgres_databases) as url:
         api = FuzzedApi(tmp_path, url, models_dir)
         try:
             tenant, real_ids = api.tenant_with_ids()

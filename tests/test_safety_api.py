@@ -110,12 +110,11 @@ def test_lexicon_admin_refuses_bad_input_and_unknown_tenants(client, ctx):
     assert client.get(lexicon_url(tenant.id), headers=tenant.headers).status_code == 403  # not an admin
 
 
-def test_cli_lexicon_add_list_remove(tmp_path, database_url, models_dir):
+def test_cli_lexicon_add_list_remove(tmp_path, database_url, models_dir, sessions):
+    tenant = new_tenant(sessions, name="acme")  # the database is at head: each command costs a process start
     cli = Cli(tmp_path, models_dir, database_url)
-    cli.ok("db", "upgrade")
-    tenant = cli.json("admin", "tenant", "create", "acme")
     added = cli.json("admin", "lexicon", "add", "acme", "rival cola", "--category", "brand", "--action", "review")
-    assert added == {"tenant_id": tenant["id"], "term": "rival cola", "category": "brand", "action": "review"}
+    assert added == {"tenant_id": tenant.id, "term": "rival cola", "category": "brand", "action": "review"}
     assert cli.json("admin", "lexicon", "list", "acme")["data"] == [
         {"term": "rival cola", "category": "brand", "action": "review"}]
     assert_refused(cli("admin", "lexicon", "add", "acme", "x", "--category", "brand", "--action", "maybe"), "action")
