@@ -82,19 +82,9 @@ def postgres_databases() -> Iterator[PostgresDatabases | None]:
     if admin_url is None:
         yield None
         return
-    name = f"vf_tpl_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    databases = PostgresDatabases(admin_url, name)
-    engine = make_engine(databases.url(name))
-    upgrade_and_seed(engine)
-    engine.dispose()
+    databases = PostgresDatabases.open(admin_url)
     yield databases
     databases.close()
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @contextmanager

@@ -14,6 +14,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from vidfactory.bootstrap import upgrade_and_seed
+from vidfactory.db.session import make_engine
+
 __all__ = ["PostgresDatabases"]
 
 lock_timeout_ms = 10_000  # a reset waits this long for a lock a test left behind, then drops the database
@@ -69,6 +72,19 @@ class PostgresDatabases:
     def __post_init__(self) -> None:
         self._admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
 
+    @classmethod
+    def open(cls, admin_url: str) -> PostgresDatabases:
+        """A new template database, migrated and seeded once for this test process."""
+        databases = cls(admin_url, f"vf_tpl_{uuid.uuid4().hex[:10]}")
+        with databases._admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{databases.template}"'))
+        engine = make_engine(databases.url(databases.template))
+        try:
+            upgrade_and_seed(engine)
+        finally:
+            engine.dispose()
+        return databases
+
     def url(self, name: str) -> str:
         return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
 
@@ -91,8 +107,10 @@ class PostgresDatabases:
             self._drop(name)
 
     def close(self) -> None:
+        """Drop the databases kept for reuse, then the template."""
         while self._free:
             self._drop(self._free.pop())
+        self._drop(self.template)
         self._admin.dispose()
 
     def _clone(self) -> str:
