@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
 from vidfactory.db.models import AuditEntry, AuditHead, Transfer
@@ -71,6 +71,14 @@ def append(session: Session, kind: str, subject: str, data: dict[str, Any], acto
     at_commit.queue(session, "audit", _Entry(kind, actor[:actor_chars_max], subject[:subject_chars_max], data))
 
 
+# Every writing transaction that audits runs these three: built once, they cost only their sending.
+_head_locked = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == head_id).with_for_update()
+_entries_added = insert(AuditEntry)
+_head_moved = (update(AuditHead).where(AuditHead.id == head_id)
+               .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+               .execution_options(synchronize_session=False))
+
+
 @event.listens_for(Session, "before_commit")
 def _chain_queued(session: Session) -> None:
     """Chain the queued entries onto the log under the locked head, in the order they were appended. A
@@ -87,9 +95,8 @@ def _chain_queued(session: Session) -> None:
         rows.append({"seq": seq, "kind": entry.kind, "actor": entry.actor, "subject": entry.subject,
                      "data": entry.data, "prev_hash": prev_hash, "hash": digest, "created_at": created_at})
         prev_hash = digest
-    session.execute(insert(AuditEntry), rows)
-    session.execute(update(AuditHead).where(AuditHead.id == head_id).values(seq=seq, hash=prev_hash)
-                    .execution_options(synchronize_session=False))
+    session.execute(_entries_added, rows)
+    session.execute(_head_moved, {"new_seq": seq, "new_hash": prev_hash})
 
 
 def lock_head(session: Session) -> tuple[int, str]:
@@ -101,8 +108,7 @@ def lock_head(session: Session) -> tuple[int, str]:
     if session.info.get(_head_held_key) is not transaction:
         wait_in_line(session, head_lock_space, "audit-head")
         session.info[_head_held_key] = transaction
-    seq, prev_hash = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == head_id)
-                                     .with_for_update()).one()
+    seq, prev_hash = session.execute(_head_locked).one()
     return seq, prev_hash
 
 

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -127,13 +127,24 @@ def _available(account: Account) -> int:
     return account.credits_posted - account.debits_posted - account.debits_pending
 
 
+# Admission runs these on every submission, so each is built once (building a statement and its cache key
+# costs more CPU than the driver spends sending it). Every read of an account refreshes it
+# (`populate_existing`), so the guarded UPDATEs leave the loaded objects alone.
+_accounts_locked = (select(Account).where(Account.id.in_(bindparam("ids", expanding=True))).order_by(Account.id)
+                    .with_for_update().execution_options(populate_existing=True))
+_reserved = (update(Account)
+             .where(Account.id == bindparam("account_id"),
+                    Account.credits_posted - Account.debits_posted - Account.debits_pending >= bindparam("amount"))
+             .values(debits_pending=Account.debits_pending + bindparam("amount"))
+             .execution_options(synchronize_session=False))
+
+
 def _lock_accounts(session: Session, tenant_id: str) -> dict[str, Account]:
     """Both of a tenant's accounts, row-locked in one fixed order (PostgreSQL; SQLite's write
     transaction is already exclusive), read fresh."""
     wait_in_line(session, accounts_lock_space, tenant_id)
     ids = sorted((tenant_account_id(tenant_id), voucher_account_id(tenant_id)))
-    rows = session.scalars(select(Account).where(Account.id.in_(ids)).order_by(Account.id).with_for_update()
-                           .execution_options(populate_existing=True))
+    rows = session.scalars(_accounts_locked, {"ids": ids})
     return {row.id: row for row in rows}
 
 
@@ -179,12 +190,7 @@ def credit(session: Session, tenant_id: str, amount: int, memo: str = "top-up",
 
 def _reserve(session: Session, account_id: str, amount: int) -> bool:
     """The guarded UPDATE: reserve `amount` only if the account has it available."""
-    result = session.execute(
-        update(Account)
-        .where(Account.id == account_id,
-               Account.credits_posted - Account.debits_posted - Account.debits_pending >= amount)
-        .values(debits_pending=Account.debits_pending + amount))
-    return result.rowcount == 1
+    return session.execute(_reserved, {"account_id": account_id, "amount": amount}).rowcount == 1
 
 
 def hold(session: Session, *, tenant_id: str, amount: int, job_id: str, expires_at: datetime) -> Hold:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import audit
@@ -51,13 +51,15 @@ def current(session: Session) -> tuple[int, PriceBookBody]:
     return row.version, PriceBookBody.model_validate(row.body)
 
 
+_tenants_book = select(PriceBook.version, PriceBook.body).where(PriceBook.version == func.coalesce(
+    select(Tenant.price_book_version).where(Tenant.id == bindparam("tenant_id")).scalar_subquery(),
+    select(func.max(PriceBook.version)).scalar_subquery()))
+
+
 def for_tenant(session: Session, tenant_id: str) -> tuple[int, PriceBookBody]:
     """The version a tenant's contract pins, or the newest when it pins none (one statement: every
     submission and quote reads it)."""
-    pinned = select(Tenant.price_book_version).where(Tenant.id == tenant_id).scalar_subquery()
-    newest = select(func.max(PriceBook.version)).scalar_subquery()
-    row = session.execute(select(PriceBook.version, PriceBook.body)
-                          .where(PriceBook.version == func.coalesce(pinned, newest))).one_or_none()
+    row = session.execute(_tenants_book, {"tenant_id": tenant_id}).one_or_none()
     if row is None:
         raise LookupError(none_published)
     return row.version, PriceBookBody.model_validate(row.body)

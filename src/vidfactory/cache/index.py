@@ -10,9 +10,10 @@ own.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import Select, bindparam, delete, or_, select
 from sqlalchemy.orm import Session
 
 from vidfactory.cache.keys import similar_key
@@ -46,11 +47,21 @@ def forget_tenant(session: Session, tenant_id: str) -> None:
     session.execute(delete(CacheEntry).where(CacheEntry.tenant_id == tenant_id))
 
 
-def _scope(session: Session, tenant_id: str, shared: bool) -> list:
-    own = CacheEntry.tenant_id == tenant_id
-    if not shared or session.scalar(select(Tenant.brand).where(Tenant.id == tenant_id)) is not None:
-        return [own]
-    return [or_(own, CacheEntry.tenant_id.in_(select(Tenant.id).where(Tenant.brand.is_(None))))]
+def _shares(session: Session, tenant_id: str, shared: bool) -> bool:
+    """Whether this tenant's lookup takes other tenants' clips: the operator shares the cache and the
+    tenant has no brand."""
+    return shared and session.scalar(select(Tenant.brand).where(Tenant.id == tenant_id)) is None
+
+
+@functools.cache
+def _candidates(key: str, shared: bool) -> Select:
+    """The newest clips whose `key` column (fingerprint, similar_key) matches: the tenant's own, or with
+    `shared` every unbranded tenant's too. Built once each: every submission looks up."""
+    scope = CacheEntry.tenant_id == bindparam("tenant_id")
+    if shared:
+        scope = or_(scope, CacheEntry.tenant_id.in_(select(Tenant.id).where(Tenant.brand.is_(None))))
+    return (select(CacheEntry.job_id).where(getattr(CacheEntry, key) == bindparam("key"), scope)
+            .order_by(CacheEntry.created_at.desc()).limit(bindparam("candidates_max")))
 
 
 def _servable(session: Session, job_ids: list[str]) -> set[str]:
@@ -62,9 +73,10 @@ def _servable(session: Session, job_ids: list[str]) -> set[str]:
                                                     Job.deleted_at.is_(None))))
 
 
-def _newest_servable(session: Session, match, scope: list, candidates_max: int) -> str | None:
-    job_ids = list(session.scalars(select(CacheEntry.job_id).where(match, *scope)
-                                   .order_by(CacheEntry.created_at.desc()).limit(candidates_max)))
+def _newest_servable(session: Session, key: str, value: str, tenant_id: str, shared: bool,
+                     candidates_max: int) -> str | None:
+    job_ids = list(session.scalars(_candidates(key, shared), {"key": value, "tenant_id": tenant_id,
+                                                              "candidates_max": candidates_max}))
     servable = _servable(session, job_ids)
     return next((job_id for job_id in job_ids if job_id in servable), None)
 
@@ -76,10 +88,10 @@ def lookup(session: Session, *, tenant_id: str, mode: str, fingerprint: str, sha
     assert candidates_max >= 1
     if mode == "off":
         return None
-    scope = _scope(session, tenant_id, shared)
-    hit = _newest_servable(session, CacheEntry.fingerprint == fingerprint, scope, candidates_max)
+    shares = _shares(session, tenant_id, shared)
+    hit = _newest_servable(session, "fingerprint", fingerprint, tenant_id, shares, candidates_max)
     if hit is None and mode == "similar":
         similar = similar_key(shape_key, prompt)
         if similar is not None:
-            hit = _newest_servable(session, CacheEntry.similar_key == similar[0], scope, candidates_max)
+            hit = _newest_servable(session, "similar_key", similar[0], tenant_id, shares, candidates_max)
     return None if hit is None else CacheHit(job_id=hit, score=1.0)

@@ -31,6 +31,9 @@ class SessionFactory(sessionmaker[Session]):
             yield session
 
 
+_advisory_xact_lock = text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))")
+
+
 def wait_in_line(session: Session, space: int, name: str) -> None:
     """Before locking a contended row: on PostgreSQL, an advisory lock on (`space`, `name`) held until the
     transaction ends. Its waiters are served in the order they came; a row lock's are not (one that looks just
@@ -39,7 +42,7 @@ def wait_in_line(session: Session, space: int, name: str) -> None:
     transaction is already exclusive)."""
     assert 0 < space < 2**31, f"advisory lock space out of range: {space}"
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"), {"space": space, "name": name})
+        session.execute(_advisory_xact_lock, {"space": space, "name": name})
 
 
 def is_sqlite(url: str) -> bool:

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from vidfactory.db.models import TenantLexiconEntry
@@ -124,9 +124,12 @@ def screen_prompt(session: Session, screens: PromptScreens, tenant_id: str, text
     return None
 
 
+_tenants_entries = (select(TenantLexiconEntry.term, TenantLexiconEntry.category, TenantLexiconEntry.action)
+                    .where(TenantLexiconEntry.tenant_id == bindparam("tenant_id")).order_by(TenantLexiconEntry.term))
+
+
 def list_entries(session: Session, tenant_id: str) -> list[Entry]:
-    rows = session.execute(select(TenantLexiconEntry.term, TenantLexiconEntry.category, TenantLexiconEntry.action)
-                           .where(TenantLexiconEntry.tenant_id == tenant_id).order_by(TenantLexiconEntry.term))
+    rows = session.execute(_tenants_entries, {"tenant_id": tenant_id})
     return [Entry(row.term, row.category, row.action) for row in rows]
 
 

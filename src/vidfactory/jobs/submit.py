@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import ledger, pricebooks
@@ -274,9 +274,12 @@ def regeneration_seed(session: Session, parent: Job) -> int:
     return seed
 
 
+_active_jobs = select(func.count()).select_from(Job).where(
+    Job.tenant_id == bindparam("tenant_id"), Job.status.in_(("queued", "in_progress")))
+
+
 def _check_active_jobs(session: Session, caller: Caller) -> None:
-    active = session.scalar(select(func.count()).select_from(Job).where(
-        Job.tenant_id == caller.tenant_id, Job.status.in_(("queued", "in_progress"))))
+    active = session.scalar(_active_jobs, {"tenant_id": caller.tenant_id})
     if active > caller.active_jobs_max:  # the new job is counted
         raise ActiveJobsLimit(caller.active_jobs_max)
 

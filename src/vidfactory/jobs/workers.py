@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from vidfactory.db.models import Job, RegisteredWorker
@@ -89,8 +89,11 @@ def current_jobs(session: Session) -> dict[str, list[str]]:
     return running
 
 
+_live_workers = select(RegisteredWorker.memory_total_bytes, RegisteredWorker.devices, RegisteredWorker.models_served
+                       ).where(RegisteredWorker.heartbeat_at >= bindparam("since"))
+
+
 def fleet_devices(session: Session, model: str, now: datetime, stale_s: float) -> list[tuple[int, int]]:
     """(memory per device, devices) of each live worker serving `model`; empty when none is live."""
-    live = session.scalars(select(RegisteredWorker).where(
-        RegisteredWorker.heartbeat_at >= now - timedelta(seconds=stale_s)))
+    live = session.execute(_live_workers, {"since": now - timedelta(seconds=stale_s)})
     return [(w.memory_total_bytes, w.devices) for w in live if model in w.models_served]

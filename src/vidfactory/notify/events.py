@@ -17,7 +17,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import bindparam, event, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -74,14 +74,20 @@ def record_event(session: Session, tenant_id: str, type: str, data: dict[str, An
     return event
 
 
+# Every submission runs these: built once, they cost only their sending.
+_enabled_endpoints = select(WebhookEndpoint).where(
+    WebhookEndpoint.tenant_id == bindparam("tenant_id"), WebhookEndpoint.status == "enabled",
+    WebhookEndpoint.deleted_at.is_(None))
+_events_added = insert(WebhookEvent).returning(WebhookEvent.seq, sort_by_parameter_order=True)
+_deliveries_added = insert(WebhookDelivery)
+
+
 def record_events(session: Session, tenant_id: str, events: list[tuple[str, dict[str, Any]]], *,
                   job_id: str | None = None, job_webhook_url: str | None = None) -> list[WebhookEvent]:
     """Several (type, data) events of one tenant, in this order, and their outbox rows: the tenant's
     endpoints are read once for all of them. Written at the transaction's commit: `seq` is None until then."""
     assert all(type in event_types for type, _ in events), f"unknown event type in {events!r}"
-    endpoints = list(session.scalars(select(WebhookEndpoint).where(
-        WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.status == "enabled",
-        WebhookEndpoint.deleted_at.is_(None))))
+    endpoints = list(session.scalars(_enabled_endpoints, {"tenant_id": tenant_id}))
     job_target = [(None, job_webhook_url)] if job_webhook_url else []
     rows, _ = _events_to(session, tenant_id, [
         (type, data, [(e.id, e.url) for e in endpoints if _subscribed(e, type)] + job_target)
@@ -118,7 +124,7 @@ def _write_queued(session: Session) -> None:
         return
     hold_head(session)
     rows = [row for events, _ in queued for row in events]
-    seqs = session.scalars(insert(WebhookEvent).returning(WebhookEvent.seq, sort_by_parameter_order=True), [
+    seqs = session.scalars(_events_added, [
         {"id": row.id, "tenant_id": row.tenant_id, "type": row.type, "payload": row.payload,
          "created_at": row.created_at, "job_id": row.job_id} for row in rows]).all()
     for row, seq in zip(rows, seqs, strict=True):
@@ -128,7 +134,7 @@ def _write_queued(session: Session) -> None:
                    "next_attempt_at": d.next_attempt_at, "created_at": d.created_at}
                   for _, targets in queued for d in targets]
     if deliveries:
-        session.execute(insert(WebhookDelivery), deliveries)
+        session.execute(_deliveries_added, deliveries)
 
 
 def record_test_event(session: Session, endpoint: WebhookEndpoint) -> WebhookDelivery:
