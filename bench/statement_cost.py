@@ -1,30 +1,35 @@
 """What one SQL statement costs the API process, and how many a submission runs: the floor under admission.
 
 Per database (SQLite, PostgreSQL), the CPU time (user + system, this process) of one statement of the two
-shapes a submission runs most, a primary-key read and a guarded UPDATE, issued four ways: through an ORM
-session (entities, or columns), through SQLAlchemy Core on the session's connection, and on the driver's
-own cursor. Then one whole submission (`authenticate` + `jobs.submit.submit`, no HTTP): its statements,
-counted as SQLAlchemy sends them, and its CPU time. Single thread, no contention: what is left is the cost
-of the code path itself.
-Run: .venv/bin/python bench/statement_cost.py [postgres admin URL]
+shapes a submission runs most, a primary-key read and a guarded UPDATE, issued five ways: through an ORM
+session (entities, or columns; the statement built at each call), through the ORM session with the
+statement built once (bound parameters, as the submission's statements are), through SQLAlchemy Core on
+the session's connection, and on the driver's own cursor. Then one whole submission (`authenticate` +
+`jobs.submit.submit`, no HTTP): its statements, counted as SQLAlchemy sends them, and its CPU time. Single
+thread, no contention: what is left is the cost of the code path itself. `--baseline REV` measures another
+commit's submissions too, each tree in a process of its own, alternating over `baseline_rounds` rounds.
+Run: .venv/bin/python bench/statement_cost.py [postgres admin URL] [--baseline REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sqlalchemy import event, select, update  # noqa: E402
+from sqlalchemy import bindparam, event, select, update  # noqa: E402
 
 from admission import add_bench_plan, body, default_postgres, tenant_key  # noqa: E402
-from common import fresh_postgres, git_revision, machine, sized  # noqa: E402
+from common import extract_src, fresh_postgres, git_revision, machine, sized  # noqa: E402
 from vidfactory.api.context import AppContext  # noqa: E402
 from vidfactory.api.render import new_video_object  # noqa: E402
 from vidfactory.bootstrap import upgrade_and_seed  # noqa: E402
@@ -36,33 +41,73 @@ from vidfactory.tenancy import authenticate  # noqa: E402
 statements_per_shape = sized(2000, 20)
 submissions = sized(300, 3)
 warm_up = sized(30, 2)
+baseline_rounds = sized(2, 1)  # with --baseline: each tree's submissions are measured this many times, alternating
+databases = {"sqlite": "SQLite (WAL)", "postgresql": "PostgreSQL"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("postgres_admin", nargs="?", default=default_postgres)
+    parser.add_argument("--baseline", help="a commit whose submissions are measured too, alternating")
+    parser.add_argument("--submissions", choices=databases, help=argparse.SUPPRESS)  # a child's one measurement
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="vf-statements-"))
+    if args.submissions:
+        with opened(args.submissions, args.postgres_admin, root) as ctx:
+            print(*one_submission(ctx))
+        return
     print(f"# statement cost — {machine()}, commit {git_revision()}, one thread, {statements_per_shape} "
           f"statements a shape, {submissions} submissions")
-    print("| database | statement | ORM entity µs | ORM columns µs | Core µs | driver µs | ORM entity ÷ driver |")
-    print("|---|---|---|---|---|---|---|")
-    totals = []
-    postgres_url, drop = fresh_postgres(args.postgres_admin)
-    for name, url in [("SQLite (WAL)", f"sqlite:///{root / 'bench.db'}"), ("PostgreSQL", postgres_url)]:
-        os.environ["VIDFACTORY_DATABASE_URL"] = url
-        os.environ["VIDFACTORY_DATA_DIR"] = str(root / "var")
-        ctx = AppContext.from_settings(Settings())
+    print("| database | statement | ORM entity µs | ORM columns µs | ORM, built once µs | Core µs | driver µs "
+          "| ORM entity ÷ driver |")
+    print("|---|---|---|---|---|---|---|---|")
+    for database, name in databases.items():
+        with opened(database, args.postgres_admin, root) as ctx:
+            for shape, row in statement_rows(ctx).items():
+                print(f"| {name} | {shape} | {' | '.join(f'{us:.0f}' for us in row)} | {row[0] / row[-1]:.1f} |")
+    print("\n| database | tree | statements a submission | CPU ms a submission | CPU ms ÷ statements |")
+    print("|---|---|---|---|---|")
+    trees: dict[str, Path | None] = {"this tree": None}
+    if args.baseline:
+        trees = {args.baseline: extract_src(args.baseline, root / "baseline"), **trees}
+    for database, name in databases.items():
+        for _ in range(baseline_rounds if args.baseline else 1):
+            for tree, src in trees.items():
+                count, cpu_ms = (submission_cost(database, args.postgres_admin, src) if args.baseline else
+                                 one_submission_in(database, args.postgres_admin, root))
+                print(f"| {name} | {tree} | {count} | {cpu_ms:.2f} | {cpu_ms * 1000 / count:.0f} µs |", flush=True)
+
+
+@contextlib.contextmanager
+def opened(database: str, postgres_admin: str, root: Path) -> Iterator[AppContext]:
+    """The app's context on a new, migrated database."""
+    url, drop = (fresh_postgres(postgres_admin) if database == "postgresql"
+                 else (f"sqlite:///{root / f'bench-{uuid.uuid4().hex[:8]}.db'}", None))
+    os.environ["VIDFACTORY_DATABASE_URL"] = url
+    os.environ["VIDFACTORY_DATA_DIR"] = str(root / "var")
+    ctx = AppContext.from_settings(Settings())
+    try:
         upgrade_and_seed(ctx.engine)
-        for shape, row in statement_rows(ctx).items():
-            print(f"| {name} | {shape} | {' | '.join(f'{us:.0f}' for us in row)} | {row[0] / row[3]:.1f} |")
-        totals.append((name, *one_submission(ctx)))
+        yield ctx
+    finally:
         ctx.engine.dispose()
-    drop()
-    print("\n| database | statements a submission | CPU ms a submission | CPU ms ÷ statements |")
-    print("|---|---|---|---|")
-    for name, count, cpu_ms in totals:
-        print(f"| {name} | {count} | {cpu_ms:.2f} | {cpu_ms * 1000 / count:.0f} µs |")
+        if drop is not None:
+            drop()
+
+
+def one_submission_in(database: str, postgres_admin: str, root: Path) -> tuple[int, float]:
+    with opened(database, postgres_admin, root) as ctx:
+        return one_submission(ctx)
+
+
+def submission_cost(database: str, postgres_admin: str, src: Path | None) -> tuple[int, float]:
+    """`one_submission` in a process of its own, importing `src` (another commit's) when given."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+    out = subprocess.run([sys.executable, __file__, postgres_admin, "--submissions", database], env=env,
+                         check=True, capture_output=True, text=True).stdout.split()
+    return int(out[-2]), float(out[-1])
 
 
 def cpu_us(call: Callable[[], object]) -> float:
@@ -81,15 +126,21 @@ def statement_rows(ctx: AppContext) -> dict[str, list[float]]:
         connection = session.connection()
         cursor = connection.connection.driver_connection.cursor()
         marker = "%s" if ctx.engine.dialect.name == "postgresql" else "?"
+        read_once = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == bindparam("head_id"))
         read = [
             lambda: session.get(AuditHead, 1, populate_existing=True),
             lambda: session.execute(select(AuditHead.seq, AuditHead.hash).where(head)).one(),
+            lambda: session.execute(read_once, {"head_id": 1}).one(),
             lambda: connection.execute(select(AuditHead.seq, AuditHead.hash).where(head)).one(),
             lambda: cursor.execute(f"SELECT seq, hash FROM audit_head WHERE id = {marker}", (1,)).fetchone()]
         guarded = update(AuditHead).where(head, AuditHead.seq >= 0).values(seq=AuditHead.seq)
+        guarded_once = (update(AuditHead)
+                        .where(AuditHead.id == bindparam("head_id"), AuditHead.seq >= bindparam("floor"))
+                        .values(seq=AuditHead.seq).execution_options(synchronize_session=False))
         write = [
             lambda: session.execute(guarded),
             lambda: session.execute(guarded.execution_options(synchronize_session=False)),
+            lambda: session.execute(guarded_once, {"head_id": 1, "floor": 0}),
             lambda: connection.execute(guarded),
             lambda: cursor.execute(f"UPDATE audit_head SET seq = seq WHERE id = {marker} AND seq >= 0", (1,))]
         rows = {"primary-key read": [cpu_us(call) for call in read],

@@ -355,8 +355,8 @@ def revoke_key(session: Session, key_id: str, actor: str = audit.system_actor, t
     return row
 
 
-# Every request runs this, so it is built once: building a statement and its cache key costs more CPU than
-# PostgreSQL's driver spends sending it.
+# Every request runs this, so it is built once: building a statement and its cache key costs about as much
+# CPU as PostgreSQL's driver spends sending it.
 _caller_by_key = (
     select(ApiKey.tenant_id, ApiKey.id.label("api_key_id"), ApiKey.last_used_at, Plan.id.label("plan_id"),
            Plan.priority, Plan.requests_per_minute, Plan.concurrent_jobs, Plan.tenant_requests_per_minute,
