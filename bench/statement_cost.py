@@ -61,21 +61,23 @@ def main() -> None:
     print("| database | statement | ORM entity µs | ORM columns µs | ORM, built once µs | Core µs | driver µs "
           "| ORM entity ÷ driver |")
     print("|---|---|---|---|---|---|---|---|")
+    submitted = []  # (database, tree, statements, CPU ms)
     for database, name in databases.items():
         with opened(database, args.postgres_admin, root) as ctx:
             for shape, row in statement_rows(ctx).items():
                 print(f"| {name} | {shape} | {' | '.join(f'{us:.0f}' for us in row)} | {row[0] / row[-1]:.1f} |")
+            if not args.baseline:
+                submitted.append((name, "this tree", *one_submission(ctx)))
+    if args.baseline:
+        trees = {args.baseline: extract_src(args.baseline, root / "baseline"), "this tree": None}
+        for database, name in databases.items():
+            for _ in range(baseline_rounds):
+                for tree, src in trees.items():
+                    submitted.append((name, tree, *submission_cost(database, args.postgres_admin, src)))
     print("\n| database | tree | statements a submission | CPU ms a submission | CPU ms ÷ statements |")
     print("|---|---|---|---|---|")
-    trees: dict[str, Path | None] = {"this tree": None}
-    if args.baseline:
-        trees = {args.baseline: extract_src(args.baseline, root / "baseline"), **trees}
-    for database, name in databases.items():
-        for _ in range(baseline_rounds if args.baseline else 1):
-            for tree, src in trees.items():
-                count, cpu_ms = (submission_cost(database, args.postgres_admin, src) if args.baseline else
-                                 one_submission_in(database, args.postgres_admin, root))
-                print(f"| {name} | {tree} | {count} | {cpu_ms:.2f} | {cpu_ms * 1000 / count:.0f} µs |", flush=True)
+    for name, tree, count, cpu_ms in submitted:
+        print(f"| {name} | {tree} | {count} | {cpu_ms:.2f} | {cpu_ms * 1000 / count:.0f} µs |")
 
 
 @contextlib.contextmanager
@@ -93,11 +95,6 @@ def opened(database: str, postgres_admin: str, root: Path) -> Iterator[AppContex
         ctx.engine.dispose()
         if drop is not None:
             drop()
-
-
-def one_submission_in(database: str, postgres_admin: str, root: Path) -> tuple[int, float]:
-    with opened(database, postgres_admin, root) as ctx:
-        return one_submission(ctx)
 
 
 def submission_cost(database: str, postgres_admin: str, src: Path | None) -> tuple[int, float]:
