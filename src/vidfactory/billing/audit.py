@@ -71,7 +71,7 @@ def append(session: Session, kind: str, subject: str, data: dict[str, Any], acto
     at_commit.queue(session, "audit", _Entry(kind, actor[:actor_chars_max], subject[:subject_chars_max], data))
 
 
-# Every writing transaction that audits runs these three: built once, they cost only their sending.
+# Every writing transaction that audits runs these three: built once, not at every commit.
 _head_locked = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == head_id).with_for_update()
 _entries_added = insert(AuditEntry)
 _head_moved = (update(AuditHead).where(AuditHead.id == head_id)

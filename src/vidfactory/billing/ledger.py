@@ -129,7 +129,8 @@ def _available(account: Account) -> int:
 
 # Admission runs these on every submission, so each is built once (building a statement and its cache key
 # costs about as much CPU as PostgreSQL's driver spends sending it). Every read of an account refreshes it
-# (`populate_existing`), so the guarded UPDATEs leave the loaded objects alone.
+# (`populate_existing`), so the guarded reservation leaves the loaded objects alone: SQLAlchemy would evaluate
+# its bound parameters there as None.
 _accounts_locked = (select(Account).where(Account.id.in_(bindparam("ids", expanding=True))).order_by(Account.id)
                     .with_for_update().execution_options(populate_existing=True))
 _reserved = (update(Account)

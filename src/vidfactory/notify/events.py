@@ -74,7 +74,7 @@ def record_event(session: Session, tenant_id: str, type: str, data: dict[str, An
     return event
 
 
-# Every submission runs these: built once, they cost only their sending.
+# Every submission runs these: built once, not at every submission.
 _enabled_endpoints = select(WebhookEndpoint).where(
     WebhookEndpoint.tenant_id == bindparam("tenant_id"), WebhookEndpoint.status == "enabled",
     WebhookEndpoint.deleted_at.is_(None))
