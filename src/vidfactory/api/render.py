@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import ledger
@@ -40,11 +40,15 @@ def billing_object(job: Job, resolutions: list[Transfer | None]) -> dict[str, An
 FileHashes = dict[str, dict[str, str | None]]  # variant → {"sha256", "md5"}
 
 
+_file_hashes = (select(Asset.job_id, Asset.variant, Asset.sha256, Asset.md5)
+                .where(Asset.job_id.in_(bindparam("job_ids", expanding=True))).order_by(Asset.id))
+
+
 def file_hashes_by_job(session: Session, job_ids: list[str]) -> dict[str, FileHashes]:
-    """The hashes of every stored file of these jobs, in one query."""
+    """The hashes of every stored file of these jobs, in one query (built once: every poll of a video
+    reads them)."""
     found: dict[str, FileHashes] = {job_id: {} for job_id in job_ids}
-    rows = session.execute(select(Asset.job_id, Asset.variant, Asset.sha256, Asset.md5)
-                           .where(Asset.job_id.in_(job_ids)).order_by(Asset.id))
+    rows = session.execute(_file_hashes, {"job_ids": job_ids})
     for row in rows:
         found[row.job_id][row.variant] = {"sha256": row.sha256, "md5": row.md5}
     return found

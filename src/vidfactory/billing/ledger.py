@@ -371,9 +371,13 @@ def hold_resolution(session: Session, hold_id: str) -> Transfer | None:
     return session.scalars(select(Transfer).where(Transfer.pending_id == hold_id)).one_or_none()
 
 
+_resolutions = select(Transfer).where(Transfer.pending_id.in_(bindparam("hold_ids", expanding=True)))
+
+
 def hold_resolutions(session: Session, hold_ids: list[str]) -> dict[str, Transfer]:
-    """One query for a page of holds: hold id → its post or void (unresolved holds are absent)."""
-    rows = session.scalars(select(Transfer).where(Transfer.pending_id.in_(hold_ids))) if hold_ids else []
+    """One query for a page of holds: hold id → its post or void (unresolved holds are absent). Every poll
+    of a video reads them: the statement is built once."""
+    rows = session.scalars(_resolutions, {"hold_ids": hold_ids}) if hold_ids else []
     return {row.pending_id: row for row in rows}
 
 

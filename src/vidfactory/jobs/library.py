@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import bindparam, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from vidfactory.db.models import Asset, Feedback, Job
@@ -21,10 +21,15 @@ class VideoRunning(Exception):
     """A running video is cancelled first, then deleted."""
 
 
+# Every poll of a video runs one of these: built once, not at every request.
+_video = select(Job).where(Job.id == bindparam("video_id"), Job.tenant_id == bindparam("tenant_id"),
+                           Job.job_type == "video")
+_undeleted_video = _video.where(Job.deleted_at.is_(None))
+
+
 def find_video(session: Session, tenant_id: str, video_id: str, *, deleted_too: bool = False) -> Job | None:
     """`deleted_too`: a deleted video still has its place (a list cursor naming it)."""
-    statement = select(Job).where(Job.id == video_id, Job.tenant_id == tenant_id, Job.job_type == "video")
-    return session.scalar(statement if deleted_too else statement.where(Job.deleted_at.is_(None)))
+    return session.scalar(_video if deleted_too else _undeleted_video, {"video_id": video_id, "tenant_id": tenant_id})
 
 
 def videos_page(session: Session, tenant_id: str, after: Job | None, limit: int, order: str) -> tuple[list[Job], bool]:
