@@ -4,10 +4,12 @@ Per database (SQLite, PostgreSQL), the CPU time (user + system, this process) of
 shapes a submission runs most, a primary-key read and a guarded UPDATE, issued five ways: through an ORM
 session (entities, or columns; the statement built at each call), through the ORM session with the
 statement built once (bound parameters, as the submission's statements are), through SQLAlchemy Core on
-the session's connection, and on the driver's own cursor. Then one whole submission (`authenticate` +
-`jobs.submit.submit`, no HTTP): its statements, counted as SQLAlchemy sends them, and its CPU time. Single
-thread, no contention: what is left is the cost of the code path itself. `--baseline REV` measures another
-commit's submissions too, each tree in a process of its own, alternating over `baseline_rounds` rounds.
+the session's connection, and on the driver's own cursor. Then two whole requests, no HTTP: a submission
+(`authenticate` + `jobs.submit.submit`, as POST /v1/videos runs them) and a poll (`authenticate` + the
+video's read, as GET /v1/videos/{id} runs them): their statements, counted as SQLAlchemy sends them, and
+their CPU time. Single thread, no contention: what is left is the cost of the code path itself.
+`--baseline REV` measures another commit's requests too, each tree in a process of its own, alternating
+over `baseline_rounds` rounds.
 Run: .venv/bin/python bench/statement_cost.py [postgres admin URL] [--baseline REV]
 """
 
@@ -31,53 +33,56 @@ from sqlalchemy import bindparam, event, select, update  # noqa: E402
 from admission import add_bench_plan, body, default_postgres, tenant_key  # noqa: E402
 from common import extract_src, fresh_postgres, git_revision, machine, sized  # noqa: E402
 from vidfactory.api.context import AppContext  # noqa: E402
-from vidfactory.api.render import new_video_object  # noqa: E402
+from vidfactory.api.render import new_video_object, video_object  # noqa: E402
 from vidfactory.bootstrap import upgrade_and_seed  # noqa: E402
 from vidfactory.db.models import AuditHead  # noqa: E402
+from vidfactory.jobs.library import find_video  # noqa: E402
 from vidfactory.jobs.submit import VideoRequest, submit  # noqa: E402
 from vidfactory.settings import Settings  # noqa: E402
-from vidfactory.tenancy import authenticate  # noqa: E402
+from vidfactory.tenancy import Caller, authenticate  # noqa: E402
 
 statements_per_shape = sized(2000, 20)
 submissions = sized(300, 3)
+polls = sized(1000, 3)
 warm_up = sized(30, 2)
-baseline_rounds = sized(2, 1)  # with --baseline: each tree's submissions are measured this many times, alternating
+baseline_rounds = sized(2, 1)  # with --baseline: each tree's requests are measured this many times, alternating
 databases = {"sqlite": "SQLite (WAL)", "postgresql": "PostgreSQL"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("postgres_admin", nargs="?", default=default_postgres)
-    parser.add_argument("--baseline", help="a commit whose submissions are measured too, alternating")
-    parser.add_argument("--submissions", choices=databases, help=argparse.SUPPRESS)  # a child's one measurement
+    parser.add_argument("--baseline", help="a commit whose requests are measured too, alternating")
+    parser.add_argument("--requests", choices=databases, help=argparse.SUPPRESS)  # a child's one measurement
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="vf-statements-"))
-    if args.submissions:
-        with opened(args.submissions, args.postgres_admin, root) as ctx:
-            print(*one_submission(ctx))
+    if args.requests:
+        with opened(args.requests, args.postgres_admin, root) as ctx:
+            for cost in request_costs(ctx):
+                print(*cost)
         return
     print(f"# statement cost — {machine()}, commit {git_revision()}, one thread, {statements_per_shape} "
-          f"statements a shape, {submissions} submissions")
+          f"statements a shape, {submissions} submissions, {polls} polls")
     print("| database | statement | ORM entity µs | ORM columns µs | ORM, built once µs | Core µs | driver µs "
           "| ORM entity ÷ driver |")
     print("|---|---|---|---|---|---|---|---|")
-    submitted = []  # (database, tree, statements, CPU ms)
+    measured = []  # (database, tree, request, statements, CPU ms)
     for database, name in databases.items():
         with opened(database, args.postgres_admin, root) as ctx:
             for shape, row in statement_rows(ctx).items():
                 print(f"| {name} | {shape} | {' | '.join(f'{us:.0f}' for us in row)} | {row[0] / row[-1]:.1f} |")
             if not args.baseline:
-                submitted.append((name, "this tree", *one_submission(ctx)))
+                measured += [(name, "this tree", *cost) for cost in request_costs(ctx)]
     if args.baseline:
         trees = {args.baseline: extract_src(args.baseline, root / "baseline"), "this tree": None}
         for database, name in databases.items():
             for _ in range(baseline_rounds):
                 for tree, src in trees.items():
-                    submitted.append((name, tree, *submission_cost(database, args.postgres_admin, src)))
-    print("\n| database | tree | statements a submission | CPU ms a submission | CPU ms ÷ statements |")
-    print("|---|---|---|---|---|")
-    for name, tree, count, cpu_ms in submitted:
-        print(f"| {name} | {tree} | {count} | {cpu_ms:.2f} | {cpu_ms * 1000 / count:.0f} µs |")
+                    measured += [(name, tree, *cost) for cost in request_costs_in(database, args.postgres_admin, src)]
+    print("\n| database | tree | request | statements | CPU ms | CPU ms ÷ statements |")
+    print("|---|---|---|---|---|---|")
+    for name, tree, request, count, cpu_ms in measured:
+        print(f"| {name} | {tree} | {request} | {count} | {cpu_ms:.2f} | {cpu_ms * 1000 / count:.0f} µs |")
 
 
 @contextlib.contextmanager
@@ -97,14 +102,14 @@ def opened(database: str, postgres_admin: str, root: Path) -> Iterator[AppContex
             drop()
 
 
-def submission_cost(database: str, postgres_admin: str, src: Path | None) -> tuple[int, float]:
-    """`one_submission` in a process of its own, importing `src` (another commit's) when given."""
+def request_costs_in(database: str, postgres_admin: str, src: Path | None) -> list[tuple[str, int, float]]:
+    """`request_costs` in a process of its own, importing `src` (another commit's) when given."""
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
-    out = subprocess.run([sys.executable, __file__, postgres_admin, "--submissions", database], env=env,
-                         check=True, capture_output=True, text=True).stdout.split()
-    return int(out[-2]), float(out[-1])
+    out = subprocess.run([sys.executable, __file__, postgres_admin, "--requests", database], env=env,
+                         check=True, capture_output=True, text=True).stdout.splitlines()
+    return [(request, int(count), float(cpu_ms)) for request, count, cpu_ms in (line.split() for line in out[-2:])]
 
 
 def cpu_us(call: Callable[[], object]) -> float:
@@ -146,34 +151,52 @@ def statement_rows(ctx: AppContext) -> dict[str, list[float]]:
     return rows
 
 
-def one_submission(ctx: AppContext) -> tuple[int, float]:
-    """(statements, CPU ms) of `authenticate` + `submit` for one new video, as POST /v1/videos runs them."""
+def request_costs(ctx: AppContext) -> list[tuple[str, int, float]]:
+    """(request, statements, CPU ms) of a submission of one new video, then of a poll of it."""
     add_bench_plan(ctx.sessions)
     _, key = tenant_key(ctx.sessions, 10**9)
     request = VideoRequest(prompt=body["prompt"], model=ctx.settings.models[0].id, seconds=body["seconds"],
                            size=body["size"])
 
-    def submit_one() -> None:
+    def caller() -> Caller:
         with ctx.sessions() as session:
-            caller = authenticate(session, key)
-        assert caller is not None
-        submit(ctx.sessions, ctx.settings, ctx.counters, caller, request, new_video_object, screens=ctx.screens,
-               storage=ctx.storage)
+            found = authenticate(session, key)
+        assert found is not None
+        return found
 
+    def submit_one() -> str:
+        return submit(ctx.sessions, ctx.settings, ctx.counters, caller(), request, new_video_object,
+                      screens=ctx.screens, storage=ctx.storage).body["id"]
+
+    video_id = submit_one()
+
+    def poll_one() -> None:
+        tenant_id = caller().tenant_id
+        with ctx.sessions() as session:
+            job = find_video(session, tenant_id, video_id)
+            assert job is not None
+            video_object(session, job)
+
+    return [("submission", *cost(ctx, submit_one, submissions)), ("poll", *cost(ctx, poll_one, polls))]
+
+
+def cost(ctx: AppContext, call: Callable[[], object], times: int) -> tuple[int, float]:
+    """(statements, CPU ms) of one `call`: the statements of one call counted as SQLAlchemy sends them, the
+    CPU time the mean of `times` calls after a warm-up."""
     for _ in range(warm_up):
-        submit_one()
+        call()
     sent: list[str] = []
 
     def count(*_: object) -> None:
         sent.append("")
 
     event.listen(ctx.engine, "before_cursor_execute", count)
-    submit_one()
+    call()
     event.remove(ctx.engine, "before_cursor_execute", count)
     started = time.process_time()
-    for _ in range(submissions):
-        submit_one()
-    return len(sent), (time.process_time() - started) * 1000 / submissions
+    for _ in range(times):
+        call()
+    return len(sent), (time.process_time() - started) * 1000 / times
 
 
 if __name__ == "__main__":
