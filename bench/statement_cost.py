@@ -8,6 +8,10 @@ the session's connection, and on the driver's own cursor. Then two whole request
 (`authenticate` + `jobs.submit.submit`, as POST /v1/videos runs them) and a poll (`authenticate` + the
 video's read, as GET /v1/videos/{id} runs them): their statements, counted as SQLAlchemy sends them, and
 their CPU time. Single thread, no contention: what is left is the cost of the code path itself.
+Last, what batching admissions could save, measured and not built: the write transaction of
+`batch_tenants` submissions (`enqueue`: the hold, the job, its events and their audit entries, then the
+video object), one transaction each as today, all in one transaction, and all in one with a savepoint
+each (what isolating one member's failure the simple way costs).
 `--baseline REV` measures another commit's requests too, each tree in a process of its own, alternating
 over `baseline_rounds` rounds.
 Run: .venv/bin/python bench/statement_cost.py [postgres admin URL] [--baseline REV]
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from sqlalchemy import bindparam, event, select, update  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 
 from admission import add_bench_plan, body, default_postgres, tenant_key  # noqa: E402
 from common import extract_src, fresh_postgres, git_revision, machine, sized  # noqa: E402
@@ -37,7 +43,7 @@ from vidfactory.api.render import new_video_object, video_object  # noqa: E402
 from vidfactory.bootstrap import upgrade_and_seed  # noqa: E402
 from vidfactory.db.models import AuditHead  # noqa: E402
 from vidfactory.jobs.library import find_video  # noqa: E402
-from vidfactory.jobs.submit import VideoRequest, submit  # noqa: E402
+from vidfactory.jobs.submit import VideoRequest, enqueue, price_in, submit  # noqa: E402
 from vidfactory.settings import Settings  # noqa: E402
 from vidfactory.tenancy import Caller, authenticate  # noqa: E402
 
@@ -46,6 +52,8 @@ submissions = sized(300, 3)
 polls = sized(1000, 3)
 warm_up = sized(30, 2)
 baseline_rounds = sized(2, 1)  # with --baseline: each tree's requests are measured this many times, alternating
+batch_tenants = sized(16, 2)  # one submission each, per way of committing them
+batch_rounds = sized(5, 1)  # the three ways alternate; the median round counts
 databases = {"sqlite": "SQLite (WAL)", "postgresql": "PostgreSQL"}
 
 
@@ -67,12 +75,14 @@ def main() -> None:
           "| ORM entity ÷ driver |")
     print("|---|---|---|---|---|---|---|---|")
     measured = []  # (database, tree, request, statements, CPU ms)
+    batching = {}  # database → its `batching_costs`
     for database, name in databases.items():
         with opened(database, args.postgres_admin, root) as ctx:
             for shape, row in statement_rows(ctx).items():
                 print(f"| {name} | {shape} | {' | '.join(f'{us:.0f}' for us in row)} | {row[0] / row[-1]:.1f} |")
             if not args.baseline:
                 measured += [(name, "this tree", *cost) for cost in request_costs(ctx)]
+            batching[name] = batching_costs(ctx)
     if args.baseline:
         trees = {args.baseline: extract_src(args.baseline, root / "baseline"), "this tree": None}
         for database, name in databases.items():
@@ -83,11 +93,17 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, tree, request, count, cpu_ms in measured:
         print(f"| {name} | {tree} | {request} | {count} | {cpu_ms:.2f} | {cpu_ms * 1000 / count:.0f} µs |")
+    print(f"\n| database | {batch_tenants} submissions' write transactions | statements a submission "
+          "| CPU ms a submission | ÷ one each |")
+    print("|---|---|---|---|---|")
+    for name, ways in batching.items():
+        for way, (count, cpu_ms) in ways.items():
+            print(f"| {name} | {way} | {count:.1f} | {cpu_ms:.2f} | {cpu_ms / ways[one_each][1]:.2f} |")
 
 
 @contextlib.contextmanager
 def opened(database: str, postgres_admin: str, root: Path) -> Iterator[AppContext]:
-    """The app's context on a new, migrated database."""
+    """The app's context on a new, migrated database, with the bench plan."""
     url, drop = (fresh_postgres(postgres_admin) if database == "postgresql"
                  else (f"sqlite:///{root / f'bench-{uuid.uuid4().hex[:8]}.db'}", None))
     os.environ["VIDFACTORY_DATABASE_URL"] = url
@@ -95,6 +111,7 @@ def opened(database: str, postgres_admin: str, root: Path) -> Iterator[AppContex
     ctx = AppContext.from_settings(Settings())
     try:
         upgrade_and_seed(ctx.engine)
+        add_bench_plan(ctx.sessions)
         yield ctx
     finally:
         ctx.engine.dispose()
@@ -153,25 +170,18 @@ def statement_rows(ctx: AppContext) -> dict[str, list[float]]:
 
 def request_costs(ctx: AppContext) -> list[tuple[str, int, float]]:
     """(request, statements, CPU ms) of a submission of one new video, then of a poll of it."""
-    add_bench_plan(ctx.sessions)
     _, key = tenant_key(ctx.sessions, 10**9)
     request = VideoRequest(prompt=body["prompt"], model=ctx.settings.models[0].id, seconds=body["seconds"],
                            size=body["size"])
 
-    def caller() -> Caller:
-        with ctx.sessions() as session:
-            found = authenticate(session, key)
-        assert found is not None
-        return found
-
     def submit_one() -> str:
-        return submit(ctx.sessions, ctx.settings, ctx.counters, caller(), request, new_video_object,
+        return submit(ctx.sessions, ctx.settings, ctx.counters, authenticated(ctx, key), request, new_video_object,
                       screens=ctx.screens, storage=ctx.storage).body["id"]
 
     video_id = submit_one()
 
     def poll_one() -> None:
-        tenant_id = caller().tenant_id
+        tenant_id = authenticated(ctx, key).tenant_id
         with ctx.sessions() as session:
             job = find_video(session, tenant_id, video_id)
             assert job is not None
@@ -180,23 +190,79 @@ def request_costs(ctx: AppContext) -> list[tuple[str, int, float]]:
     return [("submission", *cost(ctx, submit_one, submissions)), ("poll", *cost(ctx, poll_one, polls))]
 
 
-def cost(ctx: AppContext, call: Callable[[], object], times: int) -> tuple[int, float]:
-    """(statements, CPU ms) of one `call`: the statements of one call counted as SQLAlchemy sends them, the
-    CPU time the mean of `times` calls after a warm-up."""
-    for _ in range(warm_up):
-        call()
+one_each, all_in_one, savepoint_each = "one transaction each", "all in one transaction", "all in one, a savepoint each"
+
+
+def batching_costs(ctx: AppContext) -> dict[str, tuple[float, float]]:
+    """Way → (statements, median CPU ms) a submission, `batch_tenants` tenants submitting one video each."""
+    callers = [authenticated(ctx, tenant_key(ctx.sessions, 10**9)[1]) for _ in range(batch_tenants)]
+    request = VideoRequest(prompt=body["prompt"], model=ctx.settings.models[0].id, seconds=body["seconds"],
+                           size=body["size"])
+    with ctx.sessions() as session:
+        priced = price_in(session, ctx.settings, ctx.counters, request, callers[0].tenant_id)
+
+    def write(session: Session, caller: Caller) -> None:
+        new_video_object(session, enqueue(session, ctx.settings, caller, request, priced))
+
+    def each() -> None:
+        for caller in callers:
+            with ctx.sessions.begin() as session:
+                write(session, caller)
+
+    def together() -> None:
+        with ctx.sessions.begin() as session:
+            for caller in callers:
+                write(session, caller)
+
+    def savepoints() -> None:
+        with ctx.sessions.begin() as session:
+            for caller in callers:
+                with session.begin_nested():
+                    write(session, caller)
+
+    ways = {one_each: each, all_in_one: together, savepoint_each: savepoints}
+    counted = {way: statements_of(ctx, call) / batch_tenants for way, call in ways.items()}
+    rounds: dict[str, list[float]] = {way: [] for way in ways}
+    for _ in range(batch_rounds):
+        for way, call in ways.items():
+            started = time.process_time()
+            call()
+            rounds[way].append((time.process_time() - started) * 1000 / batch_tenants)
+    return {way: (counted[way], statistics.median(rounds[way])) for way in ways}
+
+
+def authenticated(ctx: AppContext, key: str) -> Caller:
+    with ctx.sessions() as session:
+        found = authenticate(session, key)
+    assert found is not None
+    return found
+
+
+def statements_of(ctx: AppContext, call: Callable[[], object]) -> int:
+    """The statements one `call` sends, counted as SQLAlchemy sends them."""
     sent: list[str] = []
 
     def count(*_: object) -> None:
         sent.append("")
 
     event.listen(ctx.engine, "before_cursor_execute", count)
-    call()
-    event.remove(ctx.engine, "before_cursor_execute", count)
+    try:
+        call()
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", count)
+    return len(sent)
+
+
+def cost(ctx: AppContext, call: Callable[[], object], times: int) -> tuple[int, float]:
+    """(statements, CPU ms) of one `call`: the statements of one call counted as SQLAlchemy sends them, the
+    CPU time the mean of `times` calls after a warm-up."""
+    for _ in range(warm_up):
+        call()
+    sent = statements_of(ctx, call)
     started = time.process_time()
     for _ in range(times):
         call()
-    return len(sent), (time.process_time() - started) * 1000 / times
+    return sent, (time.process_time() - started) * 1000 / times
 
 
 if __name__ == "__main__":
