@@ -2,10 +2,13 @@
 
 Two layers, each on both databases: (1) HTTP — `vidfactory serve --workers 0` in its own process, the
 same 32 client threads first GET /healthz (the framework's own speed on this server), then POST
-/v1/videos (auth, tokenize, screen, quote, hold + insert job in one transaction), for 1 tenant and for
-32 tenants; (2) ledger — 32 threads calling `ledger.hold` directly, one transaction each.
+/v1/videos (auth, tokenize, screen, quote, hold + insert job in one transaction, which submissions
+arriving together share), for 1 tenant and for 32 tenants; (2) ledger — 32 threads calling `ledger.hold`
+directly, one transaction each.
 Beside each rate: the server process's CPU time per request (user + system, from /proc): on a machine
 shared with other work the rates move with the load, the CPU a request costs much less.
+The last column is how many submissions shared a write transaction, from the server's
+`vidfactory_admission_batch_size` histogram (n/a from a tree without group commit).
 The tenants are on a bench plan that admits every submission (only the active-jobs limit is raised).
 `--baseline REV` serves the same loads from another commit's `src/` too, alternating with this tree's
 server over `baseline_rounds` rounds on the same machine and databases.
@@ -62,8 +65,9 @@ def main() -> None:
     print(f"# admission throughput — {machine()}, commit {git_revision()}, {clients} concurrent clients, "
           f"load average {os.getloadavg()[0]:.1f} at the start")
     print("| database | tenants | tree | GET /healthz /s | p50 / p99 ms | server CPU ms | POST /v1/videos /s "
-          "| p50 / p99 ms | server CPU ms | POST ÷ healthz throughput | POST p99 ÷ p50 | POST ÷ healthz CPU |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| p50 / p99 ms | server CPU ms | POST ÷ healthz throughput | POST p99 ÷ p50 | POST ÷ healthz CPU "
+          "| POSTs a write transaction |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     holds = []
     for name, url, drop in [("SQLite (WAL)", f"sqlite:///{root / 'bench.db'}", None),
                             ("PostgreSQL", *fresh_postgres(args.postgres_admin))]:
@@ -90,10 +94,23 @@ def loads(server: Server, sessions, tenants: int) -> str:
     """`/healthz`, then POST /v1/videos, from `tenants` new tenants: the rest of a table row."""
     keys = [tenant_key(sessions, 10**9)[1] for _ in range(tenants)]
     health = http_load(server, keys, lambda http: http.get("/healthz"))
+    submissions_before, transactions_before = batches(server)
     posts = http_load(server, keys, lambda http: http.post("/v1/videos", json=body))
+    submissions, transactions = batches(server)
     return (f"{health.rate:.0f} | {health.p50_ms:.1f} / {health.p99_ms:.1f} | {health.cpu_ms:.2f} | {posts.rate:.0f} | "
             f"{posts.p50_ms:.1f} / {posts.p99_ms:.1f} | {posts.cpu_ms:.2f} | {posts.rate / health.rate:.2f} | "
-            f"{posts.p99_ms / posts.p50_ms:.1f} | {ratio(posts.cpu_ms, health.cpu_ms)} |")
+            f"{posts.p99_ms / posts.p50_ms:.1f} | {ratio(posts.cpu_ms, health.cpu_ms)} | "
+            f"{ratio(submissions - submissions_before, transactions - transactions_before)} |")
+
+
+def batches(server: Server) -> tuple[float, float]:
+    """(submissions, write transactions) committed so far, from the server's batch-size histogram; zeros
+    from a tree without one (its column reads n/a)."""
+    text = httpx.get(f"{server.base}/metrics").text
+    samples = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+               if line.startswith("vidfactory_admission_batch_size_")}
+    return (samples.get("vidfactory_admission_batch_size_sum", 0.0),
+            samples.get("vidfactory_admission_batch_size_count", 0.0))
 
 
 def ratio(part: float, whole: float) -> str:

@@ -34,7 +34,11 @@ def test_the_readme_links_nothing_outside_the_repository():
     assert re.search(r"(?<!\.)\.\./", readme) is None  # "../x" climbs out; ".../{id}" is an ellipsis
     for target in re.findall(r"\]\((?!https?://|#)([^)]+)\)", readme) + ["docs/design.md", "bench/RESULTS.md",
                                                                         "LICENSE"]:
-        assert (root / target).exists(), target
+        path, _, heading = target.partition("#")
+        assert (root / path).exists(), target
+        if heading:
+            titles = re.findall(r"^#+ (.+)$", (root / path).read_text(), re.M)
+            assert heading in {anchor(title) for title in titles}, target
     assert "docs/design.md" in readme
 
 

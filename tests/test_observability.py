@@ -86,6 +86,9 @@ def test_metrics_add_up_after_a_few_tiny_jobs(client, ctx):
                - total(before, "vidfactory_http_requests_total", route="/v1/videos", method="POST", status="200"))
     assert created == 2
     assert (total(queued, "vidfactory_cache_lookups_total") - total(before, "vidfactory_cache_lookups_total")) == 2
+    committed = (total(queued, "vidfactory_admission_batch_size_sum")
+                 - total(before, "vidfactory_admission_batch_size_sum"))
+    assert committed == 2  # one after the other: each alone in its batch
     assert total(queued, "vidfactory_http_request_duration_seconds_count", route="/v1/videos/{video_id}/cancel") >= 1
 
     work(ctx, 1)

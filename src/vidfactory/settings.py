@@ -183,6 +183,10 @@ class Settings(BaseSettings):
     # whose API process died (a crash, a SIGKILL after the shutdown grace) holds its key no longer. Above
     # the slowest admission; set near the load balancer's request timeout.
     idempotency_reservation_s: float = Field(default=120.0, gt=0)
+    # Submissions arriving together in one API process share one write transaction, up to this many
+    # (`db/group_commit.py`): the session, the commit and the audit chain are paid once a batch. 1 commits
+    # each submission alone.
+    admission_batch_max: int = Field(default=32, ge=1, le=256)
 
     # Queue and worker.
     workers_in_process: int = 1

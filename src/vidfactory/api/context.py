@@ -11,10 +11,12 @@ from sqlalchemy import Engine
 
 from vidfactory.api.ratelimit import ConcurrencyCaps, Limiter, Network, PixelBudget, make_limiter
 from vidfactory.billing.tokens import TokenCounter
+from vidfactory.db.group_commit import GroupCommit
 from vidfactory.db.session import SessionFactory, make_engine, make_session_factory
 from vidfactory.jobs.output import Provenance, load_provenance
 from vidfactory.jobs.screening import PromptScreens
 from vidfactory.notify.hub import EventHub
+from vidfactory.observability.metrics import admission_batch_size
 from vidfactory.settings import ModelConfig, Settings
 from vidfactory.storage import Storage, make_storage
 from vidfactory.storage.links import Links
@@ -57,6 +59,7 @@ class AppContext:
     decode_budget: PixelBudget
     trusted_proxies: list[Network]
     hub: EventHub  # one outbox reader for the process's open event streams
+    admissions: GroupCommit  # submissions' write transactions, shared by those arriving together
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppContext:
@@ -72,4 +75,5 @@ class AppContext:
                                         timeout_s=settings.redis_timeout_s),
                    caps=ConcurrencyCaps(), decode_budget=PixelBudget(settings.image_decode_pixels_max),
                    trusted_proxies=[ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies],
-                   hub=EventHub(sessions, settings.events_poll_s))
+                   hub=EventHub(sessions, settings.events_poll_s),
+                   admissions=GroupCommit(sessions, settings.admission_batch_max, admission_batch_size.observe))

@@ -19,6 +19,7 @@ from vidfactory.billing.pricebook import PriceBookBody, Quote, quote
 from vidfactory.billing.tokens import TokenCounter
 from vidfactory.cache import index as cache_index
 from vidfactory.cache.keys import CacheSpec, fingerprint, shape_key
+from vidfactory.db.group_commit import GroupCommit
 from vidfactory.db.models import Job
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
@@ -296,6 +297,7 @@ def submit(
     *,
     screens: PromptScreens,
     storage: Storage | None = None,
+    admissions: GroupCommit | None = None,
 ) -> Outcome:
     """`idempotency` is (key, request fingerprint); `review` queues the job held for an admin's decision.
     The prompt the model will read is screened first (`screens`): a `review` match holds the job too.
@@ -303,7 +305,10 @@ def submit(
     `queue.serve_from_cache`), posted at the price book's cache rate when a worker delivers it. A reference
     image is written to `storage` inside that transaction and removed again when it does not commit.
     Raises PromptRejected, ImageRejected, InvalidRequest, InsufficientBalance, ActiveJobsLimit,
-    IdempotencyConflict; on any of them nothing is held, queued or stored."""
+    IdempotencyConflict; on any of them nothing is held, queued or stored.
+    With `admissions`, a submission without an Idempotency-Key or a reference image shares its write
+    transaction with those arriving together (group commit); the others keep one of their own: their key's
+    record and their file are written around the transaction, which a batch may run twice."""
     assert request.reference is None or storage is not None, "a reference image needs the storage"
     if request.webhook_url is not None:
         try:
@@ -333,6 +338,10 @@ def submit(
         files.store_reference(job, request.reference)
         return 200, render(session, job)
 
+    if admissions is not None and idempotency is None and request.reference is None:
+        status_code, body = admissions.run(caller.tenant_id,
+                                           lambda session: hold_and_enqueue(session, StagedFiles(None)))
+        return Outcome(status_code, body, replayed=False)
     return run_once_staged(sessions, settings, caller.tenant_id, idempotency, hold_and_enqueue, storage)
 
 

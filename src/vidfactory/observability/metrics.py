@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-__all__ = ["cache_lookups", "http_request_duration", "http_requests", "multiprocess_dir_env", "render"]
+__all__ = ["admission_batch_size", "cache_lookups", "http_request_duration", "http_requests", "multiprocess_dir_env",
+           "render"]
 
 multiprocess_dir_env = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -31,6 +32,9 @@ http_request_duration = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 cache_lookups = Counter("vidfactory_cache_lookups", "Result-cache lookups at submission, by result.", ["result"],
                         registry=process_registry)
+admission_batch_size = Histogram(
+    "vidfactory_admission_batch_size", "Submissions committed in one write transaction (group commit).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=process_registry)
 
 
 def _live_registry() -> CollectorRegistry:

@@ -197,7 +197,7 @@ def _generate(page: Console, form: CreateForm, picture: bytes | None) -> dict[st
         reference = checked_reference(picture, body, image_gate(ctx, caller, needs_balance=True))
     request = _video_request(page, caller, form, reference)
     return submit(ctx.sessions, ctx.settings, ctx.counters, caller, request, new_video_object, screens=ctx.screens,
-                  storage=ctx.storage).body
+                  storage=ctx.storage, admissions=ctx.admissions).body
 
 
 @router.post("/create")

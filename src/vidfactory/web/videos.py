@@ -222,7 +222,7 @@ def _make_child(page: Console, video_id: str, body: RegenerateCreate) -> Callabl
                                                  seed=body.seed, enhance=body.enhance_prompt,
                                                  prompt_chars_max=prompt_chars_max)
         return submit(ctx.sessions, ctx.settings, ctx.counters, caller, request, new_video_object, screens=ctx.screens,
-                      storage=ctx.storage).body
+                      storage=ctx.storage, admissions=ctx.admissions).body
 
     return make
 

@@ -151,7 +151,7 @@ def _pre_generate(ctx: AppContext, caller: Caller, name: str) -> dict[str, Any]:
     sent = VideoInput(body=VideoCreate(template=name), fields={}, reference=None)
     video_request = to_video_request(ctx, caller, sent)
     submitted = submit(ctx.sessions, ctx.settings, ctx.counters, caller, video_request, video_object,
-                       screens=ctx.screens, storage=ctx.storage)
+                       screens=ctx.screens, storage=ctx.storage, admissions=ctx.admissions)
     return submitted.body
 
 

@@ -113,7 +113,8 @@ async def create_video(
     if idempotency_key is not None:
         idempotency = (idempotency_key, request_fingerprint("/v1/videos", sent.fields, video_request))
     submitted = await run_in_threadpool(submit, ctx.sessions, ctx.settings, ctx.counters, caller, video_request,
-                                        new_video_object, idempotency, screens=ctx.screens, storage=ctx.storage)
+                                        new_video_object, idempotency, screens=ctx.screens, storage=ctx.storage,
+                                        admissions=ctx.admissions)
     return created_response(ctx, submitted)
 
 
@@ -272,7 +273,8 @@ async def _regenerate(video_id: str, body: RegenerateCreate, ctx: AppContext, ca
     if idempotency_key is not None:
         idempotency = (idempotency_key, fingerprint(path.format(video_id=video_id), body.model_dump()))
     submitted = await run_in_threadpool(submit, ctx.sessions, ctx.settings, ctx.counters, caller, video_request,
-                                        new_video_object, idempotency, screens=ctx.screens, storage=ctx.storage)
+                                        new_video_object, idempotency, screens=ctx.screens, storage=ctx.storage,
+                                        admissions=ctx.admissions)
     return created_response(ctx, submitted)
 
 

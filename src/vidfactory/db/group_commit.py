@@ -1,0 +1,163 @@
+"""Group commit: concurrent writers of one process share one write transaction.
+
+A writer hands `run` its effect, a function of the session. The first to arrive leads: it opens one write
+transaction, runs every effect waiting at that moment (up to `batch_max`) in their `order_key` order and
+commits them together, while the others wait; then the first writer still waiting leads the next batch.
+What every transaction costs, whatever it writes (the session, the commit, the audit chain's lock and
+move, the events' insert), is then paid once a batch.
+
+Each effect still commits with everything it wrote, or not at all, and the effects of a batch see one
+another's writes as if they had run one after another in that order: a balance or a limit checked by a
+later one counts what the earlier ones took. When an effect raises, the batch rolls back; the effect that
+raised runs again alone, in a transaction of its own (where its error, or its success, is its own), and
+the others go back to the front of the line. The first effect of a batch ran exactly as it would alone,
+so its error is final at once. When the commit fails, every effect runs alone. Effects may therefore run
+more than once: they must do nothing outside the transaction that a rerun would repeat wrongly.
+
+When each effect locks only rows named by its `order_key` (a submission: its tenant's accounts), two
+processes' batches take their locks in one order and never wait on each other in a circle; a lock taken
+out of that order can still deadlock, which the database breaks by failing one batch, whose effects then
+run alone. An effect waiting on a lock keeps its whole batch waiting.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy.orm import Session
+
+from vidfactory.db.session import SessionFactory
+
+__all__ = ["GroupCommit"]
+
+T = TypeVar("T")
+
+
+class _Role(enum.Enum):
+    waiting = "waiting"
+    leading = "leading"
+    alone = "alone"
+    done = "done"
+    failed = "failed"
+
+
+@dataclass(eq=False)
+class _Writer(Generic[T]):
+    order_key: str
+    effect: Callable[[Session], T]
+    turn: threading.Condition
+    role: _Role = _Role.waiting
+    result: T | None = None
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class _Raised(Exception):
+    writer: _Writer
+    first: bool  # the batch's first effect: it ran as it would have alone
+
+
+def _ignore(size: int) -> None:
+    pass
+
+
+class GroupCommit:
+    """`batch_max` 1 runs every effect alone, as `sessions.begin()` would; `batch_sizes` is told the size
+    of each batch (a metric)."""
+
+    def __init__(self, sessions: SessionFactory, batch_max: int,
+                 batch_sizes: Callable[[int], None] = _ignore) -> None:
+        assert batch_max >= 1, f"batch_max out of range: {batch_max}"
+        self.sessions, self.batch_max, self.batch_sizes = sessions, batch_max, batch_sizes
+        self._lock = threading.Lock()
+        self._line: list[_Writer] = []  # the writers waiting for a batch, the next batch's first
+        self._led = False  # a leader is running the line's batches
+
+    @property
+    def waiting(self) -> int:
+        """The writers in line for the next batch now."""
+        with self._lock:
+            return len(self._line)
+
+    def run(self, order_key: str, effect: Callable[[Session], T]) -> T:
+        """`effect(session)` committed, in a batch or alone; what it returns, or what it raised."""
+        if self.batch_max == 1:
+            return self._alone(effect)
+        writer = _Writer(order_key, effect, threading.Condition(self._lock))
+        with self._lock:
+            self._line.append(writer)
+            if not self._led:
+                self._led, writer.role = True, _Role.leading
+        while True:
+            with self._lock:
+                while writer.role is _Role.waiting:
+                    writer.turn.wait()
+                role = writer.role
+            if role is _Role.leading:
+                self._lead()
+            elif role is _Role.alone:
+                return self._alone(effect)
+            elif role is _Role.failed:
+                assert writer.error is not None
+                raise writer.error
+            else:
+                return writer.result  # type: ignore[return-value]
+
+    def _alone(self, effect: Callable[[Session], T]) -> T:
+        with self.sessions.begin() as session:
+            return effect(session)
+
+    def _lead(self) -> None:
+        """Run the line's next batch, settle each writer's role, then pass the lead on."""
+        with self._lock:
+            batch, self._line = self._line[:self.batch_max], self._line[self.batch_max:]
+            for writer in batch:
+                writer.role = _Role.waiting
+        self.batch_sizes(len(batch))
+        back: list[_Writer] = []
+        try:
+            results = self._committed(sorted(batch, key=lambda writer: writer.order_key))
+        except _Raised as raised:
+            if raised.first:
+                raised.writer.role, raised.writer.error = _Role.failed, raised.__cause__
+            else:
+                raised.writer.role = _Role.alone
+            back = [writer for writer in batch if writer is not raised.writer]
+        except Exception:  # the commit failed: each writer's own transaction tells its outcome
+            for writer in batch:
+                writer.role = _Role.alone
+        except BaseException:
+            for writer in batch:
+                writer.role = _Role.alone
+            raise
+        else:
+            for writer, result in results:
+                writer.role, writer.result = _Role.done, result
+        finally:
+            self._pass_lead(batch, back)
+
+    def _committed(self, batch: list[_Writer]) -> list[tuple[_Writer, object]]:
+        results = []
+        with self.sessions.begin() as session:
+            for writer in batch:
+                try:
+                    results.append((writer, writer.effect(session)))
+                except Exception as exc:
+                    raise _Raised(writer, first=not results) from exc
+        return results
+
+    def _pass_lead(self, batch: list[_Writer], back: list[_Writer]) -> None:
+        with self._lock:
+            self._line[:0] = back
+            if self._line:
+                self._line[0].role = _Role.leading
+                self._line[0].turn.notify()
+            else:
+                self._led = False
+            for writer in batch:
+                if writer.role is not _Role.waiting:
+                    writer.turn.notify()

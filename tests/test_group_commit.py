@@ -1,0 +1,155 @@
+"""Group commit: writers arriving together share one write transaction, and each still commits all of its
+writes or none, with its own outcome."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from conftest import assert_ledger_clean, new_tenant
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from vidfactory.billing import ledger
+from vidfactory.db.group_commit import GroupCommit
+
+line_wait_s_max = 60
+
+
+class Refused(Exception):
+    pass
+
+
+def wait_for_line(line: GroupCommit, writers: int) -> None:
+    deadline = time.monotonic() + line_wait_s_max
+    while line.waiting < writers:
+        assert time.monotonic() < deadline, f"{writers} writers never queued"
+        time.sleep(0.005)
+
+
+def run_together(line: GroupCommit, first: Callable[[Session], object],
+                 others: list[tuple[str, Callable[[Session], object]]]) -> dict[str, object]:
+    """`first` leads a batch and holds it open until every one of `others` waits in line, so they make the
+    next batch: each writer's outcome (its result or its exception), by order key."""
+    outcomes: dict[str, object] = {}
+
+    def call(key: str, effect: Callable[[Session], object]) -> None:
+        try:
+            outcomes[key] = line.run(key, effect)
+        except Exception as exc:
+            outcomes[key] = exc
+
+    def leading(session: Session) -> object:
+        for key, effect in others:
+            threading.Thread(target=call, args=(key, effect)).start()
+        wait_for_line(line, len(others))
+        return first(session)
+
+    call("0-first", leading)
+    deadline = time.monotonic() + line_wait_s_max
+    while len(outcomes) < len(others) + 1:
+        assert time.monotonic() < deadline, "a writer never returned"
+        time.sleep(0.005)
+    return outcomes
+
+
+def credit(tenant_id: str, amount: int) -> Callable[[Session], int]:
+    return lambda session: ledger.credit(session, tenant_id, amount).amount
+
+
+def credit_then_refuse(tenant_id: str) -> Callable[[Session], int]:
+    def effect(session: Session) -> int:
+        ledger.credit(session, tenant_id, 1_000)  # written, then undone with the refusal
+        raise Refused(tenant_id)
+    return effect
+
+
+def available(sessions, tenant_id: str) -> int:
+    with sessions() as session:
+        return ledger.balance(session, tenant_id).available
+
+
+def test_writers_arriving_together_commit_in_one_batch(sessions):
+    tenants = [new_tenant(sessions).id for _ in range(6)]
+    sizes: list[int] = []
+    line = GroupCommit(sessions, batch_max=32, batch_sizes=sizes.append)
+    outcomes = run_together(line, credit(tenants[0], 5),
+                            [(f"{n}-tenant", credit(tenant, 10 * n)) for n, tenant in enumerate(tenants, 1)])
+    assert sizes == [1, 6]
+    assert outcomes == {"0-first": 5, **{f"{n}-tenant": 10 * n for n in range(1, 7)}}
+    assert [available(sessions, tenant) for tenant in tenants] == [15, 20, 30, 40, 50, 60]
+    assert_ledger_clean(sessions)
+
+
+def test_a_refused_writer_leaves_nothing_and_the_others_commit(sessions):
+    tenants = [new_tenant(sessions).id for _ in range(3)]
+    sizes: list[int] = []
+    line = GroupCommit(sessions, batch_max=32, batch_sizes=sizes.append)
+    outcomes = run_together(line, lambda session: None, [
+        ("a", credit(tenants[0], 7)), ("b", credit_then_refuse(tenants[1])), ("c", credit(tenants[2], 9))])
+    assert isinstance(outcomes["b"], Refused)
+    assert (outcomes["a"], outcomes["c"]) == (7, 9)
+    assert [available(sessions, tenant) for tenant in tenants] == [7, 0, 9]
+    # the batch rolled back at "b"; "b" ran alone, "a" and "c" went back in line and committed together
+    assert sizes == [1, 3, 2]
+    assert_ledger_clean(sessions)
+
+
+def test_the_first_writer_of_a_batch_is_refused_without_running_twice(sessions):
+    tenant = new_tenant(sessions).id
+    calls: list[str] = []
+
+    def refused(session: Session) -> None:
+        calls.append("refused")
+        raise Refused(tenant)
+
+    line = GroupCommit(sessions, batch_max=32)
+    with pytest.raises(Refused):
+        line.run(tenant, refused)
+    assert calls == ["refused"]
+    assert line.run(tenant, credit(tenant, 3)) == 3  # the line is free again
+
+
+def test_a_failed_commit_runs_every_writer_alone(sessions):
+    tenants = [new_tenant(sessions).id for _ in range(3)]
+    failures = []
+
+    def fail_this_commit(session: Session) -> None:
+        if not failures:  # only the batch's commit: the writers' own commits go through
+            failures.append(session)
+            event.listen(session, "before_commit", lambda _: (_ for _ in ()).throw(RuntimeError("commit lost")),
+                         once=True)
+
+    def credit_on_a_failing_commit(tenant_id: str) -> Callable[[Session], int]:
+        def effect(session: Session) -> int:
+            fail_this_commit(session)
+            return ledger.credit(session, tenant_id, 4).amount
+        return effect
+
+    sizes: list[int] = []
+    line = GroupCommit(sessions, batch_max=32, batch_sizes=sizes.append)
+    outcomes = run_together(line, lambda session: None,
+                            [(tenant, credit_on_a_failing_commit(tenant)) for tenant in tenants])
+    assert [outcomes[tenant] for tenant in tenants] == [4, 4, 4]
+    assert [available(sessions, tenant) for tenant in tenants] == [4, 4, 4]
+    assert sizes == [1, 3]  # the second batch failed to commit; its writers then committed one by one
+    assert_ledger_clean(sessions)
+
+
+def test_a_batch_holds_at_most_batch_max_writers(sessions):
+    tenants = [new_tenant(sessions).id for _ in range(5)]
+    sizes: list[int] = []
+    line = GroupCommit(sessions, batch_max=2, batch_sizes=sizes.append)
+    run_together(line, lambda session: None, [(tenant, credit(tenant, 1)) for tenant in tenants])
+    assert sizes == [1, 2, 2, 1]
+    assert [available(sessions, tenant) for tenant in tenants] == [1] * 5
+
+
+def test_batch_max_1_commits_each_writer_alone(sessions):
+    tenant = new_tenant(sessions).id
+    sizes: list[int] = []
+    line = GroupCommit(sessions, batch_max=1, batch_sizes=sizes.append)
+    assert line.run(tenant, credit(tenant, 2)) == 2
+    assert sizes == [] and available(sessions, tenant) == 2
