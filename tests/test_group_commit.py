@@ -33,23 +33,30 @@ def run_together(line: GroupCommit, first: Callable[[Session], object],
                  others: list[tuple[str, Callable[[Session], object]]]) -> dict[str, object]:
     """`first` leads a batch and holds it open until every one of `others` waits in line, so they make the
     next batch: each writer's outcome (its result or its exception), by order key."""
+    return calls_together(line, first, [(key, lambda key=key, effect=effect: line.run(key, effect))
+                                        for key, effect in others])
+
+
+def calls_together(line: GroupCommit, first: Callable[[Session], object],
+                   calls: list[tuple[str, Callable[[], object]]]) -> dict[str, object]:
+    """`run_together` for calls that each hand `line` one writer (`submit`): their outcomes, by name."""
     outcomes: dict[str, object] = {}
 
-    def call(key: str, effect: Callable[[Session], object]) -> None:
+    def call(name: str, function: Callable[[], object]) -> None:
         try:
-            outcomes[key] = line.run(key, effect)
+            outcomes[name] = function()
         except Exception as exc:
-            outcomes[key] = exc
+            outcomes[name] = exc
 
     def leading(session: Session) -> object:
-        for key, effect in others:
-            threading.Thread(target=call, args=(key, effect)).start()
-        wait_for_line(line, len(others))
+        for name, function in calls:
+            threading.Thread(target=call, args=(name, function)).start()
+        wait_for_line(line, len(calls))
         return first(session)
 
-    call("0-first", leading)
+    call("0-first", lambda: line.run("0-first", leading))
     deadline = time.monotonic() + line_wait_s_max
-    while len(outcomes) < len(others) + 1:
+    while len(outcomes) < len(calls) + 1:
         assert time.monotonic() < deadline, "a writer never returned"
         time.sleep(0.005)
     return outcomes
@@ -153,3 +160,37 @@ def test_batch_max_1_commits_each_writer_alone(sessions):
     line = GroupCommit(sessions, batch_max=1, batch_sizes=sizes.append)
     assert line.run(tenant, credit(tenant, 2)) == 2
     assert sizes == [] and available(sessions, tenant) == 2
+
+
+def test_submissions_of_one_batch_commit_their_holds_and_jobs_and_a_refused_one_nothing(client, ctx):
+    """Three tenants' submissions in one batch, the middle one (in tenant order) without the balance."""
+    from vidfactory.api.render import new_video_object
+    from vidfactory.billing.ledger import InsufficientBalance
+    from vidfactory.jobs.submit import VideoRequest, submit
+    from vidfactory.tenancy import authenticate
+
+    handles = sorted((new_tenant(ctx.sessions) for _ in range(3)), key=lambda t: t.id)
+    broke = handles[1]
+    with ctx.sessions.begin() as session:
+        for handle in handles[0], handles[2]:
+            ledger.credit(session, handle.id, 10_000)
+    with ctx.sessions() as session:
+        callers = [authenticate(session, handle.key) for handle in handles]
+    request = VideoRequest(prompt="a lantern over the sea", model="wan-tiny", size="64x64", seconds="1")
+    sizes: list[int] = []
+    line = GroupCommit(ctx.sessions, batch_max=32, batch_sizes=sizes.append)
+    outcomes = calls_together(line, lambda session: None, [
+        (caller.tenant_id, lambda caller=caller: submit(ctx.sessions, ctx.settings, ctx.counters, caller, request,
+                                                        new_video_object, screens=ctx.screens, admissions=line))
+        for caller in callers])
+    assert isinstance(outcomes[broke.id], InsufficientBalance)
+    assert sizes == [1, 3, 2]
+    for handle in handles[0], handles[2]:
+        video = outcomes[handle.id].body
+        assert client.get(f"/v1/videos/{video['id']}", headers=handle.headers).json() == video
+        listed = client.get("/v1/videos", headers=handle.headers).json()["data"]
+        assert [v["id"] for v in listed] == [video["id"]]
+        assert available(ctx.sessions, handle.id) == 10_000 - video["billing"]["held"]
+    assert client.get("/v1/videos", headers=broke.headers).json()["data"] == []
+    assert client.get("/v1/balance", headers=broke.headers).json()["pending"] == 0
+    assert_ledger_clean(ctx.sessions)
