@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 import pytest
 from conftest import assert_ledger_clean, new_tenant
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from vidfactory.billing import ledger
@@ -104,6 +105,42 @@ def test_a_refused_writer_leaves_nothing_and_the_others_commit(sessions):
     assert_ledger_clean(sessions)
 
 
+def test_a_writer_refused_before_writing_leaves_the_batch_going(sessions):
+    tenants = [new_tenant(sessions).id for _ in range(3)]
+    calls: list[str] = []
+
+    def refused(session: Session) -> None:
+        calls.append("b")
+        ledger.balance(session, tenants[1])  # reads are no writes
+        raise Refused(tenants[1])
+
+    sizes: list[int] = []
+    line = GroupCommit(sessions, batch_max=32, batch_sizes=sizes.append)
+    outcomes = run_together(line, lambda session: None,
+                            [("a", credit(tenants[0], 7)), ("b", refused), ("c", credit(tenants[2], 9))])
+    assert isinstance(outcomes["b"], Refused) and calls == ["b"]
+    assert (outcomes["a"], outcomes["c"]) == (7, 9)
+    assert sizes == [1, 3]
+    assert [available(sessions, tenant) for tenant in tenants] == [7, 0, 9]
+    assert_ledger_clean(sessions)
+
+
+def test_a_writer_failing_in_the_database_rolls_its_batch_back(sessions):
+    tenants = [new_tenant(sessions).id for _ in range(3)]
+
+    def broken_statement(session: Session) -> None:
+        session.execute(text("SELECT * FROM no_such_table"))
+
+    sizes: list[int] = []
+    line = GroupCommit(sessions, batch_max=32, batch_sizes=sizes.append)
+    outcomes = run_together(line, lambda session: None,
+                            [("a", credit(tenants[0], 7)), ("b", broken_statement), ("c", credit(tenants[2], 9))])
+    assert isinstance(outcomes["b"], DBAPIError)
+    assert (outcomes["a"], outcomes["c"]) == (7, 9)
+    assert sizes == [1, 3, 2]  # PostgreSQL aborts a transaction at its first error: none of it can commit
+    assert [available(sessions, tenant) for tenant in tenants] == [7, 0, 9]
+
+
 def test_the_first_writer_of_a_batch_is_refused_without_running_twice(sessions):
     tenant = new_tenant(sessions).id
     calls: list[str] = []
@@ -184,7 +221,7 @@ def test_submissions_of_one_batch_commit_their_holds_and_jobs_and_a_refused_one_
                                                         new_video_object, screens=ctx.screens, admissions=line))
         for caller in callers])
     assert isinstance(outcomes[broke.id], InsufficientBalance)
-    assert sizes == [1, 3, 2]
+    assert sizes == [1, 3]  # refused before writing anything: the batch went on without it
     for handle in handles[0], handles[2]:
         video = outcomes[handle.id].body
         assert client.get(f"/v1/videos/{video['id']}", headers=handle.headers).json() == video

@@ -45,6 +45,7 @@ __all__ = [
     "hold",
     "hold_resolution",
     "hold_resolutions",
+    "lock_for_hold",
     "outstanding_holds",
     "post",
     "settle",
@@ -194,11 +195,20 @@ def _reserve(session: Session, account_id: str, amount: int) -> bool:
     return session.execute(_reserved, {"account_id": account_id, "amount": amount}).rowcount == 1
 
 
-def hold(session: Session, *, tenant_id: str, amount: int, job_id: str, expires_at: datetime) -> Hold:
-    """Admission: lock the tenant's accounts, then check and reserve with guarded UPDATEs, so concurrent
-    submissions can never overdraw. Vouchers are spent first; the paid balance covers the rest."""
+def lock_for_hold(session: Session, tenant_id: str) -> dict[str, Account]:
+    """The tenant's accounts, locked until this transaction ends, for a `hold` in it: what must be counted
+    exactly before a hold (the active-jobs limit) is counted after this, before anything is written."""
+    return _lock_accounts(session, tenant_id)
+
+
+def hold(session: Session, *, tenant_id: str, amount: int, job_id: str, expires_at: datetime,
+         accounts: dict[str, Account] | None = None) -> Hold:
+    """Admission: lock the tenant's accounts (or take those `lock_for_hold` locked), then check and
+    reserve with guarded UPDATEs, so concurrent submissions can never overdraw. Vouchers are spent first;
+    the paid balance covers the rest. Refused (InsufficientBalance), it has written nothing."""
     assert 0 < amount <= tokens_max, f"hold amount out of range: {amount}"
-    accounts = _lock_accounts(session, tenant_id)
+    if accounts is None:
+        accounts = _lock_accounts(session, tenant_id)
     voucher = accounts.get(voucher_account_id(tenant_id))
     from_vouchers = min(amount, max(_available(voucher), 0)) if voucher is not None else 0
     from_paid = amount - from_vouchers

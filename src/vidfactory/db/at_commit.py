@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
-__all__ = ["queue", "take"]
+__all__ = ["queue", "queued", "take"]
 
 _key = "vidfactory.at_commit"
 
@@ -30,6 +30,11 @@ def queue(session: Session, kind: str, item: Any) -> None:
     transaction = session.get_nested_transaction() or session.get_transaction()
     assert transaction is not None
     session.info.setdefault(_key, []).append(_Queued(kind, transaction, item))
+
+
+def queued(session: Session) -> int:
+    """How many items of every kind wait for the commit."""
+    return len(session.info.get(_key, []))
 
 
 def take(session: Session, kind: str) -> list[Any]:

@@ -8,11 +8,14 @@ move, the events' insert), is then paid once a batch.
 
 Each effect still commits with everything it wrote, or not at all, and the effects of a batch see one
 another's writes as if they had run one after another in that order: a balance or a limit checked by a
-later one counts what the earlier ones took. When an effect raises, the batch rolls back; the effect that
-raised runs again alone, in a transaction of its own (where its error, or its success, is its own), and
-the others go back to the front of the line. The first effect of a batch ran exactly as it would alone,
-so its error is final at once. When the commit fails, every effect runs alone. Effects may therefore run
-more than once: they must do nothing outside the transaction that a rerun would repeat wrongly.
+later one counts what the earlier ones took. An effect that raises before writing anything (a refusal:
+no row inserted, updated or deleted, nothing left in the session or queued for the commit, and no
+database error) leaves the batch as it found it: the others go on, and the refusal is its answer once the
+batch commits. An effect that raises after writing rolls the batch back: it runs again alone, in a
+transaction of its own (where its error, or its success, is its own), and the others go back to the front
+of the line. An error from a batch's first effect is final at once: it ran exactly as it would alone.
+When the commit fails, every effect runs alone. Effects may therefore run more than once: they must do
+nothing outside the transaction that a rerun would repeat wrongly.
 
 When each effect locks only rows named by its `order_key` (a submission: its tenant's accounts), two
 processes' batches take their locks in one order and never wait on each other in a circle; a lock taken
@@ -28,8 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from sqlalchemy import Connection, event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from vidfactory.db import at_commit
 from vidfactory.db.session import SessionFactory
 
 __all__ = ["GroupCommit"]
@@ -56,9 +62,39 @@ class _Writer(Generic[T]):
 
 
 @dataclass(eq=False)
+class _Outcome:
+    writer: _Writer
+    result: object
+    error: Exception | None  # a refusal: the effect raised before writing anything
+
+
+@dataclass(eq=False)
 class _Raised(Exception):
     writer: _Writer
-    first: bool  # the batch's first effect: it ran as it would have alone
+    first: bool  # no effect before it in the batch wrote anything: it ran as it would have alone
+
+
+_rows_written_key = "vidfactory.rows_written"  # on a connection: the rows its statements changed so far
+_reads = ("SELECT", "PRAGMA", "SHOW", "SET", "BEGIN", "SAVEPOINT", "RELEASE", "ROLLBACK", "COMMIT")
+
+
+def _count_rows_written(conn: Connection, cursor: object, statement: str, parameters: object, context: object,
+                        executemany: bool) -> None:
+    """A statement that is not a read and changed rows (or cannot tell: -1) counts them."""
+    rowcount = getattr(cursor, "rowcount", -1)
+    if rowcount != 0 and not statement.lstrip()[:9].upper().startswith(_reads):
+        conn.info[_rows_written_key] = conn.info.get(_rows_written_key, 0) + max(rowcount, 1)
+
+
+def _written(session: Session) -> tuple[int, int]:
+    """What the session's transaction has written so far: rows changed, items queued for the commit."""
+    return session.connection().info.get(_rows_written_key, 0), at_commit.queued(session)
+
+
+def _refused_cleanly(session: Session, before: tuple[int, int], exc: Exception) -> bool:
+    """The effect that raised `exc` left the transaction as it found it."""
+    untouched = not (session.new or session.dirty or session.deleted)
+    return not isinstance(exc, SQLAlchemyError) and untouched and _written(session) == before
 
 
 def _ignore(size: int) -> None:
@@ -76,6 +112,9 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._line: list[_Writer] = []  # the writers waiting for a batch, the next batch's first
         self._led = False  # a leader is running the line's batches
+        engine = sessions.kw["bind"]
+        if not event.contains(engine, "after_cursor_execute", _count_rows_written):
+            event.listen(engine, "after_cursor_execute", _count_rows_written)
 
     @property
     def waiting(self) -> int:
@@ -120,7 +159,7 @@ class GroupCommit:
         self.batch_sizes(len(batch))
         back: list[_Writer] = []
         try:
-            results = self._committed(sorted(batch, key=lambda writer: writer.order_key))
+            outcomes = self._committed(sorted(batch, key=lambda writer: writer.order_key))
         except _Raised as raised:
             if raised.first:
                 raised.writer.role, raised.writer.error = _Role.failed, raised.__cause__
@@ -135,20 +174,28 @@ class GroupCommit:
                 writer.role = _Role.alone
             raise
         else:
-            for writer, result in results:
-                writer.role, writer.result = _Role.done, result
+            for outcome in outcomes:
+                if outcome.error is None:
+                    outcome.writer.role, outcome.writer.result = _Role.done, outcome.result
+                else:
+                    outcome.writer.role, outcome.writer.error = _Role.failed, outcome.error
         finally:
             self._pass_lead(batch, back)
 
-    def _committed(self, batch: list[_Writer]) -> list[tuple[_Writer, object]]:
-        results = []
+    def _committed(self, batch: list[_Writer]) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
         with self.sessions.begin() as session:
             for writer in batch:
+                session.flush()  # what the effects before it left pending is theirs, not its
+                before = _written(session)
+                first = all(outcome.error is not None for outcome in outcomes)
                 try:
-                    results.append((writer, writer.effect(session)))
+                    outcomes.append(_Outcome(writer, writer.effect(session), None))
                 except Exception as exc:
-                    raise _Raised(writer, first=not results) from exc
-        return results
+                    if not _refused_cleanly(session, before, exc):
+                        raise _Raised(writer, first) from exc
+                    outcomes.append(_Outcome(writer, None, exc))
+        return outcomes
 
     def _pass_lead(self, batch: list[_Writer], back: list[_Writer]) -> None:
         with self._lock:

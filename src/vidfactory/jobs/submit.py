@@ -244,15 +244,22 @@ def _new_job(settings: Settings, caller: Caller, request: VideoRequest, priced: 
 
 
 def enqueue(session: Session, settings: Settings, caller: Caller, request: VideoRequest, priced: Priced,
-            review: Review | None = None) -> Job:
+            review: Review | None = None, *, limit_active_jobs: bool = False) -> Job:
     """Hold the quote and insert the queued job, in the caller's transaction: every path that creates
-    a job goes through here, so each job has exactly one hold."""
+    a job goes through here, so each job has exactly one hold. With `limit_active_jobs`, the caller's
+    active-jobs limit refuses it (ActiveJobsLimit). Every refusal comes before the first write, so a
+    refused submission leaves its transaction as it found it (a batch of them goes on without it)."""
     assert priced.quote.total_tokens > 0
     terms = check_not_suspended(session, caller.tenant_id)
     styles_catalog.confirm(session, caller.tenant_id, request.styles)
+    # Counted under the tenant's lock: concurrent submissions of one tenant count one after another, so the
+    # limit is exact (PostgreSQL: the account rows' lock; SQLite: the write transaction).
+    accounts = ledger.lock_for_hold(session, caller.tenant_id)
+    if limit_active_jobs:
+        _check_active_jobs(session, caller)
     job_id = f"video_{uuid.uuid4().hex}"
     hold = ledger.hold(session, tenant_id=caller.tenant_id, amount=priced.quote.total_tokens, job_id=job_id,
-                       expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s))
+                       expires_at=utcnow() + timedelta(seconds=settings.hold_timeout_s), accounts=accounts)
     job = _new_job(settings, caller, request, priced, hold, job_id, review, terms.step_cache_allowed)
     session.add(job)
     session.flush()
@@ -281,7 +288,7 @@ _active_jobs = select(func.count()).select_from(Job).where(
 
 def _check_active_jobs(session: Session, caller: Caller) -> None:
     active = session.scalar(_active_jobs, {"tenant_id": caller.tenant_id})
-    if active > caller.active_jobs_max:  # the new job is counted
+    if active >= caller.active_jobs_max:  # the new job would be one more
         raise ActiveJobsLimit(caller.active_jobs_max)
 
 
@@ -321,10 +328,7 @@ def submit(
     screens.images.check(request.reference, "template" if request.reference_from_template else "input_reference")
 
     def hold_and_enqueue(session: Session, files: StagedFiles) -> tuple[int, dict[str, Any]]:
-        job = enqueue(session, settings, caller, request, priced, review)
-        # Counted after the hold locked the tenant's ledger row (PostgreSQL) or took the write lock
-        # (SQLite): concurrent submissions of one tenant count one after another, so the limit is exact.
-        _check_active_jobs(session, caller)
+        job = enqueue(session, settings, caller, request, priced, review, limit_active_jobs=True)
         hit = None if review is not None else cache_index.lookup(
             session, tenant_id=caller.tenant_id, mode=request.cache, fingerprint=job.cache_fingerprint,
             shape_key=job.cache_shape_key, prompt=job.prompt, candidates_max=settings.cache_candidates_max,
