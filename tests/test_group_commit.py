@@ -8,13 +8,20 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import assert_ledger_clean, new_tenant
+from conftest import assert_ledger_clean, make_settings, new_tenant
+from fastapi.testclient import TestClient
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from vidfactory.api.app import create_app
+from vidfactory.api.render import new_video_object
 from vidfactory.billing import ledger
+from vidfactory.billing.ledger import InsufficientBalance
 from vidfactory.db.group_commit import GroupCommit
+from vidfactory.idempotency import Outcome
+from vidfactory.jobs.submit import VideoRequest, submit
+from vidfactory.tenancy import authenticate
 
 line_wait_s_max = 60
 
@@ -201,11 +208,6 @@ def test_batch_max_1_commits_each_writer_alone(sessions):
 
 def test_submissions_of_one_batch_commit_their_holds_and_jobs_and_a_refused_one_nothing(client, ctx):
     """Three tenants' submissions in one batch, the middle one (in tenant order) without the balance."""
-    from vidfactory.api.render import new_video_object
-    from vidfactory.billing.ledger import InsufficientBalance
-    from vidfactory.jobs.submit import VideoRequest, submit
-    from vidfactory.tenancy import authenticate
-
     handles = sorted((new_tenant(ctx.sessions) for _ in range(3)), key=lambda t: t.id)
     broke = handles[1]
     with ctx.sessions.begin() as session:
@@ -231,3 +233,32 @@ def test_submissions_of_one_batch_commit_their_holds_and_jobs_and_a_refused_one_
     assert client.get("/v1/videos", headers=broke.headers).json()["data"] == []
     assert client.get("/v1/balance", headers=broke.headers).json()["pending"] == 0
     assert_ledger_clean(ctx.sessions)
+
+
+def test_submissions_with_idempotency_keys_commit_in_one_batch_and_replay(tmp_path, postgres_url, models_dir):
+    """PostgreSQL: each key is claimed in a transaction of its own before its submission joins the line,
+    which on SQLite would wait for the write lock of the batch this test holds open."""
+    with TestClient(create_app(make_settings(tmp_path, postgres_url, models_dir), workers=0)) as client:
+        ctx = client.app.state.ctx
+        handles = [new_tenant(ctx.sessions, tokens=10_000) for _ in range(3)]
+        with ctx.sessions() as session:
+            callers = {handle.id: authenticate(session, handle.key) for handle in handles}
+        request = VideoRequest(prompt="a kite in the wind", model="wan-tiny", size="64x64", seconds="1")
+        sizes: list[int] = []
+        line = GroupCommit(ctx.sessions, batch_max=32, batch_sizes=sizes.append)
+
+        def keyed(tenant_id: str) -> Outcome:
+            return submit(ctx.sessions, ctx.settings, ctx.counters, callers[tenant_id], request, new_video_object,
+                          ("order-7", "the same body"), screens=ctx.screens, admissions=line)
+
+        first = calls_together(line, lambda session: None,
+                               [(tenant_id, lambda tenant_id=tenant_id: keyed(tenant_id)) for tenant_id in callers])
+        assert sizes == [1, 3]
+        for handle in handles:
+            again = keyed(handle.id)
+            assert again.replayed and not first[handle.id].replayed
+            assert again.body == first[handle.id].body
+            listed = client.get("/v1/videos", headers=handle.headers).json()["data"]
+            assert [video["id"] for video in listed] == [again.body["id"]]
+        assert sizes == [1, 3]  # a replay commits nothing
+        assert_ledger_clean(ctx.sessions)

@@ -31,6 +31,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from vidfactory.db.group_commit import GroupCommit
 from vidfactory.db.models import IdempotencyRecord
 from vidfactory.db.session import SessionFactory
 from vidfactory.db.types import utcnow
@@ -123,31 +124,45 @@ def _claim_key(sessions: SessionFactory, tenant_id: str, scope: str, key: str, r
 
 def run_once(sessions: SessionFactory, tenant_id: str, idempotency: tuple[str, str] | None,
              effect: Callable[[Session], tuple[int, dict[str, Any]]], *, reservation_s: float,
-             scope: str = "tenant") -> Outcome:
+             scope: str = "tenant", admissions: GroupCommit | None = None) -> Outcome:
     """Run `effect` in one transaction, at most once per (tenant, scope, key). `idempotency` is
     (key, fingerprint); `reservation_s` how long the key waits for this request before a retry may take
-    it over. Raises IdempotencyConflict, IdempotencyInProgress, or what `effect` raises."""
+    it over. With `admissions`, that transaction is shared with the writers arriving together (group
+    commit; `effect` may then run more than once, only one run commits). Raises IdempotencyConflict,
+    IdempotencyInProgress, or what `effect` raises."""
     assert scope in scopes, f"unknown idempotency scope {scope!r}"
     if idempotency is None:
-        with sessions.begin() as session:
-            status_code, body = effect(session)
+        status_code, body = _committed(sessions, admissions, tenant_id, effect)
         return Outcome(status_code, body, replayed=False)
     key, request_sha256 = idempotency
     state = _claim_key(sessions, tenant_id, scope, key, request_sha256, reservation_s)
     if isinstance(state, Outcome):
         return state
+
+    def effect_and_outcome(session: Session) -> tuple[int, dict[str, Any]]:
+        status_code, body = effect(session)
+        stored = session.execute(update(IdempotencyRecord).where(
+            IdempotencyRecord.tenant_id == tenant_id, IdempotencyRecord.scope == scope,
+            IdempotencyRecord.key == key, IdempotencyRecord.reservation == state.token,
+            IdempotencyRecord.status_code.is_(None)).values(
+            status_code=status_code, response=body, reservation=None, reserved_until=None))
+        if stored.rowcount != 1:  # we outlived the reservation and another request took the key over
+            raise IdempotencyInProgress(f"a request with Idempotency-Key {key!r} is still running; "
+                                        "retry shortly for its outcome")
+        return status_code, body
+
     try:
-        with sessions.begin() as session:
-            status_code, body = effect(session)
-            stored = session.execute(update(IdempotencyRecord).where(
-                IdempotencyRecord.tenant_id == tenant_id, IdempotencyRecord.scope == scope,
-                IdempotencyRecord.key == key, IdempotencyRecord.reservation == state.token,
-                IdempotencyRecord.status_code.is_(None)).values(
-                status_code=status_code, response=body, reservation=None, reserved_until=None))
-            if stored.rowcount != 1:  # we outlived the reservation and another request took the key over
-                raise IdempotencyInProgress(f"a request with Idempotency-Key {key!r} is still running; "
-                                            "retry shortly for its outcome")
+        status_code, body = _committed(sessions, admissions, tenant_id, effect_and_outcome)
     except BaseException:
         _release(sessions, tenant_id, scope, key, state.token)
         raise
     return Outcome(status_code, body, replayed=False)
+
+
+def _committed(sessions: SessionFactory, admissions: GroupCommit | None, tenant_id: str,
+               effect: Callable[[Session], tuple[int, dict[str, Any]]]) -> tuple[int, dict[str, Any]]:
+    """`effect` committed in a write transaction of its own, or in a batch of `admissions`."""
+    if admissions is not None:
+        return admissions.run(tenant_id, effect)
+    with sessions.begin() as session:
+        return effect(session)

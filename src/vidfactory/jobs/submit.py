@@ -313,9 +313,9 @@ def submit(
     image is written to `storage` inside that transaction and removed again when it does not commit.
     Raises PromptRejected, ImageRejected, InvalidRequest, InsufficientBalance, ActiveJobsLimit,
     IdempotencyConflict; on any of them nothing is held, queued or stored.
-    With `admissions`, a submission without an Idempotency-Key or a reference image shares its write
-    transaction with those arriving together (group commit); the others keep one of their own: their key's
-    record and their file are written around the transaction, which a batch may run twice."""
+    With `admissions`, a submission without a reference image shares its write transaction with those
+    arriving together (group commit); one with a reference image keeps one of its own: its file is written
+    during the transaction, which a batch may run twice."""
     assert request.reference is None or storage is not None, "a reference image needs the storage"
     if request.webhook_url is not None:
         try:
@@ -342,10 +342,10 @@ def submit(
         files.store_reference(job, request.reference)
         return 200, render(session, job)
 
-    if admissions is not None and idempotency is None and request.reference is None:
-        status_code, body = admissions.run(caller.tenant_id,
-                                           lambda session: hold_and_enqueue(session, StagedFiles(None)))
-        return Outcome(status_code, body, replayed=False)
+    if admissions is not None and request.reference is None:
+        return run_once(sessions, caller.tenant_id, idempotency,
+                        lambda session: hold_and_enqueue(session, StagedFiles(None)),
+                        reservation_s=settings.idempotency_reservation_s, admissions=admissions)
     return run_once_staged(sessions, settings, caller.tenant_id, idempotency, hold_and_enqueue, storage)
 
 
