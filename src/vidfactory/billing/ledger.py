@@ -209,6 +209,7 @@ def hold(session: Session, *, tenant_id: str, amount: int, job_id: str, expires_
     assert 0 < amount <= tokens_max, f"hold amount out of range: {amount}"
     if accounts is None:
         accounts = _lock_accounts(session, tenant_id)
+    assert tenant_account_id(tenant_id) in accounts, f"accounts locked for another tenant than {tenant_id}"
     voucher = accounts.get(voucher_account_id(tenant_id))
     from_vouchers = min(amount, max(_available(voucher), 0)) if voucher is not None else 0
     from_paid = amount - from_vouchers

@@ -166,13 +166,11 @@ class GroupCommit:
             else:
                 raised.writer.role = _Role.alone
             back = [writer for writer in batch if writer is not raised.writer]
-        except Exception:  # the commit failed: each writer's own transaction tells its outcome
+        except BaseException as exc:  # the commit failed: each writer's own transaction tells its outcome
             for writer in batch:
                 writer.role = _Role.alone
-        except BaseException:
-            for writer in batch:
-                writer.role = _Role.alone
-            raise
+            if not isinstance(exc, Exception):
+                raise
         else:
             for outcome in outcomes:
                 if outcome.error is None:
