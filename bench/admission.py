@@ -8,8 +8,8 @@ warmed before the clock starts, and sends requests one after another for `load_s
 32 threads calling `ledger.hold` directly, one transaction each.
 Beside each rate: the server process's CPU time per request (user + system, from /proc): on a machine
 shared with other work the rates move with the load, the CPU a request costs much less.
-The last column is how many submissions shared a write transaction, from the server's
-`vidfactory_admission_batch_size` histogram (n/a from a tree without group commit).
+The last column is how many submissions shared a write transaction during the timed load, from the
+server's `vidfactory_admission_batch_size` histogram (n/a from a tree without group commit).
 The tenants are on a bench plan that admits every submission (only the active-jobs limit is raised).
 `--baseline REV` serves the same loads from another commit's `src/` too, alternating with this tree's
 server over `baseline_rounds` rounds on the same machine and databases.
@@ -95,13 +95,11 @@ def loads(server: Server, sessions, tenants: int) -> str:
     """`/healthz`, then POST /v1/videos, from `tenants` new tenants: the rest of a table row."""
     keys = [tenant_key(sessions, 10**9)[1] for _ in range(tenants)]
     health = http_load(server, keys, lambda http: http.get("/healthz"))
-    submissions_before, transactions_before = batches(server)
     posts = http_load(server, keys, lambda http: http.post("/v1/videos", json=body))
-    submissions, transactions = batches(server)
     return (f"{health.rate:.0f} | {health.p50_ms:.1f} / {health.p99_ms:.1f} | {health.cpu_ms:.2f} | {posts.rate:.0f} | "
             f"{posts.p50_ms:.1f} / {posts.p99_ms:.1f} | {posts.cpu_ms:.2f} | {posts.rate / health.rate:.2f} | "
             f"{posts.p99_ms / posts.p50_ms:.1f} | {ratio(posts.cpu_ms, health.cpu_ms)} | "
-            f"{ratio(submissions - submissions_before, transactions - transactions_before)} |")
+            f"{ratio(*posts.batched)} |")
 
 
 def batches(server: Server) -> tuple[float, float]:
@@ -165,6 +163,7 @@ class Load:
     p50_ms: float
     p99_ms: float
     cpu_ms: float  # the server's CPU time per request
+    batched: tuple[float, float]  # (submissions, write transactions) the server committed during the load
 
 
 class served:
@@ -220,15 +219,16 @@ def http_load(server: Server, keys: list[str], call: Callable[[httpx.Client], ht
                 call(http).raise_for_status()
                 mine.append((time.perf_counter() - started) * 1000)
 
-        cpu_before = server.cpu_s()
+        cpu_before, (submissions_before, transactions_before) = server.cpu_s(), batches(server)
         elapsed = run_threads(client, clients)
         cpu_s = server.cpu_s() - cpu_before
+        submissions, transactions = batches(server)
     finally:
         for http in connections:
             http.close()
     every = sorted(latency for mine in latencies for latency in mine)
     return Load(len(every) / elapsed, every[len(every) // 2], every[max(0, int(len(every) * 0.99) - 1)],
-                cpu_s * 1000 / len(every))
+                cpu_s * 1000 / len(every), (submissions - submissions_before, transactions - transactions_before))
 
 
 def ledger_holds(sessions, tenants: int) -> float:
