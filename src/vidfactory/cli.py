@@ -907,7 +907,8 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
         if not devices.is_leader:  # a follower only generates, in step with the leader
             follow(spanned, settings.models_dir, speed_settings(settings), devices)
             end_process(0)
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, pool_size=settings.database_pool_size,
+                         pool_overflow_max=settings.database_pool_overflow_max)
     upgrade_and_seed(engine)
     sessions = make_session_factory(engine)
     loader = None

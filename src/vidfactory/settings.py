@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from vidfactory.db.session import pool_overflow_max_default, pool_size_default
 from vidfactory.engines.presets import PRESETS, TINY, TINY_PRESETS, WanPreset
 
 __all__ = ["HOSTED_ENGINES", "ConfigurationError", "HostedConfig", "ModelConfig", "Settings", "default_models",
@@ -134,6 +135,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("var")
     database_url: str = ""  # default: sqlite file under data_dir
+    # Connections each process keeps open at most, and opens beyond them for a burst (db/session.py): with
+    # several API replicas, replicas × (both) plus the workers' must stay under the server's max_connections.
+    database_pool_size: int = Field(default=pool_size_default, ge=1, le=1000)
+    database_pool_overflow_max: int = Field(default=pool_overflow_max_default, ge=0, le=1000)
     storage_dir: Path | None = None  # default: data_dir/storage
     # Object storage for several hosts: s3://bucket/prefix on any S3-compatible service (empty: storage_dir).
     # Endpoint, region and credentials come from the standard AWS variables and chain (AWS_ENDPOINT_URL,

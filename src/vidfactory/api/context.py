@@ -63,7 +63,8 @@ class AppContext:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppContext:
-        engine = make_engine(settings.resolved_database_url)
+        engine = make_engine(settings.resolved_database_url, pool_size=settings.database_pool_size,
+                             pool_overflow_max=settings.database_pool_overflow_max)
         storage = make_storage(settings)
         sessions = make_session_factory(engine)
         return cls(settings=settings, engine=engine, sessions=sessions,

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["SessionFactory", "is_sqlite", "make_engine", "make_session_factory", "sqlalchemy_url",
@@ -62,17 +62,30 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+# Database connections a process keeps (opened as needed, never more than it used at once): as many as the
+# API's request threads (anyio's default pool, 40) can hold together, so a busy API neither closes and
+# reopens one for a large share of its requests (on PostgreSQL each new one is a server process to start)
+# nor makes threads wait for one; a burst beyond them opens up to `pool_overflow_max_default` more, closed
+# again when returned.
+pool_size_default = 40
+pool_overflow_max_default = 10
+
+
+def make_engine(url: str, *, pool_size: int = pool_size_default,
+                pool_overflow_max: int = pool_overflow_max_default) -> Engine:
     url = sqlalchemy_url(url)
     if not is_sqlite(url):
         # JIT off: the claim's planned cost (three index-ordered lookups) crosses jit_above_cost, and
         # compiling it took 250 ms for a query that runs in under 1 ms; no OLTP statement here gains from JIT.
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40,
+        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_overflow_max,
                              connect_args={"options": "-c jit=off"})
-    path = url.removeprefix("sqlite:///")
+    path = make_url(url).database
+    pool: dict[str, int] = {}  # an in-memory database: one connection a thread (SQLAlchemy's own pool)
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000})
+        pool = {"pool_size": pool_size, "max_overflow": pool_overflow_max}
+    engine = create_engine(url, **pool,
+                           connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
