@@ -130,8 +130,8 @@ def create_app(settings: Settings | None = None, *, workers: int | None = None) 
 def _freeze_startup_heap() -> None:
     """Keep what start-up built (modules, models' tokenizers, torch: about 600,000 objects, nearly all kept
     for good) out of the collector's full passes: each of those scanned all of it, a pause of 0.2-0.35 s
-    that every request in flight waited out, the largest part of the tail (bench/RESULTS.md)."""
-    gc.collect()
+    that every request in flight waited out, the largest part of the tail (bench/RESULTS.md). No collection
+    first: it would take 0.3 s at every start (every test's app too) to free a few hundred objects."""
     gc.freeze()
 
 
