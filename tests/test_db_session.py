@@ -82,4 +82,3 @@ def test_a_busy_process_reuses_the_connections_it_opened(database_url):
         assert not everyone_connected.broken
     engine.dispose()
     assert len(opened) == threads
-
