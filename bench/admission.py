@@ -7,7 +7,9 @@ arriving together share), for 1 tenant and for 32 tenants. Each client keeps one
 warmed before the clock starts, and sends requests one after another for `load_s` seconds; (2) ledger —
 32 threads calling `ledger.hold` directly, one transaction each.
 Beside each rate: the server process's CPU time per request (user + system, from /proc): on a machine
-shared with other work the rates move with the load, the CPU a request costs much less.
+shared with other work the rates move with the load, the CPU a request costs much less. On PostgreSQL, the
+database server's CPU time per submission too, when it runs on this machine (its processes in /proc, and
+the backends that exited, through the postmaster's children's time; n/a elsewhere).
 The last column is how many submissions shared a write transaction during the timed load, from the
 server's `vidfactory_admission_batch_size` histogram (n/a from a tree without group commit).
 The tenants are on a bench plan that admits every submission (only the active-jobs limit is raised).
@@ -66,9 +68,9 @@ def main() -> None:
     print(f"# admission throughput — {machine()}, commit {git_revision()}, {clients} concurrent clients, "
           f"load average {os.getloadavg()[0]:.1f} at the start")
     print("| database | tenants | tree | GET /healthz /s | p50 / p99 ms | server CPU ms | POST /v1/videos /s "
-          "| p50 / p99 ms | server CPU ms | POST ÷ healthz throughput | POST p99 ÷ p50 | POST ÷ healthz CPU "
-          "| POSTs a write transaction |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| p50 / p99 ms | server CPU ms | database CPU ms | POST ÷ healthz throughput | POST p99 ÷ p50 "
+          "| POST ÷ healthz CPU | POSTs a write transaction |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     holds = []
     for name, url, drop in [("SQLite (WAL)", f"sqlite:///{root / 'bench.db'}", None),
                             ("PostgreSQL", *fresh_postgres(args.postgres_admin))]:
@@ -80,7 +82,8 @@ def main() -> None:
             for tree, src in trees.items():
                 with served(url, root, src) as server:
                     for tenants in (1, clients):
-                        print(f"| {name} | {tenants} | {tree} | {loads(server, sessions, tenants)}", flush=True)
+                        print(f"| {name} | {tenants} | {tree} | {loads(server, sessions, tenants, drop is not None)}",
+                              flush=True)
         holds.append((name, ledger_holds(sessions, tenants=1), ledger_holds(sessions, tenants=clients)))
         engine.dispose()
         if drop:
@@ -91,13 +94,15 @@ def main() -> None:
         print(f"| {name} | {one_tenant:.0f} | {many_tenants:.0f} |")
 
 
-def loads(server: Server, sessions, tenants: int) -> str:
+def loads(server: Server, sessions, tenants: int, on_postgres: bool) -> str:
     """`/healthz`, then POST /v1/videos, from `tenants` new tenants: the rest of a table row."""
     keys = [tenant_key(sessions, 10**9)[1] for _ in range(tenants)]
     health = http_load(server, keys, lambda http: http.get("/healthz"))
     posts = http_load(server, keys, lambda http: http.post("/v1/videos", json=body))
+    database = "n/a" if posts.database_cpu_ms is None or not on_postgres else f"{posts.database_cpu_ms:.2f}"
     return (f"{health.rate:.0f} | {health.p50_ms:.1f} / {health.p99_ms:.1f} | {health.cpu_ms:.2f} | {posts.rate:.0f} | "
-            f"{posts.p50_ms:.1f} / {posts.p99_ms:.1f} | {posts.cpu_ms:.2f} | {posts.rate / health.rate:.2f} | "
+            f"{posts.p50_ms:.1f} / {posts.p99_ms:.1f} | {posts.cpu_ms:.2f} | {database} | "
+            f"{posts.rate / health.rate:.2f} | "
             f"{posts.p99_ms / posts.p50_ms:.1f} | {ratio(posts.cpu_ms, health.cpu_ms)} | "
             f"{ratio(*posts.batched)} |")
 
@@ -157,12 +162,31 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_s() -> float | None:
+    """CPU seconds of the PostgreSQL server on this machine so far: its processes' own (user + system), and
+    their reaped children's, which holds every backend that exited (a closed connection's); None when no
+    PostgreSQL process runs here (or /proc is not there)."""
+    ticks, found = 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        if text[text.find("(") + 1:text.rfind(")")] != "postgres":
+            continue
+        fields = text.rpartition(")")[2].split()
+        ticks += sum(int(field) for field in fields[11:15])  # utime, stime, cutime, cstime
+        found = True
+    return ticks / os.sysconf("SC_CLK_TCK") if found else None
+
+
 @dataclass(frozen=True)
 class Load:
     rate: float  # requests/s
     p50_ms: float
     p99_ms: float
     cpu_ms: float  # the server's CPU time per request
+    database_cpu_ms: float | None  # the local PostgreSQL server's CPU time per request (None: none here)
     batched: tuple[float, float]  # (submissions, write transactions) the server committed during the load
 
 
@@ -220,15 +244,19 @@ def http_load(server: Server, keys: list[str], call: Callable[[httpx.Client], ht
                 mine.append((time.perf_counter() - started) * 1000)
 
         cpu_before, (submissions_before, transactions_before) = server.cpu_s(), batches(server)
+        database_before = postgres_cpu_s()
         elapsed = run_threads(client, clients)
-        cpu_s = server.cpu_s() - cpu_before
+        cpu_s, database_after = server.cpu_s() - cpu_before, postgres_cpu_s()
         submissions, transactions = batches(server)
     finally:
         for http in connections:
             http.close()
     every = sorted(latency for mine in latencies for latency in mine)
+    database_cpu_ms = (None if database_before is None or database_after is None
+                       else (database_after - database_before) * 1000 / len(every))
     return Load(len(every) / elapsed, every[len(every) // 2], every[max(0, int(len(every) * 0.99) - 1)],
-                cpu_s * 1000 / len(every), (submissions - submissions_before, transactions - transactions_before))
+                cpu_s * 1000 / len(every), database_cpu_ms,
+                (submissions - submissions_before, transactions - transactions_before))
 
 
 def ledger_holds(sessions, tenants: int) -> float:
