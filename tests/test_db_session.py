@@ -10,6 +10,7 @@ from sqlalchemy import event, text
 from vidfactory.db.session import make_engine, make_session_factory, pool_size_default
 
 lock_held_s_max = 20.0
+connections_held_s_max = 20.0  # how long the pool test's threads wait for one another
 
 
 def test_a_reader_does_not_wait_for_a_writer_holding_the_lock(sqlite_url):
@@ -66,7 +67,7 @@ def test_a_busy_process_reuses_the_connections_it_opened(database_url):
     opened: list[int] = []
     event.listen(engine, "connect", lambda *_: opened.append(1))
     threads, rounds = pool_size_default, 3
-    everyone_connected = threading.Barrier(threads, timeout=lock_held_s_max)
+    everyone_connected = threading.Barrier(threads, timeout=connections_held_s_max)
 
     def hold_one() -> None:
         with engine.connect() as connection:

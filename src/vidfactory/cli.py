@@ -74,9 +74,9 @@ def _settings() -> Settings:
 
 
 def _engine():
-    from vidfactory.db.session import make_engine
+    from vidfactory.db.session import database_engine
 
-    return make_engine(_settings().resolved_database_url)
+    return database_engine(_settings())
 
 
 def _sessions():
@@ -891,7 +891,7 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
     settings = _settings()  # a configuration error answers before the engines' seconds of imports
     _check_served_models(settings, model)  # so does a missing model
     from vidfactory.bootstrap import upgrade_and_seed
-    from vidfactory.db.session import make_engine, make_session_factory
+    from vidfactory.db.session import database_engine, make_session_factory
     from vidfactory.engines.parallel import DevicePlan, end_process, leave_group
     from vidfactory.engines.registry import load_engine
     from vidfactory.jobs.multidevice import LeaderEngine, follow, stop_followers
@@ -907,8 +907,7 @@ def worker(model: Annotated[list[str] | None, typer.Option(help="Serve only thes
         if not devices.is_leader:  # a follower only generates, in step with the leader
             follow(spanned, settings.models_dir, speed_settings(settings), devices)
             end_process(0)
-    engine = make_engine(settings.resolved_database_url, pool_size=settings.database_pool_size,
-                         pool_overflow_max=settings.database_pool_overflow_max)
+    engine = database_engine(settings)
     upgrade_and_seed(engine)
     sessions = make_session_factory(engine)
     loader = None

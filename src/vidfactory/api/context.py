@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from vidfactory.api.ratelimit import ConcurrencyCaps, Limiter, Network, PixelBudget, make_limiter
 from vidfactory.billing.tokens import TokenCounter
 from vidfactory.db.group_commit import GroupCommit
-from vidfactory.db.session import SessionFactory, make_engine, make_session_factory
+from vidfactory.db.session import SessionFactory, database_engine, make_session_factory
 from vidfactory.jobs.output import Provenance, load_provenance
 from vidfactory.jobs.screening import PromptScreens
 from vidfactory.notify.hub import EventHub
@@ -63,8 +63,7 @@ class AppContext:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppContext:
-        engine = make_engine(settings.resolved_database_url, pool_size=settings.database_pool_size,
-                             pool_overflow_max=settings.database_pool_overflow_max)
+        engine = database_engine(settings)
         storage = make_storage(settings)
         sessions = make_session_factory(engine)
         return cls(settings=settings, engine=engine, sessions=sessions,

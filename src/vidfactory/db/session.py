@@ -7,11 +7,16 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["SessionFactory", "is_sqlite", "make_engine", "make_session_factory", "sqlalchemy_url",
-           "wait_in_line"]
+if TYPE_CHECKING:  # settings reads this module's pool defaults
+    from vidfactory.settings import Settings
+
+__all__ = ["SessionFactory", "database_engine", "is_sqlite", "make_engine", "make_session_factory",
+           "sqlalchemy_url", "wait_in_line"]
 
 sqlite_busy_timeout_ms = 30_000
 _writer_option = "vidfactory_writer"
@@ -126,6 +131,12 @@ def make_engine(url: str, *, pool_size: int = pool_size_default,
     event.listen(engine, "commit", _leave_writers)
     event.listen(engine, "rollback", _leave_writers)
     return engine
+
+
+def database_engine(settings: Settings) -> Engine:
+    """The configured database, with the configured pool."""
+    return make_engine(settings.resolved_database_url, pool_size=settings.database_pool_size,
+                       pool_overflow_max=settings.database_pool_overflow_max)
 
 
 def make_session_factory(engine: Engine) -> SessionFactory:
