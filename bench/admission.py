@@ -12,6 +12,9 @@ database server's CPU time per submission too, when it runs on this machine (its
 the backends that exited, through the postmaster's children's time; n/a elsewhere).
 The last column is how many submissions shared a write transaction during the timed load, from the
 server's `vidfactory_admission_batch_size` histogram (n/a from a tree without group commit).
+A second table splits each load's CPU per request between the server, the client (this process) and the
+database, beside how busy the whole machine was (every core, every process, from /proc/stat): what bounds
+POST ÷ healthz on a machine that runs all three.
 The tenants are on a bench plan that admits every submission (only the active-jobs limit is raised).
 `--baseline REV` serves the same loads from another commit's `src/` too, alternating with this tree's
 server over `baseline_rounds` rounds on the same machine and databases.
@@ -71,7 +74,7 @@ def main() -> None:
           "| p50 / p99 ms | server CPU ms | database CPU ms | POST ÷ healthz throughput | POST p99 ÷ p50 "
           "| POST ÷ healthz CPU | POSTs a write transaction |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    holds = []
+    holds, shares = [], []
     for name, url, drop in [("SQLite (WAL)", f"sqlite:///{root / 'bench.db'}", None),
                             ("PostgreSQL", *fresh_postgres(args.postgres_admin))]:
         engine = make_engine(url)
@@ -82,26 +85,46 @@ def main() -> None:
             for tree, src in trees.items():
                 with served(url, root, src) as server:
                     for tenants in (1, clients):
-                        row = loads(server, sessions, tenants, on_postgres=not is_sqlite(url))
-                        print(f"| {name} | {tenants} | {tree} | {row}", flush=True)
+                        health, posts = loads(server, sessions, tenants, on_postgres=not is_sqlite(url))
+                        print(f"| {name} | {tenants} | {tree} | {row(health, posts)}", flush=True)
+                        shares += [f"| {name} | {tenants} | {tree} | {request} | {cpu_shares(load)} |"
+                                   for request, load in (("GET /healthz", health), ("POST /v1/videos", posts))]
         holds.append((name, ledger_holds(sessions, tenants=1), ledger_holds(sessions, tenants=clients)))
         engine.dispose()
         if drop:
             drop()
+    print("\n| database | tenants | tree | request | server CPU ms | client CPU ms | database CPU ms "
+          "| machine busy |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(shares))
     print(f"\n| database | ledger holds/s, 1 tenant | ledger holds/s, {clients} tenants |")
     print("|---|---|---|")
     for name, one_tenant, many_tenants in holds:
         print(f"| {name} | {one_tenant:.0f} | {many_tenants:.0f} |")
 
 
-def loads(server: Server, sessions, tenants: int, *, on_postgres: bool) -> str:
-    """`/healthz`, then POST /v1/videos, from `tenants` new tenants: the rest of a table row."""
+def loads(server: Server, sessions, tenants: int, *, on_postgres: bool) -> tuple[Load, Load]:
+    """`/healthz`, then POST /v1/videos, from `tenants` new tenants."""
     keys = [tenant_key(sessions, 10**9)[1] for _ in range(tenants)]
-    health = http_load(server, keys, lambda http: http.get("/healthz"))
-    posts = http_load(server, keys, lambda http: http.post("/v1/videos", json=body))
-    database = "n/a" if not on_postgres or posts.database_cpu_ms is None else f"{posts.database_cpu_ms:.2f}"
+    health = http_load(server, keys, lambda http: http.get("/healthz"), on_postgres=on_postgres)
+    posts = http_load(server, keys, lambda http: http.post("/v1/videos", json=body), on_postgres=on_postgres)
+    return health, posts
+
+
+def database_ms(load: Load) -> str:
+    """n/a on SQLite (the server process does the database's work) and where PostgreSQL is not local."""
+    return "n/a" if load.database_cpu_ms is None else f"{load.database_cpu_ms:.2f}"
+
+
+def cpu_shares(load: Load) -> str:
+    return (f"{load.cpu_ms:.2f} | {load.client_cpu_ms:.2f} | {database_ms(load)} | "
+            f"{load.machine_busy:.0%}")
+
+
+def row(health: Load, posts: Load) -> str:
+    """The rest of a main table row."""
     return (f"{health.rate:.0f} | {health.p50_ms:.1f} / {health.p99_ms:.1f} | {health.cpu_ms:.2f} | {posts.rate:.0f} | "
-            f"{posts.p50_ms:.1f} / {posts.p99_ms:.1f} | {posts.cpu_ms:.2f} | {database} | "
+            f"{posts.p50_ms:.1f} / {posts.p99_ms:.1f} | {posts.cpu_ms:.2f} | {database_ms(posts)} | "
             f"{posts.rate / health.rate:.2f} | "
             f"{posts.p99_ms / posts.p50_ms:.1f} | {ratio(posts.cpu_ms, health.cpu_ms)} | "
             f"{ratio(*posts.batched)} |")
@@ -180,13 +203,21 @@ def postgres_cpu_s() -> float | None:
     return ticks / os.sysconf("SC_CLK_TCK") if found else None
 
 
+def machine_cpu_s() -> float:
+    """Busy CPU seconds of every core so far: /proc/stat's first line, less its idle and iowait."""
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass(frozen=True)
 class Load:
     rate: float  # requests/s
     p50_ms: float
     p99_ms: float
     cpu_ms: float  # the server's CPU time per request
+    client_cpu_ms: float  # this process's (the client threads') CPU time per request
     database_cpu_ms: float | None  # the local PostgreSQL server's CPU time per request (None: none here)
+    machine_busy: float  # the share of every core's time that was busy during the load
     batched: tuple[float, float]  # (submissions, write transactions) the server committed during the load
 
 
@@ -224,7 +255,8 @@ class served:
         self.server.wait(30)
 
 
-def http_load(server: Server, keys: list[str], call: Callable[[httpx.Client], httpx.Response]) -> Load:
+def http_load(server: Server, keys: list[str], call: Callable[[httpx.Client], httpx.Response], *,
+              on_postgres: bool) -> Load:
     """`clients` threads calling for `load_s` each, thread i authenticated with keys[i % len(keys)]. Each
     thread's connection is opened, and warmed by one call (tokenizer, pools), before the clock starts: a
     short load would otherwise time the clients' own set-up, which costs more than a `/healthz`."""
@@ -244,9 +276,11 @@ def http_load(server: Server, keys: list[str], call: Callable[[httpx.Client], ht
                 mine.append((time.perf_counter() - started) * 1000)
 
         cpu_before, (submissions_before, transactions_before) = server.cpu_s(), batches(server)
-        database_before = postgres_cpu_s()
+        database_before = postgres_cpu_s() if on_postgres else None
+        client_before, machine_before = time.process_time(), machine_cpu_s()
         elapsed = run_threads(client, clients)
-        cpu_s, database_after = server.cpu_s() - cpu_before, postgres_cpu_s()
+        machine_s, client_s = machine_cpu_s() - machine_before, time.process_time() - client_before
+        cpu_s, database_after = server.cpu_s() - cpu_before, postgres_cpu_s() if on_postgres else None
         submissions, transactions = batches(server)
     finally:
         for http in connections:
@@ -255,7 +289,8 @@ def http_load(server: Server, keys: list[str], call: Callable[[httpx.Client], ht
     database_cpu_ms = (None if database_before is None or database_after is None
                        else (database_after - database_before) * 1000 / len(every))
     return Load(len(every) / elapsed, every[len(every) // 2], every[max(0, int(len(every) * 0.99) - 1)],
-                cpu_s * 1000 / len(every), database_cpu_ms,
+                cpu_s * 1000 / len(every), client_s * 1000 / len(every), database_cpu_ms,
+                machine_s / (elapsed * os.cpu_count()),
                 (submissions - submissions_before, transactions - transactions_before))
 
 
