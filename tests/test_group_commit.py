@@ -21,6 +21,7 @@ from vidfactory.billing.ledger import InsufficientBalance
 from vidfactory.db.group_commit import GroupCommit
 from vidfactory.idempotency import Outcome
 from vidfactory.jobs.submit import VideoRequest, submit
+from vidfactory.observability.metrics import process_registry
 from vidfactory.tenancy import authenticate
 
 line_wait_s_max = 60
@@ -232,6 +233,41 @@ def test_submissions_of_one_batch_commit_their_holds_and_jobs_and_a_refused_one_
         assert available(ctx.sessions, handle.id) == 10_000 - video["billing"]["held"]
     assert client.get("/v1/videos", headers=broke.headers).json()["data"] == []
     assert client.get("/v1/balance", headers=broke.headers).json()["pending"] == 0
+    assert_ledger_clean(ctx.sessions)
+
+
+class RenderFailed(Exception):
+    pass
+
+
+def test_a_submission_run_again_counts_its_cache_lookup_once(ctx):
+    """The later submission of a batch fails after writing (its rendering), so the batch rolls back and the
+    earlier one runs again in the next: both runs looked the cache up, the metric counts the one that
+    committed."""
+    first, failing = sorted((new_tenant(ctx.sessions, tokens=10_000) for _ in range(2)), key=lambda t: t.id)
+    with ctx.sessions() as session:
+        callers = {handle.id: authenticate(session, handle.key) for handle in (first, failing)}
+    request = VideoRequest(prompt="a harbour at low tide", model="wan-tiny", size="64x64", seconds="1")
+    sizes: list[int] = []
+    line = GroupCommit(ctx.sessions, batch_max=32, batch_sizes=sizes.append)
+
+    def render_or_fail(session: Session, job) -> dict:
+        if job.tenant_id == failing.id:
+            raise RenderFailed(job.id)
+        return new_video_object(session, job)
+
+    def misses() -> float:
+        return process_registry.get_sample_value("vidfactory_cache_lookups_total", {"result": "miss"}) or 0.0
+
+    before = misses()
+    outcomes = calls_together(line, lambda session: None, [
+        (tenant_id, lambda caller=caller: submit(ctx.sessions, ctx.settings, ctx.counters, caller, request,
+                                                 render_or_fail, screens=ctx.screens, admissions=line))
+        for tenant_id, caller in callers.items()])
+    assert isinstance(outcomes[failing.id], RenderFailed)
+    assert sizes == [1, 2, 1]  # rolled back at the failing one, which ran alone; the first one then alone
+    assert outcomes[first.id].body["status"] == "queued"
+    assert misses() - before == 1
     assert_ledger_clean(ctx.sessions)
 
 

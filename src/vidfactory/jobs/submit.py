@@ -326,15 +326,19 @@ def submit(
         priced = price_in(session, settings, counter_for, request, caller.tenant_id)
         review = screen_prompt(session, screens, caller.tenant_id, priced.prompt) or review
     screens.images.check(request.reference, "template" if request.reference_from_template else "input_reference")
+    # The cache lookup's result in the run of the effect that committed: a batch may run it more than once.
+    looked_up: str | None = None
 
     def hold_and_enqueue(session: Session, files: StagedFiles) -> tuple[int, dict[str, Any]]:
+        nonlocal looked_up
+        looked_up = None
         job = enqueue(session, settings, caller, request, priced, review, limit_active_jobs=True)
         hit = None if review is not None else cache_index.lookup(
             session, tenant_id=caller.tenant_id, mode=request.cache, fingerprint=job.cache_fingerprint,
             shape_key=job.cache_shape_key, prompt=job.prompt, candidates_max=settings.cache_candidates_max,
             shared=settings.cache_shared)
         if request.cache != "off":
-            cache_lookups.labels(result="miss" if hit is None else "hit").inc()
+            looked_up = "miss" if hit is None else "hit"
         if hit is not None:  # a worker re-labels the source's clip as this job's own (no media work here)
             queue.serve_from_cache(session, job, hit.job_id, hit.score)
             session.refresh(job)
@@ -343,10 +347,14 @@ def submit(
         return 200, render(session, job)
 
     if admissions is not None and request.reference is None:
-        return run_once(sessions, caller.tenant_id, idempotency,
-                        lambda session: hold_and_enqueue(session, StagedFiles(None)),
-                        reservation_s=settings.idempotency_reservation_s, admissions=admissions)
-    return run_once_staged(sessions, settings, caller.tenant_id, idempotency, hold_and_enqueue, storage)
+        outcome = run_once(sessions, caller.tenant_id, idempotency,
+                           lambda session: hold_and_enqueue(session, StagedFiles(None)),
+                           reservation_s=settings.idempotency_reservation_s, admissions=admissions)
+    else:
+        outcome = run_once_staged(sessions, settings, caller.tenant_id, idempotency, hold_and_enqueue, storage)
+    if looked_up is not None:
+        cache_lookups.labels(result=looked_up).inc()
+    return outcome
 
 
 class StagedFiles:
