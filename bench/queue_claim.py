@@ -65,7 +65,7 @@ def populate(sessions, size: int) -> None:
 
 
 def claim_ms(sessions, held: tuple[str, ...]) -> float:
-    session = sessions()
+    session = sessions(bind=sessions.kw["bind"])  # a transaction, rolled back: the queue stays as built
     try:
         started = time.perf_counter()
         job = queue.claim(session, worker_id="bench", models=list(models), lease_s=60, now=utcnow(),

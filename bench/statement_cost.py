@@ -139,9 +139,9 @@ def cpu_us(call: Callable[[], object]) -> float:
 
 
 def statement_rows(ctx: AppContext) -> dict[str, list[float]]:
-    """µs of CPU for each way of sending each shape, in one read transaction (rolled back)."""
+    """µs of CPU for each way of sending each shape, in one transaction (rolled back)."""
     head = AuditHead.id == 1
-    with ctx.sessions() as session:
+    with ctx.sessions(bind=ctx.engine) as session:
         connection = session.connection()
         cursor = connection.connection.driver_connection.cursor()
         marker = "%s" if ctx.engine.dialect.name == "postgresql" else "?"

@@ -1,13 +1,15 @@
-"""Sessions on SQLite: readers never wait for the write lock; writers take it at BEGIN. Connection pools:
-a busy process keeps the connections it opened, up to its configured pool size."""
+"""Sessions on SQLite: readers never wait for the write lock; writers take it at BEGIN. On PostgreSQL,
+readers run without a transaction while writers still commit or roll back whole. A reading session never
+writes. Connection pools: a busy process keeps the connections it opened, up to its configured pool size."""
 
 from __future__ import annotations
 
 import threading
 
+import pytest
 from sqlalchemy import event, text
 
-from vidfactory.db.session import make_engine, make_session_factory, pool_size_default
+from vidfactory.db.session import WriteInReadSession, make_engine, make_session_factory, pool_size_default
 
 lock_held_s_max = 20.0
 connections_held_s_max = 20.0  # how long the pool test's threads wait for one another
@@ -49,6 +51,37 @@ def test_writers_lock_at_begin_and_readers_defer(sqlite_url):
         session.execute(text("SELECT 1"))
     engine.dispose()
     assert begins == ["BEGIN", "BEGIN IMMEDIATE"]
+
+
+def test_a_reading_session_that_writes_fails_and_writes_nothing(database_url):
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        plans = session.execute(text("SELECT count(*) FROM plans")).scalar()
+        with pytest.raises(WriteInReadSession):
+            session.execute(text("DELETE FROM plans"))
+    with sessions() as session:
+        assert session.execute(text("SELECT count(*) FROM plans")).scalar() == plans > 0
+    engine.dispose()
+
+
+def test_postgres_reads_run_without_a_transaction_and_writes_still_roll_back_whole(postgres_url):
+    """One pooled connection serves both: after a read, it must be transactional again for the writer."""
+    engine = make_engine(postgres_url, pool_size=1, pool_overflow_max=0)
+    sessions = make_session_factory(engine)
+    started = text("SELECT now()")  # a transaction's start: the same for every statement inside one
+    with sessions() as session:
+        assert session.execute(started).scalar() != session.execute(started).scalar()
+        priority = session.execute(text("SELECT priority FROM plans WHERE id = 'enterprise'")).scalar()
+    with sessions.begin() as session:
+        assert session.execute(started).scalar() == session.execute(started).scalar()
+    with pytest.raises(RuntimeError, match="undone"), sessions.begin() as session:
+        session.execute(text("UPDATE plans SET priority = priority + 1 WHERE id = 'enterprise'"))
+        session.execute(text("UPDATE plans SET priority = priority + 1 WHERE id = 'pro'"))
+        raise RuntimeError("undone")
+    with sessions() as session:
+        assert session.execute(text("SELECT priority FROM plans WHERE id = 'enterprise'")).scalar() == priority
+    engine.dispose()
 
 
 def test_postgres_connections_never_jit_compile(postgres_url):
