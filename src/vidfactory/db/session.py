@@ -20,7 +20,6 @@ __all__ = ["SessionFactory", "WriteInReadSession", "database_engine", "is_sqlite
 
 sqlite_busy_timeout_ms = 30_000
 _writer_option = "vidfactory_writer"
-_reader_option = "vidfactory_reader"
 _queued_writer = "vidfactory_queued_writer"  # on a connection that holds the process's SQLite writer lock
 _read_statements = ("SELECT", "BEGIN")  # what a reading session sends (BEGIN: SQLite's deferred one)
 
@@ -42,10 +41,8 @@ class SessionFactory(sessionmaker[Session]):
 
     def __init__(self, engine: Engine, **kw) -> None:
         super().__init__(engine, **kw)
-        options: dict[str, object] = {_reader_option: True}
-        if engine.dialect.name == "postgresql":
-            options["isolation_level"] = "AUTOCOMMIT"
-        self.reader = engine.execution_options(**options)
+        autocommit = {"isolation_level": "AUTOCOMMIT"} if engine.dialect.name == "postgresql" else {}
+        self.reader = engine.execution_options(**autocommit)  # an engine of its own for the check's listener
         event.listen(self.reader, "before_cursor_execute", _refuse_writes)
 
     def __call__(self, **local_kw) -> Session:
