@@ -6,7 +6,6 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event, make_url, text
@@ -35,9 +34,9 @@ class SessionFactory(sessionmaker[Session]):
     BEGIN (BEGIN IMMEDIATE), while a reading one stays deferred, so WAL readers (authentication, price
     lookups, polling) never queue behind writers. On PostgreSQL a reading session runs without a
     transaction (autocommit): each statement sees what was committed before it, as it would under READ
-    COMMITTED inside one, without a BEGIN and a ROLLBACK round trip per session (a submission has two
-    reading sessions; without them it costs the API a tenth less CPU and the database a third less:
-    bench/RESULTS.md)."""
+    COMMITTED inside one, without a BEGIN and a ROLLBACK round trip per session. A submission has two
+    reading sessions; without those round trips it costs the API a tenth less CPU and the database a third
+    less (bench/RESULTS.md)."""
 
     def __init__(self, engine: Engine, **kw) -> None:
         super().__init__(engine, **kw)
